@@ -51,7 +51,7 @@ start_dynamodb() {
   log "starting DynamoDB Local on 127.0.0.1:$ddb_port"
   # DynamoDB Local has no bind-address option; clients reach it on 127.0.0.1 only.
   (cd "$dir" && exec setsid java -Xmx512m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-    -inMemory -disableTelemetry -port "$ddb_port" >"$logs/dynamodb.log" 2>&1 </dev/null) &
+    -inMemory -sharedDb -disableTelemetry -port "$ddb_port" >"$logs/dynamodb.log" 2>&1 </dev/null) &
   echo $! >"$state/dynamodb.pid"
   wait_for dynamodb "http://127.0.0.1:$ddb_port"
 }

@@ -1,1 +1,8 @@
+//! Support for the tests that need the local AWS stack: its settings, unique names, SDK clients pointed at it,
+//! a Lambda Runtime API stand-in that runs the real function binaries, and a fault-injecting proxy.
 
+pub mod fault_proxy;
+pub mod lambda;
+pub mod stack;
+
+pub use stack::{Stack, unique};

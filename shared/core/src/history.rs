@@ -122,12 +122,14 @@ pub fn record_from_event(event: &Value, options: &RecordOptions) -> Result<Histo
         return Err(EventError::new("event", format!("must be a JSON object, found {}", type_name(event))));
     };
     let (shadow, message) = locate(fields)?;
-    let timestamp = unsigned(fields, "timestamp", "timestamp")?
-        .ok_or_else(|| EventError::new("timestamp", "is missing"))?;
+    let timestamp =
+        unsigned(fields, "timestamp", "timestamp")?.ok_or_else(|| EventError::new("timestamp", "is missing"))?;
     let client_token = match fields.get("clientToken") {
         None | Some(Value::Null) => None,
         Some(Value::String(token)) => Some(token.clone()),
-        Some(other) => return Err(EventError::new("clientToken", format!("must be a string, found {}", type_name(other)))),
+        Some(other) => {
+            return Err(EventError::new("clientToken", format!("must be a string, found {}", type_name(other))));
+        }
     };
     let received_at = unsigned(fields, "receivedAt", "receivedAt")?;
 
@@ -161,9 +163,7 @@ pub fn record_from_event(event: &Value, options: &RecordOptions) -> Result<Histo
         state,
         client_token,
         received_at,
-        expires_at: options
-            .retention_days
-            .map(|days| timestamp.saturating_add(u64::from(days) * SECONDS_PER_DAY)),
+        expires_at: options.retention_days.map(|days| timestamp.saturating_add(u64::from(days) * SECONDS_PER_DAY)),
         metadata: if options.store_metadata { metadata.cloned() } else { None },
         previous_version,
     })
@@ -177,14 +177,18 @@ fn locate(fields: &Map<String, Value>) -> Result<(ShadowRef, ShadowMessage), Eve
             let parsed = ShadowTopic::parse(topic).map_err(|e| EventError::new("topic", format!("{topic:?} {e}")))?;
             Some(parsed)
         }
-        Some(other) => return Err(EventError::new("topic", format!("must be a string, found {}", type_name(other)))),
+        Some(other) => {
+            return Err(EventError::new("topic", format!("must be a string, found {}", type_name(other))));
+        }
     };
     let thing = match fields.get("thingName") {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => {
             Some(ThingName::parse(name.as_str()).map_err(|e| EventError::new("thingName", format!("{name:?} {e}")))?)
         }
-        Some(other) => return Err(EventError::new("thingName", format!("must be a string, found {}", type_name(other)))),
+        Some(other) => {
+            return Err(EventError::new("thingName", format!("must be a string, found {}", type_name(other))));
+        }
     };
     let shadow = match fields.get("shadowName") {
         None | Some(Value::Null) => None,
@@ -194,7 +198,9 @@ fn locate(fields: &Map<String, Value>) -> Result<(ShadowRef, ShadowMessage), Eve
         Some(Value::String(name)) => {
             Some(ShadowName::parse(name.as_str()).map_err(|e| EventError::new("shadowName", format!("{name:?} {e}")))?)
         }
-        Some(other) => return Err(EventError::new("shadowName", format!("must be a string, found {}", type_name(other)))),
+        Some(other) => {
+            return Err(EventError::new("shadowName", format!("must be a string, found {}", type_name(other))));
+        }
     };
 
     match (from_topic, thing) {
@@ -246,7 +252,9 @@ fn unsigned(fields: &Map<String, Value>, key: &str, name: &str) -> Result<Option
             .as_u64()
             .map(Some)
             .ok_or_else(|| EventError::new(name, format!("must be a non-negative integer, found {n}"))),
-        Some(other) => Err(EventError::new(name, format!("must be a non-negative integer, found {}", type_name(other)))),
+        Some(other) => {
+            Err(EventError::new(name, format!("must be a non-negative integer, found {}", type_name(other))))
+        }
     }
 }
 
@@ -385,14 +393,17 @@ mod tests {
 
     #[test]
     fn delete_is_a_tombstone() {
-        let r = record(json!({"version": 9, "timestamp": 300, "topic": "$aws/things/d1/shadow/name/cfg/delete/accepted"}));
+        let r =
+            record(json!({"version": 9, "timestamp": 300, "topic": "$aws/things/d1/shadow/name/cfg/delete/accepted"}));
         assert_eq!((r.kind, r.version, r.state.clone()), (RecordKind::Delete, 9, None));
         assert!(r.sort_key().ends_with("#3-delete"));
     }
 
     #[test]
     fn thing_name_instead_of_topic() {
-        let update = record(json!({"state": {"desired": {"a": 1}}, "version": 1, "timestamp": 1, "thingName": "d1", "shadowName": "cfg"}));
+        let update = record(
+            json!({"state": {"desired": {"a": 1}}, "version": 1, "timestamp": 1, "thingName": "d1", "shadowName": "cfg"}),
+        );
         assert_eq!((update.shadow.shadow_name(), update.kind), ("cfg", RecordKind::Update));
         let classic = record(json!({"state": {"desired": {"a": 1}}, "version": 1, "timestamp": 1, "thingName": "d1"}));
         assert_eq!(classic.shadow.shadow, None);
@@ -424,25 +435,77 @@ mod tests {
             (json!([1, 2]), "event", "must be a JSON object, found an array"),
             (json!("text"), "event", "must be a JSON object, found a string"),
             (json!({"state": {}, "version": 1, "timestamp": 1}), "topic", "is missing"),
-            (json!({"state": {}, "version": 1, "timestamp": 1, "topic": "sensors/d1"}), "topic", "not a Device Shadow topic"),
-            (json!({"state": {}, "version": 1, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/delta"}), "topic", "not one that is recorded"),
+            (
+                json!({"state": {}, "version": 1, "timestamp": 1, "topic": "sensors/d1"}),
+                "topic",
+                "not a Device Shadow topic",
+            ),
+            (
+                json!({"state": {}, "version": 1, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/delta"}),
+                "topic",
+                "not one that is recorded",
+            ),
             (json!({"state": {}, "version": 1, "timestamp": 1, "topic": 5}), "topic", "must be a string"),
             (json!({"state": {}, "timestamp": 1, "topic": topic}), "version", "is missing"),
-            (json!({"state": {}, "version": 1.5, "timestamp": 1, "topic": topic}), "version", "non-negative integer, found 1.5"),
-            (json!({"state": {}, "version": -1, "timestamp": 1, "topic": topic}), "version", "non-negative integer, found -1"),
+            (
+                json!({"state": {}, "version": 1.5, "timestamp": 1, "topic": topic}),
+                "version",
+                "non-negative integer, found 1.5",
+            ),
+            (
+                json!({"state": {}, "version": -1, "timestamp": 1, "topic": topic}),
+                "version",
+                "non-negative integer, found -1",
+            ),
             (json!({"state": {}, "version": "1", "timestamp": 1, "topic": topic}), "version", "found a string"),
             (json!({"state": {}, "version": 1, "topic": topic}), "timestamp", "is missing"),
-            (json!({"state": "on", "version": 1, "timestamp": 1, "topic": topic}), "state", "must be an object, found a string"),
+            (
+                json!({"state": "on", "version": 1, "timestamp": 1, "topic": topic}),
+                "state",
+                "must be an object, found a string",
+            ),
             (json!({"version": 1, "timestamp": 1, "topic": topic}), "state", "is missing"),
-            (json!({"state": {"desired": [1]}, "version": 1, "timestamp": 1, "topic": topic}), "state.desired", "object or null"),
-            (json!({"state": {}, "version": 1, "timestamp": 1, "topic": topic, "clientToken": 7}), "clientToken", "must be a string"),
-            (json!({"state": {}, "version": 1, "timestamp": 1, "topic": topic, "receivedAt": "now"}), "receivedAt", "non-negative integer"),
+            (
+                json!({"state": {"desired": [1]}, "version": 1, "timestamp": 1, "topic": topic}),
+                "state.desired",
+                "object or null",
+            ),
+            (
+                json!({"state": {}, "version": 1, "timestamp": 1, "topic": topic, "clientToken": 7}),
+                "clientToken",
+                "must be a string",
+            ),
+            (
+                json!({"state": {}, "version": 1, "timestamp": 1, "topic": topic, "receivedAt": "now"}),
+                "receivedAt",
+                "non-negative integer",
+            ),
             (json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "bad/name"}), "thingName", "contains '/'"),
-            (json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "d1", "shadowName": "a b"}), "shadowName", "contains ' '"),
-            (json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "d2", "topic": topic}), "thingName", "disagrees"),
-            (json!({"version": 1, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/documents"}), "current", "is missing"),
-            (json!({"current": {"state": {}}, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/documents"}), "current.version", "is missing"),
-            (json!({"current": {"state": {}, "version": 2}, "previous": {"version": "x"}, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/documents"}), "previous.version", "non-negative integer"),
+            (
+                json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "d1", "shadowName": "a b"}),
+                "shadowName",
+                "contains ' '",
+            ),
+            (
+                json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "d2", "topic": topic}),
+                "thingName",
+                "disagrees",
+            ),
+            (
+                json!({"version": 1, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/documents"}),
+                "current",
+                "is missing",
+            ),
+            (
+                json!({"current": {"state": {}}, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/documents"}),
+                "current.version",
+                "is missing",
+            ),
+            (
+                json!({"current": {"state": {}, "version": 2}, "previous": {"version": "x"}, "timestamp": 1, "topic": "$aws/things/d1/shadow/update/documents"}),
+                "previous.version",
+                "non-negative integer",
+            ),
         ];
         for (event, field, reason) in cases {
             let e = rejected(event.clone());

@@ -25,10 +25,7 @@ fn check(value: &str, max: usize, extra: &'static str) -> Result<(), NameError> 
     if len > max {
         return Err(NameError::TooLong { len, max });
     }
-    if let Some(found) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c)))
-    {
+    if let Some(found) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c))) {
         let allowed = if extra.contains('$') { "$ : _ -" } else { ": _ -" };
         return Err(NameError::BadCharacter { found, allowed });
     }
@@ -131,17 +128,11 @@ mod tests {
         assert!(ThingName::parse("Test-Device").is_ok());
         assert!(ThingName::parse("a:b_c-1").is_ok());
         assert_eq!(ThingName::parse(""), Err(NameError::Empty));
-        assert_eq!(
-            ThingName::parse("a/b"),
-            Err(NameError::BadCharacter { found: '/', allowed: ": _ -" })
-        );
+        assert_eq!(ThingName::parse("a/b"), Err(NameError::BadCharacter { found: '/', allowed: ": _ -" }));
         assert!(matches!(ThingName::parse("#"), Err(NameError::BadCharacter { .. })));
         assert!(matches!(ThingName::parse("$x"), Err(NameError::BadCharacter { .. })));
         assert!(ThingName::parse("x".repeat(128)).is_ok());
-        assert_eq!(
-            ThingName::parse("x".repeat(129)),
-            Err(NameError::TooLong { len: 129, max: 128 })
-        );
+        assert_eq!(ThingName::parse("x".repeat(129)), Err(NameError::TooLong { len: 129, max: 128 }));
         assert!(matches!(ThingName::parse("café"), Err(NameError::BadCharacter { found: 'é', .. })));
     }
 

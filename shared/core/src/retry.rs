@@ -194,9 +194,14 @@ mod retry_until_tests {
     async fn stops_before_the_deadline() {
         let start = tokio::time::Instant::now();
         let deadline = start + Duration::from_secs(3);
-        let result: Result<(), _> =
-            retry_until(deadline, Duration::from_millis(500), Backoff::default(), || async { Err(Fault(true)) }, |_| {})
-                .await;
+        let result: Result<(), _> = retry_until(
+            deadline,
+            Duration::from_millis(500),
+            Backoff::default(),
+            || async { Err(Fault(true)) },
+            |_| {},
+        )
+        .await;
         let Err(GaveUp::OutOfTime { attempts, .. }) = result else { panic!("expected out of time") };
         assert!(attempts > 3);
         assert!(tokio::time::Instant::now() <= deadline - Duration::from_millis(500));

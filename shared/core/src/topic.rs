@@ -47,10 +47,7 @@ impl ShadowTopic {
             _ => return Err(TopicError::NotShadow),
         };
         let thing = ThingName::parse(thing).map_err(TopicError::Thing)?;
-        let shadow = shadow
-            .map(ShadowName::parse)
-            .transpose()
-            .map_err(TopicError::Shadow)?;
+        let shadow = shadow.map(ShadowName::parse).transpose().map_err(TopicError::Shadow)?;
         Ok(Self { shadow: ShadowRef { thing, shadow }, message })
     }
 }
@@ -109,7 +106,10 @@ mod tests {
             ("$aws/things/d1/shadow/name/s/get/accepted", TopicError::NotRecorded),
             ("$aws/things/d1/shadow/name/update/accepted", TopicError::NotShadow),
             ("$aws/things//shadow/update/accepted", TopicError::Thing(NameError::Empty)),
-            ("$aws/things/d 1/shadow/update/accepted", TopicError::Thing(NameError::BadCharacter { found: ' ', allowed: ": _ -" })),
+            (
+                "$aws/things/d 1/shadow/update/accepted",
+                TopicError::Thing(NameError::BadCharacter { found: ' ', allowed: ": _ -" }),
+            ),
             ("$aws/things/d1/shadow/name//update/accepted", TopicError::Shadow(NameError::Empty)),
             ("$aws/things/d1/shadow/name/a/b/update/accepted", TopicError::NotShadow),
         ];

@@ -1,0 +1,194 @@
+//! One invocation: a shadow event straight from the IoT Rule, or an SQS batch of them.
+
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures::StreamExt;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::{Value, json};
+use shadow_core::history::{EventError, HistoryRecord, HistoryStore, PutOutcome, record_from_event, store_record};
+use shadow_core::retry::{GaveUp, Retryable};
+use shadow_core::store::ServiceError;
+use shadow_runtime::metrics::Counters;
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// Time kept back from the deadline to answer Lambda.
+const RESERVE: Duration = Duration::from_millis(1500);
+/// Used when a local runner gives no deadline.
+const NO_DEADLINE: Duration = Duration::from_secs(60);
+/// Writes in flight at once for an SQS batch.
+const CONCURRENCY: usize = 10;
+
+const WRITTEN: &str = "written";
+const DUPLICATE: &str = "duplicate";
+const REJECTED: &str = "rejected";
+const FAILED: &str = "failed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("invalid shadow event: {0}")]
+    InvalidEvent(#[from] EventError),
+    #[error("invalid SQS event: {0}")]
+    InvalidBatch(#[source] serde_json::Error),
+    #[error("history write failed: {0}")]
+    Store(#[source] GaveUp<ServiceError>),
+}
+
+impl Retryable for HistoryError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::InvalidEvent(_) | Self::InvalidBatch(_) => false,
+            Self::Store(GaveUp::OutOfTime { .. }) => true,
+            Self::Store(GaveUp::Final(e)) => e.is_retryable(),
+        }
+    }
+}
+
+impl From<HistoryError> for Diagnostic {
+    fn from(error: HistoryError) -> Self {
+        let kind = match &error {
+            HistoryError::InvalidEvent(_) => "InvalidEvent",
+            HistoryError::InvalidBatch(_) => "InvalidBatch",
+            HistoryError::Store(GaveUp::OutOfTime { .. }) => "OutOfTime",
+            HistoryError::Store(GaveUp::Final(_)) => "StoreRejected",
+        };
+        shadow_runtime::error::diagnostic(kind, &error)
+    }
+}
+
+pub async fn handle(
+    store: &impl HistoryStore,
+    config: &Config,
+    event: LambdaEvent<Value>,
+) -> Result<Value, HistoryError> {
+    let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
+    let mut counters = Counters::new(&[WRITTEN, DUPLICATE, REJECTED, FAILED]);
+    let result = if is_sqs_batch(&event.payload) {
+        handle_batch(store, config, event.payload, deadline, &mut counters).await
+    } else {
+        handle_one(store, config, &event.payload, deadline, &mut counters).await
+    };
+    counters.emit("shadow-history");
+    result
+}
+
+fn is_sqs_batch(payload: &Value) -> bool {
+    payload.get("Records").is_some_and(Value::is_array)
+}
+
+async fn handle_one(
+    store: &impl HistoryStore,
+    config: &Config,
+    payload: &Value,
+    deadline: Instant,
+    counters: &mut Counters,
+) -> Result<Value, HistoryError> {
+    let record = record_from_event(payload, &config.record).inspect_err(|e| {
+        counters.add(REJECTED, 1);
+        tracing::warn!(outcome = "rejected", field = %e.field, reason = %e.reason, "shadow event rejected");
+    })?;
+    match store_record(store, &record, deadline, RESERVE).await {
+        Ok(outcome) => {
+            log_stored(&record, outcome, counters);
+            Ok(json!({
+                "thingName": record.shadow.thing,
+                "shadowName": record.shadow.shadow_name(),
+                "version": record.version,
+                "kind": record.kind.as_str(),
+                "outcome": outcome.as_str(),
+            }))
+        }
+        Err(e) => {
+            log_failed(&record, &e, counters);
+            Err(HistoryError::Store(e))
+        }
+    }
+}
+
+/// Every record of the batch is tried; only the ones that failed are reported, so SQS re-delivers just those.
+async fn handle_batch(
+    store: &impl HistoryStore,
+    config: &Config,
+    payload: Value,
+    deadline: Instant,
+    counters: &mut Counters,
+) -> Result<Value, HistoryError> {
+    let batch: SqsEvent = serde_json::from_value(payload).map_err(HistoryError::InvalidBatch)?;
+    let mut failures = Vec::new();
+    let mut records = Vec::new();
+    for message in batch.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let parsed = message
+            .body
+            .as_deref()
+            .ok_or_else(|| EventError { field: "body".into(), reason: "is missing".into() })
+            .and_then(|body| {
+                serde_json::from_str::<Value>(body)
+                    .map_err(|e| EventError { field: "body".into(), reason: format!("is not JSON: {e}") })
+            })
+            .and_then(|event| record_from_event(&event, &config.record));
+        match parsed {
+            Ok(record) => records.push((id, record)),
+            Err(e) => {
+                counters.add(REJECTED, 1);
+                tracing::warn!(outcome = "rejected", message_id = %id, field = %e.field, reason = %e.reason, "shadow event rejected");
+                failures.push(id);
+            }
+        }
+    }
+    let results: Vec<_> = futures::stream::iter(records)
+        .map(|(id, record)| async move {
+            let result = store_record(store, &record, deadline, RESERVE).await;
+            (id, record, result)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for (id, record, result) in results {
+        match result {
+            Ok(outcome) => log_stored(&record, outcome, counters),
+            Err(e) => {
+                log_failed(&record, &e, counters);
+                failures.push(id);
+            }
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures
+        .into_iter()
+        .map(|item_identifier| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = item_identifier;
+            failure
+        })
+        .collect();
+    serde_json::to_value(response).map_err(HistoryError::InvalidBatch)
+}
+
+fn log_stored(record: &HistoryRecord, outcome: PutOutcome, counters: &mut Counters) {
+    counters.add(if outcome == PutOutcome::Written { WRITTEN } else { DUPLICATE }, 1);
+    tracing::info!(
+        thing = %record.shadow.thing,
+        shadow = record.shadow.shadow_name(),
+        version = record.version,
+        kind = record.kind.as_str(),
+        outcome = outcome.as_str(),
+        "shadow event"
+    );
+}
+
+fn log_failed(record: &HistoryRecord, error: &GaveUp<ServiceError>, counters: &mut Counters) {
+    counters.add(FAILED, 1);
+    tracing::error!(
+        thing = %record.shadow.thing,
+        shadow = record.shadow.shadow_name(),
+        version = record.version,
+        kind = record.kind.as_str(),
+        outcome = "failed",
+        retryable = error.is_retryable(),
+        error = %error,
+        "shadow event not written"
+    );
+}

@@ -1,0 +1,94 @@
+//! Building SDK configuration once per process, and classifying SDK errors.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use shadow_core::store::{FaultKind, ServiceError};
+
+/// The shared SDK configuration: region, credentials and `AWS_ENDPOINT_URL_*` from the environment.
+///
+/// SDK retries are off: shadow-fleet retries in its own loops, which pace themselves against the invocation's
+/// deadline and, unlike the SDK's retry token bucket, do not stop retrying after a burst of throttles.
+pub async fn load() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "SlowDown",
+];
+
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalFailure",
+    "InternalFailureException",
+    "InternalServerError",
+    "InternalServerException",
+    "InternalException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "TransactionConflictException",
+];
+
+/// How a service error code and HTTP status should be treated.
+pub fn fault_kind(code: Option<&str>, status: u16) -> FaultKind {
+    match code {
+        Some(code) if THROTTLING_CODES.contains(&code) => FaultKind::Throttled,
+        Some(code) if TRANSIENT_CODES.contains(&code) => FaultKind::Transient,
+        _ if status == 429 => FaultKind::Throttled,
+        _ if status >= 500 => FaultKind::Transient,
+        _ => FaultKind::Rejected,
+    }
+}
+
+/// Wraps an SDK error, classified for retrying.
+pub fn service_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> ServiceError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (kind, code) = match &err {
+        SdkError::ServiceError(ctx) => {
+            let code = ctx.err().code().map(str::to_owned);
+            (fault_kind(code.as_deref(), ctx.raw().status().as_u16()), code)
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            (FaultKind::Transient, None)
+        }
+        _ => (FaultKind::Rejected, None),
+    };
+    ServiceError::new(operation, kind, code, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_codes_and_statuses() {
+        assert_eq!(fault_kind(Some("ThrottlingException"), 400), FaultKind::Throttled);
+        assert_eq!(fault_kind(Some("ProvisionedThroughputExceededException"), 400), FaultKind::Throttled);
+        assert_eq!(fault_kind(None, 429), FaultKind::Throttled);
+        assert_eq!(fault_kind(Some("ServiceUnavailableException"), 503), FaultKind::Transient);
+        assert_eq!(fault_kind(None, 500), FaultKind::Transient);
+        assert_eq!(fault_kind(Some("ResourceNotFoundException"), 404), FaultKind::Rejected);
+        assert_eq!(fault_kind(Some("ConflictException"), 409), FaultKind::Rejected);
+        assert_eq!(fault_kind(Some("ValidationException"), 400), FaultKind::Rejected);
+    }
+}

@@ -1,0 +1,93 @@
+//! The DynamoDB tables shadow-fleet uses. `template.yaml` declares the same tables for AWS; a test in `tests/`
+//! fails when the two drift apart, and the local stack creates its tables from these definitions.
+
+use aws_sdk_dynamodb::{
+    Client,
+    types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    },
+};
+use shadow_core::history::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use shadow_core::store::ServiceError;
+
+use crate::sdk::service_error;
+
+/// One table: its key schema (both keys strings) and its TTL attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSpec {
+    /// The environment variable that names the table for the functions.
+    pub env_var: &'static str,
+    /// The table's logical id in `template.yaml`.
+    pub logical_id: &'static str,
+    pub partition_key: &'static str,
+    pub sort_key: &'static str,
+    pub ttl_attribute: &'static str,
+}
+
+/// shadow-history's table: one partition per thing and shadow, one item per distinct event.
+pub const HISTORY: TableSpec = TableSpec {
+    env_var: "HISTORY_TABLE",
+    logical_id: "HistoryTable",
+    partition_key: PARTITION_KEY,
+    sort_key: SORT_KEY,
+    ttl_attribute: TTL_ATTRIBUTE,
+};
+
+/// shadow-push's table: one partition per push (its record, its failures, its hand-off chunks).
+pub const PUSH: TableSpec = TableSpec {
+    env_var: "PUSH_TABLE",
+    logical_id: "PushTable",
+    partition_key: PARTITION_KEY,
+    sort_key: SORT_KEY,
+    ttl_attribute: TTL_ATTRIBUTE,
+};
+
+pub const ALL: [TableSpec; 2] = [HISTORY, PUSH];
+
+/// Creates `name` with `spec`'s schema (on-demand) and TTL; a table that already exists is left as it is.
+pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Result<(), ServiceError> {
+    let key = |attr: &str, key_type| {
+        KeySchemaElement::builder()
+            .attribute_name(attr)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| ServiceError::new("CreateTable", shadow_core::store::FaultKind::Rejected, None, e))
+    };
+    let attr = |attr: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(attr)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| ServiceError::new("CreateTable", shadow_core::store::FaultKind::Rejected, None, e))
+    };
+    let created = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(spec.partition_key, KeyType::Hash)?)
+        .key_schema(key(spec.sort_key, KeyType::Range)?)
+        .attribute_definitions(attr(spec.partition_key)?)
+        .attribute_definitions(attr(spec.sort_key)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
+            return Ok(());
+        }
+        Err(e) => return Err(service_error("CreateTable", e)),
+    }
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name(spec.ttl_attribute)
+        .enabled(true)
+        .build()
+        .map_err(|e| ServiceError::new("UpdateTimeToLive", shadow_core::store::FaultKind::Rejected, None, e))?;
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(|e| service_error("UpdateTimeToLive", e))?;
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! A Lambda Runtime API stand-in: runs a real function binary as Lambda would (the binary polls
+//! `/2018-06-01/runtime/invocation/next` and posts its answer), so tests and benchmarks can invoke it with chosen
+//! deadlines and see the function's answer or its error type.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// What an invocation came back with, other than a response.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvokeError {
+    /// The function reported an error (`errorType`, `errorMessage`).
+    #[error("function error {error_type}: {message}")]
+    Function { error_type: String, message: String },
+    /// The function did not answer before the deadline plus a grace period.
+    #[error("the function did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// The process is gone (a start-up failure, a crash).
+    #[error("the function process exited: {0}")]
+    Exited(String),
+}
+
+impl InvokeError {
+    pub fn error_type(&self) -> Option<&str> {
+        match self {
+            Self::Function { error_type, .. } => Some(error_type),
+            _ => None,
+        }
+    }
+}
+
+type Answer = Result<Value, InvokeError>;
+
+struct Pending {
+    id: String,
+    payload: Bytes,
+    deadline_ms: u128,
+    reply: oneshot::Sender<Answer>,
+}
+
+#[derive(Default)]
+struct Shared {
+    waiting: std::sync::Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    first_poll: std::sync::Mutex<Option<Instant>>,
+    init_error: std::sync::Mutex<Option<String>>,
+}
+
+/// A running function binary behind its own Runtime API.
+pub struct LocalLambda {
+    queue: mpsc::Sender<Pending>,
+    shared: Arc<Shared>,
+    child: Mutex<Child>,
+    started: Instant,
+    pub addr: SocketAddr,
+}
+
+/// The path of a workspace binary built next to the running test or tool (`target/<profile>/<name>`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build -p {name}` (make test does)", path.display());
+    path
+}
+
+impl LocalLambda {
+    /// Starts the Runtime API and the binary `name` (from this workspace's target directory) with `env`.
+    pub async fn start(name: &str, env: &[(String, String)]) -> Self {
+        Self::start_binary(binary(name), name, env).await
+    }
+
+    pub async fn start_binary(path: PathBuf, name: &str, env: &[(String, String)]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let (queue, receiver) = mpsc::channel::<Pending>(1024);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(serve(listener, receiver, shared.clone()));
+
+        let started = Instant::now();
+        let child = Command::new(&path)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .stdin(Stdio::null())
+            .stdout(if std::env::var_os("SHOW_FUNCTION_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+        Self { queue, shared, child: Mutex::new(child), started, addr }
+    }
+
+    /// Time from spawning the process to its first poll for an event (its cold start), once it has polled.
+    pub fn init_duration(&self) -> Option<Duration> {
+        let first = *self.shared.first_poll.lock().unwrap_or_else(|e| e.into_inner());
+        first.map(|t| t.duration_since(self.started))
+    }
+
+    /// Waits until the function polls for its first event.
+    pub async fn wait_ready(&self, within: Duration) -> Result<Duration, InvokeError> {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(d) = self.init_duration() {
+                return Ok(d);
+            }
+            self.check_alive().await?;
+            if Instant::now() > until {
+                return Err(InvokeError::TimedOut(within));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.try_lock().ok().and_then(|c| c.id())
+    }
+
+    async fn check_alive(&self) -> Result<(), InvokeError> {
+        let mut child = self.child.lock().await;
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                let init = self.shared.init_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Err(InvokeError::Exited(init.map_or_else(|| status.to_string(), |e| format!("{status}: {e}"))))
+            }
+            Err(e) => Err(InvokeError::Exited(e.to_string())),
+        }
+    }
+
+    /// Invokes the function with `payload`, giving it `timeout` as Lambda would (its deadline header).
+    pub async fn invoke(&self, payload: &Value, timeout: Duration) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let id = uuid::Uuid::new_v4().to_string();
+        let deadline_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()) + timeout.as_millis();
+        let payload = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());
+        if self.queue.send(Pending { id, payload, deadline_ms, reply }).await.is_err() {
+            return Err(InvokeError::Exited("runtime API stopped".into()));
+        }
+        let grace = timeout + Duration::from_secs(5);
+        let wait = async {
+            tokio::pin!(answer);
+            loop {
+                tokio::select! {
+                    result = &mut answer => return result.unwrap_or_else(|_| Err(InvokeError::Exited("no answer".into()))),
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => self.check_alive().await?,
+                }
+            }
+        };
+        tokio::time::timeout(grace, wait).await.unwrap_or(Err(InvokeError::TimedOut(grace)))
+    }
+
+    /// Stops the process.
+    pub async fn stop(&self) {
+        let mut child = self.child.lock().await;
+        let _ = child.kill().await;
+    }
+}
+
+async fn serve(listener: TcpListener, queue: Arc<Mutex<mpsc::Receiver<Pending>>>, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (queue, shared) = (queue.clone(), shared.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| route(req, queue.clone(), shared.clone()));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+async fn route(
+    req: Request<Incoming>,
+    queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let response = match (method, parts.as_slice()) {
+        (Method::GET, ["2018-06-01", "runtime", "invocation", "next"]) => {
+            shared.first_poll.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
+            let next = queue.lock().await.recv().await;
+            match next {
+                None => reply(StatusCode::GONE, "stopped"),
+                Some(p) => {
+                    shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id.clone(), p.reply);
+                    let mut r = reply(StatusCode::OK, p.payload);
+                    let headers = r.headers_mut();
+                    let pairs = [
+                        ("lambda-runtime-aws-request-id", p.id.clone()),
+                        ("lambda-runtime-deadline-ms", p.deadline_ms.to_string()),
+                        (
+                            "lambda-runtime-invoked-function-arn",
+                            "arn:aws:lambda:ap-northeast-1:123456789012:function:local".to_owned(),
+                        ),
+                        ("lambda-runtime-trace-id", format!("Root=1-00000000-{}", &p.id[..24.min(p.id.len())])),
+                        ("content-type", "application/json".to_owned()),
+                    ];
+                    for (name, value) in pairs {
+                        if let Ok(value) = value.parse() {
+                            headers.insert(name, value);
+                        }
+                    }
+                    r
+                }
+            }
+        }
+        (Method::POST, ["2018-06-01", "runtime", "invocation", id, outcome]) => {
+            let sender = shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(*id);
+            let answer = match *outcome {
+                "response" => serde_json::from_slice(&body).map_err(|e| InvokeError::Function {
+                    error_type: "InvalidResponse".into(),
+                    message: e.to_string(),
+                }),
+                _ => {
+                    let err: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    Err(InvokeError::Function {
+                        error_type: err["errorType"].as_str().unwrap_or("Unknown").to_owned(),
+                        message: err["errorMessage"].as_str().unwrap_or_default().to_owned(),
+                    })
+                }
+            };
+            if let Some(sender) = sender {
+                let _ = sender.send(answer);
+            }
+            reply(StatusCode::ACCEPTED, "{}")
+        }
+        (Method::POST, ["2018-06-01", "runtime", "init", "error"]) => {
+            *shared.init_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(String::from_utf8_lossy(&body).into_owned());
+            reply(StatusCode::ACCEPTED, "{}")
+        }
+        _ => reply(StatusCode::NOT_FOUND, "unknown runtime API path"),
+    };
+    Ok(response)
+}
