@@ -2,6 +2,7 @@
 //! a Lambda Runtime API stand-in that runs the real function binaries, and a fault-injecting proxy.
 
 pub mod fault_proxy;
+pub mod history;
 pub mod lambda;
 pub mod stack;
 

@@ -514,3 +514,45 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod sample_events {
+    use super::*;
+    use std::path::Path;
+
+    fn sample(name: &str) -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/history").join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_sample_event_is_recorded_as_its_kind() {
+        let cases = [
+            ("update-accepted-named.json", "Test-Device#test1", RecordKind::Update, 1),
+            ("update-accepted-classic.json", "Test-Device#", RecordKind::Update, 12),
+            ("update-documents.json", "Test-Device#test1", RecordKind::Snapshot, 2),
+            ("delete-accepted.json", "Test-Device#test1", RecordKind::Delete, 3),
+            ("update-accepted-thing-name.json", "Test-Device#test1", RecordKind::Update, 4),
+        ];
+        for (name, pk, kind, version) in cases {
+            let r =
+                record_from_event(&sample(name), &RecordOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((r.partition_key().as_str(), r.kind, r.version), (pk, kind, version), "{name}");
+        }
+        let bad = record_from_event(&sample("invalid-no-topic.json"), &RecordOptions::default());
+        assert!(bad.is_err_and(|e| e.field == "topic"));
+    }
+
+    #[test]
+    fn sqs_sample_bodies_are_events() {
+        let batch = sample("sqs-batch.json");
+        let records = batch["Records"].as_array().cloned().unwrap_or_default();
+        assert_eq!(records.len(), 2);
+        for record in records {
+            let body: Value = serde_json::from_str(record["body"].as_str().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("body: {e}"));
+            assert!(record_from_event(&body, &RecordOptions::default()).is_ok());
+        }
+    }
+}

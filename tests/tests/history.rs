@@ -1,0 +1,260 @@
+//! shadow-history end to end: the real binary under a local Runtime API, writing to DynamoDB Local.
+
+use std::time::Duration;
+
+use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
+use fleet_tests::history::{HistoryFixture, INVOKE_TIMEOUT, batch_failures, delete, sample, sqs_batch, update};
+use fleet_tests::unique;
+use rand::seq::SliceRandom;
+use serde_json::{Value, json};
+
+fn versions(events: &[Value]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .map(|e| (e["version"].as_u64().unwrap_or(u64::MAX), e["kind"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_event_three_times_shuffled_gives_one_item_each_in_order() {
+    let fixture = HistoryFixture::new().await;
+    let history = fixture.function(&[]).await;
+    let thing = unique("dev");
+    let mut events: Vec<Value> = (1..=20)
+        .map(|v| update(&thing, Some("config"), v, 1_764_210_000 + v / 3, json!({"desired": {"step": v}})))
+        .collect();
+    // The samples of events/ (each a different kind and shape), recorded under their own thing.
+    let samples = [
+        "update-accepted-named.json",
+        "update-accepted-classic.json",
+        "update-documents.json",
+        "delete-accepted.json",
+        "update-accepted-thing-name.json",
+    ];
+    events.extend(samples.iter().map(|name| sample(name)));
+    let mut deliveries: Vec<&Value> = events.iter().chain(&events).chain(&events).collect();
+    deliveries.shuffle(&mut rand::rng());
+
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for event in deliveries {
+        let answer = history.invoke(event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{event}: {e}"));
+        *outcomes.entry(answer["outcome"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+    }
+    assert_eq!(outcomes.get("written"), Some(&events.len()), "{outcomes:?}");
+    assert_eq!(outcomes.get("duplicate"), Some(&(2 * events.len())), "{outcomes:?}");
+    assert_eq!(fixture.count().await, events.len() as i32);
+
+    let recorded = fixture.events(&thing, Some("config")).await;
+    let want: Vec<(u64, String)> = (1..=20).map(|v| (v, "update".to_owned())).collect();
+    assert_eq!(versions(&recorded), want, "chronological order");
+
+    let test1 = fixture.events("Test-Device", Some("test1")).await;
+    let want = [(1, "update"), (2, "snapshot"), (3, "delete"), (4, "update")].map(|(v, k)| (v, k.to_owned()));
+    assert_eq!(versions(&test1), want);
+    assert_eq!(test1[1]["previousVersion"], 1);
+    assert_eq!(test1[1]["clientToken"], "fw-2026-11");
+    assert!(test1[2].get("state").is_none(), "a tombstone has no state");
+    let classic = fixture.events("Test-Device", None).await;
+    assert_eq!(versions(&classic), [(12, "update".to_owned())]);
+    assert_eq!(classic[0]["shadowName"], "");
+}
+
+#[tokio::test]
+async fn a_version_reset_after_deletion_is_a_new_event() {
+    let fixture = HistoryFixture::new().await;
+    let history = fixture.function(&[]).await;
+    let thing = unique("reset");
+    let t0 = 1_764_000_000;
+    let later = t0 + 49 * 3600;
+    let events = [
+        update(&thing, Some("cfg"), 1, t0, json!({"desired": {"a": 1}})),
+        update(&thing, Some("cfg"), 2, t0 + 1, json!({"desired": {"a": 2}})),
+        delete(&thing, "cfg", 2, t0 + 2),
+        // Recreated more than 48 h after the delete: numbering starts again.
+        update(&thing, Some("cfg"), 1, later, json!({"desired": {"a": 10}})),
+        update(&thing, Some("cfg"), 2, later + 1, json!({"desired": {"a": 20}})),
+    ];
+    // Delivered newest first, then again in order: the table must not depend on the order.
+    for event in events.iter().rev().chain(events.iter()) {
+        history.invoke(event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let recorded = fixture.events(&thing, Some("cfg")).await;
+    let got: Vec<(u64, u64, Value)> = recorded
+        .iter()
+        .map(|e| {
+            (
+                e["timestamp"].as_u64().unwrap_or(0),
+                e["version"].as_u64().unwrap_or(0),
+                e["state"]["desired"]["a"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (t0, 1, json!(1)),
+            (t0 + 1, 2, json!(2)),
+            (t0 + 2, 2, Value::Null),
+            (later, 1, json!(10)),
+            (later + 1, 2, json!(20)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn nulls_floats_big_integers_and_unicode_round_trip() {
+    let fixture = HistoryFixture::new().await;
+    let history = fixture.function(&[("HISTORY_RETENTION_DAYS", "7"), ("HISTORY_STORE_METADATA", "true")]).await;
+    let thing = unique("values");
+    let state = json!({
+        "desired": {
+            "removed": null,
+            "ratio": 0.1,
+            "negative": -2.5e-7,
+            "big": 12345678901234567890u64,
+            "min": -9223372036854775808i64,
+            "zero": 0,
+            "flag": false,
+            "text": "",
+            "温度": "二十度 🌡",
+            "empty": {},
+            "list": [1, "two", {"three": [3.5]}, []],
+            "l1": {"l2": {"l3": {"l4": {"l5": {"l6": "deep"}}}}}
+        },
+        "reported": null
+    });
+    let mut event = update(&thing, Some("cfg"), 7, 1_764_210_000, state.clone());
+    event["metadata"] = json!({"desired": {"ratio": {"timestamp": 1_764_210_000}}});
+    event["clientToken"] = json!("ü-token");
+    history.invoke(&event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let recorded = fixture.events(&thing, Some("cfg")).await;
+    assert_eq!(recorded.len(), 1);
+    let item = &recorded[0];
+    assert_eq!(item["state"], state, "state round-trips exactly");
+    assert_eq!(item["state"]["desired"]["ratio"].to_string(), "0.1");
+    assert_eq!(item["state"]["desired"]["big"].to_string(), "12345678901234567890");
+    // DynamoDB keeps a number's value, not its spelling: 3.0 comes back as 3 (see README, "History items").
+    let mut trailing_zero = update(&thing, Some("zeros"), 1, 1_764_210_000, json!({"desired": {"n": 3.0}}));
+    trailing_zero["clientToken"] = json!("z");
+    history.invoke(&trailing_zero, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let zeros = fixture.events(&thing, Some("zeros")).await;
+    assert_eq!(zeros[0]["state"]["desired"]["n"].as_f64(), Some(3.0));
+    assert_eq!(item["metadata"], event["metadata"]);
+    assert_eq!(item["clientToken"], "ü-token");
+    assert_eq!(item["receivedAt"], event["receivedAt"]);
+    assert_eq!(item["timestamp"], 1_764_210_000);
+    assert_eq!(item["expiresAt"], 1_764_210_000 + 7 * 86_400, "epoch seconds, from the event's timestamp");
+    assert_eq!(item["thingName"], thing.as_str());
+    assert_eq!(item["shadowName"], "cfg");
+    assert_eq!(item["kind"], "update");
+}
+
+#[tokio::test]
+async fn an_sqs_batch_with_two_malformed_records_writes_the_other_eight() {
+    let fixture = HistoryFixture::new().await;
+    let history = fixture.function(&[]).await;
+    let thing = unique("batch");
+    let mut bodies: Vec<String> = (1..=8)
+        .map(|v| update(&thing, None, v, 1_764_210_000 + v, json!({"reported": {"n": v}})).to_string())
+        .collect();
+    bodies.insert(3, "{not json".to_owned());
+    bodies.insert(7, json!({"state": {}, "version": 1, "timestamp": 1, "topic": "sensors/x"}).to_string());
+    let answer = history.invoke(&sqs_batch(&bodies), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = batch_failures(&answer);
+    failures.sort();
+    assert_eq!(failures, ["m3", "m7"]);
+    assert_eq!(fixture.events(&thing, None).await.len(), 8);
+    assert_eq!(fixture.count().await, 8);
+
+    // The sample batch from events/ is accepted whole.
+    let answer = history.invoke(&sample("sqs-batch.json"), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(batch_failures(&answer).is_empty(), "{answer}");
+}
+
+#[tokio::test]
+async fn malformed_events_are_final_errors_that_write_nothing() {
+    let fixture = HistoryFixture::new().await;
+    let history = fixture.function(&[]).await;
+    let cases = [
+        (json!([1, 2, 3]), "event"),
+        (sample("invalid-no-topic.json"), "topic"),
+        (
+            json!({"state": {}, "version": "7", "timestamp": 1, "topic": "$aws/things/d/shadow/update/accepted"}),
+            "version",
+        ),
+        (json!({"state": 5, "version": 7, "timestamp": 1, "topic": "$aws/things/d/shadow/update/accepted"}), "state"),
+        (json!({"state": {}, "version": 7, "timestamp": 1, "thingName": "bad name"}), "thingName"),
+    ];
+    for (event, field) in cases {
+        let err = history.invoke(&event, INVOKE_TIMEOUT).await.err().unwrap_or_else(|| panic!("{event} was accepted"));
+        assert_eq!(err.error_type(), Some("Final.InvalidEvent"), "{event}: {err}");
+        assert!(err.to_string().contains(&format!("`{field}`")), "{event}: {err} should name {field}");
+    }
+    assert_eq!(fixture.count().await, 0);
+}
+
+#[tokio::test]
+async fn a_thousand_events_through_30_percent_throttling_give_a_thousand_items() {
+    let fixture = HistoryFixture::new().await;
+    let proxy =
+        FaultProxy::start(&fixture.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), Service::DynamoDb, Faults::throttling(0.3))
+            .await;
+    let history = fixture.function(&[("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
+    let prefix = unique("load");
+    let bodies: Vec<String> = (0..1000u64)
+        .map(|i| {
+            update(
+                &format!("{prefix}-{}", i % 50),
+                Some("cfg"),
+                i / 50 + 1,
+                1_764_210_000 + i,
+                json!({"desired": {"i": i}}),
+            )
+            .to_string()
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (n, chunk) in bodies.chunks(10).enumerate() {
+        let answer = history.invoke(&sqs_batch(chunk), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+        failed.extend(batch_failures(&answer).into_iter().map(|id| format!("batch {n} {id}")));
+    }
+    assert!(failed.is_empty(), "records handed back: {failed:?}");
+    let mut missing = Vec::new();
+    for t in 0..50 {
+        let recorded = fixture.events(&format!("{prefix}-{t}"), Some("cfg")).await;
+        if recorded.len() != 20 {
+            missing.push(format!("{prefix}-{t}: {} of 20: {:?}", recorded.len(), versions(&recorded)));
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+    assert_eq!(fixture.count().await, 1000);
+    assert!(proxy.counts.throttled() > 100, "the proxy throttled only {} requests", proxy.counts.throttled());
+}
+
+#[tokio::test]
+async fn out_of_time_is_a_retryable_error_and_nothing_is_lost() {
+    let fixture = HistoryFixture::new().await;
+    let proxy =
+        FaultProxy::start(&fixture.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), Service::DynamoDb, Faults::throttling(1.0))
+            .await;
+    let throttled = fixture.function(&[("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
+    let thing = unique("late");
+    let event = update(&thing, Some("cfg"), 1, 1_764_210_000, json!({"desired": {"a": 1}}));
+    let err = throttled.invoke(&event, Duration::from_secs(4)).await.err();
+    assert_eq!(err.as_ref().and_then(|e| e.error_type()), Some("Retryable.OutOfTime"), "{err:?}");
+
+    let batch = sqs_batch(&[event.to_string(), update(&thing, Some("cfg"), 2, 1_764_210_001, json!({})).to_string()]);
+    let answer = throttled.invoke(&batch, Duration::from_secs(4)).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = batch_failures(&answer);
+    failures.sort();
+    assert_eq!(failures, ["m0", "m1"], "unwritten records go back to the queue");
+    assert_eq!(fixture.count().await, 0);
+
+    // Lambda's retry (or SQS's redelivery) on a healthy table records them.
+    let healthy = fixture.function(&[]).await;
+    healthy.invoke(&event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = healthy.invoke(&batch, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(batch_failures(&answer).is_empty());
+    assert_eq!(fixture.count().await, 2);
+}
