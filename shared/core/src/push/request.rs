@@ -1,0 +1,274 @@
+//! The push request, validated completely before the first shadow request.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::document::validate_desired;
+use crate::names::{ShadowName, ThingGroupName, ThingName};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRequest {
+    push_id: Option<String>,
+    shadow_name: Option<String>,
+    desired: Option<Value>,
+    targets: Option<RawTargets>,
+    skip_unchanged: Option<bool>,
+    dry_run: Option<bool>,
+    max_requests_per_second: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTargets {
+    things: Option<Vec<String>>,
+    thing_group: Option<String>,
+    recursive: Option<bool>,
+    query: Option<String>,
+}
+
+/// What a push targets: the union of its kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Targets {
+    /// De-duplicated, in the request's order.
+    pub things: Vec<ThingName>,
+    pub thing_group: Option<ThingGroupName>,
+    pub recursive: bool,
+    pub query: Option<String>,
+}
+
+/// A validated push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushPlan {
+    pub push_id: String,
+    pub shadow_name: Option<ShadowName>,
+    pub desired: Value,
+    pub targets: Targets,
+    pub skip_unchanged: bool,
+    pub dry_run: bool,
+    pub max_requests_per_second: u32,
+}
+
+impl PushPlan {
+    /// The update document: the push id is the `clientToken`, so the history shows which push changed what.
+    pub fn update_document(&self) -> String {
+        json!({"state": {"desired": self.desired}, "clientToken": self.push_id}).to_string()
+    }
+}
+
+/// Every problem found in a request, each naming its field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid push request: {}", .0.iter().map(|(f, r)| format!("`{f}` {r}")).collect::<Vec<_>>().join("; "))]
+pub struct PushRequestError(pub Vec<(String, String)>);
+
+/// The longest `clientToken` AWS IoT accepts.
+pub const MAX_PUSH_ID_BYTES: usize = 64;
+const MAX_QUERY_BYTES: usize = 1024;
+
+/// Validates `request` against the account quota `max_tps`; `new_id` names a push that did not choose its id.
+pub fn validate_request(request: &Value, max_tps: u32, new_id: impl FnOnce() -> String) -> Result<PushPlan, PushRequestError> {
+    if !request.is_object() {
+        let found = crate::history::type_name(request);
+        return Err(PushRequestError(vec![("request".into(), format!("must be a JSON object, found {found}"))]));
+    }
+    let raw: RawRequest = serde_path_to_error::deserialize(request).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "request".to_owned() } else { path };
+        PushRequestError(vec![(field, e.into_inner().to_string())])
+    })?;
+    let mut errors: Vec<(String, String)> = Vec::new();
+
+    let push_id = match raw.push_id {
+        None => new_id(),
+        Some(id) => {
+            if id.is_empty() {
+                fail(&mut errors, "pushId", "is empty".into());
+            } else if id.len() > MAX_PUSH_ID_BYTES {
+                fail(&mut errors, "pushId", format!("is {} bytes; a clientToken may have at most {MAX_PUSH_ID_BYTES}", id.len()));
+            } else if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c))) {
+                fail(&mut errors, "pushId", format!("contains {c:?}; use letters, digits and - _ . :"));
+            }
+            id
+        }
+    };
+    let shadow_name = match raw.shadow_name.map(ShadowName::parse_user).transpose() {
+        Ok(name) => name,
+        Err(e) => {
+            fail(&mut errors, "shadowName", e.to_string());
+            None
+        }
+    };
+    let desired = match raw.desired {
+        None => {
+            fail(&mut errors, "desired", "is missing".into());
+            Value::Null
+        }
+        Some(desired) => {
+            if let Err(e) = validate_desired(&desired) {
+                fail(&mut errors, &e.path, e.reason);
+            } else if desired.as_object().is_some_and(|o| o.is_empty()) {
+                fail(&mut errors, "desired", "is empty: there is nothing to push".into());
+            }
+            desired
+        }
+    };
+
+    let mut targets = Targets { things: Vec::new(), thing_group: None, recursive: false, query: None };
+    match raw.targets {
+        None => fail(&mut errors, "targets", "is missing: give things, thingGroup or query".into()),
+        Some(raw) => {
+            let mut seen = std::collections::HashSet::new();
+            for (i, name) in raw.things.iter().flatten().enumerate() {
+                match ThingName::parse(name.as_str()) {
+                    Ok(thing) => {
+                        if seen.insert(thing.clone()) {
+                            targets.things.push(thing);
+                        }
+                    }
+                    Err(e) => fail(&mut errors, &format!("targets.things[{i}]"), format!("{name:?} {e}")),
+                }
+            }
+            match raw.thing_group.map(ThingGroupName::parse).transpose() {
+                Ok(group) => targets.thing_group = group,
+                Err(e) => fail(&mut errors, "targets.thingGroup", e.to_string()),
+            }
+            targets.recursive = raw.recursive.unwrap_or(false);
+            if targets.recursive && targets.thing_group.is_none() {
+                fail(&mut errors, "targets.recursive", "needs targets.thingGroup".into());
+            }
+            match raw.query {
+                Some(q) if q.trim().is_empty() => fail(&mut errors, "targets.query", "is empty".into()),
+                Some(q) if q.len() > MAX_QUERY_BYTES => {
+                    fail(&mut errors, "targets.query", format!("is {} bytes; at most {MAX_QUERY_BYTES}", q.len()))
+                }
+                q => targets.query = q,
+            }
+            let any = raw.things.as_ref().is_some_and(|t| !t.is_empty())
+                || targets.thing_group.is_some()
+                || targets.query.is_some();
+            if !any && !errors.iter().any(|(f, _)| f.starts_with("targets")) {
+                fail(&mut errors, "targets", "names no things: give things, thingGroup or query".into());
+            }
+        }
+    }
+    let max_requests_per_second = match raw.max_requests_per_second {
+        None => max_tps,
+        Some(0) => {
+            fail(&mut errors, "maxRequestsPerSecond", "must be at least 1".into());
+            max_tps
+        }
+        Some(n) if n > max_tps => {
+            fail(&mut errors, "maxRequestsPerSecond", format!("is {n}, above the account quota PUSH_MAX_TPS={max_tps}"));
+            max_tps
+        }
+        Some(n) => n,
+    };
+
+    if !errors.is_empty() {
+        return Err(PushRequestError(errors));
+    }
+    Ok(PushPlan {
+        push_id,
+        shadow_name,
+        desired,
+        targets,
+        skip_unchanged: raw.skip_unchanged.unwrap_or(true),
+        dry_run: raw.dry_run.unwrap_or(false),
+        max_requests_per_second,
+    })
+}
+
+fn fail(errors: &mut Vec<(String, String)>, field: &str, reason: String) {
+    errors.push((field.to_owned(), reason));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(request: Value) -> PushPlan {
+        validate_request(&request, 400, || "generated".into()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn refused(request: Value) -> Vec<(String, String)> {
+        match validate_request(&request, 400, || "generated".into()) {
+            Ok(p) => panic!("accepted {p:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn the_issue_example() {
+        let p = plan(json!({
+            "pushId": "fw-2026-11", "shadowName": "config",
+            "desired": {"settings": {"mode": 1, "temp": 20}, "firmware_url": "https://s3.com/firmware.bin"},
+            "targets": {"things": ["Test-Device", "Test-Device", "b"], "thingGroup": "prod", "recursive": true,
+                        "query": "attributes.site:tokyo"},
+            "skipUnchanged": true, "dryRun": false, "maxRequestsPerSecond": 300
+        }));
+        assert_eq!(p.push_id, "fw-2026-11");
+        assert_eq!(p.shadow_name.as_ref().map(|s| s.as_str()), Some("config"));
+        let things: Vec<&str> = p.targets.things.iter().map(|t| t.as_str()).collect();
+        assert_eq!(things, ["Test-Device", "b"], "de-duplicated in order");
+        assert!(p.targets.recursive);
+        assert_eq!(p.max_requests_per_second, 300);
+        let doc: Value = serde_json::from_str(&p.update_document()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(doc["clientToken"], "fw-2026-11");
+        assert_eq!(doc["state"]["desired"]["settings"]["temp"], 20);
+    }
+
+    #[test]
+    fn defaults() {
+        let p = plan(json!({"desired": {"a": 1}, "targets": {"thingGroup": "g"}, "shadowName": null}));
+        assert_eq!((p.push_id.as_str(), p.skip_unchanged, p.dry_run, p.max_requests_per_second), ("generated", true, false, 400));
+        assert_eq!(p.shadow_name, None);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let long_id = "x".repeat(65);
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (json!([1]), "request", "must be a JSON object"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "colour": 1}), "colour", "unknown field `colour`"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"], "group": "g"}}), "targets.group", "unknown field `group`"),
+            (json!({"desired": {"a": 1}, "targets": {"things": "a"}}), "targets.things", "invalid type"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "dryRun": "yes"}), "dryRun", "invalid type"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": -1}), "maxRequestsPerSecond", "invalid value"),
+            (json!({"desired": [1], "targets": {"things": ["a"]}}), "desired", "must be an object"),
+            (json!({"targets": {"things": ["a"]}}), "desired", "is missing"),
+            (json!({"desired": {}, "targets": {"things": ["a"]}}), "desired", "nothing to push"),
+            (json!({"desired": {"l": [1, null]}, "targets": {"things": ["a"]}}), "desired.l[1]", "null"),
+            (json!({"desired": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}, "targets": {"things": ["a"]}}), "desired.a.b.c.d.e.f", "deeper"),
+            (json!({"desired": {"big": "x".repeat(8200)}, "targets": {"things": ["a"]}}), "desired", "8192"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["ok", "bad/name"]}}), "targets.things[1]", "contains '/'"),
+            (json!({"desired": {"a": 1}, "targets": {"thingGroup": "bad group"}}), "targets.thingGroup", "contains ' '"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "shadowName": "$reserved"}), "shadowName", "AWS reserves"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "shadowName": "a/b"}), "shadowName", "contains '/'"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "pushId": long_id}), "pushId", "65 bytes"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "pushId": "a b"}), "pushId", "contains ' '"),
+            (json!({"desired": {"a": 1}}), "targets", "is missing"),
+            (json!({"desired": {"a": 1}, "targets": {}}), "targets", "names no things"),
+            (json!({"desired": {"a": 1}, "targets": {"things": []}}), "targets", "names no things"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"], "recursive": true}}), "targets.recursive", "needs"),
+            (json!({"desired": {"a": 1}, "targets": {"query": " "}}), "targets.query", "is empty"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": 0}), "maxRequestsPerSecond", "at least 1"),
+            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": 401}), "maxRequestsPerSecond", "PUSH_MAX_TPS=400"),
+        ];
+        for (request, field, reason) in cases {
+            let errors = refused(request.clone());
+            assert!(
+                errors.iter().any(|(f, r)| f == field && r.contains(reason)),
+                "{request}: {errors:?} should name {field} with {reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let errors = refused(json!({"desired": [1], "targets": {"things": ["bad/1"]}, "pushId": ""}));
+        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["pushId", "desired", "targets.things[0]"]);
+    }
+}

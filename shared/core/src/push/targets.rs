@@ -1,0 +1,146 @@
+//! Target sources, walked page by page as the push goes, and the cursor a hand-off resumes from.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use super::PushPlan;
+use crate::names::ThingGroupName;
+use crate::store::ServiceError;
+
+/// The IoT registry, as far as resolving targets needs it.
+pub trait Registry: Sync {
+    /// One page of the things directly in `group`.
+    fn things_in_group(
+        &self,
+        group: &ThingGroupName,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<Page, ServiceError>> + Send;
+    /// Every group below `group`, at any depth.
+    fn child_groups(&self, group: &ThingGroupName)
+    -> impl Future<Output = Result<Vec<ThingGroupName>, ServiceError>> + Send;
+    /// One page of a fleet-index search (`SearchIndex` on `AWS_Things`).
+    fn search(&self, query: &str, token: Option<&str>) -> impl Future<Output = Result<Page, ServiceError>> + Send;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub things: Vec<String>,
+    pub next: Option<String>,
+}
+
+/// One source of targets. A recursive group becomes one source per group, each listed directly: that works the
+/// same on every registry and lets duplicates across groups be caught like any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "camelCase")]
+pub enum Source {
+    Things,
+    Group(ThingGroupName),
+    Query(String),
+}
+
+/// Where a segment starts: the source, the page token that fetches the current page, the offset in that page,
+/// and things an earlier segment started but could not finish (they are done first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    pub source: usize,
+    pub token: Option<String>,
+    pub offset: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redo: Vec<String>,
+}
+
+/// The sources of `plan`, in walking order: listed things, the group and its children, the query.
+pub async fn sources_for(plan: &PushPlan, registry: &impl Registry) -> Result<Vec<Source>, ServiceError> {
+    let mut sources = Vec::new();
+    if !plan.targets.things.is_empty() {
+        sources.push(Source::Things);
+    }
+    if let Some(group) = &plan.targets.thing_group {
+        sources.push(Source::Group(group.clone()));
+        if plan.targets.recursive {
+            sources.extend(registry.child_groups(group).await?.into_iter().map(Source::Group));
+        }
+    }
+    if let Some(query) = &plan.targets.query {
+        sources.push(Source::Query(query.clone()));
+    }
+    Ok(sources)
+}
+
+/// Thing names seen so far, as 128-bit fingerprints (two independent SipHash keys): 16 bytes a thing, whatever the
+/// names' length, so a million-thing push keeps its de-duplication in about 32 MB.
+#[derive(Debug)]
+pub struct Seen {
+    keys: (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState),
+    set: HashSet<u128>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self { keys: (Default::default(), Default::default()), set: HashSet::new() }
+    }
+}
+
+impl Seen {
+    fn fingerprint(&self, name: &str) -> u128 {
+        let mut a = self.keys.0.build_hasher();
+        let mut b = self.keys.1.build_hasher();
+        name.hash(&mut a);
+        name.hash(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+
+    /// `true` when `name` is new.
+    pub fn insert(&mut self, name: &str) -> bool {
+        let fp = self.fingerprint(name);
+        self.set.insert(fp)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+/// One page of `source`.
+pub async fn page(
+    plan: &PushPlan,
+    source: &Source,
+    token: Option<&str>,
+    registry: &impl Registry,
+) -> Result<Page, ServiceError> {
+    match source {
+        Source::Things => Ok(Page { things: plan.targets.things.iter().map(|t| t.to_string()).collect(), next: None }),
+        Source::Group(group) => registry.things_in_group(group, token).await,
+        Source::Query(query) => registry.search(query, token).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_deduplicates() {
+        let mut seen = Seen::default();
+        assert!(seen.insert("a"));
+        assert!(seen.insert("b"));
+        assert!(!seen.insert("a"));
+        assert_eq!(seen.len(), 2);
+        let many = (0..100_000).filter(|i| seen.insert(&format!("thing-{i}"))).count();
+        assert_eq!(many, 100_000, "no fingerprint collisions");
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        let c = Cursor { source: 2, token: Some("t".into()), offset: 7, redo: vec!["x".into()] };
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<Cursor>(&json).ok(), Some(c));
+        let s = vec![Source::Things, Source::Group(ThingGroupName::parse("g").unwrap_or_else(|e| panic!("{e}"))), Source::Query("q".into())];
+        let json = serde_json::to_string(&s).unwrap_or_default();
+        assert_eq!(json, r#"[{"kind":"things"},{"kind":"group","name":"g"},{"kind":"query","name":"q"}]"#);
+    }
+}
