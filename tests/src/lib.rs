@@ -4,6 +4,7 @@
 pub mod fault_proxy;
 pub mod history;
 pub mod lambda;
+pub mod push;
 pub mod stack;
 
 pub use stack::{Stack, unique};

@@ -1,16 +1,24 @@
-//! shadow-push: pushes desired settings to a fleet through the IoT data plane.
+//! shadow-push: pushes desired settings to a fleet through the IoT data plane, paced under the account's quota,
+//! handing long pushes on to itself through its queue.
+
+mod config;
+mod handler;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::{Value, json};
-use shadow_runtime::config::{Env, Settings};
+use serde_json::Value;
+use shadow_aws::{DataPlaneShadows, DynamoPushStore, IotRegistry, SqsHandOff};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shadow_runtime::telemetry::init();
-    let table = Env.required("PUSH_TABLE")?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let table = table.clone();
-        async move { Ok::<_, lambda_runtime::Error>(json!({"table": table, "received": event.payload})) }
-    }))
-    .await
+    let config = config::Config::from_settings(&shadow_runtime::config::Env)?;
+    let sdk = shadow_aws::sdk::load().await;
+    let iot = aws_sdk_iot::Client::new(&sdk);
+    let services = handler::Services {
+        shadows: DataPlaneShadows::connect(&sdk, config.data_endpoint.as_deref(), &iot).await?,
+        registry: IotRegistry::new(iot),
+        store: DynamoPushStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table, config.retention_days),
+        hand_off: SqsHandOff::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url),
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler::handle(&services, &config, event))).await
 }

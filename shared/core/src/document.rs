@@ -21,7 +21,10 @@ pub struct DocumentError {
 /// document of at most [`MAX_DOCUMENT_BYTES`].
 pub fn validate_desired(desired: &Value) -> Result<(), DocumentError> {
     let Value::Object(fields) = desired else {
-        return Err(DocumentError { path: "desired".into(), reason: format!("must be an object, found {}", type_name(desired)) });
+        return Err(DocumentError {
+            path: "desired".into(),
+            reason: format!("must be an object, found {}", type_name(desired)),
+        });
     };
     check_object(fields, "desired", 1)?;
     let size = serde_json::json!({"state": {"desired": desired}}).to_string().len();
@@ -56,7 +59,10 @@ fn check_value(value: &Value, path: &str, depth: usize) -> Result<(), DocumentEr
             for (i, item) in items.iter().enumerate() {
                 let item_path = format!("{path}[{i}]");
                 if item.is_null() {
-                    return Err(DocumentError { path: item_path, reason: "is null: shadow arrays may not contain null".into() });
+                    return Err(DocumentError {
+                        path: item_path,
+                        reason: "is null: shadow arrays may not contain null".into(),
+                    });
                 }
                 check_value(item, &item_path, depth)?;
             }
@@ -112,7 +118,12 @@ mod tests {
 
     #[test]
     fn valid_documents() {
-        assert!(validate_desired(&json!({"settings": {"mode": 1, "temp": 20}, "firmware_url": "https://s3.com/firmware.bin"})).is_ok());
+        assert!(
+            validate_desired(
+                &json!({"settings": {"mode": 1, "temp": 20}, "firmware_url": "https://s3.com/firmware.bin"})
+            )
+            .is_ok()
+        );
         assert!(validate_desired(&json!({"gone": null, "list": [1, [2], {"a": 1}]})).is_ok());
         assert!(validate_desired(&json!({"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}})).is_ok(), "6 levels in desired");
     }

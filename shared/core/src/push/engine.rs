@@ -131,8 +131,8 @@ pub async fn run_segment(
 
     let mut in_flight = FuturesUnordered::new();
     let mut redo = Vec::new();
-    let record = |out: &mut SegmentOutcome, redo: &mut Vec<String>, (name, outcome): (String, ThingOutcome)| {
-        match outcome {
+    let record =
+        |out: &mut SegmentOutcome, redo: &mut Vec<String>, (name, outcome): (String, ThingOutcome)| match outcome {
             ThingOutcome::Updated | ThingOutcome::WouldUpdate => out.updated += 1,
             ThingOutcome::Unchanged => out.unchanged += 1,
             ThingOutcome::Failed(failure) => {
@@ -140,8 +140,7 @@ pub async fn run_segment(
                 out.failures.push(failure);
             }
             ThingOutcome::Unfinished => redo.push(name),
-        }
-    };
+        };
 
     for name in &start.redo {
         seen.insert(name);
@@ -234,7 +233,11 @@ fn describe(source: &Source) -> String {
 }
 
 fn invalid_name(name: &str, e: &crate::names::NameError) -> ThingOutcome {
-    ThingOutcome::Failed(Failure { thing_name: name.to_owned(), code: "InvalidThingName".into(), message: e.to_string() })
+    ThingOutcome::Failed(Failure {
+        thing_name: name.to_owned(),
+        code: "InvalidThingName".into(),
+        message: e.to_string(),
+    })
 }
 
 async fn fetch(
@@ -245,11 +248,17 @@ async fn fetch(
     pace: &Pace,
     stats: &Stats,
 ) -> Result<super::Page, GaveUp<ServiceError>> {
-    retry_until(pace.deadline, pace.reserve, pace.backoff, || page(plan, source, token, registry), |e: &ServiceError| {
-        if e.is_throttling() {
-            stats.throttled.fetch_add(1, Ordering::Relaxed);
-        }
-    })
+    retry_until(
+        pace.deadline,
+        pace.reserve,
+        pace.backoff,
+        || page(plan, source, token, registry),
+        |e: &ServiceError| {
+            if e.is_throttling() {
+                stats.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    )
     .await
 }
 
@@ -348,11 +357,21 @@ mod tests {
     impl FakeShadows {
         fn fault(&self, thing: &ThingName) -> Result<(), ServiceError> {
             let n = self.calls.fetch_add(1, Ordering::Relaxed);
-            if self.throttle_every > 0 && n % self.throttle_every == 0 {
-                return Err(ServiceError::new("X", FaultKind::Throttled, Some("ThrottlingException".into()), "slow down"));
+            if self.throttle_every > 0 && n.is_multiple_of(self.throttle_every) {
+                return Err(ServiceError::new(
+                    "X",
+                    FaultKind::Throttled,
+                    Some("ThrottlingException".into()),
+                    "slow down",
+                ));
             }
             if self.unknown.iter().any(|u| u == thing.as_str()) {
-                return Err(ServiceError::new("X", FaultKind::Rejected, Some("ResourceNotFoundException".into()), "no such thing"));
+                return Err(ServiceError::new(
+                    "X",
+                    FaultKind::Rejected,
+                    Some("ResourceNotFoundException".into()),
+                    "no such thing",
+                ));
             }
             Ok(())
         }
@@ -395,7 +414,12 @@ mod tests {
         async fn things_in_group(&self, group: &ThingGroupName, token: Option<&str>) -> Result<Page, ServiceError> {
             match self.groups.get(group.as_str()) {
                 Some(things) => Ok(paged(things, token)),
-                None => Err(ServiceError::new("L", FaultKind::Rejected, Some("ResourceNotFoundException".into()), "no group")),
+                None => Err(ServiceError::new(
+                    "L",
+                    FaultKind::Rejected,
+                    Some("ResourceNotFoundException".into()),
+                    "no group",
+                )),
             }
         }
         async fn child_groups(&self, _: &ThingGroupName) -> Result<Vec<ThingGroupName>, ServiceError> {
@@ -421,9 +445,16 @@ mod tests {
         }
     }
 
-    async fn run(plan: &PushPlan, shadows: &FakeShadows, registry: &FakeRegistry, budget: Duration, start: Cursor) -> SegmentOutcome {
+    async fn run(
+        plan: &PushPlan,
+        shadows: &FakeShadows,
+        registry: &FakeRegistry,
+        budget: Duration,
+        start: Cursor,
+    ) -> SegmentOutcome {
         let sources = super::super::sources_for(plan, registry).await.unwrap_or_else(|e| panic!("{e}"));
-        let pace = Pace::new(100_000, 8, Instant::now() + budget, Duration::from_millis(200), Duration::from_millis(50));
+        let pace =
+            Pace::new(100_000, 8, Instant::now() + budget, Duration::from_millis(200), Duration::from_millis(50));
         run_segment(plan, &sources, start, shadows, registry, &pace, |_| {}).await
     }
 
@@ -458,7 +489,9 @@ mod tests {
         if let Ok(mut d) = shadows.desired.lock() {
             d.insert("g3".into(), json!({"settings": {"mode": 1, "other": 2}}));
         }
-        let out = run(&request(json!({"dryRun": true})), &shadows, &registry, Duration::from_secs(30), Cursor::default()).await;
+        let out =
+            run(&request(json!({"dryRun": true})), &shadows, &registry, Duration::from_secs(30), Cursor::default())
+                .await;
         assert_eq!((out.targets, out.updated, out.unchanged), (20, 19, 1));
         assert!(shadows.updates.lock().map(|u| u.is_empty()).unwrap_or(false));
     }

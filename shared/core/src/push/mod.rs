@@ -54,6 +54,8 @@ pub struct PushRecord {
     pub sources: Vec<Source>,
     /// The last segment that claimed the push; each hand-off starts the next.
     pub segment: u64,
+    /// The last segment that finished (and handed the rest on, unless the push is complete).
+    pub handed_off: u64,
     /// Where the next segment starts; `None` once complete.
     pub cursor: Option<Cursor>,
     pub targets: u64,
@@ -115,8 +117,13 @@ impl PushRecord {
 
 /// Where push records go.
 pub trait PushStore: Sync {
-    /// Creates the record of a new push; `Ok(false)` when the push id was used before.
-    fn create(&self, record: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    /// Creates the record of a new push, its segment 1 leased until `lease_until_ms`; `Ok(false)` when the push id
+    /// was used before.
+    fn create(
+        &self,
+        record: &PushRecord,
+        lease_until_ms: u64,
+    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     fn load(&self, push_id: &str) -> impl Future<Output = Result<Option<PushRecord>, ServiceError>> + Send;
     /// Claims segment `segment` (the previous must be `segment - 1`, or `segment` itself with its lease run out):
     /// `Ok(false)` when another delivery claimed it, so a duplicate hand-off message does nothing.
@@ -135,7 +142,11 @@ pub trait PushStore: Sync {
         outcome: &SegmentOutcome,
         finished_at_ms: Option<u64>,
     ) -> impl Future<Output = Result<PushRecord, ServiceError>> + Send;
-    fn add_failures(&self, push_id: &str, failures: &[Failure]) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn add_failures(
+        &self,
+        push_id: &str,
+        failures: &[Failure],
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     fn failures(&self, push_id: &str, limit: usize) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
 }
 

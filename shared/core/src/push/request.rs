@@ -68,7 +68,11 @@ pub const MAX_PUSH_ID_BYTES: usize = 64;
 const MAX_QUERY_BYTES: usize = 1024;
 
 /// Validates `request` against the account quota `max_tps`; `new_id` names a push that did not choose its id.
-pub fn validate_request(request: &Value, max_tps: u32, new_id: impl FnOnce() -> String) -> Result<PushPlan, PushRequestError> {
+pub fn validate_request(
+    request: &Value,
+    max_tps: u32,
+    new_id: impl FnOnce() -> String,
+) -> Result<PushPlan, PushRequestError> {
     if !request.is_object() {
         let found = crate::history::type_name(request);
         return Err(PushRequestError(vec![("request".into(), format!("must be a JSON object, found {found}"))]));
@@ -86,7 +90,11 @@ pub fn validate_request(request: &Value, max_tps: u32, new_id: impl FnOnce() -> 
             if id.is_empty() {
                 fail(&mut errors, "pushId", "is empty".into());
             } else if id.len() > MAX_PUSH_ID_BYTES {
-                fail(&mut errors, "pushId", format!("is {} bytes; a clientToken may have at most {MAX_PUSH_ID_BYTES}", id.len()));
+                fail(
+                    &mut errors,
+                    "pushId",
+                    format!("is {} bytes; a clientToken may have at most {MAX_PUSH_ID_BYTES}", id.len()),
+                );
             } else if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c))) {
                 fail(&mut errors, "pushId", format!("contains {c:?}; use letters, digits and - _ . :"));
             }
@@ -160,7 +168,11 @@ pub fn validate_request(request: &Value, max_tps: u32, new_id: impl FnOnce() -> 
             max_tps
         }
         Some(n) if n > max_tps => {
-            fail(&mut errors, "maxRequestsPerSecond", format!("is {n}, above the account quota PUSH_MAX_TPS={max_tps}"));
+            fail(
+                &mut errors,
+                "maxRequestsPerSecond",
+                format!("is {n}, above the account quota PUSH_MAX_TPS={max_tps}"),
+            );
             max_tps
         }
         Some(n) => n,
@@ -222,7 +234,10 @@ mod tests {
     #[test]
     fn defaults() {
         let p = plan(json!({"desired": {"a": 1}, "targets": {"thingGroup": "g"}, "shadowName": null}));
-        assert_eq!((p.push_id.as_str(), p.skip_unchanged, p.dry_run, p.max_requests_per_second), ("generated", true, false, 400));
+        assert_eq!(
+            (p.push_id.as_str(), p.skip_unchanged, p.dry_run, p.max_requests_per_second),
+            ("generated", true, false, 400)
+        );
         assert_eq!(p.shadow_name, None);
     }
 
@@ -231,30 +246,74 @@ mod tests {
         let long_id = "x".repeat(65);
         let cases: Vec<(Value, &str, &str)> = vec![
             (json!([1]), "request", "must be a JSON object"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "colour": 1}), "colour", "unknown field `colour`"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"], "group": "g"}}), "targets.group", "unknown field `group`"),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "colour": 1}),
+                "colour",
+                "unknown field `colour`",
+            ),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"], "group": "g"}}),
+                "targets.group",
+                "unknown field `group`",
+            ),
             (json!({"desired": {"a": 1}, "targets": {"things": "a"}}), "targets.things", "invalid type"),
             (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "dryRun": "yes"}), "dryRun", "invalid type"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": -1}), "maxRequestsPerSecond", "invalid value"),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": -1}),
+                "maxRequestsPerSecond",
+                "invalid value",
+            ),
             (json!({"desired": [1], "targets": {"things": ["a"]}}), "desired", "must be an object"),
             (json!({"targets": {"things": ["a"]}}), "desired", "is missing"),
             (json!({"desired": {}, "targets": {"things": ["a"]}}), "desired", "nothing to push"),
             (json!({"desired": {"l": [1, null]}, "targets": {"things": ["a"]}}), "desired.l[1]", "null"),
-            (json!({"desired": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}, "targets": {"things": ["a"]}}), "desired.a.b.c.d.e.f", "deeper"),
+            (
+                json!({"desired": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}, "targets": {"things": ["a"]}}),
+                "desired.a.b.c.d.e.f",
+                "deeper",
+            ),
             (json!({"desired": {"big": "x".repeat(8200)}, "targets": {"things": ["a"]}}), "desired", "8192"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["ok", "bad/name"]}}), "targets.things[1]", "contains '/'"),
-            (json!({"desired": {"a": 1}, "targets": {"thingGroup": "bad group"}}), "targets.thingGroup", "contains ' '"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "shadowName": "$reserved"}), "shadowName", "AWS reserves"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "shadowName": "a/b"}), "shadowName", "contains '/'"),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["ok", "bad/name"]}}),
+                "targets.things[1]",
+                "contains '/'",
+            ),
+            (
+                json!({"desired": {"a": 1}, "targets": {"thingGroup": "bad group"}}),
+                "targets.thingGroup",
+                "contains ' '",
+            ),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "shadowName": "$reserved"}),
+                "shadowName",
+                "AWS reserves",
+            ),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "shadowName": "a/b"}),
+                "shadowName",
+                "contains '/'",
+            ),
             (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "pushId": long_id}), "pushId", "65 bytes"),
             (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "pushId": "a b"}), "pushId", "contains ' '"),
             (json!({"desired": {"a": 1}}), "targets", "is missing"),
             (json!({"desired": {"a": 1}, "targets": {}}), "targets", "names no things"),
             (json!({"desired": {"a": 1}, "targets": {"things": []}}), "targets", "names no things"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"], "recursive": true}}), "targets.recursive", "needs"),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"], "recursive": true}}),
+                "targets.recursive",
+                "needs",
+            ),
             (json!({"desired": {"a": 1}, "targets": {"query": " "}}), "targets.query", "is empty"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": 0}), "maxRequestsPerSecond", "at least 1"),
-            (json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": 401}), "maxRequestsPerSecond", "PUSH_MAX_TPS=400"),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": 0}),
+                "maxRequestsPerSecond",
+                "at least 1",
+            ),
+            (
+                json!({"desired": {"a": 1}, "targets": {"things": ["a"]}, "maxRequestsPerSecond": 401}),
+                "maxRequestsPerSecond",
+                "PUSH_MAX_TPS=400",
+            ),
         ];
         for (request, field, reason) in cases {
             let errors = refused(request.clone());

@@ -1,7 +1,7 @@
 //! Target sources, walked page by page as the push goes, and the cursor a hand-off resumes from.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +18,10 @@ pub trait Registry: Sync {
         token: Option<&str>,
     ) -> impl Future<Output = Result<Page, ServiceError>> + Send;
     /// Every group below `group`, at any depth.
-    fn child_groups(&self, group: &ThingGroupName)
-    -> impl Future<Output = Result<Vec<ThingGroupName>, ServiceError>> + Send;
+    fn child_groups(
+        &self,
+        group: &ThingGroupName,
+    ) -> impl Future<Output = Result<Vec<ThingGroupName>, ServiceError>> + Send;
     /// One page of a fleet-index search (`SearchIndex` on `AWS_Things`).
     fn search(&self, query: &str, token: Option<&str>) -> impl Future<Output = Result<Page, ServiceError>> + Send;
 }
@@ -72,25 +74,15 @@ pub async fn sources_for(plan: &PushPlan, registry: &impl Registry) -> Result<Ve
 
 /// Thing names seen so far, as 128-bit fingerprints (two independent SipHash keys): 16 bytes a thing, whatever the
 /// names' length, so a million-thing push keeps its de-duplication in about 32 MB.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Seen {
     keys: (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState),
     set: HashSet<u128>,
 }
 
-impl Default for Seen {
-    fn default() -> Self {
-        Self { keys: (Default::default(), Default::default()), set: HashSet::new() }
-    }
-}
-
 impl Seen {
     fn fingerprint(&self, name: &str) -> u128 {
-        let mut a = self.keys.0.build_hasher();
-        let mut b = self.keys.1.build_hasher();
-        name.hash(&mut a);
-        name.hash(&mut b);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+        (u128::from(self.keys.0.hash_one(name)) << 64) | u128::from(self.keys.1.hash_one(name))
     }
 
     /// `true` when `name` is new.
@@ -139,7 +131,11 @@ mod tests {
         let c = Cursor { source: 2, token: Some("t".into()), offset: 7, redo: vec!["x".into()] };
         let json = serde_json::to_string(&c).unwrap_or_default();
         assert_eq!(serde_json::from_str::<Cursor>(&json).ok(), Some(c));
-        let s = vec![Source::Things, Source::Group(ThingGroupName::parse("g").unwrap_or_else(|e| panic!("{e}"))), Source::Query("q".into())];
+        let s = vec![
+            Source::Things,
+            Source::Group(ThingGroupName::parse("g").unwrap_or_else(|e| panic!("{e}"))),
+            Source::Query("q".into()),
+        ];
         let json = serde_json::to_string(&s).unwrap_or_default();
         assert_eq!(json, r#"[{"kind":"things"},{"kind":"group","name":"g"},{"kind":"query","name":"q"}]"#);
     }

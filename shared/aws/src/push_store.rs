@@ -1,0 +1,227 @@
+//! The push table: one record item per push, and one item per failed thing. Layout in the README ("Push records").
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::{
+    Client,
+    types::{AttributeValue, PutRequest, ReturnValue, WriteRequest},
+};
+use shadow_core::push::{Failure, PushRecord, PushStore, SegmentOutcome};
+use shadow_core::store::{FaultKind, ServiceError};
+
+use crate::sdk::service_error;
+
+const RECORD: &str = "push";
+const FAILURE_PREFIX: &str = "failure#";
+/// BatchWriteItem's limit.
+const BATCH: usize = 25;
+
+#[derive(Debug, Clone)]
+pub struct DynamoPushStore {
+    client: Client,
+    table: String,
+    /// Records and failures expire this many days after the push started.
+    retention_days: Option<u32>,
+}
+
+fn unrepresentable(operation: &'static str, e: serde_dynamo::Error) -> ServiceError {
+    ServiceError::new(operation, FaultKind::Rejected, Some("UnrepresentableItem".into()), e)
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+impl DynamoPushStore {
+    pub fn new(client: Client, table: impl Into<String>, retention_days: Option<u32>) -> Self {
+        Self { client, table: table.into(), retention_days }
+    }
+
+    fn expires_at(&self, started_at_ms: u64) -> Option<AttributeValue> {
+        self.retention_days.map(|days| n(started_at_ms / 1000 + u64::from(days) * 86_400))
+    }
+
+    fn key(push_id: &str, sk: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), s(push_id)), ("sk".to_owned(), s(sk))])
+    }
+
+    fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(e: &E) -> bool {
+        e.code() == Some("ConditionalCheckFailedException")
+    }
+}
+
+impl PushStore for DynamoPushStore {
+    async fn create(&self, record: &PushRecord, lease_until_ms: u64) -> Result<bool, ServiceError> {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(record).map_err(|e| unrepresentable("PutItem", e))?;
+        item.extend(Self::key(&record.push_id, RECORD));
+        item.insert("leaseUntil".into(), n(lease_until_ms));
+        if let Some(expires) = self.expires_at(record.started_at) {
+            item.insert("expiresAt".into(), expires);
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(service_error("PutItem", e)),
+        }
+    }
+
+    async fn load(&self, push_id: &str) -> Result<Option<PushRecord>, ServiceError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(push_id, RECORD)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("GetItem", e))?;
+        got.item.map(|item| serde_dynamo::from_item(item).map_err(|e| unrepresentable("GetItem", e))).transpose()
+    }
+
+    async fn claim(&self, push_id: &str, segment: u64, lease_until_ms: u64, now_ms: u64) -> Result<bool, ServiceError> {
+        let claimed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(push_id, RECORD)))
+            .update_expression("SET #segment = :m, leaseUntil = :lease")
+            .condition_expression(
+                "complete = :false AND handedOff = :prev AND \
+                 (#segment = :prev OR (#segment = :m AND leaseUntil < :now))",
+            )
+            .expression_attribute_names("#segment", "segment")
+            .expression_attribute_values(":m", n(segment))
+            .expression_attribute_values(":prev", n(segment.saturating_sub(1)))
+            .expression_attribute_values(":lease", n(lease_until_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match claimed {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
+            Err(e) => Err(service_error("UpdateItem", e)),
+        }
+    }
+
+    async fn finish_segment(
+        &self,
+        push_id: &str,
+        segment: u64,
+        outcome: &SegmentOutcome,
+        finished_at_ms: Option<u64>,
+    ) -> Result<PushRecord, ServiceError> {
+        let cursor = serde_dynamo::to_attribute_value(&outcome.cursor).map_err(|e| unrepresentable("UpdateItem", e))?;
+        let finished =
+            serde_dynamo::to_attribute_value(finished_at_ms).map_err(|e| unrepresentable("UpdateItem", e))?;
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(push_id, RECORD)))
+            .update_expression(
+                "ADD targets :t, updated :u, unchanged :c, failed :f, requests :r, throttled :h \
+                 SET handedOff = :m, #cursor = :cursor, complete = :done, finishedAt = :finished",
+            )
+            .condition_expression("#segment = :m AND handedOff = :prev")
+            .expression_attribute_names("#segment", "segment")
+            .expression_attribute_names("#cursor", "cursor")
+            .expression_attribute_values(":t", n(outcome.targets))
+            .expression_attribute_values(":u", n(outcome.updated))
+            .expression_attribute_values(":c", n(outcome.unchanged))
+            .expression_attribute_values(":f", n(outcome.failed))
+            .expression_attribute_values(":r", n(outcome.requests))
+            .expression_attribute_values(":h", n(outcome.throttled))
+            .expression_attribute_values(":m", n(segment))
+            .expression_attribute_values(":prev", n(segment.saturating_sub(1)))
+            .expression_attribute_values(":cursor", cursor)
+            .expression_attribute_values(":done", AttributeValue::Bool(outcome.cursor.is_none()))
+            .expression_attribute_values(":finished", finished)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| service_error("UpdateItem", e))?;
+        let item = updated.attributes.ok_or_else(|| {
+            ServiceError::new("UpdateItem", FaultKind::Transient, None, "UpdateItem returned no attributes")
+        })?;
+        serde_dynamo::from_item(item).map_err(|e| unrepresentable("UpdateItem", e))
+    }
+
+    async fn add_failures(&self, push_id: &str, failures: &[Failure]) -> Result<(), ServiceError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&Failure> = failures.iter().filter(|f| seen.insert(f.thing_name.as_str())).collect();
+        for chunk in unique.chunks(BATCH) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            for failure in chunk {
+                let mut item: HashMap<String, AttributeValue> =
+                    serde_dynamo::to_item(failure).map_err(|e| unrepresentable("BatchWriteItem", e))?;
+                item.extend(Self::key(push_id, &format!("{FAILURE_PREFIX}{}", failure.thing_name)));
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| ServiceError::new("BatchWriteItem", FaultKind::Rejected, None, e))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = HashMap::from([(self.table.clone(), requests)]);
+            // UnprocessedItems come back under load: send them again, with backoff.
+            for attempt in 0u32.. {
+                let written = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| service_error("BatchWriteItem", e))?;
+                pending = written.unprocessed_items.unwrap_or_default();
+                pending.retain(|_, requests| !requests.is_empty());
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt >= 10 {
+                    return Err(ServiceError::new(
+                        "BatchWriteItem",
+                        FaultKind::Throttled,
+                        Some("UnprocessedItems".into()),
+                        "items still unprocessed after 10 attempts",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn failures(&self, push_id: &str, limit: usize) -> Result<Vec<Failure>, ServiceError> {
+        let mut failures = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p AND begins_with(sk, :f)")
+            .expression_attribute_values(":p", s(push_id))
+            .expression_attribute_values(":f", s(FAILURE_PREFIX))
+            .into_paginator()
+            .items()
+            .send();
+        while failures.len() < limit {
+            let Some(item) = pages.next().await else { break };
+            let item = item.map_err(|e| service_error("Query", e))?;
+            failures.push(serde_dynamo::from_item(item).map_err(|e| unrepresentable("Query", e))?);
+        }
+        Ok(failures)
+    }
+}

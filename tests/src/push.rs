@@ -1,0 +1,172 @@
+//! Helpers for the shadow-push tests: a fleet of the test's own in moto, a push table and queue of its own, and
+//! the function started against them.
+
+use std::time::Duration;
+
+use aws_smithy_types::Blob;
+use serde_json::{Value, json};
+use shadow_aws::tables;
+
+use crate::lambda::{InvokeError, LocalLambda};
+use crate::stack::{Stack, repo_root, unique};
+
+/// A request from `events/push/`.
+pub fn request(name: &str) -> Value {
+    let path = repo_root().join("events/push").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub struct PushFixture {
+    pub stack: Stack,
+    pub table: String,
+    pub queue_url: String,
+    /// Every thing and group of this test starts with it.
+    pub prefix: String,
+}
+
+impl PushFixture {
+    pub async fn new() -> Self {
+        let stack = Stack::get();
+        let table = unique("push");
+        tables::ensure_table(&stack.dynamodb(), &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        let queue_url = stack
+            .sqs()
+            .create_queue()
+            .queue_name(unique("push"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+            .queue_url
+            .unwrap_or_default();
+        Self { stack, table, queue_url, prefix: unique("fleet") }
+    }
+
+    pub fn thing(&self, i: usize) -> String {
+        format!("{}-{i}", self.prefix)
+    }
+
+    pub fn group(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    /// Registers things `range` in moto, with attribute `site`.
+    pub async fn create_things(&self, range: std::ops::Range<usize>, site: &str) {
+        let iot = self.stack.iot();
+        for i in range {
+            let attributes = aws_sdk_iot::types::AttributePayload::builder().attributes("site", site).build();
+            iot.create_thing()
+                .thing_name(self.thing(i))
+                .attribute_payload(attributes)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create_thing: {e:?}"));
+        }
+    }
+
+    pub async fn create_group(&self, name: &str, parent: Option<&str>, members: impl IntoIterator<Item = usize>) {
+        let iot = self.stack.iot();
+        iot.create_thing_group()
+            .thing_group_name(self.group(name))
+            .set_parent_group_name(parent.map(|p| self.group(p)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create_thing_group: {e:?}"));
+        for i in members {
+            iot.add_thing_to_thing_group()
+                .thing_group_name(self.group(name))
+                .thing_name(self.thing(i))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("add_thing_to_thing_group: {e:?}"));
+        }
+    }
+
+    /// shadow-push on this fixture's table and queue, with `extra` settings over the stack's.
+    pub async fn function(&self, extra: &[(&str, &str)]) -> LocalLambda {
+        let mut env: Vec<(String, String)> = self.stack.env.clone().into_iter().collect();
+        env.push(("PUSH_TABLE".into(), self.table.clone()));
+        env.push(("PUSH_QUEUE_URL".into(), self.queue_url.clone()));
+        env.push(("PUSH_MAX_TPS".into(), "2000".into()));
+        env.push(("PUSH_CONCURRENCY".into(), "32".into()));
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        LocalLambda::start("shadow-push", &env).await
+    }
+
+    /// The shadow document of `thing` (`None` when it has none).
+    pub async fn shadow(&self, thing: &str, shadow: Option<&str>) -> Option<Value> {
+        let got = self
+            .stack
+            .iot_data()
+            .get_thing_shadow()
+            .thing_name(thing)
+            .set_shadow_name(shadow.map(str::to_owned))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(got.payload().map(Blob::as_ref).unwrap_or_default()).ok()
+    }
+
+    /// Sets a shadow's desired state directly (a push from elsewhere).
+    pub async fn set_desired(&self, thing: &str, shadow: Option<&str>, desired: Value) {
+        self.stack
+            .iot_data()
+            .update_thing_shadow()
+            .thing_name(thing)
+            .set_shadow_name(shadow.map(str::to_owned))
+            .payload(Blob::new(json!({"state": {"desired": desired}}).to_string()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("update_thing_shadow: {e:?}"));
+    }
+
+    /// Receives the hand-off messages on the queue as the SQS event source would pass them, and deletes them.
+    pub async fn take_continuations(&self) -> Vec<Value> {
+        let sqs = self.stack.sqs();
+        let received = sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receive_message: {e:?}"));
+        let mut records = Vec::new();
+        for message in received.messages.unwrap_or_default() {
+            if let Some(handle) = &message.receipt_handle {
+                sqs.delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("delete_message: {e:?}"));
+            }
+            records.push(json!({
+                "messageId": message.message_id, "receiptHandle": message.receipt_handle, "body": message.body,
+                "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:push", "awsRegion": "ap-northeast-1"
+            }));
+        }
+        records
+    }
+
+    /// The push's record item, as stored.
+    pub async fn record(&self, push_id: &str) -> Option<Value> {
+        let got = self
+            .stack
+            .dynamodb()
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(push_id.to_owned()))
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("push".to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get_item: {e:?}"));
+        got.item.map(|item| serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}")))
+    }
+}
+
+pub async fn push(function: &LocalLambda, request: &Value) -> Result<Value, InvokeError> {
+    function.invoke(request, Duration::from_secs(60)).await
+}
