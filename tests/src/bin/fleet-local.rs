@@ -36,31 +36,8 @@ async fn setup() -> Result<(), String> {
     Ok(())
 }
 
-/// Delivers the seed article's update to shadow-history, as the IoT Rule would, twice (a redelivery), and prints
-/// what the history holds for that shadow.
+/// The end-to-end story on the local stack (see `fleet_tests::demo`).
 async fn demo() -> Result<(), String> {
-    use fleet_tests::lambda::LocalLambda;
-    use shadow_core::history::record_from_event;
-    use std::time::Duration;
-
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let event_path = fleet_tests::stack::repo_root().join("events/history/update-accepted-named.json");
-    let text = std::fs::read_to_string(&event_path).map_err(|e| format!("{}: {e}", event_path.display()))?;
-    let event: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", event_path.display()))?;
-    let history = LocalLambda::start("shadow-history", &env).await;
-    for delivery in 1..=2 {
-        let answer = history.invoke(&event, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
-        println!("delivery {delivery} of {}: {answer}", event_path.display());
-    }
-    history.stop().await;
-
-    let record = record_from_event(&event, &Default::default()).map_err(|e| e.to_string())?;
-    let table = std::env::var("HISTORY_TABLE").map_err(|_| "HISTORY_TABLE is not set".to_owned())?;
-    let store = shadow_aws::DynamoHistoryStore::from_sdk(&shadow_aws::sdk::load().await, table);
-    let events = store.events(&record.shadow).await.map_err(|e| e.to_string())?;
-    println!("history of {} ({} item(s)):", record.shadow, events.len());
-    for event in events {
-        println!("  {event}");
-    }
-    Ok(())
+    println!("shadow-fleet demo on the local stack");
+    fleet_tests::demo::run(&fleet_tests::Stack::get()).await.map(|_| ())
 }
