@@ -115,10 +115,10 @@ async fn story(stack: &Stack, names: &Names) -> Result<DemoReport, String> {
         let (history, delivered, written) = (history.clone(), delivered.clone(), written.clone());
         tokio::spawn(async move {
             while let Some(event) = accepted.recv().await {
-                if let Ok(answer) = history.invoke(&event, Duration::from_secs(30)).await {
-                    if answer["outcome"] == "written" {
-                        written.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Ok(answer) = history.invoke(&event, Duration::from_secs(30)).await
+                    && answer["outcome"] == "written"
+                {
+                    written.fetch_add(1, Ordering::Relaxed);
                 }
                 delivered.fetch_add(1, Ordering::Relaxed);
             }

@@ -91,17 +91,17 @@ async fn handle(route: Arc<Route>, req: Request<Incoming>) -> Result<Response<Fu
     };
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    if let (Some(topic), true) = (topic, parts.status.is_success()) {
-        if let Ok(Value::Object(mut accepted)) = serde_json::from_slice::<Value>(&body) {
-            // AWS echoes the request's clientToken in update/accepted; moto's answer does not.
-            if let Some(token) = client_token {
-                accepted.entry("clientToken").or_insert(token);
-            }
-            accepted.insert("topic".into(), Value::String(topic));
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            accepted.insert("receivedAt".into(), Value::from(now));
-            let _ = route.events.send(Value::Object(accepted));
+    if let (Some(topic), true) = (topic, parts.status.is_success())
+        && let Ok(Value::Object(mut accepted)) = serde_json::from_slice::<Value>(&body)
+    {
+        // AWS echoes the request's clientToken in update/accepted; moto's answer does not.
+        if let Some(token) = client_token {
+            accepted.entry("clientToken").or_insert(token);
         }
+        accepted.insert("topic".into(), Value::String(topic));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        accepted.insert("receivedAt".into(), Value::from(now));
+        let _ = route.events.send(Value::Object(accepted));
     }
     Ok(Response::from_parts(parts, Full::new(body)))
 }
