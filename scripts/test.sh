@@ -19,7 +19,16 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== make lint-template (cfn-lint, sam validate --lint)"
+make --no-print-directory lint-template
+echo "== make build (sam build: release arm64 binaries into .aws-sam/build)"
+make --no-print-directory build
 echo "== cargo build (the function binaries the integration tests run)"
 cargo build --workspace --bins --quiet
 echo "== cargo test"
-cargo test --workspace --quiet
+log=$(mktemp)
+cargo test --workspace --quiet 2>&1 | tee "$log"
+# One closing line for the whole run: the sum of every test binary's result.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"

@@ -49,3 +49,289 @@ fn functions_are_told_their_tables() {
         assert_eq!(tagged.value.as_str(), Some(spec.logical_id), "{function} {}", spec.env_var);
     }
 }
+
+// ---------------------------------------------------------------- helpers over the parsed template
+
+/// The template's resources as (logical id, resource).
+fn resources(template: &Value) -> Vec<(String, &Value)> {
+    let resources = template["Resources"].as_mapping().unwrap_or_else(|| panic!("template.yaml: no Resources"));
+    resources
+        .iter()
+        .map(|(id, r)| (id.as_str().unwrap_or_else(|| panic!("resource id {id:?}")).to_owned(), r))
+        .collect()
+}
+
+fn resources_of_type<'a>(template: &'a Value, kind: &str) -> Vec<(String, &'a Value)> {
+    resources(template).into_iter().filter(|(_, r)| r["Type"].as_str() == Some(kind)).collect()
+}
+
+/// The value of a short-form intrinsic (`!Ref X`, `!GetAtt X.Arn`, `!If [..]`) when `value` is one with `tag`.
+fn intrinsic<'a>(value: &'a Value, tag: &str) -> Option<&'a Value> {
+    match value {
+        Value::Tagged(t) if t.tag == tag => Some(&t.value),
+        _ => None,
+    }
+}
+
+/// `!GetAtt Resource.Arn` -> `Resource`.
+fn arn_of(value: &Value) -> Option<&str> {
+    intrinsic(value, "!GetAtt")?.as_str()?.strip_suffix(".Arn")
+}
+
+fn ref_of(value: &Value) -> Option<&str> {
+    intrinsic(value, "!Ref")?.as_str()
+}
+
+/// Everything `value` may be once its conditions are resolved: a sequence is the union of its items, an `!If` the
+/// union of both branches, `!Ref AWS::NoValue` nothing.
+fn alternatives(value: &Value) -> Vec<&Value> {
+    if let Some(branches) = intrinsic(value, "!If") {
+        let branches = branches.as_sequence().unwrap_or_else(|| panic!("!If without a list: {value:?}"));
+        return branches.iter().skip(1).flat_map(alternatives).collect();
+    }
+    if ref_of(value) == Some("AWS::NoValue") {
+        return Vec::new();
+    }
+    match value {
+        Value::Sequence(items) => items.iter().flat_map(alternatives).collect(),
+        other => vec![other],
+    }
+}
+
+/// Every IAM policy statement in `value`: the functions' `Policies`, roles' inline policies and trust policies.
+fn statements<'a>(value: &'a Value, found: &mut Vec<&'a Value>) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, value) in map {
+                if key.as_str() == Some("Statement") {
+                    found.extend(alternatives(value));
+                } else {
+                    statements(value, found);
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| statements(v, found)),
+        Value::Tagged(tagged) => statements(&tagged.value, found),
+        _ => {}
+    }
+}
+
+fn strings(value: &Value, what: &str) -> Vec<String> {
+    alternatives(value)
+        .into_iter()
+        .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| panic!("{what}: not a literal string: {v:?}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------- IAM
+
+#[test]
+fn no_policy_statement_allows_every_action() {
+    let template = template();
+    let mut found = Vec::new();
+    statements(&template["Resources"], &mut found);
+    assert!(found.len() >= 10, "found only {} policy statements: is the walk still finding them?", found.len());
+    for statement in found {
+        assert!(statement.get("NotAction").is_none(), "NotAction grants everything else: {statement:?}");
+        let actions = strings(&statement["Action"], "Action");
+        assert!(!actions.is_empty(), "a statement without Action: {statement:?}");
+        for action in actions {
+            assert!(action != "*" && !action.ends_with(":*"), "wildcard action {action:?} in {statement:?}");
+        }
+    }
+}
+
+/// The only actions granted on `Resource: "*"`: AWS defines no resource type for them (Service Authorization
+/// Reference, AWS IoT), so no narrower Resource is valid.
+const ACTIONS_WITHOUT_RESOURCE_TYPES: [&str; 2] = ["iot:DescribeEndpoint", "iot:ListThingGroups"];
+
+#[test]
+fn resource_star_only_where_aws_allows_nothing_narrower() {
+    let template = template();
+    let mut found = Vec::new();
+    statements(&template["Resources"], &mut found);
+    let mut stars = 0;
+    for statement in found {
+        if statement.get("Resource").is_none() {
+            continue; // a trust policy (Principal, no Resource)
+        }
+        let resources = alternatives(&statement["Resource"]);
+        if !resources.iter().any(|r| r.as_str() == Some("*")) {
+            continue;
+        }
+        stars += 1;
+        for action in strings(&statement["Action"], "Action") {
+            assert!(
+                ACTIONS_WITHOUT_RESOURCE_TYPES.contains(&action.as_str()),
+                "{action} on Resource \"*\": give it a resource ARN ({statement:?})"
+            );
+        }
+    }
+    // And each one says why, in the comment right above it.
+    let path = repo_root().join("template.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    let mut commented = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.trim();
+        if !(line.starts_with("Resource:") && line.contains("\"*\"") || line.starts_with("Resource: '*'")) {
+            continue;
+        }
+        let comment: Vec<&str> = lines[..i].iter().rev().map(|l| l.trim()).take_while(|l| l.starts_with('#')).collect();
+        assert!(
+            comment.iter().any(|c| c.contains("nothing narrower")),
+            "template.yaml:{}: Resource \"*\" needs a comment saying AWS allows nothing narrower",
+            i + 1
+        );
+        commented += 1;
+    }
+    assert_eq!(commented, stars, "every Resource \"*\" is written as `Resource: \"*\"` under its comment");
+}
+
+// ---------------------------------------------------------------- IoT rules
+
+#[test]
+fn topic_rules_pass_topic_and_time_and_keep_their_errors() {
+    let template = template();
+    let rules = resources_of_type(&template, "AWS::IoT::TopicRule");
+    let mut sources = Vec::new();
+    for (id, rule) in &rules {
+        let payload = &rule["Properties"]["TopicRulePayload"];
+        // CloudFormation's default is 2015-10-08, whose SQL differs.
+        assert_eq!(payload["AwsIotSqlVersion"].as_str(), Some("2016-03-23"), "{id} AwsIotSqlVersion");
+        let sql = payload["Sql"].as_str().unwrap_or_else(|| panic!("{id}: Sql is not a literal string"));
+        let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        // No payload names the thing or the shadow: only the topic does. timestamp() is the rule's receive time (ms).
+        assert!(sql.contains("topic() AS topic"), "{id}: the SQL must select topic() AS topic: {sql}");
+        assert!(
+            sql.contains("timestamp() AS receivedAt"),
+            "{id}: the SQL must select timestamp() AS receivedAt: {sql}"
+        );
+        let from = sql.split(" FROM ").nth(1).unwrap_or_else(|| panic!("{id}: no FROM: {sql}"));
+        sources.push(from.trim_matches('\'').to_owned());
+        let error_action = payload["ErrorAction"].as_mapping();
+        assert!(error_action.is_some_and(|a| !a.is_empty()), "{id}: no ErrorAction");
+        let actions = alternatives(&payload["Actions"]);
+        assert!(!actions.is_empty(), "{id}: no Actions");
+        for action in actions {
+            if let Some(lambda) = action.get("Lambda") {
+                assert_eq!(arn_of(&lambda["FunctionArn"]), Some("ShadowHistoryFunction"), "{id} Lambda action");
+                assert_rule_may_invoke(&template, id);
+            }
+        }
+    }
+    for topic in ["$aws/things/+/shadow/name/+/update/accepted", "$aws/things/+/shadow/update/accepted"] {
+        assert!(sources.iter().any(|s| s == topic), "no rule reads {topic} (rules read {sources:?})");
+    }
+}
+
+/// IoT may invoke the function for this rule only: a permission with the rule's ARN and the account.
+fn assert_rule_may_invoke(template: &Value, rule: &str) {
+    let permissions = resources_of_type(template, "AWS::Lambda::Permission");
+    let permission = permissions.iter().find(|(_, p)| arn_of(&p["Properties"]["SourceArn"]) == Some(rule));
+    let (id, permission) = permission.unwrap_or_else(|| panic!("no AWS::Lambda::Permission has SourceArn {rule}.Arn"));
+    let props = &permission["Properties"];
+    assert_eq!(props["Principal"].as_str(), Some("iot.amazonaws.com"), "{id} Principal");
+    assert_eq!(props["Action"].as_str(), Some("lambda:InvokeFunction"), "{id} Action");
+    assert_eq!(ref_of(&props["SourceAccount"]), Some("AWS::AccountId"), "{id} SourceAccount");
+    assert_eq!(arn_of(&props["FunctionName"]), Some("ShadowHistoryFunction"), "{id} FunctionName");
+}
+
+// ---------------------------------------------------------------- failures and queues
+
+/// The on-failure destination of `function`'s asynchronous invocations: SAM's `EventInvokeConfig` property, or an
+/// `AWS::Lambda::EventInvokeConfig` resource.
+fn on_failure_destination<'a>(template: &'a Value, function: &str) -> Option<&'a Value> {
+    let own = &template["Resources"][function]["Properties"]["EventInvokeConfig"];
+    let configs = resources_of_type(template, "AWS::Lambda::EventInvokeConfig");
+    let config = configs
+        .into_iter()
+        .map(|(_, c)| &c["Properties"])
+        .find(|c| ref_of(&c["FunctionName"]) == Some(function) || arn_of(&c["FunctionName"]) == Some(function))
+        .unwrap_or(own);
+    config["DestinationConfig"]["OnFailure"].get("Destination")
+}
+
+#[test]
+fn failed_async_invocations_go_to_a_dead_letter_queue() {
+    let template = template();
+    for (function, dlq) in [("ShadowHistoryFunction", "HistoryDlq"), ("ShadowPushFunction", "PushDlq")] {
+        let destination = on_failure_destination(&template, function)
+            .unwrap_or_else(|| panic!("{function}: no on-failure destination for asynchronous invocations"));
+        assert_eq!(arn_of(destination), Some(dlq), "{function}: on-failure destination");
+        assert_eq!(template["Resources"][dlq]["Type"].as_str(), Some("AWS::SQS::Queue"), "{dlq}");
+    }
+    let history = &template["Resources"]["ShadowHistoryFunction"]["Properties"]["EventInvokeConfig"];
+    assert_eq!(history["MaximumRetryAttempts"].as_u64(), Some(2), "ShadowHistoryFunction retries");
+}
+
+#[test]
+fn queues_feeding_functions_outlast_them_and_report_partial_failures() {
+    let template = template();
+    let mappings = resources_of_type(&template, "AWS::Lambda::EventSourceMapping");
+    assert!(!mappings.is_empty(), "no SQS event source mapping");
+    for (id, mapping) in mappings {
+        let props = &mapping["Properties"];
+        let function = ref_of(&props["FunctionName"]).unwrap_or_else(|| panic!("{id}: FunctionName is not a !Ref"));
+        let queue = arn_of(&props["EventSourceArn"]).unwrap_or_else(|| panic!("{id}: EventSourceArn is not !GetAtt"));
+        let timeout = template["Resources"][function]["Properties"]["Timeout"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{function}: no literal Timeout"));
+        let queue_props = &template["Resources"][queue]["Properties"];
+        let visibility = queue_props["VisibilityTimeout"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{queue}: no literal VisibilityTimeout"));
+        assert!(
+            visibility >= 6 * timeout,
+            "{queue}: VisibilityTimeout {visibility} < 6 x {function} Timeout {timeout}"
+        );
+        assert!(arn_of(&queue_props["RedrivePolicy"]["deadLetterTargetArn"]).is_some(), "{queue}: no redrive to a DLQ");
+        let types = strings(&props["FunctionResponseTypes"], "FunctionResponseTypes");
+        assert!(types.iter().any(|t| t == "ReportBatchItemFailures"), "{id}: no ReportBatchItemFailures");
+    }
+}
+
+#[test]
+fn functions_are_given_every_setting_they_read() {
+    let template = template();
+    for (function, names) in [
+        ("ShadowHistoryFunction", &["HISTORY_TABLE", "HISTORY_RETENTION_DAYS", "HISTORY_STORE_METADATA"][..]),
+        (
+            "ShadowPushFunction",
+            &[
+                "PUSH_TABLE",
+                "PUSH_QUEUE_URL",
+                "PUSH_MAX_TPS",
+                "PUSH_CONCURRENCY",
+                "IOT_DATA_ENDPOINT",
+                "PUSH_RETENTION_DAYS",
+            ][..],
+        ),
+    ] {
+        let vars = &template["Resources"][function]["Properties"]["Environment"]["Variables"];
+        for name in names {
+            assert!(vars.get(*name).is_some(), "{function}: environment variable {name} is not set");
+        }
+    }
+}
+
+#[test]
+fn the_scheduled_push_input_is_a_valid_push_request() {
+    let template = template();
+    let parameter = |name: &str| {
+        let value = &template["Parameters"][name]["Default"];
+        assert!(!value.is_null(), "parameter {name} has no Default");
+        value.clone()
+    };
+    let input = parameter("PushScheduleInput");
+    let input = input.as_str().unwrap_or_else(|| panic!("PushScheduleInput: not a string"));
+    let request: serde_json::Value =
+        serde_json::from_str(input).unwrap_or_else(|e| panic!("PushScheduleInput is not JSON: {e}"));
+    // Without a pushId each scheduled run is a new push; with one, every run would be a retry of the first.
+    assert!(request.get("pushId").is_none(), "PushScheduleInput must not fix a pushId");
+    let max_tps = parameter("PushMaxTps").as_u64().unwrap_or_else(|| panic!("PushMaxTps: not a number"));
+    let max_tps = u32::try_from(max_tps).unwrap_or_else(|e| panic!("PushMaxTps: {e}"));
+    let plan = shadow_core::push::validate_request(&request, max_tps, || "scheduled".to_owned())
+        .unwrap_or_else(|e| panic!("PushScheduleInput: {e}"));
+    assert!(plan.dry_run, "the default scheduled push is a dry run: enabling the schedule alone pushes nothing");
+}
