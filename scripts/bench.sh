@@ -5,14 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/tools.sh bench
-started=0
-if ! bash scripts/stack.sh status; then started=1; fi
-cleanup() {
-  if [[ $started == 1 ]]; then bash scripts/stack.sh down; fi
-}
-trap cleanup EXIT
-if [[ $started == 1 ]]; then bash scripts/stack.sh up; fi
-
 echo "== cargo build --release (shadow-history, shadow-push, fleet-bench)"
 cargo build --release --quiet -p shadow-history -p shadow-push -p fleet-bench
-./target/release/fleet-bench "$@"
+bash scripts/with-stack.sh ./target/release/fleet-bench "$@"

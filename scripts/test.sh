@@ -1,19 +1,13 @@
 #!/usr/bin/env bash
-# `make test`: every check, against the local stack. Starts the stack when it is down, and then stops it again,
-# also when a check fails.
+# `make test`: every check. The integration tests run against the local stack, which scripts/with-stack.sh starts
+# when it is down and stops again afterwards, also when a check fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/tools.sh
-started=0
-if ! bash scripts/stack.sh status; then
-  started=1
+if [[ ${1:-} != --checks ]]; then
+  bash scripts/tools.sh
+  exec bash scripts/with-stack.sh bash scripts/test.sh --checks
 fi
-cleanup() {
-  if [[ $started == 1 ]]; then bash scripts/stack.sh down; fi
-}
-trap cleanup EXIT
-if [[ $started == 1 ]]; then bash scripts/stack.sh up; fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -262,8 +262,28 @@ async fn fetch(
     .await
 }
 
-/// One thing: read and compare (when skipping unchanged things), then update. One request at a time per thing,
-/// every attempt paced by the shared limiter.
+/// Retries `op` to the deadline, every attempt waiting for the shared limiter, counting requests and throttles.
+async fn paced<T, Fut>(pace: &Pace, stats: &Stats, mut op: impl FnMut() -> Fut) -> Result<T, GaveUp<ServiceError>>
+where
+    Fut: Future<Output = Result<T, ServiceError>>,
+{
+    let attempt = || {
+        let request = op();
+        async {
+            pace.limiter.until_ready().await;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            request.await
+        }
+    };
+    let on_retry = |e: &ServiceError| {
+        if e.is_throttling() {
+            stats.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    retry_until(pace.deadline, pace.reserve, pace.backoff, attempt, on_retry).await
+}
+
+/// One thing: read and compare (when skipping unchanged things), then update. One request at a time per thing.
 async fn push_thing(
     plan: &PushPlan,
     thing: ThingName,
@@ -273,26 +293,9 @@ async fn push_thing(
     stats: &Stats,
 ) -> (String, ThingOutcome) {
     let shadow = plan.shadow_name.as_ref();
-    let on_retry = |e: &ServiceError| {
-        if e.is_throttling() {
-            stats.throttled.fetch_add(1, Ordering::Relaxed);
-        }
-    };
     let name = thing.to_string();
     if plan.skip_unchanged {
-        let read = retry_until(
-            pace.deadline,
-            pace.reserve,
-            pace.backoff,
-            || async {
-                pace.limiter.until_ready().await;
-                stats.requests.fetch_add(1, Ordering::Relaxed);
-                shadows.desired(&thing, shadow).await
-            },
-            on_retry,
-        )
-        .await;
-        match read {
+        match paced(pace, stats, || shadows.desired(&thing, shadow)).await {
             Ok(current) if holds(current.as_ref(), &plan.desired) => return (name, ThingOutcome::Unchanged),
             Ok(_) => {}
             Err(e) => return (name.clone(), gave_up(&name, e)),
@@ -301,19 +304,7 @@ async fn push_thing(
     if plan.dry_run {
         return (name, ThingOutcome::WouldUpdate);
     }
-    let update = retry_until(
-        pace.deadline,
-        pace.reserve,
-        pace.backoff,
-        || async {
-            pace.limiter.until_ready().await;
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            shadows.update(&thing, shadow, document).await
-        },
-        on_retry,
-    )
-    .await;
-    match update {
+    match paced(pace, stats, || shadows.update(&thing, shadow, document)).await {
         Ok(()) => (name, ThingOutcome::Updated),
         Err(e) => (name.clone(), gave_up(&name, e)),
     }
