@@ -4,17 +4,15 @@
 //! counts what it accepted.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use fleet_tests::http::{Reply, Server, reply, serve};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 pub const PER_THING_PER_SECOND: u32 = 20;
 
@@ -52,20 +50,12 @@ struct State {
 pub struct StandIn {
     pub url: String,
     pub counts: Arc<Counts>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: Server,
 }
 
 impl StandIn {
     /// Serves a thing group `group` of `size` things named `<prefix><i:06>`.
     pub async fn start(limits: Limits, group: &str, prefix: &str, size: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let counts = Arc::new(Counts::default());
         let state = Arc::new(State {
             limits,
@@ -75,24 +65,13 @@ impl StandIn {
             group: (group.to_owned(), prefix.to_owned(), size),
             counts: counts.clone(),
         });
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
-        Self { url: format!("http://{addr}"), counts, task }
+        let server = serve(move |parts, body| handle(state.clone(), parts, body)).await;
+        Self { url: server.url(), counts, _server: server }
     }
 }
 
-fn json_response(status: StatusCode, body: &Value, error_type: Option<&'static str>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
+fn json_response(status: StatusCode, body: &Value, error_type: Option<&'static str>) -> Reply {
+    let mut response = reply(status, body.to_string());
     let headers = response.headers_mut();
     headers.insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
     if let Some(error_type) = error_type {
@@ -128,18 +107,17 @@ impl State {
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or_default().to_owned();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+async fn handle(state: Arc<State>, parts: Parts, body: Bytes) -> Reply {
+    let method = parts.method;
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or_default();
     let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned));
 
     if let Some(group) = path.strip_prefix("/thing-groups/").and_then(|p| p.strip_suffix("/things")) {
         let (name, prefix, size) = &state.group;
         if group != name {
             let body = json!({"message": format!("{group} not found")});
-            return Ok(json_response(StatusCode::NOT_FOUND, &body, Some("ResourceNotFoundException")));
+            return json_response(StatusCode::NOT_FOUND, &body, Some("ResourceNotFoundException"));
         }
         let start: usize = param("nextToken").and_then(|t| t.parse().ok()).unwrap_or(0);
         let page: usize = param("maxResults").and_then(|m| m.parse().ok()).unwrap_or(25);
@@ -149,20 +127,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         if end < *size {
             body["nextToken"] = json!(end.to_string());
         }
-        return Ok(json_response(StatusCode::OK, &body, None));
+        return json_response(StatusCode::OK, &body, None);
     }
 
     let Some(thing) = path.strip_prefix("/things/").and_then(|p| p.strip_suffix("/shadow")) else {
-        return Ok(json_response(StatusCode::NOT_FOUND, &json!({"message": "unknown path"}), None));
+        return json_response(StatusCode::NOT_FOUND, &json!({"message": "unknown path"}), None);
     };
     tokio::time::sleep(state.limits.latency).await;
     if !state.admit(thing) {
         state.counts.throttled.fetch_add(1, Ordering::Relaxed);
-        return Ok(json_response(
+        return json_response(
             StatusCode::TOO_MANY_REQUESTS,
             &json!({"message": "Rate exceeded"}),
             Some("ThrottlingException"),
-        ));
+        );
     }
     state.counts.accepted.fetch_add(1, Ordering::Relaxed);
     let key = format!("{thing}/{}", param("name").unwrap_or_default());
@@ -170,7 +148,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     match method {
         Method::GET => {
             let shadow = state.shadows.lock().ok().and_then(|s| s.get(&key).cloned());
-            Ok(match shadow {
+            match shadow {
                 Some((version, desired)) => json_response(
                     StatusCode::OK,
                     &json!({"state": {"desired": desired}, "metadata": {}, "version": version, "timestamp": now}),
@@ -181,14 +159,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
                     &json!({"message": format!("No shadow exists with name: '{key}'")}),
                     Some("ResourceNotFoundException"),
                 ),
-            })
+            }
         }
         Method::POST => {
             let update: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let desired = update["state"]["desired"].clone();
             let version = {
                 let Ok(mut shadows) = state.shadows.lock() else {
-                    return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({}), None));
+                    return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({}), None);
                 };
                 let entry = shadows.entry(key).or_insert((0, json!({})));
                 entry.0 += 1;
@@ -198,8 +176,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             state.counts.updates.fetch_add(1, Ordering::Relaxed);
             let accepted = json!({"state": {"desired": desired}, "metadata": {}, "version": version, "timestamp": now,
                                   "clientToken": update["clientToken"]});
-            Ok(json_response(StatusCode::OK, &accepted, None))
+            json_response(StatusCode::OK, &accepted, None)
         }
-        _ => Ok(json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"message": "method"}), None)),
+        _ => json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"message": "method"}), None),
     }
 }

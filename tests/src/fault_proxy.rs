@@ -2,18 +2,17 @@
 //! throttling or server error (status, headers and body as AWS sends them, so the SDK classifies them as it would
 //! in AWS), delays requests, and forwards the rest unchanged.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
+use hyper::http::request::Parts;
+use hyper::{Response, StatusCode};
 use rand::Rng;
-use tokio::net::TcpListener;
+
+use crate::http::{Reply, Server, Upstream, serve};
 
 /// Which service's error shapes to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,49 +67,23 @@ impl Counts {
 pub struct FaultProxy {
     pub url: String,
     pub counts: Arc<Counts>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: Server,
 }
 
 struct Route {
-    upstream: String,
+    upstream: Upstream,
     service: Service,
     faults: Faults,
     counts: Arc<Counts>,
-    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl FaultProxy {
     /// Listens on a free loopback port and forwards to `upstream` (`http://127.0.0.1:port`).
     pub async fn start(upstream: &str, service: Service, faults: Faults) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let counts = Arc::new(Counts::default());
-        let route = Arc::new(Route {
-            upstream: upstream.trim_end_matches('/').to_owned(),
-            service,
-            faults,
-            counts: counts.clone(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        });
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let route = route.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(route.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
-        Self { url: format!("http://{addr}"), counts, task }
+        let route = Arc::new(Route { upstream: Upstream::new(upstream), service, faults, counts: counts.clone() });
+        let server = serve(move |parts, body| handle(route.clone(), parts, body)).await;
+        Self { url: server.url(), counts, _server: server }
     }
 }
 
@@ -134,7 +107,7 @@ fn draw(faults: &Faults) -> Option<Fault> {
 }
 
 /// The service's own answer for `fault`.
-fn fault_response(service: Service, fault: &Fault) -> Response<Full<Bytes>> {
+fn fault_response(service: Service, fault: &Fault) -> Reply {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (status, content_type, error_type, body) = match (service, fault) {
         (Service::DynamoDb, Fault::Throttle) => (
@@ -187,9 +160,7 @@ fn fault_response(service: Service, fault: &Fault) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(route: Arc<Route>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+async fn handle(route: Arc<Route>, parts: Parts, body: Bytes) -> Reply {
     if let Some(fault) = draw(&route.faults) {
         let counter = match fault {
             Fault::Throttle => &route.counts.throttled,
@@ -197,33 +168,14 @@ async fn handle(route: Arc<Route>, req: Request<Incoming>) -> Result<Response<Fu
             Fault::Internal => &route.counts.internal,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        return Ok(fault_response(route.service, &fault));
+        return fault_response(route.service, &fault);
     }
     if !route.faults.delay.is_zero() {
         tokio::time::sleep(route.faults.delay).await;
     }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = format!("{}{}", route.upstream, path);
-    let mut forward = Request::builder().method(parts.method).uri(uri);
-    for (name, value) in &parts.headers {
-        forward = forward.header(name, value);
+    let (answer, body) = route.upstream.forward(&parts, body).await;
+    if answer.status != StatusCode::BAD_GATEWAY {
+        route.counts.forwarded.fetch_add(1, Ordering::Relaxed);
     }
-    let Ok(forward) = forward.body(Full::new(body)) else {
-        return Ok(plain(StatusCode::BAD_GATEWAY, "fault proxy: bad request"));
-    };
-    match route.client.request(forward).await {
-        Ok(response) => {
-            route.counts.forwarded.fetch_add(1, Ordering::Relaxed);
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Ok(Response::from_parts(parts, Full::new(body)))
-        }
-        Err(e) => Ok(plain(StatusCode::BAD_GATEWAY, format!("fault proxy: upstream failed: {e}"))),
-    }
-}
-
-fn plain(status: StatusCode, text: impl Into<String>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text.into())));
-    *response.status_mut() = status;
-    response
+    Response::from_parts(answer, Full::new(body))
 }

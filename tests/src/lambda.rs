@@ -3,7 +3,6 @@
 //! deadlines and see the function's answer or its error type.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode};
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::http::{Reply, Server, reply, serve};
 
 /// What an invocation came back with, other than a response.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -65,6 +64,7 @@ pub struct LocalLambda {
     child: Mutex<Child>,
     started: Instant,
     pub addr: SocketAddr,
+    _server: Server,
 }
 
 /// The path of a workspace binary built next to the running test or tool (`target/<profile>/<name>`).
@@ -91,12 +91,14 @@ impl LocalLambda {
 
     /// Starts any runtime client (a Python handler under `awslambdaric`, say) against its own Runtime API.
     pub async fn start_command(mut command: Command, name: &str, env: &[(String, String)]) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let (queue, receiver) = mpsc::channel::<Pending>(1024);
         let receiver = Arc::new(Mutex::new(receiver));
         let shared = Arc::new(Shared::default());
-        tokio::spawn(serve(listener, receiver, shared.clone()));
+        let server = {
+            let shared = shared.clone();
+            serve(move |parts, body| route(parts, body, receiver.clone(), shared.clone())).await
+        };
+        let addr = server.addr;
 
         let started = Instant::now();
         let program = command.as_std().get_program().to_string_lossy().into_owned();
@@ -114,7 +116,7 @@ impl LocalLambda {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        Self { queue, shared, child: Mutex::new(child), started, addr }
+        Self { queue, shared, child: Mutex::new(child), started, addr, _server: server }
     }
 
     /// Time from spawning the process to its first poll for an event (its cold start), once it has polled.
@@ -202,35 +204,9 @@ impl LocalLambda {
     }
 }
 
-async fn serve(listener: TcpListener, queue: Arc<Mutex<mpsc::Receiver<Pending>>>, shared: Arc<Shared>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        let (queue, shared) = (queue.clone(), shared.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| route(req, queue.clone(), shared.clone()));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
-
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response
-}
-
-async fn route(
-    req: Request<Incoming>,
-    queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let response = match (method, parts.as_slice()) {
+async fn route(parts: Parts, body: Bytes, queue: Arc<Mutex<mpsc::Receiver<Pending>>>, shared: Arc<Shared>) -> Reply {
+    let segments: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
+    match (parts.method.clone(), segments.as_slice()) {
         (Method::GET, ["2018-06-01", "runtime", "invocation", "next"]) => {
             shared.first_poll.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
             let next = queue.lock().await.recv().await;
@@ -285,6 +261,5 @@ async fn route(
             reply(StatusCode::ACCEPTED, "{}")
         }
         _ => reply(StatusCode::NOT_FOUND, "unknown runtime API path"),
-    };
-    Ok(response)
+    }
 }

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod fault_proxy;
 pub mod history;
+pub mod http;
 pub mod lambda;
 pub mod push;
 pub mod rules;

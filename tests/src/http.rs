@@ -1,0 +1,106 @@
+//! The small HTTP plumbing the local stand-ins share: a loopback server that hands each whole request to a handler,
+//! and forwarding to an upstream emulator.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::http::request::Parts;
+use hyper::{Request, Response, StatusCode, server::conn::http1, service::service_fn};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub type Reply = Response<Full<Bytes>>;
+
+/// A server on a free loopback port; it stops when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `handler` on 127.0.0.1, one task per connection; the handler gets each request with its whole body.
+pub async fn serve<H, Fut>(handler: H) -> Server
+where
+    H: Fn(Parts, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let handler = Arc::new(handler);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        Ok::<_, Infallible>(handler(parts, body).await)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Server { addr, task }
+}
+
+/// A reply with `status` and a body.
+pub fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+/// An emulator that requests are forwarded to, unchanged (signatures included: the emulators do not check them).
+pub struct Upstream {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Upstream {
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    /// Sends the request on and returns the whole answer; a failure to reach the upstream is a 502.
+    pub async fn forward(&self, parts: &Parts, body: Bytes) -> (hyper::http::response::Parts, Bytes) {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = Request::builder().method(parts.method.clone()).uri(format!("{}{path}", self.base));
+        for (name, value) in &parts.headers {
+            request = request.header(name, value);
+        }
+        let answer = match request.body(Full::new(body)) {
+            Ok(request) => self.client.request(request).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                (parts, body.collect().await.map(|b| b.to_bytes()).unwrap_or_default())
+            }
+            Err(e) => {
+                let (parts, _) = reply(StatusCode::BAD_GATEWAY, Bytes::new()).into_parts();
+                (parts, Bytes::from(format!("upstream failed: {e}")))
+            }
+        }
+    }
+}
