@@ -297,6 +297,42 @@ impl Bench {
         let _ = db.delete_table().table_name(push_table).send().await;
     }
 
+    /// One push to a million things, to show that memory stays flat: no names or documents are kept, only the
+    /// 16-byte fingerprints that de-duplicate targets. A faster quota and a 1 ms stand-in keep it to minutes.
+    async fn push_scale(&mut self) {
+        const THINGS: usize = 1_000_000;
+        const QUOTA: f64 = 20_000.0;
+        let limits = Limits { requests_per_second: QUOTA, burst: QUOTA / 10.0, latency: Duration::from_millis(1) };
+        let db = self.stack.dynamodb();
+        let push_table = unique("bench-push");
+        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut figures = json!({"quota_rps": QUOTA, "latency_ms": 1});
+        for size in [THINGS / 10, THINGS] {
+            let standin = StandIn::start(limits, "bench-fleet", "bench-thing-", size).await;
+            let env = self.env(&[
+                ("PUSH_TABLE", push_table.clone()),
+                ("PUSH_MAX_TPS", (QUOTA as u32).to_string()),
+                ("PUSH_CONCURRENCY", "256".into()),
+                ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone()),
+                ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
+            ]);
+            let push = self.ours("shadow-push", &env).await;
+            let request = json!({"desired": {"settings": {"mode": 1}}, "targets": {"thingGroup": "bench-fleet"},
+                                 "skipUnchanged": false});
+            let started = Instant::now();
+            let summary = push.invoke(&request, Duration::from_secs(900)).await.unwrap_or_else(|e| panic!("push: {e}"));
+            let seconds = started.elapsed().as_secs_f64();
+            let rss = push.peak_rss().unwrap_or(0);
+            push.stop().await;
+            let updated = summary["updated"].as_u64().unwrap_or(0);
+            self.row(&format!("push peak RSS, MB, group of {size} things"), mb(rss), None, None, "flat", None);
+            figures[size.to_string()] = json!({"updated": updated, "failed": summary["failed"], "seconds": seconds,
+                                               "things_per_second": updated as f64 / seconds, "peak_rss_mb": mb(rss)});
+        }
+        self.results.push(("push_scale".into(), figures));
+        let _ = db.delete_table().table_name(push_table).send().await;
+    }
+
     async fn history_throughput(&mut self) {
         let db = self.stack.dynamodb();
         let table = unique("bench-history");
@@ -418,6 +454,10 @@ async fn main() {
     if only.is_empty() || only == "push" {
         println!("- push throughput ...");
         bench.push_throughput().await;
+    }
+    if only == "scale" {
+        println!("- push memory at scale (1 000 000 things) ...");
+        bench.push_scale().await;
     }
     if only.is_empty() || only == "history" {
         println!("- history throughput ...");
