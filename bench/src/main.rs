@@ -347,13 +347,15 @@ impl Bench {
             };
             lambda.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
             let prefix = unique(&format!("{who}-{}", if batched { "sqs" } else { "direct" }));
+            // Recent timestamps: with retention on, DynamoDB Local's TTL sweeper would delete old events as they land.
+            let now = fleet_tests::history::now_secs();
             let events: Vec<Value> = (0..HISTORY_EVENTS)
                 .map(|i| {
                     fleet_tests::history::update(
                         &format!("{prefix}-{}", i % 100),
                         Some("cfg"),
                         i / 100 + 1,
-                        1_764_210_000 + i,
+                        now + i,
                         json!({"desired": {"settings": {"mode": i % 4, "temp": 20.5}}, "reported": {"fw": "1.2.3"}}),
                     )
                 })

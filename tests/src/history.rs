@@ -17,6 +17,11 @@ pub fn sample(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Now, in epoch seconds.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// An `update/accepted` event as the rule delivers it.
 pub fn update(thing: &str, shadow: Option<&str>, version: u64, timestamp: u64, state: Value) -> Value {
     let topic = match shadow {
@@ -72,9 +77,11 @@ impl HistoryFixture {
         Self { stack, table, store }
     }
 
-    /// shadow-history, on this fixture's table, with `extra` settings over the stack's.
+    /// shadow-history, on this fixture's table, with `extra` settings over the stack's. Retention is off unless a
+    /// test sets it: DynamoDB Local's TTL really deletes expired items, and most tests replay old events.
     pub async fn function(&self, extra: &[(&str, &str)]) -> LocalLambda {
         let mut env: Vec<(String, String)> = self.stack.env.clone().into_iter().collect();
+        env.retain(|(k, _)| k != "HISTORY_RETENTION_DAYS" && k != "HISTORY_STORE_METADATA");
         env.push(("HISTORY_TABLE".into(), self.table.clone()));
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         LocalLambda::start("shadow-history", &env).await

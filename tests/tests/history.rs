@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
-use fleet_tests::history::{HistoryFixture, INVOKE_TIMEOUT, batch_failures, delete, sample, sqs_batch, update};
+use fleet_tests::history::{
+    HistoryFixture, INVOKE_TIMEOUT, batch_failures, delete, now_secs, sample, sqs_batch, update,
+};
 use fleet_tests::unique;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
@@ -123,8 +125,10 @@ async fn nulls_floats_big_integers_and_unicode_round_trip() {
         },
         "reported": null
     });
-    let mut event = update(&thing, Some("cfg"), 7, 1_764_210_000, state.clone());
-    event["metadata"] = json!({"desired": {"ratio": {"timestamp": 1_764_210_000}}});
+    // A recent event: with retention on, DynamoDB Local's TTL would delete an old one before it is read back.
+    let now = now_secs();
+    let mut event = update(&thing, Some("cfg"), 7, now, state.clone());
+    event["metadata"] = json!({"desired": {"ratio": {"timestamp": now}}});
     event["clientToken"] = json!("ü-token");
     history.invoke(&event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
 
@@ -135,7 +139,7 @@ async fn nulls_floats_big_integers_and_unicode_round_trip() {
     assert_eq!(item["state"]["desired"]["ratio"].to_string(), "0.1");
     assert_eq!(item["state"]["desired"]["big"].to_string(), "12345678901234567890");
     // DynamoDB keeps a number's value, not its spelling: 3.0 comes back as 3 (see README, "History items").
-    let mut trailing_zero = update(&thing, Some("zeros"), 1, 1_764_210_000, json!({"desired": {"n": 3.0}}));
+    let mut trailing_zero = update(&thing, Some("zeros"), 1, now, json!({"desired": {"n": 3.0}}));
     trailing_zero["clientToken"] = json!("z");
     history.invoke(&trailing_zero, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
     let zeros = fixture.events(&thing, Some("zeros")).await;
@@ -143,8 +147,8 @@ async fn nulls_floats_big_integers_and_unicode_round_trip() {
     assert_eq!(item["metadata"], event["metadata"]);
     assert_eq!(item["clientToken"], "ü-token");
     assert_eq!(item["receivedAt"], event["receivedAt"]);
-    assert_eq!(item["timestamp"], 1_764_210_000);
-    assert_eq!(item["expiresAt"], 1_764_210_000 + 7 * 86_400, "epoch seconds, from the event's timestamp");
+    assert_eq!(item["timestamp"], now);
+    assert_eq!(item["expiresAt"], now + 7 * 86_400, "epoch seconds, from the event's timestamp");
     assert_eq!(item["thingName"], thing.as_str());
     assert_eq!(item["shadowName"], "cfg");
     assert_eq!(item["kind"], "update");
