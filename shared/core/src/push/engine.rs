@@ -183,8 +183,12 @@ pub async fn run_segment(
             }
             let name = &current.things[i];
             i += 1;
-            if !seen.insert(name) {
+            if seen.contains(name) {
                 continue;
+            }
+            // A source has no duplicates of its own: remember its things only if a later source could repeat them.
+            if source + 1 < sources.len() {
+                seen.insert(name);
             }
             out.targets += 1;
             let thing = match ThingName::parse(name.as_str()) {

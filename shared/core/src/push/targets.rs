@@ -72,8 +72,9 @@ pub async fn sources_for(plan: &PushPlan, registry: &impl Registry) -> Result<Ve
     Ok(sources)
 }
 
-/// Thing names seen so far, as 128-bit fingerprints (two independent SipHash keys): 16 bytes a thing, whatever the
-/// names' length, so a million-thing push keeps its de-duplication in about 32 MB.
+/// Thing names of earlier sources, as 128-bit fingerprints (two independent SipHash keys): 16 bytes a thing (about
+/// 35 with the hash table's overhead), whatever the names' length. Only sources that a later source could repeat
+/// are remembered: a push with one source keeps nothing.
 #[derive(Debug, Default)]
 pub struct Seen {
     keys: (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState),
@@ -89,6 +90,10 @@ impl Seen {
     pub fn insert(&mut self, name: &str) -> bool {
         let fp = self.fingerprint(name);
         self.set.insert(fp)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.set.contains(&self.fingerprint(name))
     }
 
     #[cfg(test)]
