@@ -78,8 +78,12 @@ impl Bench {
         command
     }
 
+    /// Our release binary; `FLEET_BENCH_BIN_DIR` points at another build of it (to compare release profiles).
     async fn ours(&self, name: &str, env: &[(String, String)]) -> LocalLambda {
-        let path = fleet_tests::lambda::binary(name);
+        let path = match std::env::var_os("FLEET_BENCH_BIN_DIR") {
+            Some(dir) => PathBuf::from(dir).join(name),
+            None => fleet_tests::lambda::binary(name),
+        };
         LocalLambda::start_binary(path, name, env).await
     }
 
