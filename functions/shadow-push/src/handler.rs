@@ -253,15 +253,13 @@ async fn run<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
         },
     )
     .await;
-    let final_deadline = deadline;
-    persist(final_deadline, || services.store.add_failures(&plan.push_id, &outcome.failures)).await?;
+    persist(deadline, || services.store.add_failures(&plan.push_id, &outcome.failures)).await?;
     let complete = outcome.cursor.is_none();
     let finished_at = complete.then(now_ms);
     let totals =
-        persist(final_deadline, || services.store.finish_segment(&plan.push_id, segment, &outcome, finished_at))
-            .await?;
+        persist(deadline, || services.store.finish_segment(&plan.push_id, segment, &outcome, finished_at)).await?;
     if !complete {
-        persist(final_deadline, || services.hand_off.hand_off(&plan.push_id, segment + 1)).await?;
+        persist(deadline, || services.hand_off.hand_off(&plan.push_id, segment + 1)).await?;
     }
     let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled"]);
     counters.add("updated", outcome.updated);
