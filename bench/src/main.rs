@@ -192,20 +192,12 @@ impl Bench {
         self.results.push(("bootstrap_zip".into(), figures));
     }
 
-    async fn push_throughput(&mut self) {
-        let limits =
-            Limits { requests_per_second: PUSH_QUOTA, burst: PUSH_QUOTA / 10.0, latency: Duration::from_millis(20) };
-        let group = "bench-fleet";
-        let prefix = "bench-thing-";
-        let db = self.stack.dynamodb();
-        let push_table = unique("bench-push");
-        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
-
-        // Ours: the release binary, the group streamed from the stand-in's ListThingsInThingGroup.
-        let standin = StandIn::start(limits, group, prefix, PUSH_THINGS).await;
+    /// Our release shadow-push, pushing the seed's settings to the stand-in's `group` (streamed from its
+    /// ListThingsInThingGroup) under `quota`: its summary, the wall time and the process's peak RSS.
+    async fn push_group(&self, standin: &StandIn, quota: f64, push_table: &str, group: &str) -> (Value, f64, u64) {
         let env = self.env(&[
-            ("PUSH_TABLE", push_table.clone()),
-            ("PUSH_MAX_TPS", (PUSH_QUOTA as u32).to_string()),
+            ("PUSH_TABLE", push_table.to_owned()),
+            ("PUSH_MAX_TPS", (quota as u32).to_string()),
             ("PUSH_CONCURRENCY", "256".into()),
             ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone()),
             ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
@@ -218,6 +210,21 @@ impl Bench {
         let seconds = started.elapsed().as_secs_f64();
         let rss = push.peak_rss().unwrap_or(0);
         push.stop().await;
+        (summary, seconds, rss)
+    }
+
+    async fn push_throughput(&mut self) {
+        let limits =
+            Limits { requests_per_second: PUSH_QUOTA, burst: PUSH_QUOTA / 10.0, latency: Duration::from_millis(20) };
+        let group = "bench-fleet";
+        let prefix = "bench-thing-";
+        let db = self.stack.dynamodb();
+        let push_table = unique("bench-push");
+        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+
+        // Ours: the release binary, the group streamed from the stand-in's ListThingsInThingGroup.
+        let standin = StandIn::start(limits, group, prefix, PUSH_THINGS).await;
+        let (summary, seconds, rss) = self.push_group(&standin, PUSH_QUOTA, &push_table, group).await;
         let updated = summary["updated"].as_u64().unwrap_or(0);
         let failed = summary["failed"].as_u64().unwrap_or(0);
         let accepted = standin.counts.accepted.load(std::sync::atomic::Ordering::Relaxed);
@@ -313,21 +320,7 @@ impl Bench {
         let mut figures = json!({"quota_rps": QUOTA, "latency_ms": 1});
         for size in [THINGS / 10, THINGS] {
             let standin = StandIn::start(limits, "bench-fleet", "bench-thing-", size).await;
-            let env = self.env(&[
-                ("PUSH_TABLE", push_table.clone()),
-                ("PUSH_MAX_TPS", (QUOTA as u32).to_string()),
-                ("PUSH_CONCURRENCY", "256".into()),
-                ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone()),
-                ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
-            ]);
-            let push = self.ours("shadow-push", &env).await;
-            let request = json!({"desired": {"settings": {"mode": 1}}, "targets": {"thingGroup": "bench-fleet"},
-                                 "skipUnchanged": false});
-            let started = Instant::now();
-            let summary = push.invoke(&request, Duration::from_secs(900)).await.unwrap_or_else(|e| panic!("push: {e}"));
-            let seconds = started.elapsed().as_secs_f64();
-            let rss = push.peak_rss().unwrap_or(0);
-            push.stop().await;
+            let (summary, seconds, rss) = self.push_group(&standin, QUOTA, &push_table, "bench-fleet").await;
             let updated = summary["updated"].as_u64().unwrap_or(0);
             self.row(&format!("push peak RSS, MB, group of {size} things"), mb(rss), None, None, "flat", None);
             figures[size.to_string()] = json!({"updated": updated, "failed": summary["failed"], "seconds": seconds,
