@@ -480,7 +480,8 @@ async fn main() {
     }
     let dir = root.join("bench/results");
     let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("latest.json");
+    // A partial run (one mode) does not replace the full run's figures.
+    let path = dir.join(if only.is_empty() { "latest.json".to_owned() } else { format!("latest-{only}.json") });
     match std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()) {
         Ok(()) => println!("\nwritten: {}", path.display()),
         Err(e) => println!("\ncould not write {}: {e}", path.display()),
