@@ -34,12 +34,14 @@ pub enum HistoryError {
     InvalidBatch(#[source] serde_json::Error),
     #[error("history write failed: {0}")]
     Store(#[source] GaveUp<ServiceError>),
+    #[error("could not serialize the batch response: {0}")]
+    Response(#[source] serde_json::Error),
 }
 
 impl Retryable for HistoryError {
     fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidEvent(_) | Self::InvalidBatch(_) => false,
+            Self::InvalidEvent(_) | Self::InvalidBatch(_) | Self::Response(_) => false,
             Self::Store(GaveUp::OutOfTime { .. }) => true,
             Self::Store(GaveUp::Final(e)) => e.is_retryable(),
         }
@@ -53,6 +55,7 @@ impl From<HistoryError> for Diagnostic {
             HistoryError::InvalidBatch(_) => "InvalidBatch",
             HistoryError::Store(GaveUp::OutOfTime { .. }) => "OutOfTime",
             HistoryError::Store(GaveUp::Final(_)) => "StoreRejected",
+            HistoryError::Response(_) => "Response",
         };
         shadow_runtime::error::diagnostic(kind, &error)
     }
@@ -164,7 +167,7 @@ async fn handle_batch(
             failure
         })
         .collect();
-    serde_json::to_value(response).map_err(HistoryError::InvalidBatch)
+    serde_json::to_value(response).map_err(HistoryError::Response)
 }
 
 fn log_stored(record: &HistoryRecord, outcome: PutOutcome, counters: &mut Counters) {

@@ -41,12 +41,16 @@ pub enum PushError {
     Store(#[source] GaveUp<ServiceError>),
     #[error("resolving targets: {0}")]
     Targets(#[source] GaveUp<ServiceError>),
+    #[error("could not serialize {0}: {1}")]
+    Serialize(&'static str, #[source] serde_json::Error),
 }
 
 impl Retryable for PushError {
     fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidContinuation(_) | Self::UnknownPush(_) => false,
+            Self::InvalidRequest(_) | Self::InvalidContinuation(_) | Self::UnknownPush(_) | Self::Serialize(..) => {
+                false
+            }
             Self::Store(e) | Self::Targets(e) => match e {
                 GaveUp::OutOfTime { .. } => true,
                 GaveUp::Final(e) => e.is_retryable(),
@@ -63,6 +67,7 @@ impl From<PushError> for Diagnostic {
             PushError::UnknownPush(_) => "UnknownPush",
             PushError::Store(_) => "Store",
             PushError::Targets(_) => "Targets",
+            PushError::Serialize(..) => "Serialize",
         };
         shadow_runtime::error::diagnostic(kind, &error)
     }
@@ -107,16 +112,25 @@ where
                 response.batch_item_failures.push(failure);
             }
         }
-        return serde_json::to_value(response).map_err(|e| PushError::InvalidContinuation(e.to_string()));
+        return to_json("the batch response", &response);
     }
     if payload.get("continuePush").is_some() {
         let continuation: Continuation =
             serde_json::from_value(payload).map_err(|e| PushError::InvalidContinuation(e.to_string()))?;
         let summary = continue_push(services, config, &continuation, deadline).await?;
-        return serde_json::to_value(summary).map_err(|e| PushError::InvalidContinuation(e.to_string()));
+        return to_json("the push summary", &summary);
     }
     let summary = start_push(services, config, &payload, deadline).await?;
-    serde_json::to_value(summary).map_err(|e| PushError::InvalidContinuation(e.to_string()))
+    to_json("the push summary", &summary)
+}
+
+fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<Value, PushError> {
+    serde_json::to_value(value).map_err(|e| PushError::Serialize(what, e))
+}
+
+/// The record of `push_id`, which must exist.
+async fn load_record<P: PushStore>(store: &P, push_id: &str, deadline: Instant) -> Result<PushRecord, PushError> {
+    persist(deadline, || store.load(push_id)).await?.ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
 }
 
 async fn persist<T, F: Future<Output = Result<T, ServiceError>>>(
@@ -144,7 +158,7 @@ async fn start_push<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
         push_id: plan.push_id.clone(),
         shadow_name: plan.shadow_name.as_ref().map(|s| s.to_string()),
         dry_run: plan.dry_run,
-        request: serde_json::to_value(&plan).map_err(|e| PushError::InvalidContinuation(e.to_string()))?,
+        request: to_json("the push plan", &plan)?,
         sources,
         segment: 1,
         handed_off: 0,
@@ -168,9 +182,7 @@ async fn start_push<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
     }
     // The push id was used before: this is a retry of the same request. Resume if its segment was abandoned,
     // else report where it stands; never push twice.
-    let existing = persist(deadline, || services.store.load(&plan.push_id))
-        .await?
-        .ok_or_else(|| PushError::UnknownPush(plan.push_id.clone()))?;
+    let existing = load_record(&services.store, &plan.push_id, deadline).await?;
     resume_or_report(services, config, existing, plan, deadline).await
 }
 
@@ -200,9 +212,7 @@ async fn continue_push<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
     deadline: Instant,
 ) -> Result<PushSummary, PushError> {
     let push_id = continuation.continue_push.as_str();
-    let record = persist(deadline, || services.store.load(push_id))
-        .await?
-        .ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))?;
+    let record = load_record(&services.store, push_id, deadline).await?;
     let plan: PushPlan = serde_json::from_value(record.request.clone())
         .map_err(|e| PushError::InvalidContinuation(format!("push {push_id} has an unreadable plan: {e}")))?;
     let segment = continuation.segment;

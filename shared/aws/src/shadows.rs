@@ -67,8 +67,9 @@ impl Shadows for DataPlaneShadows {
             Err(e) => return Err(service_error("GetThingShadow", e)),
         };
         let payload = output.payload.as_ref().map(Blob::as_ref).unwrap_or_default();
+        // A document that is not JSON will not become JSON on a retry: fail the thing rather than hand it on forever.
         let document: Value = serde_json::from_slice(payload).map_err(|e| {
-            ServiceError::new("GetThingShadow", FaultKind::Transient, Some("UnreadableDocument".into()), e)
+            ServiceError::new("GetThingShadow", FaultKind::Rejected, Some("UnreadableDocument".into()), e)
         })?;
         Ok(document.get("state").and_then(|s| s.get("desired")).filter(|d| !d.is_null()).cloned())
     }

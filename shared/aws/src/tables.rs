@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::{
     },
 };
 use shadow_core::history::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
-use shadow_core::store::ServiceError;
+use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::service_error;
 
@@ -44,6 +44,11 @@ pub const PUSH: TableSpec = TableSpec {
 
 pub const ALL: [TableSpec; 2] = [HISTORY, PUSH];
 
+/// A request the SDK's builder refused (a missing required field): repeating it cannot help.
+fn invalid(operation: &'static str, e: aws_sdk_dynamodb::error::BuildError) -> ServiceError {
+    ServiceError::new(operation, FaultKind::Rejected, None, e)
+}
+
 /// Creates `name` with `spec`'s schema (on-demand) and TTL; a table that already exists is left as it is.
 pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Result<(), ServiceError> {
     let key = |attr: &str, key_type| {
@@ -51,14 +56,14 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
             .attribute_name(attr)
             .key_type(key_type)
             .build()
-            .map_err(|e| ServiceError::new("CreateTable", shadow_core::store::FaultKind::Rejected, None, e))
+            .map_err(|e| invalid("CreateTable", e))
     };
     let attr = |attr: &str| {
         AttributeDefinition::builder()
             .attribute_name(attr)
             .attribute_type(ScalarAttributeType::S)
             .build()
-            .map_err(|e| ServiceError::new("CreateTable", shadow_core::store::FaultKind::Rejected, None, e))
+            .map_err(|e| invalid("CreateTable", e))
     };
     let created = client
         .create_table()
@@ -81,7 +86,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
         .attribute_name(spec.ttl_attribute)
         .enabled(true)
         .build()
-        .map_err(|e| ServiceError::new("UpdateTimeToLive", shadow_core::store::FaultKind::Rejected, None, e))?;
+        .map_err(|e| invalid("UpdateTimeToLive", e))?;
     client
         .update_time_to_live()
         .table_name(name)

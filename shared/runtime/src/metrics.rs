@@ -25,10 +25,6 @@ impl Counters {
         *self.counts.entry(name).or_default() += n;
     }
 
-    pub fn get(&self, name: &str) -> u64 {
-        self.counts.get(name).copied().unwrap_or_default()
-    }
-
     /// The EMF document for `function`.
     pub fn to_emf(&self, function: &str) -> Value {
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
