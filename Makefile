@@ -12,7 +12,7 @@ help:
 	@echo "make bench       release binaries vs the Python/boto3 peers: cold start, memory, push and history throughput"
 	@echo "make tools       install the pinned local tools into .tools/"
 	@echo "make build       sam build: release arm64 binaries of both functions into .aws-sam/build (cargo-lambda, zig)"
-	@echo "make lint-template  cfn-lint and sam validate --lint on template.yaml (offline)"
+	@echo "make lint-template  cfn-lint, sam validate --lint and checkov on template.yaml (offline)"
 
 tools:
 	@bash scripts/tools.sh
@@ -54,8 +54,24 @@ build:
 	PATH="$(CURDIR)/.tools/bin:$(CURDIR)/.tools/venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 AWS_LC_SYS_NO_JITTER_ENTROPY=1 \
 	  sam build
 
-# Both run offline: cfn-lint and sam validate --lint need no AWS account (the region is only a default).
+# All run offline: cfn-lint and sam validate --lint need no AWS account (the region is only a default).
+# checkov (.tools/checkov-venv) reads the template as SAM with --framework cloudformation (AWS::Serverless::Function,
+# Globals); its `serverless` framework is the Serverless Framework's serverless.yml and scans nothing here. It drops
+# every resource whose Condition is false with the parameters' defaults, so it scans two copies of template.yaml, line
+# for line the same, that switch the optional resources on: RecordDeletes=true, with QueuedIngestion false and true.
+# Offline: no API key and --skip-download/BC_SKIP_MAPPING (nothing sent to or fetched from Prisma Cloud), no PyPI
+# update check. It fails on any failed check and on a parse error; each suppression is in the template with its reason.
+CHECKOV := BC_API_KEY= BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE CKV_PARSE_ERROR_FAIL=TRUE \
+  .tools/checkov-venv/bin/checkov --framework cloudformation --skip-download --compact --quiet
 lint-template:
 	@bash scripts/tools.sh
 	.tools/venv/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 AWS_REGION=$${AWS_REGION:-ap-northeast-1} .tools/venv/bin/sam validate --lint
+	@mkdir -p .local/checkov/direct .local/checkov/queued
+	@sed -E '/^  RecordDeletes:$$/,/^    Default:/ s/"false"$$/"true"/' template.yaml >.local/checkov/direct/template.yaml
+	@sed -E '/^  (RecordDeletes|QueuedIngestion):$$/,/^    Default:/ s/"false"$$/"true"/' template.yaml \
+	  >.local/checkov/queued/template.yaml
+	@[[ $$(diff template.yaml .local/checkov/direct/template.yaml | grep -c '^>') == 1 && \
+	    $$(diff template.yaml .local/checkov/queued/template.yaml | grep -c '^>') == 2 ]] || \
+	  { echo 'lint-template: no Default: "false" to switch in RecordDeletes and QueuedIngestion' >&2; exit 1; }
+	$(CHECKOV) -f .local/checkov/direct/template.yaml -f .local/checkov/queued/template.yaml

