@@ -14,6 +14,13 @@ pub struct Config {
     pub data_endpoint: Option<String>,
     /// `PUSH_RETENTION_DAYS`: push records expire this many days after the push started.
     pub retention_days: Option<u32>,
+    /// `PUSH_LEASE_MS` (default 30 000): how long a segment's claim lasts unless renewed (it is renewed three times a
+    /// lease). A holder that dies is taken over this long after its last renewal, well before Lambda's first async
+    /// retry (about a minute). Shorter only in tests.
+    pub lease_ms: u64,
+    /// `PUSH_HANDOFF_GRACE_MS` (default 120 000): how long a released push waits for its hand-off message to be
+    /// picked up before the sweeper wakes it again.
+    pub hand_off_grace_ms: u64,
 }
 
 impl Config {
@@ -34,7 +41,17 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let lease_ms = settings.parsed::<u64>("PUSH_LEASE_MS")?.unwrap_or(30_000);
+        if lease_ms < 300 {
+            return Err(ConfigError::Invalid {
+                name: "PUSH_LEASE_MS",
+                value: lease_ms.to_string(),
+                reason: "must be at least 300".into(),
+            });
+        }
         Ok(Self {
+            lease_ms,
+            hand_off_grace_ms: settings.parsed::<u64>("PUSH_HANDOFF_GRACE_MS")?.unwrap_or(120_000),
             table: settings.required("PUSH_TABLE")?,
             queue_url: settings.required("PUSH_QUEUE_URL")?,
             max_tps,
@@ -61,7 +78,9 @@ mod tests {
                 max_tps: 400,
                 concurrency: 64,
                 data_endpoint: None,
-                retention_days: None
+                retention_days: None,
+                lease_ms: 30_000,
+                hand_off_grace_ms: 120_000,
             })
         );
         assert_eq!(

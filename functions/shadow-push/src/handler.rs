@@ -1,14 +1,22 @@
-//! One invocation: a new push (direct or scheduled), or the continuation of one (from the push queue).
+//! One invocation: a new push (direct or scheduled), a wake-up of one (a hand-off message, Lambda's retry of the
+//! first invocation), or the sweeper's round.
+//!
+//! Every arrival for an existing push does the same: load the record, ask `lifecycle::next_step` what it calls for,
+//! and claim the segment conditionally if there is one to run. So a duplicate, late or lost message is harmless,
+//! and any arrival resumes a push whose last holder died.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Value, json};
 use shadow_aws::Continuation;
+use shadow_core::push::lifecycle::{self, LeaseTiming, Step};
 use shadow_core::push::{
-    Cursor, HandOff, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary, Registry, SegmentOutcome,
-    Shadows, run_segment, sources_for, validate_request,
+    Claim, Cursor, HandOff, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary, Registry,
+    SegmentOutcome, Shadows, Start, run_segment, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
@@ -21,6 +29,8 @@ use crate::config::Config;
 const RESPONSE_FAILURES: usize = 100;
 const NO_DEADLINE: Duration = Duration::from_secs(900);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Stale pushes one sweep wakes at most.
+const SWEEP_LIMIT: usize = 100;
 
 pub struct Services<S, R, P, H> {
     pub shadows: S,
@@ -33,24 +43,22 @@ pub struct Services<S, R, P, H> {
 pub enum PushError {
     #[error("{0}")]
     InvalidRequest(#[from] PushRequestError),
-    #[error("invalid continuation: {0}")]
-    InvalidContinuation(String),
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
     #[error("push {0} has no record")]
     UnknownPush(String),
-    #[error("push record: {0}")]
+    #[error("push record")]
     Store(#[source] GaveUp<ServiceError>),
-    #[error("resolving targets: {0}")]
+    #[error("resolving targets")]
     Targets(#[source] GaveUp<ServiceError>),
-    #[error("could not serialize {0}: {1}")]
+    #[error("could not serialize {0}")]
     Serialize(&'static str, #[source] serde_json::Error),
 }
 
 impl Retryable for PushError {
     fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidContinuation(_) | Self::UnknownPush(_) | Self::Serialize(..) => {
-                false
-            }
+            Self::InvalidRequest(_) | Self::InvalidEvent(_) | Self::UnknownPush(_) | Self::Serialize(..) => false,
             Self::Store(e) | Self::Targets(e) => match e {
                 GaveUp::OutOfTime { .. } => true,
                 GaveUp::Final(e) => e.is_retryable(),
@@ -63,7 +71,7 @@ impl From<PushError> for Diagnostic {
     fn from(error: PushError) -> Self {
         let kind = match &error {
             PushError::InvalidRequest(_) => "InvalidRequest",
-            PushError::InvalidContinuation(_) => "InvalidContinuation",
+            PushError::InvalidEvent(_) => "InvalidEvent",
             PushError::UnknownPush(_) => "UnknownPush",
             PushError::Store(_) => "Store",
             PushError::Targets(_) => "Targets",
@@ -73,239 +81,472 @@ impl From<PushError> for Diagnostic {
     }
 }
 
+/// What an invocation carries.
+#[derive(Debug)]
+enum Event {
+    /// Hand-off messages from the push queue, through the event source mapping.
+    Queue(SqsEvent),
+    /// A hand-off message invoked directly.
+    Wake(Continuation),
+    /// The sweeper's schedule: wake every push whose lease ran out.
+    Sweep,
+    /// EventBridge Scheduler's run of the scheduled push: `scheduledRun` is `<aws.scheduler.scheduled-time>`, the
+    /// same for every retry of one run.
+    Scheduled { run: String, request: Value },
+    /// A push request.
+    Push(Value),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ScheduledRun {
+    scheduled_run: String,
+    request: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SweepRequest {
+    #[allow(dead_code)]
+    sweep_pushes: Value,
+}
+
+impl Event {
+    fn parse(payload: Value) -> Result<Self, PushError> {
+        let invalid = |what: &str, e: serde_json::Error| PushError::InvalidEvent(format!("{what}: {e}"));
+        let has = |key: &str| payload.get(key).is_some();
+        if payload.get("Records").is_some_and(Value::is_array) {
+            return serde_json::from_value(payload).map(Self::Queue).map_err(|e| invalid("SQS event", e));
+        }
+        if has("continuePush") {
+            return serde_json::from_value(payload).map(Self::Wake).map_err(|e| invalid("continuePush", e));
+        }
+        if has("sweepPushes") {
+            return serde_json::from_value::<SweepRequest>(payload)
+                .map(|_| Self::Sweep)
+                .map_err(|e| invalid("sweepPushes", e));
+        }
+        if has("scheduledRun") {
+            return serde_json::from_value::<ScheduledRun>(payload)
+                .map(|s| Self::Scheduled { run: s.scheduled_run, request: s.request })
+                .map_err(|e| invalid("scheduledRun", e));
+        }
+        Ok(Self::Push(payload))
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The invocation's deadline as epoch milliseconds (the lease a segment holds).
-fn deadline_ms(deadline: Instant) -> u64 {
-    now_ms() + deadline.saturating_duration_since(Instant::now()).as_millis() as u64
+/// A fresh claim token.
+fn token() -> String {
+    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
-pub async fn handle<S, R, P, H>(
-    services: &Services<S, R, P, H>,
-    config: &Config,
-    event: LambdaEvent<Value>,
-) -> Result<Value, PushError>
-where
-    S: Shadows,
-    R: Registry,
-    P: PushStore,
-    H: HandOff,
-{
-    let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
-    let payload = event.payload;
-    if payload.get("Records").is_some_and(Value::is_array) {
-        let batch: SqsEvent =
-            serde_json::from_value(payload).map_err(|e| PushError::InvalidContinuation(e.to_string()))?;
-        let mut response = SqsBatchResponse::default();
-        for message in batch.records {
-            let id = message.message_id.clone().unwrap_or_default();
-            let result = match serde_json::from_str::<Continuation>(message.body.as_deref().unwrap_or_default()) {
-                Ok(c) => continue_push(services, config, &c, deadline).await.map(|_| ()),
-                Err(e) => Err(PushError::InvalidContinuation(e.to_string())),
-            };
-            if let Err(e) = result {
-                tracing::error!(message_id = %id, retryable = e.is_retryable(), error = %e, "continuation failed");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
+impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
+    pub async fn handle(&self, config: &Config, event: LambdaEvent<Value>) -> Result<Value, PushError> {
+        let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
+        match Event::parse(event.payload)? {
+            Event::Queue(batch) => {
+                let mut response = SqsBatchResponse::default();
+                for message in batch.records {
+                    let id = message.message_id.clone().unwrap_or_default();
+                    let result = match serde_json::from_str::<Continuation>(message.body.as_deref().unwrap_or_default())
+                    {
+                        Ok(c) => self.wake(config, &c.continue_push, deadline).await.map(|_| ()),
+                        Err(e) => Err(PushError::InvalidEvent(format!("hand-off message: {e}"))),
+                    };
+                    if let Err(e) = result {
+                        tracing::error!(message_id = %id, retryable = e.is_retryable(), error = %e, "hand-off failed");
+                        // A malformed message stays malformed: reporting it would only cycle it to the DLQ slower.
+                        if e.is_retryable() {
+                            let mut failure = BatchItemFailure::default();
+                            failure.item_identifier = id;
+                            response.batch_item_failures.push(failure);
+                        }
+                    }
+                }
+                to_json("the batch response", &response)
+            }
+            Event::Wake(c) => to_json("the push summary", &self.wake(config, &c.continue_push, deadline).await?),
+            Event::Sweep => self.sweep(deadline).await,
+            Event::Scheduled { run, request } => {
+                let request = scheduled_request(request, &run)?;
+                to_json("the push summary", &self.start(config, &request, deadline).await?)
+            }
+            Event::Push(request) => to_json("the push summary", &self.start(config, &request, deadline).await?),
+        }
+    }
+
+    async fn persist<T, F: Future<Output = Result<T, ServiceError>>>(
+        &self,
+        deadline: Instant,
+        op: impl FnMut() -> F,
+    ) -> Result<T, PushError> {
+        retry_until(deadline, Duration::ZERO, Backoff::default(), op, |_| {}).await.map_err(PushError::Store)
+    }
+
+    async fn load(&self, push_id: &str, deadline: Instant) -> Result<PushRecord, PushError> {
+        self.persist(deadline, || self.store.load(push_id))
+            .await?
+            .ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
+    }
+
+    async fn start(&self, config: &Config, request: &Value, deadline: Instant) -> Result<PushSummary, PushError> {
+        let plan = validate_request(request, config.max_tps, || format!("push-{}", uuid_like())).inspect_err(|e| {
+            tracing::warn!(outcome = "rejected", error = %e, "push request refused");
+        })?;
+        let digest = lifecycle::plan_digest(&plan);
+        // A push id used before: a retry of that push (Lambda's async retry, a caller's retry, a scheduled run).
+        if request.get("pushId").is_some()
+            && let Some(existing) = self.persist(deadline, || self.store.load(&plan.push_id)).await?
+        {
+            return self.retried(config, existing, &digest, deadline).await;
+        }
+        let sources =
+            retry_until(deadline, Duration::ZERO, Backoff::default(), || sources_for(&plan, &self.registry), |_| {})
+                .await
+                .map_err(PushError::Targets)?;
+        let started_at = now_ms();
+        let owner = token();
+        let lease_until = started_at + config.lease_ms;
+        let record = PushRecord {
+            push_id: plan.push_id.clone(),
+            shadow_name: plan.shadow_name.as_ref().map(|s| s.to_string()),
+            dry_run: plan.dry_run,
+            request: to_json("the push plan", &plan)?,
+            plan_digest: digest.clone(),
+            sources,
+            segment: 1,
+            handed_off: 0,
+            owner: owner.clone(),
+            lease_until,
+            segment_started_at: started_at,
+            takeovers: 0,
+            stalled: None,
+            cursor: Some(Cursor::default()),
+            targets: 0,
+            updated: 0,
+            unchanged: 0,
+            failed: 0,
+            requests: 0,
+            throttled: 0,
+            complete: false,
+            started_at,
+            finished_at: None,
+        };
+        if self.persist(deadline, || self.store.create(&record)).await? {
+            tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, "push started");
+            let claim = Claim { segment: 1, owner, lease_until_ms: lease_until, takeover: false };
+            return self.run(config, record, claim, deadline).await;
+        }
+        // Another invocation created it a moment ago (a duplicate delivery of this request).
+        let existing = self.load(&plan.push_id, deadline).await?;
+        self.retried(config, existing, &digest, deadline).await
+    }
+
+    /// The same push id again: the same request resumes or reports the recorded push; another request is refused.
+    async fn retried(
+        &self,
+        config: &Config,
+        record: PushRecord,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<PushSummary, PushError> {
+        if !record.plan_digest.is_empty() && record.plan_digest != digest {
+            tracing::warn!(push = %record.push_id, outcome = "rejected", "push id reused with another request");
+            return Err(PushError::InvalidRequest(PushRequestError(vec![(
+                "pushId".into(),
+                format!(
+                    "{} names a push made with another request (started at {} ms); choose a new pushId, or send \
+                     the same request to resume or report that push",
+                    record.push_id, record.started_at
+                ),
+            )])));
+        }
+        tracing::info!(push = %record.push_id, "push id known: resuming or reporting it");
+        self.wake_record(config, record, deadline).await
+    }
+
+    async fn wake(&self, config: &Config, push_id: &str, deadline: Instant) -> Result<PushSummary, PushError> {
+        let record = self.load(push_id, deadline).await?;
+        self.wake_record(config, record, deadline).await
+    }
+
+    /// Runs the push's next segment if it has one free to claim, else reports it as it stands.
+    async fn wake_record(
+        &self,
+        config: &Config,
+        record: PushRecord,
+        deadline: Instant,
+    ) -> Result<PushSummary, PushError> {
+        let push_id = record.push_id.clone();
+        match lifecycle::next_step(&record, now_ms()) {
+            Step::Run { segment, takeover } => {
+                let owner = token();
+                let claim = Claim { segment, owner, lease_until_ms: now_ms() + config.lease_ms, takeover };
+                if self.persist(deadline, || self.store.claim(&push_id, &claim, now_ms())).await? {
+                    if takeover {
+                        tracing::warn!(push = %push_id, segment, outcome = "takeover", "segment taken over from a holder that died");
+                    } else {
+                        tracing::info!(push = %push_id, segment, "push continued");
+                    }
+                    let record = PushRecord { segment, ..record };
+                    return self.run(config, record, claim, deadline).await;
+                }
+                tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
+            }
+            Step::Running { lease_until } => {
+                tracing::info!(push = %push_id, lease_until, outcome = "duplicate", "push running elsewhere");
+            }
+            Step::Complete => tracing::info!(push = %push_id, outcome = "duplicate", "push already complete"),
+            Step::Stalled(reason) => {
+                if record.stalled.is_none() {
+                    self.persist(deadline, || self.store.stall(&push_id, record.segment, &reason)).await?;
+                    let mut counters = Counters::new(&["stalled"]);
+                    counters.add("stalled", 1);
+                    counters.emit("shadow-push");
+                }
+                tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
+                let record = self.load(&push_id, deadline).await?;
+                return self.summary(&record, deadline).await;
             }
         }
-        return to_json("the batch response", &response);
+        let record = self.load(&push_id, deadline).await?;
+        self.summary(&record, deadline).await
     }
-    if payload.get("continuePush").is_some() {
-        let continuation: Continuation =
-            serde_json::from_value(payload).map_err(|e| PushError::InvalidContinuation(e.to_string()))?;
-        let summary = continue_push(services, config, &continuation, deadline).await?;
-        return to_json("the push summary", &summary);
+
+    /// Runs one claimed segment from the record's cursor, renewing its claim as it goes; records it, releases it,
+    /// and hands the rest on.
+    async fn run(
+        &self,
+        config: &Config,
+        record: PushRecord,
+        claim: Claim,
+        deadline: Instant,
+    ) -> Result<PushSummary, PushError> {
+        let push_id = record.push_id.clone();
+        let plan: PushPlan = serde_json::from_value(record.request.clone())
+            .map_err(|e| PushError::InvalidEvent(format!("push {push_id} has an unreadable plan: {e}")))?;
+        let segment = claim.segment;
+        let timing = LeaseTiming { lease_ms: config.lease_ms, hand_off_grace_ms: config.hand_off_grace_ms };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let hand_off_margin = (remaining / 5).clamp(Duration::from_millis(500), Duration::from_secs(20));
+        let reserve = (remaining / 10).clamp(Duration::from_millis(300), Duration::from_secs(5));
+        let lease_ms = Duration::from_millis(timing.lease_ms);
+        let claimed_at = Instant::now();
+        let pace = Pace::new(plan.max_requests_per_second, config.concurrency, deadline, hand_off_margin, reserve)
+            .with_lease(claimed_at + lease_ms, lease_ms / 3);
+        let start = Start {
+            cursor: record.cursor.clone().unwrap_or_default(),
+            recover_since: claim.takeover.then_some(record.segment_started_at / 1000),
+        };
+        let started = std::time::Instant::now();
+        let mut last_log = started;
+        let segment_run = run_segment(
+            &plan,
+            &record.sources,
+            start,
+            &self.shadows,
+            &self.registry,
+            &pace,
+            |progress: &SegmentOutcome| {
+                if last_log.elapsed() >= PROGRESS_EVERY {
+                    last_log = std::time::Instant::now();
+                    let done = progress.updated + progress.unchanged + progress.failed;
+                    tracing::info!(
+                        push = %push_id,
+                        segment,
+                        done = record.targets + done,
+                        total = record.targets + progress.targets,
+                        rate = format!("{:.1}", done as f64 / started.elapsed().as_secs_f64().max(0.001)),
+                        "push progress"
+                    );
+                }
+            },
+        );
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(timing.renew_every_ms())).await;
+                let asked = Instant::now();
+                match self.store.renew(&push_id, segment, &claim.owner, now_ms() + timing.lease_ms).await {
+                    Ok(true) => pace.lease().extend(asked + lease_ms),
+                    Ok(false) => {
+                        tracing::error!(push = %push_id, segment, "claim lost to another invocation; stopping");
+                        pace.lease().lose();
+                        return;
+                    }
+                    // The lease is not extended: if renewals keep failing, the segment stops before it runs out.
+                    Err(e) => tracing::warn!(push = %push_id, segment, error = %e, "lease renewal failed"),
+                }
+            }
+        };
+        tokio::pin!(segment_run);
+        let outcome = tokio::select! {
+            outcome = &mut segment_run => outcome,
+            // The claim was lost: the engine stops starting requests at once; let those in flight end.
+            () = heartbeat => segment_run.await,
+        };
+        if pace.lease().is_lost() {
+            // Whoever holds the push now redoes this segment from its cursor; recording it would count it twice.
+            let record = self.load(&push_id, deadline).await?;
+            return self.summary(&record, deadline).await;
+        }
+        self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &outcome.failures)).await?;
+        let complete = outcome.cursor.is_none();
+        let finished_at = complete.then(now_ms);
+        let release_until = now_ms() + timing.hand_off_grace_ms;
+        let finished = self
+            .persist(deadline, || {
+                self.store.finish_segment(&push_id, segment, &claim.owner, &outcome, finished_at, release_until)
+            })
+            .await?;
+        let totals = match finished {
+            Some(totals) => totals,
+            None => {
+                // The condition failed: either an earlier attempt of this very write succeeded and its answer was
+                // lost (the record then shows this segment released by this owner), or the claim was lost.
+                let current = self.load(&push_id, deadline).await?;
+                if current.owner != claim.owner || current.handed_off < segment {
+                    tracing::error!(push = %push_id, segment, "claim lost before the segment was recorded");
+                    return self.summary(&current, deadline).await;
+                }
+                current
+            }
+        };
+        if !totals.complete
+            && let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment + 1)).await
+        {
+            // The push is released: Lambda's retry of this invocation, or the sweeper after the grace, wakes it.
+            tracing::warn!(push = %push_id, segment, error = %e, "hand-off not sent; the sweeper will wake the push");
+        }
+        let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled"]);
+        counters.add("updated", outcome.updated);
+        counters.add("unchanged", outcome.unchanged);
+        counters.add("failed", outcome.failed);
+        counters.add("throttled", outcome.throttled);
+        counters.emit("shadow-push");
+        tracing::info!(
+            push = %push_id,
+            segment,
+            targets = totals.targets,
+            updated = totals.updated,
+            unchanged = totals.unchanged,
+            failed = totals.failed,
+            throttled = totals.throttled,
+            complete = totals.complete,
+            dry_run = plan.dry_run,
+            "push summary"
+        );
+        self.summary(&totals, deadline).await
     }
-    let summary = start_push(services, config, &payload, deadline).await?;
-    to_json("the push summary", &summary)
+
+    /// Wakes every push whose lease ran out: a segment that died, or a hand-off that was never picked up.
+    async fn sweep(&self, deadline: Instant) -> Result<Value, PushError> {
+        let now = now_ms();
+        let stale = self.persist(deadline, || self.store.stale(now, SWEEP_LIMIT)).await?;
+        let mut woken = Vec::new();
+        for push_id in stale {
+            let Some(record) = self.persist(deadline, || self.store.load(&push_id)).await? else { continue };
+            match lifecycle::next_step(&record, now) {
+                Step::Run { segment, takeover } => {
+                    self.persist(deadline, || self.hand_off.hand_off(&push_id, segment)).await?;
+                    tracing::warn!(push = %push_id, segment, takeover, outcome = "woken", "stale push woken");
+                    woken.push(push_id);
+                }
+                Step::Stalled(reason) => {
+                    self.persist(deadline, || self.store.stall(&push_id, record.segment, &reason)).await?;
+                    let mut counters = Counters::new(&["stalled"]);
+                    counters.add("stalled", 1);
+                    counters.emit("shadow-push");
+                    tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
+                }
+                // The index lags the table: the push moved on meanwhile.
+                Step::Running { .. } | Step::Complete => {}
+            }
+        }
+        let mut counters = Counters::new(&["woken"]);
+        counters.add("woken", woken.len() as u64);
+        counters.emit("shadow-push");
+        Ok(json!({"woken": woken}))
+    }
+
+    async fn summary(&self, record: &PushRecord, deadline: Instant) -> Result<PushSummary, PushError> {
+        let failures = if record.failed > 0 {
+            self.persist(deadline, || self.store.failures(&record.push_id, RESPONSE_FAILURES)).await?
+        } else {
+            Vec::new()
+        };
+        Ok(record.summary(failures, RESPONSE_FAILURES, now_ms()))
+    }
+}
+
+/// The scheduled push request with a push id of its own for this run: `<pushId or "scheduled">-<run>`, so that every
+/// retry of one run is the same push and the next run is a new one.
+fn scheduled_request(mut request: Value, run: &str) -> Result<Value, PushError> {
+    let Some(fields) = request.as_object_mut() else {
+        return Err(PushError::InvalidRequest(PushRequestError(vec![(
+            "request".into(),
+            "must be a JSON object".into(),
+        )])));
+    };
+    let prefix = match fields.get("pushId") {
+        None => "scheduled".to_owned(),
+        Some(Value::String(p)) => p.clone(),
+        Some(other) => {
+            return Err(PushError::InvalidRequest(PushRequestError(vec![(
+                "pushId".into(),
+                format!("must be a string, found {other}"),
+            )])));
+        }
+    };
+    let run: String = run.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.:".contains(*c)).collect();
+    if run.is_empty() {
+        return Err(PushError::InvalidEvent("scheduledRun is empty: expected <aws.scheduler.scheduled-time>".into()));
+    }
+    fields.insert("pushId".into(), Value::String(format!("{prefix}-{run}")));
+    Ok(request)
 }
 
 fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<Value, PushError> {
     serde_json::to_value(value).map_err(|e| PushError::Serialize(what, e))
 }
 
-/// The record of `push_id`, which must exist.
-async fn load_record<P: PushStore>(store: &P, push_id: &str, deadline: Instant) -> Result<PushRecord, PushError> {
-    persist(deadline, || store.load(push_id)).await?.ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
-}
-
-async fn persist<T, F: Future<Output = Result<T, ServiceError>>>(
-    deadline: Instant,
-    op: impl FnMut() -> F,
-) -> Result<T, PushError> {
-    retry_until(deadline, Duration::ZERO, Backoff::default(), op, |_| {}).await.map_err(PushError::Store)
-}
-
-async fn start_push<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
-    services: &Services<S, R, P, H>,
-    config: &Config,
-    request: &Value,
-    deadline: Instant,
-) -> Result<PushSummary, PushError> {
-    let plan = validate_request(request, config.max_tps, || format!("push-{}", uuid_like())).inspect_err(|e| {
-        tracing::warn!(outcome = "rejected", error = %e, "push request refused");
-    })?;
-    let sources =
-        retry_until(deadline, Duration::ZERO, Backoff::default(), || sources_for(&plan, &services.registry), |_| {})
-            .await
-            .map_err(PushError::Targets)?;
-    let started_at = now_ms();
-    let record = PushRecord {
-        push_id: plan.push_id.clone(),
-        shadow_name: plan.shadow_name.as_ref().map(|s| s.to_string()),
-        dry_run: plan.dry_run,
-        request: to_json("the push plan", &plan)?,
-        sources,
-        segment: 1,
-        handed_off: 0,
-        cursor: Some(Cursor::default()),
-        targets: 0,
-        updated: 0,
-        unchanged: 0,
-        failed: 0,
-        requests: 0,
-        throttled: 0,
-        complete: false,
-        started_at,
-        finished_at: None,
-    };
-    let lease = deadline_ms(deadline);
-    // The record holds segment 1's lease for this invocation, so a retried invocation can tell it is still running.
-    let created = persist(deadline, || services.store.create(&record, lease)).await?;
-    if created {
-        tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, "push started");
-        return run(services, config, &plan, record, 1, deadline).await;
-    }
-    // The push id was used before: this is a retry of the same request. Resume if its segment was abandoned,
-    // else report where it stands; never push twice.
-    let existing = load_record(&services.store, &plan.push_id, deadline).await?;
-    resume_or_report(services, config, existing, plan, deadline).await
-}
-
-async fn resume_or_report<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
-    services: &Services<S, R, P, H>,
-    config: &Config,
-    record: PushRecord,
-    plan: PushPlan,
-    deadline: Instant,
-) -> Result<PushSummary, PushError> {
-    let segment = record.segment;
-    if !record.complete
-        && record.handed_off + 1 == segment
-        && persist(deadline, || services.store.claim(&record.push_id, segment, deadline_ms(deadline), now_ms())).await?
-    {
-        tracing::info!(push = %record.push_id, segment, "resuming an abandoned segment");
-        return run(services, config, &plan, record, segment, deadline).await;
-    }
-    tracing::info!(push = %record.push_id, complete = record.complete, "push already known; not pushed again");
-    summary(services, &record, deadline).await
-}
-
-async fn continue_push<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
-    services: &Services<S, R, P, H>,
-    config: &Config,
-    continuation: &Continuation,
-    deadline: Instant,
-) -> Result<PushSummary, PushError> {
-    let push_id = continuation.continue_push.as_str();
-    let record = load_record(&services.store, push_id, deadline).await?;
-    let plan: PushPlan = serde_json::from_value(record.request.clone())
-        .map_err(|e| PushError::InvalidContinuation(format!("push {push_id} has an unreadable plan: {e}")))?;
-    let segment = continuation.segment;
-    let claimed = persist(deadline, || services.store.claim(push_id, segment, deadline_ms(deadline), now_ms())).await?;
-    if !claimed {
-        tracing::info!(push = push_id, segment, outcome = "duplicate", "segment already claimed; message ignored");
-        return summary(services, &record, deadline).await;
-    }
-    tracing::info!(push = push_id, segment, "push continued");
-    run(services, config, &plan, record, segment, deadline).await
-}
-
-/// Runs one segment from the record's cursor, records it, and hands the rest on when time ran out.
-async fn run<S: Shadows, R: Registry, P: PushStore, H: HandOff>(
-    services: &Services<S, R, P, H>,
-    config: &Config,
-    plan: &PushPlan,
-    record: PushRecord,
-    segment: u64,
-    deadline: Instant,
-) -> Result<PushSummary, PushError> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let hand_off_margin = (remaining / 5).clamp(Duration::from_millis(500), Duration::from_secs(20));
-    let reserve = (remaining / 10).clamp(Duration::from_millis(300), Duration::from_secs(5));
-    let pace = Pace::new(plan.max_requests_per_second, config.concurrency, deadline, hand_off_margin, reserve);
-    let started = std::time::Instant::now();
-    let mut last_log = started;
-    let outcome = run_segment(
-        plan,
-        &record.sources,
-        record.cursor.clone().unwrap_or_default(),
-        &services.shadows,
-        &services.registry,
-        &pace,
-        |progress: &SegmentOutcome| {
-            if last_log.elapsed() >= PROGRESS_EVERY {
-                last_log = std::time::Instant::now();
-                let done = progress.updated + progress.unchanged + progress.failed;
-                tracing::info!(
-                    push = %plan.push_id,
-                    segment,
-                    done = record.targets + done,
-                    total = record.targets + progress.targets,
-                    rate = format!("{:.1}", done as f64 / started.elapsed().as_secs_f64().max(0.001)),
-                    "push progress"
-                );
-            }
-        },
-    )
-    .await;
-    persist(deadline, || services.store.add_failures(&plan.push_id, &outcome.failures)).await?;
-    let complete = outcome.cursor.is_none();
-    let finished_at = complete.then(now_ms);
-    let totals =
-        persist(deadline, || services.store.finish_segment(&plan.push_id, segment, &outcome, finished_at)).await?;
-    if !complete {
-        persist(deadline, || services.hand_off.hand_off(&plan.push_id, segment + 1)).await?;
-    }
-    let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled"]);
-    counters.add("updated", outcome.updated);
-    counters.add("unchanged", outcome.unchanged);
-    counters.add("failed", outcome.failed);
-    counters.add("throttled", outcome.throttled);
-    counters.emit("shadow-push");
-    tracing::info!(
-        push = %plan.push_id,
-        segment,
-        targets = totals.targets,
-        updated = totals.updated,
-        unchanged = totals.unchanged,
-        failed = totals.failed,
-        throttled = totals.throttled,
-        complete,
-        dry_run = plan.dry_run,
-        "push summary"
-    );
-    summary(services, &totals, deadline).await
-}
-
-async fn summary<S, R, P: PushStore, H>(
-    services: &Services<S, R, P, H>,
-    record: &PushRecord,
-    deadline: Instant,
-) -> Result<PushSummary, PushError> {
-    let failures = if record.failed > 0 {
-        persist(deadline, || services.store.failures(&record.push_id, RESPONSE_FAILURES)).await?
-    } else {
-        Vec::new()
-    };
-    Ok(record.summary(failures, RESPONSE_FAILURES, now_ms()))
-}
-
 /// A fresh push id: time-ordered, with 64 random bits.
 fn uuid_like() -> String {
     format!("{:x}-{:016x}", now_ms(), rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_told_apart() {
+        assert!(matches!(Event::parse(json!({"Records": []})), Ok(Event::Queue(_))));
+        assert!(matches!(Event::parse(json!({"continuePush": "p", "segment": 2})), Ok(Event::Wake(_))));
+        assert!(matches!(Event::parse(json!({"sweepPushes": true})), Ok(Event::Sweep)));
+        assert!(matches!(
+            Event::parse(json!({"scheduledRun": "2026-11-27T03:00:00Z", "request": {}})),
+            Ok(Event::Scheduled { .. })
+        ));
+        assert!(matches!(Event::parse(json!({"desired": {}})), Ok(Event::Push(_))));
+        let bad = Event::parse(json!({"continuePush": 5})).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(bad.contains("continuePush"), "{bad}");
+    }
+
+    #[test]
+    fn a_scheduled_run_gets_a_stable_push_id() {
+        let request = json!({"desired": {"a": 1}, "targets": {"things": ["t"]}});
+        let one = scheduled_request(request.clone(), "2026-11-27T03:00:00Z").ok();
+        let again = scheduled_request(request.clone(), "2026-11-27T03:00:00Z").ok();
+        let next = scheduled_request(request, "2026-11-28T03:00:00Z").ok();
+        assert_eq!(one.as_ref().map(|r| r["pushId"].clone()), Some(json!("scheduled-2026-11-27T03:00:00Z")));
+        assert_eq!(one, again);
+        assert_ne!(one, next);
+        let named = scheduled_request(json!({"pushId": "nightly"}), "2026-11-27T03:00:00Z").ok();
+        assert_eq!(named.map(|r| r["pushId"].clone()), Some(json!("nightly-2026-11-27T03:00:00Z")));
+        assert!(scheduled_request(json!([1]), "t").is_err());
+    }
 }

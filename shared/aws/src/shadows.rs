@@ -2,7 +2,7 @@
 
 use aws_sdk_iotdataplane::{Client, primitives::Blob};
 use serde_json::Value;
-use shadow_core::push::Shadows;
+use shadow_core::push::{DesiredState, Shadows};
 use shadow_core::store::{FaultKind, ServiceError};
 use shadow_core::{ShadowName, ThingName};
 
@@ -53,7 +53,11 @@ impl DataPlaneShadows {
 }
 
 impl Shadows for DataPlaneShadows {
-    async fn desired(&self, thing: &ThingName, shadow: Option<&ShadowName>) -> Result<Option<Value>, ServiceError> {
+    async fn desired(
+        &self,
+        thing: &ThingName,
+        shadow: Option<&ShadowName>,
+    ) -> Result<Option<DesiredState>, ServiceError> {
         let got = self
             .client
             .get_thing_shadow()
@@ -71,7 +75,11 @@ impl Shadows for DataPlaneShadows {
         let document: Value = serde_json::from_slice(payload).map_err(|e| {
             ServiceError::new("GetThingShadow", FaultKind::Rejected, Some("UnreadableDocument".into()), e)
         })?;
-        Ok(document.get("state").and_then(|s| s.get("desired")).filter(|d| !d.is_null()).cloned())
+        let Some(state) = document.get("state").and_then(|s| s.get("desired")).filter(|d| !d.is_null()) else {
+            return Ok(None);
+        };
+        let metadata = document.get("metadata").and_then(|m| m.get("desired")).cloned().unwrap_or_default();
+        Ok(Some(DesiredState { state: state.clone(), metadata }))
     }
 
     async fn update(&self, thing: &ThingName, shadow: Option<&ShadowName>, document: &str) -> Result<(), ServiceError> {

@@ -4,15 +4,30 @@
 use aws_sdk_dynamodb::{
     Client,
     types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType, TimeToLiveSpecification,
     },
 };
-use shadow_core::history::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+pub use shadow_core::history::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::service_error;
 
-/// One table: its key schema (both keys strings) and its TTL attribute.
+/// A sparse global secondary index: only items that have its partition key are in it. Keys only are projected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub name: &'static str,
+    /// A string attribute.
+    pub partition_key: &'static str,
+    /// A number attribute.
+    pub sort_key: &'static str,
+}
+
+/// The push table's index of pushes that are not complete, by `leaseUntil`: the sweeper finds the stale ones.
+pub const OPEN_PUSHES_INDEX: &str = "open-pushes";
+pub const OPEN_PUSHES_KEY: &str = "openPush";
+
+/// One table: its key schema (both keys strings), its TTL attribute and its indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSpec {
     /// The environment variable that names the table for the functions.
@@ -22,6 +37,7 @@ pub struct TableSpec {
     pub partition_key: &'static str,
     pub sort_key: &'static str,
     pub ttl_attribute: &'static str,
+    pub indexes: &'static [IndexSpec],
 }
 
 /// shadow-history's table: one partition per thing and shadow, one item per distinct event.
@@ -31,6 +47,7 @@ pub const HISTORY: TableSpec = TableSpec {
     partition_key: PARTITION_KEY,
     sort_key: SORT_KEY,
     ttl_attribute: TTL_ATTRIBUTE,
+    indexes: &[],
 };
 
 /// shadow-push's table: one partition per push (its record, its failures, its hand-off chunks).
@@ -40,6 +57,7 @@ pub const PUSH: TableSpec = TableSpec {
     partition_key: PARTITION_KEY,
     sort_key: SORT_KEY,
     ttl_attribute: TTL_ATTRIBUTE,
+    indexes: &[IndexSpec { name: OPEN_PUSHES_INDEX, partition_key: OPEN_PUSHES_KEY, sort_key: "leaseUntil" }],
 };
 
 pub const ALL: [TableSpec; 2] = [HISTORY, PUSH];
@@ -58,23 +76,35 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
             .build()
             .map_err(|e| invalid("CreateTable", e))
     };
-    let attr = |attr: &str| {
+    let attr = |attr: &str, kind: ScalarAttributeType| {
         AttributeDefinition::builder()
             .attribute_name(attr)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(kind)
             .build()
             .map_err(|e| invalid("CreateTable", e))
     };
-    let created = client
+    let mut create = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(key(spec.partition_key, KeyType::Hash)?)
         .key_schema(key(spec.sort_key, KeyType::Range)?)
-        .attribute_definitions(attr(spec.partition_key)?)
-        .attribute_definitions(attr(spec.sort_key)?)
-        .send()
-        .await;
+        .attribute_definitions(attr(spec.partition_key, ScalarAttributeType::S)?)
+        .attribute_definitions(attr(spec.sort_key, ScalarAttributeType::S)?);
+    for index in spec.indexes {
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name(index.name)
+            .key_schema(key(index.partition_key, KeyType::Hash)?)
+            .key_schema(key(index.sort_key, KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+            .build()
+            .map_err(|e| invalid("CreateTable", e))?;
+        create = create
+            .global_secondary_indexes(gsi)
+            .attribute_definitions(attr(index.partition_key, ScalarAttributeType::S)?)
+            .attribute_definitions(attr(index.sort_key, ScalarAttributeType::N)?);
+    }
+    let created = create.send().await;
     match created {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {

@@ -95,6 +95,39 @@ pub fn holds(current: Option<&Value>, pushed: &Value) -> bool {
     }
 }
 
+/// Whether every value `pushed` sets (every non-null leaf) was written at or after `since` (epoch seconds), by the
+/// shadow's `metadata.desired` (per-key `timestamp`s; an array's metadata is one entry per element). A push that
+/// takes over an abandoned segment uses it to recognise the things that segment updated before it died.
+/// `false` when `pushed` sets nothing (only deletions): there is then no evidence either way.
+pub fn written_since(metadata: Option<&Value>, pushed: &Value, since: u64) -> bool {
+    let mut evidence = false;
+    leaves_written_since(metadata, pushed, since, &mut evidence) && evidence
+}
+
+fn leaves_written_since(metadata: Option<&Value>, pushed: &Value, since: u64, evidence: &mut bool) -> bool {
+    match pushed {
+        Value::Null => true,
+        Value::Object(fields) => fields
+            .iter()
+            .all(|(key, value)| leaves_written_since(metadata.and_then(|m| m.get(key)), value, since, evidence)),
+        _ => {
+            *evidence = true;
+            metadata.and_then(oldest_timestamp).is_some_and(|t| t >= since)
+        }
+    }
+}
+
+fn oldest_timestamp(metadata: &Value) -> Option<u64> {
+    match metadata {
+        Value::Object(fields) => match fields.get("timestamp").and_then(Value::as_u64) {
+            Some(t) => Some(t),
+            None => fields.values().map(oldest_timestamp).collect::<Option<Vec<_>>>()?.into_iter().min(),
+        },
+        Value::Array(items) => items.iter().map(oldest_timestamp).collect::<Option<Vec<_>>>()?.into_iter().min(),
+        _ => None,
+    }
+}
+
 /// Deep equality with numbers compared by value.
 pub fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -178,5 +211,20 @@ mod tests {
         assert!(holds(None, &json!({"a": null})));
         assert!(equal(&json!(12345678901234567890u64), &json!(12345678901234567890u64)));
         assert!(!equal(&json!(1), &json!(2)));
+    }
+
+    #[test]
+    fn written_since_reads_the_metadata_timestamps() {
+        let pushed = json!({"settings": {"mode": 1, "gone": null}, "list": [1, 2], "url": "u"});
+        let metadata = json!({"settings": {"mode": {"timestamp": 1000}, "temp": {"timestamp": 10}},
+                              "list": [{"timestamp": 1001}, {"timestamp": 1000}], "url": {"timestamp": 1002}});
+        assert!(written_since(Some(&metadata), &pushed, 1000));
+        assert!(!written_since(Some(&metadata), &pushed, 1001), "mode and list[1] are older");
+        assert!(!written_since(None, &pushed, 0));
+        assert!(
+            !written_since(Some(&json!({"settings": {"mode": {"timestamp": 5000}}})), &pushed, 1000),
+            "list absent"
+        );
+        assert!(!written_since(Some(&metadata), &json!({"gone": null}), 0), "deletions alone are no evidence");
     }
 }

@@ -87,17 +87,9 @@ pub enum GaveUp<E> {
     /// The error is final: repeating the request cannot help.
     #[error("{0}")]
     Final(E),
-    /// The error was passing, but the deadline left no room for another attempt.
-    #[error("out of time after {attempts} attempts; last error: {last}")]
-    OutOfTime { last: E, attempts: u32 },
-}
-
-impl<E> GaveUp<E> {
-    pub fn into_inner(self) -> E {
-        match self {
-            Self::Final(e) | Self::OutOfTime { last: e, .. } => e,
-        }
-    }
+    /// The error was passing (or an attempt was cut off), but the deadline left no room for another attempt.
+    #[error("out of time after {attempts} attempts{}", last.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default())]
+    OutOfTime { last: Option<E>, attempts: u32 },
 }
 
 impl<E> Retryable for GaveUp<E> {
@@ -109,6 +101,10 @@ impl<E> Retryable for GaveUp<E> {
 
 /// Runs `op` until it succeeds, fails for good, or another attempt would not end `reserve` before `deadline`.
 /// `on_retry` sees every error that is retried (to count throttles, say).
+///
+/// Each attempt is itself cut off `reserve` before `deadline`: an SDK call may take its whole attempt timeout, and
+/// the time kept for record-keeping must not be spent waiting for it. A cut-off attempt may or may not have reached
+/// the service; the caller learns it as `OutOfTime`, as if the last attempt had failed.
 pub async fn retry_until<T, E, Fut>(
     deadline: tokio::time::Instant,
     reserve: Duration,
@@ -121,15 +117,20 @@ where
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut attempt = 0u32;
+    let cut_off = deadline.checked_sub(reserve).unwrap_or(deadline);
     loop {
-        let error = match op().await {
-            Ok(value) => return Ok(value),
-            Err(e) if !e.is_retryable() => return Err(GaveUp::Final(e)),
-            Err(e) => e,
+        if tokio::time::Instant::now() >= cut_off {
+            return Err(GaveUp::OutOfTime { last: None, attempts: attempt });
+        }
+        let error = match tokio::time::timeout_at(cut_off, op()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if !e.is_retryable() => return Err(GaveUp::Final(e)),
+            Ok(Err(e)) => e,
+            Err(_) => return Err(GaveUp::OutOfTime { last: None, attempts: attempt + 1 }),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Some(delay) = backoff.delay_within(attempt, remaining, reserve, &mut rand::rng()) else {
-            return Err(GaveUp::OutOfTime { last: error, attempts: attempt + 1 });
+            return Err(GaveUp::OutOfTime { last: Some(error), attempts: attempt + 1 });
         };
         on_retry(&error);
         attempt = attempt.saturating_add(1);
@@ -205,5 +206,44 @@ mod retry_until_tests {
         let Err(GaveUp::OutOfTime { attempts, .. }) = result else { panic!("expected out of time") };
         assert!(attempts > 3);
         assert!(tokio::time::Instant::now() <= deadline - Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_hangs_is_cut_off_before_the_reserve() {
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(3);
+        // One attempt that would take 10 s (the SDK's attempt timeout), with 3 s left and 1 s to keep.
+        let result: Result<(), GaveUp<Fault>> = retry_until(
+            deadline,
+            Duration::from_secs(1),
+            Backoff::default(),
+            || async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(())
+            },
+            |_| {},
+        )
+        .await;
+        assert!(matches!(result, Err(GaveUp::OutOfTime { last: None, attempts: 1 })), "{result:?}");
+        assert_eq!(tokio::time::Instant::now(), deadline - Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_attempt_starts_inside_the_reserve() {
+        let calls = Cell::new(0);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(400);
+        let result: Result<(), GaveUp<Fault>> = retry_until(
+            deadline,
+            Duration::from_millis(500),
+            Backoff::default(),
+            || {
+                calls.set(calls.get() + 1);
+                async { Ok(()) }
+            },
+            |_| {},
+        )
+        .await;
+        assert!(matches!(result, Err(GaveUp::OutOfTime { attempts: 0, .. })), "{result:?}");
+        assert_eq!(calls.get(), 0);
     }
 }

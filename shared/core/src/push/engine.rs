@@ -1,52 +1,164 @@
 //! The push engine: walks the targets, paces every shadow request under one rate limit with bounded concurrency,
 //! retries what is retryable, and stops in time to hand the rest on.
+//!
+//! Time is tokio's clock throughout (the limiter too), so the engine's tests run on a paused clock.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::targets::{Seen, page};
 use super::{Cursor, Failure, PushPlan, Registry, Shadows, Source};
-use crate::document::holds;
+use crate::document::{holds, written_since};
 use crate::names::ThingName;
-use crate::retry::{Backoff, GaveUp, retry_until};
+use crate::retry::{Backoff, GaveUp, Retryable, retry_until};
 use crate::store::ServiceError;
+
+/// A token bucket on tokio's clock: requests are given evenly spaced slots, with a burst of `burst` slots.
+/// A caller learns its slot before it waits, so nothing waits for a slot past the time it may still send.
+#[derive(Debug)]
+struct Limiter {
+    interval: Duration,
+    tolerance: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Limiter {
+    fn new(rate: u32, burst: u32) -> Self {
+        let interval = Duration::from_secs(1) / rate.max(1);
+        Self { interval, tolerance: interval * burst.saturating_sub(1), next: Mutex::new(Instant::now()) }
+    }
+
+    /// The earliest time a request taken now could go.
+    fn next_slot(&self) -> Instant {
+        let now = Instant::now();
+        let next = *self.next.lock().unwrap_or_else(|e| e.into_inner());
+        next.max(now.checked_sub(self.tolerance).unwrap_or(now)).max(now)
+    }
+
+    /// Takes the next slot if it comes before `stop`; returns when it may be used.
+    fn take_before(&self, stop: Instant) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = (*next).max(now.checked_sub(self.tolerance).unwrap_or(now));
+        if slot.max(now) >= stop {
+            return None;
+        }
+        *next = slot + self.interval;
+        Some(slot.max(now))
+    }
+}
+
+/// The segment's claim on the push, as far as the engine needs it: how long the claim is known to hold, and whether
+/// it was lost. The handler extends it as it renews the claim; the engine starts nothing it could not finish within.
+#[derive(Debug)]
+pub struct Lease {
+    base: Instant,
+    until_ms: AtomicU64,
+    lost: AtomicBool,
+}
+
+impl Lease {
+    pub fn new(until: Instant) -> Self {
+        let base = Instant::now();
+        Self { base, until_ms: AtomicU64::new(Self::offset(base, until)), lost: AtomicBool::new(false) }
+    }
+
+    fn offset(base: Instant, at: Instant) -> u64 {
+        at.saturating_duration_since(base).as_millis() as u64
+    }
+
+    pub fn until(&self) -> Instant {
+        self.base + Duration::from_millis(self.until_ms.load(Ordering::Acquire))
+    }
+
+    /// The claim was renewed: it holds at least until `until`.
+    pub fn extend(&self, until: Instant) {
+        self.until_ms.fetch_max(Self::offset(self.base, until), Ordering::AcqRel);
+    }
+
+    /// Another invocation holds the push now: stop starting requests at once.
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+}
 
 /// How fast and for how long a segment may run.
 pub struct Pace {
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     pub concurrency: usize,
     /// When the invocation ends.
     pub deadline: Instant,
-    /// Stop starting things this long before the deadline, so that those in flight can finish.
+    /// Stop starting requests this long before the deadline (or the end of the lease), so that those in flight can
+    /// finish.
     pub hand_off_margin: Duration,
-    /// Time kept back after the last retry, to record the segment and answer.
+    /// Time kept back after the last attempt, to record the segment and answer.
     pub reserve: Duration,
     pub backoff: Backoff,
+    lease: Lease,
+    /// Stop starting requests this long before the lease ends, so that those in flight end inside it.
+    lease_margin: Duration,
 }
 
 impl Pace {
     /// `rate` requests per second in all (reads and updates), spread evenly (bursts of at most 1/20 s worth).
     pub fn new(rate: u32, concurrency: usize, deadline: Instant, hand_off_margin: Duration, reserve: Duration) -> Self {
-        let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(rate.get() / 20).unwrap_or(NonZeroU32::MIN);
+        let rate = rate.max(1);
         Self {
-            limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            limiter: Limiter::new(rate, (rate / 20).max(1)),
             concurrency: concurrency.max(1),
             deadline,
             hand_off_margin,
             reserve,
             backoff: Backoff::default(),
+            lease: Lease::new(deadline),
+            lease_margin: hand_off_margin,
         }
     }
 
-    fn time_to_hand_off(&self) -> bool {
-        Instant::now() + self.hand_off_margin >= self.deadline
+    /// A segment that holds its claim until `until` (and renews it), stopping `margin` before the claim ends.
+    pub fn with_lease(mut self, until: Instant, margin: Duration) -> Self {
+        self.lease = Lease::new(until);
+        self.lease_margin = margin;
+        self
+    }
+
+    /// The segment's claim: the handler renews it while the segment runs.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// No request starts at or after this instant.
+    fn stop_at(&self) -> Instant {
+        if self.lease.is_lost() {
+            return self.lease.base;
+        }
+        let by_deadline = self.deadline.checked_sub(self.hand_off_margin);
+        let by_lease = self.lease.until().checked_sub(self.lease_margin);
+        by_deadline.min(by_lease).unwrap_or(self.lease.base)
+    }
+
+    /// Waits for a request slot; `false` when none comes before the stop (the request is not sent).
+    async fn slot(&self) -> bool {
+        loop {
+            let stop = self.stop_at();
+            let Some(at) = self.limiter.take_before(stop) else { return false };
+            // Sleep in short steps, so that a lost lease stops a waiting request too.
+            if at <= Instant::now() + Duration::from_millis(250) {
+                tokio::time::sleep_until(at).await;
+                return !self.lease.is_lost();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            // The slot taken stays taken (a gap in the pace); take a fresh one against the current stop.
+        }
     }
 }
 
@@ -58,7 +170,7 @@ pub enum ThingOutcome {
     /// A dry run found that the thing would be updated.
     WouldUpdate,
     Failed(Failure),
-    /// Out of time while the thing was being pushed: the next segment does it again.
+    /// Out of time (or lease) while the thing was being pushed: the next segment does it again.
     Unfinished,
 }
 
@@ -77,6 +189,16 @@ pub struct SegmentOutcome {
     pub cursor: Option<Cursor>,
 }
 
+/// Where a segment starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Start {
+    pub cursor: Cursor,
+    /// Set when this segment takes over one that died (epoch seconds when the dead one started): a thing whose
+    /// shadow already holds the pushed values, written since then, was updated by it and is counted as updated
+    /// without a second update.
+    pub recover_since: Option<u64>,
+}
+
 #[derive(Default)]
 struct Stats {
     requests: AtomicU64,
@@ -90,7 +212,7 @@ struct Stats {
 pub async fn run_segment(
     plan: &PushPlan,
     sources: &[Source],
-    start: Cursor,
+    start: Start,
     shadows: &impl Shadows,
     registry: &impl Registry,
     pace: &Pace,
@@ -98,37 +220,9 @@ pub async fn run_segment(
 ) -> SegmentOutcome {
     let stats = Stats::default();
     let mut out = SegmentOutcome::default();
-    let mut seen = Seen::default();
     let document = plan.update_document();
-
-    // Things of the sources before the cursor were done by earlier segments: know them again, so that a thing
-    // in two sources is still pushed once.
-    for (i, source) in sources.iter().enumerate().take(start.source) {
-        let mut token: Option<String> = None;
-        loop {
-            match fetch(plan, source, token.as_deref(), registry, pace, &stats).await {
-                Ok(p) => {
-                    p.things.iter().for_each(|t| {
-                        seen.insert(t);
-                    });
-                    match p.next {
-                        Some(next) => token = Some(next),
-                        None => break,
-                    }
-                }
-                Err(GaveUp::OutOfTime { .. }) => {
-                    out.cursor = Some(start);
-                    return finish(out, &stats);
-                }
-                // A final error here was reported by the segment that walked this source.
-                Err(GaveUp::Final(_)) => {
-                    tracing::debug!(source = i, "source skipped while rebuilding de-duplication");
-                    break;
-                }
-            }
-        }
-    }
-
+    let recover_since = start.recover_since.filter(|_| !plan.dry_run);
+    let Cursor { source: start_source, token, offset, walked, redo: earlier } = start.cursor;
     let mut in_flight = FuturesUnordered::new();
     let mut redo = Vec::new();
     let record =
@@ -141,25 +235,52 @@ pub async fn run_segment(
             }
             ThingOutcome::Unfinished => redo.push(name),
         };
+    let push = |thing| push_thing(plan, thing, &document, recover_since, shadows, pace, &stats);
 
-    for name in &start.redo {
-        seen.insert(name);
-        match ThingName::parse(name.as_str()) {
-            Ok(thing) => in_flight.push(push_thing(plan, thing, &document, shadows, pace, &stats)),
-            Err(e) => record(&mut out, &mut redo, (name.clone(), invalid_name(name, &e))),
-        }
-    }
-
-    let (mut source, mut token, mut offset) = (start.source, start.token, start.offset);
-    'walk: while source < sources.len() {
-        if pace.time_to_hand_off() {
-            out.cursor = Some(Cursor { source, token, offset, redo: Vec::new() });
+    // Things an earlier segment took on but could not finish go first: they are known targets, so they need no
+    // de-duplication, and they make progress even when the walk below cannot.
+    let mut earlier = earlier.into_iter();
+    for name in earlier.by_ref() {
+        let admitted = admit(&mut in_flight, pace, |done| {
+            record(&mut out, &mut redo, done);
+            progress(&out);
+        })
+        .await;
+        if !admitted {
+            redo.push(name);
             break;
         }
-        let current = match fetch(plan, &sources[source], token.as_deref(), registry, pace, &stats).await {
+        match ThingName::parse(name.as_str()) {
+            Ok(thing) => in_flight.push(push(thing)),
+            Err(e) => record(&mut out, &mut redo, (name.clone(), invalid_name(&name, &e))),
+        }
+    }
+    redo.extend(earlier);
+
+    let mut walk = Walk { source: start_source, token, offset, walked, done: start_source >= sources.len() };
+    let mut seen = Seen::default();
+    if !walk.done
+        && (!redo.is_empty() || remember_walked(plan, sources, &walk, registry, pace, &stats, &mut seen).await.is_err())
+    {
+        // Out of time before the walk could start (things to redo are left, or the walked things were not all
+        // listed again).
+        out.cursor = Some(walk.cursor());
+        walk.done = true;
+    }
+
+    'walk: while !walk.done {
+        if walk.source >= sources.len() {
+            break;
+        }
+        if Instant::now() >= pace.stop_at() {
+            out.cursor = Some(walk.cursor());
+            break;
+        }
+        let source = walk.source;
+        let current = match fetch(plan, &sources[source], walk.token.as_deref(), registry, pace, &stats).await {
             Ok(p) => p,
             Err(GaveUp::OutOfTime { .. }) => {
-                out.cursor = Some(Cursor { source, token, offset, redo: Vec::new() });
+                out.cursor = Some(walk.cursor());
                 break;
             }
             Err(GaveUp::Final(e)) => {
@@ -171,18 +292,22 @@ pub async fn run_segment(
                 tracing::error!(source = %failure.thing_name, error = %e, "target source failed");
                 out.failed += 1;
                 out.failures.push(failure);
-                (source, token, offset) = (source + 1, None, 0);
+                walk.next_source();
                 continue;
             }
         };
-        let mut i = offset;
-        while i < current.things.len() {
-            if pace.time_to_hand_off() {
-                out.cursor = Some(Cursor { source, token, offset: i, redo: Vec::new() });
+        while walk.offset < current.things.len() {
+            let admitted = admit(&mut in_flight, pace, |done| {
+                record(&mut out, &mut redo, done);
+                progress(&out);
+            })
+            .await;
+            if !admitted {
+                out.cursor = Some(walk.cursor());
                 break 'walk;
             }
-            let name = &current.things[i];
-            i += 1;
+            let name = &current.things[walk.offset];
+            walk.offset += 1;
             if seen.contains(name) {
                 continue;
             }
@@ -198,17 +323,11 @@ pub async fn run_segment(
                     continue;
                 }
             };
-            while in_flight.len() >= pace.concurrency {
-                if let Some(done) = in_flight.next().await {
-                    record(&mut out, &mut redo, done);
-                    progress(&out);
-                }
-            }
-            in_flight.push(push_thing(plan, thing, &document, shadows, pace, &stats));
+            in_flight.push(push(thing));
         }
         match current.next {
-            Some(next) => (token, offset) = (Some(next), 0),
-            None => (source, token, offset) = (source + 1, None, 0),
+            Some(next) => walk.next_page(next, current.things.len()),
+            None => walk.next_source(),
         }
     }
     while let Some(done) = in_flight.next().await {
@@ -220,6 +339,105 @@ pub async fn run_segment(
         cursor.redo = redo;
     }
     finish(out, &stats)
+}
+
+/// Waits until one more thing may start: a free place among the things in flight, and a request slot free now, so
+/// that no thing waits for the limiter inside the segment longer than the rate needs (at 8 requests/s, 64 things
+/// queued behind the limiter would be 8 s of work). Things that finish meanwhile go to `done`. `false` when no
+/// request could start before the stop (the deadline or the end of the lease, less the hand-off margin).
+async fn admit<F>(in_flight: &mut FuturesUnordered<F>, pace: &Pace, mut done: impl FnMut(F::Output)) -> bool
+where
+    F: Future,
+{
+    loop {
+        // Poll what is in flight first: a thing just started takes its request slot when it is first polled.
+        while let Some(Some(finished)) = in_flight.next().now_or_never() {
+            done(finished);
+        }
+        let (now, stop, next) = (Instant::now(), pace.stop_at(), pace.limiter.next_slot());
+        if now >= stop || next >= stop {
+            return false;
+        }
+        let room = in_flight.len() < pace.concurrency;
+        if room && next <= now {
+            return true;
+        }
+        tokio::select! {
+            Some(finished) = in_flight.next(), if !in_flight.is_empty() => done(finished),
+            () = tokio::time::sleep_until(next), if room => {}
+        }
+    }
+}
+
+/// The walk's position: the source, the token of the current page, the offset in it, and how many things of the
+/// source come before that offset.
+struct Walk {
+    source: usize,
+    token: Option<String>,
+    offset: usize,
+    walked: u64,
+    done: bool,
+}
+
+impl Walk {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            source: self.source,
+            token: self.token.clone(),
+            offset: self.offset,
+            walked: self.walked,
+            redo: Vec::new(),
+        }
+    }
+
+    fn next_page(&mut self, token: String, page_len: usize) {
+        self.walked += page_len as u64;
+        (self.token, self.offset) = (Some(token), 0);
+    }
+
+    fn next_source(&mut self) {
+        (self.source, self.token, self.offset, self.walked) = (self.source + 1, None, 0, 0);
+    }
+}
+
+/// Things earlier segments walked, known again so that a thing in two sources is still pushed once: every thing of
+/// the sources before the cursor, and the things of the cursor's source before it (when a later source could
+/// repeat them). Listing only; `Err` when time ran out first.
+async fn remember_walked(
+    plan: &PushPlan,
+    sources: &[Source],
+    walk: &Walk,
+    registry: &impl Registry,
+    pace: &Pace,
+    stats: &Stats,
+    seen: &mut Seen,
+) -> Result<(), ()> {
+    let in_current = if walk.source + 1 < sources.len() { walk.walked + walk.offset as u64 } else { 0 };
+    for (i, source) in sources.iter().enumerate().take(walk.source + 1) {
+        let mut wanted = if i < walk.source { u64::MAX } else { in_current };
+        let mut token: Option<String> = None;
+        while wanted > 0 {
+            match fetch(plan, source, token.as_deref(), registry, pace, stats).await {
+                Ok(p) => {
+                    for thing in p.things.iter().take(usize::try_from(wanted).unwrap_or(usize::MAX)) {
+                        seen.insert(thing);
+                    }
+                    wanted = wanted.saturating_sub(p.things.len() as u64);
+                    match p.next {
+                        Some(next) => token = Some(next),
+                        None => break,
+                    }
+                }
+                Err(GaveUp::OutOfTime { .. }) => return Err(()),
+                // A final error here was reported by the segment that walked this source.
+                Err(GaveUp::Final(_)) => {
+                    tracing::debug!(source = i, "source skipped while rebuilding de-duplication");
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn finish(mut out: SegmentOutcome, stats: &Stats) -> SegmentOutcome {
@@ -266,7 +484,24 @@ async fn fetch(
     .await
 }
 
-/// Retries `op` to the deadline, every attempt waiting for the shared limiter, counting requests and throttles.
+/// An attempt that got no request slot before the stop, or a service error.
+#[derive(Debug)]
+enum Attempt {
+    NoSlot,
+    Service(ServiceError),
+}
+
+impl Retryable for Attempt {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::NoSlot => false,
+            Self::Service(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// Retries `op` to the deadline, every attempt waiting for a request slot, counting requests and throttles.
+/// An attempt that gets no slot before the stop is not sent: the thing is handed back, unfinished.
 async fn paced<T, Fut>(pace: &Pace, stats: &Stats, mut op: impl FnMut() -> Fut) -> Result<T, GaveUp<ServiceError>>
 where
     Fut: Future<Output = Result<T, ServiceError>>,
@@ -274,34 +509,60 @@ where
     let attempt = || {
         let request = op();
         async {
-            pace.limiter.until_ready().await;
+            if !pace.slot().await {
+                return Err(Attempt::NoSlot);
+            }
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            request.await
+            request.await.map_err(Attempt::Service)
         }
     };
-    let on_retry = |e: &ServiceError| {
-        if e.is_throttling() {
+    let on_retry = |e: &Attempt| {
+        if let Attempt::Service(e) = e
+            && e.is_throttling()
+        {
             stats.throttled.fetch_add(1, Ordering::Relaxed);
         }
     };
-    retry_until(pace.deadline, pace.reserve, pace.backoff, attempt, on_retry).await
+    match retry_until(pace.deadline, pace.reserve, pace.backoff, attempt, on_retry).await {
+        Ok(value) => Ok(value),
+        Err(GaveUp::Final(Attempt::Service(e))) => Err(GaveUp::Final(e)),
+        Err(GaveUp::Final(Attempt::NoSlot)) => Err(GaveUp::OutOfTime { last: None, attempts: 0 }),
+        Err(GaveUp::OutOfTime { last, attempts }) => Err(GaveUp::OutOfTime {
+            last: last.and_then(|e| match e {
+                Attempt::Service(e) => Some(e),
+                Attempt::NoSlot => None,
+            }),
+            attempts,
+        }),
+    }
 }
 
-/// One thing: read and compare (when skipping unchanged things), then update. One request at a time per thing.
+/// One thing: read and compare (when skipping unchanged things, or recovering a dead segment), then update. One
+/// request at a time per thing.
 async fn push_thing(
     plan: &PushPlan,
     thing: ThingName,
     document: &str,
+    recover_since: Option<u64>,
     shadows: &impl Shadows,
     pace: &Pace,
     stats: &Stats,
 ) -> (String, ThingOutcome) {
     let shadow = plan.shadow_name.as_ref();
     let name = thing.to_string();
-    if plan.skip_unchanged {
+    if plan.skip_unchanged || recover_since.is_some() {
         match paced(pace, stats, || shadows.desired(&thing, shadow)).await {
-            Ok(current) if holds(current.as_ref(), &plan.desired) => return (name, ThingOutcome::Unchanged),
-            Ok(_) => {}
+            Ok(current) => {
+                let (state, metadata) = current.map(|c| (c.state, c.metadata)).unwrap_or_default();
+                if holds(Some(&state).filter(|s| !s.is_null()), &plan.desired) {
+                    if recover_since.is_some_and(|since| written_since(Some(&metadata), &plan.desired, since)) {
+                        return (name, ThingOutcome::Updated);
+                    }
+                    if plan.skip_unchanged {
+                        return (name, ThingOutcome::Unchanged);
+                    }
+                }
+            }
             Err(e) => return (name.clone(), gave_up(&name, e)),
         }
     }
@@ -332,21 +593,24 @@ fn gave_up(thing: &str, e: GaveUp<ServiceError>) -> ThingOutcome {
 mod tests {
     use super::*;
     use crate::names::{ShadowName, ThingGroupName};
-    use crate::push::{Page, validate_request};
+    use crate::push::{DesiredState, Page, validate_request};
     use crate::store::FaultKind;
     use serde_json::{Value, json};
     use std::collections::HashMap;
     use std::sync::Mutex;
 
-    /// In-memory shadows: desired documents, an update count per thing, and a share of throttled calls.
+    /// In-memory shadows: desired documents with per-key write times, an update count per thing, a share of
+    /// throttled calls, and a latency (on tokio's clock).
     #[derive(Default)]
     struct FakeShadows {
-        desired: Mutex<HashMap<String, Value>>,
+        desired: Mutex<HashMap<String, DesiredState>>,
         updates: Mutex<HashMap<String, u32>>,
         unknown: Vec<String>,
         throttle_every: u64,
         calls: AtomicU64,
         delay: Duration,
+        /// Epoch seconds the fake stamps on writes.
+        clock_s: AtomicU64,
     }
 
     impl FakeShadows {
@@ -370,10 +634,33 @@ mod tests {
             }
             Ok(())
         }
+
+        fn set(&self, thing: &str, desired: Value) {
+            let stamp = self.clock_s.load(Ordering::Relaxed);
+            let metadata = stamps(&desired, stamp);
+            if let Ok(mut d) = self.desired.lock() {
+                d.insert(thing.to_owned(), DesiredState { state: desired, metadata });
+            }
+        }
+
+        fn updates(&self) -> HashMap<String, u32> {
+            self.updates.lock().map(|u| u.clone()).unwrap_or_default()
+        }
+    }
+
+    fn stamps(desired: &Value, t: u64) -> Value {
+        match desired {
+            Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), stamps(v, t))).collect()),
+            _ => json!({"timestamp": t}),
+        }
     }
 
     impl Shadows for FakeShadows {
-        async fn desired(&self, thing: &ThingName, _: Option<&ShadowName>) -> Result<Option<Value>, ServiceError> {
+        async fn desired(
+            &self,
+            thing: &ThingName,
+            _: Option<&ShadowName>,
+        ) -> Result<Option<DesiredState>, ServiceError> {
             tokio::time::sleep(self.delay).await;
             self.fault(thing)?;
             Ok(self.desired.lock().map(|d| d.get(thing.as_str()).cloned()).unwrap_or_default())
@@ -383,9 +670,7 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             self.fault(thing)?;
             let doc: Value = serde_json::from_str(document).unwrap_or_default();
-            if let Ok(mut d) = self.desired.lock() {
-                d.insert(thing.to_string(), doc["state"]["desired"].clone());
-            }
+            self.set(thing.as_str(), doc["state"]["desired"].clone());
             if let Ok(mut u) = self.updates.lock() {
                 *u.entry(thing.to_string()).or_default() += 1;
             }
@@ -397,18 +682,23 @@ mod tests {
         groups: HashMap<String, Vec<String>>,
         children: Vec<String>,
         search: Vec<String>,
+        calls: AtomicU64,
+        page_size: usize,
     }
 
-    fn paged(things: &[String], token: Option<&str>) -> Page {
-        let start: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
-        let end = (start + 3).min(things.len());
-        Page { things: things[start..end].to_vec(), next: (end < things.len()).then(|| end.to_string()) }
+    impl FakeRegistry {
+        fn paged(&self, things: &[String], token: Option<&str>) -> Page {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let start: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
+            let end = (start + self.page_size).min(things.len());
+            Page { things: things[start..end].to_vec(), next: (end < things.len()).then(|| end.to_string()) }
+        }
     }
 
     impl Registry for FakeRegistry {
         async fn things_in_group(&self, group: &ThingGroupName, token: Option<&str>) -> Result<Page, ServiceError> {
             match self.groups.get(group.as_str()) {
-                Some(things) => Ok(paged(things, token)),
+                Some(things) => Ok(self.paged(things, token)),
                 None => Err(ServiceError::new(
                     "L",
                     FaultKind::Rejected,
@@ -421,7 +711,7 @@ mod tests {
             Ok(self.children.iter().filter_map(|c| ThingGroupName::parse(c.as_str()).ok()).collect())
         }
         async fn search(&self, _: &str, token: Option<&str>) -> Result<Page, ServiceError> {
-            Ok(paged(&self.search, token))
+            Ok(self.paged(&self.search, token))
         }
     }
 
@@ -437,7 +727,20 @@ mod tests {
             ]),
             children: vec!["child".into()],
             search: [names("c", 3), names("s", 4)].concat(),
+            calls: AtomicU64::new(0),
+            page_size: 3,
         }
+    }
+
+    async fn run_with(
+        plan: &PushPlan,
+        shadows: &FakeShadows,
+        registry: &FakeRegistry,
+        pace: &Pace,
+        start: Start,
+    ) -> SegmentOutcome {
+        let sources = super::super::sources_for(plan, registry).await.unwrap_or_else(|e| panic!("{e}"));
+        run_segment(plan, &sources, start, shadows, registry, pace, |_| {}).await
     }
 
     async fn run(
@@ -447,10 +750,9 @@ mod tests {
         budget: Duration,
         start: Cursor,
     ) -> SegmentOutcome {
-        let sources = super::super::sources_for(plan, registry).await.unwrap_or_else(|e| panic!("{e}"));
         let pace =
             Pace::new(100_000, 8, Instant::now() + budget, Duration::from_millis(200), Duration::from_millis(50));
-        run_segment(plan, &sources, start, shadows, registry, &pace, |_| {}).await
+        run_with(plan, shadows, registry, &pace, Start { cursor: start, recover_since: None }).await
     }
 
     fn request(extra: Value) -> PushPlan {
@@ -462,36 +764,56 @@ mod tests {
         validate_request(&r, 100_000, || "id".into()).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    #[tokio::test]
+    /// Runs segments until the push is complete; returns how many it took.
+    async fn to_completion(
+        plan: &PushPlan,
+        shadows: &FakeShadows,
+        registry: &FakeRegistry,
+        pace: impl Fn() -> Pace,
+    ) -> (u32, u64) {
+        let (mut cursor, mut segments, mut targets) = (Cursor::default(), 0, 0);
+        loop {
+            segments += 1;
+            let pace = pace();
+            let out = run_with(plan, shadows, registry, &pace, Start { cursor, recover_since: None }).await;
+            assert!(Instant::now() < pace.deadline, "segment {segments} ran to its deadline");
+            targets += out.targets;
+            match out.cursor {
+                Some(next) => cursor = next,
+                None => return (segments, targets),
+            }
+            assert!(segments < 200, "no progress");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn union_without_duplicates_then_nothing_left_to_change() {
         let (shadows, registry) = (FakeShadows::default(), registry());
         let plan = request(json!({}));
         let out = run(&plan, &shadows, &registry, Duration::from_secs(30), Cursor::default()).await;
         // g0 x1 | g0..g9 | g0 g1 c0..c4 | c0..c2 s0..s3  => g0..g9, x1, c0..c4, s0..s3 = 20
         assert_eq!((out.targets, out.updated, out.failed, out.cursor.clone()), (20, 20, 0, None));
-        let updates = shadows.updates.lock().map(|u| u.clone()).unwrap_or_default();
+        let updates = shadows.updates();
         assert_eq!(updates.len(), 20);
         assert!(updates.values().all(|n| *n == 1), "{updates:?}");
 
         let again = run(&plan, &shadows, &registry, Duration::from_secs(30), Cursor::default()).await;
         assert_eq!((again.targets, again.updated, again.unchanged), (20, 0, 20));
-        assert!(shadows.updates.lock().map(|u| u.values().all(|n| *n == 1)).unwrap_or(false));
+        assert!(shadows.updates().values().all(|n| *n == 1));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn dry_run_writes_nothing() {
         let (shadows, registry) = (FakeShadows::default(), registry());
-        if let Ok(mut d) = shadows.desired.lock() {
-            d.insert("g3".into(), json!({"settings": {"mode": 1, "other": 2}}));
-        }
+        shadows.set("g3", json!({"settings": {"mode": 1, "other": 2}}));
         let out =
             run(&request(json!({"dryRun": true})), &shadows, &registry, Duration::from_secs(30), Cursor::default())
                 .await;
         assert_eq!((out.targets, out.updated, out.unchanged), (20, 19, 1));
-        assert!(shadows.updates.lock().map(|u| u.is_empty()).unwrap_or(false));
+        assert!(shadows.updates().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn unknown_things_fail_alone_and_throttling_is_retried() {
         let shadows = FakeShadows { unknown: vec!["x1".into()], throttle_every: 3, ..Default::default() };
         let out = run(&request(json!({})), &shadows, &registry(), Duration::from_secs(30), Cursor::default()).await;
@@ -501,7 +823,7 @@ mod tests {
         assert!(out.throttled > 5, "{}", out.throttled);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_unknown_group_fails_as_a_source_and_the_rest_goes_on() {
         let shadows = FakeShadows::default();
         let mut registry = registry();
@@ -511,26 +833,153 @@ mod tests {
         assert_eq!(out.updated, 12, "g0 x1 | (prod fails) | g1 c0..c4 | s0..s3");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn segments_hand_off_and_every_thing_is_updated_once() {
         let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
         let registry = registry();
         let plan = request(json!({"skipUnchanged": false}));
-        let (mut cursor, mut segments, mut targets) = (Cursor::default(), 0, 0);
-        loop {
-            segments += 1;
-            let out = run(&plan, &shadows, &registry, Duration::from_millis(320), cursor).await;
-            targets += out.targets;
-            match out.cursor {
-                Some(next) => cursor = next,
-                None => break,
-            }
-            assert!(segments < 100, "no progress");
-        }
+        let pace = || {
+            let deadline = Instant::now() + Duration::from_millis(320);
+            Pace::new(100_000, 8, deadline, Duration::from_millis(200), Duration::from_millis(50))
+        };
+        let (segments, targets) = to_completion(&plan, &shadows, &registry, pace).await;
         assert!(segments >= 2, "the budget should force hand-offs ({segments})");
         assert_eq!(targets, 20);
-        let updates = shadows.updates.lock().map(|u| u.clone()).unwrap_or_default();
+        let updates = shadows.updates();
         assert_eq!(updates.len(), 20);
         assert!(updates.values().all(|n| *n == 1), "{updates:?}");
+    }
+
+    /// A thing in a group and in its child group, with a hand-off inside the group: still pushed once.
+    #[tokio::test(start_paused = true)]
+    async fn a_hand_off_inside_a_source_remembers_what_it_walked() {
+        let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 30));
+        registry.groups.insert("child".into(), [names("g", 30), names("c", 2)].concat());
+        let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod", "recursive": true}}));
+        let pace = || {
+            let deadline = Instant::now() + Duration::from_millis(500);
+            Pace::new(100_000, 4, deadline, Duration::from_millis(200), Duration::from_millis(50))
+        };
+        let (segments, targets) = to_completion(&plan, &shadows, &registry, pace).await;
+        assert!(segments >= 3, "{segments}");
+        assert_eq!(targets, 32);
+        let updates = shadows.updates();
+        assert_eq!(updates.len(), 32);
+        assert!(
+            updates.values().all(|n| *n == 1),
+            "pushed twice: {:?}",
+            updates.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+        );
+    }
+
+    /// A cursor past the last source with a few things to redo lists nothing.
+    #[tokio::test(start_paused = true)]
+    async fn redoing_a_few_things_lists_no_source() {
+        let (shadows, registry) = (FakeShadows::default(), registry());
+        let plan = request(json!({}));
+        let sources = super::super::sources_for(&plan, &registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let listed = registry.calls.load(Ordering::Relaxed);
+        let cursor = Cursor { source: sources.len(), redo: vec!["g1".into(), "s3".into()], ..Cursor::default() };
+        let out = run(&plan, &shadows, &registry, Duration::from_secs(30), cursor).await;
+        assert_eq!((out.updated, out.cursor.clone()), (2, None), "{out:?}");
+        assert_eq!(registry.calls.load(Ordering::Relaxed), listed, "a source was listed again");
+    }
+
+    /// 8 requests/s with 64 in flight and 3-second invocations: no segment runs to its deadline, and the push ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_rate_never_holds_more_than_the_time_left() {
+        let shadows = FakeShadows { delay: Duration::from_millis(20), ..Default::default() };
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 60));
+        let plan = request(json!({"skipUnchanged": true, "targets": {"thingGroup": "prod"}}));
+        let pace = || {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            Pace::new(8, 64, deadline, Duration::from_millis(600), Duration::from_millis(300))
+        };
+        let (segments, targets) = to_completion(&plan, &shadows, &registry, pace).await;
+        assert_eq!(targets, 60);
+        // 120 requests at 8/s: at least 15 s of requests in 3-second invocations.
+        assert!(segments >= 6, "{segments}");
+        let updates = shadows.updates();
+        assert_eq!(updates.len(), 60);
+        assert!(updates.values().all(|n| *n == 1), "{updates:?}");
+    }
+
+    /// A lost lease stops the segment at once: nothing more is sent.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lease_stops_the_segment() {
+        let shadows = FakeShadows { delay: Duration::from_millis(10), ..Default::default() };
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 100));
+        let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod"}}));
+        let pace =
+            Pace::new(50, 4, Instant::now() + Duration::from_secs(60), Duration::from_millis(200), Duration::ZERO);
+        let sources = super::super::sources_for(&plan, &registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let run = run_segment(&plan, &sources, Start::default(), &shadows, &registry, &pace, |_| {});
+        let lose = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            pace.lease().lose();
+        };
+        let (out, ()) = tokio::join!(run, lose);
+        let updated = shadows.updates().len() as u64;
+        assert!((20..=30).contains(&updated), "{updated} updated in 0.5 s at 50/s");
+        assert_eq!(out.updated, updated);
+        assert!(out.cursor.is_some());
+        assert!(Instant::now() < pace.deadline - Duration::from_secs(50), "it did not stop at once");
+    }
+
+    /// A lease that is not renewed ends the segment before it runs out, however far the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_not_renewed_ends_the_segment_in_time() {
+        let shadows = FakeShadows::default();
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 1000));
+        let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod"}}));
+        let pace =
+            Pace::new(100, 8, Instant::now() + Duration::from_secs(900), Duration::from_millis(500), Duration::ZERO);
+        pace.lease().extend(Instant::now() + Duration::from_secs(2));
+        let lease = Lease::new(Instant::now() + Duration::from_secs(2));
+        assert_eq!(lease.until(), Instant::now() + Duration::from_secs(2));
+        // The lease starts at the deadline; a renewal cannot shorten it, so build a pace whose lease is short.
+        let mut short =
+            Pace::new(100, 8, Instant::now() + Duration::from_secs(900), Duration::from_millis(500), Duration::ZERO);
+        short.lease = lease;
+        let sources = super::super::sources_for(&plan, &registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let out = run_segment(&plan, &sources, Start::default(), &shadows, &registry, &short, |_| {}).await;
+        assert!(Instant::now() <= short.lease().until(), "ran past its lease");
+        assert!((140..=160).contains(&out.updated), "{}", out.updated);
+    }
+
+    /// Taking over a dead segment: the things it updated are recognised by their write time and not updated again.
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_recognises_what_the_dead_segment_did() {
+        let shadows = FakeShadows::default();
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 10));
+        let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod"}}));
+        // Before the push: g9 already held the value (written at t=100); the dead segment (started t=1000)
+        // updated g0..g3 at t=1000.
+        shadows.clock_s.store(100, Ordering::Relaxed);
+        shadows.set("g9", json!({"settings": {"mode": 1}}));
+        shadows.clock_s.store(1000, Ordering::Relaxed);
+        for i in 0..4 {
+            shadows.set(&format!("g{i}"), json!({"settings": {"mode": 1}}));
+        }
+        let pace =
+            Pace::new(1000, 8, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
+        let out =
+            run_with(&plan, &shadows, &registry, &pace, Start { cursor: Cursor::default(), recover_since: Some(1000) })
+                .await;
+        assert_eq!((out.targets, out.updated, out.unchanged), (10, 10, 0), "{out:?}");
+        let updates = shadows.updates();
+        let mut updated: Vec<&String> = updates.keys().collect();
+        updated.sort();
+        assert_eq!(
+            updated,
+            ["g4", "g5", "g6", "g7", "g8", "g9"],
+            "g0..g3 were done; g9 is updated (skipUnchanged false)"
+        );
     }
 }

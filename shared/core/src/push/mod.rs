@@ -1,10 +1,11 @@
 //! Pushing desired settings to a fleet: the request, its targets, the pacing engine, and the record it leaves.
 
 mod engine;
+pub mod lifecycle;
 mod request;
 mod targets;
 
-pub use engine::{Pace, SegmentOutcome, ThingOutcome, run_segment};
+pub use engine::{Lease, Pace, SegmentOutcome, Start, ThingOutcome, run_segment};
 pub use request::{PushPlan, PushRequestError, Targets, validate_request};
 pub use targets::{Cursor, Page, Registry, Source, sources_for};
 
@@ -14,6 +15,13 @@ use serde_json::Value;
 use crate::names::{ShadowName, ThingName};
 use crate::store::ServiceError;
 
+/// A shadow's `desired` section and its metadata (per-key `timestamp`s, epoch seconds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredState {
+    pub state: Value,
+    pub metadata: Value,
+}
+
 /// The IoT data plane, as far as a push needs it.
 pub trait Shadows: Sync {
     /// The shadow's `desired` section; `Ok(None)` when the shadow (or its desired section) does not exist.
@@ -21,7 +29,7 @@ pub trait Shadows: Sync {
         &self,
         thing: &ThingName,
         shadow: Option<&ShadowName>,
-    ) -> impl Future<Output = Result<Option<Value>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Option<DesiredState>, ServiceError>> + Send;
 
     /// Sends an update document (`{"state":{"desired":..},"clientToken":..}`).
     fn update(
@@ -50,12 +58,32 @@ pub struct PushRecord {
     pub dry_run: bool,
     /// The validated request, so that every segment of the push works from the same plan.
     pub request: Value,
+    /// A digest of the validated plan: the same push id with another request is refused.
+    #[serde(default)]
+    pub plan_digest: String,
     /// The resolved target sources, in the order they are walked.
     pub sources: Vec<Source>,
     /// The last segment that claimed the push; each hand-off starts the next.
     pub segment: u64,
     /// The last segment that finished (and handed the rest on, unless the push is complete).
     pub handed_off: u64,
+    /// Who holds the current segment (a random token per claim); kept after the segment is released, so that a
+    /// holder whose last write's answer was lost can tell the write was its own.
+    #[serde(default)]
+    pub owner: String,
+    /// Epoch ms. While a segment runs: its claim holds until then (renewed as it runs). After a release: by then the
+    /// next segment should have claimed the push, or the sweeper wakes it up again.
+    #[serde(default)]
+    pub lease_until: u64,
+    /// Epoch ms when the current segment was first claimed.
+    #[serde(default)]
+    pub segment_started_at: u64,
+    /// How many times the current segment was taken over from a holder that died.
+    #[serde(default)]
+    pub takeovers: u32,
+    /// Why the push stopped without completing (a segment that kept dying); the sweeper leaves it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
     /// Where the next segment starts; `None` once complete.
     pub cursor: Option<Cursor>,
     pub targets: u64,
@@ -82,6 +110,8 @@ pub struct PushSummary {
     pub unchanged: u64,
     pub failed: u64,
     pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
     pub failures: Vec<Failure>,
     /// How many failures the record holds beyond those listed here.
     pub failures_not_listed: u64,
@@ -105,6 +135,7 @@ impl PushRecord {
             unchanged: self.unchanged,
             failed: self.failed,
             complete: self.complete,
+            stalled: self.stalled.clone(),
             failures_not_listed: self.failed.saturating_sub(shown.len() as u64),
             failures: shown,
             started_at: self.started_at,
@@ -115,42 +146,67 @@ impl PushRecord {
     }
 }
 
+/// A claim on one segment of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub segment: u64,
+    /// The claimant's token: every later write of the segment is conditional on it.
+    pub owner: String,
+    pub lease_until_ms: u64,
+    /// Taking over a segment whose holder died (its lease ran out), rather than starting the next one.
+    pub takeover: bool,
+}
+
 /// Where push records go.
 pub trait PushStore: Sync {
-    /// Creates the record of a new push, its segment 1 leased until `lease_until_ms`; `Ok(false)` when the push id
+    /// Creates the record of a new push, its segment 1 claimed as the record says; `Ok(false)` when the push id
     /// was used before.
-    fn create(
-        &self,
-        record: &PushRecord,
-        lease_until_ms: u64,
-    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    fn create(&self, record: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     fn load(&self, push_id: &str) -> impl Future<Output = Result<Option<PushRecord>, ServiceError>> + Send;
-    /// Claims segment `segment` (the previous must be `segment - 1`, or `segment` itself with its lease run out):
-    /// `Ok(false)` when another delivery claimed it, so a duplicate hand-off message does nothing.
+    /// Claims a segment, conditionally: the next one after a release, or the current one once its lease ran out
+    /// (and it was taken over fewer than [`lifecycle::MAX_TAKEOVERS`] times). `Ok(false)` when another claimant won.
     fn claim(
         &self,
         push_id: &str,
-        segment: u64,
-        lease_until_ms: u64,
+        claim: &Claim,
         now_ms: u64,
     ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
-    /// Adds a segment's counts and moves the cursor, if `segment` still holds the claim; returns the totals.
+    /// Extends the holder's lease; `Ok(false)` when it no longer holds the segment.
+    fn renew(
+        &self,
+        push_id: &str,
+        segment: u64,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    /// Adds a segment's counts, moves the cursor and releases the segment (`lease_until_ms`: when the sweeper may wake
+    /// the push if no next segment claimed it), if `owner` still holds it; returns the totals, `Ok(None)` when it
+    /// does not hold it.
     fn finish_segment(
         &self,
         push_id: &str,
         segment: u64,
+        owner: &str,
         outcome: &SegmentOutcome,
         finished_at_ms: Option<u64>,
-    ) -> impl Future<Output = Result<PushRecord, ServiceError>> + Send;
+        lease_until_ms: u64,
+    ) -> impl Future<Output = Result<Option<PushRecord>, ServiceError>> + Send;
+    /// Marks a push that cannot go on (its segment kept dying): the sweeper stops waking it.
+    fn stall(&self, push_id: &str, segment: u64, reason: &str)
+    -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Pushes not complete whose lease ran out before `now_ms`: a segment that died, or a hand-off nobody picked up.
+    fn stale(&self, now_ms: u64, limit: usize) -> impl Future<Output = Result<Vec<String>, ServiceError>> + Send;
+    /// Records failed things (once each), expiring with the push that started at `started_at_ms`.
     fn add_failures(
         &self,
         push_id: &str,
+        started_at_ms: u64,
         failures: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     fn failures(&self, push_id: &str, limit: usize) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
 }
 
-/// Where the rest of a push goes when its invocation runs out of time.
+/// Wakes a push up in another invocation: the next segment after a hand-off, or a push the sweeper found stale.
 pub trait HandOff: Sync {
     fn hand_off(&self, push_id: &str, segment: u64) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }

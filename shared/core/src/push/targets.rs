@@ -43,13 +43,16 @@ pub enum Source {
 }
 
 /// Where a segment starts: the source, the page token that fetches the current page, the offset in that page,
-/// and things an earlier segment started but could not finish (they are done first).
+/// how many things of the source the pages before it held (so that a later segment can know them again), and
+/// things an earlier segment started but could not finish (they are done first).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cursor {
     pub source: usize,
     pub token: Option<String>,
     pub offset: usize,
+    #[serde(default)]
+    pub walked: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redo: Vec<String>,
 }
@@ -133,7 +136,7 @@ mod tests {
 
     #[test]
     fn cursor_round_trips() {
-        let c = Cursor { source: 2, token: Some("t".into()), offset: 7, redo: vec!["x".into()] };
+        let c = Cursor { source: 2, token: Some("t".into()), offset: 7, walked: 500, redo: vec!["x".into()] };
         let json = serde_json::to_string(&c).unwrap_or_default();
         assert_eq!(serde_json::from_str::<Cursor>(&json).ok(), Some(c));
         let s = vec![
