@@ -11,7 +11,11 @@ fn template() -> Value {
 }
 
 fn key(table: &Value, key_type: &str) -> Option<String> {
-    table["Properties"]["KeySchema"]
+    schema_key(&table["Properties"], key_type)
+}
+
+fn schema_key(keyed: &Value, key_type: &str) -> Option<String> {
+    keyed["KeySchema"]
         .as_sequence()?
         .iter()
         .find(|k| k["KeyType"].as_str() == Some(key_type))?["AttributeName"]
@@ -35,7 +39,43 @@ fn template_tables_match_the_code() {
         let ttl = &table["Properties"]["TimeToLiveSpecification"];
         assert_eq!(ttl["AttributeName"].as_str(), Some(spec.ttl_attribute), "{} TTL", spec.logical_id);
         assert_eq!(ttl["Enabled"].as_bool(), Some(true), "{} TTL enabled", spec.logical_id);
+        let indexes = table["Properties"]["GlobalSecondaryIndexes"].as_sequence().cloned().unwrap_or_default();
+        assert_eq!(indexes.len(), spec.indexes.len(), "{} indexes", spec.logical_id);
+        for index in spec.indexes {
+            let declared = indexes
+                .iter()
+                .find(|i| i["IndexName"].as_str() == Some(index.name))
+                .unwrap_or_else(|| panic!("{}: no index {}", spec.logical_id, index.name));
+            assert_eq!(schema_key(declared, "HASH").as_deref(), Some(index.partition_key), "{} hash", index.name);
+            assert_eq!(schema_key(declared, "RANGE").as_deref(), Some(index.sort_key), "{} range", index.name);
+            assert_eq!(declared["Projection"]["ProjectionType"].as_str(), Some("KEYS_ONLY"), "{}", index.name);
+            for (name, kind) in [(index.partition_key, "S"), (index.sort_key, "N")] {
+                let defined = attrs.iter().find(|a| a["AttributeName"].as_str() == Some(name));
+                assert_eq!(defined.and_then(|a| a["AttributeType"].as_str()), Some(kind), "{} {name}", index.name);
+            }
+        }
     }
+}
+
+/// The hand-off loop shadow-push -> PushQueue -> shadow-push is there on purpose: Lambda must not stop it.
+#[test]
+fn the_hand_off_loop_is_declared() {
+    let template = template();
+    let push = &template["Resources"]["ShadowPushFunction"]["Properties"];
+    assert_eq!(push["RecursiveLoop"].as_str(), Some("Allow"), "without it Lambda stops long pushes after ~16 hops");
+}
+
+/// The sweeper runs every minute, enabled whatever the push schedule, and its input is the sweep event.
+#[test]
+fn the_sweeper_runs_every_minute() {
+    let template = template();
+    let sweeper = &template["Resources"]["ShadowPushFunction"]["Properties"]["Events"]["Sweeper"];
+    assert_eq!(sweeper["Type"].as_str(), Some("ScheduleV2"));
+    assert_eq!(sweeper["Properties"]["ScheduleExpression"].as_str(), Some("rate(1 minute)"));
+    assert_eq!(sweeper["Properties"]["State"].as_str(), Some("ENABLED"));
+    let input: serde_json::Value = serde_json::from_str(sweeper["Properties"]["Input"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("sweeper input: {e}"));
+    assert_eq!(input, serde_json::json!({"sweepPushes": true}));
 }
 
 #[test]
@@ -325,10 +365,19 @@ fn the_scheduled_push_input_is_a_valid_push_request() {
     };
     let input = parameter("PushScheduleInput");
     let input = input.as_str().unwrap_or_else(|| panic!("PushScheduleInput: not a string"));
-    let request: serde_json::Value =
-        serde_json::from_str(input).unwrap_or_else(|e| panic!("PushScheduleInput is not JSON: {e}"));
-    // Without a pushId each scheduled run is a new push; with one, every run would be a retry of the first.
-    assert!(request.get("pushId").is_none(), "PushScheduleInput must not fix a pushId");
+    // The schedule wraps the request with the run's scheduled time, which becomes part of the push id.
+    let schedule = &template["Resources"]["ShadowPushFunction"]["Properties"]["Events"]["Schedule"]["Properties"];
+    let wrapper = intrinsic(&schedule["Input"], "!Sub")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("the schedule's Input is not a !Sub string"));
+    let event = wrapper
+        .replace("${PushScheduleInput}", input)
+        .replace("<aws.scheduler.scheduled-time>", "2026-11-27T03:00:00Z");
+    let event: serde_json::Value =
+        serde_json::from_str(&event).unwrap_or_else(|e| panic!("the scheduled event is not JSON: {e}"));
+    assert_eq!(event["scheduledRun"], "2026-11-27T03:00:00Z", "{event}");
+    let request = event["request"].clone();
+    assert!(request.is_object(), "{event}");
     let max_tps = parameter("PushMaxTps").as_u64().unwrap_or_else(|| panic!("PushMaxTps: not a number"));
     let max_tps = u32::try_from(max_tps).unwrap_or_else(|e| panic!("PushMaxTps: {e}"));
     let plan = shadow_core::push::validate_request(&request, max_tps, || "scheduled".to_owned())
