@@ -262,3 +262,46 @@ async fn out_of_time_is_a_retryable_error_and_nothing_is_lost() {
     assert!(batch_failures(&answer).is_empty());
     assert_eq!(fixture.count().await, 2);
 }
+
+#[tokio::test]
+async fn events_without_a_topic_are_refused_rather_than_misrecorded() {
+    let fixture = HistoryFixture::new().await;
+    let history = fixture.function(&[]).await;
+    // topic(6) of a classic topic is `accepted`; a payload without state that is no delete/accepted.
+    let refused = [
+        (sample("update-accepted-classic-topic6.json"), "shadowName"),
+        (sample("invalid-no-state-thing-name.json"), "state"),
+        (sample("invalid-update-rejected-thing-name.json"), "state"),
+    ];
+    for (event, field) in &refused {
+        let err = history.invoke(event, INVOKE_TIMEOUT).await.err().unwrap_or_else(|| panic!("{event} was accepted"));
+        assert_eq!(err.error_type(), Some("Final.InvalidEvent"), "{event}: {err}");
+        assert!(err.to_string().contains(&format!("`{field}`")), "{event}: {err} should name {field}");
+    }
+    assert_eq!(fixture.count().await, 0, "nothing written");
+
+    // In an SQS batch only the refused records come back; the good ones are written.
+    let thing = unique("shape");
+    let mut no_state = update(&thing, Some("cfg"), 2, 1_764_210_002, json!({}));
+    if let Some(fields) = no_state.as_object_mut() {
+        fields.remove("state");
+    }
+    let bodies = [
+        update(&thing, Some("cfg"), 1, 1_764_210_001, json!({"desired": {"a": 1}})),
+        no_state,
+        sample("invalid-no-state-thing-name.json"),
+        sample("update-accepted-classic-topic6.json"),
+        sample("update-accepted-classic-thing-name.json"),
+        sample("delete-accepted-thing-name.json"),
+    ]
+    .map(|event| event.to_string());
+    let answer = history.invoke(&sqs_batch(&bodies), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = batch_failures(&answer);
+    failures.sort();
+    assert_eq!(failures, ["m1", "m2", "m3"], "{answer}");
+    assert_eq!(versions(&fixture.events(&thing, Some("cfg")).await), [(1, "update".to_owned())]);
+    assert_eq!(versions(&fixture.events("Test-Device", None).await), [(13, "update".to_owned())], "the classic shadow");
+    assert_eq!(versions(&fixture.events("Test-Device", Some("test1")).await), [(5, "delete".to_owned())]);
+    assert!(fixture.events("Test-Device", Some("accepted")).await.is_empty());
+    assert_eq!(fixture.count().await, 3);
+}

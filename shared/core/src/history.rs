@@ -1,7 +1,8 @@
 //! Shadow events as the IoT Rule delivers them, and the history records they become.
 //!
 //! The rule is `SELECT *, topic() AS topic, timestamp() AS receivedAt FROM '<shadow topic>'`; a rule may instead
-//! select `topic(3) AS thingName` (and `topic(6) AS shadowName`). The payload itself never names the thing.
+//! select `topic(3) AS thingName` (and, on named-shadow topics only, `topic(6) AS shadowName`). The payload itself
+//! never names the thing.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::names::{ShadowName, ShadowRef, ThingName};
 use crate::retry::{Backoff, GaveUp, retry_until};
 use crate::store::ServiceError;
-use crate::topic::{ShadowMessage, ShadowTopic};
+use crate::topic::{CLASSIC_SIXTH_LEVELS, ShadowMessage, ShadowTopic};
 
 /// What a history item records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,8 +193,6 @@ fn locate(fields: &Map<String, Value>) -> Result<(ShadowRef, ShadowMessage), Eve
     };
     let shadow = match fields.get("shadowName") {
         None | Some(Value::Null) => None,
-        // `topic(6)` of a classic shadow topic is `update`: a rule on classic topics should not select it, but if it
-        // does, the empty string and the topic both say "classic".
         Some(Value::String(name)) if name.is_empty() => None,
         Some(Value::String(name)) => {
             Some(ShadowName::parse(name.as_str()).map_err(|e| EventError::new("shadowName", format!("{name:?} {e}")))?)
@@ -204,6 +203,7 @@ fn locate(fields: &Map<String, Value>) -> Result<(ShadowRef, ShadowMessage), Eve
     };
 
     match (from_topic, thing) {
+        // The topic names the shadow itself; a `shadowName` next to it (topic(6)) is not needed.
         (Some(topic), thing) => {
             if let Some(thing) = thing.filter(|t| *t != topic.shadow.thing) {
                 return Err(EventError::new(
@@ -213,7 +213,20 @@ fn locate(fields: &Map<String, Value>) -> Result<(ShadowRef, ShadowMessage), Eve
             }
             Ok((topic.shadow, topic.message))
         }
-        (None, Some(thing)) => Ok((ShadowRef { thing, shadow }, message_from_shape(fields))),
+        (None, Some(thing)) => {
+            if let Some(name) = shadow.as_ref().filter(|s| CLASSIC_SIXTH_LEVELS.contains(&s.as_str())) {
+                return Err(EventError::new(
+                    "shadowName",
+                    format!(
+                        "{name:?} is ambiguous: topic(6) of the classic shadow's topic \
+                         $aws/things/{thing}/shadow/update/{name} is {name:?} too, so this may be the classic \
+                         shadow or a named shadow called {name:?}; select topic() AS topic in the rule (or select \
+                         topic(6) AS shadowName only from named-shadow topics, $aws/things/+/shadow/name/+/...)"
+                    ),
+                ));
+            }
+            Ok((ShadowRef { thing, shadow }, message_from_shape(fields)?))
+        }
         (None, None) => Err(EventError::new(
             "topic",
             "is missing, and so is `thingName`: the rule must select topic() AS topic (or topic(3) AS thingName)",
@@ -221,14 +234,40 @@ fn locate(fields: &Map<String, Value>) -> Result<(ShadowRef, ShadowMessage), Eve
     }
 }
 
-fn message_from_shape(fields: &Map<String, Value>) -> ShadowMessage {
+/// The fields of a `delete/accepted` payload.
+const DELETE_FIELDS: [&str; 3] = ["version", "timestamp", "clientToken"];
+/// The fields a rule adds to the payload.
+const RULE_FIELDS: [&str; 4] = ["topic", "thingName", "shadowName", "receivedAt"];
+
+/// The message, from the payload's shape when no topic says it: `current` is an `update/documents`, `state` an
+/// `update/accepted`. Only the exact shape of a `delete/accepted` (`version` and `timestamp`, perhaps `clientToken`,
+/// and nothing else but the rule's fields) is a delete: anything else without a state is refused, never recorded as
+/// a tombstone.
+fn message_from_shape(fields: &Map<String, Value>) -> Result<ShadowMessage, EventError> {
     if fields.contains_key("current") {
-        ShadowMessage::UpdateDocuments
-    } else if fields.contains_key("state") {
-        ShadowMessage::UpdateAccepted
-    } else {
-        ShadowMessage::DeleteAccepted
+        return Ok(ShadowMessage::UpdateDocuments);
     }
+    if fields.contains_key("state") {
+        return Ok(ShadowMessage::UpdateAccepted);
+    }
+    let missing: Vec<&str> = ["version", "timestamp"].into_iter().filter(|k| !fields.contains_key(*k)).collect();
+    let extra: Vec<&str> =
+        fields.keys().map(String::as_str).filter(|k| !DELETE_FIELDS.contains(k) && !RULE_FIELDS.contains(k)).collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(ShadowMessage::DeleteAccepted);
+    }
+    let why = if extra.is_empty() {
+        format!("it has no `{}`", missing.join("`, `"))
+    } else {
+        format!("it also has `{}`", extra.join("`, `"))
+    };
+    Err(EventError::new(
+        "state",
+        format!(
+            "is missing, and without a topic only a delete/accepted ({{\"version\":N,\"timestamp\":S}} and \
+             nothing else) may have no state: {why}"
+        ),
+    ))
 }
 
 fn object<'a>(fields: &'a Map<String, Value>, field: &str) -> Result<&'a Map<String, Value>, EventError> {
@@ -414,6 +453,61 @@ mod tests {
     }
 
     #[test]
+    fn thing_name_rules_never_take_a_classic_topic_level_for_a_shadow_name() {
+        // `SELECT *, topic(3) AS thingName, topic(6) AS shadowName` on `$aws/things/d1/shadow/update/accepted`
+        // gives `shadowName: "accepted"`: the classic shadow, or a named shadow called `accepted`?
+        for (level, event) in [
+            ("accepted", json!({"state": {"reported": {"a": 1}}, "version": 1, "timestamp": 1})),
+            ("documents", json!({"current": {"state": {}, "version": 2}, "timestamp": 1})),
+            ("accepted", json!({"version": 3, "timestamp": 1})),
+            ("delta", json!({"state": {"a": 1}, "version": 4, "timestamp": 1})),
+            ("rejected", json!({"code": 409, "message": "Version conflict", "timestamp": 1})),
+        ] {
+            let mut event = event;
+            event["thingName"] = json!("d1");
+            event["shadowName"] = json!(level);
+            let e = rejected(event.clone());
+            assert_eq!(e.field, "shadowName", "{event}: {e}");
+            assert!(e.reason.contains("ambiguous") && e.reason.contains("topic()"), "{event}: {e}");
+        }
+        // A named shadow whose name is no classic topic level, and the classic shadow without `shadowName`.
+        let named =
+            record(json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "d1", "shadowName": "update"}));
+        assert_eq!(named.partition_key(), "d1#update");
+        let classic = record(json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "d1"}));
+        assert_eq!(classic.partition_key(), "d1#");
+        // With the topic, the topic decides: `shadowName` from topic(6) next to it changes nothing.
+        let with_topic = record(json!({"state": {}, "version": 1, "timestamp": 1, "thingName": "d1",
+            "shadowName": "accepted", "topic": "$aws/things/d1/shadow/update/accepted"}));
+        assert_eq!(with_topic.partition_key(), "d1#");
+    }
+
+    #[test]
+    fn without_a_topic_only_a_delete_shape_is_a_tombstone() {
+        let deletes = [
+            json!({"version": 3, "timestamp": 1, "thingName": "d1"}),
+            json!({"version": 3, "timestamp": 1, "clientToken": "c", "receivedAt": 5,
+                   "thingName": "d1", "shadowName": "cfg"}),
+        ];
+        for event in deletes {
+            assert_eq!(record(event).kind, RecordKind::Delete);
+        }
+        let not_deletes = [
+            json!({"reported": {"a": 1}, "version": 3, "timestamp": 1, "thingName": "d1"}),
+            json!({"metadata": {}, "version": 3, "timestamp": 1, "thingName": "d1", "shadowName": "cfg"}),
+            json!({"State": {"desired": {"a": 1}}, "version": 3, "timestamp": 1, "thingName": "d1"}),
+            json!({"code": 400, "message": "Missing required node: state", "timestamp": 1, "thingName": "d1"}),
+            json!({"timestamp": 1, "thingName": "d1"}),
+            json!({"version": 3, "thingName": "d1"}),
+        ];
+        for event in not_deletes {
+            let e = rejected(event.clone());
+            assert_eq!(e.field, "state", "{event}: {e}");
+            assert!(e.reason.contains("is missing") && e.reason.contains("delete/accepted"), "{event}: {e}");
+        }
+    }
+
+    #[test]
     fn sort_keys_order_chronologically_and_tell_resets_apart() {
         let at = |ts: u64, v: u64| {
             record(json!({"state": {}, "version": v, "timestamp": ts, "topic": "$aws/things/d/shadow/update/accepted"}))
@@ -534,14 +628,26 @@ mod sample_events {
             ("update-documents.json", "Test-Device#test1", RecordKind::Snapshot, 2),
             ("delete-accepted.json", "Test-Device#test1", RecordKind::Delete, 3),
             ("update-accepted-thing-name.json", "Test-Device#test1", RecordKind::Update, 4),
+            ("delete-accepted-thing-name.json", "Test-Device#test1", RecordKind::Delete, 5),
+            ("update-accepted-classic-thing-name.json", "Test-Device#", RecordKind::Update, 13),
         ];
         for (name, pk, kind, version) in cases {
             let r =
                 record_from_event(&sample(name), &RecordOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!((r.partition_key().as_str(), r.kind, r.version), (pk, kind, version), "{name}");
         }
-        let bad = record_from_event(&sample("invalid-no-topic.json"), &RecordOptions::default());
-        assert!(bad.is_err_and(|e| e.field == "topic"));
+        let invalid = [
+            ("invalid-no-topic.json", "topic"),
+            ("update-accepted-classic-topic6.json", "shadowName"),
+            ("invalid-no-state-thing-name.json", "state"),
+            ("invalid-update-rejected-thing-name.json", "state"),
+        ];
+        for (name, field) in invalid {
+            match record_from_event(&sample(name), &RecordOptions::default()) {
+                Ok(r) => panic!("{name}: recorded as {r:?}"),
+                Err(e) => assert_eq!(e.field, field, "{name}: {e}"),
+            }
+        }
     }
 
     #[test]

@@ -52,6 +52,12 @@ impl ShadowTopic {
     }
 }
 
+/// What the rules engine's `topic(6)` gives for a classic shadow's response topics:
+/// `$aws/things/T/shadow/update/accepted` has `accepted` there, where a named shadow's topic
+/// (`$aws/things/T/shadow/name/S/update/accepted`) has its name. A `shadowName` selected as `topic(6)` that is one of
+/// these may therefore be either.
+pub const CLASSIC_SIXTH_LEVELS: [&str; 4] = ["accepted", "rejected", "delta", "documents"];
+
 /// The topic prefix of a shadow: `$aws/things/T/shadow` or `$aws/things/T/shadow/name/S`.
 pub fn shadow_topic_prefix(shadow: &ShadowRef) -> String {
     match &shadow.shadow {
