@@ -1,9 +1,10 @@
 //! The history table in DynamoDB: one conditional put per event, so a redelivery never adds or changes an item.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 use shadow_core::ShadowRef;
 use shadow_core::history::{HistoryRecord, HistoryStore, PARTITION_KEY, PutOutcome, SORT_KEY, partition_key};
 use shadow_core::store::{FaultKind, ServiceError};
@@ -45,10 +46,78 @@ impl DynamoHistoryStore {
             item.remove(SORT_KEY);
             let event: Value = serde_dynamo::from_item(item)
                 .map_err(|e| ServiceError::new("Query", FaultKind::Rejected, Some("UnreadableItem".into()), e))?;
-            events.push(event);
+            events.push(restore_numbers(event));
         }
         Ok(events)
     }
+}
+
+/// The key of the map that stands for a number DynamoDB cannot hold: `{"$number": "1e+200"}`, with the number's JSON
+/// text.
+///
+/// DynamoDB numbers are 0 or of magnitude 1E-130 to 9.9999999999999999999999999999999999999E+125; a JSON number
+/// outside that (a double such as 1e200 or 1e-200) fails the whole PutItem with a ValidationException. Every event
+/// is kept instead: such a number is stored as this marker, so nothing is lost, a reader can tell it from a string,
+/// and [`DynamoHistoryStore::events`] turns it back into the number.
+pub const NUMBER_MARKER: &str = "$number";
+
+/// Whether DynamoDB can hold `n` as a number. Integers always fit (at most 20 digits); a double is sent as its
+/// shortest decimal, so the f64 nearest 1e126 (written `1e126`) is the first one too large, and the one nearest
+/// 1E-130 the smallest that fits.
+pub fn fits_dynamodb(n: &Number) -> bool {
+    if n.is_i64() || n.is_u64() {
+        return true;
+    }
+    n.as_f64().is_some_and(|x| x == 0.0 || (1e-130..1e126).contains(&x.abs()))
+}
+
+/// `value` with each number DynamoDB cannot hold replaced by its [`NUMBER_MARKER`] map; borrowed when it has none.
+pub fn storable_numbers(value: &Value) -> Cow<'_, Value> {
+    match value {
+        Value::Number(n) if !fits_dynamodb(n) => {
+            Cow::Owned(Value::Object(Map::from_iter([(NUMBER_MARKER.to_owned(), Value::String(n.to_string()))])))
+        }
+        Value::Array(items) => {
+            let stored: Vec<Cow<'_, Value>> = items.iter().map(storable_numbers).collect();
+            if stored.iter().all(|v| matches!(v, Cow::Borrowed(_))) {
+                return Cow::Borrowed(value);
+            }
+            Cow::Owned(Value::Array(stored.into_iter().map(Cow::into_owned).collect()))
+        }
+        Value::Object(fields) => {
+            let stored: Vec<(&String, Cow<'_, Value>)> = fields.iter().map(|(k, v)| (k, storable_numbers(v))).collect();
+            if stored.iter().all(|(_, v)| matches!(v, Cow::Borrowed(_))) {
+                return Cow::Borrowed(value);
+            }
+            Cow::Owned(Value::Object(stored.into_iter().map(|(k, v)| (k.clone(), v.into_owned())).collect()))
+        }
+        _ => Cow::Borrowed(value),
+    }
+}
+
+/// The reverse of [`storable_numbers`]: a [`NUMBER_MARKER`] map whose text is a number DynamoDB cannot hold
+/// becomes that number again. Any other map, even one with that single key, is left as it is.
+pub fn restore_numbers(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            if fields.len() == 1
+                && let Some(Value::String(text)) = fields.get(NUMBER_MARKER)
+                && let Some(n) = number_out_of_range(text)
+            {
+                return Value::Number(n);
+            }
+            Value::Object(fields.into_iter().map(|(k, v)| (k, restore_numbers(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(restore_numbers).collect()),
+        other => other,
+    }
+}
+
+/// The number a marker's text stands for, when it is a JSON number that DynamoDB cannot hold. Its value comes from
+/// the standard library's correctly rounded parse: the text is the double's shortest form, so it reads back exactly.
+fn number_out_of_range(text: &str) -> Option<Number> {
+    text.parse::<Number>().ok()?;
+    text.parse::<f64>().ok().and_then(Number::from_f64).filter(|n| !fits_dynamodb(n))
 }
 
 /// The item for `record`: the attributes documented in the README.
@@ -74,10 +143,10 @@ pub fn item(record: &HistoryRecord) -> Result<HashMap<String, AttributeValue>, s
         item.insert("clientToken".to_owned(), AttributeValue::S(token.clone()));
     }
     if let Some(state) = &record.state {
-        item.insert("state".to_owned(), serde_dynamo::to_attribute_value(state)?);
+        item.insert("state".to_owned(), serde_dynamo::to_attribute_value(storable_numbers(state))?);
     }
     if let Some(metadata) = &record.metadata {
-        item.insert("metadata".to_owned(), serde_dynamo::to_attribute_value(metadata)?);
+        item.insert("metadata".to_owned(), serde_dynamo::to_attribute_value(storable_numbers(metadata))?);
     }
     Ok(item)
 }
@@ -131,5 +200,54 @@ mod tests {
         assert_eq!(item.get("expiresAt"), Some(&AttributeValue::N("86405".into())));
         assert_eq!(item.get("shadowName"), Some(&AttributeValue::S(String::new())));
         assert!(!item.contains_key("clientToken"));
+    }
+
+    #[test]
+    fn numbers_dynamodb_cannot_hold_become_markers_and_read_back() {
+        let desired = json!({"huge": 1e200, "negative": -1e200, "tiny": 1e-200, "list": [1e126, 2, {"n": -1e-131}],
+                             "largest": 9.99999999999999e125, "smallest": 1e-130, "zero": 0, "int": -7});
+        let record = record_from_event(
+            &json!({"state": {"desired": desired}, "version": 1, "timestamp": 5,
+                    "topic": "$aws/things/d/shadow/update/accepted"}),
+            &RecordOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let item = item(&record).unwrap_or_else(|e| panic!("{e}"));
+        let Some(AttributeValue::M(state)) = item.get("state") else { panic!("state is not a map: {item:?}") };
+        let Some(AttributeValue::M(stored)) = state.get("desired") else { panic!("desired is not a map") };
+        let marker = |text: &str| {
+            AttributeValue::M(HashMap::from([(NUMBER_MARKER.to_owned(), AttributeValue::S(text.to_owned()))]))
+        };
+        assert_eq!(stored.get("huge"), Some(&marker("1e+200")));
+        assert_eq!(stored.get("negative"), Some(&marker("-1e+200")));
+        assert_eq!(stored.get("tiny"), Some(&marker("1e-200")));
+        let Some(AttributeValue::L(list)) = stored.get("list") else { panic!("list: {stored:?}") };
+        assert_eq!(list[0], marker("1e+126"));
+        assert_eq!(list[1], AttributeValue::N("2".into()));
+        assert_eq!(list[2], AttributeValue::M(HashMap::from([("n".to_owned(), marker("-1e-131"))])));
+        for fits in ["largest", "smallest", "zero", "int"] {
+            assert!(matches!(stored.get(fits), Some(AttributeValue::N(_))), "{fits}: {stored:?}");
+        }
+
+        let read: Value =
+            serde_dynamo::from_attribute_value(AttributeValue::M(stored.clone())).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restore_numbers(read), desired);
+    }
+
+    #[test]
+    fn only_markers_of_numbers_out_of_range_are_read_as_numbers() {
+        for kept in [
+            json!({"$number": "5"}),
+            json!({"$number": "text"}),
+            json!({"$number": 1e100}),
+            json!({"$number": "1e200", "other": 1}),
+            json!({"$number": "+1e200"}),
+            json!({"$number": "inf"}),
+        ] {
+            assert_eq!(restore_numbers(kept.clone()), kept);
+            assert!(matches!(storable_numbers(&kept), Cow::Borrowed(_)), "{kept} needs no change");
+        }
+        assert_eq!(restore_numbers(json!({"a": [{"$number": "-1e-200"}]})), json!({"a": [-1e-200]}));
+        assert!(fits_dynamodb(&Number::from_f64(0.0).unwrap_or_else(|| panic!("0.0 is finite"))));
     }
 }
