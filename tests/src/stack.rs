@@ -90,9 +90,16 @@ impl Stack {
         aws_sdk_dynamodb::Client::from_conf(config)
     }
 
+    /// The registry, for setting fleets up. moto's threaded server sometimes answers 500 when requests for the
+    /// registry overlap (a dict mutated during iteration): this client retries, so fixtures do not flake.
     pub fn iot(&self) -> aws_sdk_iot::Client {
         let config = aws_sdk_iot::config::Builder::from(&self.sdk_config())
             .endpoint_url(self.var("AWS_ENDPOINT_URL_IOT"))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(6)
+                    .with_initial_backoff(std::time::Duration::from_millis(20)),
+            )
             .build();
         aws_sdk_iot::Client::from_conf(config)
     }

@@ -33,9 +33,8 @@ impl Limiter {
         Self { interval, tolerance: interval * burst.saturating_sub(1), next: Mutex::new(Instant::now()) }
     }
 
-    /// The earliest time a request taken now could go.
-    fn next_slot(&self) -> Instant {
-        let now = Instant::now();
+    /// The earliest time a request taken at `now` could go.
+    fn next_slot(&self, now: Instant) -> Instant {
         let next = *self.next.lock().unwrap_or_else(|e| e.into_inner());
         next.max(now.checked_sub(self.tolerance).unwrap_or(now)).max(now)
     }
@@ -354,7 +353,8 @@ where
         while let Some(Some(finished)) = in_flight.next().now_or_never() {
             done(finished);
         }
-        let (now, stop, next) = (Instant::now(), pace.stop_at(), pace.limiter.next_slot());
+        let now = Instant::now();
+        let (stop, next) = (pace.stop_at(), pace.limiter.next_slot(now));
         if now >= stop || next >= stop {
             return false;
         }
