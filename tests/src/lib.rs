@@ -5,6 +5,7 @@ pub mod demo;
 pub mod fault_proxy;
 pub mod history;
 pub mod http;
+pub mod iam;
 pub mod lambda;
 pub mod push;
 pub mod rules;
