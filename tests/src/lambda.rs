@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -65,6 +66,47 @@ pub struct LocalLambda {
     started: Instant,
     pub addr: SocketAddr,
     _server: Server,
+    /// With `FLEET_IAM_RECORD` set, the recording proxies in front of the function's AWS endpoints.
+    _iam: Option<crate::iam::Recording>,
+    /// How to start the process again after it died.
+    spec: Respawn,
+    pid: Arc<AtomicU32>,
+    turn: Mutex<()>,
+}
+
+/// A command's program, arguments and environment, to start it again.
+struct Respawn {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+impl Respawn {
+    fn of(command: &Command) -> Self {
+        let std = command.as_std();
+        Self {
+            program: std.get_program().to_owned(),
+            args: std.get_args().map(ToOwned::to_owned).collect(),
+            env: std.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))).collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+}
+
+fn spawn(mut command: Command) -> Child {
+    let program = command.as_std().get_program().to_string_lossy().into_owned();
+    command
+        .stdin(Stdio::null())
+        .stdout(if std::env::var_os("SHOW_FUNCTION_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
 }
 
 /// The path of a workspace binary built next to the running test or tool (`target/<profile>/<name>`).
@@ -91,6 +133,7 @@ impl LocalLambda {
 
     /// Starts any runtime client (a Python handler under `awslambdaric`, say) against its own Runtime API.
     pub async fn start_command(mut command: Command, name: &str, env: &[(String, String)]) -> Self {
+        let (env, iam) = crate::iam::recorded_env(name, env).await;
         let (queue, receiver) = mpsc::channel::<Pending>(1024);
         let receiver = Arc::new(Mutex::new(receiver));
         let shared = Arc::new(Shared::default());
@@ -101,22 +144,52 @@ impl LocalLambda {
         let addr = server.addr;
 
         let started = Instant::now();
-        let program = command.as_std().get_program().to_string_lossy().into_owned();
-        let child = command
+        command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
-            .stdin(Stdio::null())
-            .stdout(if std::env::var_os("SHOW_FUNCTION_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        Self { queue, shared, child: Mutex::new(child), started, addr, _server: server }
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"));
+        let spec = Respawn::of(&command);
+        let child = spawn(command);
+        let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
+        Self {
+            queue,
+            shared,
+            child: Mutex::new(child),
+            started,
+            addr,
+            _server: server,
+            _iam: iam,
+            spec,
+            pid,
+            turn: Mutex::new(()),
+        }
+    }
+
+    /// The process's id, kept current across restarts: a crash proxy kills whatever runs now.
+    pub fn pid_handle(&self) -> Arc<AtomicU32> {
+        self.pid.clone()
+    }
+
+    /// Kills the process at once (SIGKILL), as an out-of-memory kill or a panic with `panic = "abort"` would end it.
+    /// The next invocation starts a new process, as Lambda starts a new execution environment.
+    pub async fn kill(&self) {
+        let mut child = self.child.lock().await;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+
+    /// A new process in place of a dead one (Lambda's new execution environment), keeping the Runtime API.
+    async fn ensure_running(&self) {
+        let mut child = self.child.lock().await;
+        if matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        *child = spawn(self.spec.command());
+        self.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
     }
 
     /// Time from spawning the process to its first poll for an event (its cold start), once it has polled.
@@ -174,8 +247,13 @@ impl LocalLambda {
         }
     }
 
-    /// Invokes the function with `payload`, giving it `timeout` as Lambda would (its deadline header).
+    /// Invokes the function with `payload`, giving it `timeout` as Lambda would (its deadline header). As Lambda
+    /// does, a process that has not answered by the deadline is stopped (killed) there, and a dead process is
+    /// replaced by a new one for the next invocation.
     pub async fn invoke(&self, payload: &Value, timeout: Duration) -> Answer {
+        // One execution environment runs one invocation at a time; the deadline starts when it is handed over.
+        let _turn = self.turn.lock().await;
+        self.ensure_running().await;
         let (reply, answer) = oneshot::channel();
         let id = uuid::Uuid::new_v4().to_string();
         let deadline_ms =
@@ -184,7 +262,6 @@ impl LocalLambda {
         if self.queue.send(Pending { id, payload, deadline_ms, reply }).await.is_err() {
             return Err(InvokeError::Exited("runtime API stopped".into()));
         }
-        let grace = timeout + Duration::from_secs(5);
         let wait = async {
             tokio::pin!(answer);
             loop {
@@ -194,7 +271,15 @@ impl LocalLambda {
                 }
             }
         };
-        tokio::time::timeout(grace, wait).await.unwrap_or(Err(InvokeError::TimedOut(grace)))
+        // Lambda's own timing is not exact either: allow 50 ms for the answer to travel.
+        let limit = timeout + Duration::from_millis(50);
+        match tokio::time::timeout(limit, wait).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.kill().await;
+                Err(InvokeError::TimedOut(timeout))
+            }
+        }
     }
 
     /// Stops the process.
@@ -211,7 +296,8 @@ async fn route(parts: Parts, body: Bytes, queue: Arc<Mutex<mpsc::Receiver<Pendin
             shared.first_poll.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
             let next = queue.lock().await.recv().await;
             match next {
-                None => reply(StatusCode::GONE, "stopped"),
+                // The function is being torn down: leave its poll unanswered until the process is killed.
+                None => std::future::pending().await,
                 Some(p) => {
                     shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id.clone(), p.reply);
                     let mut r = reply(StatusCode::OK, p.payload);

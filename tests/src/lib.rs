@@ -1,6 +1,7 @@
 //! Support for the tests that need the local AWS stack: its settings, unique names, SDK clients pointed at it,
 //! a Lambda Runtime API stand-in that runs the real function binaries, and a fault-injecting proxy.
 
+pub mod crash;
 pub mod demo;
 pub mod fault_proxy;
 pub mod history;
@@ -9,6 +10,7 @@ pub mod iam;
 pub mod lambda;
 pub mod push;
 pub mod rules;
+pub mod service;
 pub mod stack;
 
 pub use stack::{Stack, unique};

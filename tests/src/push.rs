@@ -93,18 +93,20 @@ impl PushFixture {
         LocalLambda::start("shadow-push", &env).await
     }
 
-    /// The shadow document of `thing` (`None` when it has none).
+    /// The shadow document of `thing` (`None` when it has none). moto's threaded server sometimes answers 500 when
+    /// requests overlap: those are retried.
     pub async fn shadow(&self, thing: &str, shadow: Option<&str>) -> Option<Value> {
-        let got = self
-            .stack
-            .iot_data()
-            .get_thing_shadow()
-            .thing_name(thing)
-            .set_shadow_name(shadow.map(str::to_owned))
-            .send()
-            .await
-            .ok()?;
-        serde_json::from_slice(got.payload().map(Blob::as_ref).unwrap_or_default()).ok()
+        let client = self.stack.iot_data();
+        for _ in 0..5 {
+            let got =
+                client.get_thing_shadow().thing_name(thing).set_shadow_name(shadow.map(str::to_owned)).send().await;
+            match got {
+                Ok(got) => return serde_json::from_slice(got.payload().map(Blob::as_ref).unwrap_or_default()).ok(),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => return None,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        None
     }
 
     /// Sets a shadow's desired state directly (a push from elsewhere).

@@ -340,7 +340,8 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             .with_lease(claimed_at + lease_ms, lease_ms / 3);
         let start = Start {
             cursor: record.cursor.clone().unwrap_or_default(),
-            recover_since: claim.takeover.then_some(record.segment_started_at / 1000),
+            written_since: record.started_at / 1000,
+            takeover: claim.takeover,
         };
         let started = std::time::Instant::now();
         let mut last_log = started;

@@ -192,10 +192,13 @@ pub struct SegmentOutcome {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Start {
     pub cursor: Cursor,
-    /// Set when this segment takes over one that died (epoch seconds when the dead one started): a thing whose
-    /// shadow already holds the pushed values, written since then, was updated by it and is counted as updated
-    /// without a second update.
-    pub recover_since: Option<u64>,
+    /// When the push started (epoch seconds). A thing whose outcome is uncertain (one to redo, whose last request
+    /// may have reached the shadow; or any thing of a segment taken over from a holder that died) is read first:
+    /// when its shadow holds the pushed values, written since then, this push updated it, and it is counted as
+    /// updated without a second update.
+    pub written_since: u64,
+    /// This segment takes over one whose holder died: every thing it walks is uncertain.
+    pub takeover: bool,
 }
 
 #[derive(Default)]
@@ -220,7 +223,8 @@ pub async fn run_segment(
     let stats = Stats::default();
     let mut out = SegmentOutcome::default();
     let document = plan.update_document();
-    let recover_since = start.recover_since.filter(|_| !plan.dry_run);
+    let since = (!plan.dry_run).then_some(start.written_since);
+    let walk_since = since.filter(|_| start.takeover);
     let Cursor { source: start_source, token, offset, walked, redo: earlier } = start.cursor;
     let mut in_flight = FuturesUnordered::new();
     let mut redo = Vec::new();
@@ -234,7 +238,7 @@ pub async fn run_segment(
             }
             ThingOutcome::Unfinished => redo.push(name),
         };
-    let push = |thing| push_thing(plan, thing, &document, recover_since, shadows, pace, &stats);
+    let push = |thing, since| push_thing(plan, thing, &document, since, shadows, pace, &stats);
 
     // Things an earlier segment took on but could not finish go first: they are known targets, so they need no
     // de-duplication, and they make progress even when the walk below cannot.
@@ -250,7 +254,7 @@ pub async fn run_segment(
             break;
         }
         match ThingName::parse(name.as_str()) {
-            Ok(thing) => in_flight.push(push(thing)),
+            Ok(thing) => in_flight.push(push(thing, since)),
             Err(e) => record(&mut out, &mut redo, (name.clone(), invalid_name(&name, &e))),
         }
     }
@@ -322,7 +326,7 @@ pub async fn run_segment(
                     continue;
                 }
             };
-            in_flight.push(push(thing));
+            in_flight.push(push(thing, walk_since));
         }
         match current.next {
             Some(next) => walk.next_page(next, current.things.len()),
@@ -752,7 +756,7 @@ mod tests {
     ) -> SegmentOutcome {
         let pace =
             Pace::new(100_000, 8, Instant::now() + budget, Duration::from_millis(200), Duration::from_millis(50));
-        run_with(plan, shadows, registry, &pace, Start { cursor: start, recover_since: None }).await
+        run_with(plan, shadows, registry, &pace, Start { cursor: start, ..Start::default() }).await
     }
 
     fn request(extra: Value) -> PushPlan {
@@ -775,7 +779,7 @@ mod tests {
         loop {
             segments += 1;
             let pace = pace();
-            let out = run_with(plan, shadows, registry, &pace, Start { cursor, recover_since: None }).await;
+            let out = run_with(plan, shadows, registry, &pace, Start { cursor, ..Start::default() }).await;
             assert!(Instant::now() < pace.deadline, "segment {segments} ran to its deadline");
             targets += out.targets;
             match out.cursor {
@@ -969,9 +973,8 @@ mod tests {
         }
         let pace =
             Pace::new(1000, 8, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
-        let out =
-            run_with(&plan, &shadows, &registry, &pace, Start { cursor: Cursor::default(), recover_since: Some(1000) })
-                .await;
+        let start = Start { cursor: Cursor::default(), written_since: 1000, takeover: true };
+        let out = run_with(&plan, &shadows, &registry, &pace, start).await;
         assert_eq!((out.targets, out.updated, out.unchanged), (10, 10, 0), "{out:?}");
         let updates = shadows.updates();
         let mut updated: Vec<&String> = updates.keys().collect();
@@ -981,5 +984,23 @@ mod tests {
             ["g4", "g5", "g6", "g7", "g8", "g9"],
             "g0..g3 were done; g9 is updated (skipUnchanged false)"
         );
+    }
+
+    /// Things handed back unfinished may have been updated (their last request was cut off): the next segment
+    /// recognises those, even without skipUnchanged, and updates only the others.
+    #[tokio::test(start_paused = true)]
+    async fn things_to_redo_are_checked_before_they_are_updated_again() {
+        let shadows = FakeShadows::default();
+        let registry = registry();
+        let plan = request(json!({"skipUnchanged": false, "targets": {"things": ["a", "b"]}}));
+        shadows.clock_s.store(1000, Ordering::Relaxed);
+        shadows.set("a", json!({"settings": {"mode": 1}}));
+        let pace =
+            Pace::new(1000, 8, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
+        let cursor = Cursor { source: 1, redo: vec!["a".into(), "b".into()], ..Cursor::default() };
+        let out =
+            run_with(&plan, &shadows, &registry, &pace, Start { cursor, written_since: 1000, takeover: false }).await;
+        assert_eq!((out.updated, out.cursor.clone()), (2, None), "{out:?}");
+        assert_eq!(shadows.updates().keys().collect::<Vec<_>>(), ["b"]);
     }
 }

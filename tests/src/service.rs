@@ -1,0 +1,146 @@
+//! Lambda, the service, around a local function: what AWS does with its invocations that the Runtime API alone
+//! does not show. Asynchronous invocation with Lambda's two retries after a failure (a function error, a crash, a
+//! timeout); the SQS event source mapping (receive with a visibility timeout, invoke with the batch, delete what
+//! succeeded, so a message whose invocation died comes back); and a schedule. Delays are scaled down for tests.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::lambda::{InvokeError, LocalLambda};
+
+/// Lambda's timings, scaled.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The function's timeout.
+    pub timeout: Duration,
+    /// The async retries' delays (Lambda: about 1 and 2 minutes).
+    pub retries: [Duration; 2],
+    /// The queue's visibility timeout (the template: 6 x the function's timeout).
+    pub visibility: Duration,
+    /// How often the schedule fires (the template's sweeper: every minute).
+    pub schedule_every: Duration,
+}
+
+/// One invocation as the service saw it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub source: &'static str,
+    pub answer: Result<Value, InvokeError>,
+}
+
+pub struct LambdaService<'a> {
+    pub function: &'a LocalLambda,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub timing: Timing,
+    invocations: Mutex<Vec<Invocation>>,
+}
+
+/// An SQS message as the event source mapping passes it to the function.
+pub fn sqs_record(message: &aws_sdk_sqs::types::Message) -> Value {
+    json!({
+        "messageId": message.message_id, "receiptHandle": message.receipt_handle, "body": message.body,
+        "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:push", "awsRegion": "ap-northeast-1"
+    })
+}
+
+impl<'a> LambdaService<'a> {
+    pub fn new(function: &'a LocalLambda, sqs: aws_sdk_sqs::Client, queue_url: &str, timing: Timing) -> Self {
+        Self { function, sqs, queue_url: queue_url.to_owned(), timing, invocations: Mutex::new(Vec::new()) }
+    }
+
+    pub fn invocations(&self) -> Vec<Invocation> {
+        self.invocations.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    async fn invoke(&self, source: &'static str, event: &Value) -> Result<Value, InvokeError> {
+        let answer = self.function.invoke(event, self.timing.timeout).await;
+        if let Ok(mut log) = self.invocations.lock() {
+            log.push(Invocation { source, answer: answer.clone() });
+        }
+        answer
+    }
+
+    /// `InvocationType: Event`: the event, then up to two retries when the invocation fails.
+    pub async fn invoke_async(&self, event: &Value) {
+        if self.invoke("async", event).await.is_ok() {
+            return;
+        }
+        for delay in self.timing.retries {
+            tokio::time::sleep(delay).await;
+            if self.invoke("async retry", event).await.is_ok() {
+                return;
+            }
+        }
+    }
+
+    /// The event source mapping (batch size 1, ReportBatchItemFailures), until `until`.
+    async fn drain_queue(&self, until: Instant) {
+        while Instant::now() < until {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(1)
+                .visibility_timeout(i32::try_from(self.timing.visibility.as_secs()).unwrap_or(1).max(1))
+                .wait_time_seconds(1)
+                .send()
+                .await;
+            let Ok(received) = received else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            for message in received.messages.unwrap_or_default() {
+                let answer = self.invoke("queue", &json!({"Records": [sqs_record(&message)]})).await;
+                let failed = match &answer {
+                    Ok(response) => response["batchItemFailures"].as_array().is_some_and(|f| !f.is_empty()),
+                    Err(_) => true,
+                };
+                // Deleted only on success; otherwise it becomes visible again after the visibility timeout.
+                if !failed && let Some(handle) = &message.receipt_handle {
+                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await;
+                }
+            }
+        }
+    }
+
+    /// The schedule: `event` every `schedule_every`, until `until`.
+    async fn schedule(&self, event: &Value, until: Instant) {
+        while Instant::now() < until {
+            tokio::time::sleep(self.timing.schedule_every).await;
+            let _ = self.invoke("schedule", event).await;
+        }
+    }
+
+    /// Invokes `event` asynchronously and runs the queue and the `scheduled` event beside it, until `done` says so
+    /// or `limit` passes; `true` when done.
+    pub async fn run_until<F, Fut>(&self, event: &Value, scheduled: &Value, limit: Duration, done: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let until = Instant::now() + limit;
+        let watch = async {
+            loop {
+                if done().await {
+                    return true;
+                }
+                if Instant::now() >= until {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let service = async {
+            tokio::join!(self.invoke_async(event), self.drain_queue(until), self.schedule(scheduled, until));
+        };
+        tokio::select! {
+            finished = watch => finished,
+            () = service => done().await,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Crash anywhere: the real shadow-push binary is killed (SIGKILL) at every step of a small push that changes
+//! state, with Lambda's behaviour around it (async retries of the first event, the queue's redelivery after its
+//! visibility timeout, the sweeper's schedule, the deadline enforced by killing the process). After every crash
+//! the push must complete with no operator action, every target must hold the document, and no thing may be
+//! updated twice (with skipUnchanged false: at most the things in flight at the crash).
+
+use std::time::Duration;
+
+use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
+use fleet_tests::push::PushFixture;
+use fleet_tests::service::{LambdaService, Timing};
+use fleet_tests::unique;
+use serde_json::{Value, json};
+
+const THINGS: usize = 8;
+const CONCURRENCY: usize = 2;
+
+/// Lambda's timings, scaled down about 30 times: 2-second invocations, async retries after 2 and 4 s (Lambda:
+/// about 1 and 2 minutes), a visibility timeout of 3 x the function's timeout, the sweeper every second (the
+/// template: every minute), leases of 1 s (the default: 30 s).
+const TIMING: Timing = Timing {
+    timeout: Duration::from_secs(2),
+    retries: [Duration::from_secs(2), Duration::from_secs(4)],
+    visibility: Duration::from_secs(6),
+    schedule_every: Duration::from_secs(1),
+};
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    skip_unchanged: bool,
+    point: CrashPoint,
+}
+
+/// Runs one push with one crash; `Err` says what went wrong.
+async fn crash_and_recover(scenario: Scenario) -> Result<(), String> {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..THINGS, "crash").await;
+    fx.create_group("prod", None, 0..THINGS).await;
+    let (endpoint, variable) = match scenario.point.step {
+        Step::ShadowRequest => (fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), "AWS_ENDPOINT_URL_IOT_DATA_PLANE"),
+        Step::RecordSegment => (fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), "AWS_ENDPOINT_URL_DYNAMODB"),
+        Step::HandOff => (fx.stack.var("AWS_ENDPOINT_URL_SQS"), "AWS_ENDPOINT_URL_SQS"),
+    };
+    let proxy = CrashProxy::start(&endpoint, scenario.point).await;
+    let concurrency = CONCURRENCY.to_string();
+    let function = fx
+        .function(&[
+            (variable, proxy.url.as_str()),
+            ("PUSH_LEASE_MS", "1000"),
+            ("PUSH_HANDOFF_GRACE_MS", "1500"),
+            ("PUSH_CONCURRENCY", concurrency.as_str()),
+        ])
+        .await;
+    proxy.watch(function.pid_handle());
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let push_id = unique("crash");
+    // 4 requests/s: 8 things take 2 to 4 s of requests, so the push needs several 2-second segments.
+    let request = json!({"pushId": push_id, "desired": {"settings": {"mode": 7}}, "targets": {"thingGroup": fx.group("prod")},
+                         "skipUnchanged": scenario.skip_unchanged, "maxRequestsPerSecond": 4});
+    let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == json!(true)) };
+    let done = service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(60), complete).await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let invocations = service.invocations();
+    let trail = || {
+        invocations
+            .iter()
+            .map(|i| format!("{}: {}", i.source, i.answer.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !proxy.fired() {
+        return Err(format!("the crash point was never reached; record {record}"));
+    }
+    if !done {
+        return Err(format!("not complete after 60 s: {record}; invocations: {}", trail()));
+    }
+    let mut twice = 0;
+    for i in 0..THINGS {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        if doc["state"]["desired"]["settings"]["mode"] != json!(7) {
+            let again = fx.shadow(&fx.thing(i), None).await;
+            return Err(format!(
+                "{} does not hold the document: {doc} (read again: {again:?}); record {record}; invocations: {}",
+                fx.thing(i),
+                trail()
+            ));
+        }
+        match doc["version"].as_u64() {
+            Some(1) => {}
+            Some(2) if !scenario.skip_unchanged => twice += 1,
+            other => return Err(format!("{} has version {other:?}: updated more than allowed", fx.thing(i))),
+        }
+    }
+    if twice > CONCURRENCY {
+        return Err(format!("{twice} things updated twice; at most {CONCURRENCY} were in flight"));
+    }
+    let counts = (record["targets"].clone(), record["updated"].clone(), record["failed"].clone());
+    if counts != (json!(THINGS), json!(THINGS), json!(0)) {
+        return Err(format!("the record's counts are off: {record}; invocations: {}", trail()));
+    }
+    Ok(())
+}
+
+async fn all(scenarios: Vec<Scenario>) {
+    let results = futures::future::join_all(scenarios.iter().map(|s| crash_and_recover(*s))).await;
+    let failures: Vec<String> =
+        scenarios.iter().zip(results).filter_map(|(s, r)| r.err().map(|e| format!("{s:?}: {e}"))).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} crash points failed:\n{}",
+        failures.len(),
+        scenarios.len(),
+        failures.join("\n")
+    );
+}
+
+fn after_every_shadow_request(skip_unchanged: bool) -> Vec<Scenario> {
+    // skipUnchanged: a read and an update per thing; without: an update per thing.
+    let requests = if skip_unchanged { 2 * THINGS } else { THINGS };
+    (1..=requests)
+        .map(|nth| Scenario { skip_unchanged, point: CrashPoint { step: Step::ShadowRequest, nth, delivered: true } })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_every_shadow_request_with_skip_unchanged() {
+    all(after_every_shadow_request(true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_every_shadow_request_without_skip_unchanged() {
+    all(after_every_shadow_request(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_recording_a_segment_and_while_handing_off() {
+    let mut scenarios = Vec::new();
+    for skip_unchanged in [true, false] {
+        for (step, delivered) in
+            [(Step::RecordSegment, false), (Step::RecordSegment, true), (Step::HandOff, false), (Step::HandOff, true)]
+        {
+            scenarios.push(Scenario { skip_unchanged, point: CrashPoint { step, nth: 1, delivered } });
+        }
+    }
+    all(scenarios).await;
+}
