@@ -109,8 +109,12 @@ fn spawn(mut command: Command) -> Child {
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
 }
 
-/// The path of a workspace binary built next to the running test or tool (`target/<profile>/<name>`).
+/// The path of a workspace binary built next to the running test or tool (`target/<profile>/<name>`), or in
+/// `FLEET_FUNCTION_BIN_DIR` when that is set (to run the tests against another build of the functions).
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLEET_FUNCTION_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     if dir.ends_with("deps") {

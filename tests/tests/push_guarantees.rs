@@ -1,0 +1,142 @@
+//! What shadow-push promises across invocations, tested the way AWS would break it: a push id reused with another
+//! request, a scheduled run retried, failures that must expire, a slow rate with Lambda's deadline enforced, and a
+//! thing in two sources with hand-offs between them.
+
+use std::time::Duration;
+
+use fleet_tests::lambda::InvokeError;
+use fleet_tests::push::{PushFixture, push};
+use fleet_tests::service::{LambdaService, Timing};
+use fleet_tests::unique;
+use serde_json::{Value, json};
+
+fn version(doc: &Option<Value>) -> Option<u64> {
+    doc.as_ref().and_then(|d| d["version"].as_u64())
+}
+
+async fn versions(fx: &PushFixture, range: std::ops::Range<usize>) -> Vec<Option<u64>> {
+    futures::future::join_all(range.map(|i| async move { version(&fx.shadow(&fx.thing(i), None).await) })).await
+}
+
+#[tokio::test]
+async fn a_push_id_reused_with_another_request_is_refused() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..3, "x").await;
+    let function = fx.function(&[]).await;
+    let push_id = unique("reused");
+    let things: Vec<String> = (0..3).map(|i| fx.thing(i)).collect();
+    let first = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": things}});
+    let answer = push(&function, &first).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((answer["updated"].clone(), answer["complete"].clone()), (json!(3), json!(true)), "{answer}");
+
+    let mut other = first.clone();
+    other["desired"] = json!({"mode": 2});
+    let err = push(&function, &other).await.err().unwrap_or_else(|| panic!("the other request was accepted"));
+    assert_eq!(err.error_type(), Some("Final.InvalidRequest"), "{err}");
+    assert!(err.to_string().contains("`pushId`"), "{err} should name pushId");
+    // The same request again reports the push as it stands.
+    let again = push(&function, &first).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again["updated"], 3, "{again}");
+    for i in 0..3 {
+        let doc = fx.shadow(&fx.thing(i), None).await;
+        assert_eq!(version(&doc), Some(1), "{} pushed again", fx.thing(i));
+        assert_eq!(doc.map(|d| d["state"]["desired"]["mode"].clone()), Some(json!(1)));
+    }
+}
+
+#[tokio::test]
+async fn every_retry_of_a_scheduled_run_is_the_same_push() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..3, "x").await;
+    let function = fx.function(&[]).await;
+    let things: Vec<String> = (0..3).map(|i| fx.thing(i)).collect();
+    // As EventBridge Scheduler sends it (template: the schedule's Input), with the run's scheduled time.
+    let run = |time: &str| json!({"scheduledRun": time, "request": {"desired": {"mode": 5}, "targets": {"things": things}, "skipUnchanged": false}});
+    let first = push(&function, &run("2026-11-27T03:00:00Z")).await.unwrap_or_else(|e| panic!("{e}"));
+    let retried = push(&function, &run("2026-11-27T03:00:00Z")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first["pushId"], json!("scheduled-2026-11-27T03:00:00Z"), "{first}");
+    assert_eq!(retried["pushId"], first["pushId"]);
+    assert_eq!(versions(&fx, 0..3).await, [Some(1), Some(1), Some(1)], "a retried run pushed again");
+    let next = push(&function, &run("2026-11-28T03:00:00Z")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next["pushId"], json!("scheduled-2026-11-28T03:00:00Z"));
+    assert_eq!(versions(&fx, 0..3).await, [Some(2), Some(2), Some(2)], "the next run is a push of its own");
+}
+
+#[tokio::test]
+async fn failure_items_expire_with_their_push() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..1, "x").await;
+    let function = fx.function(&[("PUSH_RETENTION_DAYS", "7")]).await;
+    let req = json!({"desired": {"mode": 1}, "targets": {"things": [fx.thing(0), fx.thing(98), fx.thing(99)]}});
+    let answer = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["failed"], 2, "{answer}");
+    let items = fx.stack.dynamodb().scan().table_name(&fx.table).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    let items: Vec<Value> = items
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| serde_dynamo::from_item(i).unwrap_or(Value::Null))
+        .collect();
+    let record = items.iter().find(|i| i["sk"] == "push").unwrap_or_else(|| panic!("no record in {items:?}"));
+    let expires = record["expiresAt"].as_u64().unwrap_or_else(|| panic!("the record does not expire: {record}"));
+    assert_eq!(expires, record["startedAt"].as_u64().unwrap_or(0) / 1000 + 7 * 86_400);
+    let failures: Vec<&Value> =
+        items.iter().filter(|i| i["sk"].as_str().is_some_and(|s| s.starts_with("failure#"))).collect();
+    assert_eq!(failures.len(), 2, "{items:?}");
+    for failure in failures {
+        assert_eq!(failure["expiresAt"].as_u64(), Some(expires), "{failure}");
+    }
+}
+
+/// Lambda's timings for the tests below, scaled down (see tests/crash.rs).
+fn timing(timeout: Duration) -> Timing {
+    Timing {
+        timeout,
+        retries: [Duration::from_secs(2), Duration::from_secs(4)],
+        visibility: timeout * 3,
+        schedule_every: Duration::from_secs(1),
+    }
+}
+
+/// 8 requests/s with 64 things in flight allowed and 3-second invocations: no invocation may run to its deadline
+/// (Lambda stops it there, here the process is killed), and the push completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_push_ends_every_invocation_before_its_deadline() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..16, "slow").await;
+    fx.create_group("prod", None, 0..16).await;
+    let function = fx.function(&[("PUSH_CONCURRENCY", "64"), ("PUSH_LEASE_MS", "1000")]).await;
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, timing(Duration::from_secs(3)));
+    let push_id = unique("slow");
+    let req = json!({"pushId": push_id, "desired": {"mode": 8}, "targets": {"thingGroup": fx.group("prod")},
+                     "maxRequestsPerSecond": 8});
+    let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == json!(true)) };
+    let done = service.run_until(&req, &json!({"sweepPushes": true}), Duration::from_secs(60), complete).await;
+    let invocations = service.invocations();
+    let timed_out = invocations.iter().filter(|i| matches!(i.answer, Err(InvokeError::TimedOut(_)))).count();
+    assert_eq!(timed_out, 0, "{timed_out} of {} invocations ran to their deadline", invocations.len());
+    assert!(done, "not complete: {:?}", fx.record(&push_id).await);
+    assert!(invocations.iter().filter(|i| i.source == "queue").count() >= 1, "no hand-off: {invocations:?}");
+    assert_eq!(versions(&fx, 0..16).await, vec![Some(1); 16]);
+}
+
+/// A thing in a group and in its child group, with hand-offs inside the group: pushed and counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thing_in_two_sources_is_pushed_once_across_hand_offs() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..12, "two").await;
+    fx.create_group("prod", None, 0..10).await;
+    fx.create_group("line", Some("prod"), 0..12).await;
+    let function = fx.function(&[("PUSH_CONCURRENCY", "2"), ("PUSH_LEASE_MS", "1000")]).await;
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, timing(Duration::from_secs(2)));
+    let push_id = unique("two");
+    let req = json!({"pushId": push_id, "desired": {"mode": 9}, "targets": {"thingGroup": fx.group("prod"), "recursive": true},
+                     "skipUnchanged": false, "maxRequestsPerSecond": 4});
+    let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == json!(true)) };
+    let done = service.run_until(&req, &json!({"sweepPushes": true}), Duration::from_secs(60), complete).await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(done, "not complete: {record}");
+    assert!(record["handedOff"].as_u64().unwrap_or(0) >= 2, "the push needed no hand-off: {record}");
+    assert_eq!((record["targets"].clone(), record["updated"].clone()), (json!(12), json!(12)), "{record}");
+    assert_eq!(versions(&fx, 0..12).await, vec![Some(1); 12], "a thing was pushed twice");
+}
