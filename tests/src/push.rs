@@ -90,6 +90,10 @@ impl PushFixture {
         env.push(("PUSH_MAX_TPS".into(), "2000".into()));
         env.push(("PUSH_CONCURRENCY".into(), "32".into()));
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        // FUNCTION_RUST_LOG=debug shows the function's decisions (with SHOW_FUNCTION_LOGS=1).
+        if let Ok(filter) = std::env::var("FUNCTION_RUST_LOG") {
+            env.push(("RUST_LOG".into(), filter));
+        }
         LocalLambda::start("shadow-push", &env).await
     }
 

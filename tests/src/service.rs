@@ -87,13 +87,17 @@ impl<'a> LambdaService<'a> {
                 .queue_url(&self.queue_url)
                 .max_number_of_messages(1)
                 .visibility_timeout(i32::try_from(self.timing.visibility.as_secs()).unwrap_or(1).max(1))
-                .wait_time_seconds(1)
                 .send()
                 .await;
+            // Short polls: moto serves a long poll by holding the queue, which would stall the function's own
+            // SendMessage to it (AWS's long polls do not).
             let Ok(received) = received else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
+            if received.messages.as_ref().is_none_or(|m| m.is_empty()) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             for message in received.messages.unwrap_or_default() {
                 let answer = self.invoke("queue", &json!({"Records": [sqs_record(&message)]})).await;
                 let failed = match &answer {

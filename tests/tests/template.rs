@@ -15,10 +15,7 @@ fn key(table: &Value, key_type: &str) -> Option<String> {
 }
 
 fn schema_key(keyed: &Value, key_type: &str) -> Option<String> {
-    keyed["KeySchema"]
-        .as_sequence()?
-        .iter()
-        .find(|k| k["KeyType"].as_str() == Some(key_type))?["AttributeName"]
+    keyed["KeySchema"].as_sequence()?.iter().find(|k| k["KeyType"].as_str() == Some(key_type))?["AttributeName"]
         .as_str()
         .map(str::to_owned)
 }

@@ -420,7 +420,7 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             && let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment + 1)).await
         {
             // The push is released: Lambda's retry of this invocation, or the sweeper after the grace, wakes it.
-            tracing::warn!(push = %push_id, segment, error = %e, "hand-off not sent; the sweeper will wake the push");
+            tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
         }
         let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled"]);
         counters.add("updated", outcome.updated);

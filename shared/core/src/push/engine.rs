@@ -560,9 +560,11 @@ async fn push_thing(
                 let (state, metadata) = current.map(|c| (c.state, c.metadata)).unwrap_or_default();
                 if holds(Some(&state).filter(|s| !s.is_null()), &plan.desired) {
                     if recover_since.is_some_and(|since| written_since(Some(&metadata), &plan.desired, since)) {
+                        tracing::debug!(thing = %name, outcome = "updated", "already updated by this push");
                         return (name, ThingOutcome::Updated);
                     }
                     if plan.skip_unchanged {
+                        tracing::debug!(thing = %name, outcome = "unchanged", recovering = recover_since.is_some(), "unchanged");
                         return (name, ThingOutcome::Unchanged);
                     }
                 }
@@ -574,7 +576,10 @@ async fn push_thing(
         return (name, ThingOutcome::WouldUpdate);
     }
     match paced(pace, stats, || shadows.update(&thing, shadow, document)).await {
-        Ok(()) => (name, ThingOutcome::Updated),
+        Ok(()) => {
+            tracing::debug!(thing = %name, outcome = "updated", checked = recover_since.is_some(), "updated");
+            (name, ThingOutcome::Updated)
+        }
         Err(e) => (name.clone(), gave_up(&name, e)),
     }
 }
