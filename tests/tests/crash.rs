@@ -18,7 +18,7 @@ const CONCURRENCY: usize = 2;
 
 /// Lambda's timings, scaled down about 30 times: 3-second invocations, async retries after 2 and 4 s (Lambda:
 /// about 1 and 2 minutes), a visibility timeout of 3 x the function's timeout, the sweeper every second (the
-/// template: every minute), leases of 1 s (the default: 30 s).
+/// template: every minute), leases of 2 s (the default: 30 s).
 const TIMING: Timing = Timing {
     timeout: Duration::from_secs(3),
     retries: [Duration::from_secs(2), Duration::from_secs(4)],
@@ -47,7 +47,7 @@ async fn crash_and_recover(scenario: Scenario) -> Result<(), String> {
     let function = fx
         .function(&[
             (variable, proxy.url.as_str()),
-            ("PUSH_LEASE_MS", "1000"),
+            ("PUSH_LEASE_MS", "2000"),
             ("PUSH_HANDOFF_GRACE_MS", "1500"),
             ("PUSH_CONCURRENCY", concurrency.as_str()),
         ])

@@ -105,7 +105,7 @@ async fn a_slow_push_ends_every_invocation_before_its_deadline() {
     let fx = PushFixture::new().await;
     fx.create_things(0..16, "slow").await;
     fx.create_group("prod", None, 0..16).await;
-    let function = fx.function(&[("PUSH_CONCURRENCY", "64"), ("PUSH_LEASE_MS", "1000")]).await;
+    let function = fx.function(&[("PUSH_CONCURRENCY", "64"), ("PUSH_LEASE_MS", "2000")]).await;
     let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, timing(Duration::from_secs(3)));
     let push_id = unique("slow");
     let req = json!({"pushId": push_id, "desired": {"mode": 8}, "targets": {"thingGroup": fx.group("prod")},
@@ -127,7 +127,7 @@ async fn a_thing_in_two_sources_is_pushed_once_across_hand_offs() {
     fx.create_things(0..12, "two").await;
     fx.create_group("prod", None, 0..10).await;
     fx.create_group("line", Some("prod"), 0..12).await;
-    let function = fx.function(&[("PUSH_CONCURRENCY", "2"), ("PUSH_LEASE_MS", "1000")]).await;
+    let function = fx.function(&[("PUSH_CONCURRENCY", "2"), ("PUSH_LEASE_MS", "2000")]).await;
     let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, timing(Duration::from_secs(2)));
     let push_id = unique("two");
     let req = json!({"pushId": push_id, "desired": {"mode": 9}, "targets": {"thingGroup": fx.group("prod"), "recursive": true},

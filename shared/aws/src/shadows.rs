@@ -79,7 +79,8 @@ impl Shadows for DataPlaneShadows {
             return Ok(None);
         };
         let metadata = document.get("metadata").and_then(|m| m.get("desired")).cloned().unwrap_or_default();
-        Ok(Some(DesiredState { state: state.clone(), metadata }))
+        let version = document.get("version").and_then(Value::as_u64);
+        Ok(Some(DesiredState { state: state.clone(), metadata, version }))
     }
 
     async fn update(&self, thing: &ThingName, shadow: Option<&ShadowName>, document: &str) -> Result<(), ServiceError> {

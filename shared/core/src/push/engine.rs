@@ -541,8 +541,12 @@ where
     }
 }
 
-/// One thing: read and compare (when skipping unchanged things, or recovering a dead segment), then update. One
-/// request at a time per thing.
+/// One thing: read and compare (when skipping unchanged things, or when its outcome is uncertain), then update.
+/// One request at a time per thing.
+///
+/// An uncertain thing (`recover_since`: one to redo, or walked by a takeover) may have an update of this push that
+/// is still on its way (an attempt cut off, a process killed mid-request). Its update is therefore made at the
+/// version just read: if the earlier one lands first, AWS refuses ours (409) and the thing is read again.
 async fn push_thing(
     plan: &PushPlan,
     thing: ThingName,
@@ -554,35 +558,52 @@ async fn push_thing(
 ) -> (String, ThingOutcome) {
     let shadow = plan.shadow_name.as_ref();
     let name = thing.to_string();
-    if plan.skip_unchanged || recover_since.is_some() {
-        match paced(pace, stats, || shadows.desired(&thing, shadow)).await {
-            Ok(current) => {
-                let (state, metadata) = current.map(|c| (c.state, c.metadata)).unwrap_or_default();
-                if holds(Some(&state).filter(|s| !s.is_null()), &plan.desired) {
-                    if recover_since.is_some_and(|since| written_since(Some(&metadata), &plan.desired, since)) {
-                        tracing::debug!(thing = %name, outcome = "updated", "already updated by this push");
-                        return (name, ThingOutcome::Updated);
+    let mut conflicts = 0;
+    loop {
+        let mut at_version = None;
+        if plan.skip_unchanged || recover_since.is_some() {
+            match paced(pace, stats, || shadows.desired(&thing, shadow)).await {
+                Ok(current) => {
+                    let current = current.unwrap_or_default();
+                    if holds(Some(&current.state).filter(|s| !s.is_null()), &plan.desired) {
+                        if recover_since
+                            .is_some_and(|since| written_since(Some(&current.metadata), &plan.desired, since))
+                        {
+                            tracing::debug!(thing = %name, outcome = "updated", "already updated by this push");
+                            return (name, ThingOutcome::Updated);
+                        }
+                        if plan.skip_unchanged {
+                            tracing::debug!(thing = %name, outcome = "unchanged", recovering = recover_since.is_some(), "unchanged");
+                            return (name, ThingOutcome::Unchanged);
+                        }
                     }
-                    if plan.skip_unchanged {
-                        tracing::debug!(thing = %name, outcome = "unchanged", recovering = recover_since.is_some(), "unchanged");
-                        return (name, ThingOutcome::Unchanged);
-                    }
+                    at_version = current.version.filter(|_| recover_since.is_some());
                 }
+                Err(e) => return (name.clone(), gave_up(&name, e)),
+            }
+        }
+        if plan.dry_run {
+            return (name, ThingOutcome::WouldUpdate);
+        }
+        let versioned = at_version.map(|v| plan.update_document_at(v));
+        let document = versioned.as_deref().unwrap_or(document);
+        match paced(pace, stats, || shadows.update(&thing, shadow, document)).await {
+            Ok(()) => {
+                tracing::debug!(thing = %name, outcome = "updated", checked = recover_since.is_some(), "updated");
+                return (name, ThingOutcome::Updated);
+            }
+            // Someone wrote the shadow since it was read (perhaps this push's own earlier update): look again.
+            Err(GaveUp::Final(e)) if at_version.is_some() && e.code.as_deref() == Some(CONFLICT) && conflicts < 3 => {
+                conflicts += 1;
+                tracing::debug!(thing = %name, "version conflict; reading again");
             }
             Err(e) => return (name.clone(), gave_up(&name, e)),
         }
     }
-    if plan.dry_run {
-        return (name, ThingOutcome::WouldUpdate);
-    }
-    match paced(pace, stats, || shadows.update(&thing, shadow, document)).await {
-        Ok(()) => {
-            tracing::debug!(thing = %name, outcome = "updated", checked = recover_since.is_some(), "updated");
-            (name, ThingOutcome::Updated)
-        }
-        Err(e) => (name.clone(), gave_up(&name, e)),
-    }
 }
+
+/// The IoT data plane's answer to an update at a version the shadow is no longer at (HTTP 409).
+const CONFLICT: &str = "ConflictException";
 
 fn gave_up(thing: &str, e: GaveUp<ServiceError>) -> ThingOutcome {
     match e {
@@ -648,7 +669,8 @@ mod tests {
             let stamp = self.clock_s.load(Ordering::Relaxed);
             let metadata = stamps(&desired, stamp);
             if let Ok(mut d) = self.desired.lock() {
-                d.insert(thing.to_owned(), DesiredState { state: desired, metadata });
+                let version = d.get(thing).and_then(|c| c.version).unwrap_or(0) + 1;
+                d.insert(thing.to_owned(), DesiredState { state: desired, metadata, version: Some(version) });
             }
         }
 
@@ -679,6 +701,12 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             self.fault(thing)?;
             let doc: Value = serde_json::from_str(document).unwrap_or_default();
+            let current = self.desired.lock().ok().and_then(|d| d.get(thing.as_str()).and_then(|c| c.version));
+            if let Some(expected) = doc["version"].as_u64()
+                && current != Some(expected)
+            {
+                return Err(ServiceError::new("X", FaultKind::Rejected, Some("ConflictException".into()), "version"));
+            }
             self.set(thing.as_str(), doc["state"]["desired"].clone());
             if let Ok(mut u) = self.updates.lock() {
                 *u.entry(thing.to_string()).or_default() += 1;
@@ -743,7 +771,7 @@ mod tests {
 
     async fn run_with(
         plan: &PushPlan,
-        shadows: &FakeShadows,
+        shadows: &impl Shadows,
         registry: &FakeRegistry,
         pace: &Pace,
         start: Start,
@@ -1007,5 +1035,49 @@ mod tests {
             run_with(&plan, &shadows, &registry, &pace, Start { cursor, written_since: 1000, takeover: false }).await;
         assert_eq!((out.updated, out.cursor.clone()), (2, None), "{out:?}");
         assert_eq!(shadows.updates().keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    /// An uncertain thing's earlier update lands between the read and the new update: the new one is refused at
+    /// the version read (409), the thing is read again and recognised, and it is updated once.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_update_is_not_applied_twice() {
+        struct Late {
+            inner: FakeShadows,
+            reads: AtomicU64,
+        }
+        impl Shadows for Late {
+            async fn desired(
+                &self,
+                thing: &ThingName,
+                shadow: Option<&ShadowName>,
+            ) -> Result<Option<DesiredState>, ServiceError> {
+                let read = self.inner.desired(thing, shadow).await;
+                // Right after the first read, the update an earlier segment sent lands.
+                if self.reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                    self.inner.set(thing.as_str(), json!({"settings": {"mode": 1}}));
+                }
+                read
+            }
+            async fn update(
+                &self,
+                thing: &ThingName,
+                shadow: Option<&ShadowName>,
+                doc: &str,
+            ) -> Result<(), ServiceError> {
+                self.inner.update(thing, shadow, doc).await
+            }
+        }
+        let shadows = Late { inner: FakeShadows::default(), reads: AtomicU64::new(0) };
+        shadows.inner.clock_s.store(1000, Ordering::Relaxed);
+        shadows.inner.set("a", json!({"settings": {"mode": 0}}));
+        let registry = registry();
+        let plan = request(json!({"skipUnchanged": false, "targets": {"things": ["a"]}}));
+        let pace =
+            Pace::new(1000, 8, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
+        let cursor = Cursor { source: 1, redo: vec!["a".into()], ..Cursor::default() };
+        let out =
+            run_with(&plan, &shadows, &registry, &pace, Start { cursor, written_since: 1000, takeover: false }).await;
+        assert_eq!((out.updated, out.failed), (1, 0), "{out:?}");
+        assert!(shadows.inner.updates().is_empty(), "updated again: {:?}", shadows.inner.updates());
     }
 }

@@ -20,6 +20,8 @@ use crate::store::ServiceError;
 pub struct DesiredState {
     pub state: Value,
     pub metadata: Value,
+    /// The shadow document's version.
+    pub version: Option<u64>,
 }
 
 /// The IoT data plane, as far as a push needs it.

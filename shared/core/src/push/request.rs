@@ -56,6 +56,12 @@ impl PushPlan {
     pub fn update_document(&self) -> String {
         json!({"state": {"desired": self.desired}, "clientToken": self.push_id}).to_string()
     }
+
+    /// The update document, accepted only while the shadow is at `version` (AWS answers 409 otherwise): for a thing
+    /// whose earlier update may still land, so that the two cannot both apply.
+    pub fn update_document_at(&self, version: u64) -> String {
+        json!({"state": {"desired": self.desired}, "clientToken": self.push_id, "version": version}).to_string()
+    }
 }
 
 /// Every problem found in a request, each naming its field.
