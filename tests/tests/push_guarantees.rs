@@ -140,3 +140,20 @@ async fn a_thing_in_two_sources_is_pushed_once_across_hand_offs() {
     assert_eq!((record["targets"].clone(), record["updated"].clone()), (json!(12), json!(12)), "{record}");
     assert_eq!(versions(&fx, 0..12).await, vec![Some(1); 12], "a thing was pushed twice");
 }
+
+/// Without a configured data endpoint, shadow-push asks the registry for the account's (`DescribeEndpoint`) once at
+/// cold start, as on AWS with the template's default: the IAM tier sees the call its policy grants.
+#[tokio::test]
+async fn the_data_endpoint_is_looked_up_when_not_configured() {
+    let fx = PushFixture::new().await;
+    let mut env: Vec<(String, String)> =
+        fx.stack.env.clone().into_iter().filter(|(k, _)| k != "AWS_ENDPOINT_URL_IOT_DATA_PLANE").collect();
+    env.push(("PUSH_TABLE".into(), fx.table.clone()));
+    env.push(("PUSH_QUEUE_URL".into(), fx.queue_url.clone()));
+    env.push(("IOT_DATA_ENDPOINT".into(), String::new()));
+    let function = fleet_tests::lambda::LocalLambda::start("shadow-push", &env).await;
+    function.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("no cold start: {e}"));
+    // A bad request is refused before any shadow request: the process started, so the lookup succeeded.
+    let err = push(&function, &json!({"desired": {}, "targets": {}})).await.err();
+    assert_eq!(err.as_ref().and_then(|e| e.error_type()), Some("Final.InvalidRequest"), "{err:?}");
+}
