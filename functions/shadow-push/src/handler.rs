@@ -208,6 +208,9 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             retry_until(deadline, Duration::ZERO, Backoff::default(), || sources_for(&plan, &self.registry), |_| {})
                 .await
                 .map_err(PushError::Targets)?;
+        // The lease the record will hold is counted from here, before the write: the segment's own view of it may
+        // end earlier than the stored one, never later.
+        let asked = Instant::now();
         let started_at = now_ms();
         let owner = token();
         let lease_until = started_at + config.lease_ms;
@@ -239,7 +242,7 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
         if self.persist(deadline, || self.store.create(&record)).await? {
             tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, "push started");
             let claim = Claim { segment: 1, owner, lease_until_ms: lease_until, takeover: false };
-            return self.run(config, record, claim, deadline).await;
+            return self.run(config, record, claim, asked, deadline).await;
         }
         // Another invocation created it a moment ago (a duplicate delivery of this request).
         let existing = self.load(&plan.push_id, deadline).await?;
@@ -285,6 +288,7 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
         match lifecycle::next_step(&record, now_ms()) {
             Step::Run { segment, takeover } => {
                 let owner = token();
+                let asked = Instant::now();
                 let claim = Claim { segment, owner, lease_until_ms: now_ms() + config.lease_ms, takeover };
                 if self.persist(deadline, || self.store.claim(&push_id, &claim, now_ms())).await? {
                     if takeover {
@@ -293,7 +297,7 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
                         tracing::info!(push = %push_id, segment, "push continued");
                     }
                     let record = PushRecord { segment, ..record };
-                    return self.run(config, record, claim, deadline).await;
+                    return self.run(config, record, claim, asked, deadline).await;
                 }
                 tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
             }
@@ -324,6 +328,7 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
         config: &Config,
         record: PushRecord,
         claim: Claim,
+        claimed_at: Instant,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
         let push_id = record.push_id.clone();
@@ -335,7 +340,6 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
         let hand_off_margin = (remaining / 5).clamp(Duration::from_millis(500), Duration::from_secs(20));
         let reserve = (remaining / 10).clamp(Duration::from_millis(300), Duration::from_secs(5));
         let lease_ms = Duration::from_millis(timing.lease_ms);
-        let claimed_at = Instant::now();
         let pace = Pace::new(plan.max_requests_per_second, config.concurrency, deadline, hand_off_margin, reserve)
             .with_lease(claimed_at + lease_ms, lease_ms / 3);
         let start = Start {
