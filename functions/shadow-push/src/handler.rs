@@ -159,12 +159,11 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
                     };
                     if let Err(e) = result {
                         tracing::error!(message_id = %id, retryable = e.is_retryable(), error = %e, "hand-off failed");
-                        // A malformed message stays malformed: reporting it would only cycle it to the DLQ slower.
-                        if e.is_retryable() {
-                            let mut failure = BatchItemFailure::default();
-                            failure.item_identifier = id;
-                            response.batch_item_failures.push(failure);
-                        }
+                        // Reported either way: a message that keeps failing ends in PushDlq (redrive), where its
+                        // alarm shows it, rather than vanishing.
+                        let mut failure = BatchItemFailure::default();
+                        failure.item_identifier = id;
+                        response.batch_item_failures.push(failure);
                     }
                 }
                 to_json("the batch response", &response)
