@@ -48,6 +48,8 @@ pub struct CrashPoint {
     pub step: Step,
     pub nth: usize,
     pub delivered: bool,
+    /// Kill again at every later request of the step (a push that dies whenever it runs).
+    pub repeat: bool,
 }
 
 struct Route {
@@ -100,9 +102,11 @@ async fn kill(pid: &Mutex<Arc<AtomicU32>>) {
 }
 
 async fn handle(route: Arc<Route>, parts: Parts, body: Bytes) -> Reply {
-    let crash = route.point.step.matches(&parts, &body)
-        && route.seen.fetch_add(1, Ordering::SeqCst) + 1 == route.point.nth
-        && !route.fired.swap(true, Ordering::SeqCst);
+    let crash = route.point.step.matches(&parts, &body) && {
+        let n = route.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let first = n == route.point.nth && !route.fired.swap(true, Ordering::SeqCst);
+        first || (route.point.repeat && n > route.point.nth)
+    };
     if crash && !route.point.delivered {
         kill(&route.pid).await;
         return reply(StatusCode::BAD_GATEWAY, "killed before the request was sent");

@@ -126,7 +126,10 @@ fn after_every_shadow_request(skip_unchanged: bool) -> Vec<Scenario> {
     // skipUnchanged: a read and an update per thing; without: an update per thing.
     let requests = if skip_unchanged { 2 * THINGS } else { THINGS };
     (1..=requests)
-        .map(|nth| Scenario { skip_unchanged, point: CrashPoint { step: Step::ShadowRequest, nth, delivered: true } })
+        .map(|nth| Scenario {
+            skip_unchanged,
+            point: CrashPoint { step: Step::ShadowRequest, nth, delivered: true, repeat: false },
+        })
         .collect()
 }
 
@@ -147,8 +150,37 @@ async fn killed_while_recording_a_segment_and_while_handing_off() {
         for (step, delivered) in
             [(Step::RecordSegment, false), (Step::RecordSegment, true), (Step::HandOff, false), (Step::HandOff, true)]
         {
-            scenarios.push(Scenario { skip_unchanged, point: CrashPoint { step, nth: 1, delivered } });
+            scenarios.push(Scenario { skip_unchanged, point: CrashPoint { step, nth: 1, delivered, repeat: false } });
         }
     }
     all(scenarios).await;
+}
+
+/// A push whose every invocation dies (out of memory on it, say) is taken over a few times, then marked stalled with
+/// the reason; the sweeper stops waking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_keeps_dying_is_marked_stalled() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..2, "doomed").await;
+    let point = CrashPoint { step: Step::ShadowRequest, nth: 1, delivered: false, repeat: true };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), point).await;
+    let function = fx
+        .function(&[
+            ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", proxy.url.as_str()),
+            ("PUSH_LEASE_MS", "1000"),
+            ("PUSH_HANDOFF_GRACE_MS", "1500"),
+        ])
+        .await;
+    proxy.watch(function.pid_handle());
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let push_id = unique("doomed");
+    let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": [fx.thing(0), fx.thing(1)]}});
+    let stalled = || async { fx.record(&push_id).await.is_some_and(|r| r["stalled"].is_string()) };
+    let done = service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(60), stalled).await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(done, "not marked stalled: {record}");
+    assert_eq!(record["complete"], false);
+    assert!(record["stalled"].as_str().is_some_and(|r| r.contains("died")), "{record}");
+    assert!(record.get("openPush").is_none(), "still in the sweeper's index: {record}");
+    assert_eq!(fx.shadow(&fx.thing(0), None).await, None, "a request got through");
 }
