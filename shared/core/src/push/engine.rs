@@ -145,18 +145,30 @@ impl Pace {
         by_deadline.min(by_lease).unwrap_or(self.lease.base)
     }
 
-    /// Waits for a request slot; `false` when none comes before the stop (the request is not sent).
-    async fn slot(&self) -> bool {
+    /// The last instant a thing already under way may send its next request (its update after its read, a retry):
+    /// the reserve before the deadline, and the end of the lease.
+    fn finish_by(&self) -> Instant {
+        if self.lease.is_lost() {
+            return self.lease.base;
+        }
+        let by_deadline = self.deadline.checked_sub(self.reserve).unwrap_or(self.lease.base);
+        by_deadline.min(self.lease.until())
+    }
+
+    /// Takes a request slot and waits for it; `false` when none comes before `until` (the request is not sent) or
+    /// the lease is lost meanwhile.
+    async fn slot(&self, until: Instant) -> bool {
+        let Some(at) = self.limiter.take_before(until) else { return false };
         loop {
-            let stop = self.stop_at();
-            let Some(at) = self.limiter.take_before(stop) else { return false };
-            // Sleep in short steps, so that a lost lease stops a waiting request too.
-            if at <= Instant::now() + Duration::from_millis(250) {
-                tokio::time::sleep_until(at).await;
-                return !self.lease.is_lost();
+            if self.lease.is_lost() {
+                return false;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            // The slot taken stays taken (a gap in the pace); take a fresh one against the current stop.
+            let now = Instant::now();
+            if at <= now {
+                return true;
+            }
+            // Short steps, so that a lost lease stops a waiting request too.
+            tokio::time::sleep_until(at.min(now + Duration::from_millis(250))).await;
         }
     }
 }
@@ -505,15 +517,25 @@ impl Retryable for Attempt {
 }
 
 /// Retries `op` to the deadline, every attempt waiting for a request slot, counting requests and throttles.
-/// An attempt that gets no slot before the stop is not sent: the thing is handed back, unfinished.
-async fn paced<T, Fut>(pace: &Pace, stats: &Stats, mut op: impl FnMut() -> Fut) -> Result<T, GaveUp<ServiceError>>
+/// A thing's first request takes no slot after the stop (the thing is then handed back, unfinished, having sent
+/// nothing); a thing already under way (`started`, or a retry) may go on until the reserve before the deadline, so
+/// that what a segment started, it finishes.
+async fn paced<T, Fut>(
+    pace: &Pace,
+    stats: &Stats,
+    started: bool,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, GaveUp<ServiceError>>
 where
     Fut: Future<Output = Result<T, ServiceError>>,
 {
+    let mut first = !started;
     let attempt = || {
         let request = op();
-        async {
-            if !pace.slot().await {
+        let until = if first { pace.stop_at() } else { pace.finish_by() };
+        first = false;
+        async move {
+            if !pace.slot(until).await {
                 return Err(Attempt::NoSlot);
             }
             stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -562,7 +584,7 @@ async fn push_thing(
     loop {
         let mut at_version = None;
         if plan.skip_unchanged || recover_since.is_some() {
-            match paced(pace, stats, || shadows.desired(&thing, shadow)).await {
+            match paced(pace, stats, conflicts > 0, || shadows.desired(&thing, shadow)).await {
                 Ok(current) => {
                     let current = current.unwrap_or_default();
                     if holds(Some(&current.state).filter(|s| !s.is_null()), &plan.desired) {
@@ -587,7 +609,8 @@ async fn push_thing(
         }
         let versioned = at_version.map(|v| plan.update_document_at(v));
         let document = versioned.as_deref().unwrap_or(document);
-        match paced(pace, stats, || shadows.update(&thing, shadow, document)).await {
+        let started = plan.skip_unchanged || recover_since.is_some() || conflicts > 0;
+        match paced(pace, stats, started, || shadows.update(&thing, shadow, document)).await {
             Ok(()) => {
                 tracing::debug!(thing = %name, outcome = "updated", checked = recover_since.is_some(), "updated");
                 return (name, ThingOutcome::Updated);
@@ -1079,5 +1102,24 @@ mod tests {
             run_with(&plan, &shadows, &registry, &pace, Start { cursor, written_since: 1000, takeover: false }).await;
         assert_eq!((out.updated, out.failed), (1, 0), "{out:?}");
         assert!(shadows.inner.updates().is_empty(), "updated again: {:?}", shadows.inner.updates());
+    }
+
+    /// Below 4 requests/s a slot is further away than one waiting step: waiters must keep the slot they took, or
+    /// they leapfrog each other to the stop and nothing is pushed.
+    #[tokio::test(start_paused = true)]
+    async fn a_very_slow_rate_still_makes_progress_every_segment() {
+        let shadows = FakeShadows { delay: Duration::from_millis(20), ..Default::default() };
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 8));
+        let plan = request(json!({"skipUnchanged": true, "targets": {"thingGroup": "prod"}}));
+        let pace = || {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            Pace::new(2, 4, deadline, Duration::from_millis(600), Duration::from_millis(300))
+        };
+        let (segments, targets) = to_completion(&plan, &shadows, &registry, pace).await;
+        assert_eq!(targets, 8);
+        // 16 requests at 2/s in 3-second invocations.
+        assert!(segments <= 8, "{segments} segments");
+        assert!(shadows.updates().values().all(|n| *n == 1));
     }
 }
