@@ -16,7 +16,7 @@ use super::{Cursor, Failure, PushPlan, Registry, Shadows, Source};
 use crate::document::{holds, written_since};
 use crate::names::ThingName;
 use crate::retry::{Backoff, GaveUp, Retryable, retry_until};
-use crate::store::ServiceError;
+use crate::store::{FaultKind, ServiceError};
 
 /// A token bucket on tokio's clock: requests are given evenly spaced slots, with a burst of `burst` slots.
 /// A caller learns its slot before it waits, so nothing waits for a slot past the time it may still send.
@@ -236,7 +236,6 @@ pub async fn run_segment(
     let mut out = SegmentOutcome::default();
     let document = plan.update_document();
     let since = (!plan.dry_run).then_some(start.written_since);
-    let walk_since = since.filter(|_| start.takeover);
     let Cursor { source: start_source, token, offset, walked, redo: earlier } = start.cursor;
     let mut in_flight = FuturesUnordered::new();
     let mut redo = Vec::new();
@@ -250,7 +249,7 @@ pub async fn run_segment(
             }
             ThingOutcome::Unfinished => redo.push(name),
         };
-    let push = |thing, since| push_thing(plan, thing, &document, since, shadows, pace, &stats);
+    let push = |thing, uncertain| push_thing(plan, thing, &document, since, uncertain, shadows, pace, &stats);
 
     // Things an earlier segment took on but could not finish go first: they are known targets, so they need no
     // de-duplication, and they make progress even when the walk below cannot.
@@ -266,7 +265,7 @@ pub async fn run_segment(
             break;
         }
         match ThingName::parse(name.as_str()) {
-            Ok(thing) => in_flight.push(push(thing, since)),
+            Ok(thing) => in_flight.push(push(thing, true)),
             Err(e) => record(&mut out, &mut redo, (name.clone(), invalid_name(&name, &e))),
         }
     }
@@ -338,7 +337,7 @@ pub async fn run_segment(
                     continue;
                 }
             };
-            in_flight.push(push(thing, walk_since));
+            in_flight.push(push(thing, start.takeover));
         }
         match current.next {
             Some(next) => walk.next_page(next, current.things.len()),
@@ -505,12 +504,14 @@ async fn fetch(
 enum Attempt {
     NoSlot,
     Service(ServiceError),
+    /// A fault after which nobody knows whether the request took effect; not retried blindly.
+    Ambiguous(ServiceError),
 }
 
 impl Retryable for Attempt {
     fn is_retryable(&self) -> bool {
         match self {
-            Self::NoSlot => false,
+            Self::NoSlot | Self::Ambiguous(_) => false,
             Self::Service(e) => e.is_retryable(),
         }
     }
@@ -520,10 +521,14 @@ impl Retryable for Attempt {
 /// A thing's first request takes no slot after the stop (the thing is then handed back, unfinished, having sent
 /// nothing); a thing already under way (`started`, or a retry) may go on until the reserve before the deadline, so
 /// that what a segment started, it finishes.
+///
+/// With `ambiguous_ends`, a fault that leaves unknown whether the request took effect (a 5xx, a timeout) is not
+/// retried here but returned as final, for the caller to look first (an update is not idempotent).
 async fn paced<T, Fut>(
     pace: &Pace,
     stats: &Stats,
     started: bool,
+    ambiguous_ends: bool,
     mut op: impl FnMut() -> Fut,
 ) -> Result<T, GaveUp<ServiceError>>
 where
@@ -539,7 +544,13 @@ where
                 return Err(Attempt::NoSlot);
             }
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            request.await.map_err(Attempt::Service)
+            request.await.map_err(|e| {
+                if ambiguous_ends && e.kind == FaultKind::Transient {
+                    Attempt::Ambiguous(e)
+                } else {
+                    Attempt::Service(e)
+                }
+            })
         }
     };
     let on_retry = |e: &Attempt| {
@@ -551,11 +562,11 @@ where
     };
     match retry_until(pace.deadline, pace.reserve, pace.backoff, attempt, on_retry).await {
         Ok(value) => Ok(value),
-        Err(GaveUp::Final(Attempt::Service(e))) => Err(GaveUp::Final(e)),
+        Err(GaveUp::Final(Attempt::Service(e) | Attempt::Ambiguous(e))) => Err(GaveUp::Final(e)),
         Err(GaveUp::Final(Attempt::NoSlot)) => Err(GaveUp::OutOfTime { last: None, attempts: 0 }),
         Err(GaveUp::OutOfTime { last, attempts }) => Err(GaveUp::OutOfTime {
             last: last.and_then(|e| match e {
-                Attempt::Service(e) => Some(e),
+                Attempt::Service(e) | Attempt::Ambiguous(e) => Some(e),
                 Attempt::NoSlot => None,
             }),
             attempts,
@@ -566,62 +577,76 @@ where
 /// One thing: read and compare (when skipping unchanged things, or when its outcome is uncertain), then update.
 /// One request at a time per thing.
 ///
-/// An uncertain thing (`recover_since`: one to redo, or walked by a takeover) may have an update of this push that
-/// is still on its way (an attempt cut off, a process killed mid-request). Its update is therefore made at the
-/// version just read: if the earlier one lands first, AWS refuses ours (409) and the thing is read again.
+/// A thing is uncertain when an update of this push may already have reached it, or may still be on its way: one
+/// to redo (its last attempt was cut off), one walked by a takeover (the dead holder may have updated it), and one
+/// whose update just failed in a way that does not say whether it was applied (a 5xx, a timeout). An uncertain
+/// thing is read first: when it holds the pushed values written since the push started (`since`), this push
+/// updated it. Otherwise it is updated at the version just read, so that if the earlier update lands first, AWS
+/// refuses this one (409) and the thing is read again. Throttling (429) says the update was not applied: it is
+/// retried as it is.
+#[allow(clippy::too_many_arguments)]
 async fn push_thing(
     plan: &PushPlan,
     thing: ThingName,
     document: &str,
-    recover_since: Option<u64>,
+    since: Option<u64>,
+    mut uncertain: bool,
     shadows: &impl Shadows,
     pace: &Pace,
     stats: &Stats,
 ) -> (String, ThingOutcome) {
     let shadow = plan.shadow_name.as_ref();
     let name = thing.to_string();
-    let mut conflicts = 0;
+    let (mut looks, mut started) = (0u32, false);
     loop {
+        let recognise = uncertain && since.is_some();
         let mut at_version = None;
-        if plan.skip_unchanged || recover_since.is_some() {
-            match paced(pace, stats, conflicts > 0, || shadows.desired(&thing, shadow)).await {
+        if plan.skip_unchanged || recognise {
+            match paced(pace, stats, started, false, || shadows.desired(&thing, shadow)).await {
                 Ok(current) => {
                     let current = current.unwrap_or_default();
                     if holds(Some(&current.state).filter(|s| !s.is_null()), &plan.desired) {
-                        if recover_since
-                            .is_some_and(|since| written_since(Some(&current.metadata), &plan.desired, since))
+                        if recognise && since.is_some_and(|t| written_since(Some(&current.metadata), &plan.desired, t))
                         {
                             tracing::debug!(thing = %name, outcome = "updated", "already updated by this push");
                             return (name, ThingOutcome::Updated);
                         }
                         if plan.skip_unchanged {
-                            tracing::debug!(thing = %name, outcome = "unchanged", recovering = recover_since.is_some(), "unchanged");
+                            tracing::debug!(thing = %name, outcome = "unchanged", "unchanged");
                             return (name, ThingOutcome::Unchanged);
                         }
                     }
-                    at_version = current.version.filter(|_| recover_since.is_some());
+                    at_version = current.version.filter(|_| recognise);
                 }
                 Err(e) => return (name.clone(), gave_up(&name, e)),
             }
+            started = true;
         }
         if plan.dry_run {
             return (name, ThingOutcome::WouldUpdate);
         }
         let versioned = at_version.map(|v| plan.update_document_at(v));
         let document = versioned.as_deref().unwrap_or(document);
-        let started = plan.skip_unchanged || recover_since.is_some() || conflicts > 0;
-        match paced(pace, stats, started, || shadows.update(&thing, shadow, document)).await {
+        let outcome = paced(pace, stats, started, true, || shadows.update(&thing, shadow, document)).await;
+        started = true;
+        match outcome {
             Ok(()) => {
-                tracing::debug!(thing = %name, outcome = "updated", checked = recover_since.is_some(), "updated");
+                tracing::debug!(thing = %name, outcome = "updated", checked = recognise, "updated");
                 return (name, ThingOutcome::Updated);
             }
             // Someone wrote the shadow since it was read (perhaps this push's own earlier update): look again.
-            Err(GaveUp::Final(e)) if at_version.is_some() && e.code.as_deref() == Some(CONFLICT) && conflicts < 3 => {
-                conflicts += 1;
+            Err(GaveUp::Final(e)) if at_version.is_some() && e.code.as_deref() == Some(CONFLICT) && looks < 5 => {
                 tracing::debug!(thing = %name, "version conflict; reading again");
+            }
+            // Applied or not, nobody knows: look before updating again.
+            Err(GaveUp::Final(e)) if e.kind == FaultKind::Transient && looks < 5 => {
+                tracing::debug!(thing = %name, error = %e, "update may have been applied; reading again");
+                uncertain = true;
+                tokio::time::sleep(pace.backoff.delay(looks, &mut rand::rng())).await;
             }
             Err(e) => return (name.clone(), gave_up(&name, e)),
         }
+        looks += 1;
     }
 }
 
@@ -1121,5 +1146,47 @@ mod tests {
         // 16 requests at 2/s in 3-second invocations.
         assert!(segments <= 8, "{segments} segments");
         assert!(shadows.updates().values().all(|n| *n == 1));
+    }
+
+    /// An update applied but answered with a 500 (or cut off by a timeout): the thing is read again, recognised as
+    /// updated by this push, and not updated a second time. A 429 is retried as it is.
+    #[tokio::test(start_paused = true)]
+    async fn an_update_whose_answer_was_lost_is_not_sent_again() {
+        struct Lossy {
+            inner: FakeShadows,
+            updates: AtomicU64,
+        }
+        impl Shadows for Lossy {
+            async fn desired(
+                &self,
+                thing: &ThingName,
+                shadow: Option<&ShadowName>,
+            ) -> Result<Option<DesiredState>, ServiceError> {
+                self.inner.desired(thing, shadow).await
+            }
+            async fn update(
+                &self,
+                thing: &ThingName,
+                shadow: Option<&ShadowName>,
+                doc: &str,
+            ) -> Result<(), ServiceError> {
+                self.inner.update(thing, shadow, doc).await?;
+                // The first update is applied, and its answer lost.
+                if self.updates.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(ServiceError::new("X", FaultKind::Transient, Some("InternalFailure".into()), "lost"));
+                }
+                Ok(())
+            }
+        }
+        let shadows = Lossy { inner: FakeShadows::default(), updates: AtomicU64::new(0) };
+        shadows.inner.clock_s.store(1000, Ordering::Relaxed);
+        let registry = registry();
+        let plan = request(json!({"skipUnchanged": false, "targets": {"things": ["a"]}}));
+        let pace =
+            Pace::new(1000, 8, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
+        let start = Start { cursor: Cursor::default(), written_since: 1000, takeover: false };
+        let out = run_with(&plan, &shadows, &registry, &pace, start).await;
+        assert_eq!((out.updated, out.failed), (1, 0), "{out:?}");
+        assert_eq!(shadows.inner.updates().get("a"), Some(&1), "sent again");
     }
 }
