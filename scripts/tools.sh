@@ -72,7 +72,12 @@ ensure_bench() {
 }
 
 ensure_java
-ensure_python
-ensure_checkov
-ensure_node
+# The three installs are independent and mostly downloads: side by side, a fresh machine waits for the longest only.
+pids=()
+ensure_python & pids+=($!)
+ensure_checkov & pids+=($!)
+ensure_node & pids+=($!)
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+if [[ $failed != 0 ]]; then log "an install failed (see above)"; exit 1; fi
 if [[ ${1:-} == bench ]]; then ensure_bench; fi
