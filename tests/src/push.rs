@@ -147,11 +147,7 @@ impl PushFixture {
                     .await
                     .unwrap_or_else(|e| panic!("delete_message: {e:?}"));
             }
-            records.push(json!({
-                "messageId": message.message_id, "receiptHandle": message.receipt_handle, "body": message.body,
-                "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:push", "awsRegion": "ap-northeast-1"
-            }));
+            records.push(crate::service::sqs_record(&message));
         }
         records
     }

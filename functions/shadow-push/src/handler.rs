@@ -306,12 +306,10 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             Step::Complete => tracing::info!(push = %push_id, outcome = "duplicate", "push already complete"),
             Step::Stalled(reason) => {
                 if record.stalled.is_none() {
-                    self.persist(deadline, || self.store.stall(&push_id, record.segment, &reason)).await?;
-                    let mut counters = Counters::new(&["stalled"]);
-                    counters.add("stalled", 1);
-                    counters.emit("shadow-push");
+                    self.stall(&push_id, record.segment, &reason, deadline).await?;
+                } else {
+                    tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
                 }
-                tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
                 let record = self.load(&push_id, deadline).await?;
                 return self.summary(&record, deadline).await;
             }
@@ -446,6 +444,16 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
         self.summary(&totals, deadline).await
     }
 
+    /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
+    async fn stall(&self, push_id: &str, segment: u64, reason: &str, deadline: Instant) -> Result<(), PushError> {
+        self.persist(deadline, || self.store.stall(push_id, segment, reason)).await?;
+        let mut counters = Counters::new(&["stalled"]);
+        counters.add("stalled", 1);
+        counters.emit("shadow-push");
+        tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
+        Ok(())
+    }
+
     /// Wakes every push whose lease ran out: a segment that died, or a hand-off that was never picked up.
     async fn sweep(&self, deadline: Instant) -> Result<Value, PushError> {
         let now = now_ms();
@@ -459,13 +467,7 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
                     tracing::warn!(push = %push_id, segment, takeover, outcome = "woken", "stale push woken");
                     woken.push(push_id);
                 }
-                Step::Stalled(reason) => {
-                    self.persist(deadline, || self.store.stall(&push_id, record.segment, &reason)).await?;
-                    let mut counters = Counters::new(&["stalled"]);
-                    counters.add("stalled", 1);
-                    counters.emit("shadow-push");
-                    tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
-                }
+                Step::Stalled(reason) => self.stall(&push_id, record.segment, &reason, deadline).await?,
                 // The index lags the table: the push moved on meanwhile.
                 Step::Running { .. } | Step::Complete => {}
             }
