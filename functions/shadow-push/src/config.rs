@@ -6,8 +6,11 @@ pub struct Config {
     pub table: String,
     /// `PUSH_QUEUE_URL`: where a push that runs out of time hands the rest on.
     pub queue_url: String,
-    /// `PUSH_MAX_TPS` (default 400): the account's shadow request quota, shared by reads and updates.
+    /// `PUSH_MAX_TPS` (default 400): the account's `UpdateThingShadow` quota.
     pub max_tps: u32,
+    /// `PUSH_READ_TPS` (default 400): the account's `GetThingShadow` quota, apart from updates (AWS sets each shadow
+    /// API's rate apart). Skip checks, checks of uncertain things and rollout judging read under it.
+    pub read_tps: u32,
     /// `PUSH_CONCURRENCY` (default 64): shadow requests in flight at once.
     pub concurrency: usize,
     /// `IOT_DATA_ENDPOINT`: the account's data-plane host; found with DescribeEndpoint when unset.
@@ -29,6 +32,14 @@ impl Config {
         if max_tps == 0 {
             return Err(ConfigError::Invalid {
                 name: "PUSH_MAX_TPS",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let read_tps = settings.parsed::<u32>("PUSH_READ_TPS")?.unwrap_or(400);
+        if read_tps == 0 {
+            return Err(ConfigError::Invalid {
+                name: "PUSH_READ_TPS",
                 value: "0".into(),
                 reason: "must be at least 1".into(),
             });
@@ -55,6 +66,7 @@ impl Config {
             table: settings.required("PUSH_TABLE")?,
             queue_url: settings.required("PUSH_QUEUE_URL")?,
             max_tps,
+            read_tps,
             concurrency,
             data_endpoint: settings.get("IOT_DATA_ENDPOINT").filter(|e| !e.trim().is_empty()),
             retention_days: settings.parsed::<u32>("PUSH_RETENTION_DAYS")?.filter(|d| *d > 0),
@@ -76,6 +88,7 @@ mod tests {
                 table: "t".into(),
                 queue_url: "q".into(),
                 max_tps: 400,
+                read_tps: 400,
                 concurrency: 64,
                 data_endpoint: None,
                 retention_days: None,

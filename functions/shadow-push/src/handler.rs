@@ -13,10 +13,11 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shadow_aws::Continuation;
-use shadow_core::push::lifecycle::{self, LeaseTiming, Step};
+use shadow_core::push::lifecycle::{self, LeaseTiming, Step, Work};
 use shadow_core::push::{
-    Claim, Cursor, HandOff, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary, Registry,
-    SegmentOutcome, Shadows, Start, run_segment, sources_for, validate_request,
+    Claim, Control, Cursor, HandOff, Journal, JournalWalk, Pace, PhaseCounts, PushPlan, PushRecord, PushRequestError,
+    PushState, PushStore, PushSummary, Registry, SegmentOutcome, Shadows, Start, run_journal_segment,
+    run_phase_segment, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
@@ -31,6 +32,8 @@ const NO_DEADLINE: Duration = Duration::from_secs(900);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Stale pushes one sweep wakes at most.
 const SWEEP_LIMIT: usize = 100;
+/// How long a pause or abort waits for a running segment to carry it out before answering.
+const CONTROL_WAIT: Duration = Duration::from_secs(8);
 
 pub struct Services<S, R, P, H> {
     pub shadows: S,
@@ -93,8 +96,55 @@ enum Event {
     /// EventBridge Scheduler's run of the scheduled push: `scheduledRun` is `<aws.scheduler.scheduled-time>`, the
     /// same for every retry of one run.
     Scheduled { run: String, request: Value },
+    /// An operator's pause, resume or abort of a push.
+    Control { push_id: String, action: Action },
     /// A push request.
     Push(Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Pause,
+    Resume,
+    Abort { rollback: bool },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ControlMessage {
+    pause_push: Option<String>,
+    resume_push: Option<String>,
+    abort_push: Option<String>,
+    rollback: Option<bool>,
+}
+
+impl ControlMessage {
+    fn parse(payload: Value) -> Result<(String, Action), PushError> {
+        let refused =
+            |field: &str, reason: String| PushError::InvalidRequest(PushRequestError(vec![(field.into(), reason)]));
+        let message: ControlMessage = serde_path_to_error::deserialize(payload).map_err(|e| {
+            let path = e.path().to_string();
+            refused(if path == "." { "request" } else { &path }, e.into_inner().to_string())
+        })?;
+        let given =
+            [&message.pause_push, &message.resume_push, &message.abort_push].iter().filter(|f| f.is_some()).count();
+        if given > 1 {
+            return Err(refused("request", "give one of pausePush, resumePush, abortPush".into()));
+        }
+        if message.rollback.is_some() && message.abort_push.is_none() {
+            return Err(refused("rollback", "goes only with abortPush".into()));
+        }
+        let (field, id, action) = match (message.pause_push, message.resume_push, message.abort_push) {
+            (Some(id), _, _) => ("pausePush", id, Action::Pause),
+            (_, Some(id), _) => ("resumePush", id, Action::Resume),
+            (_, _, Some(id)) => ("abortPush", id, Action::Abort { rollback: message.rollback.unwrap_or(false) }),
+            _ => return Err(refused("request", "give one of pausePush, resumePush, abortPush".into())),
+        };
+        if id.trim().is_empty() {
+            return Err(refused(field, "is empty: give the push id".into()));
+        }
+        Ok((id, action))
+    }
 }
 
 #[derive(Deserialize)]
@@ -126,6 +176,10 @@ impl Event {
                 .map(|_| Self::Sweep)
                 .map_err(|e| invalid("sweepPushes", e));
         }
+        if has("pausePush") || has("resumePush") || has("abortPush") {
+            let (push_id, action) = ControlMessage::parse(payload)?;
+            return Ok(Self::Control { push_id, action });
+        }
         if has("scheduledRun") {
             return serde_json::from_value::<ScheduledRun>(payload)
                 .map(|s| Self::Scheduled { run: s.scheduled_run, request: s.request })
@@ -144,7 +198,7 @@ fn token() -> String {
     format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
-impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
+impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R, P, H> {
     pub async fn handle(&self, config: &Config, event: LambdaEvent<Value>) -> Result<Value, PushError> {
         let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
         match Event::parse(event.payload)? {
@@ -175,6 +229,9 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
                 to_json("the push summary", &self.start(config, &request, deadline).await?)
             }
             Event::Push(request) => to_json("the push summary", &self.start(config, &request, deadline).await?),
+            Event::Control { push_id, action } => {
+                to_json("the push summary", &self.control(config, &push_id, action, deadline).await?)
+            }
         }
     }
 
@@ -237,6 +294,19 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             complete: false,
             started_at,
             finished_at: None,
+            state: PushState::Running,
+            phase: 1,
+            phases: plan
+                .rollout
+                .iter()
+                .flat_map(|r| &r.phases)
+                .map(|p| PhaseCounts { percent: p.percent, ..PhaseCounts::default() })
+                .collect(),
+            bake_until: None,
+            control: None,
+            abort_reason: None,
+            recheck: false,
+            rollback: None,
         };
         if self.persist(deadline, || self.store.create(&record)).await? {
             tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, "push started");
@@ -303,6 +373,10 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             Step::Running { lease_until } => {
                 tracing::info!(push = %push_id, lease_until, outcome = "duplicate", "push running elsewhere");
             }
+            Step::Control { control, over_dead_holder } => {
+                self.carry_out(&record, control, over_dead_holder, deadline).await?;
+            }
+            Step::Paused => tracing::info!(push = %push_id, outcome = "paused", "push paused"),
             Step::Complete => tracing::info!(push = %push_id, outcome = "duplicate", "push already complete"),
             Step::Stalled(reason) => {
                 if record.stalled.is_none() {
@@ -318,8 +392,8 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
         self.summary(&record, deadline).await
     }
 
-    /// Runs one claimed segment from the record's cursor, renewing its claim as it goes; records it, releases it,
-    /// and hands the rest on.
+    /// Runs one claimed segment from the record's cursor (pushing a phase, judging it, rolling back, or a step of a
+    /// bake), renewing its claim as it goes; records it, releases it, and hands the rest on.
     async fn run(
         &self,
         config: &Config,
@@ -333,48 +407,85 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             .map_err(|e| PushError::InvalidEvent(format!("push {push_id} has an unreadable plan: {e}")))?;
         let segment = claim.segment;
         let timing = LeaseTiming { lease_ms: config.lease_ms, hand_off_grace_ms: config.hand_off_grace_ms };
+        let work = lifecycle::work(&record, &plan, now_ms());
+        if let Work::Bake { delay_s } = work {
+            let next = lifecycle::after_bake_step(&record, segment, delay_s, now_ms(), timing);
+            tracing::info!(push = %push_id, phase = record.phase, delay_s, outcome = "baking", "bake goes on");
+            return self.record(&plan, next, &claim, deadline).await;
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let hand_off_margin = (remaining / 5).clamp(Duration::from_millis(500), Duration::from_secs(20));
         let reserve = (remaining / 10).clamp(Duration::from_millis(300), Duration::from_secs(5));
         let lease_ms = Duration::from_millis(timing.lease_ms);
+        let read_rate = scaled(config.read_tps, plan.max_requests_per_second, config.max_tps);
         let pace = Pace::new(plan.max_requests_per_second, config.concurrency, deadline, hand_off_margin, reserve)
+            .with_read_rate(read_rate)
             .with_lease(claimed_at + lease_ms, lease_ms / 3);
-        let start = Start {
-            cursor: record.cursor.clone().unwrap_or_default(),
-            written_since: record.started_at / 1000,
-            takeover: claim.takeover,
-        };
+        let cursor = record.cursor.clone().unwrap_or_default();
         let started = std::time::Instant::now();
         let mut last_log = started;
-        let segment_run = run_segment(
-            &plan,
-            &record.sources,
-            start,
-            &self.shadows,
-            &self.registry,
-            &pace,
-            |progress: &SegmentOutcome| {
-                if last_log.elapsed() >= PROGRESS_EVERY {
-                    last_log = std::time::Instant::now();
-                    let done = progress.updated + progress.unchanged + progress.failed;
-                    tracing::info!(
-                        push = %push_id,
-                        segment,
-                        done = record.targets + done,
-                        total = record.targets + progress.targets,
-                        rate = format!("{:.1}", done as f64 / started.elapsed().as_secs_f64().max(0.001)),
-                        "push progress"
-                    );
+        let segment_run = async {
+            match work {
+                Work::Push { phase } => {
+                    let start = Start {
+                        cursor,
+                        written_since: record.started_at / 1000,
+                        takeover: claim.takeover,
+                        phase,
+                        started_at_ms: record.started_at,
+                    };
+                    let progress = |progress: &SegmentOutcome| {
+                        if last_log.elapsed() >= PROGRESS_EVERY {
+                            last_log = std::time::Instant::now();
+                            let done = progress.updated + progress.unchanged + progress.failed;
+                            tracing::info!(
+                                push = %push_id,
+                                segment,
+                                phase = record.phase,
+                                done = record.targets + done,
+                                total = record.targets + progress.targets,
+                                rate = format!("{:.1}", done as f64 / started.elapsed().as_secs_f64().max(0.001)),
+                                "push progress"
+                            );
+                        }
+                    };
+                    let out = run_phase_segment(
+                        &plan,
+                        &record.sources,
+                        start,
+                        &self.shadows,
+                        &self.registry,
+                        &self.store,
+                        &pace,
+                        progress,
+                    )
+                    .await;
+                    Outcome::Push(out)
                 }
-            },
-        );
+                Work::Judge { phase } => Outcome::Judge(
+                    run_journal_segment(&plan, JournalWalk::Judge { phase }, cursor, &self.shadows, &self.store, &pace)
+                        .await,
+                ),
+                Work::Rollback | Work::Bake { .. } => Outcome::Rollback(
+                    run_journal_segment(&plan, JournalWalk::Rollback, cursor, &self.shadows, &self.store, &pace).await,
+                ),
+            }
+        };
         let heartbeat = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(timing.renew_every_ms())).await;
                 let asked = Instant::now();
                 match self.store.renew(&push_id, segment, &claim.owner, now_ms() + timing.lease_ms).await {
-                    Ok(true) => pace.lease().extend(asked + lease_ms),
-                    Ok(false) => {
+                    Ok(Some(control)) => {
+                        pace.lease().extend(asked + lease_ms);
+                        if let Some(control) = control
+                            && !pace.lease().is_halted()
+                        {
+                            tracing::warn!(push = %push_id, segment, ?control, "operator control: stopping the segment");
+                            pace.lease().halt();
+                        }
+                    }
+                    Ok(None) => {
                         tracing::error!(push = %push_id, segment, "claim lost to another invocation; stopping");
                         pace.lease().lose();
                         return;
@@ -395,15 +506,58 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             let record = self.load(&push_id, deadline).await?;
             return self.summary(&record, deadline).await;
         }
-        self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &outcome.failures)).await?;
-        let complete = outcome.cursor.is_none();
-        let finished_at = complete.then(now_ms);
-        let release_until = now_ms() + timing.hand_off_grace_ms;
-        let finished = self
-            .persist(deadline, || {
-                self.store.finish_segment(&push_id, segment, &claim.owner, &outcome, finished_at, release_until)
-            })
-            .await?;
+        let now = now_ms();
+        let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled", "converged", "pending"]);
+        let next = match &outcome {
+            Outcome::Push(out) => {
+                self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &out.failures)).await?;
+                counters.add("updated", out.updated);
+                counters.add("unchanged", out.unchanged);
+                counters.add("failed", out.failed);
+                counters.add("throttled", out.throttled);
+                lifecycle::after_push(&record, &plan, segment, out, now, timing)
+            }
+            Outcome::Judge(out) => {
+                counters.add("converged", out.converged);
+                counters.add("pending", out.pending);
+                counters.add("throttled", out.throttled);
+                lifecycle::after_judge(&record, &plan, segment, out, now, timing)
+            }
+            Outcome::Rollback(out) => {
+                self.persist(deadline, || self.store.add_conflicts(&push_id, record.started_at, &out.conflicts))
+                    .await?;
+                self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &out.failures)).await?;
+                counters.add("throttled", out.throttled);
+                lifecycle::after_rollback(&record, segment, out, now, timing)
+            }
+        };
+        counters.emit("shadow-push");
+        if next.state != record.state || next.phase != record.phase {
+            tracing::info!(
+                push = %push_id,
+                segment,
+                from = ?record.state,
+                to = ?next.state,
+                phase = next.phase,
+                abort_reason = next.abort_reason.as_deref().unwrap_or("-"),
+                "push state"
+            );
+        }
+        self.record(&plan, next, &claim, deadline).await
+    }
+
+    /// Writes the record a segment ends with (released), carries out an operator's control left on it meanwhile,
+    /// else hands the push on: at once, or after the bake's delay.
+    async fn record(
+        &self,
+        plan: &PushPlan,
+        next: PushRecord,
+        claim: &Claim,
+        deadline: Instant,
+    ) -> Result<PushSummary, PushError> {
+        let push_id = next.push_id.clone();
+        let segment = next.segment;
+        let finished = self.persist(deadline, || self.store.finish_segment(&next, &claim.owner)).await?;
         let totals = match finished {
             Some(totals) => totals,
             None => {
@@ -417,21 +571,23 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
                 current
             }
         };
-        if !totals.complete
-            && let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment + 1)).await
-        {
-            // The push is released: Lambda's retry of this invocation, or the sweeper after the grace, wakes it.
-            tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
+        if let Some(control) = totals.control {
+            self.carry_out(&totals, control, false, deadline).await?;
+            let current = self.load(&push_id, deadline).await?;
+            return self.summary(&current, deadline).await;
         }
-        let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled"]);
-        counters.add("updated", outcome.updated);
-        counters.add("unchanged", outcome.unchanged);
-        counters.add("failed", outcome.failed);
-        counters.add("throttled", outcome.throttled);
-        counters.emit("shadow-push");
+        if !totals.complete && !totals.state.is_final() && totals.state != PushState::Paused {
+            let delay_s = wake_delay(&totals, now_ms());
+            if let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment + 1, delay_s)).await {
+                // The push is released: Lambda's retry of this invocation, or the sweeper after the grace, wakes it.
+                tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
+            }
+        }
         tracing::info!(
             push = %push_id,
             segment,
+            state = ?totals.state,
+            phase = totals.phase,
             targets = totals.targets,
             updated = totals.updated,
             unchanged = totals.unchanged,
@@ -442,6 +598,116 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
             "push summary"
         );
         self.summary(&totals, deadline).await
+    }
+
+    /// Carries out an operator's pause or abort on a push no live segment holds; a rollback is then handed on.
+    async fn carry_out(
+        &self,
+        record: &PushRecord,
+        control: Control,
+        over_dead_holder: bool,
+        deadline: Instant,
+    ) -> Result<(), PushError> {
+        let now = now_ms();
+        let next = lifecycle::controlled(record, control, over_dead_holder, now);
+        if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
+            tracing::info!(push = %record.push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
+            return Ok(());
+        }
+        tracing::warn!(push = %record.push_id, ?control, state = ?next.state, "operator control carried out");
+        if next.state == PushState::RollingBack
+            && let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&next.push_id, next.segment + 1, 0)).await
+        {
+            tracing::warn!(push = %next.push_id, error = ?e, "hand-off not sent; the sweeper will wake the push");
+        }
+        Ok(())
+    }
+
+    /// An operator's pause, resume or abort. A pause or abort is left on the record; a push that no live segment
+    /// holds has it carried out at once, a running segment notices it within 5 s (at its next renewal), lets its
+    /// things in flight finish and records. The answer waits a few seconds for that.
+    async fn control(
+        &self,
+        config: &Config,
+        push_id: &str,
+        action: Action,
+        deadline: Instant,
+    ) -> Result<PushSummary, PushError> {
+        let field = match action {
+            Action::Pause => "pausePush",
+            Action::Resume => "resumePush",
+            Action::Abort { .. } => "abortPush",
+        };
+        let refused = |reason: String| PushError::InvalidRequest(PushRequestError(vec![(field.into(), reason)]));
+        let Some(record) = self.persist(deadline, || self.store.load(push_id)).await? else {
+            return Err(refused(format!("names no push: {push_id:?} has no record")));
+        };
+        let state = format!("{:?}", record.state).to_lowercase();
+        if record.stalled.is_some() || record.complete || record.state.is_final() {
+            let why = record.stalled.as_deref().map_or_else(|| state.clone(), |s| format!("stalled ({s})"));
+            return Err(refused(format!("push {push_id} is {why}: nothing to {}", field.trim_end_matches("Push"))));
+        }
+        match action {
+            Action::Resume => {
+                if record.state != PushState::Paused {
+                    tracing::info!(push = %push_id, outcome = "duplicate", "resume: push not paused");
+                    return self.summary(&record, deadline).await;
+                }
+                let to = lifecycle::resumed_state(&record);
+                let lease = now_ms() + config.hand_off_grace_ms;
+                if self.persist(deadline, || self.store.resume(push_id, to, lease)).await? {
+                    tracing::warn!(push = %push_id, state = ?to, "push resumed");
+                    if let Err(e) =
+                        self.persist(deadline, || self.hand_off.hand_off(push_id, record.segment + 1, 0)).await
+                    {
+                        tracing::warn!(push = %push_id, error = ?e, "hand-off not sent; the sweeper will wake the push");
+                    }
+                }
+                let record = self.load(push_id, deadline).await?;
+                return self.summary(&record, deadline).await;
+            }
+            Action::Pause if !matches!(record.state, PushState::Running | PushState::Baking) => {
+                return Err(refused(format!("push {push_id} is {state}; only a running or baking push can be paused")));
+            }
+            Action::Abort { rollback: true } if record.phases.is_empty() => {
+                return Err(PushError::InvalidRequest(PushRequestError(vec![(
+                    "rollback".into(),
+                    format!("push {push_id} has no rollout, so it recorded no previous values to roll back to"),
+                )])));
+            }
+            Action::Abort { .. } if record.state == PushState::RollingBack => {
+                return Err(refused(format!("push {push_id} is rolling back already")));
+            }
+            _ => {}
+        }
+        let control = match action {
+            Action::Pause => Control::Pause,
+            Action::Abort { rollback: false } => Control::Abort,
+            _ => Control::AbortRollback,
+        };
+        if !self.persist(deadline, || self.store.request_control(push_id, control)).await? {
+            let current = self.load(push_id, deadline).await?;
+            if current.control != Some(control) {
+                return Err(refused(format!(
+                    "push {push_id} is {:?} and cannot take it now (another control is pending, or it moved on)",
+                    current.state
+                )));
+            }
+        }
+        tracing::warn!(push = %push_id, ?control, "operator control requested");
+        let waited = Instant::now();
+        loop {
+            let record = self.load(push_id, deadline).await?;
+            match lifecycle::next_step(&record, now_ms()) {
+                Step::Control { control, over_dead_holder } => {
+                    self.carry_out(&record, control, over_dead_holder, deadline).await?;
+                }
+                _ if record.control.is_none() || waited.elapsed() >= CONTROL_WAIT => {
+                    return self.summary(&record, deadline).await;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 
     /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
@@ -462,14 +728,17 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
         for push_id in stale {
             let Some(record) = self.persist(deadline, || self.store.load(&push_id)).await? else { continue };
             match lifecycle::next_step(&record, now) {
+                Step::Control { control, over_dead_holder } => {
+                    self.carry_out(&record, control, over_dead_holder, deadline).await?;
+                }
                 Step::Run { segment, takeover } => {
-                    self.persist(deadline, || self.hand_off.hand_off(&push_id, segment)).await?;
+                    self.persist(deadline, || self.hand_off.hand_off(&push_id, segment, 0)).await?;
                     tracing::warn!(push = %push_id, segment, takeover, outcome = "woken", "stale push woken");
                     woken.push(push_id);
                 }
                 Step::Stalled(reason) => self.stall(&push_id, record.segment, &reason, deadline).await?,
                 // The index lags the table: the push moved on meanwhile.
-                Step::Running { .. } | Step::Complete => {}
+                Step::Running { .. } | Step::Complete | Step::Paused => {}
             }
         }
         let mut counters = Counters::new(&["woken"]);
@@ -479,12 +748,18 @@ impl<S: Shadows, R: Registry, P: PushStore, H: HandOff> Services<S, R, P, H> {
     }
 
     async fn summary(&self, record: &PushRecord, deadline: Instant) -> Result<PushSummary, PushError> {
-        let failures = if record.failed > 0 {
+        let rollback_failed = record.rollback.as_ref().is_some_and(|r| r.failed > 0);
+        let failures = if record.failed > 0 || rollback_failed {
             self.persist(deadline, || self.store.failures(&record.push_id, RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
-        Ok(record.summary(failures, RESPONSE_FAILURES, now_ms()))
+        let conflicts = if record.rollback.as_ref().is_some_and(|r| r.conflicts > 0) {
+            self.persist(deadline, || self.store.conflicts(&record.push_id, RESPONSE_FAILURES)).await?
+        } else {
+            Vec::new()
+        };
+        Ok(record.summary(failures, conflicts, RESPONSE_FAILURES, now_ms()))
     }
 }
 
@@ -513,6 +788,28 @@ fn scheduled_request(mut request: Value, run: &str) -> Result<Value, PushError> 
     }
     fields.insert("pushId".into(), Value::String(format!("{prefix}-{run}")));
     Ok(request)
+}
+
+/// What a segment did.
+enum Outcome {
+    Push(SegmentOutcome),
+    Judge(shadow_core::push::JournalOutcome),
+    Rollback(shadow_core::push::JournalOutcome),
+}
+
+/// How long the hand-off message waits: the rest of the bake (at most SQS's 900 s; the next step waits again).
+fn wake_delay(record: &PushRecord, now_ms: u64) -> u32 {
+    match (record.state, record.bake_until) {
+        (PushState::Baking, Some(until)) if until > now_ms => {
+            (until - now_ms).div_ceil(1000).min(lifecycle::MAX_DELAY_S) as u32
+        }
+        _ => 0,
+    }
+}
+
+/// Reads go at the share of their own quota that the push's update rate is of the update quota.
+fn scaled(read_tps: u32, rate: u32, max_tps: u32) -> u32 {
+    ((u64::from(read_tps) * u64::from(rate)).div_ceil(u64::from(max_tps.max(1)))).max(1) as u32
 }
 
 fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<Value, PushError> {

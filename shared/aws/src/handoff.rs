@@ -28,12 +28,14 @@ impl SqsHandOff {
 }
 
 impl HandOff for SqsHandOff {
-    async fn hand_off(&self, push_id: &str, segment: u64) -> Result<(), ServiceError> {
+    async fn hand_off(&self, push_id: &str, segment: u64, delay_s: u32) -> Result<(), ServiceError> {
         let body = serde_json::json!({"continuePush": push_id, "segment": segment}).to_string();
         self.client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
+            // A bake's wait: SQS holds the message, nothing runs (at most 900 s; longer bakes chain).
+            .delay_seconds(delay_s.min(900) as i32)
             .send()
             .await
             .map(|_| ())

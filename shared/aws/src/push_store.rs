@@ -7,7 +7,9 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, PutRequest, ReturnValue, WriteRequest},
 };
-use shadow_core::push::{Claim, Failure, PushRecord, PushStore, SegmentOutcome, lifecycle};
+use shadow_core::push::{
+    Claim, Control, Failure, Journal, JournalPage, Previous, PushRecord, PushState, PushStore, lifecycle,
+};
 use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::service_error;
@@ -15,6 +17,11 @@ use crate::tables;
 
 const RECORD: &str = "push";
 const FAILURE_PREFIX: &str = "failure#";
+const CONFLICT_PREFIX: &str = "conflict#";
+/// A rollout's recorded previous values: `previous#<phase:03>#<thing>`.
+const PREVIOUS_PREFIX: &str = "previous#";
+/// Journal entries per page read.
+const JOURNAL_PAGE: i32 = 100;
 /// Present (with the value [`OPEN`]) on the record of a push that is not complete nor stalled: the key of the
 /// sparse index the sweeper queries, sorted by `leaseUntil`.
 const OPEN_ATTRIBUTE: &str = tables::OPEN_PUSHES_KEY;
@@ -40,6 +47,61 @@ fn n(value: u64) -> AttributeValue {
 
 fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
+}
+
+fn attribute(operation: &'static str, value: impl serde::Serialize) -> Result<AttributeValue, ServiceError> {
+    serde_dynamo::to_attribute_value(value).map_err(|e| unrepresentable(operation, e))
+}
+
+fn state_name(state: PushState) -> String {
+    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// An update's parts: `SET` clauses, `REMOVE`d names, and the placeholders' names and values.
+type UpdateParts = (Vec<String>, Vec<String>, HashMap<String, String>, HashMap<String, AttributeValue>);
+
+/// `SET` of every field a segment or a control writes, `REMOVE` of those it clears: placeholders `#f<i>`, `:f<i>`.
+fn progress_update(next: &PushRecord, operation: &'static str) -> Result<UpdateParts, ServiceError> {
+    let mut fields: Vec<(&str, Option<AttributeValue>)> = vec![
+        ("targets", Some(n(next.targets))),
+        ("updated", Some(n(next.updated))),
+        ("unchanged", Some(n(next.unchanged))),
+        ("failed", Some(n(next.failed))),
+        ("requests", Some(n(next.requests))),
+        ("throttled", Some(n(next.throttled))),
+        ("handedOff", Some(n(next.handed_off))),
+        ("cursor", Some(attribute(operation, &next.cursor)?)),
+        ("complete", Some(AttributeValue::Bool(next.complete))),
+        ("finishedAt", Some(attribute(operation, next.finished_at)?)),
+        ("leaseUntil", Some(n(next.lease_until))),
+        ("state", Some(s(&state_name(next.state)))),
+        ("phase", Some(n(u64::from(next.phase)))),
+        ("recheck", Some(AttributeValue::Bool(next.recheck))),
+        ("bakeUntil", next.bake_until.map(n)),
+        ("abortReason", next.abort_reason.as_deref().map(s)),
+        ("rollback", next.rollback.as_ref().map(|r| attribute(operation, r)).transpose()?),
+    ];
+    if !next.phases.is_empty() {
+        fields.push(("phases", Some(attribute(operation, &next.phases)?)));
+    }
+    let (mut set, mut remove) = (Vec::new(), Vec::new());
+    let (mut names, mut values) = (HashMap::new(), HashMap::new());
+    for (i, (field, value)) in fields.into_iter().enumerate() {
+        names.insert(format!("#f{i}"), field.to_owned());
+        match value {
+            Some(value) => {
+                set.push(format!("#f{i} = :f{i}"));
+                values.insert(format!(":f{i}"), value);
+            }
+            None => remove.push(format!("#f{i}")),
+        }
+    }
+    Ok((set, remove, names, values))
+}
+
+/// Whether a push in `state` stays in the sweeper's index.
+fn stays_open(state: PushState) -> bool {
+    !(state.is_final() || state == PushState::Paused)
 }
 
 impl DynamoPushStore {
@@ -130,8 +192,14 @@ impl PushStore for DynamoPushStore {
                     "SET #segment = :m, #owner = :owner, leaseUntil = :lease, segmentStartedAt = :now, takeovers = :zero",
                 )
                 .condition_expression(
-                    "complete = :false AND attribute_not_exists(stalled) AND #segment = :prev AND handedOff = :prev",
+                    "complete = :false AND attribute_not_exists(stalled) AND #segment = :prev AND handedOff = :prev \
+                     AND (attribute_not_exists(#state) OR #state IN (:running, :baking, :rollingBack)) \
+                     AND attribute_not_exists(control)",
                 )
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":running", s("running"))
+                .expression_attribute_values(":baking", s("baking"))
+                .expression_attribute_values(":rollingBack", s("rollingBack"))
                 .expression_attribute_names("#owner", "owner")
                 .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":zero", n(0))
@@ -143,7 +211,13 @@ impl PushStore for DynamoPushStore {
         }
     }
 
-    async fn renew(&self, push_id: &str, segment: u64, owner: &str, lease_until_ms: u64) -> Result<bool, ServiceError> {
+    async fn renew(
+        &self,
+        push_id: &str,
+        segment: u64,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> Result<Option<Option<Control>>, ServiceError> {
         let renewed = self
             .client
             .update_item()
@@ -157,59 +231,49 @@ impl PushStore for DynamoPushStore {
             .expression_attribute_values(":m", n(segment))
             .expression_attribute_values(":prev", n(segment.saturating_sub(1)))
             .expression_attribute_values(":lease", n(lease_until_ms))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match renewed {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
+            Ok(out) => {
+                let control = out
+                    .attributes
+                    .and_then(|mut a| a.remove("control"))
+                    .and_then(|c| serde_dynamo::from_attribute_value::<_, Control>(c).ok());
+                Ok(Some(control))
+            }
+            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(None),
             Err(e) => Err(service_error("UpdateItem", e)),
         }
     }
 
-    async fn finish_segment(
-        &self,
-        push_id: &str,
-        segment: u64,
-        owner: &str,
-        outcome: &SegmentOutcome,
-        finished_at_ms: Option<u64>,
-        lease_until_ms: u64,
-    ) -> Result<Option<PushRecord>, ServiceError> {
-        let cursor = serde_dynamo::to_attribute_value(&outcome.cursor).map_err(|e| unrepresentable("UpdateItem", e))?;
-        let finished =
-            serde_dynamo::to_attribute_value(finished_at_ms).map_err(|e| unrepresentable("UpdateItem", e))?;
-        let complete = outcome.cursor.is_none();
-        // A complete push leaves the sweeper's index; an open one stays in it, due at `lease_until_ms`.
-        let open = if complete { " REMOVE #open" } else { "" };
-        let update = self
+    async fn finish_segment(&self, next: &PushRecord, owner: &str) -> Result<Option<PushRecord>, ServiceError> {
+        let (set, mut remove, mut names, mut values) = progress_update(next, "UpdateItem")?;
+        // A finished or paused push leaves the sweeper's index; an open one stays in it, due at `leaseUntil`.
+        if !stays_open(next.state) {
+            remove.push("#open".into());
+            names.insert("#open".into(), OPEN_ATTRIBUTE.into());
+        }
+        names.extend([("#owner".into(), "owner".into()), ("#segment".into(), "segment".into())]);
+        values.extend([
+            (":owner".into(), s(owner)),
+            (":m".into(), n(next.segment)),
+            (":prev".into(), n(next.segment.saturating_sub(1))),
+        ]);
+        let remove = if remove.is_empty() { String::new() } else { format!(" REMOVE {}", remove.join(", ")) };
+        let updated = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, RECORD)))
-            .update_expression(format!(
-                "ADD targets :t, updated :u, unchanged :c, failed :f, requests :r, throttled :h \
-                 SET handedOff = :m, #cursor = :cursor, complete = :done, finishedAt = :finished, leaseUntil = :lease{open}"
-            ))
+            .set_key(Some(Self::key(&next.push_id, RECORD)))
+            .update_expression(format!("SET {}{remove}", set.join(", ")))
             .condition_expression("#owner = :owner AND #segment = :m AND handedOff = :prev")
-            .expression_attribute_names("#segment", "segment")
-            .expression_attribute_names("#cursor", "cursor")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":t", n(outcome.targets))
-            .expression_attribute_values(":u", n(outcome.updated))
-            .expression_attribute_values(":c", n(outcome.unchanged))
-            .expression_attribute_values(":f", n(outcome.failed))
-            .expression_attribute_values(":r", n(outcome.requests))
-            .expression_attribute_values(":h", n(outcome.throttled))
-            .expression_attribute_values(":m", n(segment))
-            .expression_attribute_values(":prev", n(segment.saturating_sub(1)))
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":cursor", cursor)
-            .expression_attribute_values(":done", AttributeValue::Bool(complete))
-            .expression_attribute_values(":finished", finished)
-            .expression_attribute_values(":lease", n(lease_until_ms))
-            .return_values(ReturnValue::AllNew);
-        let update = if complete { update.expression_attribute_names("#open", OPEN_ATTRIBUTE) } else { update };
-        let updated = match update.send().await {
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let updated = match updated {
             Ok(updated) => updated,
             Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => return Ok(None),
             Err(e) => return Err(service_error("UpdateItem", e)),
@@ -218,6 +282,103 @@ impl PushStore for DynamoPushStore {
             ServiceError::new("UpdateItem", FaultKind::Transient, None, "UpdateItem returned no attributes")
         })?;
         serde_dynamo::from_item(item).map(Some).map_err(|e| unrepresentable("UpdateItem", e))
+    }
+
+    async fn request_control(&self, push_id: &str, control: Control) -> Result<bool, ServiceError> {
+        let condition = match control {
+            // A pause does not replace an abort already asked for.
+            Control::Pause => {
+                "complete = :false AND attribute_not_exists(stalled) AND #state IN (:running, :baking) \
+                               AND attribute_not_exists(control)"
+            }
+            Control::Abort | Control::AbortRollback => {
+                "complete = :false AND attribute_not_exists(stalled) AND #state IN (:running, :baking, :paused)"
+            }
+        };
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(push_id, RECORD)))
+            .update_expression("SET control = :c")
+            .condition_expression(condition)
+            .expression_attribute_names("#state", "state")
+            .set_expression_attribute_values({
+                let mut values = HashMap::from([
+                    (":c".to_owned(), attribute("UpdateItem", control)?),
+                    (":false".to_owned(), AttributeValue::Bool(false)),
+                    (":running".to_owned(), s("running")),
+                    (":baking".to_owned(), s("baking")),
+                ]);
+                if control != Control::Pause {
+                    values.insert(":paused".into(), s("paused"));
+                }
+                Some(values)
+            })
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
+            Err(e) => Err(service_error("UpdateItem", e)),
+        }
+    }
+
+    async fn apply_control(&self, next: &PushRecord, control: Control, now_ms: u64) -> Result<bool, ServiceError> {
+        let (set, mut remove, mut names, mut values) = progress_update(next, "UpdateItem")?;
+        remove.push("control".into());
+        if !stays_open(next.state) {
+            remove.push("#open".into());
+            names.insert("#open".into(), OPEN_ATTRIBUTE.into());
+        }
+        names.insert("#segment".into(), "segment".into());
+        values.extend([
+            (":c".into(), attribute("UpdateItem", control)?),
+            (":m".into(), n(next.segment)),
+            (":prev".into(), n(next.segment.saturating_sub(1))),
+            (":now".into(), n(now_ms)),
+        ]);
+        let applied = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&next.push_id, RECORD)))
+            .update_expression(format!("SET {} REMOVE {}", set.join(", "), remove.join(", ")))
+            .condition_expression(
+                "control = :c AND #segment = :m AND (handedOff = :m OR (handedOff = :prev AND leaseUntil < :now))",
+            )
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match applied {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
+            Err(e) => Err(service_error("UpdateItem", e)),
+        }
+    }
+
+    async fn resume(&self, push_id: &str, state: PushState, lease_until_ms: u64) -> Result<bool, ServiceError> {
+        let resumed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(push_id, RECORD)))
+            .update_expression("SET #state = :s, leaseUntil = :lease, #open = :open")
+            .condition_expression("#state = :paused AND attribute_not_exists(control)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#open", OPEN_ATTRIBUTE)
+            .expression_attribute_values(":s", s(&state_name(state)))
+            .expression_attribute_values(":paused", s("paused"))
+            .expression_attribute_values(":lease", n(lease_until_ms))
+            .expression_attribute_values(":open", s(OPEN))
+            .send()
+            .await;
+        match resumed {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
+            Err(e) => Err(service_error("UpdateItem", e)),
+        }
     }
 
     async fn stall(&self, push_id: &str, segment: u64, reason: &str) -> Result<(), ServiceError> {
@@ -268,6 +429,36 @@ impl PushStore for DynamoPushStore {
     }
 
     async fn add_failures(&self, push_id: &str, started_at_ms: u64, failures: &[Failure]) -> Result<(), ServiceError> {
+        self.add_listed(push_id, started_at_ms, failures, FAILURE_PREFIX).await
+    }
+
+    async fn failures(&self, push_id: &str, limit: usize) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(push_id, limit, FAILURE_PREFIX).await
+    }
+
+    async fn add_conflicts(
+        &self,
+        push_id: &str,
+        started_at_ms: u64,
+        conflicts: &[Failure],
+    ) -> Result<(), ServiceError> {
+        self.add_listed(push_id, started_at_ms, conflicts, CONFLICT_PREFIX).await
+    }
+
+    async fn conflicts(&self, push_id: &str, limit: usize) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(push_id, limit, CONFLICT_PREFIX).await
+    }
+}
+
+impl DynamoPushStore {
+    /// Writes listed things (failures, conflicts) under `prefix`, once each.
+    async fn add_listed(
+        &self,
+        push_id: &str,
+        started_at_ms: u64,
+        failures: &[Failure],
+        prefix: &str,
+    ) -> Result<(), ServiceError> {
         // Failures expire with their push record.
         let expires_at = self.expires_at(started_at_ms);
         let mut seen = HashSet::new();
@@ -277,7 +468,7 @@ impl PushStore for DynamoPushStore {
             for failure in chunk {
                 let mut item: HashMap<String, AttributeValue> =
                     serde_dynamo::to_item(failure).map_err(|e| unrepresentable("BatchWriteItem", e))?;
-                item.extend(Self::key(push_id, &format!("{FAILURE_PREFIX}{}", failure.thing_name)));
+                item.extend(Self::key(push_id, &format!("{prefix}{}", failure.thing_name)));
                 if let Some(expires) = expires_at.clone() {
                     item.insert(tables::TTL_ATTRIBUTE.into(), expires);
                 }
@@ -316,7 +507,7 @@ impl PushStore for DynamoPushStore {
         Ok(())
     }
 
-    async fn failures(&self, push_id: &str, limit: usize) -> Result<Vec<Failure>, ServiceError> {
+    async fn listed(&self, push_id: &str, limit: usize, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
         let mut failures = Vec::new();
         let mut pages = self
             .client
@@ -324,7 +515,7 @@ impl PushStore for DynamoPushStore {
             .table_name(&self.table)
             .key_condition_expression("pk = :p AND begins_with(sk, :f)")
             .expression_attribute_values(":p", s(push_id))
-            .expression_attribute_values(":f", s(FAILURE_PREFIX))
+            .expression_attribute_values(":f", s(prefix))
             .into_paginator()
             .items()
             .send();
@@ -334,5 +525,88 @@ impl PushStore for DynamoPushStore {
             failures.push(serde_dynamo::from_item(item).map_err(|e| unrepresentable("Query", e))?);
         }
         Ok(failures)
+    }
+}
+
+/// A recorded entry's item: the values as JSON text, so that every number reads back exactly as the shadow had it.
+fn previous_entry(item: &HashMap<String, AttributeValue>) -> Option<Previous> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
+    Some(Previous {
+        thing_name: text("thingName")?.clone(),
+        phase: item.get("phase").and_then(|v| v.as_n().ok()).and_then(|p| p.parse().ok())?,
+        values: serde_json::from_str(text("values")?).ok()?,
+    })
+}
+
+impl Journal for DynamoPushStore {
+    async fn record_previous(&self, push_id: &str, started_at_ms: u64, entry: &Previous) -> Result<(), ServiceError> {
+        let mut item = Self::key(push_id, &format!("{PREVIOUS_PREFIX}{}", entry.key()));
+        item.insert("thingName".into(), s(&entry.thing_name));
+        item.insert("phase".into(), n(u64::from(entry.phase)));
+        item.insert("values".into(), s(&entry.values.to_string()));
+        if let Some(expires) = self.expires_at(started_at_ms) {
+            item.insert(tables::TTL_ATTRIBUTE.into(), expires);
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            // Recorded already (a retry of this thing): the first reading is what the thing held before the push.
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(service_error("PutItem", e)),
+        }
+    }
+
+    async fn previous_page(
+        &self,
+        push_id: &str,
+        phase: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<JournalPage, ServiceError> {
+        let prefix = match phase {
+            Some(p) => format!("{PREVIOUS_PREFIX}{p:03}#"),
+            None => PREVIOUS_PREFIX.to_owned(),
+        };
+        let start = after.map(|a| Self::key(push_id, &format!("{PREVIOUS_PREFIX}{a}")));
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":p", s(push_id))
+            .expression_attribute_values(":prefix", s(&prefix))
+            .set_exclusive_start_key(start)
+            .consistent_read(true)
+            .limit(JOURNAL_PAGE)
+            .send()
+            .await
+            .map_err(|e| service_error("Query", e))?;
+        let entries: Vec<Previous> = page.items().iter().filter_map(previous_entry).collect();
+        let next = page
+            .last_evaluated_key()
+            .and_then(|k| k.get(tables::SORT_KEY))
+            .and_then(|v| v.as_s().ok())
+            .and_then(|sk| sk.strip_prefix(PREVIOUS_PREFIX))
+            .map(str::to_owned);
+        Ok(JournalPage { entries, next })
+    }
+
+    async fn previous(&self, push_id: &str, key: &str) -> Result<Option<Previous>, ServiceError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(push_id, &format!("{PREVIOUS_PREFIX}{key}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("GetItem", e))?;
+        Ok(got.item.as_ref().and_then(previous_entry))
     }
 }

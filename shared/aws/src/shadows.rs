@@ -75,12 +75,10 @@ impl Shadows for DataPlaneShadows {
         let document: Value = serde_json::from_slice(payload).map_err(|e| {
             ServiceError::new("GetThingShadow", FaultKind::Rejected, Some("UnreadableDocument".into()), e)
         })?;
-        let Some(state) = document.get("state").and_then(|s| s.get("desired")).filter(|d| !d.is_null()) else {
-            return Ok(None);
-        };
+        let section = |key: &str| document.get("state").and_then(|s| s.get(key)).cloned().unwrap_or_default();
         let metadata = document.get("metadata").and_then(|m| m.get("desired")).cloned().unwrap_or_default();
         let version = document.get("version").and_then(Value::as_u64);
-        Ok(Some(DesiredState { state: state.clone(), metadata, version }))
+        Ok(Some(DesiredState { state: section("desired"), metadata, version, reported: section("reported") }))
     }
 
     async fn update(&self, thing: &ThingName, shadow: Option<&ShadowName>, document: &str) -> Result<(), ServiceError> {

@@ -9,23 +9,27 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::{PushPlan, PushRecord};
+use super::rollout::{OnAbort, PushState, Verdict, judge};
+use super::{Control, Cursor, JournalOutcome, PushPlan, PushRecord, SegmentOutcome};
 
 /// A segment whose holder died this many times in a row is not taken over again: the push is marked stalled.
 pub const MAX_TAKEOVERS: u32 = 3;
+/// SQS's longest message delay: a longer bake is a chain of delayed messages.
+pub const MAX_DELAY_S: u64 = 900;
 
 /// What an arrival does with a push record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Claim `segment` and run it; `takeover` when its last holder died.
-    Run {
-        segment: u64,
-        takeover: bool,
-    },
+    Run { segment: u64, takeover: bool },
     /// A live segment holds the push until `lease_until` (epoch ms): nothing to do.
-    Running {
-        lease_until: u64,
-    },
+    Running { lease_until: u64 },
+    /// An operator's pause or abort waits on a push no live segment holds: carry it out (`over_dead_holder`: the
+    /// last holder died without recording).
+    Control { control: Control, over_dead_holder: bool },
+    /// Paused by an operator: nothing runs until it is resumed.
+    Paused,
+    /// Complete, aborted or rolled back.
     Complete,
     /// The push cannot go on: why.
     Stalled(String),
@@ -33,19 +37,28 @@ pub enum Step {
 
 /// What to do with `record` at `now_ms`.
 pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
-    if record.complete {
+    if record.complete || record.state.is_final() {
         return Step::Complete;
     }
     if let Some(reason) = &record.stalled {
         return Step::Stalled(reason.clone());
     }
     if record.segment == record.handed_off {
+        if let Some(control) = record.control {
+            return Step::Control { control, over_dead_holder: false };
+        }
+        if record.state == PushState::Paused {
+            return Step::Paused;
+        }
         // Released: the next segment is free to claim, whoever arrives first.
-        return Step::Run { segment: record.segment + 1, takeover: false };
+        return Step::Run { segment: record.segment + 1, takeover: record.recheck };
     }
     if record.segment == record.handed_off + 1 {
         if record.lease_until >= now_ms {
             return Step::Running { lease_until: record.lease_until };
+        }
+        if let Some(control) = record.control {
+            return Step::Control { control, over_dead_holder: true };
         }
         if record.takeovers >= MAX_TAKEOVERS {
             return Step::Stalled(format!(
@@ -57,6 +70,213 @@ pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
         return Step::Run { segment: record.segment, takeover: true };
     }
     Step::Stalled(format!("inconsistent record: segment {} after {}", record.segment, record.handed_off))
+}
+
+/// What a claimed segment does, by the record's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Push the things of the current phase (`phase`, 0-based, with a rollout; every thing without).
+    Push {
+        phase: Option<usize>,
+    },
+    /// The bake is not over: release at once, and wake the push again in `delay_s` seconds.
+    Bake {
+        delay_s: u32,
+    },
+    /// Judge phase `phase` (1-based): read the things it updated.
+    Judge {
+        phase: u32,
+    },
+    Rollback,
+}
+
+/// What a segment claimed on `record` at `now_ms` does.
+pub fn work(record: &PushRecord, plan: &PushPlan, now_ms: u64) -> Work {
+    match record.state {
+        PushState::Baking => match record.bake_until {
+            Some(until) if until > now_ms => {
+                Work::Bake { delay_s: (until - now_ms).div_ceil(1000).clamp(1, MAX_DELAY_S) as u32 }
+            }
+            _ => Work::Judge { phase: record.phase },
+        },
+        PushState::RollingBack => Work::Rollback,
+        _ => Work::Push { phase: plan.rollout.as_ref().map(|_| record.phase.saturating_sub(1) as usize) },
+    }
+}
+
+/// The record after a segment of `work` that ended with `cursor`: released (`handedOff` = the segment), and on to
+/// the next state when its walk is done. The counts are added by the caller ([`after_push`], [`after_judge`],
+/// [`after_rollback`]).
+fn released(mut next: PushRecord, segment: u64, now_ms: u64, timing: LeaseTiming) -> PushRecord {
+    next.segment = segment;
+    next.handed_off = segment;
+    next.recheck = false;
+    next.lease_until = now_ms + timing.hand_off_grace_ms;
+    next
+}
+
+fn finish(next: &mut PushRecord, state: PushState, now_ms: u64) {
+    next.state = state;
+    next.cursor = None;
+    next.complete = state == PushState::Complete;
+    next.finished_at = Some(now_ms);
+    next.bake_until = None;
+}
+
+/// After a push segment: its counts added to the totals and the phase's; when the phase's walk is done, the bake
+/// (with a rollout) or the end.
+pub fn after_push(
+    record: &PushRecord,
+    plan: &PushPlan,
+    segment: u64,
+    outcome: &SegmentOutcome,
+    now_ms: u64,
+    timing: LeaseTiming,
+) -> PushRecord {
+    let mut next = released(record.clone(), segment, now_ms, timing);
+    next.targets += outcome.targets;
+    next.updated += outcome.updated;
+    next.unchanged += outcome.unchanged;
+    next.failed += outcome.failed;
+    next.requests += outcome.requests;
+    next.throttled += outcome.throttled;
+    if let Some(phase) = next.phases.get_mut(record.phase.saturating_sub(1) as usize) {
+        phase.targets += outcome.targets;
+        phase.updated += outcome.updated;
+        phase.unchanged += outcome.unchanged;
+        phase.failed += outcome.failed;
+    }
+    next.cursor = outcome.cursor.clone();
+    if next.cursor.is_none() {
+        match &plan.rollout {
+            Some(rollout) => {
+                next.state = PushState::Baking;
+                next.bake_until = Some(now_ms + rollout.bake_seconds * 1000);
+                next.cursor = Some(Cursor::default());
+            }
+            None => finish(&mut next, PushState::Complete, now_ms),
+        }
+    }
+    next
+}
+
+/// After a judging segment: its counts added to the phase; when the walk is done, the verdict: the next phase, the
+/// end, or the abort the rollout asks for.
+pub fn after_judge(
+    record: &PushRecord,
+    plan: &PushPlan,
+    segment: u64,
+    outcome: &JournalOutcome,
+    now_ms: u64,
+    timing: LeaseTiming,
+) -> PushRecord {
+    let mut next = released(record.clone(), segment, now_ms, timing);
+    next.requests += outcome.requests;
+    next.throttled += outcome.throttled;
+    let index = record.phase.saturating_sub(1) as usize;
+    if let Some(phase) = next.phases.get_mut(index) {
+        phase.converged += outcome.converged;
+        phase.pending += outcome.pending;
+    }
+    next.cursor = outcome.cursor.clone();
+    if next.cursor.is_some() {
+        return next;
+    }
+    if let Some(phase) = next.phases.get_mut(index) {
+        phase.judged = true;
+    }
+    let Some(rollout) = &plan.rollout else {
+        finish(&mut next, PushState::Complete, now_ms);
+        return next;
+    };
+    match judge(rollout, &next.phases, index) {
+        Verdict::Proceed if index + 1 >= rollout.phases.len() => finish(&mut next, PushState::Complete, now_ms),
+        Verdict::Proceed => {
+            next.state = PushState::Running;
+            next.phase += 1;
+            next.bake_until = None;
+            next.cursor = Some(Cursor::default());
+        }
+        Verdict::Abort(reason) => {
+            next.abort_reason = Some(reason);
+            abort(&mut next, rollout.on_abort == OnAbort::Rollback, now_ms);
+        }
+    }
+    next
+}
+
+fn abort(next: &mut PushRecord, rollback: bool, now_ms: u64) {
+    if rollback {
+        next.state = PushState::RollingBack;
+        next.bake_until = None;
+        next.cursor = Some(Cursor::default());
+        next.rollback = Some(Default::default());
+    } else {
+        finish(next, PushState::Aborted, now_ms);
+    }
+}
+
+/// After a rollback segment: its counts added; rolled back when the walk is done.
+pub fn after_rollback(
+    record: &PushRecord,
+    segment: u64,
+    outcome: &JournalOutcome,
+    now_ms: u64,
+    timing: LeaseTiming,
+) -> PushRecord {
+    let mut next = released(record.clone(), segment, now_ms, timing);
+    next.requests += outcome.requests;
+    next.throttled += outcome.throttled;
+    let counts = next.rollback.get_or_insert_with(Default::default);
+    counts.restored += outcome.rollback.restored;
+    counts.untouched += outcome.rollback.untouched;
+    counts.conflicts += outcome.rollback.conflicts;
+    counts.failed += outcome.rollback.failed;
+    next.cursor = outcome.cursor.clone();
+    if next.cursor.is_none() {
+        finish(&mut next, PushState::RolledBack, now_ms);
+    }
+    next
+}
+
+/// After a bake step: released at once, to be woken `delay_s` later (the sweeper waits that much longer too).
+pub fn after_bake_step(
+    record: &PushRecord,
+    segment: u64,
+    delay_s: u32,
+    now_ms: u64,
+    timing: LeaseTiming,
+) -> PushRecord {
+    let mut next = released(record.clone(), segment, now_ms, timing);
+    next.lease_until += u64::from(delay_s) * 1000;
+    next
+}
+
+/// The record once `control` is carried out on a push no live segment holds.
+pub fn controlled(record: &PushRecord, control: Control, over_dead_holder: bool, now_ms: u64) -> PushRecord {
+    let mut next = record.clone();
+    next.control = None;
+    next.handed_off = next.segment;
+    // The dead holder may have updated things after its cursor: the next push segment checks each first.
+    next.recheck = record.recheck || (over_dead_holder && record.state == PushState::Running);
+    next.lease_until = now_ms;
+    match control {
+        Control::Pause => next.state = PushState::Paused,
+        Control::Abort => {
+            next.abort_reason.get_or_insert_with(|| "aborted by an operator".into());
+            abort(&mut next, false, now_ms);
+        }
+        Control::AbortRollback => {
+            next.abort_reason.get_or_insert_with(|| "aborted by an operator, with rollback".into());
+            abort(&mut next, true, now_ms);
+        }
+    }
+    next
+}
+
+/// The state a paused push resumes in: the bake it was paused in, or pushing.
+pub fn resumed_state(record: &PushRecord) -> PushState {
+    if record.bake_until.is_some() { PushState::Baking } else { PushState::Running }
 }
 
 /// A digest of the validated plan (hex SHA-256 of its JSON), stable across processes and releases.
@@ -77,9 +297,10 @@ pub struct LeaseTiming {
 }
 
 impl LeaseTiming {
-    /// Renew three times per lease, so that one slow or failed renewal does not lose the claim.
+    /// Renew three times per lease, so that one slow or failed renewal does not lose the claim, and at least every
+    /// 4 s: a renewal also brings an operator's pause or abort, which a segment must notice within 5 s.
     pub fn renew_every_ms(&self) -> u64 {
-        (self.lease_ms / 3).max(1)
+        (self.lease_ms / 3).clamp(1, 4_000)
     }
 }
 
@@ -114,6 +335,14 @@ mod tests {
             complete,
             started_at: 0,
             finished_at: None,
+            state: PushState::Running,
+            phase: 1,
+            phases: Vec::new(),
+            bake_until: None,
+            control: None,
+            abort_reason: None,
+            recheck: false,
+            rollback: None,
         }
     }
 
@@ -159,6 +388,7 @@ mod tests {
 
     #[test]
     fn renewals_come_three_times_a_lease() {
-        assert_eq!(LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 10_000);
+        assert_eq!(LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 4_000);
+        assert_eq!(LeaseTiming { lease_ms: 3_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 1_000);
     }
 }

@@ -3,10 +3,15 @@
 mod engine;
 pub mod lifecycle;
 mod request;
+pub mod rollout;
 mod targets;
 
-pub use engine::{Lease, Pace, SegmentOutcome, Start, ThingOutcome, run_segment};
+pub use engine::{
+    JournalOutcome, JournalWalk, Lease, NoJournal, Pace, SegmentOutcome, Start, ThingOutcome, run_journal_segment,
+    run_phase_segment, run_segment,
+};
 pub use request::{PushPlan, PushRequestError, Targets, validate_request};
+pub use rollout::{PhaseCounts, PushState, RollbackCounts};
 pub use targets::{Cursor, Page, Registry, Source, sources_for};
 
 use serde::{Deserialize, Serialize};
@@ -15,18 +20,20 @@ use serde_json::Value;
 use crate::names::{ShadowName, ThingName};
 use crate::store::ServiceError;
 
-/// A shadow's `desired` section and its metadata (per-key `timestamp`s, epoch seconds).
+/// A shadow's `desired` section and its metadata (per-key `timestamp`s, epoch seconds), and its `reported` section.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredState {
     pub state: Value,
     pub metadata: Value,
     /// The shadow document's version.
     pub version: Option<u64>,
+    /// What the device last reported (`null` when nothing).
+    pub reported: Value,
 }
 
 /// The IoT data plane, as far as a push needs it.
 pub trait Shadows: Sync {
-    /// The shadow's `desired` section; `Ok(None)` when the shadow (or its desired section) does not exist.
+    /// The shadow's `desired` section (and `reported`); `Ok(None)` when the shadow does not exist.
     fn desired(
         &self,
         thing: &ThingName,
@@ -49,6 +56,61 @@ pub struct Failure {
     pub thing_name: String,
     pub code: String,
     pub message: String,
+}
+
+/// What a thing's `desired` held of the pushed keys before a rollout's push changed it (an absent key is `null`),
+/// recorded before the update: rollback sends it back, judging reads the things it lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Previous {
+    pub thing_name: String,
+    /// The rollout's phase (1-based).
+    pub phase: u32,
+    pub values: Value,
+}
+
+impl Previous {
+    /// Its key among the push's entries: sorted by phase, then thing.
+    pub fn key(&self) -> String {
+        format!("{:03}#{}", self.phase, self.thing_name)
+    }
+}
+
+/// One page of recorded previous values, and the key to read the next page after.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JournalPage {
+    pub entries: Vec<Previous>,
+    pub next: Option<String>,
+}
+
+/// Where a rollout's previous values go.
+pub trait Journal: Sync {
+    /// Records `entry` unless one is recorded for that thing already (the first reading is what the thing held).
+    fn record_previous(
+        &self,
+        push_id: &str,
+        started_at_ms: u64,
+        entry: &Previous,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// One page of the entries of one phase (1-based), or of all, after the key `after`.
+    fn previous_page(
+        &self,
+        push_id: &str,
+        phase: Option<u32>,
+        after: Option<&str>,
+    ) -> impl Future<Output = Result<JournalPage, ServiceError>> + Send;
+    /// One entry by its key ([`Previous::key`]).
+    fn previous(&self, push_id: &str, key: &str)
+    -> impl Future<Output = Result<Option<Previous>, ServiceError>> + Send;
+}
+
+/// An operator's request to a running push, kept on its record until a segment or an arrival carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Control {
+    Pause,
+    Abort,
+    AbortRollback,
 }
 
 /// A push's record: what was asked, how far it got, and the totals so far. Kept in the push table.
@@ -98,6 +160,32 @@ pub struct PushRecord {
     /// Epoch milliseconds.
     pub started_at: u64,
     pub finished_at: Option<u64>,
+    #[serde(default)]
+    pub state: PushState,
+    /// The rollout's current phase (1-based; 1 without a rollout).
+    #[serde(default = "first_phase")]
+    pub phase: u32,
+    /// Per-phase counts (empty without a rollout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseCounts>,
+    /// Epoch ms: while baking, when the current phase is judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<u64>,
+    /// An operator's pause or abort, not yet carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<Control>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
+    /// The next segment treats every thing as uncertain: the last holder died before it could record (its push was
+    /// paused or aborted meanwhile).
+    #[serde(default)]
+    pub recheck: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackCounts>,
+}
+
+fn first_phase() -> u32 {
+    1
 }
 
 /// What a push returns (and what its record says), with failures capped for the response.
@@ -121,10 +209,25 @@ pub struct PushSummary {
     pub finished_at: Option<u64>,
     pub requests_per_second: f64,
     pub throttled: u64,
+    pub state: PushState,
+    pub phase: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseCounts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<Control>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackCounts>,
+    /// Things a rollback left alone because someone changed them since (capped like `failures`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Failure>,
 }
 
 impl PushRecord {
-    pub fn summary(&self, failures: Vec<Failure>, cap: usize, now_ms: u64) -> PushSummary {
+    pub fn summary(&self, failures: Vec<Failure>, conflicts: Vec<Failure>, cap: usize, now_ms: u64) -> PushSummary {
         let shown: Vec<Failure> = failures.into_iter().take(cap).collect();
         let end = self.finished_at.unwrap_or(now_ms);
         let seconds = (end.saturating_sub(self.started_at) as f64 / 1000.0).max(0.001);
@@ -144,6 +247,14 @@ impl PushRecord {
             finished_at: self.finished_at,
             requests_per_second: (self.requests as f64 / seconds * 10.0).round() / 10.0,
             throttled: self.throttled,
+            state: self.state,
+            phase: self.phase,
+            phases: self.phases.clone(),
+            bake_until: self.bake_until,
+            control: self.control,
+            abort_reason: self.abort_reason.clone(),
+            rollback: self.rollback.clone(),
+            conflicts: conflicts.into_iter().take(cap).collect(),
         }
     }
 }
@@ -173,26 +284,46 @@ pub trait PushStore: Sync {
         claim: &Claim,
         now_ms: u64,
     ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
-    /// Extends the holder's lease; `Ok(false)` when it no longer holds the segment.
+    /// Extends the holder's lease; `Ok(None)` when it no longer holds the segment, else the control an operator left
+    /// on the record (if any).
     fn renew(
         &self,
         push_id: &str,
         segment: u64,
         owner: &str,
         lease_until_ms: u64,
-    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
-    /// Adds a segment's counts, moves the cursor and releases the segment (`lease_until_ms`: when the sweeper may wake
-    /// the push if no next segment claimed it), if `owner` still holds it; returns the totals, `Ok(None)` when it
-    /// does not hold it.
+    ) -> impl Future<Output = Result<Option<Option<Control>>, ServiceError>> + Send;
+    /// Records a segment and releases it, if `owner` still holds it: writes `next`'s counts, cursor, state, phase and
+    /// lease (when the sweeper may wake the push if no next segment claimed it), with `handedOff` = `next.segment`.
+    /// Returns the record as written (with any control an operator added meanwhile), `Ok(None)` when the owner
+    /// does not hold the segment.
     fn finish_segment(
         &self,
-        push_id: &str,
-        segment: u64,
+        next: &PushRecord,
         owner: &str,
-        outcome: &SegmentOutcome,
-        finished_at_ms: Option<u64>,
-        lease_until_ms: u64,
     ) -> impl Future<Output = Result<Option<PushRecord>, ServiceError>> + Send;
+    /// Leaves an operator's pause or abort on a push that is not finished; `Ok(false)` when its state refuses it.
+    fn request_control(
+        &self,
+        push_id: &str,
+        control: Control,
+    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    /// Carries out the control on the record of a push that no live segment holds (released, or its holder's lease
+    /// ran out before `now_ms`): writes `next`'s state, phase, cursor, lease, reason and `recheck`, removes the control.
+    /// `Ok(false)` when the record moved on meanwhile.
+    fn apply_control(
+        &self,
+        next: &PushRecord,
+        control: Control,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    /// Resumes a paused push: `Ok(false)` when it is not paused.
+    fn resume(
+        &self,
+        push_id: &str,
+        state: PushState,
+        lease_until_ms: u64,
+    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     /// Marks a push that cannot go on (its segment kept dying): the sweeper stops waking it.
     fn stall(&self, push_id: &str, segment: u64, reason: &str)
     -> impl Future<Output = Result<(), ServiceError>> + Send;
@@ -206,9 +337,24 @@ pub trait PushStore: Sync {
         failures: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     fn failures(&self, push_id: &str, limit: usize) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// Records things a rollback left alone (once each).
+    fn add_conflicts(
+        &self,
+        push_id: &str,
+        started_at_ms: u64,
+        conflicts: &[Failure],
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn conflicts(&self, push_id: &str, limit: usize)
+    -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
 }
 
 /// Wakes a push up in another invocation: the next segment after a hand-off, or a push the sweeper found stale.
 pub trait HandOff: Sync {
-    fn hand_off(&self, push_id: &str, segment: u64) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Wakes the push for `segment`, after `delay_s` seconds (at most 900: a durable wait that runs nothing).
+    fn hand_off(
+        &self,
+        push_id: &str,
+        segment: u64,
+        delay_s: u32,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }

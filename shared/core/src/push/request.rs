@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::rollout::{ROLLBACK_SUFFIX, Rollout};
 use crate::document::validate_desired;
 use crate::names::{ShadowName, ThingGroupName, ThingName};
 
@@ -16,6 +17,7 @@ struct RawRequest {
     skip_unchanged: Option<bool>,
     dry_run: Option<bool>,
     max_requests_per_second: Option<u32>,
+    rollout: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +51,9 @@ pub struct PushPlan {
     pub skip_unchanged: bool,
     pub dry_run: bool,
     pub max_requests_per_second: u32,
+    /// Staged phases gated by what devices report; `None`: every target at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 impl PushPlan {
@@ -61,6 +66,16 @@ impl PushPlan {
     /// whose earlier update may still land, so that the two cannot both apply.
     pub fn update_document_at(&self, version: u64) -> String {
         json!({"state": {"desired": self.desired}, "clientToken": self.push_id, "version": version}).to_string()
+    }
+
+    /// The rollback of one thing: its previous values, as `<pushId>.rollback`, at the version just read.
+    pub fn rollback_document(&self, previous: &Value, version: Option<u64>) -> String {
+        let token = format!("{}{ROLLBACK_SUFFIX}", self.push_id);
+        match version {
+            Some(v) => json!({"state": {"desired": previous}, "clientToken": token, "version": v}),
+            None => json!({"state": {"desired": previous}, "clientToken": token}),
+        }
+        .to_string()
     }
 }
 
@@ -184,6 +199,26 @@ pub fn validate_request(
         Some(n) => n,
     };
 
+    let dry_run = raw.dry_run.unwrap_or(false);
+    let rollout = raw.rollout.as_ref().and_then(|r| Rollout::validate(r, &mut errors));
+    if raw.rollout.is_some() {
+        if dry_run {
+            fail(&mut errors, "rollout", "cannot go with dryRun: a dry run updates nothing to judge".into());
+        }
+        let longest = MAX_PUSH_ID_BYTES - ROLLBACK_SUFFIX.len();
+        if push_id.len() > longest && push_id.len() <= MAX_PUSH_ID_BYTES {
+            fail(
+                &mut errors,
+                "pushId",
+                format!(
+                    "is {} bytes; with a rollout at most {longest}, so that the rollback's clientToken \
+                     `<pushId>{ROLLBACK_SUFFIX}` fits in {MAX_PUSH_ID_BYTES}",
+                    push_id.len()
+                ),
+            );
+        }
+    }
+
     if !errors.is_empty() {
         return Err(PushRequestError(errors));
     }
@@ -193,8 +228,9 @@ pub fn validate_request(
         desired,
         targets,
         skip_unchanged: raw.skip_unchanged.unwrap_or(true),
-        dry_run: raw.dry_run.unwrap_or(false),
+        dry_run,
         max_requests_per_second,
+        rollout,
     })
 }
 
@@ -335,5 +371,28 @@ mod tests {
         let errors = refused(json!({"desired": [1], "targets": {"things": ["bad/1"]}, "pushId": ""}));
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, ["pushId", "desired", "targets.things[0]"]);
+    }
+
+    #[test]
+    fn a_rollout_is_checked_with_the_request() {
+        let base = json!({"desired": {"a": 1}, "targets": {"things": ["a"]},
+                          "rollout": {"phases": [{"percent": 10}, {"percent": 100}], "bakeSeconds": 5}});
+        let p = plan(base.clone());
+        assert_eq!(p.rollout.as_ref().map(|r| r.phases.len()), Some(2));
+        let mut dry = base.clone();
+        dry["dryRun"] = json!(true);
+        assert!(refused(dry).iter().any(|(f, r)| f == "rollout" && r.contains("dryRun")));
+        let mut long = base.clone();
+        long["pushId"] = json!("x".repeat(56));
+        assert!(refused(long).iter().any(|(f, r)| f == "pushId" && r.contains(".rollback")));
+        let mut bad = base;
+        bad["rollout"]["phases"] = json!([{"percent": 50}, {"percent": 20}]);
+        bad["desired"] = json!({});
+        let errors = refused(bad);
+        assert!(errors.iter().any(|(f, _)| f == "desired"), "{errors:?}");
+        assert!(errors.iter().any(|(f, _)| f == "rollout.phases[1].percent"), "{errors:?}");
+        let without = plan(json!({"desired": {"a": 1}, "targets": {"things": ["a"]}}));
+        let text = serde_json::to_string(&without).unwrap_or_default();
+        assert!(!text.contains("rollout"), "plans without a rollout keep their digest: {text}");
     }
 }
