@@ -422,6 +422,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             .with_read_rate(read_rate)
             .with_lease(claimed_at + lease_ms, lease_ms / 3);
         let cursor = record.cursor.clone().unwrap_or_default();
+        // Taking over from a holder that died, or after one: every thing walked is checked before it is updated.
+        let uncertain = claim.takeover || record.recheck;
         let started = std::time::Instant::now();
         let mut last_log = started;
         let segment_run = async {
@@ -430,7 +432,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                     let start = Start {
                         cursor,
                         written_since: record.started_at / 1000,
-                        takeover: claim.takeover,
+                        takeover: uncertain,
                         phase,
                         started_at_ms: record.started_at,
                     };
@@ -515,7 +517,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                 counters.add("unchanged", out.unchanged);
                 counters.add("failed", out.failed);
                 counters.add("throttled", out.throttled);
-                lifecycle::after_push(&record, &plan, segment, out, now, timing)
+                lifecycle::after_push(&record, &plan, segment, out, uncertain, now, timing)
             }
             Outcome::Judge(out) => {
                 counters.add("converged", out.converged);

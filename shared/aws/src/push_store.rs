@@ -69,7 +69,6 @@ fn progress_update(next: &PushRecord, operation: &'static str) -> Result<UpdateP
         ("failed", Some(n(next.failed))),
         ("requests", Some(n(next.requests))),
         ("throttled", Some(n(next.throttled))),
-        ("handedOff", Some(n(next.handed_off))),
         ("cursor", Some(attribute(operation, &next.cursor)?)),
         ("complete", Some(AttributeValue::Bool(next.complete))),
         ("finishedAt", Some(attribute(operation, next.finished_at)?)),
@@ -257,6 +256,7 @@ impl PushStore for DynamoPushStore {
         names.extend([("#owner".into(), "owner".into()), ("#segment".into(), "segment".into())]);
         values.extend([
             (":owner".into(), s(owner)),
+            (":handed".into(), n(next.handed_off)),
             (":m".into(), n(next.segment)),
             (":prev".into(), n(next.segment.saturating_sub(1))),
         ]);
@@ -266,7 +266,8 @@ impl PushStore for DynamoPushStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(&next.push_id, RECORD)))
-            .update_expression(format!("SET {}{remove}", set.join(", ")))
+            // `SET handedOff` first: the crash tier recognises this write by it.
+            .update_expression(format!("SET handedOff = :handed, {}{remove}", set.join(", ")))
             .condition_expression("#owner = :owner AND #segment = :m AND handedOff = :prev")
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -334,6 +335,7 @@ impl PushStore for DynamoPushStore {
         names.insert("#segment".into(), "segment".into());
         values.extend([
             (":c".into(), attribute("UpdateItem", control)?),
+            (":handed".into(), n(next.handed_off)),
             (":m".into(), n(next.segment)),
             (":prev".into(), n(next.segment.saturating_sub(1))),
             (":now".into(), n(now_ms)),
@@ -343,7 +345,7 @@ impl PushStore for DynamoPushStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(&next.push_id, RECORD)))
-            .update_expression(format!("SET {} REMOVE {}", set.join(", "), remove.join(", ")))
+            .update_expression(format!("SET handedOff = :handed, {} REMOVE {}", set.join(", "), remove.join(", ")))
             .condition_expression(
                 "control = :c AND #segment = :m AND (handedOff = :m OR (handedOff = :prev AND leaseUntil < :now))",
             )

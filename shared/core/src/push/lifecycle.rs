@@ -51,7 +51,7 @@ pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
             return Step::Paused;
         }
         // Released: the next segment is free to claim, whoever arrives first.
-        return Step::Run { segment: record.segment + 1, takeover: record.recheck };
+        return Step::Run { segment: record.segment + 1, takeover: false };
     }
     if record.segment == record.handed_off + 1 {
         if record.lease_until >= now_ms {
@@ -124,16 +124,20 @@ fn finish(next: &mut PushRecord, state: PushState, now_ms: u64) {
 }
 
 /// After a push segment: its counts added to the totals and the phase's; when the phase's walk is done, the bake
-/// (with a rollout) or the end.
+/// (with a rollout) or the end. A segment that took over from a holder that died (`takeover`) leaves the rest of
+/// the walk uncertain too: nobody knows how far the dead holder got, so every later segment of the walk checks each
+/// thing before it updates it (no extra request with skipUnchanged, which reads first anyway).
 pub fn after_push(
     record: &PushRecord,
     plan: &PushPlan,
     segment: u64,
     outcome: &SegmentOutcome,
+    takeover: bool,
     now_ms: u64,
     timing: LeaseTiming,
 ) -> PushRecord {
     let mut next = released(record.clone(), segment, now_ms, timing);
+    next.recheck = takeover && outcome.cursor.is_some();
     next.targets += outcome.targets;
     next.updated += outcome.updated;
     next.unchanged += outcome.unchanged;
