@@ -22,6 +22,8 @@ pub enum Step {
     RecordSegment,
     /// The hand-off message (SQS SendMessage).
     HandOff,
+    /// A rollback's shadow update (its clientToken ends in `.rollback`).
+    RollbackUpdate,
 }
 
 impl Step {
@@ -34,6 +36,9 @@ impl Step {
             }
             Self::RecordSegment => {
                 target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("SET handedOff")
+            }
+            Self::RollbackUpdate => {
+                parts.uri.path().starts_with("/things/") && String::from_utf8_lossy(body).contains(".rollback\"")
             }
             Self::HandOff => {
                 target.ends_with(".SendMessage") || String::from_utf8_lossy(body).contains("Action=SendMessage")

@@ -126,6 +126,41 @@ impl PushFixture {
             .unwrap_or_else(|e| panic!("update_thing_shadow: {e:?}"));
     }
 
+    /// A device's report: `reported` on its shadow (retrying moto's own 500s).
+    pub async fn report(&self, thing: &str, shadow: Option<&str>, reported: &Value) -> bool {
+        let client = self.stack.iot_data();
+        let payload = json!({"state": {"reported": reported}, "clientToken": "device"}).to_string();
+        for _ in 0..5 {
+            let sent = client
+                .update_thing_shadow()
+                .thing_name(thing)
+                .set_shadow_name(shadow.map(str::to_owned))
+                .payload(Blob::new(payload.clone()))
+                .send()
+                .await;
+            if sent.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Simulated devices (the seed's subscribe.py, without MQTT): each of `things` that has a delta reports it,
+    /// round after round, until the task is dropped.
+    pub async fn devices(&self, things: Vec<String>) {
+        loop {
+            for thing in &things {
+                if let Some(doc) = self.shadow(thing, None).await
+                    && let Some(delta) = doc["state"].get("delta").filter(|d| d.is_object())
+                {
+                    self.report(thing, None, delta).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Receives the hand-off messages on the queue as the SQS event source would pass them, and deletes them.
     pub async fn take_continuations(&self) -> Vec<Value> {
         let sqs = self.stack.sqs();

@@ -38,7 +38,9 @@ async fn crash_and_recover(scenario: Scenario) -> Result<(), String> {
     fx.create_things(0..THINGS, "crash").await;
     fx.create_group("prod", None, 0..THINGS).await;
     let (endpoint, variable) = match scenario.point.step {
-        Step::ShadowRequest => (fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), "AWS_ENDPOINT_URL_IOT_DATA_PLANE"),
+        Step::ShadowRequest | Step::RollbackUpdate => {
+            (fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), "AWS_ENDPOINT_URL_IOT_DATA_PLANE")
+        }
         Step::RecordSegment => (fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), "AWS_ENDPOINT_URL_DYNAMODB"),
         Step::HandOff => (fx.stack.var("AWS_ENDPOINT_URL_SQS"), "AWS_ENDPOINT_URL_SQS"),
     };

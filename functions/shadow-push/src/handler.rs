@@ -465,11 +465,28 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                     Outcome::Push(out)
                 }
                 Work::Judge { phase } => Outcome::Judge(
-                    run_journal_segment(&plan, JournalWalk::Judge { phase }, cursor, &self.shadows, &self.store, &pace)
-                        .await,
+                    run_journal_segment(
+                        &plan,
+                        JournalWalk::Judge { phase },
+                        cursor,
+                        uncertain,
+                        &self.shadows,
+                        &self.store,
+                        &pace,
+                    )
+                    .await,
                 ),
                 Work::Rollback | Work::Bake { .. } => Outcome::Rollback(
-                    run_journal_segment(&plan, JournalWalk::Rollback, cursor, &self.shadows, &self.store, &pace).await,
+                    run_journal_segment(
+                        &plan,
+                        JournalWalk::Rollback,
+                        cursor,
+                        uncertain,
+                        &self.shadows,
+                        &self.store,
+                        &pace,
+                    )
+                    .await,
                 ),
             }
         };
@@ -530,7 +547,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                     .await?;
                 self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &out.failures)).await?;
                 counters.add("throttled", out.throttled);
-                lifecycle::after_rollback(&record, segment, out, now, timing)
+                lifecycle::after_rollback(&record, segment, out, uncertain, now, timing)
             }
         };
         counters.emit("shadow-push");

@@ -820,11 +820,13 @@ enum JournalThing {
 }
 
 /// Walks the push's recorded previous values (one phase's, to judge it; all, to roll back) from `cursor`, paced
-/// like a push segment, until done or until it is time to hand off.
+/// like a push segment, until done or until it is time to hand off. `takeover`: a holder died in this walk, so a
+/// thing found already put back may be its work (counted as restored).
 pub async fn run_journal_segment(
     plan: &PushPlan,
     walk: JournalWalk,
     cursor: Cursor,
+    takeover: bool,
     shadows: &impl Shadows,
     journal: &impl Journal,
     pace: &Pace,
@@ -918,7 +920,7 @@ pub async fn run_journal_segment(
                 break;
             }
             offset += 1;
-            in_flight.push(one(entry, false));
+            in_flight.push(one(entry, takeover));
         }
         match page.next {
             Some(next) if len > 0 && !cut => (token, offset) = (Some(next), 0),

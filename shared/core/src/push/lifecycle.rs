@@ -225,10 +225,13 @@ pub fn after_rollback(
     record: &PushRecord,
     segment: u64,
     outcome: &JournalOutcome,
+    takeover: bool,
     now_ms: u64,
     timing: LeaseTiming,
 ) -> PushRecord {
     let mut next = released(record.clone(), segment, now_ms, timing);
+    // A takeover's uncertainty lasts the rest of the walk, as for a push.
+    next.recheck = (record.recheck || takeover) && outcome.cursor.is_some();
     next.requests += outcome.requests;
     next.throttled += outcome.throttled;
     let counts = next.rollback.get_or_insert_with(Default::default);

@@ -1,0 +1,325 @@
+//! Staged rollouts on the local stack, with simulated devices (the demo's device loop) and short bakes: phases
+//! gated by what devices report, the stop and the rollback on a failed judgment, an operator's abort, pause and
+//! resume, and crashes during a bake and during a rollback.
+
+use std::time::{Duration, Instant};
+
+use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
+use fleet_tests::lambda::LocalLambda;
+use fleet_tests::push::{PushFixture, push};
+use fleet_tests::service::{LambdaService, Timing};
+use fleet_tests::unique;
+use serde_json::{Value, json};
+use shadow_core::push::rollout::Rollout;
+
+const TIMING: Timing = Timing {
+    timeout: Duration::from_secs(5),
+    retries: [Duration::from_secs(2), Duration::from_secs(4)],
+    visibility: Duration::from_secs(15),
+    schedule_every: Duration::from_secs(1),
+};
+
+const SETTINGS: &str = "settings";
+
+fn request(fx: &PushFixture, push_id: &str, rollout: Value, extra: Value) -> Value {
+    let mut request = json!({"pushId": push_id, "desired": {SETTINGS: {"mode": 7}},
+                             "targets": {"thingGroup": fx.group("prod")}, "rollout": rollout});
+    if let (Some(r), Some(extra)) = (request.as_object_mut(), extra.as_object()) {
+        r.extend(extra.clone());
+    }
+    request
+}
+
+/// The phase (0-based) each thing of the fleet falls into, as the push computes it.
+fn phases(fx: &PushFixture, push_id: &str, rollout: &Value, things: usize) -> Vec<usize> {
+    let mut errors = Vec::new();
+    let rollout = Rollout::validate(rollout, &mut errors).unwrap_or_else(|| panic!("{errors:?}"));
+    (0..things).map(|i| rollout.phase_of(push_id, &fx.thing(i))).collect()
+}
+
+async fn fleet(things: usize) -> (PushFixture, LocalLambda, LocalLambda) {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..things, "tokyo").await;
+    fx.create_group("prod", None, 0..things).await;
+    let env = [("PUSH_LEASE_MS", "3000"), ("PUSH_HANDOFF_GRACE_MS", "1500"), ("PUSH_CONCURRENCY", "8")];
+    let function = fx.function(&env).await;
+    // A second execution environment, for an operator's control while a segment runs in the first.
+    let operator = fx.function(&env).await;
+    (fx, function, operator)
+}
+
+async fn state(fx: &PushFixture, push_id: &str) -> String {
+    fx.record(push_id).await.map(|r| r["state"].as_str().unwrap_or_default().to_owned()).unwrap_or_default()
+}
+
+/// Runs the push under Lambda's service until its state is one of `until`, with `devices` reporting.
+async fn run(
+    fx: &PushFixture,
+    function: &LocalLambda,
+    request: &Value,
+    devices: Vec<String>,
+    until: &[&str],
+    limit: Duration,
+) -> Value {
+    let service = LambdaService::new(function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let push_id = request["pushId"].as_str().unwrap_or_default().to_owned();
+    let done = || async { until.contains(&state(fx, &push_id).await.as_str()) };
+    let sweep = json!({"sweepPushes": true});
+    let reached = tokio::select! {
+        reached = service.run_until(request, &sweep, limit, done) => reached,
+        () = fx.devices(devices) => false,
+    };
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(reached, "not {until:?} within {limit:?}: {record}");
+    record
+}
+
+fn mode(doc: &Option<Value>) -> Value {
+    doc.as_ref().map_or(Value::Null, |d| d["state"]["desired"][SETTINGS]["mode"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_that_apply_the_setting_let_every_phase_through() {
+    let (fx, function, _) = fleet(30).await;
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 30}, {"percent": 100}], "bakeSeconds": 1, "minThings": 3});
+    let things: Vec<String> = (0..30).map(|i| fx.thing(i)).collect();
+    let record = run(
+        &fx,
+        &function,
+        &request(&fx, &push_id, rollout, json!({})),
+        things,
+        &["complete", "aborted"],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(record["state"], "complete", "{record}");
+    assert_eq!(record["updated"], 30, "{record}");
+    let counts = record["phases"].as_array().cloned().unwrap_or_default();
+    assert_eq!(counts.len(), 2, "{record}");
+    for phase in &counts {
+        assert_eq!(phase["judged"], true, "{record}");
+        assert_eq!(phase["converged"], phase["updated"], "every updated thing reported the setting: {record}");
+        assert_eq!(phase["pending"], 0, "{record}");
+    }
+    let first: u64 = counts[0]["targets"].as_u64().unwrap_or(0);
+    assert!((3..=18).contains(&first), "about 30 % of 30 in phase 1: {record}");
+    for i in 0..30 {
+        assert_eq!(mode(&fx.shadow(&fx.thing(i), None).await), json!(7));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_whose_devices_do_not_report_stops_the_push() {
+    let (fx, function, _) = fleet(40).await;
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 1, "minThings": 5,
+                         "failedPercent": 5});
+    let cohort = phases(&fx, &push_id, &rollout, 40);
+    // 30 % of the devices never report.
+    let reporting: Vec<String> = (0..40).filter(|i| i % 10 >= 3).map(|i| fx.thing(i)).collect();
+    let record = run(
+        &fx,
+        &function,
+        &request(&fx, &push_id, rollout, json!({})),
+        reporting,
+        &["complete", "aborted"],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(record["state"], "aborted", "{record}");
+    let reason = record["abortReason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("phase 1") && reason.contains("failedPercent"), "{record}");
+    assert_eq!(record["phases"][1]["updated"], 0, "{record}");
+    for (i, phase) in cohort.iter().enumerate() {
+        let doc = fx.shadow(&fx.thing(i), None).await;
+        if *phase == 0 {
+            assert_eq!(mode(&doc), json!(7), "{} is in phase 1", fx.thing(i));
+        } else {
+            assert_eq!(mode(&doc), Value::Null, "{} is outside phase 1 and was updated: {doc:?}", fx.thing(i));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_puts_every_thing_back_except_one_changed_since() {
+    let (fx, function, _) = fleet(30).await;
+    // Half the fleet had a setting before, half had none.
+    for i in 0..15 {
+        fx.set_desired(&fx.thing(i), None, json!({SETTINGS: {"mode": 1}})).await;
+    }
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 3, "minThings": 5, "onAbort": "rollback"});
+    let reporting: Vec<String> = (0..30).filter(|i| i % 10 >= 3).map(|i| fx.thing(i)).collect();
+    let request = request(&fx, &push_id, rollout, json!({}));
+    // A later push changes thing 5 while the phase bakes.
+    let later = async {
+        loop {
+            if state(&fx, &push_id).await == "baking" {
+                fx.set_desired(&fx.thing(5), None, json!({SETTINGS: {"mode": 9}})).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (record, ()) = tokio::join!(
+        run(&fx, &function, &request, reporting, &["rolledBack", "complete", "aborted"], Duration::from_secs(90)),
+        later
+    );
+    assert_eq!(record["state"], "rolledBack", "{record}");
+    assert_eq!(record["rollback"]["conflicts"], 1, "{record}");
+    assert_eq!(record["rollback"]["restored"], 29, "{record}");
+    for i in 0..30 {
+        let doc = fx.shadow(&fx.thing(i), None).await;
+        let expected = match i {
+            5 => json!(9),
+            i if i < 15 => json!(1),
+            _ => Value::Null,
+        };
+        assert_eq!(mode(&doc), expected, "{}: {doc:?}", fx.thing(i));
+    }
+    let answer = push(&function, &request).await.unwrap_or_else(|e| panic!("{e}"));
+    let conflicts: Vec<&str> =
+        answer["conflicts"].as_array().into_iter().flatten().filter_map(|c| c["thingName"].as_str()).collect();
+    assert_eq!(conflicts, [fx.thing(5).as_str()], "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_in_the_middle_of_a_phase_stops_within_5_seconds() {
+    let (fx, function, operator) = fleet(40).await;
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 0});
+    let request = request(&fx, &push_id, rollout, json!({"maxRequestsPerSecond": 4}));
+    let service = LambdaService::new(
+        &function,
+        fx.stack.sqs(),
+        &fx.queue_url,
+        Timing { timeout: Duration::from_secs(30), ..TIMING },
+    );
+    let operate = async {
+        loop {
+            let updated = fx.record(&push_id).await.map_or(0, |r| r["updated"].as_u64().unwrap_or(0));
+            if updated >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let asked = Instant::now();
+        let answer = push(&operator, &json!({"abortPush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        while state(&fx, &push_id).await != "aborted" && asked.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (asked.elapsed(), answer)
+    };
+    let done = || async { state(&fx, &push_id).await == "aborted" };
+    let sweep = json!({"sweepPushes": true});
+    let (_, (took, answer)) = tokio::join!(service.run_until(&request, &sweep, Duration::from_secs(60), done), operate);
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(record["state"], "aborted", "{record}; answer {answer}");
+    assert!(took <= Duration::from_secs(5), "stopped {took:?} after the abort: {record}");
+    let updated = record["updated"].as_u64().unwrap_or(0);
+    assert!(updated < 40, "{record}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut held = 0;
+    for i in 0..40 {
+        if mode(&fx.shadow(&fx.thing(i), None).await) == json!(7) {
+            held += 1;
+        }
+    }
+    assert_eq!(held, updated, "nothing is updated after the abort, and every update is counted: {record}");
+    let refused = push(&operator, &json!({"pausePush": unique("nobody")})).await;
+    let refused = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("pausePush") && refused.contains("names no push"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_push_resumes_after_a_hand_off_and_updates_nothing_twice() {
+    let (fx, function, operator) = fleet(30).await;
+    let push_id = unique("rollout");
+    // No devices report here: the judgment lets everything through.
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 0, "convergedPercent": 0, "failedPercent": 100});
+    let request = request(&fx, &push_id, rollout, json!({"maxRequestsPerSecond": 6}));
+    let service = LambdaService::new(
+        &function,
+        fx.stack.sqs(),
+        &fx.queue_url,
+        Timing { timeout: Duration::from_secs(3), ..TIMING },
+    );
+    let operate = async {
+        // Paused after the first hand-off.
+        while fx.record(&push_id).await.is_none_or(|r| r["handedOff"].as_u64().unwrap_or(0) < 1) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let paused = push(&operator, &json!({"pausePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        let asked = Instant::now();
+        while state(&fx, &push_id).await != "paused" && asked.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let at_pause = fx.record(&push_id).await.unwrap_or(Value::Null);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let later = fx.record(&push_id).await.unwrap_or(Value::Null);
+        let resumed = push(&operator, &json!({"resumePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        (paused, at_pause, later, resumed)
+    };
+    let done = || async { state(&fx, &push_id).await == "complete" };
+    let sweep = json!({"sweepPushes": true});
+    let (finished, (paused, at_pause, later, resumed)) =
+        tokio::join!(service.run_until(&request, &sweep, Duration::from_secs(90), done), operate);
+    assert_eq!(at_pause["state"], "paused", "{paused}");
+    assert_eq!(at_pause["updated"], later["updated"], "nothing moves while paused: {at_pause} / {later}");
+    assert!(at_pause["updated"].as_u64().unwrap_or(0) < 30, "paused before the end: {at_pause}");
+    assert_eq!(resumed["state"], "running", "{resumed}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(finished, "{record}");
+    assert_eq!((record["updated"].clone(), record["targets"].clone()), (json!(30), json!(30)), "{record}");
+    for i in 0..30 {
+        let doc = fx.shadow(&fx.thing(i), None).await;
+        assert_eq!(mode(&doc), json!(7));
+        assert_eq!(doc.as_ref().map(|d| d["version"].clone()), Some(json!(1)), "{} updated twice", fx.thing(i));
+    }
+}
+
+/// A crash while the push bakes (its delayed hand-off lost), and one in the middle of a rollback: both complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_during_a_bake_and_during_a_rollback_still_complete() {
+    for (step, nth, on_abort, end) in
+        [(Step::HandOff, 1, "stop", "complete"), (Step::RollbackUpdate, 3, "rollback", "rolledBack")]
+    {
+        let fx = PushFixture::new().await;
+        fx.create_things(0..12, "tokyo").await;
+        fx.create_group("prod", None, 0..12).await;
+        let endpoint = match step {
+            Step::HandOff => ("AWS_ENDPOINT_URL_SQS", fx.stack.var("AWS_ENDPOINT_URL_SQS")),
+            _ => ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE")),
+        };
+        let proxy = CrashProxy::start(&endpoint.1, CrashPoint { step, nth, delivered: false, repeat: false }).await;
+        let function = fx
+            .function(&[(endpoint.0, proxy.url.as_str()), ("PUSH_LEASE_MS", "2000"), ("PUSH_HANDOFF_GRACE_MS", "1500")])
+            .await;
+        proxy.watch(function.pid_handle());
+        let push_id = unique("rollout");
+        let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 2, "minThings": 3, "onAbort": on_abort});
+        // With a rollback, no device reports, so the phase fails its judgment.
+        let reporting: Vec<String> =
+            if on_abort == "stop" { (0..12).map(|i| fx.thing(i)).collect() } else { Vec::new() };
+        let record = run(
+            &fx,
+            &function,
+            &request(&fx, &push_id, rollout, json!({})),
+            reporting,
+            &[end],
+            Duration::from_secs(90),
+        )
+        .await;
+        assert!(proxy.fired(), "the crash point {step:?} was never reached: {record}");
+        assert_eq!(record["state"], end, "{record}");
+        for i in 0..12 {
+            let doc = fx.shadow(&fx.thing(i), None).await;
+            let expected = if end == "complete" { json!(7) } else { Value::Null };
+            assert_eq!(mode(&doc), expected, "{}: {doc:?}", fx.thing(i));
+        }
+        if end == "rolledBack" {
+            assert_eq!(record["rollback"]["restored"], 12, "{record}");
+        }
+    }
+}
