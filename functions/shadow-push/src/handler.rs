@@ -871,4 +871,47 @@ mod tests {
         assert_eq!(named.map(|r| r["pushId"].clone()), Some(json!("nightly-2026-11-27T03:00:00Z")));
         assert!(scheduled_request(json!([1]), "t").is_err());
     }
+
+    #[test]
+    fn control_messages_are_validated() {
+        let parsed = |v: Value| Event::parse(v).map_err(|e| e.to_string());
+        assert!(matches!(parsed(json!({"pausePush": "p"})), Ok(Event::Control { action: Action::Pause, .. })));
+        assert!(matches!(parsed(json!({"resumePush": "p"})), Ok(Event::Control { action: Action::Resume, .. })));
+        assert!(matches!(
+            parsed(json!({"abortPush": "p", "rollback": true})),
+            Ok(Event::Control { action: Action::Abort { rollback: true }, .. })
+        ));
+        for (bad, field) in [
+            (json!({"pausePush": "p", "rollback": true}), "rollback"),
+            (json!({"pausePush": "p", "abortPush": "p"}), "request"),
+            (json!({"pausePush": 5}), "pausePush"),
+            (json!({"abortPush": ""}), "abortPush"),
+            (json!({"abortPush": "p", "colour": 1}), "colour"),
+        ] {
+            let error = parsed(bad.clone()).err().unwrap_or_default();
+            assert!(error.contains(&format!("`{field}`")), "{bad}: {error}");
+        }
+    }
+
+    /// Every sample in events/push/ is a valid event, and every push request in it a valid request.
+    #[test]
+    fn the_samples_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/push");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{:?}: {e}", entry.path()));
+            match Event::parse(value) {
+                Ok(Event::Push(request)) => {
+                    if let Err(e) = validate_request(&request, 400, || "generated".into()) {
+                        panic!("{:?}: {e}", entry.path());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{:?}: {e}", entry.path()),
+            }
+            seen += 1;
+        }
+        assert!(seen >= 9, "{seen} samples in {dir:?}");
+    }
 }

@@ -314,7 +314,7 @@ impl LeaseTiming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::validate_request;
+    use crate::push::{PhaseCounts, validate_request};
     use serde_json::{Value, json};
 
     fn record(segment: u64, handed_off: u64, lease_until: u64, takeovers: u32, complete: bool) -> PushRecord {
@@ -397,5 +397,58 @@ mod tests {
     fn renewals_come_three_times_a_lease() {
         assert_eq!(LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 4_000);
         assert_eq!(LeaseTiming { lease_ms: 3_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 1_000);
+    }
+
+    #[test]
+    fn a_rollout_goes_from_phase_to_bake_to_judgment() {
+        let plan = validate_request(
+            &json!({"pushId": "p1", "desired": {"a": 1}, "targets": {"things": ["a"]},
+                    "rollout": {"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 60, "minThings": 2,
+                                "onAbort": "rollback"}}),
+            400,
+            || "unused".into(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let timing = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 1_000 };
+        let mut r = record(1, 0, 0, 0, false);
+        r.phases = vec![PhaseCounts { percent: 50.0, ..Default::default() }, PhaseCounts::default()];
+        assert_eq!(work(&r, &plan, 0), Work::Push { phase: Some(0) });
+        let pushed = SegmentOutcome { targets: 4, updated: 4, ..Default::default() };
+        let baking = after_push(&r, &plan, 1, &pushed, false, 10_000, timing);
+        assert_eq!((baking.state, baking.bake_until, baking.handed_off), (PushState::Baking, Some(70_000), 1));
+        assert_eq!(baking.phases[0].updated, 4);
+        assert_eq!(work(&baking, &plan, 10_000), Work::Bake { delay_s: 60 });
+        let stepped = after_bake_step(&baking, 2, 60, 10_000, timing);
+        assert_eq!(stepped.lease_until, 10_000 + 1_000 + 60_000, "the sweeper waits for the delayed message");
+        assert_eq!(work(&stepped, &plan, 70_000), Work::Judge { phase: 1 });
+        let converged = JournalOutcome { converged: 4, ..Default::default() };
+        let next = after_judge(&stepped, &plan, 3, &converged, 71_000, timing);
+        assert_eq!((next.state, next.phase, next.cursor.clone()), (PushState::Running, 2, Some(Cursor::default())));
+        assert!(next.phases[0].judged);
+        let silent = JournalOutcome { converged: 1, pending: 3, ..Default::default() };
+        let aborted = after_judge(&stepped, &plan, 3, &silent, 71_000, timing);
+        assert_eq!(aborted.state, PushState::RollingBack);
+        assert!(aborted.abort_reason.as_deref().is_some_and(|r| r.starts_with("phase 1")), "{aborted:?}");
+        assert_eq!(work(&aborted, &plan, 71_000), Work::Rollback);
+    }
+
+    #[test]
+    fn controls_wait_for_a_live_segment_and_are_carried_out_over_a_dead_one() {
+        let now = 10_000;
+        let mut held = record(2, 1, now + 5_000, 0, false);
+        held.control = Some(Control::Pause);
+        assert_eq!(next_step(&held, now), Step::Running { lease_until: now + 5_000 });
+        held.lease_until = now - 1;
+        assert_eq!(next_step(&held, now), Step::Control { control: Control::Pause, over_dead_holder: true });
+        let paused = controlled(&held, Control::Pause, true, now);
+        assert_eq!(
+            (paused.state, paused.handed_off, paused.recheck, paused.control),
+            (PushState::Paused, 2, true, None)
+        );
+        assert_eq!(next_step(&paused, now), Step::Paused);
+        assert_eq!(resumed_state(&paused), PushState::Running);
+        let aborted = controlled(&record(2, 2, 0, 0, false), Control::Abort, false, now);
+        assert_eq!((aborted.state, aborted.finished_at), (PushState::Aborted, Some(now)));
+        assert_eq!(next_step(&aborted, now), Step::Complete);
     }
 }
