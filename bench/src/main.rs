@@ -195,16 +195,36 @@ impl Bench {
     /// Our release shadow-push, pushing the seed's settings to the stand-in's `group` (streamed from its
     /// ListThingsInThingGroup) under `quota`: its summary, the wall time and the process's peak RSS.
     async fn push_group(&self, standin: &StandIn, quota: f64, push_table: &str, group: &str) -> (Value, f64, u64) {
+        self.push_group_with(
+            standin,
+            quota,
+            push_table,
+            json!({"targets": {"thingGroup": group}, "skipUnchanged": false}),
+        )
+        .await
+    }
+
+    /// [`Self::push_group`] with request fields of its own (over the seed's settings).
+    async fn push_group_with(
+        &self,
+        standin: &StandIn,
+        quota: f64,
+        push_table: &str,
+        fields: Value,
+    ) -> (Value, f64, u64) {
         let env = self.env(&[
             ("PUSH_TABLE", push_table.to_owned()),
             ("PUSH_MAX_TPS", (quota as u32).to_string()),
+            ("PUSH_READ_TPS", (quota as u32).to_string()),
             ("PUSH_CONCURRENCY", "256".into()),
             ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone()),
             ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
         ]);
         let push = self.ours("shadow-push", &env).await;
-        let request = json!({"desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default(),
-                             "targets": {"thingGroup": group}, "skipUnchanged": false});
+        let mut request = json!({"desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default()});
+        if let (Some(r), Some(fields)) = (request.as_object_mut(), fields.as_object()) {
+            r.extend(fields.clone());
+        }
         let started = Instant::now();
         let summary = push.invoke(&request, Duration::from_secs(900)).await.unwrap_or_else(|e| panic!("push: {e}"));
         let seconds = started.elapsed().as_secs_f64();
@@ -214,8 +234,12 @@ impl Bench {
     }
 
     async fn push_throughput(&mut self) {
-        let limits =
-            Limits { requests_per_second: PUSH_QUOTA, burst: PUSH_QUOTA / 10.0, latency: Duration::from_millis(20) };
+        let limits = Limits {
+            requests_per_second: PUSH_QUOTA,
+            burst: PUSH_QUOTA / 10.0,
+            latency: Duration::from_millis(20),
+            reads_per_second: None,
+        };
         let group = "bench-fleet";
         let prefix = "bench-thing-";
         let db = self.stack.dynamodb();
@@ -257,6 +281,33 @@ impl Bench {
             result["standin_throttled"] = json!(standin.counts.throttled.load(std::sync::atomic::Ordering::Relaxed));
             peers[peer] = result;
         }
+        // The default push (skipUnchanged: true) on a fleet that needs the change: a read and an update per thing,
+        // each API under its own quota. Updates should reach the update quota, not half of it.
+        let split = Limits { reads_per_second: Some(PUSH_QUOTA), ..limits };
+        let standin = StandIn::start(split, group, prefix, PUSH_THINGS).await;
+        let default_table = unique("bench-push");
+        tables::ensure_table(&db, &default_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        let fields = json!({"targets": {"thingGroup": group}, "skipUnchanged": true});
+        let (default_summary, default_seconds, _) =
+            self.push_group_with(&standin, PUSH_QUOTA, &default_table, fields).await;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (reads, updates) = (load(&standin.counts.reads), load(&standin.counts.updates));
+        let default_efficiency = updates as f64 / default_seconds / PUSH_QUOTA;
+        let read_share = reads as f64 / default_seconds / PUSH_QUOTA;
+        drop(standin);
+        let _ = db.delete_table().table_name(default_table).send().await;
+        self.row(
+            "default push (skipUnchanged) updates/s / update quota",
+            default_efficiency,
+            None,
+            None,
+            ">= 0.95",
+            Some(default_efficiency >= 0.95),
+        );
+        self.row("default push reads/s / read quota", read_share, None, None, "<= 1", Some(read_share <= 1.0));
+        let default = json!({"seconds": default_seconds, "reads": reads, "updates": updates,
+                             "update_efficiency": default_efficiency, "read_share": read_share,
+                             "summary": default_summary});
         let boto3 = peers["boto3-threadpool"]["things_per_second"].as_f64().unwrap_or(0.0);
         let sample = peers["aws-sample-page-per-second"]["things_per_second"].as_f64().unwrap_or(0.0);
         let ratio = things_per_second / boto3.max(1e-9);
@@ -303,6 +354,7 @@ impl Bench {
                          "throttled": throttled, "throttled_share": throttled_share, "peak_rss_mb": mb(rss),
                          "summary": summary},
                 "peers": peers,
+                "default_push": default,
             }),
         ));
         let _ = db.delete_table().table_name(push_table).send().await;
@@ -313,7 +365,12 @@ impl Bench {
     async fn push_scale(&mut self) {
         const THINGS: usize = 1_000_000;
         const QUOTA: f64 = 20_000.0;
-        let limits = Limits { requests_per_second: QUOTA, burst: QUOTA / 10.0, latency: Duration::from_millis(1) };
+        let limits = Limits {
+            requests_per_second: QUOTA,
+            burst: QUOTA / 10.0,
+            latency: Duration::from_millis(1),
+            reads_per_second: None,
+        };
         let db = self.stack.dynamodb();
         let push_table = unique("bench-push");
         tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));

@@ -22,6 +22,8 @@ pub struct Limits {
     /// The bucket's capacity: how many requests may come at once after a quiet spell.
     pub burst: f64,
     pub latency: Duration,
+    /// GetThingShadow's own rate (AWS sets each shadow API's quota apart); `None`: reads share the one above.
+    pub reads_per_second: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +31,8 @@ pub struct Counts {
     pub accepted: AtomicU64,
     pub throttled: AtomicU64,
     pub updates: AtomicU64,
+    /// GetThingShadow requests accepted.
+    pub reads: AtomicU64,
 }
 
 struct Bucket {
@@ -39,6 +43,7 @@ struct Bucket {
 struct State {
     limits: Limits,
     bucket: Mutex<Bucket>,
+    read_bucket: Mutex<Bucket>,
     /// Per thing: the start of its current one-second window and the requests in it.
     per_thing: Mutex<HashMap<String, (Instant, u32)>>,
     /// Per thing: the shadow's version and desired section.
@@ -60,6 +65,7 @@ impl StandIn {
         let state = Arc::new(State {
             limits,
             bucket: Mutex::new(Bucket { tokens: limits.burst, last: Instant::now() }),
+            read_bucket: Mutex::new(Bucket { tokens: limits.burst, last: Instant::now() }),
             per_thing: Mutex::new(HashMap::new()),
             shadows: Mutex::new(HashMap::new()),
             group: (group.to_owned(), prefix.to_owned(), size),
@@ -81,7 +87,7 @@ fn json_response(status: StatusCode, body: &Value, error_type: Option<&'static s
 }
 
 impl State {
-    fn admit(&self, thing: &str) -> bool {
+    fn admit(&self, thing: &str, read: bool) -> bool {
         let now = Instant::now();
         {
             let Ok(mut per_thing) = self.per_thing.lock() else { return false };
@@ -94,8 +100,12 @@ impl State {
             }
             window.1 += 1;
         }
-        let Ok(mut bucket) = self.bucket.lock() else { return false };
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.limits.requests_per_second;
+        let (bucket, rate) = match self.limits.reads_per_second {
+            Some(rate) if read => (&self.read_bucket, rate),
+            _ => (&self.bucket, self.limits.requests_per_second),
+        };
+        let Ok(mut bucket) = bucket.lock() else { return false };
+        let refill = now.duration_since(bucket.last).as_secs_f64() * rate;
         bucket.tokens = (bucket.tokens + refill).min(self.limits.burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
@@ -134,7 +144,7 @@ async fn handle(state: Arc<State>, parts: Parts, body: Bytes) -> Reply {
         return json_response(StatusCode::NOT_FOUND, &json!({"message": "unknown path"}), None);
     };
     tokio::time::sleep(state.limits.latency).await;
-    if !state.admit(thing) {
+    if !state.admit(thing, method == Method::GET) {
         state.counts.throttled.fetch_add(1, Ordering::Relaxed);
         return json_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -147,6 +157,7 @@ async fn handle(state: Arc<State>, parts: Parts, body: Bytes) -> Reply {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     match method {
         Method::GET => {
+            state.counts.reads.fetch_add(1, Ordering::Relaxed);
             let shadow = state.shadows.lock().ok().and_then(|s| s.get(&key).cloned());
             match shadow {
                 Some((version, desired)) => json_response(
