@@ -13,8 +13,10 @@ use shadow_core::store::{FaultKind, ServiceError};
 use crate::sdk::service_error;
 use crate::tables;
 
-const RECORD: &str = "push";
-const FAILURE_PREFIX: &str = "failure#";
+/// The sort key of a push's record item.
+pub const RECORD: &str = "push";
+/// The sort-key prefix of a push's failure items (`failure#<thingName>`).
+pub const FAILURE_PREFIX: &str = "failure#";
 /// Present (with the value [`OPEN`]) on the record of a push that is not complete nor stalled: the key of the
 /// sparse index the sweeper queries, sorted by `leaseUntil`.
 const OPEN_ATTRIBUTE: &str = tables::OPEN_PUSHES_KEY;
@@ -68,6 +70,8 @@ impl PushStore for DynamoPushStore {
         if !record.complete {
             item.insert(OPEN_ATTRIBUTE.into(), s(OPEN));
         }
+        // Every record is in the index of recent pushes, by startedAt.
+        item.insert(tables::RECENT_PUSHES_KEY.into(), s(tables::RECENT_PUSHES_PARTITION));
         if let Some(expires) = self.expires_at(record.started_at) {
             item.insert(tables::TTL_ATTRIBUTE.into(), expires);
         }
