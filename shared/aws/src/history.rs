@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use serde_json::{Map, Number, Value};
 use shadow_core::ShadowRef;
-use shadow_core::history::{HistoryRecord, HistoryStore, PARTITION_KEY, PutOutcome, SORT_KEY, partition_key};
+use shadow_core::history::{
+    HistoryRecord, HistoryStore, PARTITION_KEY, PutOutcome, SORT_KEY, partition_key, time_prefix,
+};
 use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::service_error;
@@ -49,6 +51,65 @@ impl DynamoHistoryStore {
             events.push(restore_numbers(event));
         }
         Ok(events)
+    }
+}
+
+/// One page of a shadow's history: its events, oldest first, as [`DynamoHistoryStore::events`] gives them, and where
+/// the next page starts (`None` at the end).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    pub events: Vec<Value>,
+    pub next: Option<HashMap<String, AttributeValue>>,
+}
+
+impl DynamoHistoryStore {
+    /// One page (at most `limit` events) of one shadow's history between `from` and `until` (epoch seconds, both
+    /// included, either open), oldest first, from `start` (the previous page's `next`). The range is a key
+    /// condition on the sort key, so DynamoDB reads only the events in it.
+    pub async fn page(
+        &self,
+        shadow: &ShadowRef,
+        from: Option<u64>,
+        until: Option<u64>,
+        start: Option<HashMap<String, AttributeValue>>,
+        limit: i32,
+    ) -> Result<HistoryPage, ServiceError> {
+        let range = match (from, until) {
+            (Some(_), Some(_)) => " AND #sk BETWEEN :from AND :to",
+            (Some(_), None) => " AND #sk >= :from",
+            (None, Some(_)) => " AND #sk < :to",
+            (None, None) => "",
+        };
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(format!("#pk = :pk{range}"))
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
+            .set_exclusive_start_key(start)
+            .limit(limit.max(1));
+        if !range.is_empty() {
+            query = query.expression_attribute_names("#sk", SORT_KEY);
+        }
+        if let Some(from) = from {
+            query = query.expression_attribute_values(":from", AttributeValue::S(time_prefix(from)));
+        }
+        if let Some(until) = until {
+            // Every key of second `until` sorts below the next second's prefix (BETWEEN includes its bound, and no
+            // key equals a bare prefix).
+            query = query.expression_attribute_values(":to", AttributeValue::S(time_prefix(until.saturating_add(1))));
+        }
+        let page = query.send().await.map_err(|e| service_error("Query", e))?;
+        let mut events = Vec::new();
+        for mut item in page.items.unwrap_or_default() {
+            item.remove(PARTITION_KEY);
+            item.remove(SORT_KEY);
+            let event: Value = serde_dynamo::from_item(item)
+                .map_err(|e| ServiceError::new("Query", FaultKind::Rejected, Some("UnreadableItem".into()), e))?;
+            events.push(restore_numbers(event));
+        }
+        Ok(HistoryPage { events, next: page.last_evaluated_key.filter(|k| !k.is_empty()) })
     }
 }
 

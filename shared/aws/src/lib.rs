@@ -3,6 +3,7 @@
 
 pub mod handoff;
 pub mod history;
+pub mod push_reader;
 pub mod push_store;
 pub mod registry;
 pub mod sdk;
@@ -11,6 +12,7 @@ pub mod tables;
 
 pub use handoff::{Continuation, SqsHandOff};
 pub use history::DynamoHistoryStore;
+pub use push_reader::DynamoPushReader;
 pub use push_store::DynamoPushStore;
 pub use registry::IotRegistry;
 pub use shadows::DataPlaneShadows;

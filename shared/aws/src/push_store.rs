@@ -15,9 +15,12 @@ use shadow_core::store::{FaultKind, ServiceError};
 use crate::sdk::service_error;
 use crate::tables;
 
-const RECORD: &str = "push";
-const FAILURE_PREFIX: &str = "failure#";
-const CONFLICT_PREFIX: &str = "conflict#";
+/// The sort key of a push's record item.
+pub const RECORD: &str = "push";
+/// The sort-key prefix of a push's failure items (`failure#<thingName>`).
+pub const FAILURE_PREFIX: &str = "failure#";
+/// The sort-key prefix of the things a rollback left alone (`conflict#<thingName>`).
+pub const CONFLICT_PREFIX: &str = "conflict#";
 /// A rollout's recorded previous values: `previous#<phase:03>#<thing>`.
 const PREVIOUS_PREFIX: &str = "previous#";
 /// Journal entries per page read.
@@ -129,6 +132,8 @@ impl PushStore for DynamoPushStore {
         if !record.complete {
             item.insert(OPEN_ATTRIBUTE.into(), s(OPEN));
         }
+        // Every record is in the index of recent pushes, by startedAt.
+        item.insert(tables::RECENT_PUSHES_KEY.into(), s(tables::RECENT_PUSHES_PARTITION));
         if let Some(expires) = self.expires_at(record.started_at) {
             item.insert(tables::TTL_ATTRIBUTE.into(), expires);
         }

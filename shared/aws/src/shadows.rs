@@ -18,6 +18,11 @@ impl DataPlaneShadows {
         Self { client }
     }
 
+    /// The data-plane client, for reads beyond what a push needs (the CLI's `shadow get`).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// A data-plane client for this account. `AWS_ENDPOINT_URL_IOT_DATA_PLANE` (a local emulator) wins; then
     /// `configured` (`IOT_DATA_ENDPOINT`); else the account's `iot:Data-ATS` endpoint from DescribeEndpoint, once.
     pub async fn connect(

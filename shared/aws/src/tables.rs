@@ -27,6 +27,16 @@ pub struct IndexSpec {
 pub const OPEN_PUSHES_INDEX: &str = "open-pushes";
 pub const OPEN_PUSHES_KEY: &str = "openPush";
 
+/// The push table's index of every push record by `startedAt`, for listing recent pushes newest first (the CLI's
+/// `push list`). One constant partition: a push table gets a few records a day, far below a partition's 1000
+/// writes/s, and one Query with `ScanIndexForward=false` then reads any time range in order. Keys only: the record's
+/// counts change with every segment and its lease with every renewal; projecting them would write the index each
+/// time. The lister reads the records it shows with BatchGetItem.
+pub const RECENT_PUSHES_INDEX: &str = "recent-pushes";
+pub const RECENT_PUSHES_KEY: &str = "pushList";
+/// The one value of [`RECENT_PUSHES_KEY`], on every push record.
+pub const RECENT_PUSHES_PARTITION: &str = "all";
+
 /// One table: its key schema (both keys strings), its TTL attribute and its indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSpec {
@@ -57,7 +67,10 @@ pub const PUSH: TableSpec = TableSpec {
     partition_key: PARTITION_KEY,
     sort_key: SORT_KEY,
     ttl_attribute: TTL_ATTRIBUTE,
-    indexes: &[IndexSpec { name: OPEN_PUSHES_INDEX, partition_key: OPEN_PUSHES_KEY, sort_key: "leaseUntil" }],
+    indexes: &[
+        IndexSpec { name: OPEN_PUSHES_INDEX, partition_key: OPEN_PUSHES_KEY, sort_key: "leaseUntil" },
+        IndexSpec { name: RECENT_PUSHES_INDEX, partition_key: RECENT_PUSHES_KEY, sort_key: "startedAt" },
+    ],
 };
 
 pub const ALL: [TableSpec; 2] = [HISTORY, PUSH];

@@ -1,0 +1,158 @@
+//! `shadow-fleet history THING`: one shadow's events, oldest first, each with what it changed in `desired` and
+//! `reported`. Reads the history table page by page on its key (README, "History items"): `--since`/`--until` are a
+//! key condition on the sort key, so a long history costs only the pages shown.
+
+use clap::Args;
+use serde_json::{Value, json};
+use shadow_aws::DynamoHistoryStore;
+use shadow_core::{ShadowName, ShadowRef, ThingName};
+
+use crate::diff::{Change, Replay};
+use crate::error::CliError;
+use crate::output::{self, Format};
+use crate::{Context, now_secs, when};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The thing's name.
+    thing: String,
+    /// A named shadow; without it, the classic shadow.
+    #[arg(long, value_name = "NAME")]
+    shadow: Option<String>,
+    /// Events at or after (an age such as 7d or 90m, an RFC 3339 time, a date, epoch seconds).
+    #[arg(long, value_name = "T")]
+    since: Option<String>,
+    /// Events at or before (same forms as --since).
+    #[arg(long, value_name = "T")]
+    until: Option<String>,
+    /// Only the events of this push (updates whose clientToken is the push id).
+    #[arg(long = "push", value_name = "ID")]
+    push_id: Option<String>,
+    /// Show at most this many events (0: all).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    limit: usize,
+}
+
+/// Events read per Query when the limit does not say fewer.
+const PAGE: usize = 500;
+
+fn shadow_ref(args: &HistoryArgs) -> Result<ShadowRef, CliError> {
+    let thing = ThingName::parse(args.thing.as_str())
+        .map_err(|e| CliError::Usage(format!("thing name {:?} {e}", args.thing)))?;
+    let shadow =
+        args.shadow.as_deref().map(ShadowName::parse_user).transpose().map_err(|e| {
+            CliError::Usage(format!("shadow name {:?} {e}", args.shadow.as_deref().unwrap_or_default()))
+        })?;
+    Ok(ShadowRef { thing, shadow })
+}
+
+fn time(flag: &str, text: Option<&str>) -> Result<Option<u64>, CliError> {
+    text.map(|t| when::parse(t, now_secs()).map_err(|e| CliError::Usage(format!("{flag}: {e}")))).transpose()
+}
+
+/// One event as shown: when, which version, what kind, who, and its changes.
+fn event_json(event: &Value, desired: &[Change], reported: &[Change]) -> Value {
+    let timestamp = event.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
+    json!({
+        "time": when::format_seconds(timestamp),
+        "timestamp": timestamp,
+        "version": event.get("version"),
+        "kind": event.get("kind"),
+        "clientToken": event.get("clientToken"),
+        "desired": desired.iter().map(Change::to_json).collect::<Vec<_>>(),
+        "reported": reported.iter().map(Change::to_json).collect::<Vec<_>>(),
+    })
+}
+
+fn changes_text(changes: &[Change]) -> String {
+    changes.iter().map(Change::to_text).collect::<Vec<_>>().join("\n")
+}
+
+pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
+    let shadow = shadow_ref(&args)?;
+    let since = time("--since", args.since.as_deref())?;
+    let until = time("--until", args.until.as_deref())?;
+    if let (Some(since), Some(until)) = (since, until)
+        && since > until
+    {
+        return Err(CliError::Usage(format!(
+            "--since ({}) is after --until ({})",
+            when::format_seconds(since),
+            when::format_seconds(until)
+        )));
+    }
+    let table = ctx.locations.history_table()?;
+    let store = DynamoHistoryStore::new(ctx.dynamodb(), table.clone());
+    let limit = if args.limit == 0 { usize::MAX } else { args.limit };
+    let shown_name =
+        format!("{}{}", shadow.thing, args.shadow.as_deref().map(|s| format!(" --shadow {s}")).unwrap_or_default());
+
+    let mut replay = Replay::default();
+    let mut rows = output::table(&["time", "version", "kind", "who", "desired", "reported"]);
+    let mut shown = 0usize;
+    let mut more_from: Option<u64> = None;
+    let mut start = None;
+    'pages: loop {
+        // Without --push every event read is shown: read one more than the limit, to know whether more follow.
+        let want = if args.push_id.is_some() { PAGE } else { (limit - shown).saturating_add(1).min(PAGE) };
+        let page = store
+            .page(&shadow, since, until, start.take(), i32::try_from(want).unwrap_or(i32::MAX))
+            .await
+            .map_err(CliError::service(format!("reading the history of {shown_name} in table {table}")))?;
+        for event in &page.events {
+            if shown == limit {
+                more_from = event.get("timestamp").and_then(Value::as_u64);
+                break 'pages;
+            }
+            let kind = event.get("kind").and_then(Value::as_str).unwrap_or("update");
+            let changes = replay.apply(kind, event.get("state"));
+            let token = event.get("clientToken").and_then(Value::as_str);
+            if args.push_id.as_deref().is_some_and(|p| token != Some(p)) {
+                continue;
+            }
+            shown += 1;
+            let line = event_json(event, &changes.desired, &changes.reported);
+            match ctx.format {
+                Format::Json => output::json_line(&line),
+                Format::Table => {
+                    let who = token.unwrap_or("-").to_owned();
+                    let (desired, reported) = if kind == "delete" {
+                        ("shadow deleted".to_owned(), String::new())
+                    } else {
+                        (changes_text(&changes.desired), changes_text(&changes.reported))
+                    };
+                    rows.add_row(vec![
+                        line["time"].as_str().unwrap_or_default().to_owned(),
+                        line["version"].to_string(),
+                        kind.to_owned(),
+                        who,
+                        desired,
+                        reported,
+                    ]);
+                }
+            }
+        }
+        match page.next {
+            Some(next) => start = Some(next),
+            None => break,
+        }
+    }
+    if shown == 0 {
+        eprintln!(
+            "no history for {shown_name}{} in table {table}",
+            if since.is_some() || until.is_some() || args.push_id.is_some() { " in this range" } else { "" }
+        );
+        return Ok(1);
+    }
+    if ctx.format == Format::Table {
+        println!("{rows}");
+    }
+    if let Some(next) = more_from {
+        eprintln!(
+            "more events follow; the next at {}: --since {} (or --limit 0 for all)",
+            when::format_seconds(next),
+            when::format_seconds(next)
+        );
+    }
+    Ok(0)
+}

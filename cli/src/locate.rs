@@ -1,0 +1,89 @@
+//! Where shadow-fleet's tables and functions are: a deployed stack's outputs (`--stack NAME`), or the environment
+//! variables the functions themselves read (`HISTORY_TABLE`, `PUSH_TABLE`, ...) plus the functions' names.
+
+use aws_config::SdkConfig;
+
+use crate::error::CliError;
+
+/// The names the CLI needs; each command asks for the ones it uses.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    /// Where they came from, for messages: `stack NAME` or `the environment`.
+    pub origin: String,
+    pub history_table: Option<String>,
+    pub push_table: Option<String>,
+    pub push_function: Option<String>,
+}
+
+/// Stack outputs (in `template.yaml`) and the environment variables that stand for them without `--stack`.
+const HISTORY_TABLE: (&str, &str) = ("HistoryTableName", "HISTORY_TABLE");
+const PUSH_TABLE: (&str, &str) = ("PushTableName", "PUSH_TABLE");
+const PUSH_FUNCTION: (&str, &str) = ("ShadowPushFunctionArn", "PUSH_FUNCTION_NAME");
+
+impl Locations {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            origin: "the environment".into(),
+            history_table: var(HISTORY_TABLE.1),
+            push_table: var(PUSH_TABLE.1),
+            push_function: var(PUSH_FUNCTION.1),
+        }
+    }
+
+    /// The outputs of the deployed stack `name` (DescribeStacks). Every output the CLI knows must be there.
+    pub async fn from_stack(config: &SdkConfig, name: &str) -> Result<Self, CliError> {
+        let client = aws_sdk_cloudformation::Client::new(config);
+        let described = client.describe_stacks().stack_name(name).send().await;
+        let described = match described {
+            Ok(d) => d,
+            Err(e) if e.as_service_error().is_some_and(|s| s.to_string().contains("does not exist")) => {
+                return Err(CliError::Failure(format!("stack {name} does not exist (in this account and region)")));
+            }
+            Err(e) => return Err(CliError::sdk(format!("reading the outputs of stack {name}"))(e)),
+        };
+        let stack = described.stacks.unwrap_or_default().into_iter().next();
+        let Some(stack) = stack else {
+            return Err(CliError::Failure(format!("stack {name} does not exist (in this account and region)")));
+        };
+        let outputs = stack.outputs.unwrap_or_default();
+        let output = |key: &str| {
+            outputs.iter().find(|o| o.output_key() == Some(key)).and_then(|o| o.output_value()).map(str::to_owned)
+        };
+        let missing: Vec<&str> =
+            [HISTORY_TABLE.0, PUSH_TABLE.0, PUSH_FUNCTION.0].into_iter().filter(|k| output(k).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(CliError::Failure(format!(
+                "stack {name} has no output {}: is it a shadow-fleet stack, deployed from this template.yaml?",
+                missing.join(", ")
+            )));
+        }
+        Ok(Self {
+            origin: format!("stack {name}"),
+            history_table: output(HISTORY_TABLE.0),
+            push_table: output(PUSH_TABLE.0),
+            push_function: output(PUSH_FUNCTION.0),
+        })
+    }
+
+    fn need(&self, value: &Option<String>, (output, var): (&str, &str)) -> Result<String, CliError> {
+        value.clone().ok_or_else(|| {
+            CliError::Failure(format!(
+                "no {output} in {}: pass --stack NAME (a deployed shadow-fleet stack) or set {var}",
+                self.origin
+            ))
+        })
+    }
+
+    pub fn history_table(&self) -> Result<String, CliError> {
+        self.need(&self.history_table, HISTORY_TABLE)
+    }
+
+    pub fn push_table(&self) -> Result<String, CliError> {
+        self.need(&self.push_table, PUSH_TABLE)
+    }
+
+    pub fn push_function(&self) -> Result<String, CliError> {
+        self.need(&self.push_function, PUSH_FUNCTION)
+    }
+}

@@ -1,0 +1,132 @@
+//! `shadow-fleet`: the operator's command line. Start, watch and steer pushes; read a shadow's history and its
+//! current document. Exit codes: 0 success, 1 a failure to look at, 2 bad usage.
+
+mod diff;
+mod error;
+mod history;
+mod locate;
+mod output;
+mod progress;
+mod push;
+mod shadow;
+mod when;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use clap::{Parser, Subcommand};
+
+use error::CliError;
+use locate::Locations;
+use output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shadow-fleet",
+    version,
+    about = "Start, watch and steer shadow pushes; read shadow history",
+    after_help = "Tables and functions come from --stack NAME (a deployed stack's outputs) or, without it, from \
+                  HISTORY_TABLE, PUSH_TABLE and PUSH_FUNCTION_NAME. Credentials and region: the standard AWS chain."
+)]
+struct Cli {
+    /// Output for people (table) or for scripts (json: one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// Read table and function names from this deployed CloudFormation stack's outputs.
+    #[arg(long, global = true, value_name = "NAME")]
+    stack: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pushes: start, watch, show, list, pause, resume, abort.
+    Push {
+        #[command(subcommand)]
+        command: push::PushCommand,
+    },
+    /// One shadow's history, oldest first, with what each event changed.
+    History(history::HistoryArgs),
+    /// Shadow documents.
+    Shadow {
+        #[command(subcommand)]
+        command: shadow::ShadowCommand,
+    },
+}
+
+/// What every command works with.
+pub struct Context {
+    pub config: SdkConfig,
+    pub locations: Locations,
+    pub format: Format,
+}
+
+impl Context {
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.config)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// The standard AWS chain (environment, profile, SSO, container and instance roles), with the SDK's own retries:
+/// a person waits anyway. Region and credentials are checked first, so their absence is said plainly.
+async fn sdk_config() -> Result<SdkConfig, CliError> {
+    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    if config.region().is_none() {
+        return Err(CliError::Failure(
+            "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile".into(),
+        ));
+    }
+    let Some(credentials) = config.credentials_provider() else {
+        return Err(CliError::Failure("no AWS credentials provider is configured".into()));
+    };
+    if let Err(e) = credentials.provide_credentials().await {
+        return Err(CliError::Failure(format!(
+            "no AWS credentials: {e}; configure them as for the AWS CLI (AWS_PROFILE, `aws configure`, \
+             AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        )));
+    }
+    Ok(config)
+}
+
+async fn run(cli: Cli) -> Result<i32, CliError> {
+    let config = sdk_config().await?;
+    let locations = match &cli.stack {
+        Some(name) => Locations::from_stack(&config, name).await?,
+        None => Locations::from_env(),
+    };
+    let ctx = Context { config, locations, format: cli.output };
+    match cli.command {
+        Command::Push { command } => push::run(&ctx, command).await,
+        Command::History(args) => history::run(&ctx, args).await,
+        Command::Shadow { command } => shadow::run(&ctx, command).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let code = match runtime {
+        Ok(runtime) => match runtime.block_on(run(cli)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", e.report());
+                e.exit_code()
+            }
+        },
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

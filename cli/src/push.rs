@@ -1,0 +1,400 @@
+//! `shadow-fleet push ...`: start (Lambda Invoke, asynchronous), watch (polls the record), show, list (the
+//! `recent-pushes` index), and the control messages (Lambda Invoke, synchronous).
+
+use std::io::Read;
+use std::time::Duration;
+
+use aws_sdk_lambda::{primitives::Blob, types::InvocationType};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use shadow_aws::DynamoPushReader;
+use shadow_core::push::{Failure, validate_request};
+
+use crate::error::CliError;
+use crate::output::{self, Format};
+use crate::progress::{Progress, compact, record_rows};
+use crate::{Context, now_ms, now_secs, when};
+
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    /// Validate a push request locally (every problem listed, nothing sent), start it, print its push id.
+    Start {
+        /// The request file (see events/push/), or - for standard input.
+        request: String,
+        /// Then watch the push to its end (as `push watch`).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        watch: WatchOptions,
+    },
+    /// A live progress bar from the push's record, then a summary. Exit 1 when things failed or the push stalled
+    /// or was aborted.
+    Watch {
+        push_id: String,
+        #[command(flatten)]
+        watch: WatchOptions,
+    },
+    /// The push's record; with --failures every failed thing.
+    Show {
+        push_id: String,
+        #[arg(long)]
+        failures: bool,
+    },
+    /// Recent pushes, newest first.
+    List {
+        /// Pushes started since (an age such as 7d or 12h, an RFC 3339 time, a date).
+        #[arg(long, default_value = "7d", value_name = "T")]
+        since: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Pause a rollout (sends {"pausePush": ID} to shadow-push).
+    Pause { push_id: String },
+    /// Resume a paused rollout (sends {"resumePush": ID}).
+    Resume { push_id: String },
+    /// Abort a push (sends {"abortPush": ID, "rollback": ...}).
+    Abort {
+        push_id: String,
+        /// Also set the targets back to what they held before the push.
+        #[arg(long)]
+        rollback: bool,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchOptions {
+    /// Seconds between two reads of the record.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    interval: f64,
+    /// A push whose lease ran out this many seconds ago without news is reported as stalled.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    stall_after: u64,
+}
+
+/// How long `push start --wait` waits for the record to appear (the asynchronous invocation has to start first).
+const APPEAR_AFTER_START: Duration = Duration::from_secs(60);
+
+pub async fn run(ctx: &Context, command: PushCommand) -> Result<i32, CliError> {
+    match command {
+        PushCommand::Start { request, wait, watch: options } => {
+            let push_id = start(ctx, &request).await?;
+            if wait { watch(ctx, &push_id, APPEAR_AFTER_START, &options).await } else { Ok(0) }
+        }
+        PushCommand::Watch { push_id, watch: options } => watch(ctx, &push_id, Duration::ZERO, &options).await,
+        PushCommand::Show { push_id, failures } => show(ctx, &push_id, failures).await,
+        PushCommand::List { since, limit } => {
+            let since = when::parse(&since, now_secs()).map_err(|e| CliError::Usage(format!("--since: {e}")))?;
+            list(ctx, since, limit).await
+        }
+        PushCommand::Pause { push_id } => control(ctx, "pause", json!({"pausePush": push_id})).await,
+        PushCommand::Resume { push_id } => control(ctx, "resume", json!({"resumePush": push_id})).await,
+        PushCommand::Abort { push_id, rollback } => {
+            control(ctx, "abort", json!({"abortPush": push_id, "rollback": rollback})).await
+        }
+    }
+}
+
+/// A push id like the one shadow-push gives a request without one: `push-<epoch ms, hex>-<random>`.
+fn new_push_id() -> String {
+    format!("push-{:x}-{:016x}", now_ms(), rand::random::<u64>())
+}
+
+fn read_request(path: &str) -> Result<Value, CliError> {
+    let text = if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CliError::Failure(format!("cannot read the request from standard input: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(|e| CliError::Failure(format!("cannot read {path}: {e}")))?
+    };
+    let name = if path == "-" { "standard input" } else { path };
+    serde_json::from_str(&text).map_err(|e| CliError::Failure(format!("{name} is not JSON: {e}")))
+}
+
+/// Validates and starts the push; returns its push id.
+async fn start(ctx: &Context, path: &str) -> Result<String, CliError> {
+    let mut request = read_request(path)?;
+    // The function holds requests to the account quota (PUSH_MAX_TPS); checked here only when it is known.
+    let max_tps = std::env::var("PUSH_MAX_TPS").ok().and_then(|v| v.parse().ok()).unwrap_or(u32::MAX);
+    let plan = validate_request(&request, max_tps, new_push_id).map_err(|e| {
+        let problems: Vec<String> = e.0.iter().map(|(field, reason)| format!("  {field}: {reason}")).collect();
+        CliError::Failure(format!("the request is invalid, nothing was sent:\n{}", problems.join("\n")))
+    })?;
+    // The id printed is the one used: a request without one gets it written in.
+    if let Some(fields) = request.as_object_mut() {
+        fields.entry("pushId").or_insert_with(|| Value::String(plan.push_id.clone()));
+    }
+    let function = ctx.locations.push_function()?;
+    let invoked = aws_sdk_lambda::Client::new(&ctx.config)
+        .invoke()
+        .function_name(&function)
+        .invocation_type(InvocationType::Event)
+        .payload(Blob::new(request.to_string()))
+        .send()
+        .await
+        .map_err(|e| lambda_error(&function, e))?;
+    match ctx.format {
+        Format::Json => output::json_line(&json!({"pushId": plan.push_id, "statusCode": invoked.status_code()})),
+        Format::Table => {
+            println!("{}", plan.push_id);
+            eprintln!("push {} started; watch it: shadow-fleet push watch {}", plan.push_id, plan.push_id);
+        }
+    }
+    Ok(plan.push_id)
+}
+
+fn lambda_error<E>(function: &str, e: aws_sdk_lambda::error::SdkError<E>) -> CliError
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if e.as_service_error().and_then(|s| s.code()) == Some("ResourceNotFoundException") {
+        return CliError::Failure(format!("function {function} does not exist (PUSH_FUNCTION_NAME or --stack)"));
+    }
+    CliError::sdk(format!("invoking {function}"))(e)
+}
+
+fn reader(ctx: &Context) -> Result<(DynamoPushReader, String), CliError> {
+    let table = ctx.locations.push_table()?;
+    Ok((DynamoPushReader::new(ctx.dynamodb(), table.clone()), table))
+}
+
+async fn record(reader: &DynamoPushReader, table: &str, push_id: &str) -> Result<Option<Value>, CliError> {
+    reader.record(push_id).await.map_err(CliError::service(format!("reading push {push_id} in table {table}")))
+}
+
+fn unknown(push_id: &str, table: &str) -> CliError {
+    CliError::Failure(format!("no push {push_id} in table {table}"))
+}
+
+async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOptions) -> Result<i32, CliError> {
+    let (reader, table) = reader(ctx)?;
+    let interval = Duration::from_secs_f64(options.interval.clamp(0.05, 60.0));
+    let waited_since = tokio::time::Instant::now();
+    let mut current = loop {
+        if let Some(found) = record(&reader, &table, push_id).await? {
+            break found;
+        }
+        if waited_since.elapsed() >= appear {
+            return Err(if appear.is_zero() {
+                unknown(push_id, &table)
+            } else {
+                CliError::Failure(format!(
+                    "push {push_id} has no record in table {table} after {} s: shadow-push may have refused the \
+                     request (see its logs, and its on-failure destination PushDlq)",
+                    appear.as_secs()
+                ))
+            });
+        }
+        tokio::time::sleep(interval).await;
+    };
+    let bar = ProgressBar::new(0);
+    let mut last_line = Value::Null;
+    let stalled = loop {
+        let progress = Progress::from_record(&current, now_ms());
+        match ctx.format {
+            Format::Json => {
+                let line = progress.to_json();
+                if line != last_line {
+                    let mut shown = line.clone();
+                    shown["kind"] = json!("progress");
+                    output::json_line(&shown);
+                    last_line = line;
+                }
+            }
+            Format::Table => draw(&bar, &progress),
+        }
+        if progress.finished() {
+            break None;
+        }
+        let lease = current.get("leaseUntil").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if now_ms().saturating_sub(lease) > options.stall_after * 1000 {
+            break Some(format!(
+                "the push looks stalled: no segment has held it since {} ({} s); shadow-push's sweeper resumes \
+                 such pushes every minute on AWS",
+                when::format_ms(lease),
+                options.stall_after
+            ));
+        }
+        tokio::time::sleep(interval).await;
+        current = record(&reader, &table, push_id).await?.ok_or_else(|| unknown(push_id, &table))?;
+    };
+    bar.finish_and_clear();
+    let progress = Progress::from_record(&current, now_ms());
+    let failures = if progress.failed > 0 {
+        reader.failures(push_id).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
+    } else {
+        Vec::new()
+    };
+    match ctx.format {
+        Format::Json => {
+            let mut summary = progress.to_json();
+            summary["kind"] = json!("summary");
+            summary["record"] = current.clone();
+            summary["failures"] = failures_json(&failures);
+            output::json_line(&summary);
+        }
+        Format::Table => {
+            println!("{}", output::fields(&record_rows(&current)));
+            if !failures.is_empty() {
+                println!("{}", failures_table(&failures, 20));
+            }
+        }
+    }
+    match stalled.or_else(|| progress.trouble()) {
+        Some(trouble) => {
+            eprintln!("{trouble}");
+            Ok(1)
+        }
+        None => Ok(0),
+    }
+}
+
+fn draw(bar: &ProgressBar, progress: &Progress) {
+    let style = match progress.total {
+        Some(total) => {
+            bar.set_length(total);
+            ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} things · {msg}")
+        }
+        None => ProgressStyle::with_template("{spinner} {prefix} {pos} things so far · {msg}"),
+    };
+    if let Ok(style) = style {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(progress.push_id.clone());
+    bar.set_position(progress.done);
+    bar.set_message(progress.message());
+    bar.tick();
+}
+
+fn failures_json(failures: &[Failure]) -> Value {
+    Value::Array(
+        failures.iter().map(|f| json!({"thingName": f.thing_name, "code": f.code, "message": f.message})).collect(),
+    )
+}
+
+fn failures_table(failures: &[Failure], cap: usize) -> comfy_table::Table {
+    let mut table = output::table(&["failed thing", "code", "message"]);
+    for failure in failures.iter().take(cap) {
+        table.add_row(vec![failure.thing_name.as_str(), failure.code.as_str(), failure.message.as_str()]);
+    }
+    if failures.len() > cap {
+        table.add_row(vec![format!("… {} more: push show --failures", failures.len() - cap)]);
+    }
+    table
+}
+
+async fn show(ctx: &Context, push_id: &str, with_failures: bool) -> Result<i32, CliError> {
+    let (reader, table) = reader(ctx)?;
+    let found = record(&reader, &table, push_id).await?.ok_or_else(|| unknown(push_id, &table))?;
+    let failures = if with_failures {
+        reader.failures(push_id).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
+    } else {
+        Vec::new()
+    };
+    match ctx.format {
+        Format::Json => {
+            let mut shown = found;
+            if with_failures {
+                shown["failures"] = failures_json(&failures);
+            }
+            output::json_line(&shown);
+        }
+        Format::Table => {
+            println!("{}", output::fields(&record_rows(&found)));
+            if with_failures {
+                if failures.is_empty() {
+                    println!("no failed things");
+                } else {
+                    println!("{}", failures_table(&failures, usize::MAX));
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn list(ctx: &Context, since: u64, limit: usize) -> Result<i32, CliError> {
+    let (reader, table) = reader(ctx)?;
+    let records = reader
+        .recent(since.saturating_mul(1000), limit)
+        .await
+        .map_err(CliError::service(format!("listing pushes in table {table}")))?;
+    match ctx.format {
+        Format::Json => records.iter().for_each(output::json_line),
+        Format::Table => {
+            if records.is_empty() {
+                eprintln!("no pushes since {}", when::format_seconds(since));
+                return Ok(0);
+            }
+            let mut shown =
+                output::table(&["push id", "started", "shadow", "state", "targets", "updated", "unchanged", "failed"]);
+            for r in &records {
+                let progress = Progress::from_record(r, now_ms());
+                let state = progress.state.clone().unwrap_or_else(|| {
+                    if progress.stalled.is_some() {
+                        "stalled".into()
+                    } else if progress.complete {
+                        "complete".into()
+                    } else {
+                        "running".into()
+                    }
+                });
+                let get = |k: &str| r.get(k).map(compact).unwrap_or_default();
+                let started = r.get("startedAt").and_then(Value::as_u64).map(when::format_ms).unwrap_or_default();
+                let shadow = r.get("shadowName").and_then(Value::as_str).unwrap_or("(classic)").to_owned();
+                shown.add_row(vec![
+                    get("pushId"),
+                    started,
+                    shadow,
+                    state,
+                    get("targets"),
+                    get("updated"),
+                    get("unchanged"),
+                    get("failed"),
+                ]);
+            }
+            println!("{shown}");
+        }
+    }
+    Ok(0)
+}
+
+/// Sends a control message to shadow-push and prints its answer; a function error is reported, exit 1.
+async fn control(ctx: &Context, action: &str, message: Value) -> Result<i32, CliError> {
+    let function = ctx.locations.push_function()?;
+    let answer = aws_sdk_lambda::Client::new(&ctx.config)
+        .invoke()
+        .function_name(&function)
+        .invocation_type(InvocationType::RequestResponse)
+        .payload(Blob::new(message.to_string()))
+        .send()
+        .await
+        .map_err(|e| lambda_error(&function, e))?;
+    let payload = answer.payload().map(|p| p.as_ref().to_vec()).unwrap_or_default();
+    let body: Value = serde_json::from_slice(&payload)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()));
+    if let Some(kind) = answer.function_error() {
+        let error_type = body.get("errorType").and_then(Value::as_str).unwrap_or(kind);
+        let error_message = body.get("errorMessage").and_then(Value::as_str).map(str::to_owned);
+        return Err(CliError::Failure(format!(
+            "shadow-push refused to {action}: {error_type}: {}",
+            error_message.unwrap_or_else(|| compact(&body))
+        )));
+    }
+    match ctx.format {
+        Format::Json => output::json_line(&body),
+        Format::Table => match &body {
+            Value::Object(_) => {
+                let rows: Vec<(String, String)> =
+                    body.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), compact(v))).collect();
+                println!("{}", output::fields(&rows));
+            }
+            other => println!("{}", compact(other)),
+        },
+    }
+    Ok(0)
+}

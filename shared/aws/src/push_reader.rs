@@ -1,0 +1,183 @@
+//! Reading the push table for people (the `shadow-fleet` CLI): a record as JSON, so that fields a newer shadow-push
+//! writes show without a change here; every failure, page by page; recent pushes from the `recent-pushes` index.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::{
+    Client,
+    types::{AttributeValue, KeysAndAttributes},
+};
+use serde_json::Value;
+use shadow_core::push::Failure;
+use shadow_core::store::{FaultKind, ServiceError};
+
+use crate::push_store::{FAILURE_PREFIX, RECORD};
+use crate::sdk::service_error;
+use crate::tables::{PARTITION_KEY, RECENT_PUSHES_INDEX, RECENT_PUSHES_KEY, RECENT_PUSHES_PARTITION, SORT_KEY};
+
+/// BatchGetItem's limit.
+const BATCH_GET: usize = 100;
+
+/// Where a Query stopped: its `LastEvaluatedKey`.
+pub type PageKey = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+pub struct DynamoPushReader {
+    client: Client,
+    table: String,
+}
+
+fn unreadable(operation: &'static str, e: serde_dynamo::Error) -> ServiceError {
+    ServiceError::new(operation, FaultKind::Rejected, Some("UnreadableItem".into()), e)
+}
+
+fn record_key(push_id: &str) -> PageKey {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), AttributeValue::S(push_id.to_owned())),
+        (SORT_KEY.to_owned(), AttributeValue::S(RECORD.to_owned())),
+    ])
+}
+
+/// An item as JSON, without the table's keys.
+fn to_json(operation: &'static str, mut item: PageKey) -> Result<Value, ServiceError> {
+    item.remove(PARTITION_KEY);
+    item.remove(SORT_KEY);
+    serde_dynamo::from_item(item).map_err(|e| unreadable(operation, e))
+}
+
+impl DynamoPushReader {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// The push's record, as stored; `Ok(None)` for an unknown push id.
+    pub async fn record(&self, push_id: &str) -> Result<Option<Value>, ServiceError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(record_key(push_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("GetItem", e))?;
+        got.item.map(|item| to_json("GetItem", item)).transpose()
+    }
+
+    /// One page of the push's failures, from `start` (the previous page's key); the key of the next page, if any.
+    pub async fn failures_page(
+        &self,
+        push_id: &str,
+        start: Option<PageKey>,
+    ) -> Result<(Vec<Failure>, Option<PageKey>), ServiceError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :p AND begins_with(#sk, :f)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":p", AttributeValue::S(push_id.to_owned()))
+            .expression_attribute_values(":f", AttributeValue::S(FAILURE_PREFIX.to_owned()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| service_error("Query", e))?;
+        let failures = page
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(|e| unreadable("Query", e)))
+            .collect::<Result<Vec<Failure>, _>>()?;
+        Ok((failures, page.last_evaluated_key.filter(|k| !k.is_empty())))
+    }
+
+    /// Every failure of the push, following `LastEvaluatedKey` to the end.
+    pub async fn failures(&self, push_id: &str) -> Result<Vec<Failure>, ServiceError> {
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let (page, next) = self.failures_page(push_id, start).await?;
+            all.extend(page);
+            match next {
+                Some(next) => start = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The records of pushes started at or after `since_ms`, newest first, at most `limit`.
+    pub async fn recent(&self, since_ms: u64, limit: usize) -> Result<Vec<Value>, ServiceError> {
+        let mut ids = Vec::new();
+        let mut start = None;
+        while ids.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(RECENT_PUSHES_INDEX)
+                .key_condition_expression("#list = :all AND startedAt >= :since")
+                .expression_attribute_names("#list", RECENT_PUSHES_KEY)
+                .expression_attribute_values(":all", AttributeValue::S(RECENT_PUSHES_PARTITION.to_owned()))
+                .expression_attribute_values(":since", AttributeValue::N(since_ms.to_string()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| service_error("Query", e))?;
+            ids.extend(page.items.unwrap_or_default().into_iter().filter_map(
+                |mut item| match item.remove(PARTITION_KEY) {
+                    Some(AttributeValue::S(id)) => Some(id),
+                    _ => None,
+                },
+            ));
+            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        ids.truncate(limit);
+        let mut records: HashMap<String, Value> = HashMap::new();
+        for chunk in ids.chunks(BATCH_GET) {
+            let mut keys = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.iter().map(|id| record_key(id)).collect()))
+                .build()
+                .map_err(|e| ServiceError::new("BatchGetItem", FaultKind::Rejected, None, e))?;
+            // UnprocessedKeys come back under load: ask for them again, with backoff.
+            for attempt in 0u32.. {
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(|e| service_error("BatchGetItem", e))?;
+                for item in got.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                    let record = to_json("BatchGetItem", item)?;
+                    if let Some(id) = record.get("pushId").and_then(Value::as_str) {
+                        records.insert(id.to_owned(), record.clone());
+                    }
+                }
+                match got.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    Some(rest) if !rest.keys().is_empty() && attempt < 10 => {
+                        keys = rest;
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                    }
+                    Some(rest) if !rest.keys().is_empty() => {
+                        return Err(ServiceError::new(
+                            "BatchGetItem",
+                            FaultKind::Throttled,
+                            Some("UnprocessedKeys".into()),
+                            "keys still unprocessed after 10 attempts",
+                        ));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // In the index's order; a record that expired since the index was read is left out.
+        Ok(ids.iter().filter_map(|id| records.remove(id)).collect())
+    }
+}
