@@ -149,14 +149,17 @@ impl PushFixture {
     /// Simulated devices (the seed's subscribe.py, without MQTT): each of `things` that has a delta reports it,
     /// round after round, until the task is dropped.
     pub async fn devices(&self, things: Vec<String>) {
+        use futures::StreamExt;
         loop {
-            for thing in &things {
-                if let Some(doc) = self.shadow(thing, None).await
-                    && let Some(delta) = doc["state"].get("delta").filter(|d| d.is_object())
-                {
-                    self.report(thing, None, delta).await;
-                }
-            }
+            futures::stream::iter(&things)
+                .for_each_concurrent(8, |thing| async move {
+                    if let Some(doc) = self.shadow(thing, None).await
+                        && let Some(delta) = doc["state"].get("delta").filter(|d| d.is_object())
+                    {
+                        self.report(thing, None, delta).await;
+                    }
+                })
+                .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -627,6 +627,11 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         over_dead_holder: bool,
         deadline: Instant,
     ) -> Result<(), PushError> {
+        if record.complete || record.state.is_final() {
+            // The push ended meanwhile (its last segment finished as the control came): nothing to pause or abort.
+            tracing::info!(push = %record.push_id, ?control, outcome = "ignored", "control after the end");
+            return Ok(());
+        }
         let now = now_ms();
         let next = lifecycle::controlled(record, control, over_dead_holder, now);
         if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
@@ -721,7 +726,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                 Step::Control { control, over_dead_holder } => {
                     self.carry_out(&record, control, over_dead_holder, deadline).await?;
                 }
-                _ if record.control.is_none() || waited.elapsed() >= CONTROL_WAIT => {
+                _ if record.control.is_none() || record.state.is_final() || waited.elapsed() >= CONTROL_WAIT => {
                     return self.summary(&record, deadline).await;
                 }
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
