@@ -19,6 +19,7 @@ const COLD_STARTS: usize = 21;
 const PUSH_THINGS: usize = 100_000;
 const PUSH_QUOTA: f64 = 4000.0;
 const PEER_PUSH_THINGS: usize = 20_000;
+const ROLLOUT_THINGS: usize = 20_000;
 const HISTORY_EVENTS: u64 = 10_000;
 const SEED_DESIRED: &str = r#"{"settings":{"mode":1,"temp":20},"firmware_url":"https://s3.com/firmware.bin"}"#;
 
@@ -360,6 +361,72 @@ impl Bench {
         let _ = db.delete_table().table_name(push_table).send().await;
     }
 
+    /// What a rollout costs: the same fleet pushed with the default request and with a two-phase rollout (previous
+    /// values recorded in DynamoDB Local before each update, each phase judged by reading its updated things),
+    /// under split read and update quotas. The stand-in's devices never report, so the judgment is set to let
+    /// everything through; what is measured is the work.
+    async fn rollout_cost(&mut self) {
+        let limits = Limits {
+            requests_per_second: PUSH_QUOTA,
+            burst: PUSH_QUOTA / 10.0,
+            latency: Duration::from_millis(20),
+            reads_per_second: Some(PUSH_QUOTA),
+        };
+        let group = "bench-rollout";
+        let prefix = "bench-rollout-";
+        let db = self.stack.dynamodb();
+        let mut figures = json!({"things": ROLLOUT_THINGS, "quota_rps": PUSH_QUOTA});
+        for (name, rollout) in [
+            ("plain", Value::Null),
+            (
+                "rollout",
+                json!({"phases": [{"percent": 10}, {"percent": 100}], "bakeSeconds": 0, "convergedPercent": 0,
+                       "failedPercent": 100}),
+            ),
+        ] {
+            let standin = StandIn::start(limits, group, prefix, ROLLOUT_THINGS).await;
+            let table = unique("bench-push");
+            tables::ensure_table(&db, &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut fields = json!({"targets": {"thingGroup": group}, "skipUnchanged": true});
+            if !rollout.is_null() {
+                fields["rollout"] = rollout;
+            }
+            let (summary, seconds, rss) = self.push_group_with(&standin, PUSH_QUOTA, &table, fields).await;
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let (reads, updates) = (load(&standin.counts.reads), load(&standin.counts.updates));
+            figures[name] = json!({"seconds": seconds, "reads": reads, "updates": updates,
+                                   "things_per_second": updates as f64 / seconds, "peak_rss_mb": mb(rss),
+                                   "state": summary["state"], "phases": summary["phases"]});
+            let _ = db.delete_table().table_name(table).send().await;
+        }
+        let plain = figures["plain"]["things_per_second"].as_f64().unwrap_or(0.0);
+        let staged = figures["rollout"]["things_per_second"].as_f64().unwrap_or(0.0);
+        let updates = figures["rollout"]["updates"].as_u64().unwrap_or(0);
+        let reads = figures["rollout"]["reads"].as_u64().unwrap_or(0);
+        // A rollout reads every thing once before its update (as skipUnchanged does); judging reads every updated
+        // thing once more. Anything above that is a cost the design does not intend.
+        let judging_reads = reads.saturating_sub(ROLLOUT_THINGS as u64);
+        let per_updated = judging_reads as f64 / updates.max(1) as f64;
+        figures["judging_reads_per_updated_thing"] = json!(per_updated);
+        self.row(
+            &format!("rollout things/s ({ROLLOUT_THINGS}, 2 phases) vs plain push"),
+            staged,
+            Some(plain),
+            Some(staged / plain.max(1e-9)),
+            "-",
+            None,
+        );
+        self.row(
+            "rollout judging reads per updated thing",
+            per_updated,
+            None,
+            None,
+            "1",
+            Some((per_updated - 1.0).abs() < 0.01),
+        );
+        self.results.push(("rollout".into(), figures));
+    }
+
     /// One push to a million things, to show that memory stays flat: no names or documents are kept, only the
     /// 16-byte fingerprints that de-duplicate targets. A faster quota and a 1 ms stand-in keep it to minutes.
     async fn push_scale(&mut self) {
@@ -510,6 +577,10 @@ async fn main() {
     if only.is_empty() || only == "push" {
         println!("- push throughput ...");
         bench.push_throughput().await;
+    }
+    if only.is_empty() || only == "rollout" {
+        println!("- rollout cost ...");
+        bench.rollout_cost().await;
     }
     if only == "scale" {
         println!("- push memory at scale (1 000 000 things) ...");
