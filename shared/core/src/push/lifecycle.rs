@@ -305,9 +305,9 @@ pub struct LeaseTiming {
 
 impl LeaseTiming {
     /// Renew three times per lease, so that one slow or failed renewal does not lose the claim, and at least every
-    /// 4 s: a renewal also brings an operator's pause or abort, which a segment must notice within 5 s.
+    /// 3 s: a renewal also brings an operator's pause or abort, which a segment must notice within 5 s.
     pub fn renew_every_ms(&self) -> u64 {
-        (self.lease_ms / 3).clamp(1, 4_000)
+        (self.lease_ms / 3).clamp(1, 3_000)
     }
 }
 
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn renewals_come_three_times_a_lease() {
-        assert_eq!(LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 4_000);
+        assert_eq!(LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 3_000);
         assert_eq!(LeaseTiming { lease_ms: 3_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 1_000);
     }
 
