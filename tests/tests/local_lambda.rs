@@ -210,21 +210,12 @@ async fn a_failed_event_is_retried_twice() {
     tokio::time::sleep(Duration::from_secs(9)).await;
     let invocations = service.function("shadow-history").map(|f| f.invocations()).unwrap_or_default();
     let failed: Vec<&str> = invocations.iter().filter(|i| i.answer.is_err()).map(|i| i.source).collect();
-    let succeeded = invocations.iter().filter(|i| i.answer.is_ok()).count();
     assert_eq!(failed, ["async", "async retry", "async retry"], "{invocations:?}");
-    assert_eq!(succeeded, 1, "{invocations:?}");
-    let written = fx
-        .stack
-        .dynamodb()
-        .query()
-        .table_name(&history_table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S("Test-Device#test1".into()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("query: {e:?}"))
-        .count;
-    assert_eq!(written, 1, "{invocations:?}");
+    // The answer, not the table: the sample event's timestamp is a year old, so with the stack's
+    // HISTORY_RETENTION_DAYS its item is already expired, and DynamoDB Local's TTL may remove it at any moment.
+    let succeeded: Vec<&Value> = invocations.iter().filter_map(|i| i.answer.as_ref().ok()).collect();
+    assert_eq!(succeeded.len(), 1, "{invocations:?}");
+    assert_eq!(succeeded[0]["outcome"], "written", "{invocations:?}");
     service.stop().await;
     let _ = fx.stack.dynamodb().delete_table().table_name(history_table).send().await;
 }
