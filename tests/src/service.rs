@@ -22,6 +22,8 @@ pub struct Timing {
     pub visibility: Duration,
     /// How often the schedule fires (the template's sweeper: every minute).
     pub schedule_every: Duration,
+    /// How long the queue's poller waits after an empty receive (short polls, see `drain_queue`).
+    pub poll_every: Duration,
 }
 
 /// One invocation as the service saw it.
@@ -110,7 +112,7 @@ impl<F: Function> LambdaService<F> {
                 continue;
             };
             if received.messages.as_ref().is_none_or(|m| m.is_empty()) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(self.timing.poll_every).await;
             }
             for message in received.messages.unwrap_or_default() {
                 let answer = self.invoke("queue", &json!({"Records": [sqs_record(&message)]})).await;

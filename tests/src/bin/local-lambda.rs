@@ -35,6 +35,7 @@ const HISTORY: Timing = Timing {
     retries: RETRIES,
     visibility: Duration::from_secs(180),
     schedule_every: Duration::from_secs(60),
+    poll_every: Duration::from_secs(1),
 };
 
 /// shadow-push as `template.yaml` deploys it: 900 s, the hand-off queue's visibility timeout 5400 s, the sweeper
@@ -44,6 +45,7 @@ const PUSH: Timing = Timing {
     retries: RETRIES,
     visibility: Duration::from_secs(5400),
     schedule_every: Duration::from_secs(60),
+    poll_every: Duration::from_secs(1),
 };
 
 #[derive(Debug, thiserror::Error)]
