@@ -207,9 +207,14 @@ async fn a_failed_event_is_retried_twice() {
             .unwrap_or_else(|e| panic!("Invoke Event: {e:?}"));
         assert_eq!(queued.status_code, 202);
     }
-    // Retries after 2 and 4 s; then nothing more.
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    let invocations = service.function("shadow-history").map(|f| f.invocations()).unwrap_or_default();
+    // Retries 2 and 4 s after each failure; then nothing more (4 s beyond the last is twice the first delay).
+    let invocations = || service.function("shadow-history").map(|f| f.invocations()).unwrap_or_default();
+    let until = Instant::now() + Duration::from_secs(30);
+    while invocations().len() < 4 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let invocations = invocations();
     let failed: Vec<&str> = invocations.iter().filter(|i| i.answer.is_err()).map(|i| i.source).collect();
     assert_eq!(failed, ["async", "async retry", "async retry"], "{invocations:?}");
     // The answer, not the table: the sample event's timestamp is a year old, so with the stack's
