@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/tools.sh bench
-echo "== cargo build --release (shadow-history, shadow-push, fleet-bench)"
-cargo build --release --quiet -p shadow-history -p shadow-push -p fleet-bench
+echo "== cargo build --release (shadow-history, shadow-push, shadow-fleet, fleet-bench)"
+cargo build --release --quiet -p shadow-history -p shadow-push -p shadow-fleet-cli -p fleet-bench
 bash scripts/with-stack.sh ./target/release/fleet-bench "$@"

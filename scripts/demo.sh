@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/tools.sh
-cargo build --quiet --bins -p shadow-history -p shadow-push -p fleet-tests
+cargo build --quiet --bins -p shadow-history -p shadow-push -p fleet-tests -p shadow-fleet-cli
 bash scripts/with-stack.sh ./target/debug/fleet-local demo

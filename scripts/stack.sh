@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# The local AWS stack: DynamoDB Local and moto server on loopback.
-#   scripts/stack.sh up      start both (a no-op when they already answer), create the tables, write .local/stack.env
-#   scripts/stack.sh down    stop both; no process is left behind
-#   scripts/stack.sh status  exit 0 when both answer
-# Ports: STACK_DYNAMODB_PORT (default 18000), STACK_MOTO_PORT (default 15000). Logs: .local/logs/.
+# The local AWS stack on loopback: DynamoDB Local, moto server, and the local Lambda (the Invoke API for both
+# functions, the hand-off queue drained into shadow-push, the sweeper's schedule, and the rules stand-in in front of
+# moto's data plane that invokes shadow-history with every accepted shadow update).
+#   scripts/stack.sh up      start them (a no-op for what already answers), create the tables, write .local/stack.env
+#   scripts/stack.sh down    stop them; no process is left behind
+#   scripts/stack.sh status  exit 0 when all answer
+# Ports: STACK_DYNAMODB_PORT (default 18000), STACK_MOTO_PORT (default 15000), STACK_LAMBDA_PORT (default 19000),
+# STACK_RULES_PORT (default STACK_LAMBDA_PORT + 1). STACK_STATE_DIR (default .local): where the settings, pid files
+# and logs go, so that a second stack on other ports can run from the same checkout. Logs: $STACK_STATE_DIR/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-state=$root/.local
+state=$root/${STACK_STATE_DIR:-.local}
 logs=$state/logs
 env_file=$state/stack.env
 ddb_port=${STACK_DYNAMODB_PORT:-18000}
 moto_port=${STACK_MOTO_PORT:-15000}
+lambda_port=${STACK_LAMBDA_PORT:-19000}
+rules_port=${STACK_RULES_PORT:-$((lambda_port + 1))}
+target_dir=${CARGO_TARGET_DIR:-$root/target}
 region=${STACK_REGION:-ap-northeast-1}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -68,6 +75,32 @@ start_moto() {
   wait_for moto "http://127.0.0.1:$moto_port/moto-api/"
 }
 
+# The function binaries (debug builds) and local-lambda itself; cargo makes this a no-op when they are up to date.
+build_functions() {
+  log "building shadow-history, shadow-push and local-lambda (debug)"
+  cargo build --quiet -p shadow-history -p shadow-push -p fleet-tests --bin shadow-history --bin shadow-push \
+    --bin local-lambda
+}
+
+start_lambda() {
+  if alive lambda && answers "http://127.0.0.1:$lambda_port" && answers "http://127.0.0.1:$rules_port"; then return; fi
+  stop lambda
+  local port
+  for port in "$lambda_port" "$rules_port"; do
+    if answers "http://127.0.0.1:$port"; then
+      log "port $port is taken by another process: set STACK_LAMBDA_PORT / STACK_RULES_PORT"; exit 1
+    fi
+  done
+  build_functions
+  log "starting the local Lambda on 127.0.0.1:$lambda_port, the rules stand-in on 127.0.0.1:$rules_port"
+  # SHOW_FUNCTION_LOGS: the functions' own JSON logs go to the same log.
+  (LOCAL_LAMBDA_ADDR=127.0.0.1:$lambda_port LOCAL_RULES_ADDR=127.0.0.1:$rules_port \
+    LOCAL_RULES_UPSTREAM=http://127.0.0.1:$moto_port SHOW_FUNCTION_LOGS=1 \
+    exec setsid "$target_dir/debug/local-lambda" "$env_file" >"$logs/lambda.log" 2>&1 </dev/null) &
+  echo $! >"$state/lambda.pid"
+  wait_for lambda "http://127.0.0.1:$lambda_port"
+}
+
 write_env() {
   local tmp=$env_file.tmp
   cat >"$tmp" <<ENV
@@ -78,8 +111,11 @@ AWS_SECRET_ACCESS_KEY=testing
 AWS_EC2_METADATA_DISABLED=true
 AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb_port
 AWS_ENDPOINT_URL_IOT=http://127.0.0.1:$moto_port
-AWS_ENDPOINT_URL_IOT_DATA_PLANE=http://127.0.0.1:$moto_port
+AWS_ENDPOINT_URL_IOT_DATA_PLANE=http://127.0.0.1:$rules_port
 AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$moto_port
+AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$lambda_port
+HISTORY_FUNCTION_NAME=shadow-history
+PUSH_FUNCTION_NAME=shadow-push
 HISTORY_TABLE=shadow-history-local
 PUSH_TABLE=shadow-push-local
 PUSH_QUEUE_URL=http://127.0.0.1:$moto_port/123456789012/shadow-push-local
@@ -112,15 +148,18 @@ case ${1:-} in
     write_env
     set -a; . "$env_file"; set +a
     cargo run --quiet -p fleet-tests --bin fleet-local -- setup
-    log "up: DynamoDB Local :$ddb_port, moto :$moto_port; settings in .local/stack.env"
+    start_lambda
+    log "up: DynamoDB Local :$ddb_port, moto :$moto_port, Lambda :$lambda_port, rules :$rules_port; settings in $env_file"
     ;;
   down)
+    stop lambda
     stop moto
     stop dynamodb
     log "down"
     ;;
   status)
-    alive dynamodb && answers "http://127.0.0.1:$ddb_port" && alive moto && answers "http://127.0.0.1:$moto_port/moto-api/"
+    alive dynamodb && answers "http://127.0.0.1:$ddb_port" && alive moto && answers "http://127.0.0.1:$moto_port/moto-api/" &&
+      alive lambda && answers "http://127.0.0.1:$lambda_port" && answers "http://127.0.0.1:$rules_port"
     ;;
   *)
     echo "usage: $0 up|down|status" >&2

@@ -2,6 +2,7 @@
 //! boto3), in the same run on the same machine. It prints ours, the peer's and the ratio, and writes
 //! `bench/results/latest.json`. It asserts nothing about time: the targets are reported as met or missed.
 
+mod cli_history;
 mod standin;
 
 use std::path::{Path, PathBuf};
@@ -533,6 +534,33 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// `shadow-fleet history`: the first page of a 100 000-event shadow, the release binary against the boto3 peer.
+    async fn cli_history(&mut self) {
+        let env = self.env(&[]);
+        let f = cli_history::run(&self.stack, &self.root, &self.python, &env).await;
+        let ratio = f.peer_ms / f.ours_ms.max(0.001);
+        self.row(
+            "history CLI first page, 100 000 events (ms)",
+            f.ours_ms,
+            Some(f.peer_ms),
+            Some(ratio),
+            "< 100 ms",
+            Some(f.ours_ms < 100.0),
+        );
+        self.row(
+            "history CLI page from the middle (--since), ms",
+            f.ours_window_ms,
+            None,
+            None,
+            "< 100 ms",
+            Some(f.ours_window_ms < 100.0),
+        );
+        self.row("boto3 peer: the Query alone, in process (ms)", f.peer_query_ms, None, None, "", None);
+        self.results.push(("cli".into(), f.report));
+    }
+}
+
 fn zip_size(path: &Path) -> u64 {
     let script = "import io,sys,zipfile\nb=io.BytesIO()\nz=zipfile.ZipFile(b,'w',zipfile.ZIP_DEFLATED,compresslevel=9)\nz.write(sys.argv[1],'bootstrap')\nz.close()\nprint(len(b.getvalue()))";
     std::process::Command::new("python3")
@@ -589,6 +617,10 @@ async fn main() {
     if only.is_empty() || only == "history" {
         println!("- history throughput ...");
         bench.history_throughput().await;
+    }
+    if only.is_empty() || only == "cli" {
+        println!("- shadow-fleet history, first page of {} events ...", cli_history::EVENTS);
+        bench.cli_history().await;
     }
     let header = ["metric", "ours", "peer", "ratio", "target", ""];
     let widths: Vec<usize> =

@@ -2,6 +2,7 @@
 //! variables the functions themselves read (`HISTORY_TABLE`, `PUSH_TABLE`, ...) plus the functions' names.
 
 use aws_config::SdkConfig;
+use aws_sdk_cloudformation::error::ProvideErrorMetadata;
 
 use crate::error::CliError;
 
@@ -37,7 +38,7 @@ impl Locations {
         let described = client.describe_stacks().stack_name(name).send().await;
         let described = match described {
             Ok(d) => d,
-            Err(e) if e.as_service_error().is_some_and(|s| s.to_string().contains("does not exist")) => {
+            Err(e) if e.as_service_error().and_then(|s| s.message()).is_some_and(|m| m.contains("does not exist")) => {
                 return Err(CliError::Failure(format!("stack {name} does not exist (in this account and region)")));
             }
             Err(e) => return Err(CliError::sdk(format!("reading the outputs of stack {name}"))(e)),

@@ -16,7 +16,7 @@ pub fn json_line(value: &Value) {
 
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_preset(presets::UTF8_HORIZONTAL_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
+    table.load_preset(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     if !header.is_empty() {
         table.set_header(header.to_vec());
     }
@@ -26,6 +26,7 @@ pub fn table(header: &[&str]) -> Table {
 /// Two columns: field and value.
 pub fn fields(rows: &[(String, String)]) -> Table {
     let mut table = table(&[]);
+    table.load_preset(presets::NOTHING);
     for (key, value) in rows {
         table.add_row(vec![key.as_str(), value.as_str()]);
     }

@@ -1,223 +1,246 @@
-//! `make demo`: the seed article's story on the local stack, end to end.
+//! `make demo`: the seed article's story on the local stack, told with the commands a user would type.
 //!
-//! 1. a fleet of 50 things, 30 of them in a thing group (20 directly, 10 in a child group);
-//! 2. shadow-push, run by the local Runtime API, pushes the seed's desired settings to the group;
-//! 3. each device does what the seed's `subscribe.py` device does: reads its delta and reports the new state;
-//! 4. every accepted update (the push's and the devices') goes to shadow-history as the IoT Rule would deliver it,
-//!    through the rules-engine stand-in ([`crate::rules`]);
-//! 5. the push's summary and one device's history are printed.
+//! 1. a fleet of 50 things, 30 of them in the thing group `prod` (20 directly, among them `Test-Device`, and 10 in
+//!    its child group `prod-line2`), created in the local registry;
+//! 2. `shadow-fleet push start events/push/seed-settings-to-group.json --wait`: the CLI invokes shadow-push through
+//!    the stack's local Lambda and watches the push to its end;
+//! 3. each device does what the seed's `subscribe.py` does: reads its delta and reports the new state, through the
+//!    stack's data plane, where the rules stand-in hands every accepted update to shadow-history (as the IoT Rule);
+//! 4. `shadow-fleet history Test-Device --shadow test1` and `shadow-fleet shadow get Test-Device --shadow test1`.
 //!
-//! Everything it creates (things, groups, shadows, its own tables and queue) is deleted again at the end.
+//! Everything it creates (things, groups, shadows, the push's record, the fleet's history items) is deleted again
+//! at the end, and before it starts, in case an earlier run was interrupted.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use aws_smithy_types::Blob;
 use serde_json::{Value, json};
-use shadow_aws::tables;
 
-use crate::lambda::LocalLambda;
-use crate::rules::RulesEngine;
-use crate::stack::{Stack, repo_root, unique};
+use crate::stack::{Stack, repo_root};
 
 const FLEET: usize = 50;
 const SHADOW: &str = "test1";
+/// The seed's request: `events/push/seed-settings-to-group.json`.
+const REQUEST: &str = "events/push/seed-settings-to-group.json";
+const PUSH_ID: &str = "seed-2026-11";
+const GROUP: &str = "prod";
+const CHILD_GROUP: &str = "prod-line2";
+pub const DEVICE: &str = "Test-Device";
 
 /// What the demo showed, for its test.
 #[derive(Debug)]
 pub struct DemoReport {
+    /// `shadow-fleet push show seed-2026-11 --output json`.
     pub summary: Value,
     pub device: String,
+    /// `shadow-fleet history Test-Device --shadow test1 --output json`.
     pub history: Vec<Value>,
+    /// History events recorded for the fleet's shadows.
     pub delivered: u64,
+    /// `shadow-fleet shadow get Test-Device --shadow test1 --output json`.
+    pub document: Value,
+}
+
+fn thing(i: usize) -> String {
+    if i == 0 { DEVICE.to_owned() } else { format!("demo-device-{i:02}") }
+}
+
+/// `target/<profile>/shadow-fleet`, next to the running binary.
+fn cli_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("shadow-fleet");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} is not built: cargo build -p shadow-fleet-cli", path.display()))
+    }
+}
+
+/// Runs `shadow-fleet ARGS` as a user would, showing the command and its output; returns its exit code.
+fn shadow_fleet(stack: &Stack, args: &[&str]) -> Result<i32, String> {
+    println!("\n$ shadow-fleet {}", args.join(" "));
+    let status = Command::new(cli_binary()?)
+        .args(args)
+        .envs(&stack.env)
+        .current_dir(repo_root())
+        .status()
+        .map_err(|e| format!("shadow-fleet: {e}"))?;
+    Ok(status.code().unwrap_or(-1))
+}
+
+/// Runs `shadow-fleet ARGS --output json` quietly, for the demo's report: its JSON lines.
+fn shadow_fleet_json(stack: &Stack, args: &[&str]) -> Result<Vec<Value>, String> {
+    let out = Command::new(cli_binary()?)
+        .args(args)
+        .args(["--output", "json"])
+        .envs(&stack.env)
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| format!("shadow-fleet: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("shadow-fleet {args:?} printed {l:?}: {e}")))
+        .collect()
 }
 
 pub async fn run(stack: &Stack) -> Result<DemoReport, String> {
-    let run = unique("demo");
-    let names = Names { run: run.clone() };
-    let result = story(stack, &names).await;
-    cleanup(stack, &names).await;
+    cleanup(stack).await;
+    let result = story(stack).await;
+    cleanup(stack).await;
     result
 }
 
-struct Names {
-    run: String,
-}
-
-impl Names {
-    fn thing(&self, i: usize) -> String {
-        format!("{}-device-{i:02}", self.run)
-    }
-    fn group(&self) -> String {
-        format!("{}-prod", self.run)
-    }
-    fn child_group(&self) -> String {
-        format!("{}-prod-line2", self.run)
-    }
-    fn history_table(&self) -> String {
-        format!("{}-history", self.run)
-    }
-    fn push_table(&self) -> String {
-        format!("{}-push", self.run)
-    }
-}
-
-async fn story(stack: &Stack, names: &Names) -> Result<DemoReport, String> {
-    let dynamodb = stack.dynamodb();
-    tables::ensure_table(&dynamodb, &names.history_table(), &tables::HISTORY).await.map_err(|e| e.to_string())?;
-    tables::ensure_table(&dynamodb, &names.push_table(), &tables::PUSH).await.map_err(|e| e.to_string())?;
-    let queue_url = stack
-        .sqs()
-        .create_queue()
-        .queue_name(&names.run)
-        .send()
-        .await
-        .map_err(|e| format!("create_queue: {e}"))?
-        .queue_url
-        .unwrap_or_default();
-
+async fn story(stack: &Stack) -> Result<DemoReport, String> {
     // 1. The fleet.
     let iot = stack.iot();
     for i in 0..FLEET {
-        iot.create_thing().thing_name(names.thing(i)).send().await.map_err(|e| format!("create_thing: {e}"))?;
+        iot.create_thing().thing_name(thing(i)).send().await.map_err(|e| format!("create_thing: {e}"))?;
     }
-    iot.create_thing_group().thing_group_name(names.group()).send().await.map_err(|e| format!("group: {e}"))?;
+    iot.create_thing_group().thing_group_name(GROUP).send().await.map_err(|e| format!("group: {e}"))?;
     iot.create_thing_group()
-        .thing_group_name(names.child_group())
-        .parent_group_name(names.group())
+        .thing_group_name(CHILD_GROUP)
+        .parent_group_name(GROUP)
         .send()
         .await
         .map_err(|e| format!("child group: {e}"))?;
     for i in 0..30 {
-        let group = if i < 20 { names.group() } else { names.child_group() };
+        let group = if i < 20 { GROUP } else { CHILD_GROUP };
         iot.add_thing_to_thing_group()
             .thing_group_name(group)
-            .thing_name(names.thing(i))
+            .thing_name(thing(i))
             .send()
             .await
             .map_err(|e| format!("add_thing_to_thing_group: {e}"))?;
     }
     println!(
-        "1. fleet: {FLEET} things; 30 in thing group {} (20 directly, 10 in its child {})",
-        names.group(),
-        names.child_group()
+        "1. fleet: {FLEET} things; 30 in thing group {GROUP} (20 directly, with {DEVICE}; 10 in its child {CHILD_GROUP})"
     );
 
-    // The rules-engine stand-in in front of the data plane, delivering to shadow-history.
-    let (rules, mut accepted) = RulesEngine::start(&stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE")).await;
-    let mut env: Vec<(String, String)> = stack.env.clone().into_iter().collect();
-    env.push(("HISTORY_TABLE".into(), names.history_table()));
-    let history = Arc::new(LocalLambda::start("shadow-history", &env).await);
-    let delivered = Arc::new(AtomicU64::new(0));
-    let written = Arc::new(AtomicU64::new(0));
-    let deliveries = {
-        let (history, delivered, written) = (history.clone(), delivered.clone(), written.clone());
-        tokio::spawn(async move {
-            while let Some(event) = accepted.recv().await {
-                if let Ok(answer) = history.invoke(&event, Duration::from_secs(30)).await
-                    && answer["outcome"] == "written"
-                {
-                    written.fetch_add(1, Ordering::Relaxed);
-                }
-                delivered.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-
-    // 2. The push.
-    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_IOT_DATA_PLANE");
-    env.extend([
-        ("AWS_ENDPOINT_URL_IOT_DATA_PLANE".to_owned(), rules.url.clone()),
-        ("PUSH_TABLE".to_owned(), names.push_table()),
-        ("PUSH_QUEUE_URL".to_owned(), queue_url),
-    ]);
-    let push = LocalLambda::start("shadow-push", &env).await;
-    let path = repo_root().join("events/push/seed-settings-to-group.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut request: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    request["pushId"] = json!(format!("seed-{}", &names.run[names.run.len() - 8..]));
-    request["targets"]["thingGroup"] = json!(names.group());
-    let summary = push.invoke(&request, Duration::from_secs(60)).await.map_err(|e| format!("shadow-push: {e}"))?;
-    push.stop().await;
-    println!("2. shadow-push (events/push/seed-settings-to-group.json, for {}):", names.group());
-    println!("   {summary}");
+    // 2. The push, with the CLI, through the local Lambda.
+    println!("2. push the seed's settings to the group, and watch it to its end:");
+    let code = shadow_fleet(stack, &["push", "start", REQUEST, "--wait"])?;
+    if code != 0 {
+        return Err(format!("shadow-fleet push start --wait ended with exit code {code}"));
+    }
+    let summary = shadow_fleet_json(stack, &["push", "show", PUSH_ID])?.pop().unwrap_or_default();
 
     // 3. The devices: read the delta, report it (the seed's subscribe.py, without MQTT).
-    let data = stack.iot_data_at(&rules.url);
+    let data = stack.iot_data();
     let mut reported = 0;
     for i in 0..FLEET {
-        let thing = names.thing(i);
-        let Ok(got) = data.get_thing_shadow().thing_name(&thing).shadow_name(SHADOW).send().await else { continue };
+        let name = thing(i);
+        let Ok(got) = data.get_thing_shadow().thing_name(&name).shadow_name(SHADOW).send().await else { continue };
         let doc: Value = serde_json::from_slice(got.payload().map(Blob::as_ref).unwrap_or_default())
-            .map_err(|e| format!("shadow document of {thing}: {e}"))?;
+            .map_err(|e| format!("shadow document of {name}: {e}"))?;
         let Some(delta) = doc["state"].get("delta").filter(|d| d.is_object()) else { continue };
         let report = json!({"state": {"reported": delta}, "clientToken": format!("device-{i:02}")});
         data.update_thing_shadow()
-            .thing_name(&thing)
+            .thing_name(&name)
             .shadow_name(SHADOW)
             .payload(Blob::new(report.to_string()))
             .send()
             .await
-            .map_err(|e| format!("report {thing}: {e}"))?;
+            .map_err(|e| format!("report {name}: {e}"))?;
         reported += 1;
     }
-    println!("3. devices: {reported} read their delta on {SHADOW} and reported the new state");
+    println!("\n3. devices: {reported} read their delta on {SHADOW} and reported the new state");
 
-    // 4. Wait for the stand-in's deliveries.
+    // shadow-history records asynchronously (the rules stand-in invokes it as the IoT Rule does): wait for it.
     let expected = summary["updated"].as_u64().unwrap_or(0) + reported;
+    let mut delivered = 0;
     for _ in 0..300 {
-        if delivered.load(Ordering::Relaxed) >= expected {
+        delivered = recorded_events(stack).await?;
+        if delivered >= expected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    deliveries.abort();
-    history.stop().await;
-    let delivered = delivered.load(Ordering::Relaxed);
-    println!(
-        "4. rules stand-in: {delivered} update/accepted events delivered to shadow-history, {} written",
-        written.load(Ordering::Relaxed)
-    );
+    println!("   shadow-history recorded {delivered} events of the fleet's {SHADOW} shadows");
 
-    // 5. One device's history.
-    let device = names.thing(0);
-    let store = shadow_aws::DynamoHistoryStore::new(dynamodb, names.history_table());
-    let shadow = shadow_core::ShadowRef {
-        thing: shadow_core::ThingName::parse(device.as_str()).map_err(|e| e.to_string())?,
-        shadow: Some(shadow_core::ShadowName::parse(SHADOW).map_err(|e| e.to_string())?),
-    };
-    let events = store.events(&shadow).await.map_err(|e| e.to_string())?;
-    println!("5. history of {device}/{SHADOW}:");
-    for event in &events {
-        let state = &event["state"];
-        let (section, value) = if state["desired"].is_object() {
-            ("desired", &state["desired"])
-        } else {
-            ("reported", &state["reported"])
-        };
-        println!(
-            "   version {} at {}  {section:<8} {value}  (clientToken {})",
-            event["version"],
-            event["timestamp"],
-            event["clientToken"].as_str().unwrap_or("-")
-        );
-    }
-    Ok(DemoReport { summary, device, history: events, delivered })
+    // 4. What the device was told, by whom, and what it reported; and its document now.
+    println!("4. the device's history and its shadow:");
+    shadow_fleet(stack, &["history", DEVICE, "--shadow", SHADOW])?;
+    shadow_fleet(stack, &["shadow", "get", DEVICE, "--shadow", SHADOW])?;
+    let history = shadow_fleet_json(stack, &["history", DEVICE, "--shadow", SHADOW])?;
+    let document = shadow_fleet_json(stack, &["shadow", "get", DEVICE, "--shadow", SHADOW])?.pop().unwrap_or_default();
+    Ok(DemoReport { summary, device: DEVICE.to_owned(), history, delivered, document })
 }
 
-async fn cleanup(stack: &Stack, names: &Names) {
-    let (iot, data, dynamodb) = (stack.iot(), stack.iot_data(), stack.dynamodb());
+fn history_key(i: usize) -> String {
+    format!("{}#{SHADOW}", thing(i))
+}
+
+/// The keys of `table`'s items in partition `pk`.
+async fn keys(stack: &Stack, table: &str, pk: &str) -> Result<Vec<HashMap<String, AttributeValue>>, String> {
+    let mut pages = stack
+        .dynamodb()
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+        .projection_expression("pk, sk")
+        .into_paginator()
+        .items()
+        .send();
+    let mut keys = Vec::new();
+    while let Some(item) = pages.next().await {
+        keys.push(item.map_err(|e| format!("query {table}: {e}"))?);
+    }
+    Ok(keys)
+}
+
+async fn recorded_events(stack: &Stack) -> Result<u64, String> {
+    let table = stack.var("HISTORY_TABLE");
+    let mut n = 0;
     for i in 0..FLEET {
-        let _ = data.delete_thing_shadow().thing_name(names.thing(i)).shadow_name(SHADOW).send().await;
-        let _ = iot.delete_thing().thing_name(names.thing(i)).send().await;
+        n += keys(stack, &table, &history_key(i)).await?.len() as u64;
     }
-    let _ = iot.delete_thing_group().thing_group_name(names.child_group()).send().await;
-    let _ = iot.delete_thing_group().thing_group_name(names.group()).send().await;
-    for table in [names.history_table(), names.push_table()] {
-        let _ = dynamodb.delete_table().table_name(table).send().await;
+    Ok(n)
+}
+
+async fn delete_partition(stack: &Stack, table: &str, pk: &str) {
+    let Ok(keys) = keys(stack, table, pk).await else { return };
+    for chunk in keys.chunks(25) {
+        let deletes: Vec<WriteRequest> = chunk
+            .iter()
+            .filter_map(|key| DeleteRequest::builder().set_key(Some(key.clone())).build().ok())
+            .map(|d| WriteRequest::builder().delete_request(d).build())
+            .collect();
+        let mut pending = HashMap::from([(table.to_owned(), deletes)]);
+        for _ in 0..10 {
+            let Ok(done) = stack.dynamodb().batch_write_item().set_request_items(Some(pending)).send().await else {
+                break;
+            };
+            pending = done.unprocessed_items.unwrap_or_default();
+            pending.retain(|_, w| !w.is_empty());
+            if pending.is_empty() {
+                break;
+            }
+        }
     }
-    if let Ok(url) = stack.sqs().get_queue_url().queue_name(&names.run).send().await {
-        let _ = stack.sqs().delete_queue().set_queue_url(url.queue_url).send().await;
+}
+
+async fn cleanup(stack: &Stack) {
+    let (iot, data) = (stack.iot(), stack.iot_data());
+    for i in 0..FLEET {
+        let _ = data.delete_thing_shadow().thing_name(thing(i)).shadow_name(SHADOW).send().await;
+        let _ = iot.delete_thing().thing_name(thing(i)).send().await;
+    }
+    let _ = iot.delete_thing_group().thing_group_name(CHILD_GROUP).send().await;
+    let _ = iot.delete_thing_group().thing_group_name(GROUP).send().await;
+    // The push's record and failures, and the fleet's history, so that the next run starts afresh.
+    if let (Some(push_table), Some(history_table)) = (stack.env.get("PUSH_TABLE"), stack.env.get("HISTORY_TABLE")) {
+        delete_partition(stack, push_table, PUSH_ID).await;
+        for i in 0..FLEET {
+            delete_partition(stack, history_table, &history_key(i)).await;
+        }
     }
 }

@@ -39,8 +39,18 @@ where
     H: Fn(Parts, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    serve_at(addr, handler).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+}
+
+/// Serves `handler` on `addr` (a fixed port for a long-running stand-in); fails when the port is taken.
+pub async fn serve_at<H, Fut>(addr: SocketAddr, handler: H) -> std::io::Result<Server>
+where
+    H: Fn(Parts, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
         loop {
@@ -60,7 +70,7 @@ where
             });
         }
     });
-    Server { addr, task }
+    Ok(Server { addr, task })
 }
 
 /// A reply with `status` and a body.

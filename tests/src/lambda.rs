@@ -42,7 +42,33 @@ impl InvokeError {
     }
 }
 
-type Answer = Result<Value, InvokeError>;
+/// What one invocation came back with.
+pub type Answer = Result<Value, InvokeError>;
+
+/// Something that runs a function's invocations: one execution environment ([`LocalLambda`]) or several
+/// ([`crate::local_lambda::FunctionPool`]). [`crate::service::LambdaService`] plays Lambda around either.
+pub trait Function: Send + Sync {
+    /// Invokes with `payload`, giving the function `timeout` (its deadline).
+    fn invoke(&self, payload: &Value, timeout: Duration) -> impl Future<Output = Answer> + Send;
+}
+
+impl Function for LocalLambda {
+    fn invoke(&self, payload: &Value, timeout: Duration) -> impl Future<Output = Answer> + Send {
+        LocalLambda::invoke(self, payload, timeout)
+    }
+}
+
+impl<T: Function> Function for &T {
+    fn invoke(&self, payload: &Value, timeout: Duration) -> impl Future<Output = Answer> + Send {
+        T::invoke(self, payload, timeout)
+    }
+}
+
+impl<T: Function> Function for Arc<T> {
+    fn invoke(&self, payload: &Value, timeout: Duration) -> impl Future<Output = Answer> + Send {
+        T::invoke(self, payload, timeout)
+    }
+}
 
 struct Pending {
     id: String,
@@ -112,17 +138,22 @@ fn spawn(mut command: Command) -> Child {
 /// The path of a workspace binary built next to the running test or tool (`target/<profile>/<name>`), or in
 /// `FLEET_FUNCTION_BIN_DIR` when that is set (to run the tests against another build of the functions).
 pub fn binary(name: &str) -> PathBuf {
+    let path = binary_path(name);
+    assert!(path.exists(), "{} is not built: run `cargo build -p {name}` (make test does)", path.display());
+    path
+}
+
+/// Where [`binary`] looks for `name`, whether it is there or not.
+pub fn binary_path(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("FLEET_FUNCTION_BIN_DIR") {
         return PathBuf::from(dir).join(name);
     }
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let exe = std::env::current_exe().unwrap_or_default();
     let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build -p {name}` (make test does)", path.display());
-    path
+    dir.join(name)
 }
 
 impl LocalLambda {

@@ -8,6 +8,7 @@ pub mod history;
 pub mod http;
 pub mod iam;
 pub mod lambda;
+pub mod local_lambda;
 pub mod push;
 pub mod rules;
 pub mod service;

@@ -3,6 +3,7 @@
 //! rule `SELECT *, topic() AS topic, timestamp() AS receivedAt` would deliver (the accepted document, the request's
 //! `clientToken`, the topic and the receive time) and hands it to a channel, as the rule's Lambda action would.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,7 +14,7 @@ use hyper::{Method, Response};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::http::{Reply, Server, Upstream, serve};
+use crate::http::{Reply, Server, Upstream, serve, serve_at};
 
 pub struct RulesEngine {
     pub url: String,
@@ -32,6 +33,14 @@ impl RulesEngine {
         let route = Arc::new(Route { upstream: Upstream::new(upstream), events });
         let server = serve(move |parts, body| handle(route.clone(), parts, body)).await;
         (Self { url: server.url(), _server: server }, receiver)
+    }
+
+    /// As [`RulesEngine::start`], on a fixed address (the long-running local stack's data-plane endpoint).
+    pub async fn start_at(addr: SocketAddr, upstream: &str) -> std::io::Result<(Self, mpsc::UnboundedReceiver<Value>)> {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let route = Arc::new(Route { upstream: Upstream::new(upstream), events });
+        let server = serve_at(addr, move |parts, body| handle(route.clone(), parts, body)).await?;
+        Ok((Self { url: server.url(), _server: server }, receiver))
     }
 }
 

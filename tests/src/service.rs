@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::lambda::{InvokeError, LocalLambda};
+use crate::lambda::{Function, InvokeError};
 
 /// Lambda's timings, scaled.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +22,8 @@ pub struct Timing {
     pub visibility: Duration,
     /// How often the schedule fires (the template's sweeper: every minute).
     pub schedule_every: Duration,
+    /// How long the queue's poller waits after an empty receive (short polls, see `drain_queue`).
+    pub poll_every: Duration,
 }
 
 /// One invocation as the service saw it.
@@ -31,8 +33,11 @@ pub struct Invocation {
     pub answer: Result<Value, InvokeError>,
 }
 
-pub struct LambdaService<'a> {
-    pub function: &'a LocalLambda,
+/// How many invocations [`LambdaService::invocations`] keeps (a long-running service forgets older ones).
+const KEPT_INVOCATIONS: usize = 10_000;
+
+pub struct LambdaService<F> {
+    pub function: F,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub timing: Timing,
@@ -48,8 +53,8 @@ pub fn sqs_record(message: &aws_sdk_sqs::types::Message) -> Value {
     })
 }
 
-impl<'a> LambdaService<'a> {
-    pub fn new(function: &'a LocalLambda, sqs: aws_sdk_sqs::Client, queue_url: &str, timing: Timing) -> Self {
+impl<F: Function> LambdaService<F> {
+    pub fn new(function: F, sqs: aws_sdk_sqs::Client, queue_url: &str, timing: Timing) -> Self {
         Self { function, sqs, queue_url: queue_url.to_owned(), timing, invocations: Mutex::new(Vec::new()) }
     }
 
@@ -60,9 +65,20 @@ impl<'a> LambdaService<'a> {
     async fn invoke(&self, source: &'static str, event: &Value) -> Result<Value, InvokeError> {
         let answer = self.function.invoke(event, self.timing.timeout).await;
         if let Ok(mut log) = self.invocations.lock() {
+            if log.len() >= KEPT_INVOCATIONS {
+                log.drain(..KEPT_INVOCATIONS / 2);
+            }
             log.push(Invocation { source, answer: answer.clone() });
         }
+        if let Err(e) = &answer {
+            tracing::warn!(source, error = %e, "invocation failed");
+        }
         answer
+    }
+
+    /// `InvocationType: RequestResponse`: one invocation, and its answer.
+    pub async fn invoke_sync(&self, event: &Value) -> Result<Value, InvokeError> {
+        self.invoke("sync", event).await
     }
 
     /// `InvocationType: Event`: the event, then up to two retries when the invocation fails.
@@ -78,9 +94,9 @@ impl<'a> LambdaService<'a> {
         }
     }
 
-    /// The event source mapping (batch size 1, ReportBatchItemFailures), until `until`.
-    async fn drain_queue(&self, until: Instant) {
-        while Instant::now() < until {
+    /// The event source mapping (batch size 1, ReportBatchItemFailures), until `until` (or for ever).
+    pub async fn drain_queue(&self, until: Option<Instant>) {
+        while until.is_none_or(|until| Instant::now() < until) {
             let received = self
                 .sqs
                 .receive_message()
@@ -96,7 +112,7 @@ impl<'a> LambdaService<'a> {
                 continue;
             };
             if received.messages.as_ref().is_none_or(|m| m.is_empty()) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(self.timing.poll_every).await;
             }
             for message in received.messages.unwrap_or_default() {
                 let answer = self.invoke("queue", &json!({"Records": [sqs_record(&message)]})).await;
@@ -112,9 +128,9 @@ impl<'a> LambdaService<'a> {
         }
     }
 
-    /// The schedule: `event` every `schedule_every`, until `until`.
-    async fn schedule(&self, event: &Value, until: Instant) {
-        while Instant::now() < until {
+    /// The schedule: `event` every `schedule_every`, until `until` (or for ever).
+    pub async fn schedule(&self, event: &Value, until: Option<Instant>) {
+        while until.is_none_or(|until| Instant::now() < until) {
             tokio::time::sleep(self.timing.schedule_every).await;
             let _ = self.invoke("schedule", event).await;
         }
@@ -122,9 +138,9 @@ impl<'a> LambdaService<'a> {
 
     /// Invokes `event` asynchronously and runs the queue and the `scheduled` event beside it, until `done` says so
     /// or `limit` passes; `true` when done.
-    pub async fn run_until<F, Fut>(&self, event: &Value, scheduled: &Value, limit: Duration, done: F) -> bool
+    pub async fn run_until<D, Fut>(&self, event: &Value, scheduled: &Value, limit: Duration, done: D) -> bool
     where
-        F: Fn() -> Fut,
+        D: Fn() -> Fut,
         Fut: Future<Output = bool>,
     {
         let until = Instant::now() + limit;
@@ -140,7 +156,11 @@ impl<'a> LambdaService<'a> {
             }
         };
         let service = async {
-            tokio::join!(self.invoke_async(event), self.drain_queue(until), self.schedule(scheduled, until));
+            tokio::join!(
+                self.invoke_async(event),
+                self.drain_queue(Some(until)),
+                self.schedule(scheduled, Some(until))
+            );
         };
         tokio::select! {
             finished = watch => finished,

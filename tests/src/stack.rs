@@ -30,27 +30,45 @@ pub enum StackDown {
     Incomplete { path: String, key: &'static str },
 }
 
-const ENDPOINTS: [(&str, &str); 2] =
-    [("DynamoDB Local", "AWS_ENDPOINT_URL_DYNAMODB"), ("moto server", "AWS_ENDPOINT_URL_IOT_DATA_PLANE")];
+/// What the stack runs, and the setting that names where: the emulators, then the local Lambda service with the
+/// rules stand-in in front of moto's data plane.
+const ENDPOINTS: [(&str, &str); 4] = [
+    ("DynamoDB Local", "AWS_ENDPOINT_URL_DYNAMODB"),
+    ("moto server", "AWS_ENDPOINT_URL_IOT"),
+    ("the local Lambda", "AWS_ENDPOINT_URL_LAMBDA"),
+    ("the rules stand-in", "AWS_ENDPOINT_URL_IOT_DATA_PLANE"),
+];
+
+/// `.local/stack.env`, or `$STACK_STATE_DIR/stack.env` (relative to the repository's root) when that is set: two
+/// stacks on other ports can then run from one checkout.
+pub fn stack_env_path() -> PathBuf {
+    let dir = std::env::var_os("STACK_STATE_DIR").map_or_else(|| PathBuf::from(".local"), PathBuf::from);
+    repo_root().join(dir).join("stack.env")
+}
+
+/// The `KEY=VALUE` lines of a settings file such as `.local/stack.env`.
+pub fn read_env(path: &Path) -> Result<BTreeMap<String, String>, StackDown> {
+    let text = std::fs::read_to_string(path).map_err(|_| StackDown::NoSettings(path.display().to_string()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
 
 impl Stack {
     /// The running stack. Panics, naming `make stack-up`, when it is down: a test never skips silently.
     pub fn get() -> Self {
-        match Self::load(&repo_root().join(".local/stack.env")) {
+        match Self::load(&stack_env_path()) {
             Ok(stack) => stack,
             Err(e) => panic!("{e}"),
         }
     }
 
-    /// Reads `path` and checks that both emulators answer.
+    /// Reads `path` and checks that everything the stack runs answers.
     pub fn load(path: &Path) -> Result<Self, StackDown> {
-        let text = std::fs::read_to_string(path).map_err(|_| StackDown::NoSettings(path.display().to_string()))?;
-        let env: BTreeMap<String, String> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
+        let env = read_env(path)?;
         for (name, key) in ENDPOINTS {
             let url = env.get(key).ok_or(StackDown::Incomplete { path: path.display().to_string(), key })?;
             if !answers(url) {
@@ -111,6 +129,16 @@ impl Stack {
     pub fn iot_data_at(&self, endpoint: &str) -> aws_sdk_iotdataplane::Client {
         let config = aws_sdk_iotdataplane::config::Builder::from(&self.sdk_config()).endpoint_url(endpoint).build();
         aws_sdk_iotdataplane::Client::from_conf(config)
+    }
+
+    /// The local Lambda's Invoke API.
+    pub fn lambda(&self) -> aws_sdk_lambda::Client {
+        self.lambda_at(&self.var("AWS_ENDPOINT_URL_LAMBDA"))
+    }
+
+    pub fn lambda_at(&self, endpoint: &str) -> aws_sdk_lambda::Client {
+        let config = aws_sdk_lambda::config::Builder::from(&self.sdk_config()).endpoint_url(endpoint).build();
+        aws_sdk_lambda::Client::from_conf(config)
     }
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {

@@ -24,6 +24,7 @@ const TIMING: Timing = Timing {
     retries: [Duration::from_secs(2), Duration::from_secs(4)],
     visibility: Duration::from_secs(9),
     schedule_every: Duration::from_secs(1),
+    poll_every: Duration::from_millis(100),
 };
 
 #[derive(Debug, Clone, Copy)]

@@ -1,7 +1,9 @@
-//! The demo's story holds: the push reaches the group (recursively), every device reports, every accepted update is
-//! recorded, and a device's history shows the push's desired state and then the device's report.
+//! The demo's story holds: the CLI's push reaches the group (recursively) through the local Lambda, every device
+//! reports, every accepted update is recorded, the CLI's history of a device shows the push's desired state and then
+//! the device's report, and its shadow document holds both.
 
 use fleet_tests::Stack;
+use serde_json::json;
 
 #[tokio::test]
 async fn the_demo_tells_the_whole_story() {
@@ -11,23 +13,25 @@ async fn the_demo_tells_the_whole_story() {
     assert_eq!(report.summary["updated"], 30, "{}", report.summary);
     assert_eq!(report.delivered, 60, "30 push updates and 30 device reports");
     let push_id = report.summary["pushId"].as_str().unwrap_or_default();
-    let kinds: Vec<(String, bool, bool)> = report
-        .history
-        .iter()
-        .map(|e| {
-            (
-                e["clientToken"].as_str().unwrap_or_default().to_owned(),
-                e["state"]["desired"].is_object(),
-                e["state"]["reported"].is_object(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        kinds,
-        [(push_id.to_owned(), true, false), ("device-00".to_owned(), false, true)],
-        "{:?}",
-        report.history
-    );
+    assert_eq!(push_id, "seed-2026-11");
+    let who: Vec<&str> = report.history.iter().map(|e| e["clientToken"].as_str().unwrap_or_default()).collect();
+    assert_eq!(who, [push_id, "device-00"], "{:?}", report.history);
+    let settings = |section: &str, op: &str| {
+        json!([{"path": "firmware_url", "op": op, "to": "https://s3.com/firmware.bin"},
+               {"path": "settings.mode", "op": op, "to": 1}, {"path": "settings.temp", "op": op, "to": 20}])
+        .as_array()
+        .cloned()
+        .map(|changes| (section.to_owned(), changes))
+    };
+    let changed = |i: usize, section: &str| {
+        report.history[i][section].as_array().cloned().map(|changes| (section.to_owned(), changes))
+    };
+    // What the push set, then what the device reported; neither touched the other section.
+    assert_eq!(changed(0, "desired"), settings("desired", "set"), "{:?}", report.history);
+    assert_eq!(report.history[0]["reported"], json!([]));
+    assert_eq!(report.history[1]["desired"], json!([]));
+    assert_eq!(changed(1, "reported"), settings("reported", "set"), "{:?}", report.history);
+    assert_eq!(report.document["state"]["desired"], report.document["state"]["reported"], "{}", report.document);
     // The demo leaves nothing behind.
     let left = stack.iot().describe_thing().thing_name(&report.device).send().await;
     assert!(left.is_err(), "{} still exists", report.device);

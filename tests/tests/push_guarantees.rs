@@ -95,6 +95,7 @@ fn timing(timeout: Duration) -> Timing {
         retries: [Duration::from_secs(2), Duration::from_secs(4)],
         visibility: timeout * 3,
         schedule_every: Duration::from_secs(1),
+        poll_every: Duration::from_millis(100),
     }
 }
 

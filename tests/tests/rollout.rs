@@ -17,6 +17,7 @@ const TIMING: Timing = Timing {
     retries: [Duration::from_secs(2), Duration::from_secs(4)],
     visibility: Duration::from_secs(15),
     schedule_every: Duration::from_secs(1),
+    poll_every: Duration::from_millis(100),
 };
 
 const SETTINGS: &str = "settings";

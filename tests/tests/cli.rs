@@ -1,0 +1,488 @@
+//! The `shadow-fleet` CLI, the built binary, against the local stack: pushes started through the local Lambda's
+//! Invoke API and watched to the end, listed and shown; a shadow's history across two pushes and device reports
+//! (recorded by shadow-history through the rules stand-in); time bounds; JSON output parsed back; bad input.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_smithy_types::Blob;
+use fleet_tests::{Stack, unique};
+use serde_json::{Value, json};
+use shadow_aws::tables;
+use shadow_core::history::{RecordOptions, record_from_event};
+
+/// `target/<profile>/shadow-fleet`, next to this test's own binary.
+fn cli_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("shadow-fleet");
+    assert!(path.exists(), "{} is not built: run `cargo build -p shadow-fleet-cli` (make test does)", path.display());
+    path
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Every stdout line as JSON (`--output json`).
+    fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}")))
+            .collect()
+    }
+}
+
+/// Runs the CLI with only `env` (nothing inherited but PATH): the stack's settings, or less.
+fn run_with(env: &BTreeMap<String, String>, args: &[&str]) -> Run {
+    let Output { status, stdout, stderr } = std::process::Command::new(cli_binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .output()
+        .unwrap_or_else(|e| panic!("shadow-fleet: {e}"));
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
+        "shadow-fleet {args:?} panicked: {}",
+        run.stderr
+    );
+    run
+}
+
+fn stack_env(stack: &Stack) -> BTreeMap<String, String> {
+    let mut env = stack.env.clone();
+    env.remove("RUST_LOG");
+    env
+}
+
+fn run(stack: &Stack, args: &[&str]) -> Run {
+    run_with(&stack_env(stack), args)
+}
+
+fn write_request(request: &Value) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.json", unique("cli-request")));
+    std::fs::write(&path, request.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+async fn create_things(stack: &Stack, names: &[String]) {
+    let iot = stack.iot();
+    for name in names {
+        iot.create_thing().thing_name(name).send().await.unwrap_or_else(|e| panic!("create_thing: {e:?}"));
+    }
+}
+
+/// A device reports, through the data plane the stack serves (the rules stand-in records it in history).
+async fn report(stack: &Stack, thing: &str, shadow: &str, reported: Value) {
+    let document = json!({"state": {"reported": reported}}).to_string();
+    stack
+        .iot_data()
+        .update_thing_shadow()
+        .thing_name(thing)
+        .shadow_name(shadow)
+        .payload(Blob::new(document))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("update_thing_shadow: {e:?}"));
+}
+
+/// `push start --wait --output json` to the end: the push id and the summary line.
+fn start_and_wait(stack: &Stack, request: &Value, expect_code: i32) -> (String, Value) {
+    let path = write_request(request);
+    let path = path.to_string_lossy().into_owned();
+    let started = run(stack, &["push", "start", &path, "--wait", "--interval", "0.2", "--output", "json"]);
+    assert_eq!(started.code, expect_code, "stdout: {}\nstderr: {}", started.stdout, started.stderr);
+    let lines = started.lines();
+    let push_id = lines.first().and_then(|l| l["pushId"].as_str()).unwrap_or_default().to_owned();
+    assert!(!push_id.is_empty(), "the first line names the push: {}", started.stdout);
+    let summary = lines.last().cloned().unwrap_or_default();
+    assert_eq!(summary["kind"], "summary", "{}", started.stdout);
+    assert_eq!(summary["pushId"], push_id.as_str());
+    (push_id, summary)
+}
+
+#[tokio::test]
+async fn a_push_started_is_watched_to_its_end_then_listed_and_shown() {
+    let stack = Stack::get();
+    let prefix = unique("cli");
+    let things: Vec<String> = (0..3).map(|i| format!("{prefix}-{i}")).collect();
+    create_things(&stack, &things).await;
+    let missing = format!("{prefix}-missing");
+
+    // No pushId in the request: the CLI chooses one, and the record is under the id it printed.
+    let request = json!({"shadowName": "cfg", "desired": {"settings": {"mode": 3}},
+                         "targets": {"things": [&things[0], &things[1], &things[2], &missing]}});
+    let (push_id, summary) = start_and_wait(&stack, &request, 1);
+    assert!(push_id.starts_with("push-"), "{push_id}");
+    assert_eq!((summary["done"].clone(), summary["total"].clone()), (json!(4), json!(4)), "{summary}");
+    assert_eq!(summary["record"]["updated"], 3, "{summary}");
+    assert_eq!(summary["failed"], 1);
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["failures"][0]["thingName"], missing.as_str(), "{summary}");
+
+    // A push with nothing failing ends 0; the table says so.
+    let clean = json!({"pushId": unique("cli-clean"), "shadowName": "cfg", "desired": {"settings": {"mode": 4}},
+                       "targets": {"things": [&things[0], &things[1]]}});
+    let (clean_id, clean_summary) = start_and_wait(&stack, &clean, 0);
+    assert_eq!(clean_id, clean["pushId"].as_str().unwrap_or_default());
+    assert_eq!(clean_summary["record"]["updated"], 2);
+    let watched = run(&stack, &["push", "watch", &clean_id]);
+    assert_eq!(watched.code, 0, "{}", watched.stderr);
+    assert!(watched.stdout.contains("updated") && watched.stdout.contains(&clean_id), "{}", watched.stdout);
+
+    // Listed newest first, with the index's records.
+    let listed = run(&stack, &["push", "list", "--since", "1h", "--output", "json"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let ids: Vec<String> = listed.lines().iter().filter_map(|l| l["pushId"].as_str().map(str::to_owned)).collect();
+    let (first, second) = (ids.iter().position(|i| *i == clean_id), ids.iter().position(|i| *i == push_id));
+    assert!(first.is_some() && second.is_some() && first < second, "newest first: {ids:?}");
+    let started_at: Vec<u64> = listed.lines().iter().map(|l| l["startedAt"].as_u64().unwrap_or(0)).collect();
+    assert!(started_at.windows(2).all(|w| w[0] >= w[1]), "{started_at:?}");
+    let table = run(&stack, &["push", "list"]);
+    assert!(table.code == 0 && table.stdout.contains(&push_id), "{}", table.stdout);
+    // A window that ends before these pushes started does not list them.
+    let none = run(&stack, &["push", "list", "--since", "2000-01-01", "--limit", "1", "--output", "json"]);
+    assert_eq!(none.lines().len(), 1);
+
+    // Shown, with its failures.
+    let shown = run(&stack, &["push", "show", &push_id, "--failures", "--output", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let record = shown.lines().pop().unwrap_or_default();
+    assert_eq!((record["targets"].clone(), record["failed"].clone()), (json!(4), json!(1)));
+    assert_eq!(record["failures"][0]["code"], "ResourceNotFoundException", "{record}");
+    let shown = run(&stack, &["push", "show", &push_id, "--failures"]);
+    assert!(shown.stdout.contains(&missing) && shown.stdout.contains("ResourceNotFoundException"), "{}", shown.stdout);
+}
+
+/// Waits until shadow-history holds `n` events of the shadow (the rules stand-in invokes it as AWS would).
+fn history_when(stack: &Stack, thing: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = run(stack, &["history", thing, "--shadow", "cfg", "--output", "json", "--limit", "0"]);
+        let lines = if got.code == 0 { got.lines() } else { Vec::new() };
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test]
+async fn history_across_two_pushes_and_device_reports_shows_what_each_changed() {
+    let stack = Stack::get();
+    let thing = unique("cli-device");
+    create_things(&stack, std::slice::from_ref(&thing)).await;
+    let push = |id: &str, desired: Value| json!({"pushId": id, "shadowName": "cfg", "desired": desired, "targets": {"things": [&thing]}});
+    let (first, second) = (unique("cli-first"), unique("cli-second"));
+
+    start_and_wait(&stack, &push(&first, json!({"settings": {"mode": 1, "temp": 20}, "url": "a"})), 0);
+    history_when(&stack, &thing, 1);
+    report(&stack, &thing, "cfg", json!({"settings": {"mode": 1, "temp": 20}})).await;
+    history_when(&stack, &thing, 2);
+    start_and_wait(&stack, &push(&second, json!({"settings": {"temp": 25}, "url": null})), 0);
+    history_when(&stack, &thing, 3);
+    report(&stack, &thing, "cfg", json!({"settings": {"temp": 25}})).await;
+    let events = history_when(&stack, &thing, 4);
+    assert_eq!(events.len(), 4, "{events:#?}");
+
+    let versions: Vec<u64> = events.iter().map(|e| e["version"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(events[0]["clientToken"], first.as_str());
+    assert_eq!(events[2]["clientToken"], second.as_str());
+    assert_eq!(events[1]["clientToken"], Value::Null);
+    // The first push: the state before it is the shadow's creation, not known from history: "set".
+    assert_eq!(
+        events[0]["desired"],
+        json!([{"path": "settings.mode", "op": "set", "to": 1}, {"path": "settings.temp", "op": "set", "to": 20},
+               {"path": "url", "op": "set", "to": "a"}])
+    );
+    assert_eq!(events[0]["reported"], json!([]));
+    assert_eq!(events[1]["desired"], json!([]));
+    assert_eq!(
+        events[1]["reported"],
+        json!([{"path": "settings.mode", "op": "set", "to": 1}, {"path": "settings.temp", "op": "set", "to": 20}])
+    );
+    // The second push: only what it changed, with the value before.
+    assert_eq!(
+        events[2]["desired"],
+        json!([{"path": "settings.temp", "op": "changed", "from": 20, "to": 25},
+               {"path": "url", "op": "removed", "from": "a"}])
+    );
+    assert_eq!(events[3]["reported"], json!([{"path": "settings.temp", "op": "changed", "from": 20, "to": 25}]));
+
+    // --push: that push's events only, diffs still against the event before.
+    let only = run(&stack, &["history", &thing, "--shadow", "cfg", "--push", &second, "--output", "json"]);
+    assert_eq!(only.code, 0, "{}", only.stderr);
+    let only = only.lines();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["desired"], events[2]["desired"]);
+
+    // The table, for people.
+    let table = run(&stack, &["history", &thing, "--shadow", "cfg"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    for text in ["settings.temp: 20 → 25", "url removed (was \"a\")", first.as_str(), second.as_str()] {
+        assert!(table.stdout.contains(text), "{text} missing from:\n{}", table.stdout);
+    }
+
+    // The current document.
+    let got = run(&stack, &["shadow", "get", &thing, "--shadow", "cfg", "--output", "json"]);
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    let document = got.lines().pop().unwrap_or_default();
+    assert_eq!(document["state"]["desired"], json!({"settings": {"mode": 1, "temp": 25}}), "{document}");
+    assert_eq!(document["version"], 4);
+    let got = run(&stack, &["shadow", "get", &thing, "--shadow", "cfg"]);
+    assert!(got.code == 0 && got.stdout.contains("settings.temp") && got.stdout.contains("25"), "{}", got.stdout);
+}
+
+/// A history table of the test's own, with events written straight into it at chosen times.
+async fn history_table(stack: &Stack, events: &[Value]) -> String {
+    let table = unique("cli-history");
+    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+    for event in events {
+        let record = record_from_event(event, &RecordOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let item = shadow_aws::history::item(&record).unwrap_or_else(|e| panic!("{e}"));
+        stack
+            .dynamodb()
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put_item: {e:?}"));
+    }
+    table
+}
+
+#[tokio::test]
+async fn since_and_until_bound_the_history_and_numbers_read_back() {
+    let stack = Stack::get();
+    let update = fleet_tests::history::update;
+    // Four events, 1000 s apart (2026-11-27T00:00:00Z is 1795737600).
+    let t0 = 1_795_737_600;
+    let events = [
+        update("dev", Some("cfg"), 1, t0, json!({"desired": {"n": 1}})),
+        update("dev", Some("cfg"), 2, t0 + 1000, json!({"desired": {"n": 2, "huge": 1e200}})),
+        update("dev", Some("cfg"), 3, t0 + 2000, json!({"desired": {"n": 3}})),
+        update("dev", Some("cfg"), 4, t0 + 3000, json!({"desired": {"n": 4, "huge": null}})),
+    ];
+    let table = history_table(&stack, &events).await;
+    let mut env = stack_env(&stack);
+    env.insert("HISTORY_TABLE".into(), table);
+    let versions = |args: &[&str]| {
+        let mut all = vec!["history", "dev", "--shadow", "cfg", "--output", "json"];
+        all.extend_from_slice(args);
+        let got = run_with(&env, &all);
+        let versions: Vec<u64> = got.lines().iter().map(|e| e["version"].as_u64().unwrap_or(0)).collect();
+        (got, versions)
+    };
+
+    assert_eq!(versions(&[]).1, [1, 2, 3, 4]);
+    // Both bounds included, to the second; RFC 3339 and epoch seconds alike.
+    let (from, to) = ((t0 + 1000).to_string(), (t0 + 2000).to_string());
+    assert_eq!(versions(&["--since", &from, "--until", &to]).1, [2, 3]);
+    assert_eq!(versions(&["--since", "2026-11-27T00:16:40Z", "--until", "2026-11-27T00:33:20Z"]).1, [2, 3]);
+    assert_eq!(versions(&["--since", "2026-11-27T00:16:41Z"]).1, [3, 4]);
+    assert_eq!(versions(&["--until", "2026-11-27T00:33:19Z"]).1, [1, 2]);
+    assert_eq!(versions(&["--since", "2026-11-27"]).1, [1, 2, 3, 4]);
+    // In a window, the first event's earlier state is not known.
+    let (window, _) = versions(&["--since", &from]);
+    assert_eq!(window.lines()[1]["desired"], json!([{"path": "n", "op": "changed", "from": 2, "to": 3}]));
+    assert_eq!(window.lines()[0]["desired"][1], json!({"path": "n", "op": "set", "to": 2}));
+
+    // A number DynamoDB cannot hold reads back as the number.
+    let (all, _) = versions(&[]);
+    let lines = all.lines();
+    assert_eq!(lines[1]["desired"][0], json!({"path": "huge", "op": "set", "to": 1e200}), "{}", all.stdout);
+    assert_eq!(lines[3]["desired"][0], json!({"path": "huge", "op": "removed", "from": 1e200}));
+
+    // --limit: the first events, and where the rest start.
+    let (limited, shown) = versions(&["--limit", "2"]);
+    assert_eq!(shown, [1, 2]);
+    assert!(limited.stderr.contains("more events follow") && limited.stderr.contains("2026-11-27T00:33:20Z"));
+
+    // An empty window is said, exit 1; --since after --until is bad usage.
+    let (empty, shown) = versions(&["--since", "2030-01-01"]);
+    assert!(shown.is_empty() && empty.code == 1 && empty.stderr.contains("no history"), "{}", empty.stderr);
+    let (reversed, _) = versions(&["--since", &to, "--until", &from]);
+    assert_eq!(reversed.code, 2, "{}", reversed.stderr);
+}
+
+#[tokio::test]
+async fn every_failure_of_a_push_is_shown_across_pages() {
+    let stack = Stack::get();
+    let table = unique("cli-push");
+    let db = stack.dynamodb();
+    tables::ensure_table(&db, &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+    let push_id = unique("many-failures");
+    db.put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S(push_id.clone()))
+        .item("sk", AttributeValue::S("push".into()))
+        .item("pushId", AttributeValue::S(push_id.clone()))
+        .item("failed", AttributeValue::N("1500".into()))
+        .item("complete", AttributeValue::Bool(true))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put_item: {e:?}"));
+    // 1500 failures of about 1 KB each: a Query page holds at most 1 MB, so at least two pages.
+    let message = "x".repeat(1000);
+    for chunk in (0..1500).collect::<Vec<_>>().chunks(25) {
+        let writes: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|i| {
+                let put = PutRequest::builder()
+                    .item("pk", AttributeValue::S(push_id.clone()))
+                    .item("sk", AttributeValue::S(format!("failure#thing-{i:04}")))
+                    .item("thingName", AttributeValue::S(format!("thing-{i:04}")))
+                    .item("code", AttributeValue::S("ThrottlingException".into()))
+                    .item("message", AttributeValue::S(message.clone()))
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}"));
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect();
+        let mut pending = std::collections::HashMap::from([(table.clone(), writes)]);
+        while !pending.is_empty() {
+            let written = db
+                .batch_write_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("batch_write_item: {e:?}"));
+            pending = written.unprocessed_items.unwrap_or_default();
+            pending.retain(|_, w| !w.is_empty());
+        }
+    }
+    let mut env = stack_env(&stack);
+    env.insert("PUSH_TABLE".into(), table);
+    let shown = run_with(&env, &["push", "show", &push_id, "--failures", "--output", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let record = shown.lines().pop().unwrap_or_default();
+    let failures = record["failures"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failures.len(), 1500);
+    assert_eq!(failures[1499]["thingName"], "thing-1499");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
+    let stack = Stack::get();
+    let expect = |args: &[&str], code: i32, text: &str| {
+        let got = run(&stack, args);
+        assert_eq!(got.code, code, "{args:?}: {}", got.stderr);
+        assert!(got.stderr.contains(text), "{args:?}: {text:?} not in {}", got.stderr);
+    };
+    expect(&["push", "show", "no-such-push"], 1, "no push no-such-push in table");
+    expect(&["push", "watch", "no-such-push"], 1, "no push no-such-push");
+    expect(&["shadow", "get", &unique("no-such-thing")], 1, "does not exist");
+    expect(&["history", "thing", "--since", "yesterday"], 2, "\"yesterday\" is not a time");
+    expect(&["history", "thing", "--until", "2026-13-01"], 2, "is not a time");
+    expect(&["push", "list", "--since", "7x"], 2, "is not a time");
+    expect(&["history", "bad/thing"], 2, "thing name \"bad/thing\"");
+    expect(&["push", "frobnicate"], 2, "unrecognized subcommand");
+    expect(&["history", &unique("never-reported")], 1, "no history for");
+
+    // A request with several problems: every one listed, nothing sent.
+    let bad = write_request(&json!({"pushId": "a b", "desired": {}, "targets": {"recursive": true}}));
+    let bad = bad.to_string_lossy().into_owned();
+    let got = run(&stack, &["push", "start", &bad]);
+    assert_eq!(got.code, 1, "{}", got.stderr);
+    for field in ["pushId", "desired", "targets.recursive", "nothing was sent"] {
+        assert!(got.stderr.contains(field), "{field} not in {}", got.stderr);
+    }
+    expect(&["push", "start", "/nonexistent/request.json"], 1, "cannot read /nonexistent/request.json");
+
+    // Control messages reach shadow-push (which refuses what it does not know yet); its error comes back whole.
+    let got = run(&stack, &["push", "abort", "some-push", "--rollback"]);
+    assert_eq!(got.code, 1, "{}", got.stderr);
+    assert!(got.stderr.contains("shadow-push refused to abort") && got.stderr.contains("abortPush"), "{}", got.stderr);
+
+    // No table or function configured, and no stack given.
+    let mut env = stack_env(&stack);
+    env.remove("PUSH_TABLE");
+    env.remove("PUSH_FUNCTION_NAME");
+    let got = run_with(&env, &["push", "show", "x"]);
+    assert!(
+        got.code == 1 && got.stderr.contains("--stack NAME") && got.stderr.contains("PUSH_TABLE"),
+        "{}",
+        got.stderr
+    );
+
+    // A stack that does not exist, and one without the outputs (CloudFormation in moto).
+    let mut env = stack_env(&stack);
+    env.insert("AWS_ENDPOINT_URL_CLOUDFORMATION".into(), stack.var("AWS_ENDPOINT_URL_IOT"));
+    let missing = unique("no-stack");
+    let got = run_with(&env, &["--stack", &missing, "push", "list"]);
+    assert!(got.code == 1 && got.stderr.contains(&format!("stack {missing} does not exist")), "{}", got.stderr);
+    let bare = unique("bare-stack");
+    create_stack(&stack, &bare, &json!({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}));
+    let got = run_with(&env, &["--stack", &bare, "push", "list"]);
+    assert!(
+        got.code == 1 && got.stderr.contains("has no output") && got.stderr.contains("PushTableName"),
+        "{}",
+        got.stderr
+    );
+    // A stack with the outputs: the CLI finds its tables there, with no table names in the environment.
+    let deployed = unique("deployed-stack");
+    let output = |value: String| json!({"Value": value});
+    create_stack(
+        &stack,
+        &deployed,
+        &json!({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+                "Outputs": {"HistoryTableName": output(stack.var("HISTORY_TABLE")),
+                            "PushTableName": output(stack.var("PUSH_TABLE")),
+                            "ShadowPushFunctionArn": output(stack.var("PUSH_FUNCTION_NAME"))}}),
+    );
+    env.remove("PUSH_TABLE");
+    let got = run_with(&env, &["--stack", &deployed, "push", "show", "no-such-push"]);
+    assert!(
+        got.code == 1 && got.stderr.contains(&format!("no push no-such-push in table {}", stack.var("PUSH_TABLE")))
+    );
+
+    // No credentials anywhere in the chain.
+    let mut env: BTreeMap<String, String> = stack_env(&stack)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    let home = std::env::temp_dir().join(unique("empty-home"));
+    env.insert("HOME".into(), home.to_string_lossy().into_owned());
+    env.insert("AWS_CONFIG_FILE".into(), home.join("config").to_string_lossy().into_owned());
+    env.insert("AWS_SHARED_CREDENTIALS_FILE".into(), home.join("credentials").to_string_lossy().into_owned());
+    let got = run_with(&env, &["push", "list"]);
+    assert!(got.code == 1 && got.stderr.contains("no AWS credentials"), "{}", got.stderr);
+    // No region.
+    let mut env = stack_env(&stack);
+    env.remove("AWS_REGION");
+    env.remove("AWS_DEFAULT_REGION");
+    env.insert("AWS_CONFIG_FILE".into(), "/nonexistent".into());
+    let got = run_with(&env, &["push", "list"]);
+    assert!(got.code == 1 && got.stderr.contains("no AWS region"), "{}", got.stderr);
+}
+
+/// A CloudFormation stack in moto, through its query API (moto checks no signature).
+fn create_stack(stack: &Stack, name: &str, template: &Value) {
+    let region = stack.var("AWS_REGION");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-X", "POST", &stack.var("AWS_ENDPOINT_URL_IOT")])
+        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/cloudformation/aws4_request, SignedHeaders=host, Signature=x")])
+        .args(["-d", "Action=CreateStack", "-d", "Version=2010-05-15", "-d", &format!("StackName={name}")])
+        .args(["--data-urlencode", &format!("TemplateBody={template}")])
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.contains("<StackId>"), "CreateStack {name}: {answer}");
+}
