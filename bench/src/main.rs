@@ -8,7 +8,9 @@ mod standin;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use fleet_tests::lambda::LocalLambda;
+use fleet_tests::service::{LambdaService, Timing};
 use fleet_tests::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
@@ -388,16 +390,71 @@ impl Bench {
             let standin = StandIn::start(limits, group, prefix, ROLLOUT_THINGS).await;
             let table = unique("bench-push");
             tables::ensure_table(&db, &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
-            let mut fields = json!({"targets": {"thingGroup": group}, "skipUnchanged": true});
+            // A queue of its own: the phases after the first are hand-offs, drained as the event source mapping would.
+            let sqs = self.stack.sqs();
+            let queue_url = sqs
+                .create_queue()
+                .queue_name(unique("bench-push"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+                .queue_url
+                .unwrap_or_default();
+            let env = self.env(&[
+                ("PUSH_TABLE", table.clone()),
+                ("PUSH_QUEUE_URL", queue_url.clone()),
+                ("PUSH_MAX_TPS", (PUSH_QUOTA as u32).to_string()),
+                ("PUSH_READ_TPS", (PUSH_QUOTA as u32).to_string()),
+                ("PUSH_CONCURRENCY", "256".into()),
+                ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone()),
+                ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
+            ]);
+            let function = self.ours("shadow-push", &env).await;
+            let push_id = unique("bench-rollout");
+            let mut request = json!({"pushId": push_id,
+                                     "desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default(),
+                                     "targets": {"thingGroup": group}, "skipUnchanged": true});
             if !rollout.is_null() {
-                fields["rollout"] = rollout;
+                request["rollout"] = rollout;
             }
-            let (summary, seconds, rss) = self.push_group_with(&standin, PUSH_QUOTA, &table, fields).await;
+            let timing = Timing {
+                timeout: Duration::from_secs(900),
+                retries: [Duration::from_secs(60), Duration::from_secs(120)],
+                visibility: Duration::from_secs(1800),
+                schedule_every: Duration::from_secs(60),
+                poll_every: Duration::from_millis(50),
+            };
+            let service = LambdaService::new(&function, sqs.clone(), &queue_url, timing);
+            let record = || async {
+                let got = db
+                    .get_item()
+                    .table_name(&table)
+                    .key("pk", AttributeValue::S(push_id.clone()))
+                    .key("sk", AttributeValue::S("push".into()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|g| g.item);
+                got.and_then(|item| serde_dynamo::from_item::<_, Value>(item).ok()).unwrap_or(Value::Null)
+            };
+            let done =
+                || async { matches!(record().await["state"].as_str(), Some("complete" | "aborted" | "rolledBack")) };
+            let started = Instant::now();
+            let finished =
+                service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(600), done).await;
+            let seconds = started.elapsed().as_secs_f64();
+            let rss = function.peak_rss().unwrap_or(0);
+            function.stop().await;
+            let summary = record().await;
+            assert!(finished, "the {name} push did not finish: {summary}");
             let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             let (reads, updates) = (load(&standin.counts.reads), load(&standin.counts.updates));
             figures[name] = json!({"seconds": seconds, "reads": reads, "updates": updates,
                                    "things_per_second": updates as f64 / seconds, "peak_rss_mb": mb(rss),
+                                   "invocations": service.invocations().len(),
                                    "state": summary["state"], "phases": summary["phases"]});
+            let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
             let _ = db.delete_table().table_name(table).send().await;
         }
         let plain = figures["plain"]["things_per_second"].as_f64().unwrap_or(0.0);
