@@ -15,20 +15,28 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== make lint-template (cfn-lint, sam validate --lint)"
 make --no-print-directory lint-template
-echo "== make build (sam build: release arm64 binaries into .aws-sam/build)"
-make --no-print-directory build
+echo "== make build-check (sam build with SAM_BUILD_MODE=debug: both functions cross-compiled for arm64)"
+make --no-print-directory build-check
 echo "== cargo build (the function binaries the integration tests run)"
 cargo build --workspace --bins --quiet
-echo "== cargo test (the function binaries' AWS calls recorded into .local/iam-calls)"
+echo "== cargo nextest (the function binaries' AWS calls recorded into .local/iam-calls)"
 # The emulators check no IAM: record every call the binaries make, then hold them against template.yaml.
+# nextest runs every test in its own process, binaries side by side (.config/nextest.toml); the tests' names are
+# unique per process (tests/src/stack.rs) and the recording appends whole lines, so they share the stack.
 iam_calls=$PWD/.local/iam-calls
 rm -rf "$iam_calls"
 mkdir -p "$iam_calls"
 log=$(mktemp)
-FLEET_IAM_RECORD=$iam_calls cargo test --workspace --quiet 2>&1 | tee "$log"
-# One closing line for the whole run: the sum of every test binary's result.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+status=0
+FLEET_IAM_RECORD=$iam_calls cargo nextest run --workspace --profile make-test 2>&1 | tee "$log" || status=$?
+# Where the time went: each test binary's tests, summed (they overlap, so the sum exceeds the wall clock).
+awk '$1 ~ /^(PASS|FAIL|SLOW|TIMEOUT)$/ && $2 == "[" { t = $3; sub(/s\]$/, "", t); bin[$4] += t; n[$4]++ }
+     $1 ~ /^(PASS|FAIL)$/ && $2 ~ /^\[/ { t = $2; sub(/^\[/, "", t); sub(/s\]$/, "", t); bin[$3] += t; n[$3]++ }
+     END { for (b in bin) printf "  %-40s %4d tests %8.1f s\n", b, n[b], bin[b] }' "$log" | sort -k4 -rn
+# One closing line for the whole run.
+awk '/^ *Summary \[/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p = $i; if ($(i+1) ~ /^failed/) f = $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
+[[ $status == 0 ]] || exit "$status"
 echo "== iam-check (the recorded calls against the functions' policies in template.yaml)"
 cargo run --quiet -p fleet-tests --bin iam-check -- "$iam_calls" template.yaml
