@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help tools stack-up stack-down demo test bench fmt lint build build-check lint-template
+.PHONY: help tools stack-up stack-down demo test bench fmt lint build build-check build-tools lint-template
 
 help:
 	@echo "make demo        start the local AWS stack and run shadow-fleet's story on it"
@@ -44,19 +44,19 @@ lint:
 # AWS_LC_SYS_NO_JITTER_ENTROPY=1: aws-lc's jitter entropy adds 10-50 ms to every cold start.
 # build-check (make test) is the same sam build with SAM_BUILD_MODE=debug, which SAM hands to its Rust builder: the
 # same template, CodeUri, cargo-lambda and zig cross-compile of both functions, without the release profile's fat LTO
-# and single codegen unit (about 400 s on 2 cores). The deploy workflow runs the real `make build`.
+# and single codegen unit (about 400 s on 2 cores). The deploy workflow runs the real `make build`. Its output goes to
+# .aws-sam/build-check, so that a `sam deploy` after `make test` never ships a debug build from .aws-sam/build.
 SAM_BUILD = PATH="$(CURDIR)/.tools/bin:$(CURDIR)/.tools/venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 AWS_LC_SYS_NO_JITTER_ENTROPY=1
 build: build-tools
 	$(SAM_BUILD) sam build
 
 build-check: build-tools
-	$(SAM_BUILD) SAM_BUILD_MODE=debug sam build
+	$(SAM_BUILD) SAM_BUILD_MODE=debug sam build --build-dir .aws-sam/build-check
 	@for f in ShadowHistoryFunction ShadowPushFunction; do \
-	  [[ $$(od -An -tx1 -j18 -N2 .aws-sam/build/$$f/bootstrap 2>/dev/null | tr -d ' ') == b700 ]] || \
-	    { echo "build-check: .aws-sam/build/$$f/bootstrap is not an arm64 executable" >&2; exit 1; }; \
+	  [[ $$(od -An -tx1 -j18 -N2 .aws-sam/build-check/$$f/bootstrap 2>/dev/null | tr -d ' ') == b700 ]] || \
+	    { echo "build-check: .aws-sam/build-check/$$f/bootstrap is missing or not an arm64 executable" >&2; exit 1; }; \
 	done
 
-.PHONY: build-tools
 build-tools:
 	@bash scripts/tools.sh
 	@if [[ ! -x .tools/bin/zig ]]; then \

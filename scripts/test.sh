@@ -29,9 +29,12 @@ mkdir -p "$iam_calls"
 log=$(mktemp)
 status=0
 FLEET_IAM_RECORD=$iam_calls cargo nextest run --workspace --profile make-test 2>&1 | tee "$log" || status=$?
-# Where the time went: each test binary's tests, summed (they overlap, so the sum exceeds the wall clock).
-awk '$1 ~ /^(PASS|FAIL|SLOW|TIMEOUT)$/ && $2 == "[" { t = $3; sub(/s\]$/, "", t); bin[$4] += t; n[$4]++ }
-     $1 ~ /^(PASS|FAIL)$/ && $2 ~ /^\[/ { t = $2; sub(/^\[/, "", t); sub(/s\]$/, "", t); bin[$3] += t; n[$3]++ }
+# Where the time went: each test binary's tests, summed (they overlap, so the sum exceeds the wall clock). A result
+# line is `PASS [   0.011s] (  1/169) <binary id> <test>`; the final summary repeats failures, so it is not read.
+awk '/^ *Summary \[/ { summary = 1 }
+     !summary && /^ *(PASS|FAIL|TIMEOUT) +\[/ {
+       rest = $0; sub(/^ *[A-Z]+ +\[ */, "", rest); t = rest; sub(/s\].*/, "", t)
+       sub(/^[^)]*\) +/, "", rest); split(rest, f, " "); bin[f[1]] += t; n[f[1]]++ }
      END { for (b in bin) printf "  %-40s %4d tests %8.1f s\n", b, n[b], bin[b] }' "$log" | sort -k4 -rn
 # One closing line for the whole run.
 awk '/^ *Summary \[/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p = $i; if ($(i+1) ~ /^failed/) f = $i } }
