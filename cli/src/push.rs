@@ -54,12 +54,16 @@ pub enum PushCommand {
     Pause { push_id: String },
     /// Resume a paused rollout (sends {"resumePush": ID}).
     Resume { push_id: String },
-    /// Abort a push (sends {"abortPush": ID, "rollback": ...}).
+    /// Abort a push (sends {"abortPush": ID}, with "rollback" only when --rollback or --no-rollback is given:
+    /// without either, the push's own rollout.onAbort decides).
     Abort {
         push_id: String,
         /// Also set the targets back to what they held before the push.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_rollback")]
         rollback: bool,
+        /// Keep what was pushed, whatever the rollout's onAbort says.
+        #[arg(long)]
+        no_rollback: bool,
     },
 }
 
@@ -90,8 +94,12 @@ pub async fn run(ctx: &Context, command: PushCommand) -> Result<i32, CliError> {
         }
         PushCommand::Pause { push_id } => control(ctx, "pause", json!({"pausePush": push_id})).await,
         PushCommand::Resume { push_id } => control(ctx, "resume", json!({"resumePush": push_id})).await,
-        PushCommand::Abort { push_id, rollback } => {
-            control(ctx, "abort", json!({"abortPush": push_id, "rollback": rollback})).await
+        PushCommand::Abort { push_id, rollback, no_rollback } => {
+            let mut message = json!({"abortPush": push_id});
+            if rollback || no_rollback {
+                message["rollback"] = json!(rollback);
+            }
+            control(ctx, "abort", message).await
         }
     }
 }

@@ -106,7 +106,10 @@ enum Event {
 enum Action {
     Pause,
     Resume,
-    Abort { rollback: bool },
+    /// `rollback`: `None` follows the rollout's `onAbort`.
+    Abort {
+        rollback: Option<bool>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -137,7 +140,7 @@ impl ControlMessage {
         let (field, id, action) = match (message.pause_push, message.resume_push, message.abort_push) {
             (Some(id), _, _) => ("pausePush", id, Action::Pause),
             (_, Some(id), _) => ("resumePush", id, Action::Resume),
-            (_, _, Some(id)) => ("abortPush", id, Action::Abort { rollback: message.rollback.unwrap_or(false) }),
+            (_, _, Some(id)) => ("abortPush", id, Action::Abort { rollback: message.rollback }),
             _ => return Err(refused("request", "give one of pausePush, resumePush, abortPush".into())),
         };
         if id.trim().is_empty() {
@@ -627,7 +630,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         over_dead_holder: bool,
         deadline: Instant,
     ) -> Result<(), PushError> {
-        if record.complete || record.state.is_final() {
+        let rollback_after_stop = control == Control::AbortRollback && record.state == PushState::Aborted;
+        if (record.complete || record.state.is_final()) && !rollback_after_stop {
             // The push ended meanwhile (its last segment finished as the control came): nothing to pause or abort.
             tracing::info!(push = %record.push_id, ?control, outcome = "ignored", "control after the end");
             return Ok(());
@@ -667,7 +671,20 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             return Err(refused(format!("names no push: {push_id:?} has no record")));
         };
         let state = format!("{:?}", record.state).to_lowercase();
-        if record.stalled.is_some() || record.complete || record.state.is_final() {
+        // `rollback: true` is taken after a stop too (aborted, or stalled), while the journal lasts.
+        let rollback_after_stop = action == Action::Abort { rollback: Some(true) }
+            && !record.phases.is_empty()
+            && (record.stalled.is_some() || record.state == PushState::Aborted);
+        // A plain abort follows the rollout's onAbort; a push without a rollout has nothing to roll back to.
+        let action = match action {
+            Action::Abort { rollback: None } => {
+                let plan = serde_json::from_value::<PushPlan>(record.request.clone()).ok();
+                let on_abort = plan.and_then(|p| p.rollout).map(|r| r.on_abort);
+                Action::Abort { rollback: Some(on_abort == Some(shadow_core::push::rollout::OnAbort::Rollback)) }
+            }
+            other => other,
+        };
+        if !rollback_after_stop && (record.stalled.is_some() || record.complete || record.state.is_final()) {
             let why = record.stalled.as_deref().map_or_else(|| state.clone(), |s| format!("stalled ({s})"));
             return Err(refused(format!("push {push_id} is {why}: nothing to {}", field.trim_end_matches("Push"))));
         }
@@ -693,7 +710,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             Action::Pause if !matches!(record.state, PushState::Running | PushState::Baking) => {
                 return Err(refused(format!("push {push_id} is {state}; only a running or baking push can be paused")));
             }
-            Action::Abort { rollback: true } if record.phases.is_empty() => {
+            Action::Abort { rollback: Some(true) } if record.phases.is_empty() => {
                 return Err(PushError::InvalidRequest(PushRequestError(vec![(
                     "rollback".into(),
                     format!("push {push_id} has no rollout, so it recorded no previous values to roll back to"),
@@ -706,7 +723,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         }
         let control = match action {
             Action::Pause => Control::Pause,
-            Action::Abort { rollback: false } => Control::Abort,
+            Action::Abort { rollback: Some(false) | None } => Control::Abort,
             _ => Control::AbortRollback,
         };
         if !self.persist(deadline, || self.store.request_control(push_id, control)).await? {
@@ -884,7 +901,7 @@ mod tests {
         assert!(matches!(parsed(json!({"resumePush": "p"})), Ok(Event::Control { action: Action::Resume, .. })));
         assert!(matches!(
             parsed(json!({"abortPush": "p", "rollback": true})),
-            Ok(Event::Control { action: Action::Abort { rollback: true }, .. })
+            Ok(Event::Control { action: Action::Abort { rollback: Some(true) }, .. })
         ));
         for (bad, field) in [
             (json!({"pausePush": "p", "rollback": true}), "rollback"),

@@ -297,9 +297,11 @@ impl PushStore for DynamoPushStore {
                 "complete = :false AND attribute_not_exists(stalled) AND #state IN (:running, :baking) \
                                AND attribute_not_exists(control)"
             }
-            Control::Abort | Control::AbortRollback => {
+            Control::Abort => {
                 "complete = :false AND attribute_not_exists(stalled) AND #state IN (:running, :baking, :paused)"
             }
+            // A rollback is also taken after a stop: aborted without one, or stalled.
+            Control::AbortRollback => "complete = :false AND #state IN (:running, :baking, :paused, :aborted)",
         };
         let written = self
             .client
@@ -319,6 +321,9 @@ impl PushStore for DynamoPushStore {
                 if control != Control::Pause {
                     values.insert(":paused".into(), s("paused"));
                 }
+                if control == Control::AbortRollback {
+                    values.insert(":aborted".into(), s("aborted"));
+                }
                 Some(values)
             })
             .send()
@@ -331,12 +336,21 @@ impl PushStore for DynamoPushStore {
     }
 
     async fn apply_control(&self, next: &PushRecord, control: Control, now_ms: u64) -> Result<bool, ServiceError> {
-        let (set, mut remove, mut names, mut values) = progress_update(next, "UpdateItem")?;
+        let (mut set, mut remove, mut names, mut values) = progress_update(next, "UpdateItem")?;
         remove.push("control".into());
-        if !stays_open(next.state) {
+        names.insert("#open".into(), OPEN_ATTRIBUTE.into());
+        if stays_open(next.state) {
+            // Back in the sweeper's index: a rollback after a stop left it.
+            set.push("#open = :open".into());
+            values.insert(":open".into(), s(OPEN));
+        } else {
             remove.push("#open".into());
-            names.insert("#open".into(), OPEN_ATTRIBUTE.into());
         }
+        if next.stalled.is_none() {
+            remove.push("stalled".into());
+        }
+        set.push("takeovers = :takeovers".into());
+        values.insert(":takeovers".into(), n(u64::from(next.takeovers)));
         names.insert("#segment".into(), "segment".into());
         values.extend([
             (":c".into(), attribute("UpdateItem", control)?),

@@ -86,12 +86,25 @@ pub fn holds(current: Option<&Value>, pushed: &Value) -> bool {
                 let existing = current.and_then(|c| c.get(key)).filter(|v| !v.is_null());
                 match value {
                     Value::Null => existing.is_none(),
-                    Value::Object(_) => existing.is_some_and(Value::is_object) && holds(existing, value),
+                    // An absent object holds a subtree of deletions only.
+                    Value::Object(_) => match existing {
+                        Some(e) => e.is_object() && holds(Some(e), value),
+                        None => only_deletions(value),
+                    },
                     _ => existing.is_some_and(|e| equal(e, value)),
                 }
             })
         }
         other => current.is_some_and(|c| equal(c, other)),
+    }
+}
+
+/// Whether `value` sets nothing: every leaf is `null`.
+fn only_deletions(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(fields) => fields.values().all(only_deletions),
+        _ => false,
     }
 }
 

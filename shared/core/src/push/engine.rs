@@ -11,7 +11,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use super::rollout::{RollbackCounts, previous_values};
+use super::rollout::{RollbackCounts, previous_values, rollback_leaves};
 use super::targets::{Seen, page};
 use super::{Cursor, Failure, Journal, JournalPage, Previous, PushPlan, Registry, Shadows, Source};
 use crate::document::{holds, written_since};
@@ -795,8 +795,10 @@ pub enum JournalWalk {
 pub struct JournalOutcome {
     pub converged: u64,
     pub pending: u64,
-    /// Judging: recorded things whose `desired` does not hold the pushed values (their update failed, or a later
-    /// push changed them): not judged.
+    /// Judging: recorded things whose `reported` does not hold the pushed values and whose `desired` no longer does
+    /// either (the device or another writer put its own back, or the update failed), or whose shadow is gone.
+    pub refused: u64,
+    /// Judging: journal entries whose thing name cannot be read: not judged.
     pub not_judged: u64,
     pub rollback: RollbackCounts,
     /// Rollback: things changed since by someone else, left alone; and things that could not be put back.
@@ -810,6 +812,7 @@ pub struct JournalOutcome {
 enum JournalThing {
     Converged,
     Pending,
+    Refused,
     NotJudged,
     Restored,
     Untouched,
@@ -842,6 +845,7 @@ pub async fn run_journal_segment(
     let tally = |out: &mut JournalOutcome, redo: &mut Vec<String>, done: JournalThing| match done {
         JournalThing::Converged => out.converged += 1,
         JournalThing::Pending => out.pending += 1,
+        JournalThing::Refused => out.refused += 1,
         JournalThing::NotJudged => out.not_judged += 1,
         JournalThing::Restored => out.rollback.restored += 1,
         JournalThing::Untouched => out.rollback.untouched += 1,
@@ -959,6 +963,8 @@ async fn journal_thing(
     for _look in 0..5 {
         let current = match paced(pace, stats, Request::Read, started, false, || shadows.desired(&thing, shadow)).await
         {
+            // A deleted shadow holds nothing of the push: judged as refused (failed).
+            Ok(None) if matches!(walk, JournalWalk::Judge { .. }) => return JournalThing::Refused,
             Ok(current) => current.unwrap_or_default(),
             Err(GaveUp::OutOfTime { .. }) => return JournalThing::Unfinished(key),
             Err(GaveUp::Final(e)) => {
@@ -972,31 +978,43 @@ async fn journal_thing(
         started = true;
         let state = Some(&current.state).filter(|s| !s.is_null());
         match walk {
+            // Converged: `reported` holds every pushed leaf, whatever `desired` holds now (a device may apply,
+            // report and clear `desired`). Pending while `desired` still holds the push's values; refused after it
+            // was changed away from them.
             JournalWalk::Judge { .. } => {
-                if !holds(state, &plan.desired) {
-                    return JournalThing::NotJudged;
-                }
                 let reported = Some(&current.reported).filter(|r| !r.is_null());
-                return if holds(reported, &plan.desired) { JournalThing::Converged } else { JournalThing::Pending };
+                return if holds(reported, &plan.desired) {
+                    JournalThing::Converged
+                } else if holds(state, &plan.desired) {
+                    JournalThing::Pending
+                } else {
+                    JournalThing::Refused
+                };
             }
             JournalWalk::Rollback => {
-                if holds(state, &entry.values) {
+                // Leaf by leaf: only the leaves this push wrote, each put back where it still holds the pushed
+                // value; a leaf changed since by another writer is left alone and listed.
+                let back = rollback_leaves(state, &plan.desired, &entry.values);
+                let conflict = (!back.conflicts.is_empty()).then(|| Failure {
+                    thing_name: entry.thing_name.clone(),
+                    code: "RollbackConflict".into(),
+                    message: format!(
+                        "changed since the push by another writer, left alone: {}",
+                        back.conflicts.join(", ")
+                    ),
+                });
+                if back.desired.is_empty() {
+                    if let Some(conflict) = conflict {
+                        tracing::info!(thing = %entry.thing_name, outcome = "conflict", "changed since the push; left alone");
+                        return JournalThing::Conflict(conflict);
+                    }
                     return if uncertain { JournalThing::Restored } else { JournalThing::Untouched };
                 }
-                if !holds(state, &plan.desired) {
-                    tracing::info!(thing = %entry.thing_name, outcome = "conflict", "changed since the push; left alone");
-                    return JournalThing::Conflict(Failure {
-                        thing_name: entry.thing_name.clone(),
-                        code: "RollbackConflict".into(),
-                        message: "desired no longer holds this push's values (a later write changed it); left alone"
-                            .into(),
-                    });
-                }
-                let document = plan.rollback_document(&entry.values, current.version);
+                let document = plan.rollback_document(&serde_json::Value::Object(back.desired), current.version);
                 let updated =
                     paced(pace, stats, Request::Update, true, true, || shadows.update(&thing, shadow, &document)).await;
                 match updated {
-                    Ok(()) => return JournalThing::Restored,
+                    Ok(()) => return conflict.map_or(JournalThing::Restored, JournalThing::Conflict),
                     Err(GaveUp::OutOfTime { .. }) => return JournalThing::Unfinished(key),
                     // Written meanwhile (409), or perhaps applied (5xx): read again.
                     Err(GaveUp::Final(e)) if e.code.as_deref() == Some(CONFLICT) || e.kind == FaultKind::Transient => {

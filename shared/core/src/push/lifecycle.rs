@@ -37,6 +37,16 @@ pub enum Step {
 
 /// What to do with `record` at `now_ms`.
 pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
+    // A rollback asked for after the push stopped (aborted without one, or stalled): its journal is still there.
+    if record.control == Some(Control::AbortRollback)
+        && (record.state == PushState::Aborted || record.stalled.is_some())
+        && (record.segment == record.handed_off || record.lease_until < now_ms)
+    {
+        return Step::Control {
+            control: Control::AbortRollback,
+            over_dead_holder: record.segment != record.handed_off,
+        };
+    }
     if record.complete || record.state.is_final() {
         return Step::Complete;
     }
@@ -156,6 +166,9 @@ pub fn after_push(
             Some(rollout) => {
                 next.state = PushState::Baking;
                 next.bake_until = Some(now_ms + rollout.bake_seconds * 1000);
+                // The lease covers the bake: the sweeper wakes the push only once the bake and the grace are over
+                // (the delayed hand-off wakes it at the bake's end).
+                next.lease_until = now_ms + rollout.bake_seconds * 1000 + timing.hand_off_grace_ms;
                 next.cursor = Some(Cursor::default());
             }
             None => finish(&mut next, PushState::Complete, now_ms),
@@ -181,6 +194,7 @@ pub fn after_judge(
     if let Some(phase) = next.phases.get_mut(index) {
         phase.converged += outcome.converged;
         phase.pending += outcome.pending;
+        phase.refused += outcome.refused;
     }
     next.cursor = outcome.cursor.clone();
     if next.cursor.is_some() {
@@ -275,6 +289,16 @@ pub fn controlled(record: &PushRecord, control: Control, over_dead_holder: bool,
         }
         Control::AbortRollback => {
             next.abort_reason.get_or_insert_with(|| "aborted by an operator, with rollback".into());
+            // After a stop (aborted, or stalled): the push runs again, its segments counted afresh, and every
+            // thing is checked before it is put back (a stalled holder may have died mid-update).
+            let stopped = record.stalled.is_some() || record.state == PushState::Aborted;
+            next.recheck |= record.stalled.is_some();
+            if stopped {
+                next.stalled = None;
+                next.takeovers = 0;
+                next.finished_at = None;
+                next.complete = false;
+            }
             abort(&mut next, true, now_ms);
         }
     }
@@ -416,6 +440,7 @@ mod tests {
         let pushed = SegmentOutcome { targets: 4, updated: 4, ..Default::default() };
         let baking = after_push(&r, &plan, 1, &pushed, false, 10_000, timing);
         assert_eq!((baking.state, baking.bake_until, baking.handed_off), (PushState::Baking, Some(70_000), 1));
+        assert_eq!(baking.lease_until, 70_000 + 1_000, "the sweeper waits for the bake and the grace");
         assert_eq!(baking.phases[0].updated, 4);
         assert_eq!(work(&baking, &plan, 10_000), Work::Bake { delay_s: 60 });
         let stepped = after_bake_step(&baking, 2, 60, 10_000, timing);
@@ -450,5 +475,33 @@ mod tests {
         let aborted = controlled(&record(2, 2, 0, 0, false), Control::Abort, false, now);
         assert_eq!((aborted.state, aborted.finished_at), (PushState::Aborted, Some(now)));
         assert_eq!(next_step(&aborted, now), Step::Complete);
+    }
+
+    #[test]
+    fn a_stopped_push_can_still_be_rolled_back() {
+        let now = 10_000;
+        let mut aborted = controlled(&record(2, 2, 0, 0, false), Control::Abort, false, now);
+        aborted.control = Some(Control::AbortRollback);
+        assert_eq!(
+            next_step(&aborted, now),
+            Step::Control { control: Control::AbortRollback, over_dead_holder: false }
+        );
+        let rolling = controlled(&aborted, Control::AbortRollback, false, now);
+        assert_eq!((rolling.state, rolling.finished_at, rolling.control), (PushState::RollingBack, None, None));
+        assert_eq!(next_step(&rolling, now), Step::Run { segment: 3, takeover: false });
+
+        let mut stalled = record(4, 3, now - 1, MAX_TAKEOVERS, false);
+        stalled.stalled = Some("segment 4 died 4 times".into());
+        assert!(matches!(next_step(&stalled, now), Step::Stalled(_)));
+        stalled.control = Some(Control::AbortRollback);
+        assert_eq!(next_step(&stalled, now), Step::Control { control: Control::AbortRollback, over_dead_holder: true });
+        let rolling = controlled(&stalled, Control::AbortRollback, true, now);
+        assert_eq!((rolling.state, rolling.stalled.clone(), rolling.takeovers), (PushState::RollingBack, None, 0));
+        assert!(rolling.recheck, "a stalled holder may have died mid-update: every thing is checked");
+        assert_eq!(next_step(&rolling, now), Step::Run { segment: 5, takeover: false });
+        // A plain abort left on an aborted push does nothing: it is final.
+        let mut again = aborted.clone();
+        again.control = Some(Control::Abort);
+        assert_eq!(next_step(&again, now), Step::Complete);
     }
 }

@@ -174,8 +174,12 @@ pub struct PhaseCounts {
     pub failed: u64,
     /// Judged: updated things whose `reported` holds the pushed values.
     pub converged: u64,
-    /// Judged: updated things whose `reported` does not (yet) hold them.
+    /// Judged: updated things whose `reported` does not (yet) hold them, while `desired` still does.
     pub pending: u64,
+    /// Judged: updated things whose `desired` was changed away from the pushed values (the device or another
+    /// writer put its own back) or whose shadow was deleted: counted as failed.
+    #[serde(default)]
+    pub refused: u64,
     /// The phase was judged.
     #[serde(default)]
     pub judged: bool,
@@ -202,33 +206,44 @@ pub enum Verdict {
 }
 
 /// Judges phase `index` (0-based) from the counts of the phases so far (all judged, `index` included).
+///
+/// - A phase that updated things and judged none of them does not pass: silence is not success.
+/// - `convergedPercent` applies to the phase's judged things, however few.
+/// - `minThings` delays only the cumulative `failedPercent` rule (as IoT Jobs' `minNumberOfExecutedThings`), so
+///   that one early failure does not abort a large rollout.
 pub fn judge(rollout: &Rollout, phases: &[PhaseCounts], index: usize) -> Verdict {
     let so_far = &phases[..(index + 1).min(phases.len())];
-    let judged: u64 = so_far.iter().map(|p| p.converged + p.pending + p.failed).sum();
-    if judged < rollout.min_things.max(1) {
-        return Verdict::Proceed;
-    }
-    let failed: u64 = so_far.iter().map(|p| p.pending + p.failed).sum();
-    let failed_share = failed as f64 * 100.0 / judged as f64;
     let number = index + 1;
-    if failed_share > rollout.failed_percent {
-        return Verdict::Abort(format!(
-            "phase {number}: {failed} of {judged} things judged so far failed or did not converge ({failed_share:.1} %), \
-             more than failedPercent {}",
-            rollout.failed_percent
-        ));
-    }
     if let Some(phase) = phases.get(index) {
-        let updated = phase.converged + phase.pending;
-        if updated > 0 {
-            let share = phase.converged as f64 * 100.0 / updated as f64;
+        let judged = phase.converged + phase.pending + phase.refused;
+        if phase.updated > 0 && judged == 0 {
+            return Verdict::Abort(format!(
+                "phase {number}: {} things updated and none of them could be judged (no journal entry read back)",
+                phase.updated
+            ));
+        }
+        if judged > 0 {
+            let share = phase.converged as f64 * 100.0 / judged as f64;
             if share < rollout.converged_percent {
                 return Verdict::Abort(format!(
-                    "phase {number}: {} of {updated} updated things converged ({share:.1} %), below convergedPercent {}",
+                    "phase {number}: {} of {judged} judged things converged ({share:.1} %), below convergedPercent {}",
                     phase.converged, rollout.converged_percent
                 ));
             }
         }
+    }
+    let judged: u64 = so_far.iter().map(|p| p.converged + p.pending + p.refused + p.failed).sum();
+    if judged < rollout.min_things.max(1) {
+        return Verdict::Proceed;
+    }
+    let failed: u64 = so_far.iter().map(|p| p.pending + p.refused + p.failed).sum();
+    let failed_share = failed as f64 * 100.0 / judged as f64;
+    if failed_share > rollout.failed_percent {
+        return Verdict::Abort(format!(
+            "phase {number}: {failed} of {judged} things judged so far failed, refused or did not converge \
+             ({failed_share:.1} %), more than failedPercent {}",
+            rollout.failed_percent
+        ));
     }
     Verdict::Proceed
 }
@@ -244,6 +259,9 @@ pub fn previous_values(current: Option<&Value>, pushed: &Value) -> Value {
                 let existing = current.and_then(|c| c.get(key)).filter(|v| !v.is_null());
                 let previous = match (value, existing) {
                     (Value::Object(_), Some(e @ Value::Object(_))) => previous_values(Some(e), value),
+                    // Leaf by leaf: an object absent before is recorded as its pushed leaves absent, so that a
+                    // rollback removes those leaves and never a sibling another writer added since.
+                    (Value::Object(_), None) => previous_values(None, value),
                     (_, Some(e)) => e.clone(),
                     (_, None) => Value::Null,
                 };
@@ -252,6 +270,57 @@ pub fn previous_values(current: Option<&Value>, pushed: &Value) -> Value {
             Value::Object(out)
         }
         _ => current.cloned().unwrap_or(Value::Null),
+    }
+}
+
+/// One thing's rollback, leaf by leaf: what to send back as `desired`, and the leaves left alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeafRollback {
+    /// The previous value (`null`: remove) of every leaf that still holds the pushed value; empty: nothing to send.
+    pub desired: Map<String, Value>,
+    /// The paths (`settings.mode`) of leaves changed since by another writer: neither pushed nor previous.
+    pub conflicts: Vec<String>,
+}
+
+/// The rollback of a thing whose `desired` is `current`, for a push of `pushed` that found `previous` there. Only
+/// the leaves this push wrote are touched.
+pub fn rollback_leaves(current: Option<&Value>, pushed: &Value, previous: &Value) -> LeafRollback {
+    let mut out = LeafRollback::default();
+    walk_leaves(current, pushed, Some(previous), "", &mut out.desired, &mut out.conflicts);
+    out
+}
+
+fn walk_leaves(
+    current: Option<&Value>,
+    pushed: &Value,
+    previous: Option<&Value>,
+    path: &str,
+    desired: &mut Map<String, Value>,
+    conflicts: &mut Vec<String>,
+) {
+    let Value::Object(fields) = pushed else { return };
+    for (key, value) in fields {
+        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        let current = current.and_then(|c| c.get(key)).filter(|v| !v.is_null());
+        let previous = previous.and_then(|p| p.get(key)).filter(|v| !v.is_null());
+        if value.is_object() && previous.is_none_or(Value::is_object) {
+            let mut inner = Map::new();
+            walk_leaves(current, value, previous, &here, &mut inner, conflicts);
+            if !inner.is_empty() {
+                desired.insert(key.clone(), Value::Object(inner));
+            }
+            continue;
+        }
+        let before = previous.cloned().unwrap_or(Value::Null);
+        let as_before = if before.is_null() { current.is_none() } else { crate::document::holds(current, &before) };
+        if as_before {
+            continue; // already as before: the update never landed, or was put back
+        }
+        if crate::document::holds(current, value) {
+            desired.insert(key.clone(), before);
+        } else {
+            conflicts.push(here);
+        }
     }
 }
 
@@ -321,16 +390,50 @@ mod tests {
     fn judging_a_phase() {
         let r = rollout(json!({"phases": [{"percent": 50}, {"percent": 100}], "minThings": 10}))
             .unwrap_or_else(|e| panic!("{e:?}"));
-        let phase = |converged, pending, failed| PhaseCounts { converged, pending, failed, ..PhaseCounts::default() };
+        let phase = |converged, pending, failed| PhaseCounts {
+            converged,
+            pending,
+            failed,
+            updated: converged + pending,
+            ..PhaseCounts::default()
+        };
         assert_eq!(judge(&r, &[phase(20, 0, 0)], 0), Verdict::Proceed);
-        assert_eq!(judge(&r, &[phase(3, 2, 0)], 0), Verdict::Proceed, "fewer than minThings judged");
         let Verdict::Abort(why) = judge(&r, &[phase(14, 6, 0)], 0) else { panic!("30 % pending proceeds") };
-        assert!(why.contains("6 of 20") && why.contains("failedPercent"), "{why}");
+        assert!(why.contains("14 of 20") && why.contains("convergedPercent"), "{why}");
         let Verdict::Abort(why) = judge(&r, &[phase(19, 0, 1), phase(40, 0, 10)], 1) else { panic!("failures") };
         assert!(why.starts_with("phase 2") && why.contains("11 of 70"), "{why}");
-        let lenient = Rollout { failed_percent: 100.0, ..r };
+        let lenient = Rollout { failed_percent: 100.0, ..r.clone() };
         let Verdict::Abort(why) = judge(&lenient, &[phase(18, 2, 0)], 0) else { panic!("90 % < 95 %") };
         assert!(why.contains("convergedPercent"), "{why}");
+    }
+
+    #[test]
+    fn a_small_or_silent_phase_is_still_gated() {
+        let r = rollout(json!({"phases": [{"percent": 10}, {"percent": 100}], "minThings": 20}))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let small = |converged, pending| PhaseCounts { converged, pending, updated: 5, ..PhaseCounts::default() };
+        // Below minThings, convergedPercent still applies: 3 of 5 converged is 60 %.
+        let Verdict::Abort(why) = judge(&r, &[small(3, 2)], 0) else { panic!("a small canary is not gated") };
+        assert!(why.contains("3 of 5") && why.contains("convergedPercent"), "{why}");
+        assert_eq!(judge(&r, &[small(5, 0)], 0), Verdict::Proceed, "below minThings, all converged");
+        // Devices that put their own value back in desired are refused, and refused counts as failed.
+        let refusing = PhaseCounts { refused: 100, updated: 100, ..PhaseCounts::default() };
+        let Verdict::Abort(why) = judge(&r, &[refusing], 0) else { panic!("refusing devices pass") };
+        assert!(why.contains("0 of 100"), "{why}");
+        // Updated things and nothing judged: no pass.
+        let unread = PhaseCounts { updated: 30, ..PhaseCounts::default() };
+        let Verdict::Abort(why) = judge(&r, &[unread], 0) else { panic!("a phase judged on nothing passes") };
+        assert!(why.contains("none of them"), "{why}");
+        // Nothing updated (every thing unchanged): nothing to judge, it proceeds.
+        let unchanged = PhaseCounts { unchanged: 30, ..PhaseCounts::default() };
+        assert_eq!(judge(&r, &[unchanged], 0), Verdict::Proceed);
+        // minThings delays the cumulative failedPercent rule: 1 failure in 5 judged is 20 %, under minThings.
+        let lenient = Rollout { converged_percent: 0.0, ..r };
+        let early = PhaseCounts { converged: 4, refused: 1, updated: 5, ..PhaseCounts::default() };
+        assert_eq!(judge(&lenient, std::slice::from_ref(&early), 0), Verdict::Proceed);
+        let later = PhaseCounts { converged: 36, refused: 4, updated: 40, ..PhaseCounts::default() };
+        let Verdict::Abort(why) = judge(&lenient, &[early, later], 1) else { panic!("10 % failed passes 5 %") };
+        assert!(why.contains("5 of 45") && why.contains("failedPercent"), "{why}");
     }
 
     #[test]
@@ -338,9 +441,33 @@ mod tests {
         let pushed = json!({"settings": {"mode": 1, "temp": 20}, "url": "b", "new": {"x": 1}});
         let current = json!({"settings": {"mode": 0, "other": 5}, "url": "a", "keep": true});
         let previous = previous_values(Some(&current), &pushed);
-        assert_eq!(previous, json!({"settings": {"mode": 0, "temp": null}, "url": "a", "new": null}));
+        assert_eq!(previous, json!({"settings": {"mode": 0, "temp": null}, "url": "a", "new": {"x": null}}));
         assert!(holds(Some(&current), &previous), "the shadow as it was holds its previous values");
         assert_eq!(previous_values(None, &json!({"a": 1})), json!({"a": null}));
+        assert_eq!(previous_values(None, &json!({"s": {"mode": 7}})), json!({"s": {"mode": null}}));
         assert_eq!(previous_values(Some(&json!({"a": 5})), &json!({"a": {"b": 1}})), json!({"a": 5}));
+    }
+
+    #[test]
+    fn a_rollback_touches_only_the_leaves_the_push_wrote() {
+        // The push set settings.mode on a thing that had no settings; another writer then set settings.temp.
+        let pushed = json!({"settings": {"mode": 7}});
+        let previous = previous_values(None, &pushed);
+        let now = json!({"settings": {"mode": 7, "temp": 5}});
+        let back = rollback_leaves(Some(&now), &pushed, &previous);
+        assert_eq!(Value::Object(back.desired), json!({"settings": {"mode": null}}), "temp is not removed");
+        assert!(back.conflicts.is_empty());
+        // One leaf changed since by someone else: a conflict at its path; the other leaf is still put back.
+        let pushed = json!({"settings": {"mode": 7, "url": "b"}, "level": 3});
+        let previous = json!({"settings": {"mode": 1, "url": null}, "level": 2});
+        let now = json!({"settings": {"mode": 9, "url": "b"}, "level": 3});
+        let back = rollback_leaves(Some(&now), &pushed, &previous);
+        assert_eq!(Value::Object(back.desired), json!({"settings": {"url": null}, "level": 2}));
+        assert_eq!(back.conflicts, ["settings.mode"]);
+        // Already as before (the update never landed, or a rollback put it back): nothing to send.
+        let back = rollback_leaves(Some(&json!({"settings": {"mode": 1}, "level": 2})), &pushed, &previous);
+        assert!(back.desired.is_empty() && back.conflicts.is_empty(), "{back:?}");
+        let back = rollback_leaves(None, &json!({"s": {"mode": 7}}), &json!({"s": {"mode": null}}));
+        assert!(back.desired.is_empty() && back.conflicts.is_empty(), "{back:?}");
     }
 }
