@@ -128,7 +128,7 @@ async fn start(ctx: &Context, path: &str) -> Result<String, CliError> {
     let mut request = read_request(path)?;
     // The function holds requests to the account quota (PUSH_MAX_TPS); checked here only when it is known.
     let max_tps = std::env::var("PUSH_MAX_TPS").ok().and_then(|v| v.parse().ok()).unwrap_or(u32::MAX);
-    let plan = validate_request(&request, max_tps, new_push_id).map_err(|e| {
+    let plan = validate_request(&request, max_tps, Some(&new_push_id)).map_err(|e| {
         let problems: Vec<String> = e.0.iter().map(|(field, reason)| format!("  {field}: {reason}")).collect();
         CliError::Failure(format!("the request is invalid, nothing was sent:\n{}", problems.join("\n")))
     })?;

@@ -11,10 +11,15 @@ use crate::lambda::{InvokeError, LocalLambda};
 use crate::stack::{Stack, repo_root, unique};
 
 /// A request from `events/push/`.
+/// A sample request from `events/push`, with a push id of its own when it has none (as the CLI gives it one).
 pub fn request(name: &str) -> Value {
     let path = repo_root().join("events/push").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    let mut request: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if let Some(fields) = request.as_object_mut().filter(|r| r.contains_key("desired")) {
+        fields.entry("pushId").or_insert_with(|| Value::String(unique("sample")));
+    }
+    request
 }
 
 pub struct PushFixture {

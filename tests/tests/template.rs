@@ -377,7 +377,7 @@ fn the_scheduled_push_input_is_a_valid_push_request() {
     assert!(request.is_object(), "{event}");
     let max_tps = parameter("PushMaxTps").as_u64().unwrap_or_else(|| panic!("PushMaxTps: not a number"));
     let max_tps = u32::try_from(max_tps).unwrap_or_else(|e| panic!("PushMaxTps: {e}"));
-    let plan = shadow_core::push::validate_request(&request, max_tps, || "scheduled".to_owned())
+    let plan = shadow_core::push::validate_request(&request, max_tps, Some(&|| "scheduled".to_owned()))
         .unwrap_or_else(|e| panic!("PushScheduleInput: {e}"));
     assert!(plan.dry_run, "the default scheduled push is a dry run: enabling the schedule alone pushes nothing");
 }

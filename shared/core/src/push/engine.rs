@@ -224,6 +224,8 @@ pub enum ThingOutcome {
     Failed(Failure),
     /// Out of time (or lease) while the thing was being pushed: the next segment does it again.
     Unfinished,
+    /// A rollout's thing of an earlier band that an earlier phase took on already: not counted again.
+    TakenEarlier,
 }
 
 /// The counts of one segment, and where the next one starts (`cursor: None` when the push is complete).
@@ -252,8 +254,9 @@ pub struct Start {
     pub written_since: u64,
     /// This segment takes over one whose holder died: every thing it walks is uncertain.
     pub takeover: bool,
-    /// A rollout's phase (0-based): only the things of its band are pushed, and each thing's previous values are
-    /// recorded before it is updated.
+    /// A rollout's phase (0-based): the things of its band are pushed, and each thing's previous values are
+    /// recorded before it is updated. A thing of an earlier band that no earlier phase took on (it joined the
+    /// targets since) is pushed too, and judged with this phase.
     pub phase: Option<usize>,
     /// When the push started (epoch ms): recorded previous values expire with the push.
     pub started_at_ms: u64,
@@ -325,8 +328,15 @@ pub async fn run_phase_segment(
     let Cursor { source: start_source, token, offset, walked, redo: earlier } = start.cursor;
     let mut in_flight = FuturesUnordered::new();
     let mut redo = Vec::new();
-    let record =
-        |out: &mut SegmentOutcome, redo: &mut Vec<String>, (name, outcome): (String, ThingOutcome)| match outcome {
+    // A late joiner (a thing of an earlier band) counts as a target of this phase once it is taken on; the things
+    // of the band are counted when the walk meets them.
+    let late = |name: &str| band.is_some_and(|(rollout, phase)| rollout.phase_of(&plan.push_id, name) < phase);
+    let record = |out: &mut SegmentOutcome, redo: &mut Vec<String>, (name, outcome): (String, ThingOutcome)| {
+        let counted = !matches!(outcome, ThingOutcome::Unfinished | ThingOutcome::TakenEarlier);
+        if counted && late(&name) {
+            out.targets += 1;
+        }
+        match outcome {
             ThingOutcome::Updated | ThingOutcome::WouldUpdate => out.updated += 1,
             ThingOutcome::Unchanged => out.unchanged += 1,
             ThingOutcome::Failed(failure) => {
@@ -334,7 +344,9 @@ pub async fn run_phase_segment(
                 out.failures.push(failure);
             }
             ThingOutcome::Unfinished => redo.push(name),
-        };
+            ThingOutcome::TakenEarlier => {}
+        }
+    };
     let push = |thing, uncertain| {
         push_thing(plan, thing, &document, since, uncertain, shadows, journal.as_ref(), pace, &stats)
     };
@@ -417,12 +429,15 @@ pub async fn run_phase_segment(
             if source + 1 < sources.len() {
                 seen.insert(name);
             }
+            // Later bands wait for their phase; earlier ones are looked up in the journal (push_thing).
             if let Some((rollout, phase)) = band
-                && rollout.phase_of(&plan.push_id, name) != phase
+                && rollout.phase_of(&plan.push_id, name) > phase
             {
                 continue;
             }
-            out.targets += 1;
+            if !late(name) {
+                out.targets += 1;
+            }
             let thing = match ThingName::parse(name.as_str()) {
                 Ok(thing) => thing,
                 Err(e) => {
@@ -706,6 +721,31 @@ async fn push_thing<J: Journal>(
 ) -> (String, ThingOutcome) {
     let shadow = plan.shadow_name.as_ref();
     let name = thing.to_string();
+    // A thing of an earlier band: an earlier phase took it on when its journal holds it (from its own band's phase
+    // to this one's, as a late joiner is recorded in the phase that found it).
+    let band = plan.rollout.as_ref().map(|r| r.phase_of(&plan.push_id, &name) as u32 + 1);
+    let earlier = match (journal, band) {
+        (Some(j), Some(band)) if band < j.phase => Some((j, band)),
+        _ => None,
+    };
+    if let Some((j, band)) = earlier {
+        for phase in band..j.phase {
+            let key = Previous { thing_name: name.clone(), phase, values: serde_json::Value::Null }.key();
+            let found = retry_until(
+                pace.finish_by(),
+                Duration::ZERO,
+                pace.backoff,
+                || j.journal.previous(j.push_id, &key),
+                |_| {},
+            )
+            .await;
+            match found {
+                Ok(Some(_)) => return (name, ThingOutcome::TakenEarlier),
+                Ok(None) => {}
+                Err(e) => return (name.clone(), gave_up(&name, e)),
+            }
+        }
+    }
     let (mut looks, mut started) = (0u32, false);
     loop {
         let recognise = uncertain && since.is_some();
@@ -720,6 +760,11 @@ async fn push_thing<J: Journal>(
                         {
                             tracing::debug!(thing = %name, outcome = "updated", "already updated by this push");
                             return (name, ThingOutcome::Updated);
+                        }
+                        // Unchanged things are not journaled: one of an earlier band was counted by its phase (or, a
+                        // late joiner already holding the values, is not counted).
+                        if plan.skip_unchanged && earlier.is_some() {
+                            return (name, ThingOutcome::TakenEarlier);
                         }
                         if plan.skip_unchanged {
                             tracing::debug!(thing = %name, outcome = "unchanged", "unchanged");
@@ -1239,7 +1284,7 @@ mod tests {
         if let (Some(r), Value::Object(extra)) = (r.as_object_mut(), extra) {
             r.extend(extra);
         }
-        validate_request(&r, 100_000, || "id".into()).unwrap_or_else(|e| panic!("{e}"))
+        validate_request(&r, 100_000, Some(&|| "id".into())).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs segments until the push is complete; returns how many it took.
@@ -1262,6 +1307,87 @@ mod tests {
             }
             assert!(segments < 200, "no progress");
         }
+    }
+
+    /// An in-memory journal: entries by key, put-if-absent as the table's.
+    #[derive(Default)]
+    struct FakeJournal(Mutex<std::collections::BTreeMap<String, Previous>>);
+
+    impl Journal for FakeJournal {
+        async fn record_previous(&self, _: &str, _: u64, entry: &Previous) -> Result<(), ServiceError> {
+            if let Ok(mut j) = self.0.lock() {
+                j.entry(entry.key()).or_insert_with(|| entry.clone());
+            }
+            Ok(())
+        }
+        async fn previous_page(&self, _: &str, _: Option<u32>, _: Option<&str>) -> Result<JournalPage, ServiceError> {
+            Ok(JournalPage::default())
+        }
+        async fn previous(&self, _: &str, key: &str) -> Result<Option<Previous>, ServiceError> {
+            Ok(self.0.lock().ok().and_then(|j| j.get(key).cloned()))
+        }
+    }
+
+    /// Runs one phase of a rollout over the group `prod` of `registry` to its end; returns its counts.
+    async fn run_phase(
+        plan: &PushPlan,
+        shadows: &FakeShadows,
+        registry: &FakeRegistry,
+        journal: &FakeJournal,
+        phase: usize,
+    ) -> SegmentOutcome {
+        let sources = super::super::sources_for(plan, registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let pace = Pace::new(
+            100_000,
+            8,
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_millis(200),
+            Duration::from_millis(50),
+        );
+        let start = Start { phase: Some(phase), ..Start::default() };
+        let out = run_phase_segment(plan, &sources, start, shadows, registry, journal, &pace, |_| {}).await;
+        assert_eq!(out.cursor, None, "one segment is enough: {out:?}");
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn things_that_join_after_their_band_walked_are_pushed_in_a_later_phase_once() {
+        let request = json!({"pushId": "late", "desired": {"settings": {"mode": 1}}, "targets": {"thingGroup": "prod"},
+                             "rollout": {"phases": [{"percent": 30}, {"percent": 60}, {"percent": 100}]}});
+        let plan = validate_request(&request, 100_000, None).unwrap_or_else(|e| panic!("{e}"));
+        let rollout = plan.rollout.clone().unwrap_or_else(|| panic!("a rollout"));
+        let fleet = names("t", 90);
+        let band = |name: &String| rollout.phase_of("late", name);
+        let mut registry = registry();
+        let (shadows, journal) = (FakeShadows::default(), FakeJournal::default());
+        // Phase 1 sees the first 60 things; 30 more join before phase 2, and the last third holds the values already
+        // (unchanged, not journaled) before phase 1.
+        for name in &fleet[40..60] {
+            shadows.set(name, json!({"settings": {"mode": 1}}));
+        }
+        registry.groups.insert("prod".into(), fleet[..60].to_vec());
+        let first = run_phase(&plan, &shadows, &registry, &journal, 0).await;
+        registry.groups.insert("prod".into(), fleet.clone());
+        let second = run_phase(&plan, &shadows, &registry, &journal, 1).await;
+        let third = run_phase(&plan, &shadows, &registry, &journal, 2).await;
+
+        let in_band = |things: &[String], b: usize| things.iter().filter(|t| band(t) == b).count() as u64;
+        let late = fleet[60..].iter().filter(|t| band(t) == 0).count() as u64;
+        assert!(late > 0, "the draw put no late joiner into band 1");
+        assert_eq!(first.targets, in_band(&fleet[..60], 0), "{first:?}");
+        assert_eq!(second.targets, in_band(&fleet, 1) + late, "band 2 and the late joiners of band 1: {second:?}");
+        assert_eq!(third.targets, in_band(&fleet, 2), "nothing of bands 1 and 2 again: {third:?}");
+        assert_eq!(first.targets + second.targets + third.targets, 90);
+        let updates = shadows.updates();
+        for name in &fleet {
+            let expected = u32::from(!fleet[40..60].contains(name));
+            assert_eq!(updates.get(name).copied().unwrap_or(0), expected, "{name} (band {})", band(name) + 1);
+        }
+        let journaled = journal.0.lock().map(|j| j.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        for entry in journaled.iter().filter(|e| fleet[60..].contains(&e.thing_name) && band(&e.thing_name) == 0) {
+            assert_eq!(entry.phase, 2, "a late joiner is judged with the phase that found it: {entry:?}");
+        }
+        assert_eq!(journaled.len(), 70, "every updated thing journaled once");
     }
 
     #[tokio::test(start_paused = true)]

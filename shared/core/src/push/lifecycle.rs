@@ -406,10 +406,8 @@ mod tests {
     #[test]
     fn the_digest_tells_requests_apart() {
         let plan = |desired: Value| {
-            validate_request(&json!({"pushId": "p1", "desired": desired, "targets": {"things": ["a"]}}), 400, || {
-                "unused".into()
-            })
-            .unwrap_or_else(|e| panic!("{e}"))
+            validate_request(&json!({"pushId": "p1", "desired": desired, "targets": {"things": ["a"]}}), 400, None)
+                .unwrap_or_else(|e| panic!("{e}"))
         };
         let a = plan_digest(&plan(json!({"mode": 1, "temp": 2})));
         assert_eq!(a.len(), 64);
@@ -430,7 +428,7 @@ mod tests {
                     "rollout": {"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 60, "minThings": 2,
                                 "onAbort": "rollback"}}),
             400,
-            || "unused".into(),
+            None,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let timing = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 1_000 };

@@ -88,11 +88,13 @@ pub struct PushRequestError(pub Vec<(String, String)>);
 pub const MAX_PUSH_ID_BYTES: usize = 64;
 const MAX_QUERY_BYTES: usize = 1024;
 
-/// Validates `request` against the account quota `max_tps`; `new_id` names a push that did not choose its id.
+/// Validates `request` against the account quota `max_tps`. `new_id` names a push that did not choose its id (the
+/// CLI, before it sends the request); `None` requires `pushId` (the function: an id drawn there would differ at each
+/// delivery of the same request).
 pub fn validate_request(
     request: &Value,
     max_tps: u32,
-    new_id: impl FnOnce() -> String,
+    new_id: Option<&dyn Fn() -> String>,
 ) -> Result<PushPlan, PushRequestError> {
     if !request.is_object() {
         let found = crate::history::type_name(request);
@@ -105,9 +107,19 @@ pub fn validate_request(
     })?;
     let mut errors: Vec<(String, String)> = Vec::new();
 
-    let push_id = match raw.push_id {
-        None => new_id(),
-        Some(id) => {
+    let push_id = match (raw.push_id, new_id) {
+        (None, Some(new_id)) => new_id(),
+        (None, None) => {
+            fail(
+                &mut errors,
+                "pushId",
+                "is required: it names the push, and only a name that the request carries stays the same when \
+                 Lambda delivers or retries it again (one request, one push)"
+                    .into(),
+            );
+            String::new()
+        }
+        (Some(id), _) => {
             if id.is_empty() {
                 fail(&mut errors, "pushId", "is empty".into());
             } else if id.len() > MAX_PUSH_ID_BYTES {
@@ -243,11 +255,11 @@ mod tests {
     use super::*;
 
     fn plan(request: Value) -> PushPlan {
-        validate_request(&request, 400, || "generated".into()).unwrap_or_else(|e| panic!("{e}"))
+        validate_request(&request, 400, Some(&|| "generated".into())).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn refused(request: Value) -> Vec<(String, String)> {
-        match validate_request(&request, 400, || "generated".into()) {
+        match validate_request(&request, 400, Some(&|| "generated".into())) {
             Ok(p) => panic!("accepted {p:?}"),
             Err(e) => e.0,
         }
