@@ -22,6 +22,20 @@ pub fn request(name: &str) -> Value {
     request
 }
 
+/// How a simulated device answers a delta on its classic shadow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// Applies it and reports it (the seed's subscribe.py).
+    Healthy,
+    /// Never answers.
+    Silent,
+    /// Refuses it: puts its own `reported` value back in `desired` (or removes the key it never had), and keeps
+    /// reporting its own value.
+    Refusing,
+    /// Applies it, reports it, then clears `desired`.
+    Clearing,
+}
+
 pub struct PushFixture {
     pub stack: Stack,
     pub table: String,
@@ -77,6 +91,19 @@ impl PushFixture {
             .send()
             .await
             .unwrap_or_else(|e| panic!("create_thing_group: {e:?}"));
+        for i in members {
+            iot.add_thing_to_thing_group()
+                .thing_group_name(self.group(name))
+                .thing_name(self.thing(i))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("add_thing_to_thing_group: {e:?}"));
+        }
+    }
+
+    /// Adds things `members` to the existing group `name` (things that join the targets mid-push).
+    pub async fn join_group(&self, name: &str, members: impl IntoIterator<Item = usize>) {
+        let iot = self.stack.iot();
         for i in members {
             iot.add_thing_to_thing_group()
                 .thing_group_name(self.group(name))
@@ -154,14 +181,37 @@ impl PushFixture {
     /// Simulated devices (the seed's subscribe.py, without MQTT): each of `things` that has a delta reports it,
     /// round after round, until the task is dropped.
     pub async fn devices(&self, things: Vec<String>) {
+        self.fleet_of(things.into_iter().map(|t| (t, Device::Healthy)).collect()).await;
+    }
+
+    /// Simulated devices of each kind ([`Device`]), round after round, until the task is dropped.
+    pub async fn fleet_of(&self, devices: Vec<(String, Device)>) {
         use futures::StreamExt;
         loop {
-            futures::stream::iter(&things)
-                .for_each_concurrent(8, |thing| async move {
-                    if let Some(doc) = self.shadow(thing, None).await
-                        && let Some(delta) = doc["state"].get("delta").filter(|d| d.is_object())
-                    {
-                        self.report(thing, None, delta).await;
+            futures::stream::iter(&devices)
+                .for_each_concurrent(8, |(thing, device)| async move {
+                    let Some(doc) = self.shadow(thing, None).await else { return };
+                    let Some(delta) = doc["state"].get("delta").and_then(Value::as_object) else { return };
+                    match device {
+                        Device::Healthy => {
+                            self.report(thing, None, &Value::Object(delta.clone())).await;
+                        }
+                        Device::Silent => {}
+                        Device::Refusing => {
+                            // Its own value back in `desired`, for each key the delta names; it keeps reporting it.
+                            let own: serde_json::Map<String, Value> = delta
+                                .keys()
+                                .map(|k| (k.clone(), doc["state"]["reported"].get(k).cloned().unwrap_or(Value::Null)))
+                                .collect();
+                            self.set_desired(thing, None, Value::Object(own)).await;
+                        }
+                        Device::Clearing => {
+                            if self.report(thing, None, &Value::Object(delta.clone())).await {
+                                // AWS clears all of `desired` with `"desired": null`; moto takes only key by key.
+                                let cleared = delta.keys().map(|k| (k.clone(), Value::Null)).collect();
+                                self.set_desired(thing, None, Value::Object(cleared)).await;
+                            }
+                        }
                     }
                 })
                 .await;

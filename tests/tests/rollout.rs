@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
 use fleet_tests::lambda::LocalLambda;
-use fleet_tests::push::{PushFixture, push};
+use fleet_tests::push::{Device, PushFixture, push};
 use fleet_tests::service::{LambdaService, Timing};
 use fleet_tests::unique;
 use serde_json::{Value, json};
@@ -62,13 +62,26 @@ async fn run(
     until: &[&str],
     limit: Duration,
 ) -> Value {
+    let devices = devices.into_iter().map(|t| (t, Device::Healthy)).collect();
+    run_fleet(fx, function, request, devices, until, limit).await
+}
+
+/// [`run`] with devices of every kind.
+async fn run_fleet(
+    fx: &PushFixture,
+    function: &LocalLambda,
+    request: &Value,
+    devices: Vec<(String, Device)>,
+    until: &[&str],
+    limit: Duration,
+) -> Value {
     let service = LambdaService::new(function, fx.stack.sqs(), &fx.queue_url, TIMING);
     let push_id = request["pushId"].as_str().unwrap_or_default().to_owned();
     let done = || async { until.contains(&state(fx, &push_id).await.as_str()) };
     let sweep = json!({"sweepPushes": true});
     let reached = tokio::select! {
         reached = service.run_until(request, &sweep, limit, done) => reached,
-        () = fx.devices(devices) => false,
+        () = fx.fleet_of(devices) => false,
     };
     let record = fx.record(&push_id).await.unwrap_or(Value::Null);
     assert!(reached, "not {until:?} within {limit:?}: {record}");
@@ -324,5 +337,209 @@ async fn crashes_during_a_bake_and_during_a_rollback_still_complete() {
         if end == "rolledBack" {
             assert_eq!(record["rollback"]["restored"], 12, "{record}");
         }
+    }
+}
+
+/// A push id whose first band holds between `low` and `high` of `things` (the draw is the push id's hash).
+fn push_id_with_first_band(
+    fx: &PushFixture,
+    rollout: &Value,
+    things: std::ops::Range<usize>,
+    low: usize,
+    high: usize,
+) -> String {
+    loop {
+        let push_id = unique("rollout");
+        let first = phases(fx, &push_id, rollout, things.end).iter().skip(things.start).filter(|p| **p == 0).count();
+        if (low..=high).contains(&first) {
+            return push_id;
+        }
+    }
+}
+
+async fn wait_for(fx: &PushFixture, push_id: &str, wanted: &str, limit: Duration) -> Value {
+    let asked = Instant::now();
+    while state(fx, push_id).await != wanted && asked.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fx.record(push_id).await.unwrap_or(Value::Null)
+}
+
+/// Devices that put their own value back in `desired` are refused, which counts as failed: a 10 % canary of 4 things
+/// stops the rollout though it is below `minThings` (which only delays the cumulative failedPercent rule).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_that_refuse_the_setting_stop_a_small_canary() {
+    let (fx, function, _) = fleet(40).await;
+    for i in 0..40 {
+        fx.report(&fx.thing(i), None, &json!({SETTINGS: {"mode": 1}})).await;
+    }
+    let rollout = json!({"phases": [{"percent": 10}, {"percent": 50}, {"percent": 100}], "bakeSeconds": 2,
+                         "minThings": 10});
+    let push_id = push_id_with_first_band(&fx, &rollout, 0..40, 2, 6);
+    let cohort = phases(&fx, &push_id, &rollout, 40);
+    let devices = (0..40).map(|i| (fx.thing(i), Device::Refusing)).collect();
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let record = run_fleet(&fx, &function, &request, devices, &["complete", "aborted"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "aborted", "{record}");
+    let first = &record["phases"][0];
+    let canary = cohort.iter().filter(|p| **p == 0).count();
+    assert_eq!(first["updated"], canary, "{record}");
+    assert_eq!(first["refused"], canary, "every canary device refused: {record}");
+    assert_eq!(first["converged"], 0, "{record}");
+    assert_eq!(record["phases"][1]["updated"], 0, "{record}");
+    for (i, phase) in cohort.iter().enumerate() {
+        let doc = fx.shadow(&fx.thing(i), None).await;
+        let expected = if *phase == 0 { json!(1) } else { Value::Null };
+        assert_eq!(mode(&doc), expected, "{}: the canary put its own value back: {doc:?}", fx.thing(i));
+        if *phase > 0 {
+            assert_eq!(
+                doc.as_ref().map(|d| d["version"].clone()),
+                Some(json!(1)),
+                "{} outside the canary was written",
+                fx.thing(i)
+            );
+        }
+    }
+}
+
+/// The four kinds of device in one fleet, judged each as what it is: healthy and clearing ones converged (a device
+/// that applies, reports and clears `desired` has converged), silent ones pending, refusing ones refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_silent_refusing_and_clearing_devices_are_each_judged_for_what_they_did() {
+    let (fx, function, _) = fleet(40).await;
+    let kind = |i: usize| match i % 10 {
+        0 => Device::Silent,
+        1 => Device::Refusing,
+        2..=4 => Device::Clearing,
+        _ => Device::Healthy,
+    };
+    let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 2, "minThings": 3,
+                         "convergedPercent": 50, "failedPercent": 50});
+    let push_id = push_id_with_first_band(&fx, &rollout, 0..40, 12, 28);
+    let cohort = phases(&fx, &push_id, &rollout, 40);
+    let devices = (0..40).map(|i| (fx.thing(i), kind(i))).collect();
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let record = run_fleet(&fx, &function, &request, devices, &["complete", "aborted"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "complete", "{record}");
+    for phase in 0..2 {
+        let count = |wanted: &[Device]| (0..40).filter(|i| cohort[*i] == phase && wanted.contains(&kind(*i))).count();
+        let counts = &record["phases"][phase];
+        assert_eq!(
+            counts["updated"],
+            count(&[Device::Silent, Device::Refusing, Device::Clearing, Device::Healthy]),
+            "{record}"
+        );
+        assert_eq!(counts["converged"], count(&[Device::Clearing, Device::Healthy]), "phase {}: {record}", phase + 1);
+        assert_eq!(counts["pending"], count(&[Device::Silent]), "phase {}: {record}", phase + 1);
+        assert_eq!(counts["refused"], count(&[Device::Refusing]), "phase {}: {record}", phase + 1);
+    }
+    for i in (0..40).filter(|i| kind(*i) == Device::Clearing) {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        assert_eq!(doc["state"]["reported"][SETTINGS]["mode"], 7, "{doc}");
+        assert_eq!(doc["state"]["desired"][SETTINGS]["mode"], Value::Null, "{doc}");
+    }
+}
+
+/// The push set `settings.mode` on things that had no `settings`; another writer then set `settings.temp`. The
+/// rollback removes `settings.mode` alone: `settings.temp` stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_removes_the_leaves_it_wrote_and_keeps_another_writers_sibling() {
+    let (fx, function, _) = fleet(20).await;
+    let push_id = unique("rollout");
+    // No device reports: the phase fails its judgment, and the rollback follows.
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 3, "minThings": 3, "onAbort": "rollback"});
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let other = async {
+        while state(&fx, &push_id).await != "baking" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for i in 0..20 {
+            fx.set_desired(&fx.thing(i), None, json!({SETTINGS: {"temp": 5}})).await;
+        }
+    };
+    let (record, ()) = tokio::join!(
+        run(&fx, &function, &request, Vec::new(), &["rolledBack", "complete", "aborted"], Duration::from_secs(90)),
+        other
+    );
+    assert_eq!(record["state"], "rolledBack", "{record}");
+    assert_eq!(record["rollback"]["restored"], 20, "{record}");
+    assert_eq!(record["rollback"]["conflicts"], 0, "{record}");
+    for i in 0..20 {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        assert_eq!(doc["state"]["desired"], json!({SETTINGS: {"temp": 5}}), "{}: {doc}", fx.thing(i));
+    }
+}
+
+/// 60 things join the group while the first phase bakes. Those that hash into the first band are pushed in the
+/// second phase and judged with it; every target is pushed once, and the totals count each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn things_that_join_during_the_first_bake_are_all_pushed() {
+    let (fx, function, _) = fleet(40).await;
+    fx.create_things(40..100, "tokyo").await;
+    let rollout = json!({"phases": [{"percent": 10}, {"percent": 50}, {"percent": 100}], "bakeSeconds": 2,
+                         "minThings": 3});
+    let push_id = push_id_with_first_band(&fx, &rollout, 40..100, 3, 12);
+    let cohort = phases(&fx, &push_id, &rollout, 100);
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let join = async {
+        while state(&fx, &push_id).await != "baking" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fx.join_group("prod", 40..100).await;
+    };
+    let devices = (0..100).map(|i| fx.thing(i)).collect();
+    let (record, ()) =
+        tokio::join!(run(&fx, &function, &request, devices, &["complete", "aborted"], Duration::from_secs(90)), join);
+    assert_eq!(record["state"], "complete", "{record}");
+    assert_eq!((record["targets"].clone(), record["updated"].clone()), (json!(100), json!(100)), "{record}");
+    let late = (40..100).filter(|i| cohort[*i] == 0).count();
+    let second = (0..100).filter(|i| cohort[*i] == 1).count();
+    assert_eq!(record["phases"][1]["targets"], second + late, "the late joiners of band 1 in phase 2: {record}");
+    assert_eq!(record["phases"][1]["converged"], second + late, "{record}");
+    for i in 0..100 {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        assert_eq!(doc["state"]["desired"][SETTINGS]["mode"], 7, "{} (band {}): {doc}", fx.thing(i), cohort[i] + 1);
+    }
+}
+
+/// An operator stops a rollout without a rollback, then wants to go back: the journal is still there, and the
+/// rollback puts every updated thing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_without_rollback_can_be_rolled_back_later() {
+    let (fx, function, operator) = fleet(30).await;
+    for i in 0..10 {
+        fx.set_desired(&fx.thing(i), None, json!({SETTINGS: {"mode": 1}})).await;
+    }
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 30, "minThings": 3,
+                         "onAbort": "rollback"});
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let operate = async {
+        while state(&fx, &push_id).await != "baking" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The rollout says onAbort: rollback; the operator says no rollback.
+        let stop = json!({"abortPush": push_id, "rollback": false});
+        let stopped = push(&operator, &stop).await.unwrap_or_else(|e| panic!("{e}"));
+        let aborted = wait_for(&fx, &push_id, "aborted", Duration::from_secs(20)).await;
+        let back = json!({"abortPush": push_id, "rollback": true});
+        let asked = push(&operator, &back).await.unwrap_or_else(|e| panic!("rollback after the abort: {e}"));
+        (stopped, aborted, asked)
+    };
+    let done = || async { state(&fx, &push_id).await == "rolledBack" };
+    let sweep = json!({"sweepPushes": true});
+    let (finished, (stopped, aborted, asked)) =
+        tokio::join!(service.run_until(&request, &sweep, Duration::from_secs(90), done), operate);
+    assert_eq!(aborted["state"], "aborted", "{stopped} {aborted}");
+    let updated = aborted["updated"].as_u64().unwrap_or(0);
+    assert!(updated > 0, "phase 1 updated things before the abort: {aborted}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(finished, "not rolled back: {asked} {record}");
+    assert_eq!(record["rollback"]["restored"], updated, "{record}");
+    for i in 0..30 {
+        let doc = fx.shadow(&fx.thing(i), None).await;
+        let expected = if i < 10 { json!(1) } else { Value::Null };
+        assert_eq!(mode(&doc), expected, "{}: {doc:?}", fx.thing(i));
     }
 }
