@@ -138,9 +138,17 @@ impl Bench {
             let ours = self.cold_start(async || self.ours(name, env).await).await;
             let peer =
                 self.cold_start(async || LocalLambda::start_command(self.python(handler), name, env).await).await;
-            let ours_rss = self.rss_after(self.ours(name, env).await, event).await;
+            // A push of its own for each (a push id seen before is answered from its record).
+            let fresh = || {
+                let mut event = event.clone();
+                if event.get("desired").is_some() {
+                    event["pushId"] = json!(unique("bench-cold"));
+                }
+                event
+            };
+            let ours_rss = self.rss_after(self.ours(name, env).await, &fresh()).await;
             let peer_rss =
-                self.rss_after(LocalLambda::start_command(self.python(handler), name, env).await, event).await;
+                self.rss_after(LocalLambda::start_command(self.python(handler), name, env).await, &fresh()).await;
             let start_ratio = peer.as_secs_f64() / ours.as_secs_f64().max(1e-9);
             let rss_ratio = peer_rss as f64 / ours_rss.max(1) as f64;
             self.row(
@@ -225,7 +233,8 @@ impl Bench {
             ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
         ]);
         let push = self.ours("shadow-push", &env).await;
-        let mut request = json!({"desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default()});
+        let mut request = json!({"pushId": unique("bench-push"),
+                                 "desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default()});
         if let (Some(r), Some(fields)) = (request.as_object_mut(), fields.as_object()) {
             r.extend(fields.clone());
         }

@@ -114,7 +114,8 @@ async fn an_unknown_thing_fails_alone() {
     fx.create_things(0..3, "x").await;
     let function = fx.function(&[]).await;
     let ghost = fx.thing(99);
-    let req = json!({"desired": {"mode": 1}, "targets": {"things": [fx.thing(0), ghost, fx.thing(1), fx.thing(2)]}});
+    let req = json!({"pushId": unique("ghost"), "desired": {"mode": 1},
+                     "targets": {"things": [fx.thing(0), ghost, fx.thing(1), fx.thing(2)]}});
     let summary = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((summary["updated"].clone(), summary["failed"].clone()), (json!(3), json!(1)), "{summary}");
     assert_eq!(summary["failures"][0]["thingName"], ghost.as_str());
@@ -134,7 +135,8 @@ async fn five_hundred_things_through_throttling_and_unavailability() {
     .await;
     let function = fx.function(&[("AWS_ENDPOINT_URL_IOT_DATA_PLANE", proxy.url.as_str())]).await;
     let things: Vec<String> = (0..500).map(|i| fx.thing(i)).collect();
-    let req = json!({"desired": {"settings": {"mode": 3}}, "targets": {"things": things}, "skipUnchanged": false});
+    let req = json!({"pushId": unique("throttled"), "desired": {"settings": {"mode": 3}}, "targets": {"things": things},
+                     "skipUnchanged": false});
     let summary = function.invoke(&req, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((summary["updated"].clone(), summary["failed"].clone()), (json!(500), json!(0)), "{summary}");
     assert!(summary["throttled"].as_u64().unwrap_or(0) > 50, "{summary}");

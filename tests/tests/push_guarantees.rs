@@ -18,6 +18,25 @@ async fn versions(fx: &PushFixture, range: std::ops::Range<usize>) -> Vec<Option
     futures::future::join_all(range.map(|i| async move { version(&fx.shadow(&fx.thing(i), None).await) })).await
 }
 
+/// An id drawn by the function would differ at each delivery of the same request (Lambda delivers an asynchronous
+/// event more than once at times, and retries it after a crash): a start request must name its push.
+#[tokio::test]
+async fn a_request_without_a_push_id_is_refused_and_changes_nothing() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..2, "x").await;
+    let function = fx.function(&[]).await;
+    let things: Vec<String> = (0..2).map(|i| fx.thing(i)).collect();
+    let request = json!({"desired": {"mode": 1}, "targets": {"things": things}});
+    for _ in 0..2 {
+        let err = push(&function, &request).await.err().unwrap_or_else(|| panic!("a request without pushId ran"));
+        assert_eq!(err.error_type(), Some("Final.InvalidRequest"), "{err}");
+        assert!(err.to_string().contains("`pushId` is required"), "{err} should name pushId");
+    }
+    for thing in &things {
+        assert_eq!(fx.shadow(thing, None).await, None, "{thing} was pushed");
+    }
+}
+
 #[tokio::test]
 async fn a_push_id_reused_with_another_request_is_refused() {
     let fx = PushFixture::new().await;
@@ -67,7 +86,8 @@ async fn failure_items_expire_with_their_push() {
     let fx = PushFixture::new().await;
     fx.create_things(0..1, "x").await;
     let function = fx.function(&[("PUSH_RETENTION_DAYS", "7")]).await;
-    let req = json!({"desired": {"mode": 1}, "targets": {"things": [fx.thing(0), fx.thing(98), fx.thing(99)]}});
+    let req = json!({"pushId": unique("expiring"), "desired": {"mode": 1},
+                     "targets": {"things": [fx.thing(0), fx.thing(98), fx.thing(99)]}});
     let answer = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(answer["failed"], 2, "{answer}");
     let items = fx.stack.dynamodb().scan().table_name(&fx.table).send().await.unwrap_or_else(|e| panic!("{e:?}"));
