@@ -476,8 +476,8 @@ async fn a_rollback_removes_the_leaves_it_wrote_and_keeps_another_writers_siblin
 async fn things_that_join_during_the_first_bake_are_all_pushed() {
     let (fx, function, _) = fleet(40).await;
     fx.create_things(40..100, "tokyo").await;
-    let rollout = json!({"phases": [{"percent": 10}, {"percent": 50}, {"percent": 100}], "bakeSeconds": 2,
-                         "minThings": 3});
+    let rollout = json!({"phases": [{"percent": 10}, {"percent": 50}, {"percent": 100}], "bakeSeconds": 5,
+                         "minThings": 1});
     let push_id = push_id_with_first_band(&fx, &rollout, 40..100, 3, 12);
     let cohort = phases(&fx, &push_id, &rollout, 100);
     let request = request(&fx, &push_id, rollout, json!({}));
@@ -485,7 +485,10 @@ async fn things_that_join_during_the_first_bake_are_all_pushed() {
         while state(&fx, &push_id).await != "baking" {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        fx.join_group("prod", 40..100).await;
+        futures::future::join_all((40..100).step_by(10).map(|i| fx.join_group("prod", i..i + 10))).await;
+        // All of them joined before the bake ended: phase 2 walks them.
+        let still = fx.record(&push_id).await.unwrap_or(Value::Null);
+        assert_eq!((still["state"].clone(), still["phase"].clone()), (json!("baking"), json!(1)), "{still}");
     };
     let devices = (0..100).map(|i| fx.thing(i)).collect();
     let (record, ()) =
