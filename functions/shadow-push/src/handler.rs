@@ -1,10 +1,13 @@
 //! One invocation: a new push (direct or scheduled), a wake-up of one (a hand-off message, Lambda's retry of the
 //! first invocation), or the sweeper's round.
 //!
-//! Every arrival for an existing push does the same: load the record, ask `lifecycle::next_step` what it calls for,
-//! and claim the segment conditionally if there is one to run. So a duplicate, late or lost message is harmless,
-//! and any arrival resumes a push whose last holder died.
+//! The handler decides nothing about what a push does next: it feeds the pure state machine
+//! (`shadow_core::push::machine::step`) an event with the record as it stands, carries out the effects it returns
+//! (claims, walks, conditional writes, hand-offs), and feeds their results back. Every arrival for an existing push
+//! starts the same way, with `Event::Woken`; a claim is conditional, so a duplicate, late or lost message is
+//! harmless, and any arrival resumes a push whose last holder died.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +16,8 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shadow_aws::Continuation;
-use shadow_core::push::lifecycle::{self, LeaseTiming, Step, Work};
+use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
+use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::{
     Claim, Control, Cursor, HandOff, Journal, JournalWalk, Pace, PhaseCounts, PushPlan, PushRecord, PushRequestError,
     PushState, PushStore, PushSummary, Registry, SegmentOutcome, Shadows, Start, run_journal_segment,
@@ -100,16 +104,6 @@ enum Event {
     Control { push_id: String, action: Action },
     /// A push request.
     Push(Value),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Pause,
-    Resume,
-    /// `rollback`: `None` follows the rollout's `onAbort`.
-    Abort {
-        rollback: Option<bool>,
-    },
 }
 
 #[derive(Deserialize)]
@@ -226,7 +220,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                 to_json("the batch response", &response)
             }
             Event::Wake(c) => to_json("the push summary", &self.wake(config, &c.continue_push, deadline).await?),
-            Event::Sweep => self.sweep(deadline).await,
+            Event::Sweep => self.sweep(config, deadline).await,
             Event::Scheduled { run, request } => {
                 let request = scheduled_request(request, &run)?;
                 to_json("the push summary", &self.start(config, &request, deadline).await?)
@@ -349,54 +343,21 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         self.wake_record(config, record, deadline).await
     }
 
-    /// Runs the push's next segment if it has one free to claim, else reports it as it stands.
+    /// Carries out what the state machine calls for on an arrival: runs the push's next segment if it has one free
+    /// to claim, carries out a control nobody holds, else reports the push as it stands.
     async fn wake_record(
         &self,
         config: &Config,
         record: PushRecord,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let push_id = record.push_id.clone();
-        match lifecycle::next_step(&record, now_ms()) {
-            Step::Run { segment, takeover } => {
-                let owner = token();
-                let asked = Instant::now();
-                let claim = Claim { segment, owner, lease_until_ms: now_ms() + config.lease_ms, takeover };
-                if self.persist(deadline, || self.store.claim(&push_id, &claim, now_ms())).await? {
-                    if takeover {
-                        tracing::warn!(push = %push_id, segment, outcome = "takeover", "segment taken over from a holder that died");
-                    } else {
-                        tracing::info!(push = %push_id, segment, "push continued");
-                    }
-                    let record = PushRecord { segment, ..record };
-                    return self.run(config, record, claim, asked, deadline).await;
-                }
-                tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
-            }
-            Step::Running { lease_until } => {
-                tracing::info!(push = %push_id, lease_until, outcome = "duplicate", "push running elsewhere");
-            }
-            Step::Control { control, over_dead_holder } => {
-                self.carry_out(&record, control, over_dead_holder, deadline).await?;
-            }
-            Step::Paused => tracing::info!(push = %push_id, outcome = "paused", "push paused"),
-            Step::Complete => tracing::info!(push = %push_id, outcome = "duplicate", "push already complete"),
-            Step::Stalled(reason) => {
-                if record.stalled.is_none() {
-                    self.stall(&push_id, record.segment, &reason, deadline).await?;
-                } else {
-                    tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
-                }
-                let record = self.load(&push_id, deadline).await?;
-                return self.summary(&record, deadline).await;
-            }
-        }
-        let record = self.load(&push_id, deadline).await?;
+        let plan = plan_of(&record)?;
+        let effects = self.step(config, &record, &plan, machine::Event::Woken)?;
+        let record = self.carry(config, Carrying { record, plan, claim: None }, effects, deadline).await?;
         self.summary(&record, deadline).await
     }
 
-    /// Runs one claimed segment from the record's cursor (pushing a phase, judging it, rolling back, or a step of a
-    /// bake), renewing its claim as it goes; records it, releases it, and hands the rest on.
+    /// Runs the first segment of a push just created (the creation is its claim).
     async fn run(
         &self,
         config: &Config,
@@ -405,17 +366,168 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         claimed_at: Instant,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let push_id = record.push_id.clone();
-        let plan: PushPlan = serde_json::from_value(record.request.clone())
-            .map_err(|e| PushError::InvalidEvent(format!("push {push_id} has an unreadable plan: {e}")))?;
-        let segment = claim.segment;
-        let timing = LeaseTiming { lease_ms: config.lease_ms, hand_off_grace_ms: config.hand_off_grace_ms };
-        let work = lifecycle::work(&record, &plan, now_ms());
-        if let Work::Bake { delay_s } = work {
-            let next = lifecycle::after_bake_step(&record, segment, delay_s, now_ms(), timing);
-            tracing::info!(push = %push_id, phase = record.phase, delay_s, outcome = "baking", "bake goes on");
-            return self.record(&plan, next, &claim, deadline).await;
+        let plan = plan_of(&record)?;
+        let event = machine::Event::Claimed { segment: claim.segment, takeover: claim.takeover };
+        let effects = self.step(config, &record, &plan, event)?;
+        let carrying = Carrying { record, plan, claim: Some((claim, claimed_at)) };
+        let record = self.carry(config, carrying, effects, deadline).await?;
+        self.summary(&record, deadline).await
+    }
+
+    /// One step of the state machine, at the function's lease timing.
+    fn step(
+        &self,
+        config: &Config,
+        record: &PushRecord,
+        plan: &PushPlan,
+        event: machine::Event<'_>,
+    ) -> Result<Vec<Effect>, PushError> {
+        machine::step(record, plan, event, now_ms(), timing(config)).map_err(refusal)
+    }
+
+    /// Carries out `effects` in order, feeding each result back to the state machine, until it reports. A
+    /// conditional write whose condition fails drops the effects after it: the push moved on elsewhere.
+    async fn carry(
+        &self,
+        config: &Config,
+        mut at: Carrying,
+        effects: Vec<Effect>,
+        deadline: Instant,
+    ) -> Result<PushRecord, PushError> {
+        let mut queue: VecDeque<Effect> = effects.into();
+        let push_id = at.record.push_id.clone();
+        while let Some(effect) = queue.pop_front() {
+            let next = match effect {
+                Effect::Claim { segment, takeover } => {
+                    let asked = Instant::now();
+                    let claim = Claim { segment, owner: token(), lease_until_ms: now_ms() + config.lease_ms, takeover };
+                    if !self.persist(deadline, || self.store.claim(&push_id, &claim, now_ms())).await? {
+                        tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
+                        return self.load(&push_id, deadline).await;
+                    }
+                    if takeover {
+                        tracing::warn!(push = %push_id, segment, outcome = "takeover", "segment taken over from a holder that died");
+                    } else {
+                        tracing::info!(push = %push_id, segment, "push continued");
+                    }
+                    at.record.segment = segment;
+                    at.claim = Some((claim, asked));
+                    self.step(config, &at.record, &at.plan, machine::Event::Claimed { segment, takeover })?
+                }
+                Effect::Walk(work) => {
+                    let Some((claim, claimed_at)) = at.claim.clone() else {
+                        return Err(PushError::InvalidEvent(format!("push {push_id}: a walk without a claim")));
+                    };
+                    let Some(outcome) = self.walk(config, &at, work, &claim, claimed_at, deadline).await? else {
+                        // The claim was lost: whoever holds the push now redoes this segment from its cursor;
+                        // recording it would count it twice.
+                        return self.load(&push_id, deadline).await;
+                    };
+                    let walked = match &outcome {
+                        Outcome::Push(out) => machine::Walked::Push(out),
+                        Outcome::Judge(out) => machine::Walked::Judge(out),
+                        Outcome::Rollback(out) => machine::Walked::Rollback(out),
+                    };
+                    let event = machine::Event::Ended { segment: claim.segment, takeover: claim.takeover, walked };
+                    self.step(config, &at.record, &at.plan, event)?
+                }
+                Effect::Record(next) => {
+                    let Some((claim, _)) = at.claim.as_ref() else {
+                        return Err(PushError::InvalidEvent(format!("push {push_id}: a record without a claim")));
+                    };
+                    if next.state != at.record.state || next.phase != at.record.phase {
+                        tracing::info!(
+                            push = %push_id,
+                            segment = next.segment,
+                            from = ?at.record.state,
+                            to = ?next.state,
+                            phase = next.phase,
+                            abort_reason = next.abort_reason.as_deref().unwrap_or("-"),
+                            "push state"
+                        );
+                    }
+                    let Some(totals) = self.write_segment(&next, claim, deadline).await? else {
+                        return self.load(&push_id, deadline).await;
+                    };
+                    at.record = totals;
+                    at.claim = None;
+                    self.log_totals(&at.record, at.plan.dry_run);
+                    self.step(config, &at.record, &at.plan, machine::Event::Recorded)?
+                }
+                Effect::CarryOut { control, next } => {
+                    let now = now_ms();
+                    if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
+                        tracing::info!(push = %push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
+                        return self.load(&push_id, deadline).await;
+                    }
+                    tracing::warn!(push = %push_id, ?control, state = ?next.state, "operator control carried out");
+                    at.record = *next;
+                    Vec::new()
+                }
+                Effect::RequestControl(control) => {
+                    if !self.persist(deadline, || self.store.request_control(&push_id, control)).await? {
+                        let current = self.load(&push_id, deadline).await?;
+                        if current.control != Some(control) {
+                            return Err(refusal(machine::Refusal {
+                                field: control_field(control),
+                                reason: format!(
+                                    "push {push_id} is {:?} and cannot take it now (another control is pending, or \
+                                     it moved on)",
+                                    current.state
+                                ),
+                            }));
+                        }
+                    }
+                    tracing::warn!(push = %push_id, ?control, "operator control requested");
+                    Vec::new()
+                }
+                Effect::Resume { to, lease_until } => {
+                    if !self.persist(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
+                        return self.load(&push_id, deadline).await;
+                    }
+                    tracing::warn!(push = %push_id, state = ?to, "push resumed");
+                    Vec::new()
+                }
+                Effect::HandOff { segment, delay_s } => {
+                    if let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment, delay_s)).await
+                    {
+                        // The push is released: Lambda's retry of this invocation, or the sweeper after the grace,
+                        // wakes it.
+                        tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
+                    }
+                    Vec::new()
+                }
+                Effect::Stall(reason) => {
+                    self.stall(&push_id, at.record.segment, &reason, deadline).await?;
+                    Vec::new()
+                }
+                Effect::Report(report) => {
+                    tracing::info!(push = %push_id, ?report, state = ?at.record.state, "push reported");
+                    return self.load(&push_id, deadline).await;
+                }
+            };
+            for effect in next.into_iter().rev() {
+                queue.push_front(effect);
+            }
         }
+        self.load(&push_id, deadline).await
+    }
+
+    /// Walks one claimed segment from the record's cursor (pushing a phase, judging it, or rolling back), renewing
+    /// its claim as it goes; records its failures and conflicts. `None`: the claim was lost.
+    async fn walk(
+        &self,
+        config: &Config,
+        at: &Carrying,
+        work: Work,
+        claim: &Claim,
+        claimed_at: Instant,
+        deadline: Instant,
+    ) -> Result<Option<Outcome>, PushError> {
+        let (record, plan) = (&at.record, &at.plan);
+        let push_id = record.push_id.clone();
+        let segment = claim.segment;
+        let timing = timing(config);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let hand_off_margin = (remaining / 5).clamp(Duration::from_millis(500), Duration::from_secs(20));
         let reserve = (remaining / 10).clamp(Duration::from_millis(300), Duration::from_secs(5));
@@ -455,7 +567,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         }
                     };
                     let out = run_phase_segment(
-                        &plan,
+                        plan,
                         &record.sources,
                         start,
                         &self.shadows,
@@ -469,7 +581,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                 }
                 Work::Judge { phase } => Outcome::Judge(
                     run_journal_segment(
-                        &plan,
+                        plan,
                         JournalWalk::Judge { phase },
                         cursor,
                         uncertain,
@@ -481,7 +593,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                 ),
                 Work::Rollback | Work::Bake { .. } => Outcome::Rollback(
                     run_journal_segment(
-                        &plan,
+                        plan,
                         JournalWalk::Rollback,
                         cursor,
                         uncertain,
@@ -524,90 +636,59 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             () = heartbeat => segment_run.await,
         };
         if pace.lease().is_lost() {
-            // Whoever holds the push now redoes this segment from its cursor; recording it would count it twice.
-            let record = self.load(&push_id, deadline).await?;
-            return self.summary(&record, deadline).await;
+            return Ok(None);
         }
-        let now = now_ms();
         let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled", "converged", "pending"]);
-        let next = match &outcome {
+        match &outcome {
             Outcome::Push(out) => {
                 self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &out.failures)).await?;
                 counters.add("updated", out.updated);
                 counters.add("unchanged", out.unchanged);
                 counters.add("failed", out.failed);
                 counters.add("throttled", out.throttled);
-                lifecycle::after_push(&record, &plan, segment, out, uncertain, now, timing)
             }
             Outcome::Judge(out) => {
                 counters.add("converged", out.converged);
                 counters.add("pending", out.pending);
                 counters.add("throttled", out.throttled);
-                lifecycle::after_judge(&record, &plan, segment, out, now, timing)
             }
             Outcome::Rollback(out) => {
                 self.persist(deadline, || self.store.add_conflicts(&push_id, record.started_at, &out.conflicts))
                     .await?;
                 self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &out.failures)).await?;
                 counters.add("throttled", out.throttled);
-                lifecycle::after_rollback(&record, segment, out, uncertain, now, timing)
             }
-        };
-        counters.emit("shadow-push");
-        if next.state != record.state || next.phase != record.phase {
-            tracing::info!(
-                push = %push_id,
-                segment,
-                from = ?record.state,
-                to = ?next.state,
-                phase = next.phase,
-                abort_reason = next.abort_reason.as_deref().unwrap_or("-"),
-                "push state"
-            );
         }
-        self.record(&plan, next, &claim, deadline).await
+        counters.emit("shadow-push");
+        Ok(Some(outcome))
     }
 
-    /// Writes the record a segment ends with (released), carries out an operator's control left on it meanwhile,
-    /// else hands the push on: at once, or after the bake's delay.
-    async fn record(
+    /// Writes the record a segment ends with (released). `None`: the claim was lost before it could be written.
+    async fn write_segment(
         &self,
-        plan: &PushPlan,
-        next: PushRecord,
+        next: &PushRecord,
         claim: &Claim,
         deadline: Instant,
-    ) -> Result<PushSummary, PushError> {
-        let push_id = next.push_id.clone();
+    ) -> Result<Option<PushRecord>, PushError> {
+        let push_id = &next.push_id;
         let segment = next.segment;
-        let finished = self.persist(deadline, || self.store.finish_segment(&next, &claim.owner)).await?;
-        let totals = match finished {
-            Some(totals) => totals,
-            None => {
-                // The condition failed: either an earlier attempt of this very write succeeded and its answer was
-                // lost (the record then shows this segment released by this owner), or the claim was lost.
-                let current = self.load(&push_id, deadline).await?;
-                if current.owner != claim.owner || current.handed_off < segment {
-                    tracing::error!(push = %push_id, segment, "claim lost before the segment was recorded");
-                    return self.summary(&current, deadline).await;
-                }
-                current
-            }
-        };
-        if let Some(control) = totals.control {
-            self.carry_out(&totals, control, false, deadline).await?;
-            let current = self.load(&push_id, deadline).await?;
-            return self.summary(&current, deadline).await;
+        if let Some(totals) = self.persist(deadline, || self.store.finish_segment(next, &claim.owner)).await? {
+            return Ok(Some(totals));
         }
-        if !totals.complete && !totals.state.is_final() && totals.state != PushState::Paused {
-            let delay_s = wake_delay(&totals, now_ms());
-            if let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment + 1, delay_s)).await {
-                // The push is released: Lambda's retry of this invocation, or the sweeper after the grace, wakes it.
-                tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
-            }
+        // The condition failed: either an earlier attempt of this very write succeeded and its answer was lost (the
+        // record then shows this segment released by this owner), or the claim was lost.
+        let current = self.load(push_id, deadline).await?;
+        if current.owner != claim.owner || current.handed_off < segment {
+            tracing::error!(push = %push_id, segment, "claim lost before the segment was recorded");
+            return Ok(None);
         }
+        Ok(Some(current))
+    }
+
+    fn log_totals(&self, totals: &PushRecord, dry_run: bool) {
         tracing::info!(
-            push = %push_id,
-            segment,
+            push = %totals.push_id,
+            segment = totals.segment,
             state = ?totals.state,
             phase = totals.phase,
             targets = totals.targets,
@@ -616,39 +697,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             failed = totals.failed,
             throttled = totals.throttled,
             complete = totals.complete,
-            dry_run = plan.dry_run,
+            dry_run,
             "push summary"
         );
-        self.summary(&totals, deadline).await
-    }
-
-    /// Carries out an operator's pause or abort on a push no live segment holds; a rollback is then handed on.
-    async fn carry_out(
-        &self,
-        record: &PushRecord,
-        control: Control,
-        over_dead_holder: bool,
-        deadline: Instant,
-    ) -> Result<(), PushError> {
-        let rollback_after_stop = control == Control::AbortRollback && record.state == PushState::Aborted;
-        if (record.complete || record.state.is_final()) && !rollback_after_stop {
-            // The push ended meanwhile (its last segment finished as the control came): nothing to pause or abort.
-            tracing::info!(push = %record.push_id, ?control, outcome = "ignored", "control after the end");
-            return Ok(());
-        }
-        let now = now_ms();
-        let next = lifecycle::controlled(record, control, over_dead_holder, now);
-        if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
-            tracing::info!(push = %record.push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
-            return Ok(());
-        }
-        tracing::warn!(push = %record.push_id, ?control, state = ?next.state, "operator control carried out");
-        if next.state == PushState::RollingBack
-            && let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&next.push_id, next.segment + 1, 0)).await
-        {
-            tracing::warn!(push = %next.push_id, error = ?e, "hand-off not sent; the sweeper will wake the push");
-        }
-        Ok(())
     }
 
     /// An operator's pause, resume or abort. A pause or abort is left on the record; a push that no live segment
@@ -661,94 +712,37 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         action: Action,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let field = match action {
-            Action::Pause => "pausePush",
-            Action::Resume => "resumePush",
-            Action::Abort { .. } => "abortPush",
-        };
-        let refused = |reason: String| PushError::InvalidRequest(PushRequestError(vec![(field.into(), reason)]));
         let Some(record) = self.persist(deadline, || self.store.load(push_id)).await? else {
-            return Err(refused(format!("names no push: {push_id:?} has no record")));
+            return Err(refusal(machine::Refusal {
+                field: action.field(),
+                reason: format!("names no push: {push_id:?} has no record"),
+            }));
         };
-        let state = format!("{:?}", record.state).to_lowercase();
-        // `rollback: true` is taken after a stop too (aborted, or stalled), while the journal lasts.
-        let rollback_after_stop = action == Action::Abort { rollback: Some(true) }
-            && !record.phases.is_empty()
-            && (record.stalled.is_some() || record.state == PushState::Aborted);
-        // A plain abort follows the rollout's onAbort; a push without a rollout has nothing to roll back to.
-        let action = match action {
-            Action::Abort { rollback: None } => {
-                let plan = serde_json::from_value::<PushPlan>(record.request.clone()).ok();
-                let on_abort = plan.and_then(|p| p.rollout).map(|r| r.on_abort);
-                Action::Abort { rollback: Some(on_abort == Some(shadow_core::push::rollout::OnAbort::Rollback)) }
-            }
-            other => other,
-        };
-        if !rollback_after_stop && (record.stalled.is_some() || record.complete || record.state.is_final()) {
-            let why = record.stalled.as_deref().map_or_else(|| state.clone(), |s| format!("stalled ({s})"));
-            return Err(refused(format!("push {push_id} is {why}: nothing to {}", field.trim_end_matches("Push"))));
-        }
-        match action {
-            Action::Resume => {
-                if record.state != PushState::Paused {
-                    tracing::info!(push = %push_id, outcome = "duplicate", "resume: push not paused");
-                    return self.summary(&record, deadline).await;
-                }
-                let to = lifecycle::resumed_state(&record);
-                let lease = now_ms() + config.hand_off_grace_ms;
-                if self.persist(deadline, || self.store.resume(push_id, to, lease)).await? {
-                    tracing::warn!(push = %push_id, state = ?to, "push resumed");
-                    if let Err(e) =
-                        self.persist(deadline, || self.hand_off.hand_off(push_id, record.segment + 1, 0)).await
-                    {
-                        tracing::warn!(push = %push_id, error = ?e, "hand-off not sent; the sweeper will wake the push");
-                    }
-                }
-                let record = self.load(push_id, deadline).await?;
-                return self.summary(&record, deadline).await;
-            }
-            Action::Pause if !matches!(record.state, PushState::Running | PushState::Baking) => {
-                return Err(refused(format!("push {push_id} is {state}; only a running or baking push can be paused")));
-            }
-            Action::Abort { rollback: Some(true) } if record.phases.is_empty() => {
-                return Err(PushError::InvalidRequest(PushRequestError(vec![(
-                    "rollback".into(),
-                    format!("push {push_id} has no rollout, so it recorded no previous values to roll back to"),
-                )])));
-            }
-            Action::Abort { .. } if record.state == PushState::RollingBack => {
-                return Err(refused(format!("push {push_id} is rolling back already")));
-            }
-            _ => {}
-        }
-        let control = match action {
-            Action::Pause => Control::Pause,
-            Action::Abort { rollback: Some(false) | None } => Control::Abort,
-            _ => Control::AbortRollback,
-        };
-        if !self.persist(deadline, || self.store.request_control(push_id, control)).await? {
-            let current = self.load(push_id, deadline).await?;
-            if current.control != Some(control) {
-                return Err(refused(format!(
-                    "push {push_id} is {:?} and cannot take it now (another control is pending, or it moved on)",
-                    current.state
-                )));
-            }
-        }
-        tracing::warn!(push = %push_id, ?control, "operator control requested");
+        let plan = plan_of(&record)?;
+        let effects = self.step(config, &record, &plan, machine::Event::Control(action))?;
+        let requested = effects.iter().any(|e| matches!(e, Effect::RequestControl(_)));
+        let mut record =
+            self.carry(config, Carrying { record, plan: plan.clone(), claim: None }, effects, deadline).await?;
         let waited = Instant::now();
-        loop {
-            let record = self.load(push_id, deadline).await?;
-            match lifecycle::next_step(&record, now_ms()) {
-                Step::Control { control, over_dead_holder } => {
-                    self.carry_out(&record, control, over_dead_holder, deadline).await?;
+        if requested {
+            loop {
+                let effects = self.step(config, &record, &plan, machine::Event::Polled)?;
+                if waited.elapsed() >= CONTROL_WAIT {
+                    break;
                 }
-                _ if record.control.is_none() || record.state.is_final() || waited.elapsed() >= CONTROL_WAIT => {
-                    return self.summary(&record, deadline).await;
+                if effects == [Effect::Report(machine::Report::ControlPending)] {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    record = self.load(push_id, deadline).await?;
+                    continue;
                 }
-                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                let carrying = Carrying { record, plan: plan.clone(), claim: None };
+                record = self.carry(config, carrying, effects, deadline).await?;
+                if record.control.is_none() || record.state.is_final() {
+                    break;
+                }
             }
         }
+        self.summary(&record, deadline).await
     }
 
     /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
@@ -762,25 +756,19 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
     }
 
     /// Wakes every push whose lease ran out: a segment that died, or a hand-off that was never picked up.
-    async fn sweep(&self, deadline: Instant) -> Result<Value, PushError> {
+    async fn sweep(&self, config: &Config, deadline: Instant) -> Result<Value, PushError> {
         let now = now_ms();
         let stale = self.persist(deadline, || self.store.stale(now, SWEEP_LIMIT)).await?;
         let mut woken = Vec::new();
         for push_id in stale {
             let Some(record) = self.persist(deadline, || self.store.load(&push_id)).await? else { continue };
-            match lifecycle::next_step(&record, now) {
-                Step::Control { control, over_dead_holder } => {
-                    self.carry_out(&record, control, over_dead_holder, deadline).await?;
-                }
-                Step::Run { segment, takeover } => {
-                    self.persist(deadline, || self.hand_off.hand_off(&push_id, segment, 0)).await?;
-                    tracing::warn!(push = %push_id, segment, takeover, outcome = "woken", "stale push woken");
-                    woken.push(push_id);
-                }
-                Step::Stalled(reason) => self.stall(&push_id, record.segment, &reason, deadline).await?,
-                // The index lags the table: the push moved on meanwhile.
-                Step::Running { .. } | Step::Complete | Step::Paused => {}
+            let plan = plan_of(&record)?;
+            let effects = self.step(config, &record, &plan, machine::Event::Swept)?;
+            if let Some(Effect::HandOff { segment, .. }) = effects.first() {
+                tracing::warn!(push = %push_id, segment, outcome = "woken", "stale push woken");
+                woken.push(push_id.clone());
             }
+            self.carry(config, Carrying { record, plan, claim: None }, effects, deadline).await?;
         }
         let mut counters = Counters::new(&["woken"]);
         counters.add("woken", woken.len() as u64);
@@ -838,16 +826,6 @@ enum Outcome {
     Rollback(shadow_core::push::JournalOutcome),
 }
 
-/// How long the hand-off message waits: the rest of the bake (at most SQS's 900 s; the next step waits again).
-fn wake_delay(record: &PushRecord, now_ms: u64) -> u32 {
-    match (record.state, record.bake_until) {
-        (PushState::Baking, Some(until)) if until > now_ms => {
-            (until - now_ms).div_ceil(1000).min(lifecycle::MAX_DELAY_S) as u32
-        }
-        _ => 0,
-    }
-}
-
 /// Reads go at the share of their own quota that the push's update rate is of the update quota.
 fn scaled(read_tps: u32, rate: u32, max_tps: u32) -> u32 {
     ((u64::from(read_tps) * u64::from(rate)).div_ceil(u64::from(max_tps.max(1)))).max(1) as u32
@@ -855,6 +833,35 @@ fn scaled(read_tps: u32, rate: u32, max_tps: u32) -> u32 {
 
 fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<Value, PushError> {
     serde_json::to_value(value).map_err(|e| PushError::Serialize(what, e))
+}
+
+/// Where an arrival stands while it carries out effects: the record as last read or written, its plan, and the
+/// claim it holds (with when it was asked for).
+struct Carrying {
+    record: PushRecord,
+    plan: PushPlan,
+    claim: Option<(Claim, Instant)>,
+}
+
+/// The plan a push was started with, from its record.
+fn plan_of(record: &PushRecord) -> Result<PushPlan, PushError> {
+    serde_json::from_value(record.request.clone())
+        .map_err(|e| PushError::InvalidEvent(format!("push {} has an unreadable plan: {e}", record.push_id)))
+}
+
+fn timing(config: &Config) -> LeaseTiming {
+    LeaseTiming { lease_ms: config.lease_ms, hand_off_grace_ms: config.hand_off_grace_ms }
+}
+
+fn refusal(refused: machine::Refusal) -> PushError {
+    PushError::InvalidRequest(PushRequestError(vec![(refused.field.into(), refused.reason)]))
+}
+
+fn control_field(control: Control) -> &'static str {
+    match control {
+        Control::Pause => "pausePush",
+        Control::Abort | Control::AbortRollback => "abortPush",
+    }
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ impl PushStore for DynamoPushStore {
         let condition = match control {
             // A pause does not replace an abort already asked for.
             Control::Pause => {
-                "complete = :false AND attribute_not_exists(stalled) AND #state IN (:running, :baking) \
+                "complete = :false AND attribute_not_exists(stalled) AND #state IN (:running, :baking, :rolling) \
                                AND attribute_not_exists(control)"
             }
             Control::Abort => {
@@ -318,7 +318,9 @@ impl PushStore for DynamoPushStore {
                     (":running".to_owned(), s("running")),
                     (":baking".to_owned(), s("baking")),
                 ]);
-                if control != Control::Pause {
+                if control == Control::Pause {
+                    values.insert(":rolling".into(), s("rollingBack"));
+                } else {
                     values.insert(":paused".into(), s("paused"));
                 }
                 if control == Control::AbortRollback {

@@ -305,9 +305,15 @@ pub fn controlled(record: &PushRecord, control: Control, over_dead_holder: bool,
     next
 }
 
-/// The state a paused push resumes in: the bake it was paused in, or pushing.
+/// The state a paused push resumes in: the rollback it was paused in, the bake (or judging), or pushing.
 pub fn resumed_state(record: &PushRecord) -> PushState {
-    if record.bake_until.is_some() { PushState::Baking } else { PushState::Running }
+    if record.rollback.is_some() {
+        PushState::RollingBack
+    } else if record.bake_until.is_some() {
+        PushState::Baking
+    } else {
+        PushState::Running
+    }
 }
 
 /// A digest of the validated plan (hex SHA-256 of its JSON), stable across processes and releases.

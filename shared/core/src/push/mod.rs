@@ -2,6 +2,7 @@
 
 mod engine;
 pub mod lifecycle;
+pub mod machine;
 mod request;
 pub mod rollout;
 mod targets;

@@ -1,0 +1,751 @@
+//! The push's state machine: every decision about what a push does next, in one pure function.
+//!
+//! Shaped like raft-rs's `RawNode`: the function handler feeds [`step`] an [`Event`] (an arrival, a claim won, a
+//! segment's walk that ended, the record as written, an operator's control) with the record as it stands, and
+//! carries out the [`Effect`]s it returns, in order, feeding their results back as events. An effect that is a
+//! conditional write ([`Effect::Claim`], [`Effect::Record`], [`Effect::CarryOut`], [`Effect::RequestControl`],
+//! [`Effect::Resume`]) guards the effects after it: when its condition fails (someone else moved the push on),
+//! the handler drops them and reports the push as it stands. No decision is left to the handler.
+
+use super::PushPlan;
+use super::engine::{JournalOutcome, SegmentOutcome};
+use super::lifecycle::{self, LeaseTiming, MAX_DELAY_S, Step, Work};
+use super::rollout::{OnAbort, PushState};
+use super::{Control, PushRecord};
+
+/// An operator's control request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    /// `rollback`: `None` follows the rollout's `onAbort`.
+    Abort {
+        rollback: Option<bool>,
+    },
+}
+
+impl Action {
+    /// The request's field that carries it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Pause => "pausePush",
+            Self::Resume => "resumePush",
+            Self::Abort { .. } => "abortPush",
+        }
+    }
+}
+
+/// What a segment's walk did.
+#[derive(Debug, Clone, Copy)]
+pub enum Walked<'a> {
+    Push(&'a SegmentOutcome),
+    Judge(&'a JournalOutcome),
+    Rollback(&'a JournalOutcome),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// An arrival finds the push: a retried start, a hand-off message.
+    Woken,
+    /// The sweeper finds the push past its lease: it wakes it with a message rather than running it itself.
+    Swept,
+    /// This invocation won the claim on `segment` (`takeover`: from a holder that died).
+    Claimed { segment: u64, takeover: bool },
+    /// The walk of a claimed segment ended (done, or out of time with a cursor).
+    Ended { segment: u64, takeover: bool, walked: Walked<'a> },
+    /// The segment's record is written: the record is as it stands after the write.
+    Recorded,
+    /// An operator's control.
+    Control(Action),
+    /// A control is pending: a poll of the record while its answer waits.
+    Polled,
+}
+
+/// What the handler carries out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Claim `segment`: conditional on the record still calling for it (a free segment, or a holder's lease run
+    /// out). Won: feed [`Event::Claimed`].
+    Claim { segment: u64, takeover: bool },
+    /// Walk `work` from the record's cursor, renewing the claim; then feed [`Event::Ended`].
+    Walk(Work),
+    /// Write the segment's record: conditional on this claim's owner and segment. Then feed [`Event::Recorded`].
+    Record(Box<PushRecord>),
+    /// Carry out `control` on a push no live segment holds: write `next`, conditional on `control` still pending
+    /// and on the segment it was decided against.
+    CarryOut { control: Control, next: Box<PushRecord> },
+    /// Leave `control` on the record for its holder: conditional on the state it was decided against (no other
+    /// control pending, not final; a rollback after a stop: still aborted or stalled).
+    RequestControl(Control),
+    /// Resume a paused push in `to`, its lease at `lease_until` ms: conditional on still paused.
+    Resume { to: PushState, lease_until: u64 },
+    /// Send the message that wakes segment `segment` after `delay_s`.
+    HandOff { segment: u64, delay_s: u32 },
+    /// Mark the push stalled (it leaves the sweeper's index): conditional on the segment.
+    Stall(String),
+    /// Nothing (more) to do here; answer with the record as it stands.
+    Report(Report),
+}
+
+/// Why a step does nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// A live segment holds the push.
+    Running,
+    Paused,
+    /// Complete, aborted or rolled back.
+    Final,
+    Stalled,
+    /// A control is pending; the answer may wait for it.
+    ControlPending,
+    /// Nothing to resume: the push is not paused.
+    NotPaused,
+}
+
+/// A request the push cannot take: the field it names and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {reason}")]
+pub struct Refusal {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// The effects of `event` on the push `record` with `plan`, at `now_ms`; or the reason it is refused.
+pub fn step(
+    record: &PushRecord,
+    plan: &PushPlan,
+    event: Event<'_>,
+    now_ms: u64,
+    timing: LeaseTiming,
+) -> Result<Vec<Effect>, Refusal> {
+    Ok(match event {
+        Event::Woken => woken(record, now_ms),
+        Event::Swept => match woken(record, now_ms).as_slice() {
+            [Effect::Claim { segment, .. }] => vec![Effect::HandOff { segment: *segment, delay_s: 0 }],
+            _ => woken(record, now_ms),
+        },
+        Event::Polled => match lifecycle::next_step(record, now_ms) {
+            Step::Control { control, over_dead_holder } => carry_out(record, control, over_dead_holder, now_ms),
+            _ if record.control.is_some() && !record.state.is_final() => vec![Effect::Report(Report::ControlPending)],
+            _ => vec![Effect::Report(report(record))],
+        },
+        Event::Claimed { .. } | Event::Ended { .. } if !runs(record) => {
+            let mut state = format!("{:?}", record.state);
+            state[..1].make_ascii_lowercase();
+            let state = if record.stalled.is_some() { "stalled".to_owned() } else { state };
+            return Err(Refusal { field: "event", reason: format!("no segment runs on a {state} push") });
+        }
+        Event::Ended { walked, .. } if !walks(record, plan, walked, now_ms) => {
+            return Err(Refusal {
+                field: "event",
+                reason: format!("{walked:?} does not match the push's {:?}", record.state),
+            });
+        }
+        Event::Claimed { segment, .. } => match lifecycle::work(record, plan, now_ms) {
+            Work::Bake { delay_s } => {
+                vec![Effect::Record(Box::new(lifecycle::after_bake_step(record, segment, delay_s, now_ms, timing)))]
+            }
+            work => vec![Effect::Walk(work)],
+        },
+        Event::Ended { segment, takeover, walked } => {
+            // Taking over from a holder that died, or after one: the rest of the walk is uncertain.
+            let uncertain = takeover || record.recheck;
+            let next = match walked {
+                Walked::Push(out) => lifecycle::after_push(record, plan, segment, out, uncertain, now_ms, timing),
+                Walked::Judge(out) => lifecycle::after_judge(record, plan, segment, out, now_ms, timing),
+                Walked::Rollback(out) => lifecycle::after_rollback(record, segment, out, uncertain, now_ms, timing),
+            };
+            vec![Effect::Record(Box::new(next))]
+        }
+        Event::Recorded => recorded(record, now_ms),
+        Event::Control(action) => return control(record, plan, action, now_ms, timing),
+    })
+}
+
+/// A segment can run on the push: it is not stopped (final, paused or stalled).
+fn runs(record: &PushRecord) -> bool {
+    !(record.complete || record.state.is_final() || record.state == PushState::Paused || record.stalled.is_some())
+}
+
+/// The walk that ended is the one the record calls for.
+fn walks(record: &PushRecord, plan: &PushPlan, walked: Walked<'_>, now_ms: u64) -> bool {
+    matches!(
+        (lifecycle::work(record, plan, now_ms), walked),
+        (Work::Push { .. }, Walked::Push(_))
+            | (Work::Judge { .. }, Walked::Judge(_))
+            | (Work::Rollback, Walked::Rollback(_))
+    )
+}
+
+fn report(record: &PushRecord) -> Report {
+    if record.stalled.is_some() {
+        Report::Stalled
+    } else if record.complete || record.state.is_final() {
+        Report::Final
+    } else if record.state == PushState::Paused {
+        Report::Paused
+    } else {
+        Report::Running
+    }
+}
+
+fn woken(record: &PushRecord, now_ms: u64) -> Vec<Effect> {
+    match lifecycle::next_step(record, now_ms) {
+        Step::Run { segment, takeover } => vec![Effect::Claim { segment, takeover }],
+        Step::Running { .. } => vec![Effect::Report(Report::Running)],
+        Step::Control { control, over_dead_holder } => carry_out(record, control, over_dead_holder, now_ms),
+        Step::Paused => vec![Effect::Report(Report::Paused)],
+        Step::Complete => vec![Effect::Report(Report::Final)],
+        // Marked once; an arrival on a push marked stalled already only reports it.
+        Step::Stalled(reason) if record.stalled.is_none() => {
+            vec![Effect::Stall(reason), Effect::Report(Report::Stalled)]
+        }
+        Step::Stalled(_) => vec![Effect::Report(Report::Stalled)],
+    }
+}
+
+/// A control carried out on a push no live segment holds; a rollback is then handed on at once.
+fn carry_out(record: &PushRecord, control: Control, over_dead_holder: bool, now_ms: u64) -> Vec<Effect> {
+    let after_stop = control == Control::AbortRollback
+        && (record.state == PushState::Aborted || record.stalled.is_some())
+        && !record.phases.is_empty();
+    if (record.complete || record.state.is_final()) && !after_stop {
+        // The push ended as the control came (its last segment finished): nothing to pause or abort.
+        return vec![Effect::Report(Report::Final)];
+    }
+    let next = lifecycle::controlled(record, control, over_dead_holder, now_ms);
+    let mut effects = Vec::with_capacity(2);
+    let hand_off = next.state == PushState::RollingBack;
+    let segment = next.segment + 1;
+    effects.push(Effect::CarryOut { control, next: Box::new(next) });
+    if hand_off {
+        effects.push(Effect::HandOff { segment, delay_s: 0 });
+    }
+    effects
+}
+
+/// After the segment's record is written: a control left on it meanwhile is carried out, else the push is handed
+/// on (at once, or after the rest of the bake).
+fn recorded(record: &PushRecord, now_ms: u64) -> Vec<Effect> {
+    if let Some(control) = record.control {
+        return carry_out(record, control, false, now_ms);
+    }
+    if record.stalled.is_some() {
+        return vec![Effect::Report(Report::Stalled)];
+    }
+    if record.complete || record.state.is_final() {
+        return vec![Effect::Report(Report::Final)];
+    }
+    if record.state == PushState::Paused {
+        return vec![Effect::Report(Report::Paused)];
+    }
+    let delay_s = match (record.state, record.bake_until) {
+        (PushState::Baking, Some(until)) if until > now_ms => (until - now_ms).div_ceil(1000).min(MAX_DELAY_S) as u32,
+        _ => 0,
+    };
+    vec![Effect::HandOff { segment: record.segment + 1, delay_s }]
+}
+
+/// An operator's control: refused, or left on the record (a pause or abort, carried out by the holder within its
+/// next renewal, or at once over a push nobody holds), or a resume.
+fn control(
+    record: &PushRecord,
+    plan: &PushPlan,
+    action: Action,
+    now_ms: u64,
+    timing: LeaseTiming,
+) -> Result<Vec<Effect>, Refusal> {
+    let field = action.field();
+    let refuse = |reason: String| Err(Refusal { field, reason });
+    let push_id = &record.push_id;
+    let state = format!("{:?}", record.state).to_lowercase();
+    let rollout = plan.rollout.as_ref();
+    // A plain abort follows the rollout's onAbort; a push without a rollout has nothing to roll back to.
+    let rollback = match action {
+        Action::Abort { rollback } => rollback.unwrap_or(rollout.is_some_and(|r| r.on_abort == OnAbort::Rollback)),
+        _ => false,
+    };
+    if rollback && rollout.is_none() {
+        return Err(Refusal {
+            field: "rollback",
+            reason: format!("push {push_id} has no rollout, so it recorded no previous values to roll back to"),
+        });
+    }
+    // A rollback is taken after a stop too (aborted, or stalled), while the journal lasts.
+    let stopped = record.stalled.is_some() || record.state == PushState::Aborted;
+    let rollback_after_stop = matches!(action, Action::Abort { .. }) && rollback && stopped;
+    if !rollback_after_stop && (record.stalled.is_some() || record.complete || record.state.is_final()) {
+        let why = record.stalled.as_deref().map_or_else(|| state.clone(), |s| format!("stalled ({s})"));
+        return refuse(format!("push {push_id} is {why}: nothing to {}", field.trim_end_matches("Push")));
+    }
+    let control = match action {
+        Action::Resume if record.state != PushState::Paused => return Ok(vec![Effect::Report(Report::NotPaused)]),
+        Action::Resume => {
+            let to = lifecycle::resumed_state(record);
+            return Ok(vec![
+                Effect::Resume { to, lease_until: now_ms + timing.hand_off_grace_ms },
+                Effect::HandOff { segment: record.segment + 1, delay_s: 0 },
+            ]);
+        }
+        Action::Pause if !matches!(record.state, PushState::Running | PushState::Baking | PushState::RollingBack) => {
+            return refuse(format!(
+                "push {push_id} is {state}; only a running, baking or rolling-back push can be paused"
+            ));
+        }
+        Action::Pause => Control::Pause,
+        // Once a rollback is under way it ends rolled back: it can be paused and resumed, not abandoned.
+        Action::Abort { .. } if record.state == PushState::RollingBack => {
+            return refuse(format!("push {push_id} is rolling back already"));
+        }
+        Action::Abort { .. } if record.rollback.is_some() => {
+            return refuse(format!("push {push_id} is rolling back already (paused: resume it to go on)"));
+        }
+        Action::Abort { .. } if rollback => Control::AbortRollback,
+        Action::Abort { .. } => Control::Abort,
+    };
+    Ok(vec![Effect::RequestControl(control), Effect::Report(Report::ControlPending)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::engine::JournalOutcome;
+    use crate::push::rollout::RollbackCounts;
+    use crate::push::{Cursor, PhaseCounts, validate_request};
+    use serde_json::json;
+
+    const NOW: u64 = 1_000_000;
+    const TIMING: LeaseTiming = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 };
+
+    fn plan() -> PushPlan {
+        let request = json!({"pushId": "p", "desired": {"mode": 1}, "targets": {"thingGroup": "fleet"},
+                             "rollout": {"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 60,
+                                         "minThings": 1, "onAbort": "stop"}});
+        validate_request(&request, 400, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A released record (no live holder) in phase 1 of 2.
+    fn released() -> PushRecord {
+        PushRecord {
+            push_id: "p".into(),
+            shadow_name: None,
+            dry_run: false,
+            request: serde_json::to_value(plan()).unwrap_or_default(),
+            plan_digest: String::new(),
+            sources: Vec::new(),
+            segment: 3,
+            handed_off: 3,
+            owner: "o".into(),
+            lease_until: NOW + 1_000,
+            segment_started_at: 0,
+            takeovers: 0,
+            stalled: None,
+            cursor: Some(Cursor::default()),
+            targets: 4,
+            updated: 4,
+            unchanged: 0,
+            failed: 0,
+            requests: 8,
+            throttled: 0,
+            complete: false,
+            started_at: 0,
+            finished_at: None,
+            state: PushState::Running,
+            phase: 1,
+            phases: vec![
+                PhaseCounts { percent: 50.0, targets: 4, updated: 4, ..PhaseCounts::default() },
+                PhaseCounts { percent: 100.0, ..PhaseCounts::default() },
+            ],
+            bake_until: None,
+            control: None,
+            abort_reason: None,
+            recheck: false,
+            rollback: None,
+        }
+    }
+
+    /// The record in each state the table covers.
+    fn in_state(name: &str) -> PushRecord {
+        let mut r = released();
+        let finish = |r: &mut PushRecord, state| {
+            r.state = state;
+            r.cursor = None;
+            r.finished_at = Some(NOW - 1);
+            r.complete = state == PushState::Complete;
+        };
+        match name {
+            "running" => {}
+            "running (held)" => {
+                r.segment = 4;
+                r.lease_until = NOW + 10_000;
+            }
+            "running (holder died)" => {
+                r.segment = 4;
+                r.lease_until = NOW - 1;
+            }
+            "baking" => {
+                r.state = PushState::Baking;
+                r.bake_until = Some(NOW + 30_000);
+            }
+            "judging" => {
+                r.state = PushState::Baking;
+                r.bake_until = Some(NOW - 1);
+            }
+            "paused (running)" => r.state = PushState::Paused,
+            "paused (baking)" => {
+                r.state = PushState::Paused;
+                r.bake_until = Some(NOW + 30_000);
+            }
+            "paused (judging)" => {
+                r.state = PushState::Paused;
+                r.bake_until = Some(NOW - 1);
+            }
+            "paused (rollingBack)" => {
+                r.state = PushState::Paused;
+                r.rollback = Some(RollbackCounts::default());
+            }
+            "rollingBack" => {
+                r.state = PushState::RollingBack;
+                r.rollback = Some(RollbackCounts::default());
+            }
+            "aborted" => finish(&mut r, PushState::Aborted),
+            "rolledBack" => {
+                r.rollback = Some(RollbackCounts { restored: 4, ..RollbackCounts::default() });
+                finish(&mut r, PushState::RolledBack);
+            }
+            "complete" => finish(&mut r, PushState::Complete),
+            "stalled" => {
+                r.segment = 4;
+                r.lease_until = NOW - 1;
+                r.takeovers = 3;
+                r.stalled = Some("segment 4 died 4 times".into());
+            }
+            other => panic!("no state {other}"),
+        }
+        r
+    }
+
+    const STATES: [&str; 14] = [
+        "running",
+        "running (held)",
+        "running (holder died)",
+        "baking",
+        "judging",
+        "paused (running)",
+        "paused (baking)",
+        "paused (judging)",
+        "paused (rollingBack)",
+        "rollingBack",
+        "aborted",
+        "rolledBack",
+        "complete",
+        "stalled",
+    ];
+
+    /// One line per effect: what it is and, for a write, the state it leads to.
+    fn describe(result: &Result<Vec<Effect>, Refusal>) -> String {
+        let state = |r: &PushRecord| {
+            let mut s = format!("{:?}", r.state);
+            s[..1].make_ascii_lowercase();
+            if r.state == PushState::Paused || r.state == PushState::RollingBack || r.state == PushState::Running {
+                s = format!("{s}@{}", r.phase);
+            }
+            s
+        };
+        match result {
+            Err(r) => format!("refused: {}", r.field),
+            Ok(effects) => effects
+                .iter()
+                .map(|e| match e {
+                    Effect::Claim { segment, takeover } => {
+                        format!("claim {segment}{}", if *takeover { " (takeover)" } else { "" })
+                    }
+                    Effect::Walk(Work::Push { phase }) => format!("walk push {phase:?}"),
+                    Effect::Walk(Work::Judge { phase }) => format!("walk judge {phase}"),
+                    Effect::Walk(w) => format!("walk {w:?}").to_lowercase(),
+                    Effect::Record(next) => format!("record {}", state(next)),
+                    Effect::CarryOut { control, next } => format!("carry {control:?} -> {}", state(next)),
+                    Effect::RequestControl(c) => format!("request {c:?}"),
+                    Effect::Resume { to, .. } => format!("resume {to:?}"),
+                    Effect::HandOff { segment, delay_s } => format!("hand off {segment}+{delay_s}s"),
+                    Effect::Stall(_) => "stall".into(),
+                    Effect::Report(r) => format!("report {r:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    fn events<'a>(
+        done: &'a SegmentOutcome,
+        more: &'a SegmentOutcome,
+        pass: &'a JournalOutcome,
+        fail: &'a JournalOutcome,
+    ) -> Vec<(&'static str, Event<'a>)> {
+        vec![
+            ("woken", Event::Woken),
+            ("swept", Event::Swept),
+            ("claimed", Event::Claimed { segment: 4, takeover: false }),
+            ("pushed, walk done", Event::Ended { segment: 4, takeover: false, walked: Walked::Push(done) }),
+            ("pushed, more to walk", Event::Ended { segment: 4, takeover: false, walked: Walked::Push(more) }),
+            ("judged: pass", Event::Ended { segment: 4, takeover: false, walked: Walked::Judge(pass) }),
+            ("judged: fail", Event::Ended { segment: 4, takeover: false, walked: Walked::Judge(fail) }),
+            ("rolled back, done", Event::Ended { segment: 4, takeover: false, walked: Walked::Rollback(pass) }),
+            ("recorded", Event::Recorded),
+            ("pause", Event::Control(Action::Pause)),
+            ("resume", Event::Control(Action::Resume)),
+            ("abort", Event::Control(Action::Abort { rollback: None })),
+            ("abort, rollback", Event::Control(Action::Abort { rollback: Some(true) })),
+            ("abort, no rollback", Event::Control(Action::Abort { rollback: Some(false) })),
+            ("polled", Event::Polled),
+        ]
+    }
+
+    fn table() -> Vec<String> {
+        let done = SegmentOutcome { targets: 4, updated: 4, ..SegmentOutcome::default() };
+        let more =
+            SegmentOutcome { targets: 2, updated: 2, cursor: Some(Cursor::default()), ..SegmentOutcome::default() };
+        let pass = JournalOutcome { converged: 4, ..JournalOutcome::default() };
+        let fail = JournalOutcome { pending: 4, ..JournalOutcome::default() };
+        let plan = plan();
+        let mut lines = Vec::new();
+        for state in STATES {
+            for (name, event) in events(&done, &more, &pass, &fail) {
+                let record = in_state(state);
+                lines.push(format!("{state} | {name} | {}", describe(&step(&record, &plan, event, NOW, TIMING))));
+            }
+        }
+        lines
+    }
+
+    /// Every (state, event) pair: the effects, or the refusal. A segment's events (claimed, ended) on a push that
+    /// no segment runs, or a walk that is not the one its state calls for, are refused; so is every control that
+    /// the state cannot take, naming the request's field.
+    const TABLE: &str = "
+running               | woken                | claim 4
+running               | swept                | hand off 4+0s
+running               | claimed              | walk push Some(0)
+running               | pushed, walk done    | record baking
+running               | pushed, more to walk | record running@1
+running               | judged: pass         | refused: event
+running               | judged: fail         | refused: event
+running               | rolled back, done    | refused: event
+running               | recorded             | hand off 4+0s
+running               | pause                | request Pause, report ControlPending
+running               | resume               | report NotPaused
+running               | abort                | request Abort, report ControlPending
+running               | abort, rollback      | request AbortRollback, report ControlPending
+running               | abort, no rollback   | request Abort, report ControlPending
+running               | polled               | report Running
+running (held)        | woken                | report Running
+running (held)        | swept                | report Running
+running (held)        | claimed              | walk push Some(0)
+running (held)        | pushed, walk done    | record baking
+running (held)        | pushed, more to walk | record running@1
+running (held)        | judged: pass         | refused: event
+running (held)        | judged: fail         | refused: event
+running (held)        | rolled back, done    | refused: event
+running (held)        | recorded             | hand off 5+0s
+running (held)        | pause                | request Pause, report ControlPending
+running (held)        | resume               | report NotPaused
+running (held)        | abort                | request Abort, report ControlPending
+running (held)        | abort, rollback      | request AbortRollback, report ControlPending
+running (held)        | abort, no rollback   | request Abort, report ControlPending
+running (held)        | polled               | report Running
+running (holder died) | woken                | claim 4 (takeover)
+running (holder died) | swept                | hand off 4+0s
+running (holder died) | claimed              | walk push Some(0)
+running (holder died) | pushed, walk done    | record baking
+running (holder died) | pushed, more to walk | record running@1
+running (holder died) | judged: pass         | refused: event
+running (holder died) | judged: fail         | refused: event
+running (holder died) | rolled back, done    | refused: event
+running (holder died) | recorded             | hand off 5+0s
+running (holder died) | pause                | request Pause, report ControlPending
+running (holder died) | resume               | report NotPaused
+running (holder died) | abort                | request Abort, report ControlPending
+running (holder died) | abort, rollback      | request AbortRollback, report ControlPending
+running (holder died) | abort, no rollback   | request Abort, report ControlPending
+running (holder died) | polled               | report Running
+baking                | woken                | claim 4
+baking                | swept                | hand off 4+0s
+baking                | claimed              | record baking
+baking                | pushed, walk done    | refused: event
+baking                | pushed, more to walk | refused: event
+baking                | judged: pass         | refused: event
+baking                | judged: fail         | refused: event
+baking                | rolled back, done    | refused: event
+baking                | recorded             | hand off 4+30s
+baking                | pause                | request Pause, report ControlPending
+baking                | resume               | report NotPaused
+baking                | abort                | request Abort, report ControlPending
+baking                | abort, rollback      | request AbortRollback, report ControlPending
+baking                | abort, no rollback   | request Abort, report ControlPending
+baking                | polled               | report Running
+judging               | woken                | claim 4
+judging               | swept                | hand off 4+0s
+judging               | claimed              | walk judge 1
+judging               | pushed, walk done    | refused: event
+judging               | pushed, more to walk | refused: event
+judging               | judged: pass         | record running@2
+judging               | judged: fail         | record aborted
+judging               | rolled back, done    | refused: event
+judging               | recorded             | hand off 4+0s
+judging               | pause                | request Pause, report ControlPending
+judging               | resume               | report NotPaused
+judging               | abort                | request Abort, report ControlPending
+judging               | abort, rollback      | request AbortRollback, report ControlPending
+judging               | abort, no rollback   | request Abort, report ControlPending
+judging               | polled               | report Running
+paused (running)      | woken                | report Paused
+paused (running)      | swept                | report Paused
+paused (running)      | claimed              | refused: event
+paused (running)      | pushed, walk done    | refused: event
+paused (running)      | pushed, more to walk | refused: event
+paused (running)      | judged: pass         | refused: event
+paused (running)      | judged: fail         | refused: event
+paused (running)      | rolled back, done    | refused: event
+paused (running)      | recorded             | report Paused
+paused (running)      | pause                | refused: pausePush
+paused (running)      | resume               | resume Running, hand off 4+0s
+paused (running)      | abort                | request Abort, report ControlPending
+paused (running)      | abort, rollback      | request AbortRollback, report ControlPending
+paused (running)      | abort, no rollback   | request Abort, report ControlPending
+paused (running)      | polled               | report Paused
+paused (baking)       | woken                | report Paused
+paused (baking)       | swept                | report Paused
+paused (baking)       | claimed              | refused: event
+paused (baking)       | pushed, walk done    | refused: event
+paused (baking)       | pushed, more to walk | refused: event
+paused (baking)       | judged: pass         | refused: event
+paused (baking)       | judged: fail         | refused: event
+paused (baking)       | rolled back, done    | refused: event
+paused (baking)       | recorded             | report Paused
+paused (baking)       | pause                | refused: pausePush
+paused (baking)       | resume               | resume Baking, hand off 4+0s
+paused (baking)       | abort                | request Abort, report ControlPending
+paused (baking)       | abort, rollback      | request AbortRollback, report ControlPending
+paused (baking)       | abort, no rollback   | request Abort, report ControlPending
+paused (baking)       | polled               | report Paused
+paused (judging)      | woken                | report Paused
+paused (judging)      | swept                | report Paused
+paused (judging)      | claimed              | refused: event
+paused (judging)      | pushed, walk done    | refused: event
+paused (judging)      | pushed, more to walk | refused: event
+paused (judging)      | judged: pass         | refused: event
+paused (judging)      | judged: fail         | refused: event
+paused (judging)      | rolled back, done    | refused: event
+paused (judging)      | recorded             | report Paused
+paused (judging)      | pause                | refused: pausePush
+paused (judging)      | resume               | resume Baking, hand off 4+0s
+paused (judging)      | abort                | request Abort, report ControlPending
+paused (judging)      | abort, rollback      | request AbortRollback, report ControlPending
+paused (judging)      | abort, no rollback   | request Abort, report ControlPending
+paused (judging)      | polled               | report Paused
+paused (rollingBack)  | woken                | report Paused
+paused (rollingBack)  | swept                | report Paused
+paused (rollingBack)  | claimed              | refused: event
+paused (rollingBack)  | pushed, walk done    | refused: event
+paused (rollingBack)  | pushed, more to walk | refused: event
+paused (rollingBack)  | judged: pass         | refused: event
+paused (rollingBack)  | judged: fail         | refused: event
+paused (rollingBack)  | rolled back, done    | refused: event
+paused (rollingBack)  | recorded             | report Paused
+paused (rollingBack)  | pause                | refused: pausePush
+paused (rollingBack)  | resume               | resume RollingBack, hand off 4+0s
+paused (rollingBack)  | abort                | refused: abortPush
+paused (rollingBack)  | abort, rollback      | refused: abortPush
+paused (rollingBack)  | abort, no rollback   | refused: abortPush
+paused (rollingBack)  | polled               | report Paused
+rollingBack           | woken                | claim 4
+rollingBack           | swept                | hand off 4+0s
+rollingBack           | claimed              | walk rollback
+rollingBack           | pushed, walk done    | refused: event
+rollingBack           | pushed, more to walk | refused: event
+rollingBack           | judged: pass         | refused: event
+rollingBack           | judged: fail         | refused: event
+rollingBack           | rolled back, done    | record rolledBack
+rollingBack           | recorded             | hand off 4+0s
+rollingBack           | pause                | request Pause, report ControlPending
+rollingBack           | resume               | report NotPaused
+rollingBack           | abort                | refused: abortPush
+rollingBack           | abort, rollback      | refused: abortPush
+rollingBack           | abort, no rollback   | refused: abortPush
+rollingBack           | polled               | report Running
+aborted               | woken                | report Final
+aborted               | swept                | report Final
+aborted               | claimed              | refused: event
+aborted               | pushed, walk done    | refused: event
+aborted               | pushed, more to walk | refused: event
+aborted               | judged: pass         | refused: event
+aborted               | judged: fail         | refused: event
+aborted               | rolled back, done    | refused: event
+aborted               | recorded             | report Final
+aborted               | pause                | refused: pausePush
+aborted               | resume               | refused: resumePush
+aborted               | abort                | refused: abortPush
+aborted               | abort, rollback      | request AbortRollback, report ControlPending
+aborted               | abort, no rollback   | refused: abortPush
+aborted               | polled               | report Final
+rolledBack            | woken                | report Final
+rolledBack            | swept                | report Final
+rolledBack            | claimed              | refused: event
+rolledBack            | pushed, walk done    | refused: event
+rolledBack            | pushed, more to walk | refused: event
+rolledBack            | judged: pass         | refused: event
+rolledBack            | judged: fail         | refused: event
+rolledBack            | rolled back, done    | refused: event
+rolledBack            | recorded             | report Final
+rolledBack            | pause                | refused: pausePush
+rolledBack            | resume               | refused: resumePush
+rolledBack            | abort                | refused: abortPush
+rolledBack            | abort, rollback      | refused: abortPush
+rolledBack            | abort, no rollback   | refused: abortPush
+rolledBack            | polled               | report Final
+complete              | woken                | report Final
+complete              | swept                | report Final
+complete              | claimed              | refused: event
+complete              | pushed, walk done    | refused: event
+complete              | pushed, more to walk | refused: event
+complete              | judged: pass         | refused: event
+complete              | judged: fail         | refused: event
+complete              | rolled back, done    | refused: event
+complete              | recorded             | report Final
+complete              | pause                | refused: pausePush
+complete              | resume               | refused: resumePush
+complete              | abort                | refused: abortPush
+complete              | abort, rollback      | refused: abortPush
+complete              | abort, no rollback   | refused: abortPush
+complete              | polled               | report Final
+stalled               | woken                | report Stalled
+stalled               | swept                | report Stalled
+stalled               | claimed              | refused: event
+stalled               | pushed, walk done    | refused: event
+stalled               | pushed, more to walk | refused: event
+stalled               | judged: pass         | refused: event
+stalled               | judged: fail         | refused: event
+stalled               | rolled back, done    | refused: event
+stalled               | recorded             | report Stalled
+stalled               | pause                | refused: pausePush
+stalled               | resume               | refused: resumePush
+stalled               | abort                | refused: abortPush
+stalled               | abort, rollback      | request AbortRollback, report ControlPending
+stalled               | abort, no rollback   | refused: abortPush
+stalled               | polled               | report Stalled
+";
+
+    #[test]
+    fn every_state_takes_every_event_as_the_table_says() {
+        let expected: Vec<String> =
+            TABLE.trim().lines().map(|l| l.split(" | ").map(str::trim).collect::<Vec<_>>().join(" | ")).collect();
+        let got = table();
+        assert_eq!(got.len(), STATES.len() * 15);
+        let wrong: Vec<String> = got
+            .iter()
+            .zip(&expected)
+            .filter(|(g, e)| g != e)
+            .map(|(g, e)| format!("expected {e}\n     got {g}"))
+            .collect();
+        assert!(wrong.is_empty() && got.len() == expected.len(), "{}", wrong.join("\n"));
+    }
+}
