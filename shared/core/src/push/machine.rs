@@ -313,6 +313,7 @@ mod tests {
     use crate::push::rollout::RollbackCounts;
     use crate::push::{Cursor, PhaseCounts, validate_request};
     use serde_json::json;
+    use std::collections::VecDeque;
 
     const NOW: u64 = 1_000_000;
     const TIMING: LeaseTiming = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 };
@@ -747,5 +748,328 @@ stalled               | polled               | report Stalled
             .map(|(g, e)| format!("expected {e}\n     got {g}"))
             .collect();
         assert!(wrong.is_empty() && got.len() == expected.len(), "{}", wrong.join("\n"));
+    }
+
+    /// The record's store, the queue and the clock, as AWS would hold them: each effect's write is applied under
+    /// the condition the store puts on it, so the simulation finds what a real retry, duplicate or crash finds.
+    struct World {
+        plan: PushPlan,
+        stored: PushRecord,
+        queue: Vec<u64>,
+        now: u64,
+        tokens: u64,
+        /// Things per phase's band.
+        band: u64,
+        /// The state a pause was carried out in.
+        paused_from: Option<PushState>,
+        rollback_required: bool,
+        /// A final push ran again without an operator's rollback.
+        left_final: Option<String>,
+        resumed_wrong: Option<String>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A hand-off message arrives (`keep`: a duplicate stays on the queue); the invocation dies after `crash`
+        /// effects, if given.
+        Deliver {
+            keep: bool,
+            crash: Option<usize>,
+            chunk: u64,
+            pass: bool,
+        },
+        Sweep {
+            crash: Option<usize>,
+            chunk: u64,
+            pass: bool,
+        },
+        Operator(Action),
+        Wait(u64),
+    }
+
+    fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        use proptest::prelude::*;
+        let crash = proptest::option::weighted(0.3, 0usize..6);
+        let action = prop_oneof![
+            Just(Action::Pause),
+            Just(Action::Resume),
+            Just(Action::Abort { rollback: None }),
+            Just(Action::Abort { rollback: Some(true) }),
+            Just(Action::Abort { rollback: Some(false) }),
+        ];
+        let op = prop_oneof![
+            4 => (any::<bool>(), crash.clone(), 1u64..8, proptest::bool::weighted(0.8))
+                .prop_map(|(keep, crash, chunk, pass)| Op::Deliver { keep, crash, chunk, pass }),
+            1 => (crash, 1u64..8, proptest::bool::weighted(0.8))
+                .prop_map(|(crash, chunk, pass)| Op::Sweep { crash, chunk, pass }),
+            1 => action.prop_map(Op::Operator),
+            2 => (0u64..200_000).prop_map(Op::Wait),
+        ];
+        proptest::collection::vec(op, 1..60)
+    }
+
+    impl World {
+        fn new(band: u64) -> Self {
+            let mut stored = released();
+            (stored.segment, stored.handed_off) = (1, 0);
+            stored.lease_until = NOW;
+            stored.cursor = Some(Cursor::default());
+            (stored.targets, stored.updated, stored.requests) = (0, 0, 0);
+            for phase in &mut stored.phases {
+                *phase = PhaseCounts { percent: phase.percent, ..PhaseCounts::default() };
+            }
+            World {
+                plan: plan(),
+                stored,
+                queue: vec![1],
+                now: NOW + 1,
+                tokens: 0,
+                band,
+                paused_from: None,
+                rollback_required: false,
+                left_final: None,
+                resumed_wrong: None,
+            }
+        }
+
+        /// Writes `next` as the stored record, watching the invariants that span writes.
+        fn write(&mut self, next: PushRecord, why: &str) {
+            let was_final = self.stored.complete || self.stored.state.is_final();
+            if was_final && !(next.complete || next.state.is_final()) && why != "carry AbortRollback" {
+                self.left_final = Some(format!("{why}: {:?} -> {:?}", self.stored.state, next.state));
+            }
+            if next.state == PushState::RollingBack {
+                self.rollback_required = true;
+            }
+            self.stored = next;
+        }
+
+        /// One invocation: `event` first, then the effects it leads to, until it reports or dies after `crash`.
+        fn arrive(&mut self, event: Event<'_>, crash: Option<usize>, chunk: u64, pass: bool) {
+            let mut record = self.stored.clone();
+            let Ok(effects) = step(&record, &self.plan, event, self.now, TIMING) else { return };
+            let mut queue: VecDeque<Effect> = effects.into();
+            let mut owner = String::new();
+            let mut carried = 0;
+            while let Some(effect) = queue.pop_front() {
+                if crash.is_some_and(|c| carried >= c) {
+                    return;
+                }
+                carried += 1;
+                let (out, journal);
+                let event = match effect {
+                    Effect::Claim { segment, takeover } => {
+                        let s = &self.stored;
+                        if lifecycle::next_step(s, self.now) != (Step::Run { segment, takeover }) {
+                            return;
+                        }
+                        self.tokens += 1;
+                        owner = format!("o{}", self.tokens);
+                        let mut next = s.clone();
+                        next.segment = segment;
+                        next.owner = owner.clone();
+                        next.lease_until = self.now + TIMING.lease_ms;
+                        next.takeovers = if takeover { s.takeovers + 1 } else { 0 };
+                        self.write(next, "claim");
+                        record = self.stored.clone();
+                        Event::Claimed { segment, takeover }
+                    }
+                    Effect::Walk(work) => {
+                        let offset = record.cursor.as_ref().map_or(0, |c| c.offset as u64);
+                        let segment = record.segment;
+                        let takeover = record.takeovers > 0;
+                        match work {
+                            Work::Push { .. } => {
+                                let k = chunk.min(self.band.saturating_sub(offset));
+                                let done = offset + k >= self.band;
+                                let cursor =
+                                    (!done).then(|| Cursor { offset: (offset + k) as usize, ..Cursor::default() });
+                                out = SegmentOutcome { targets: k, updated: k, cursor, ..SegmentOutcome::default() };
+                                Event::Ended { segment, takeover, walked: Walked::Push(&out) }
+                            }
+                            Work::Judge { .. } => {
+                                let updated = record.phases.get(record.phase as usize - 1).map_or(0, |p| p.updated);
+                                journal = if pass {
+                                    JournalOutcome { converged: updated, ..JournalOutcome::default() }
+                                } else {
+                                    JournalOutcome { pending: updated, ..JournalOutcome::default() }
+                                };
+                                Event::Ended { segment, takeover, walked: Walked::Judge(&journal) }
+                            }
+                            _ => {
+                                journal = JournalOutcome {
+                                    rollback: RollbackCounts { restored: record.updated, ..RollbackCounts::default() },
+                                    ..JournalOutcome::default()
+                                };
+                                Event::Ended { segment, takeover, walked: Walked::Rollback(&journal) }
+                            }
+                        }
+                    }
+                    Effect::Record(next) => {
+                        let s = &self.stored;
+                        if s.owner != owner || s.segment != next.segment || s.handed_off + 1 != next.segment {
+                            return;
+                        }
+                        let control = s.control;
+                        let mut next = *next;
+                        next.control = control;
+                        next.owner = owner.clone();
+                        self.write(next, "record");
+                        record = self.stored.clone();
+                        Event::Recorded
+                    }
+                    Effect::CarryOut { control, next } => {
+                        let s = &self.stored;
+                        let free = s.handed_off == next.segment
+                            || (s.handed_off + 1 == next.segment && s.lease_until < self.now);
+                        if s.control != Some(control) || s.segment != next.segment || !free {
+                            return;
+                        }
+                        if control == Control::Pause {
+                            self.paused_from = Some(s.state);
+                        }
+                        self.write(*next, &format!("carry {control:?}"));
+                        record = self.stored.clone();
+                        continue;
+                    }
+                    Effect::RequestControl(control) => {
+                        let s = &self.stored;
+                        let state = s.state;
+                        let allowed = !s.complete
+                            && match control {
+                                Control::Pause => {
+                                    s.stalled.is_none()
+                                        && s.control.is_none()
+                                        && matches!(
+                                            state,
+                                            PushState::Running | PushState::Baking | PushState::RollingBack
+                                        )
+                                }
+                                Control::Abort => {
+                                    s.stalled.is_none()
+                                        && matches!(state, PushState::Running | PushState::Baking | PushState::Paused)
+                                }
+                                Control::AbortRollback => matches!(
+                                    state,
+                                    PushState::Running | PushState::Baking | PushState::Paused | PushState::Aborted
+                                ),
+                            };
+                        if !allowed {
+                            return;
+                        }
+                        self.stored.control = Some(control);
+                        // The answer then polls: a push nobody holds has the control carried out at once.
+                        record = self.stored.clone();
+                        Event::Polled
+                    }
+                    Effect::Resume { to, lease_until } => {
+                        if self.stored.state != PushState::Paused || self.stored.control.is_some() {
+                            return;
+                        }
+                        if self.paused_from.is_some_and(|from| from != to) {
+                            self.resumed_wrong = Some(format!("paused in {:?}, resumed in {to:?}", self.paused_from));
+                        }
+                        let mut next = self.stored.clone();
+                        next.state = to;
+                        next.lease_until = lease_until;
+                        self.write(next, "resume");
+                        record = self.stored.clone();
+                        continue;
+                    }
+                    Effect::HandOff { segment, .. } => {
+                        self.queue.push(segment);
+                        continue;
+                    }
+                    Effect::Stall(reason) => {
+                        if !self.stored.complete {
+                            self.stored.stalled = Some(reason);
+                        }
+                        continue;
+                    }
+                    Effect::Report(_) => return,
+                };
+                match step(&record, &self.plan, event, self.now, TIMING) {
+                    Ok(effects) => {
+                        for e in effects.into_iter().rev() {
+                            queue.push_front(e);
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+
+        fn apply(&mut self, op: &Op) {
+            match op {
+                Op::Deliver { keep, crash, chunk, pass } => {
+                    if self.queue.is_empty() {
+                        return;
+                    }
+                    if !keep {
+                        self.queue.remove(0);
+                    }
+                    self.arrive(Event::Woken, *crash, *chunk, *pass);
+                }
+                Op::Sweep { crash, chunk, pass } => {
+                    if self.stored.lease_until < self.now && !self.stored.state.is_final() {
+                        self.arrive(Event::Swept, *crash, *chunk, *pass);
+                    }
+                }
+                Op::Operator(action) => self.arrive(Event::Control(*action), None, 1, true),
+                Op::Wait(ms) => self.now += ms,
+            }
+        }
+
+        /// Runs the push to its end with no more crashes or controls (an operator resumes a paused push, and rolls
+        /// back a stalled one that was rolling back).
+        fn drain(&mut self) {
+            for _ in 0..2_000 {
+                let s = &self.stored;
+                if s.complete || s.state.is_final() {
+                    return;
+                }
+                if s.stalled.is_some() {
+                    if !self.rollback_required {
+                        return;
+                    }
+                    self.arrive(Event::Control(Action::Abort { rollback: Some(true) }), None, 4, true);
+                } else if s.state == PushState::Paused && s.control.is_none() {
+                    self.arrive(Event::Control(Action::Resume), None, 4, true);
+                }
+                self.now += 70_000;
+                self.queue.clear();
+                self.arrive(Event::Swept, None, 4, true);
+                self.arrive(Event::Woken, None, 4, true);
+            }
+            panic!("no end after 2000 rounds: {:?}", self.stored);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 400, ..Default::default() })]
+
+        #[test]
+        fn random_deliveries_controls_duplicates_and_crashes_keep_the_promises(ops in ops(), band in 1u64..12) {
+            let mut world = World::new(band);
+            for op in &ops {
+                world.apply(op);
+            }
+            world.drain();
+            let end = &world.stored;
+            proptest::prop_assert_eq!(&world.left_final, &None, "a final state left without a rollback: {:?}", end);
+            proptest::prop_assert_eq!(&world.resumed_wrong, &None);
+            if world.rollback_required {
+                proptest::prop_assert_eq!(end.state, PushState::RolledBack, "a rollback required did not end: {:?}", end);
+            }
+            let sum = |f: fn(&PhaseCounts) -> u64| end.phases.iter().map(f).sum::<u64>();
+            proptest::prop_assert_eq!(end.targets, sum(|p| p.targets), "{:?}", end);
+            proptest::prop_assert_eq!(end.updated, sum(|p| p.updated), "{:?}", end);
+            for phase in &end.phases {
+                proptest::prop_assert!(phase.targets <= band, "a phase walked twice: {:?}", end);
+            }
+            if end.state == PushState::Complete {
+                proptest::prop_assert!(end.phases.iter().all(|p| p.targets == band && p.judged), "{:?}", end);
+            }
+        }
     }
 }
