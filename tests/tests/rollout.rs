@@ -546,3 +546,98 @@ async fn an_abort_without_rollback_can_be_rolled_back_later() {
         assert_eq!(mode(&doc), expected, "{}: {doc:?}", fx.thing(i));
     }
 }
+
+/// A rollback paused halfway stays paused, and resumed it goes on with the rollback (not with the push): every
+/// updated thing is put back once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollback_resumes_as_a_rollback() {
+    let (fx, function, operator) = fleet(16).await;
+    let push_id = unique("rollout");
+    // No device reports: the phase fails its judgment and the rollback follows, at 4 requests a second.
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 1, "minThings": 3, "onAbort": "rollback"});
+    let request = request(&fx, &push_id, rollout, json!({"maxRequestsPerSecond": 4}));
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let operate = async {
+        while fx
+            .record(&push_id)
+            .await
+            .is_none_or(|r| r["state"] != "rollingBack" || r["rollback"]["restored"].as_u64().unwrap_or(0) < 1)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let paused = push(&operator, &json!({"pausePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        let at_pause = wait_for(&fx, &push_id, "paused", Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let later = fx.record(&push_id).await.unwrap_or(Value::Null);
+        let refused = push(&operator, &json!({"abortPush": push_id, "rollback": false})).await;
+        let resumed = push(&operator, &json!({"resumePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        (paused, at_pause, later, refused.err().map(|e| e.to_string()), resumed)
+    };
+    let done = || async { state(&fx, &push_id).await == "rolledBack" };
+    let sweep = json!({"sweepPushes": true});
+    let (finished, (paused, at_pause, later, refused, resumed)) =
+        tokio::join!(service.run_until(&request, &sweep, Duration::from_secs(120), done), operate);
+    assert_eq!(at_pause["state"], "paused", "{paused}");
+    let restored = |r: &Value| r["rollback"]["restored"].as_u64().unwrap_or(0);
+    assert!(restored(&at_pause) < 16, "paused before the rollback's end: {at_pause}");
+    assert_eq!(restored(&at_pause), restored(&later), "nothing is put back while paused: {at_pause} / {later}");
+    assert!(refused.as_deref().is_some_and(|e| e.contains("rolling back already")), "{refused:?}");
+    assert_eq!(resumed["state"], "rollingBack", "{resumed}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(finished, "{record}");
+    assert_eq!(record["rollback"]["restored"], 16, "{record}");
+    assert_eq!(record["updated"], 16, "the push did not go on after the resume: {record}");
+    for i in 0..16 {
+        let doc = fx.shadow(&fx.thing(i), None).await;
+        assert_eq!(mode(&doc), Value::Null, "{}: {doc:?}", fx.thing(i));
+        // One update by the push, one by the rollback.
+        assert_eq!(doc.as_ref().map(|d| d["version"].clone()), Some(json!(2)), "{}: {doc:?}", fx.thing(i));
+    }
+}
+
+/// A rollout whose every segment dies as it records is marked stalled; the operator then rolls it back (from a
+/// healthy function), and every thing it updated is put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_rollout_is_rolled_back() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..10, "tokyo").await;
+    fx.create_group("prod", None, 0..10).await;
+    let point = CrashPoint { step: Step::RecordSegment, nth: 1, delivered: false, repeat: true };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
+    let env = [("PUSH_LEASE_MS", "1000"), ("PUSH_HANDOFF_GRACE_MS", "1500")];
+    let dying = fx.function(&[env[0], env[1], ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
+    proxy.watch(dying.pid_handle());
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 1, "minThings": 3, "onAbort": "stop"});
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let stalled = || async { fx.record(&push_id).await.is_some_and(|r| r["stalled"].is_string()) };
+    let sweep = json!({"sweepPushes": true});
+    let service = LambdaService::new(&dying, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let marked = service.run_until(&request, &sweep, Duration::from_secs(60), stalled).await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(marked, "not marked stalled: {record}");
+    let updated: Vec<usize> = {
+        let mut updated = Vec::new();
+        for i in 0..10 {
+            if mode(&fx.shadow(&fx.thing(i), None).await) == json!(7) {
+                updated.push(i);
+            }
+        }
+        updated
+    };
+    assert!(!updated.is_empty(), "the dying segments updated nothing: {record}");
+
+    let healthy = fx.function(&env).await;
+    let answer = push(&healthy, &json!({"abortPush": push_id, "rollback": true})).await;
+    let answer = answer.unwrap_or_else(|e| panic!("rollback of a stalled push: {e}"));
+    let service = LambdaService::new(&healthy, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let done = || async { state(&fx, &push_id).await == "rolledBack" };
+    let wake = json!({"continuePush": push_id});
+    let finished = service.run_until(&wake, &sweep, Duration::from_secs(60), done).await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(finished, "not rolled back: {answer} {record}");
+    assert!(record.get("stalled").is_none(), "{record}");
+    for i in 0..10 {
+        assert_eq!(mode(&fx.shadow(&fx.thing(i), None).await), Value::Null, "{} not put back: {record}", fx.thing(i));
+    }
+}
