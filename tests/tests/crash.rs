@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
-use fleet_tests::push::PushFixture;
+use fleet_tests::push::{PushFixture, push};
 use fleet_tests::service::{LambdaService, Timing};
 use fleet_tests::unique;
 use futures::StreamExt;
@@ -160,9 +160,9 @@ async fn killed_while_recording_a_segment_and_while_handing_off() {
 }
 
 /// A push whose every invocation dies (out of memory on it, say) is taken over a few times, then marked stalled with
-/// the reason; the sweeper stops waking it.
+/// the reason; the sweeper stops waking it. Resumed, it goes on with its takeovers counted afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_that_keeps_dying_is_marked_stalled() {
+async fn a_push_that_keeps_dying_is_marked_stalled_and_can_be_resumed() {
     let fx = PushFixture::new().await;
     fx.create_things(0..2, "doomed").await;
     let point = CrashPoint { step: Step::ShadowRequest, nth: 1, delivered: false, repeat: true };
@@ -186,4 +186,19 @@ async fn a_push_that_keeps_dying_is_marked_stalled() {
     assert!(record["stalled"].as_str().is_some_and(|r| r.contains("died")), "{record}");
     assert!(record.get("openPush").is_none(), "still in the sweeper's index: {record}");
     assert_eq!(fx.shadow(&fx.thing(0), None).await, None, "a request got through");
+
+    // Once whatever killed it is fixed, the operator resumes it: its takeovers start afresh, and it completes.
+    let healthy = fx.function(&[("PUSH_LEASE_MS", "1000"), ("PUSH_HANDOFF_GRACE_MS", "1500")]).await;
+    let resumed = push(&healthy, &json!({"resumePush": push_id})).await.unwrap_or_else(|e| panic!("resume: {e}"));
+    let service = LambdaService::new(&healthy, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == true) };
+    let wake = json!({"continuePush": push_id});
+    let done = service.run_until(&wake, &json!({"sweepPushes": true}), Duration::from_secs(60), complete).await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(done, "not complete after the resume ({resumed}): {record}");
+    assert!(record.get("stalled").is_none() && record["takeovers"] == 0, "{record}");
+    for i in 0..2 {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        assert_eq!((doc["state"]["desired"]["mode"].clone(), doc["version"].clone()), (json!(1), json!(1)), "{doc}");
+    }
 }

@@ -497,6 +497,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                     }
                     Vec::new()
                 }
+                Effect::Unstall(next) => {
+                    if !self.persist(deadline, || self.store.unstall(&next)).await? {
+                        return self.load(&push_id, deadline).await;
+                    }
+                    tracing::warn!(push = %push_id, segment = next.segment, "stalled push resumed");
+                    at.record = *next;
+                    Vec::new()
+                }
                 Effect::Stall(reason) => {
                     self.stall(&push_id, at.record.segment, &reason, deadline).await?;
                     Vec::new()

@@ -404,6 +404,33 @@ impl PushStore for DynamoPushStore {
         }
     }
 
+    async fn unstall(&self, next: &PushRecord) -> Result<bool, ServiceError> {
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&next.push_id, RECORD)))
+            .update_expression(
+                "SET handedOff = :m, takeovers = :zero, recheck = :true, leaseUntil = :lease, #open = :open \
+                 REMOVE stalled",
+            )
+            .condition_expression("attribute_exists(stalled) AND #segment = :m")
+            .expression_attribute_names("#segment", "segment")
+            .expression_attribute_names("#open", OPEN_ATTRIBUTE)
+            .expression_attribute_values(":m", n(next.segment))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":lease", n(next.lease_until))
+            .expression_attribute_values(":open", s(OPEN))
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
+            Err(e) => Err(service_error("UpdateItem", e)),
+        }
+    }
+
     async fn stall(&self, push_id: &str, segment: u64, reason: &str) -> Result<(), ServiceError> {
         let stalled = self
             .client

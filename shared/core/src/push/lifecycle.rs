@@ -305,6 +305,18 @@ pub fn controlled(record: &PushRecord, control: Control, over_dead_holder: bool,
     next
 }
 
+/// A stalled push restarted by an operator: released at its segment, its takeovers counted afresh, and every thing
+/// the next segment walks checked first (the holders that died may have updated things after the cursor).
+pub fn unstalled(record: &PushRecord, now_ms: u64) -> PushRecord {
+    let mut next = record.clone();
+    next.stalled = None;
+    next.takeovers = 0;
+    next.handed_off = next.segment;
+    next.recheck = true;
+    next.lease_until = now_ms;
+    next
+}
+
 /// The state a paused push resumes in: the rollback it was paused in, the bake (or judging), or pushing.
 pub fn resumed_state(record: &PushRecord) -> PushState {
     if record.rollback.is_some() {

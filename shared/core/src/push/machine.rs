@@ -83,6 +83,8 @@ pub enum Effect {
     HandOff { segment: u64, delay_s: u32 },
     /// Mark the push stalled (it leaves the sweeper's index): conditional on the segment.
     Stall(String),
+    /// Restart a stalled push as `next`: conditional on still stalled at its segment.
+    Unstall(Box<PushRecord>),
     /// Nothing (more) to do here; answer with the record as it stands.
     Report(Report),
 }
@@ -274,6 +276,12 @@ fn control(
     // A rollback is taken after a stop too (aborted, or stalled), while the journal lasts.
     let stopped = record.stalled.is_some() || record.state == PushState::Aborted;
     let rollback_after_stop = matches!(action, Action::Abort { .. }) && rollback && stopped;
+    if action == Action::Resume && record.stalled.is_some() && !record.complete && !record.state.is_final() {
+        // A stalled push resumes where it stood, its takeovers counted afresh, the next segment woken at once.
+        let next = lifecycle::unstalled(record, now_ms);
+        let segment = next.segment + 1;
+        return Ok(vec![Effect::Unstall(Box::new(next)), Effect::HandOff { segment, delay_s: 0 }]);
+    }
     if !rollback_after_stop && (record.stalled.is_some() || record.complete || record.state.is_final()) {
         let why = record.stalled.as_deref().map_or_else(|| state.clone(), |s| format!("stalled ({s})"));
         return refuse(format!("push {push_id} is {why}: nothing to {}", field.trim_end_matches("Push")));
@@ -470,6 +478,7 @@ mod tests {
                     Effect::Resume { to, .. } => format!("resume {to:?}"),
                     Effect::HandOff { segment, delay_s } => format!("hand off {segment}+{delay_s}s"),
                     Effect::Stall(_) => "stall".into(),
+                    Effect::Unstall(next) => format!("unstall -> {}", state(next)),
                     Effect::Report(r) => format!("report {r:?}"),
                 })
                 .collect::<Vec<_>>()
@@ -728,7 +737,7 @@ stalled               | judged: fail         | refused: event
 stalled               | rolled back, done    | refused: event
 stalled               | recorded             | report Stalled
 stalled               | pause                | refused: pausePush
-stalled               | resume               | refused: resumePush
+stalled               | resume               | unstall -> running@1, hand off 5+0s
 stalled               | abort                | refused: abortPush
 stalled               | abort, rollback      | request AbortRollback, report ControlPending
 stalled               | abort, no rollback   | refused: abortPush
@@ -986,6 +995,14 @@ stalled               | polled               | report Stalled
                         }
                         continue;
                     }
+                    Effect::Unstall(next) => {
+                        if self.stored.stalled.is_none() || self.stored.segment != next.segment {
+                            return;
+                        }
+                        self.write(*next, "unstall");
+                        record = self.stored.clone();
+                        continue;
+                    }
                     Effect::Report(_) => return,
                 };
                 match step(&record, &self.plan, event, self.now, TIMING) {
@@ -1029,10 +1046,9 @@ stalled               | polled               | report Stalled
                     return;
                 }
                 if s.stalled.is_some() {
-                    if !self.rollback_required {
-                        return;
-                    }
-                    self.arrive(Event::Control(Action::Abort { rollback: Some(true) }), None, 4, true);
+                    let action =
+                        if self.rollback_required { Action::Abort { rollback: Some(true) } } else { Action::Resume };
+                    self.arrive(Event::Control(action), None, 4, true);
                 } else if s.state == PushState::Paused && s.control.is_none() {
                     self.arrive(Event::Control(Action::Resume), None, 4, true);
                 }

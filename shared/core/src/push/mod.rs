@@ -328,6 +328,9 @@ pub trait PushStore: Sync {
     /// Marks a push that cannot go on (its segment kept dying): the sweeper stops waking it.
     fn stall(&self, push_id: &str, segment: u64, reason: &str)
     -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Restarts a stalled push as `next` says (released, its takeovers reset, back in the sweeper's index):
+    /// `Ok(false)` when it is no longer stalled at `next.segment`.
+    fn unstall(&self, next: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     /// Pushes not complete whose lease ran out before `now_ms`: a segment that died, or a hand-off nobody picked up.
     fn stale(&self, now_ms: u64, limit: usize) -> impl Future<Output = Result<Vec<String>, ServiceError>> + Send;
     /// Records failed things (once each), expiring with the push that started at `started_at_ms`.
