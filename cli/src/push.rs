@@ -165,6 +165,55 @@ where
     CliError::sdk(format!("invoking {function}"))(e)
 }
 
+/// A pause or abort while shadow-push is throttled: decided by the same state machine, and written on the record
+/// with the same conditional update the function makes. The segment that holds the push sees it at its next renewal
+/// (at most 3 s) and stops; a push that no segment holds (baking, or between segments) carries it out at its next
+/// arrival, before anything else.
+async fn written_directly(ctx: &Context, action: &str, message: &Value) -> Result<i32, CliError> {
+    use shadow_core::push::PushStore;
+    use shadow_core::push::lifecycle::LeaseTiming;
+    use shadow_core::push::machine::{self, Action, Effect, Event};
+    let field = if action == "pause" { "pausePush" } else { "abortPush" };
+    let push_id = message[field].as_str().unwrap_or_default();
+    let table = ctx.locations.push_table()?;
+    let store = shadow_aws::DynamoPushStore::new(ctx.dynamodb(), table.clone(), None);
+    let failed = |what: String| CliError::service(what);
+    let record = store.load(push_id).await.map_err(failed(format!("reading push {push_id} in table {table}")))?;
+    let record = record.ok_or_else(|| unknown(push_id, &table))?;
+    let plan: shadow_core::push::PushPlan = serde_json::from_value(record.request.clone())
+        .map_err(|e| CliError::Failure(format!("push {push_id} has an unreadable plan: {e}")))?;
+    let act = match action {
+        "pause" => Action::Pause,
+        _ => Action::Abort { rollback: message.get("rollback").and_then(Value::as_bool) },
+    };
+    // The timing matters only to segments' events, not to a control's.
+    let timing = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 };
+    let effects = machine::step(&record, &plan, Event::Control(act), now_ms(), timing)
+        .map_err(|r| CliError::Failure(format!("shadow-push would refuse to {action}: {r}")))?;
+    for effect in effects {
+        if let Effect::RequestControl(control) = effect {
+            let written = store
+                .request_control(push_id, control)
+                .await
+                .map_err(failed(format!("writing the {action} on push {push_id}")))?;
+            if !written {
+                return Err(CliError::Failure(format!(
+                    "push {push_id} cannot take the {action} now (another control is pending, or it moved on)"
+                )));
+            }
+            let note = "shadow-push is at its concurrency limit, so the control was written on the record: the \
+                        segment holding the push stops at its next renewal (within 3 s); a push that no segment \
+                        holds carries it out at its next wake-up, before anything else";
+            match ctx.format {
+                Format::Json => output::json_line(&json!({"pushId": push_id, "requested": format!("{control:?}"),
+                                                          "written": "record", "note": note})),
+                Format::Table => println!("{action} written on push {push_id}'s record.\n{note}"),
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn reader(ctx: &Context) -> Result<(DynamoPushReader, String), CliError> {
     let table = ctx.locations.push_table()?;
     Ok((DynamoPushReader::new(ctx.dynamodb(), table.clone()), table))
@@ -374,14 +423,21 @@ async fn list(ctx: &Context, since: u64, limit: usize) -> Result<i32, CliError> 
 /// Sends a control message to shadow-push and prints its answer; a function error is reported, exit 1.
 async fn control(ctx: &Context, action: &str, message: Value) -> Result<i32, CliError> {
     let function = ctx.locations.push_function()?;
-    let answer = aws_sdk_lambda::Client::new(&ctx.config)
+    let invoked = aws_sdk_lambda::Client::new(&ctx.config)
         .invoke()
         .function_name(&function)
         .invocation_type(InvocationType::RequestResponse)
         .payload(Blob::new(message.to_string()))
         .send()
-        .await
-        .map_err(|e| lambda_error(&function, e))?;
+        .await;
+    let answer = match invoked {
+        Ok(answer) => answer,
+        // Every reserved slot of shadow-push is busy (segments of long pushes): a pause or abort cannot wait for one.
+        Err(e) if action != "resume" && e.as_service_error().is_some_and(|s| s.is_too_many_requests_exception()) => {
+            return written_directly(ctx, action, &message).await;
+        }
+        Err(e) => return Err(lambda_error(&function, e)),
+    };
     let payload = answer.payload().map(|p| p.as_ref().to_vec()).unwrap_or_default();
     let body: Value = serde_json::from_slice(&payload)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()));

@@ -21,6 +21,9 @@ pub enum Service {
     DynamoDb,
     /// restJson1: HTTP 429 ThrottlingException; 503 ServiceUnavailableException; 500 InternalFailureException.
     IotDataPlane,
+    /// Lambda's Invoke: HTTP 429 TooManyRequestsException (reserved concurrency reached); 503 and 500
+    /// ServiceException.
+    Lambda,
 }
 
 /// What share of requests gets which fault. Shares are fractions of all requests, drawn independently per request.
@@ -145,6 +148,24 @@ fn fault_response(service: Service, fault: &Fault) -> Reply {
             "application/json",
             Some("InternalFailureException"),
             r#"{"message":"Internal Failure"}"#,
+        ),
+        (Service::Lambda, Fault::Throttle) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "application/json",
+            Some("TooManyRequestsException"),
+            r#"{"Reason":"ReservedFunctionConcurrentInvocationLimitExceeded","Type":"User","message":"Rate Exceeded."}"#,
+        ),
+        (Service::Lambda, Fault::Unavailable) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            Some("ServiceException"),
+            r#"{"Type":"Service","message":"Service Unavailable"}"#,
+        ),
+        (Service::Lambda, Fault::Internal) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            Some("ServiceException"),
+            r#"{"Type":"Service","message":"Internal Failure"}"#,
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));

@@ -486,3 +486,50 @@ fn create_stack(stack: &Stack, name: &str, template: &Value) {
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(answer.contains("<StackId>"), "CreateStack {name}: {answer}");
 }
+
+/// Every reserved slot of shadow-push busy: Lambda answers the control's Invoke with 429 (TooManyRequestsException,
+/// from a proxy in front of the local Lambda). The CLI then writes the abort on the record itself, decided by the
+/// same state machine, and the segment running the push stops at its next renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_while_shadow_push_is_throttled_is_written_on_the_record_and_stops_the_push() {
+    use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
+    let stack = Stack::get();
+    let prefix = unique("cli-busy");
+    let things: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
+    create_things(&stack, &things).await;
+    let push_id = unique("cli-busy");
+    let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": things},
+                         "maxRequestsPerSecond": 2, "skipUnchanged": false});
+    let path = write_request(&request);
+    let started = run(&stack, &["push", "start", &path.to_string_lossy()]);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let show = || {
+        let shown = run(&stack, &["push", "show", &push_id, "--output", "json"]);
+        shown.lines().pop().unwrap_or_default()
+    };
+    // The record counts a segment's updates when it ends: a few seconds into the 20 s push, it is running.
+    let began = Instant::now();
+    while show()["state"] != "running" && began.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let lambda = stack.var("AWS_ENDPOINT_URL_LAMBDA");
+    let busy = FaultProxy::start(&lambda, Service::Lambda, Faults::throttling(1.0)).await;
+    let mut env = stack_env(&stack);
+    env.insert("AWS_ENDPOINT_URL_LAMBDA".into(), busy.url.clone());
+    env.insert("AWS_MAX_ATTEMPTS".into(), "2".into());
+    let asked = Instant::now();
+    let aborted = run_with(&env, &["push", "abort", &push_id, "--output", "json"]);
+    assert_eq!(aborted.code, 0, "stdout: {}\nstderr: {}", aborted.stdout, aborted.stderr);
+    assert!(busy.counts.throttled() >= 1, "the invoke was never throttled");
+    assert_eq!(aborted.lines().first().map(|l| l["written"].clone()), Some(json!("record")), "{}", aborted.stdout);
+    let mut record = show();
+    while record["state"] != "aborted" && asked.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        record = show();
+    }
+    assert_eq!(record["state"], "aborted", "{record}");
+    assert!(asked.elapsed() <= Duration::from_secs(10), "stopped {:?} after the abort: {record}", asked.elapsed());
+    assert!(record["updated"].as_u64().unwrap_or(40) < 40, "{record}");
+}
