@@ -24,9 +24,24 @@ pub enum Step {
     HandOff,
     /// A rollback's shadow update (its clientToken ends in `.rollback`).
     RollbackUpdate,
+    /// A rollout's journal write: a thing's previous values (DynamoDB PutItem of a `previous#` item).
+    JournalWrite,
+    /// An operator's control carried out on the record (DynamoDB UpdateItem conditional on the control).
+    ApplyControl,
+    /// A paused push resumed (DynamoDB UpdateItem conditional on `paused`).
+    Resume,
 }
 
 impl Step {
+    /// The stack setting of the endpoint its requests go to.
+    pub fn endpoint_var(self) -> &'static str {
+        match self {
+            Self::ShadowRequest | Self::RollbackUpdate => "AWS_ENDPOINT_URL_IOT_DATA_PLANE",
+            Self::HandOff => "AWS_ENDPOINT_URL_SQS",
+            Self::RecordSegment | Self::JournalWrite | Self::ApplyControl | Self::Resume => "AWS_ENDPOINT_URL_DYNAMODB",
+        }
+    }
+
     fn matches(self, parts: &Parts, body: &[u8]) -> bool {
         let target = parts.headers.get("x-amz-target").and_then(|t| t.to_str().ok()).unwrap_or_default();
         match self {
@@ -39,6 +54,13 @@ impl Step {
             }
             Self::RollbackUpdate => {
                 parts.uri.path().starts_with("/things/") && String::from_utf8_lossy(body).contains(".rollback\"")
+            }
+            Self::JournalWrite => target.ends_with(".PutItem") && String::from_utf8_lossy(body).contains("previous#"),
+            Self::ApplyControl => {
+                target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("control = :c AND")
+            }
+            Self::Resume => {
+                target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("#state = :paused")
             }
             Self::HandOff => {
                 target.ends_with(".SendMessage") || String::from_utf8_lossy(body).contains("Action=SendMessage")

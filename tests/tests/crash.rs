@@ -38,13 +38,8 @@ async fn crash_and_recover(scenario: Scenario) -> Result<(), String> {
     let fx = PushFixture::new().await;
     fx.create_things(0..THINGS, "crash").await;
     fx.create_group("prod", None, 0..THINGS).await;
-    let (endpoint, variable) = match scenario.point.step {
-        Step::ShadowRequest | Step::RollbackUpdate => {
-            (fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), "AWS_ENDPOINT_URL_IOT_DATA_PLANE")
-        }
-        Step::RecordSegment => (fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), "AWS_ENDPOINT_URL_DYNAMODB"),
-        Step::HandOff => (fx.stack.var("AWS_ENDPOINT_URL_SQS"), "AWS_ENDPOINT_URL_SQS"),
-    };
+    let variable = scenario.point.step.endpoint_var();
+    let endpoint = fx.stack.var(variable);
     let proxy = CrashProxy::start(&endpoint, scenario.point).await;
     let concurrency = CONCURRENCY.to_string();
     let function = fx

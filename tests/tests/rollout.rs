@@ -641,3 +641,134 @@ async fn a_stalled_rollout_is_rolled_back() {
         assert_eq!(mode(&fx.shadow(&fx.thing(i), None).await), Value::Null, "{} not put back: {record}", fx.thing(i));
     }
 }
+
+/// Where a rollout's crash test kills, and what an operator does meanwhile.
+#[derive(Clone, Copy)]
+struct Kill {
+    point: CrashPoint,
+    /// The operator's control, sent when the push first bakes, through the killed function (it dies carrying the
+    /// control out), and a resume after a pause.
+    operator: Option<&'static str>,
+    end: &'static str,
+}
+
+/// A 2-phase rollout of 12 things, killed at `kill.point`: it still reaches the state it would have reached, and
+/// no thing is updated twice (devices stay silent and the gates are open, so every version counts the push's own
+/// writes: 1 after the push, 2 after a rollback).
+async fn killed_rollout(kill: Kill) {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..12, "tokyo").await;
+    fx.create_group("prod", None, 0..12).await;
+    let var = kill.point.step.endpoint_var();
+    let proxy = CrashProxy::start(&fx.stack.var(var), kill.point).await;
+    let env = [("PUSH_LEASE_MS", "2000"), ("PUSH_HANDOFF_GRACE_MS", "1500")];
+    let proxied = [env[0], env[1], (var, proxy.url.as_str())];
+    // The operator's invocations go through the proxy; the segments too, unless the operator is the one to die.
+    let function = if kill.operator.is_some() { fx.function(&env).await } else { fx.function(&proxied).await };
+    let operator = fx.function(&proxied).await;
+    proxy.watch(if kill.operator.is_some() { operator.pid_handle() } else { function.pid_handle() });
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 2, "minThings": 1,
+                         "convergedPercent": 0, "failedPercent": 100, "onAbort": "stop"});
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let operate = async {
+        let Some(action) = kill.operator else { return };
+        while state(&fx, &push_id).await != "baking" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The invocation may die mid-control: its answer is lost, and the next arrival carries the control out.
+        match action {
+            "rollback" => {
+                let _ = push(&operator, &json!({"abortPush": push_id, "rollback": true})).await;
+            }
+            _ => {
+                let _ = push(&operator, &json!({"pausePush": push_id})).await;
+                wait_for(&fx, &push_id, "paused", Duration::from_secs(10)).await;
+                let _ = push(&operator, &json!({"resumePush": push_id})).await;
+            }
+        }
+    };
+    let done = || async { state(&fx, &push_id).await == kill.end };
+    let sweep = json!({"sweepPushes": true});
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let (finished, ()) = tokio::join!(service.run_until(&request, &sweep, Duration::from_secs(90), done), operate);
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(proxy.fired(), "the crash point {:?} was never reached: {record}", kill.point);
+    assert!(finished, "not {} after a kill at {:?}: {record}", kill.end, kill.point);
+    let cohort = phases(&fx, &push_id, &request["rollout"], 12);
+    for (i, band) in cohort.iter().enumerate() {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        // A rollback during phase 1's bake: phase 1's things pushed and put back, the others never written.
+        let (expected, version) = match (kill.end, band) {
+            ("rolledBack", 0) => (Value::Null, json!(2)),
+            ("rolledBack", _) => (Value::Null, Value::Null),
+            _ => (json!(7), json!(1)),
+        };
+        assert_eq!(doc["state"]["desired"][SETTINGS]["mode"], expected, "{}: {doc} {record}", fx.thing(i));
+        assert_eq!(doc["version"], version, "{} written twice: {doc} {record}", fx.thing(i));
+    }
+    if kill.end == "complete" {
+        assert_eq!((record["targets"].clone(), record["updated"].clone()), (json!(12), json!(12)), "{record}");
+    }
+}
+
+fn at(step: Step, nth: usize, delivered: bool) -> CrashPoint {
+    CrashPoint { step, nth, delivered, repeat: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_a_journal_write_before_and_after_it_lands() {
+    for delivered in [false, true] {
+        killed_rollout(Kill { point: at(Step::JournalWrite, 3, delivered), operator: None, end: "complete" }).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_as_the_judgment_is_recorded_and_at_the_phase_hand_off() {
+    // Records: 1 phase 1's push, 2 its judgment; hand-offs: 1 the bake's delayed one, 2 on to phase 2.
+    for point in [at(Step::RecordSegment, 2, false), at(Step::RecordSegment, 2, true), at(Step::HandOff, 2, true)] {
+        killed_rollout(Kill { point, operator: None, end: "complete" }).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_as_an_abort_with_rollback_is_carried_out_and_handed_on() {
+    for point in [at(Step::ApplyControl, 1, false), at(Step::ApplyControl, 1, true), at(Step::HandOff, 1, true)] {
+        killed_rollout(Kill { point, operator: Some("rollback"), end: "rolledBack" }).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_as_a_resume_is_written_and_handed_on() {
+    for point in [at(Step::Resume, 1, true), at(Step::HandOff, 1, true)] {
+        killed_rollout(Kill { point, operator: Some("pause"), end: "complete" }).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_when_a_rollback_update_lands_but_its_answer_is_lost() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..12, "tokyo").await;
+    fx.create_group("prod", None, 0..12).await;
+    let point = at(Step::RollbackUpdate, 2, true);
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), point).await;
+    let function = fx
+        .function(&[
+            ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", proxy.url.as_str()),
+            ("PUSH_LEASE_MS", "2000"),
+            ("PUSH_HANDOFF_GRACE_MS", "1500"),
+        ])
+        .await;
+    proxy.watch(function.pid_handle());
+    let push_id = unique("rollout");
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 1, "minThings": 3, "onAbort": "rollback"});
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let record = run(&fx, &function, &request, Vec::new(), &["rolledBack"], Duration::from_secs(90)).await;
+    assert!(proxy.fired(), "{record}");
+    assert_eq!(record["rollback"]["restored"], 12, "{record}");
+    for i in 0..12 {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        assert_eq!(doc["state"]["desired"][SETTINGS]["mode"], Value::Null, "{doc}");
+        assert_eq!(doc["version"], 2, "{} put back twice: {doc}", fx.thing(i));
+    }
+}
