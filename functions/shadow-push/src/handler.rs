@@ -19,9 +19,9 @@ use shadow_aws::Continuation;
 use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::{
-    Claim, Control, Cursor, HandOff, Journal, JournalWalk, Pace, PhaseCounts, PushPlan, PushRecord, PushRequestError,
-    PushState, PushStore, PushSummary, Registry, SegmentOutcome, Shadows, Start, run_journal_segment,
-    run_phase_segment, sources_for, validate_request,
+    Claim, Control, HandOff, Journal, JournalWalk, Pace, PushPlan, PushRecord, PushRequestError, PushStore,
+    PushSummary, Registry, SegmentOutcome, Shadows, Start, run_journal_segment, run_phase_segment, sources_for,
+    validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
@@ -267,44 +267,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         let started_at = now_ms();
         let owner = token();
         let lease_until = started_at + config.lease_ms;
-        let record = PushRecord {
-            push_id: plan.push_id.clone(),
-            shadow_name: plan.shadow_name.as_ref().map(|s| s.to_string()),
-            dry_run: plan.dry_run,
-            request: to_json("the push plan", &plan)?,
-            plan_digest: digest.clone(),
-            sources,
-            segment: 1,
-            handed_off: 0,
-            owner: owner.clone(),
-            lease_until,
-            segment_started_at: started_at,
-            takeovers: 0,
-            stalled: None,
-            cursor: Some(Cursor::default()),
-            targets: 0,
-            updated: 0,
-            unchanged: 0,
-            failed: 0,
-            requests: 0,
-            throttled: 0,
-            complete: false,
-            started_at,
-            finished_at: None,
-            state: PushState::Running,
-            phase: 1,
-            phases: plan
-                .rollout
-                .iter()
-                .flat_map(|r| &r.phases)
-                .map(|p| PhaseCounts { percent: p.percent, ..PhaseCounts::default() })
-                .collect(),
-            bake_until: None,
-            control: None,
-            abort_reason: None,
-            recheck: false,
-            rollback: None,
-        };
+        let request = to_json("the push plan", &plan)?;
+        let record =
+            lifecycle::new_record(&plan, request, digest.clone(), sources, owner.clone(), started_at, lease_until);
         if self.persist(deadline, || self.store.create(&record)).await? {
             tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, "push started");
             let claim = Claim { segment: 1, owner, lease_until_ms: lease_until, takeover: false };

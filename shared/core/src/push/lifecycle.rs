@@ -35,6 +35,57 @@ pub enum Step {
     Stalled(String),
 }
 
+/// The record of a new push: segment 1 claimed by `owner` until `lease_until` (the creation is its claim), running
+/// phase 1 from the start of its `sources`. `request` is the plan as JSON, `digest` its [`plan_digest`].
+pub fn new_record(
+    plan: &PushPlan,
+    request: serde_json::Value,
+    digest: String,
+    sources: Vec<super::Source>,
+    owner: String,
+    started_at: u64,
+    lease_until: u64,
+) -> PushRecord {
+    PushRecord {
+        push_id: plan.push_id.clone(),
+        shadow_name: plan.shadow_name.as_ref().map(|s| s.to_string()),
+        dry_run: plan.dry_run,
+        request,
+        plan_digest: digest,
+        sources,
+        segment: 1,
+        handed_off: 0,
+        owner,
+        lease_until,
+        segment_started_at: started_at,
+        takeovers: 0,
+        stalled: None,
+        cursor: Some(Cursor::default()),
+        targets: 0,
+        updated: 0,
+        unchanged: 0,
+        failed: 0,
+        requests: 0,
+        throttled: 0,
+        complete: false,
+        started_at,
+        finished_at: None,
+        state: PushState::Running,
+        phase: 1,
+        phases: plan
+            .rollout
+            .iter()
+            .flat_map(|r| &r.phases)
+            .map(|p| super::PhaseCounts { percent: p.percent, ..super::PhaseCounts::default() })
+            .collect(),
+        bake_until: None,
+        control: None,
+        abort_reason: None,
+        recheck: false,
+        rollback: None,
+    }
+}
+
 /// What to do with `record` at `now_ms`.
 pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
     // A rollback asked for after the push stopped (aborted without one, or stalled): its journal is still there.
