@@ -772,3 +772,89 @@ async fn killed_when_a_rollback_update_lands_but_its_answer_is_lost() {
         assert_eq!(doc["version"], 2, "{} put back twice: {doc}", fx.thing(i));
     }
 }
+
+/// The segment judging a phase, or rolling back, is killed; the operator's control then finds a dead holder and is
+/// carried out over it, once its lease has run out.
+async fn killed_then_controlled(
+    point: CrashPoint,
+    rollout: Value,
+    controls: &[Value],
+    end: &str,
+) -> (PushFixture, String, Vec<usize>) {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..12, "tokyo").await;
+    fx.create_group("prod", None, 0..12).await;
+    let var = point.step.endpoint_var();
+    let proxy = CrashProxy::start(&fx.stack.var(var), point).await;
+    let env = [("PUSH_LEASE_MS", "2000"), ("PUSH_HANDOFF_GRACE_MS", "1500")];
+    let function = fx.function(&[env[0], env[1], (var, proxy.url.as_str())]).await;
+    proxy.watch(function.pid_handle());
+    let operator = fx.function(&env).await;
+    // Exactly 6 things in the first band, so that the crash point's count lands where it should.
+    let push_id = push_id_with_first_band(&fx, &rollout, 0..12, 6, 6);
+    let cohort = phases(&fx, &push_id, &rollout, 12);
+    let request = request(&fx, &push_id, rollout, json!({}));
+    let operate = async {
+        while !proxy.fired() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut answers = Vec::new();
+        for control in controls {
+            let mut control = control.clone();
+            if let Some(fields) = control.as_object_mut() {
+                for v in fields.values_mut().filter(|v| v.as_str() == Some("ID")) {
+                    *v = json!(push_id);
+                }
+            }
+            let answer = push(&operator, &control).await.map_err(|e| e.to_string());
+            answers.push(answer);
+            if control.get("pausePush").is_some() {
+                wait_for(&fx, &push_id, "paused", Duration::from_secs(10)).await;
+            }
+        }
+        answers
+    };
+    let done = || async { state(&fx, &push_id).await == end };
+    let sweep = json!({"sweepPushes": true});
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let (finished, answers) = tokio::join!(service.run_until(&request, &sweep, Duration::from_secs(90), done), operate);
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(finished, "not {end}: {answers:?} {record}");
+    (fx, push_id, cohort)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_with_rollback_over_a_judging_segment_that_died() {
+    let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 1, "minThings": 1,
+                         "convergedPercent": 0, "failedPercent": 100, "onAbort": "stop"});
+    // Phase 1: 6 reads and 6 updates; the 14th shadow request is the judgment's second read.
+    let point = CrashPoint { step: Step::ShadowRequest, nth: 14, delivered: true, repeat: false };
+    let controls = [json!({"abortPush": "ID", "rollback": true})];
+    let (fx, push_id, cohort) = killed_then_controlled(point, rollout, &controls, "rolledBack").await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(record["rollback"]["restored"], 6, "{record}");
+    for (i, band) in cohort.iter().enumerate() {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        let version = if *band == 0 { json!(2) } else { Value::Null };
+        assert_eq!(doc["version"], version, "{} (band {}): {doc} {record}", fx.thing(i), band + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_over_a_rollback_segment_that_died_then_a_resume() {
+    let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 1, "minThings": 1,
+                         "onAbort": "rollback"});
+    // No device reports: phase 1 fails its judgment; the rollback's 3rd update lands and its holder dies.
+    let point = CrashPoint { step: Step::RollbackUpdate, nth: 3, delivered: true, repeat: false };
+    let controls = [json!({"pausePush": "ID"}), json!({"resumePush": "ID"})];
+    let (fx, push_id, cohort) = killed_then_controlled(point, rollout, &controls, "rolledBack").await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let rollback = &record["rollback"];
+    assert_eq!(rollback["restored"].as_u64().unwrap_or(0) + rollback["untouched"].as_u64().unwrap_or(0), 6, "{record}");
+    for (i, band) in cohort.iter().enumerate() {
+        let doc = fx.shadow(&fx.thing(i), None).await.unwrap_or(Value::Null);
+        let version = if *band == 0 { json!(2) } else { Value::Null };
+        assert_eq!(doc["version"], version, "{} put back twice (band {}): {doc} {record}", fx.thing(i), band + 1);
+        assert_eq!(doc["state"]["desired"][SETTINGS]["mode"], Value::Null, "{doc}");
+    }
+}
