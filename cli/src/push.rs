@@ -180,8 +180,7 @@ async fn written_directly(ctx: &Context, action: &str, message: &Value) -> Resul
     let failed = |what: String| CliError::service(what);
     let record = store.load(push_id).await.map_err(failed(format!("reading push {push_id} in table {table}")))?;
     let record = record.ok_or_else(|| unknown(push_id, &table))?;
-    let plan: shadow_core::push::PushPlan = serde_json::from_value(record.request.clone())
-        .map_err(|e| CliError::Failure(format!("push {push_id} has an unreadable plan: {e}")))?;
+    let plan = record.plan().map_err(CliError::Failure)?;
     let act = match action {
         "pause" => Action::Pause,
         _ => Action::Abort { rollback: message.get("rollback").and_then(Value::as_bool) },

@@ -91,14 +91,7 @@ impl PushFixture {
             .send()
             .await
             .unwrap_or_else(|e| panic!("create_thing_group: {e:?}"));
-        for i in members {
-            iot.add_thing_to_thing_group()
-                .thing_group_name(self.group(name))
-                .thing_name(self.thing(i))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("add_thing_to_thing_group: {e:?}"));
-        }
+        self.join_group(name, members).await;
     }
 
     /// Adds things `members` to the existing group `name` (things that join the targets mid-push).

@@ -19,9 +19,8 @@ use shadow_aws::Continuation;
 use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::{
-    Claim, Control, HandOff, Journal, JournalWalk, Pace, PushPlan, PushRecord, PushRequestError, PushStore,
-    PushSummary, Registry, SegmentOutcome, Shadows, Start, run_journal_segment, run_phase_segment, sources_for,
-    validate_request,
+    Claim, HandOff, Journal, JournalWalk, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary,
+    Registry, SegmentOutcome, Shadows, Start, run_journal_segment, run_phase_segment, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
@@ -434,7 +433,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         let current = self.load(&push_id, deadline).await?;
                         if current.control != Some(control) {
                             return Err(refusal(machine::Refusal {
-                                field: control_field(control),
+                                field: control.field(),
                                 reason: format!(
                                     "push {push_id} is {:?} and cannot take it now (another control is pending, or \
                                      it moved on)",
@@ -818,8 +817,7 @@ struct Carrying {
 
 /// The plan a push was started with, from its record.
 fn plan_of(record: &PushRecord) -> Result<PushPlan, PushError> {
-    serde_json::from_value(record.request.clone())
-        .map_err(|e| PushError::InvalidEvent(format!("push {} has an unreadable plan: {e}", record.push_id)))
+    record.plan().map_err(PushError::InvalidEvent)
 }
 
 fn timing(config: &Config) -> LeaseTiming {
@@ -828,13 +826,6 @@ fn timing(config: &Config) -> LeaseTiming {
 
 fn refusal(refused: machine::Refusal) -> PushError {
     PushError::InvalidRequest(PushRequestError(vec![(refused.field.into(), refused.reason)]))
-}
-
-fn control_field(control: Control) -> &'static str {
-    match control {
-        Control::Pause => "pausePush",
-        Control::Abort | Control::AbortRollback => "abortPush",
-    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,16 @@ impl Action {
     }
 }
 
+impl Control {
+    /// The request's field that asks for it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Pause => Action::Pause.field(),
+            Self::Abort | Self::AbortRollback => Action::Abort { rollback: None }.field(),
+        }
+    }
+}
+
 /// What a segment's walk did.
 #[derive(Debug, Clone, Copy)]
 pub enum Walked<'a> {

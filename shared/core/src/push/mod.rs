@@ -228,6 +228,12 @@ pub struct PushSummary {
 }
 
 impl PushRecord {
+    /// The plan the push was started with (its validated request), or why it cannot be read.
+    pub fn plan(&self) -> Result<PushPlan, String> {
+        serde_json::from_value(self.request.clone())
+            .map_err(|e| format!("push {} has an unreadable plan: {e}", self.push_id))
+    }
+
     pub fn summary(&self, failures: Vec<Failure>, conflicts: Vec<Failure>, cap: usize, now_ms: u64) -> PushSummary {
         let shown: Vec<Failure> = failures.into_iter().take(cap).collect();
         let end = self.finished_at.unwrap_or(now_ms);
