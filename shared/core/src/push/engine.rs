@@ -7,12 +7,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use std::marker::PhantomData;
+
 use tokio::time::Instant;
 
-use super::rollout::{RollbackCounts, previous_values, rollback_leaves};
+use super::rollout::{RollbackCounts, Rollout, previous_values, rollback_leaves};
 use super::targets::{Seen, page};
+use super::walker::{self, Page, Take, Walk};
 use super::{Cursor, Failure, Journal, JournalPage, Previous, PushPlan, Registry, Shadows, Source};
 use crate::document::{holds, written_since};
 use crate::names::ThingName;
@@ -22,7 +23,7 @@ use crate::store::{FaultKind, ServiceError};
 /// A token bucket on tokio's clock: requests are given evenly spaced slots, with a burst of `burst` slots.
 /// A caller learns its slot before it waits, so nothing waits for a slot past the time it may still send.
 #[derive(Debug)]
-struct Limiter {
+pub(super) struct Limiter {
     interval: Duration,
     tolerance: Duration,
     next: Mutex<Instant>,
@@ -35,7 +36,7 @@ impl Limiter {
     }
 
     /// The earliest time a request taken at `now` could go.
-    fn next_slot(&self, now: Instant) -> Instant {
+    pub(super) fn next_slot(&self, now: Instant) -> Instant {
         let next = *self.next.lock().unwrap_or_else(|e| e.into_inner());
         next.max(now.checked_sub(self.tolerance).unwrap_or(now)).max(now)
     }
@@ -157,7 +158,7 @@ impl Pace {
         self
     }
 
-    fn limiter(&self, request: Request) -> &Limiter {
+    pub(super) fn limiter(&self, request: Request) -> &Limiter {
         match request {
             Request::Read => &self.reads,
             Request::Update => &self.limiter,
@@ -170,7 +171,7 @@ impl Pace {
     }
 
     /// No request starts at or after this instant.
-    fn stop_at(&self) -> Instant {
+    pub(super) fn stop_at(&self) -> Instant {
         if self.lease.is_lost() || self.lease.is_halted() {
             return self.lease.base;
         }
@@ -181,7 +182,7 @@ impl Pace {
 
     /// The last instant a thing already under way may send its next request (its update after its read, a retry):
     /// the reserve before the deadline, and the end of the lease.
-    fn finish_by(&self) -> Instant {
+    pub(super) fn finish_by(&self) -> Instant {
         if self.lease.is_lost() {
             return self.lease.base;
         }
@@ -209,7 +210,7 @@ impl Pace {
 
 /// Which shadow API a request calls: each has its own rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Request {
+pub(super) enum Request {
     Read,
     Update,
 }
@@ -310,9 +311,8 @@ pub async fn run_phase_segment(
     registry: &impl Registry,
     journal: &impl Journal,
     pace: &Pace,
-    mut progress: impl FnMut(&SegmentOutcome),
+    progress: impl FnMut(&SegmentOutcome),
 ) -> SegmentOutcome {
-    let stats = Stats::default();
     let band = start.phase.and_then(|p| plan.rollout.as_ref().map(|r| (r, p)));
     let journal = band.map(|(_, p)| Journaled {
         journal,
@@ -320,211 +320,169 @@ pub async fn run_phase_segment(
         phase: p as u32 + 1,
         started_at_ms: start.started_at_ms,
     });
-    // The first request of the next thing: a read when things are compared first.
-    let first = if plan.skip_unchanged || band.is_some() || start.takeover { Request::Read } else { Request::Update };
-    let mut out = SegmentOutcome::default();
-    let document = plan.update_document();
-    let since = (!plan.dry_run).then_some(start.written_since);
-    let Cursor { source: start_source, token, offset, walked, redo: earlier } = start.cursor;
-    let mut in_flight = FuturesUnordered::new();
-    let mut redo = Vec::new();
-    // A late joiner (a thing of an earlier band) counts as a target of this phase once it is taken on; the things
-    // of the band are counted when the walk meets them.
-    let late = |name: &str| band.is_some_and(|(rollout, phase)| rollout.phase_of(&plan.push_id, name) < phase);
-    let record = |out: &mut SegmentOutcome, redo: &mut Vec<String>, (name, outcome): (String, ThingOutcome)| {
-        let counted = !matches!(outcome, ThingOutcome::Unfinished | ThingOutcome::TakenEarlier);
-        if counted && late(&name) {
-            out.targets += 1;
-        }
-        match outcome {
-            ThingOutcome::Updated | ThingOutcome::WouldUpdate => out.updated += 1,
-            ThingOutcome::Unchanged => out.unchanged += 1,
-            ThingOutcome::Failed(failure) => {
-                out.failed += 1;
-                out.failures.push(failure);
-            }
-            ThingOutcome::Unfinished => redo.push(name),
-            ThingOutcome::TakenEarlier => {}
-        }
+    let phase = PhaseWalk {
+        plan,
+        sources,
+        registry,
+        shadows,
+        journal,
+        pace,
+        stats: Stats::default(),
+        document: plan.update_document(),
+        since: (!plan.dry_run).then_some(start.written_since),
+        band,
+        // The first request of the next thing: a read when things are compared first.
+        first: if plan.skip_unchanged || band.is_some() || start.takeover { Request::Read } else { Request::Update },
+        progress: PhantomData,
     };
-    let push = |thing, uncertain| {
-        push_thing(plan, thing, &document, since, uncertain, shadows, journal.as_ref(), pace, &stats)
-    };
+    let mut state = PhaseState { out: SegmentOutcome::default(), seen: Seen::default(), progress };
+    let cursor = walker::walk(&phase, &mut state, pace, start.cursor, start.takeover).await;
+    finish(SegmentOutcome { cursor, ..state.out }, &phase.stats)
+}
 
-    // Things an earlier segment took on but could not finish go first: they are known targets, so they need no
-    // de-duplication, and they make progress even when the walk below cannot.
-    let mut earlier = earlier.into_iter();
-    for name in earlier.by_ref() {
-        let admitted = admit(&mut in_flight, pace, Request::Read, |done| {
-            record(&mut out, &mut redo, done);
-            progress(&out);
-        })
-        .await;
-        if !admitted {
-            redo.push(name);
-            break;
-        }
+/// A push segment's walk: the targets' sources, each thing of the phase's band pushed (and journaled, in a rollout).
+struct PhaseWalk<'a, S, R, J, P> {
+    plan: &'a PushPlan,
+    sources: &'a [Source],
+    registry: &'a R,
+    shadows: &'a S,
+    journal: Option<Journaled<'a, J>>,
+    pace: &'a Pace,
+    stats: Stats,
+    document: String,
+    since: Option<u64>,
+    /// A rollout's plan and phase (0-based).
+    band: Option<(&'a Rollout, usize)>,
+    first: Request,
+    /// The type of the state's progress callback.
+    progress: PhantomData<fn() -> P>,
+}
+
+struct PhaseState<P> {
+    out: SegmentOutcome,
+    /// Things already taken on, when a later source could repeat them.
+    seen: Seen,
+    progress: P,
+}
+
+impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
+    /// A late joiner (a thing of an earlier band) counts as a target of this phase once it is taken on; the things
+    /// of the band are counted when the walk meets them.
+    fn late(&self, name: &str) -> bool {
+        self.band.is_some_and(|(rollout, phase)| rollout.phase_of(&self.plan.push_id, name) < phase)
+    }
+
+    fn parse(name: String) -> Take<ThingName, (String, ThingOutcome)> {
         match ThingName::parse(name.as_str()) {
-            Ok(thing) => in_flight.push(push(thing, true)),
-            Err(e) => record(&mut out, &mut redo, (name.clone(), invalid_name(&name, &e))),
-        }
-    }
-    redo.extend(earlier);
-
-    let mut walk = Walk { source: start_source, token, offset, walked, done: start_source >= sources.len() };
-    let mut seen = Seen::default();
-    if !walk.done
-        && (!redo.is_empty() || remember_walked(plan, sources, &walk, registry, pace, &stats, &mut seen).await.is_err())
-    {
-        // Out of time before the walk could start (things to redo are left, or the walked things were not all
-        // listed again).
-        out.cursor = Some(walk.cursor());
-        walk.done = true;
-    }
-
-    'walk: while !walk.done {
-        if walk.source >= sources.len() {
-            break;
-        }
-        if Instant::now() >= pace.stop_at() {
-            out.cursor = Some(walk.cursor());
-            break;
-        }
-        let source = walk.source;
-        let current = match fetch(plan, &sources[source], walk.token.as_deref(), registry, pace, &stats).await {
-            Ok(p) => p,
-            Err(GaveUp::OutOfTime { .. }) => {
-                out.cursor = Some(walk.cursor());
-                break;
+            Ok(thing) => Take::Start(thing),
+            Err(e) => {
+                let outcome = invalid_name(&name, &e);
+                Take::Done((name, outcome))
             }
+        }
+    }
+}
+
+impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for PhaseWalk<'_, S, R, J, P> {
+    type Item = String;
+    type Entry = ThingName;
+    type Done = (String, ThingOutcome);
+    type State = PhaseState<P>;
+
+    fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    fn first(&self) -> Request {
+        self.first
+    }
+
+    async fn resume(&self, state: &mut Self::State, at: &Cursor) -> Result<(), ()> {
+        remember_walked(self.plan, self.sources, at, self.registry, self.pace, &self.stats, &mut state.seen).await
+    }
+
+    // Things to redo are known targets: they need no de-duplication.
+    async fn redo(&self, _: &mut Self::State, name: String) -> Result<Take<ThingName, Self::Done>, ()> {
+        Ok(Self::parse(name))
+    }
+
+    async fn page(&self, state: &mut Self::State, source: usize, token: Option<&str>) -> Result<Page<String>, ()> {
+        match fetch(self.plan, &self.sources[source], token, self.registry, self.pace, &self.stats).await {
+            Ok(page) => Ok(Page { items: page.things, next: page.next }),
+            Err(GaveUp::OutOfTime { .. }) => Err(()),
             Err(GaveUp::Final(e)) => {
                 let failure = Failure {
-                    thing_name: describe(&sources[source]),
+                    thing_name: describe(&self.sources[source]),
                     code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.kind)),
                     message: e.to_string(),
                 };
                 tracing::error!(source = %failure.thing_name, error = %e, "target source failed");
+                state.out.failed += 1;
+                state.out.failures.push(failure);
+                Ok(Page { items: Vec::new(), next: None })
+            }
+        }
+    }
+
+    fn take(&self, state: &mut Self::State, source: usize, name: String) -> Take<ThingName, Self::Done> {
+        if state.seen.contains(&name) {
+            return Take::Skip;
+        }
+        // A source has no duplicates of its own: remember its things only if a later source could repeat them.
+        if source + 1 < self.sources.len() {
+            state.seen.insert(&name);
+        }
+        // Later bands wait for their phase; earlier ones are looked up in the journal (push_thing).
+        if let Some((rollout, phase)) = self.band
+            && rollout.phase_of(&self.plan.push_id, &name) > phase
+        {
+            return Take::Skip;
+        }
+        if !self.late(&name) {
+            state.out.targets += 1;
+        }
+        Self::parse(name)
+    }
+
+    fn start(&self, thing: ThingName, uncertain: bool) -> impl Future<Output = Self::Done> + '_ {
+        push_thing(
+            self.plan,
+            thing,
+            &self.document,
+            self.since,
+            uncertain,
+            self.shadows,
+            self.journal.as_ref(),
+            self.pace,
+            &self.stats,
+        )
+    }
+
+    fn tally(&self, state: &mut Self::State, (name, outcome): Self::Done) -> Option<String> {
+        let out = &mut state.out;
+        let counted = !matches!(outcome, ThingOutcome::Unfinished | ThingOutcome::TakenEarlier);
+        if counted && self.late(&name) {
+            out.targets += 1;
+        }
+        let redo = match outcome {
+            ThingOutcome::Updated | ThingOutcome::WouldUpdate => {
+                out.updated += 1;
+                None
+            }
+            ThingOutcome::Unchanged => {
+                out.unchanged += 1;
+                None
+            }
+            ThingOutcome::Failed(failure) => {
                 out.failed += 1;
                 out.failures.push(failure);
-                walk.next_source();
-                continue;
+                None
             }
+            ThingOutcome::Unfinished => Some(name),
+            ThingOutcome::TakenEarlier => None,
         };
-        while walk.offset < current.things.len() {
-            let admitted = admit(&mut in_flight, pace, first, |done| {
-                record(&mut out, &mut redo, done);
-                progress(&out);
-            })
-            .await;
-            if !admitted {
-                out.cursor = Some(walk.cursor());
-                break 'walk;
-            }
-            let name = &current.things[walk.offset];
-            walk.offset += 1;
-            if seen.contains(name) {
-                continue;
-            }
-            // A source has no duplicates of its own: remember its things only if a later source could repeat them.
-            if source + 1 < sources.len() {
-                seen.insert(name);
-            }
-            // Later bands wait for their phase; earlier ones are looked up in the journal (push_thing).
-            if let Some((rollout, phase)) = band
-                && rollout.phase_of(&plan.push_id, name) > phase
-            {
-                continue;
-            }
-            if !late(name) {
-                out.targets += 1;
-            }
-            let thing = match ThingName::parse(name.as_str()) {
-                Ok(thing) => thing,
-                Err(e) => {
-                    record(&mut out, &mut redo, (name.clone(), invalid_name(name, &e)));
-                    continue;
-                }
-            };
-            in_flight.push(push(thing, start.takeover));
-        }
-        match current.next {
-            Some(next) => walk.next_page(next, current.things.len()),
-            None => walk.next_source(),
-        }
-    }
-    while let Some(done) = in_flight.next().await {
-        record(&mut out, &mut redo, done);
-        progress(&out);
-    }
-    if !redo.is_empty() {
-        let cursor = out.cursor.get_or_insert_with(|| Cursor { source: sources.len(), ..Cursor::default() });
-        cursor.redo = redo;
-    }
-    finish(out, &stats)
-}
-
-/// Waits until one more thing may start: a free place among the things in flight, and a request slot free now, so
-/// that no thing waits for the limiter inside the segment longer than the rate needs (at 8 requests/s, 64 things
-/// queued behind the limiter would be 8 s of work). Things that finish meanwhile go to `done`. `false` when no
-/// request could start before the stop (the deadline or the end of the lease, less the hand-off margin).
-async fn admit<F>(
-    in_flight: &mut FuturesUnordered<F>,
-    pace: &Pace,
-    first: Request,
-    mut done: impl FnMut(F::Output),
-) -> bool
-where
-    F: Future,
-{
-    loop {
-        // Poll what is in flight first: a thing just started takes its request slot when it is first polled.
-        while let Some(Some(finished)) = in_flight.next().now_or_never() {
-            done(finished);
-        }
-        let now = Instant::now();
-        let (stop, next) = (pace.stop_at(), pace.limiter(first).next_slot(now));
-        if now >= stop || next >= stop {
-            return false;
-        }
-        let room = in_flight.len() < pace.concurrency;
-        if room && next <= now {
-            return true;
-        }
-        tokio::select! {
-            Some(finished) = in_flight.next(), if !in_flight.is_empty() => done(finished),
-            () = tokio::time::sleep_until(next), if room => {}
-        }
-    }
-}
-
-/// The walk's position: the source, the token of the current page, the offset in it, and how many things of the
-/// source come before that offset.
-struct Walk {
-    source: usize,
-    token: Option<String>,
-    offset: usize,
-    walked: u64,
-    done: bool,
-}
-
-impl Walk {
-    fn cursor(&self) -> Cursor {
-        Cursor {
-            source: self.source,
-            token: self.token.clone(),
-            offset: self.offset,
-            walked: self.walked,
-            redo: Vec::new(),
-        }
-    }
-
-    fn next_page(&mut self, token: String, page_len: usize) {
-        self.walked += page_len as u64;
-        (self.token, self.offset) = (Some(token), 0);
-    }
-
-    fn next_source(&mut self) {
-        (self.source, self.token, self.offset, self.walked) = (self.source + 1, None, 0, 0);
+        (state.progress)(out);
+        redo
     }
 }
 
@@ -534,7 +492,7 @@ impl Walk {
 async fn remember_walked(
     plan: &PushPlan,
     sources: &[Source],
-    walk: &Walk,
+    walk: &Cursor,
     registry: &impl Registry,
     pace: &Pace,
     stats: &Stats,
@@ -879,114 +837,104 @@ pub async fn run_journal_segment(
     journal: &impl Journal,
     pace: &Pace,
 ) -> JournalOutcome {
-    let stats = Stats::default();
+    let journaled = JournalWalker { plan, walk, shadows, journal, pace, stats: Stats::default() };
     let mut out = JournalOutcome::default();
-    let mut redo = Vec::new();
-    let mut in_flight = FuturesUnordered::new();
-    let phase = match walk {
-        JournalWalk::Judge { phase } => Some(phase),
-        JournalWalk::Rollback => None,
-    };
-    let tally = |out: &mut JournalOutcome, redo: &mut Vec<String>, done: JournalThing| match done {
-        JournalThing::Converged => out.converged += 1,
-        JournalThing::Pending => out.pending += 1,
-        JournalThing::Refused => out.refused += 1,
-        JournalThing::NotJudged => out.not_judged += 1,
-        JournalThing::Restored => out.rollback.restored += 1,
-        JournalThing::Untouched => out.rollback.untouched += 1,
-        JournalThing::Conflict(f) => {
-            out.rollback.conflicts += 1;
-            out.conflicts.push(f);
-        }
-        JournalThing::Failed(f) => {
-            out.rollback.failed += 1;
-            out.failures.push(f);
-        }
-        JournalThing::Unfinished(key) => redo.push(key),
-    };
-    let one = |entry: Previous, uncertain: bool| journal_thing(plan, walk, entry, uncertain, shadows, pace, &stats);
-    // `source` 1: the walk is done, only things to redo are left.
-    let Cursor { source: walked, token, offset, redo: earlier, .. } = cursor;
-    let mut earlier = earlier.into_iter();
-    let mut stopped = walked > 0;
-    for key in earlier.by_ref() {
-        if !admit(&mut in_flight, pace, Request::Read, |done| tally(&mut out, &mut redo, done)).await {
-            redo.push(key);
-            stopped = true;
-            break;
-        }
+    out.cursor = walker::walk(&journaled, &mut out, pace, cursor, takeover).await;
+    out.requests = journaled.stats.requests.load(Ordering::Relaxed);
+    out.throttled = journaled.stats.throttled.load(Ordering::Relaxed);
+    out
+}
+
+/// A judging or rollback segment's walk: one source, the journal's entries (of one phase, or all).
+struct JournalWalker<'a, S, J> {
+    plan: &'a PushPlan,
+    walk: JournalWalk,
+    shadows: &'a S,
+    journal: &'a J,
+    pace: &'a Pace,
+    stats: Stats,
+}
+
+impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
+    type Item = Previous;
+    type Entry = Previous;
+    type Done = JournalThing;
+    type State = JournalOutcome;
+
+    fn sources(&self) -> usize {
+        1
+    }
+
+    fn first(&self) -> Request {
+        Request::Read
+    }
+
+    async fn redo(&self, _: &mut JournalOutcome, key: String) -> Result<Take<Previous, JournalThing>, ()> {
         let found = retry_until(
-            pace.finish_by(),
+            self.pace.finish_by(),
             Duration::ZERO,
-            pace.backoff,
-            || journal.previous(&plan.push_id, &key),
+            self.pace.backoff,
+            || self.journal.previous(&self.plan.push_id, &key),
             |_| {},
         )
         .await;
         match found {
-            Ok(Some(entry)) => in_flight.push(one(entry, true)),
-            Ok(None) => {}
-            Err(_) => {
-                redo.push(key);
-                stopped = true;
-                break;
-            }
+            Ok(Some(entry)) => Ok(Take::Start(entry)),
+            Ok(None) => Ok(Take::Skip),
+            Err(_) => Err(()),
         }
     }
-    redo.extend(earlier);
-    let (mut token, mut offset) = (token, offset);
-    if stopped && walked == 0 {
-        out.cursor = Some(Cursor { token: token.clone(), offset, ..Cursor::default() });
-    }
-    while !stopped {
-        if Instant::now() >= pace.stop_at() {
-            out.cursor = Some(Cursor { token: token.clone(), offset, ..Cursor::default() });
-            break;
-        }
+
+    async fn page(&self, _: &mut JournalOutcome, _: usize, token: Option<&str>) -> Result<Page<Previous>, ()> {
+        let phase = match self.walk {
+            JournalWalk::Judge { phase } => Some(phase),
+            JournalWalk::Rollback => None,
+        };
         let page = retry_until(
-            pace.deadline,
-            pace.reserve,
-            pace.backoff,
-            || journal.previous_page(&plan.push_id, phase, token.as_deref()),
+            self.pace.deadline,
+            self.pace.reserve,
+            self.pace.backoff,
+            || self.journal.previous_page(&self.plan.push_id, phase, token),
             |_| {},
         )
         .await;
-        let page = match page {
-            Ok(page) => page,
+        match page {
+            Ok(page) => Ok(Page { items: page.entries, next: page.next }),
             Err(e) => {
                 tracing::warn!(error = ?e, "journal page not read; handing on");
-                out.cursor = Some(Cursor { token: token.clone(), offset, ..Cursor::default() });
-                break;
+                Err(())
             }
-        };
-        let len = page.entries.len();
-        let mut entries = page.entries.into_iter().skip(offset);
-        let mut cut = false;
-        for entry in entries.by_ref() {
-            if !admit(&mut in_flight, pace, Request::Read, |done| tally(&mut out, &mut redo, done)).await {
-                out.cursor = Some(Cursor { token: token.clone(), offset, ..Cursor::default() });
-                cut = true;
-                break;
-            }
-            offset += 1;
-            in_flight.push(one(entry, takeover));
-        }
-        match page.next {
-            Some(next) if len > 0 && !cut => (token, offset) = (Some(next), 0),
-            _ => stopped = true,
         }
     }
-    while let Some(done) = in_flight.next().await {
-        tally(&mut out, &mut redo, done);
+
+    fn take(&self, _: &mut JournalOutcome, _: usize, entry: Previous) -> Take<Previous, JournalThing> {
+        Take::Start(entry)
     }
-    if !redo.is_empty() {
-        // Past the end of the walk when it is done: only the things to redo are left.
-        let cursor = out.cursor.get_or_insert_with(|| Cursor { source: 1, ..Cursor::default() });
-        cursor.redo = redo;
+
+    fn start(&self, entry: Previous, uncertain: bool) -> impl Future<Output = JournalThing> + '_ {
+        journal_thing(self.plan, self.walk, entry, uncertain, self.shadows, self.pace, &self.stats)
     }
-    out.requests = stats.requests.load(Ordering::Relaxed);
-    out.throttled = stats.throttled.load(Ordering::Relaxed);
-    out
+
+    fn tally(&self, out: &mut JournalOutcome, done: JournalThing) -> Option<String> {
+        match done {
+            JournalThing::Converged => out.converged += 1,
+            JournalThing::Pending => out.pending += 1,
+            JournalThing::Refused => out.refused += 1,
+            JournalThing::NotJudged => out.not_judged += 1,
+            JournalThing::Restored => out.rollback.restored += 1,
+            JournalThing::Untouched => out.rollback.untouched += 1,
+            JournalThing::Conflict(f) => {
+                out.rollback.conflicts += 1;
+                out.conflicts.push(f);
+            }
+            JournalThing::Failed(f) => {
+                out.rollback.failed += 1;
+                out.failures.push(f);
+            }
+            JournalThing::Unfinished(key) => return Some(key),
+        }
+        None
+    }
 }
 
 /// Judges or puts back one thing. A rollback reads first and writes at the version read: a thing that already
@@ -1309,9 +1257,10 @@ mod tests {
         }
     }
 
-    /// An in-memory journal: entries by key, put-if-absent as the table's.
+    /// An in-memory journal: entries by key, put-if-absent as the table's. With a page size, pages are read as a
+    /// query reads them, and an empty page with a next key comes between any two (as DynamoDB may answer).
     #[derive(Default)]
-    struct FakeJournal(Mutex<std::collections::BTreeMap<String, Previous>>);
+    struct FakeJournal(Mutex<std::collections::BTreeMap<String, Previous>>, usize);
 
     impl Journal for FakeJournal {
         async fn record_previous(&self, _: &str, _: u64, entry: &Previous) -> Result<(), ServiceError> {
@@ -1320,12 +1269,85 @@ mod tests {
             }
             Ok(())
         }
-        async fn previous_page(&self, _: &str, _: Option<u32>, _: Option<&str>) -> Result<JournalPage, ServiceError> {
-            Ok(JournalPage::default())
+        async fn previous_page(
+            &self,
+            _: &str,
+            phase: Option<u32>,
+            after: Option<&str>,
+        ) -> Result<JournalPage, ServiceError> {
+            if self.1 == 0 {
+                return Ok(JournalPage::default());
+            }
+            let after = match after {
+                Some(key) if !key.starts_with('!') => {
+                    return Ok(JournalPage { entries: Vec::new(), next: Some(format!("!{key}")) });
+                }
+                Some(key) => Some(key.trim_start_matches('!').to_owned()),
+                None => None,
+            };
+            let journal = self.0.lock().map(|j| j.clone()).unwrap_or_default();
+            let mut left = journal
+                .into_iter()
+                .filter(|(key, e)| after.as_ref().is_none_or(|a| key > a) && phase.is_none_or(|p| e.phase == p));
+            let entries: Vec<Previous> = left.by_ref().take(self.1).map(|(_, e)| e).collect();
+            let next = entries.last().filter(|_| left.next().is_some()).map(Previous::key);
+            Ok(JournalPage { entries, next })
         }
         async fn previous(&self, _: &str, key: &str) -> Result<Option<Previous>, ServiceError> {
             Ok(self.0.lock().ok().and_then(|j| j.get(key).cloned()))
         }
+    }
+
+    /// A rollback over a journal read in pages, with empty pages between, and segments too short for it: every
+    /// thing is put back, once.
+    #[tokio::test(start_paused = true)]
+    async fn a_journal_walk_goes_on_past_empty_pages_and_across_hand_offs() {
+        let request = json!({"pushId": "back", "desired": {"settings": {"mode": 1}}, "targets": {"thingGroup": "prod"},
+                             "rollout": {"phases": [{"percent": 50}, {"percent": 100}]}});
+        let plan = validate_request(&request, 100_000, None).unwrap_or_else(|e| panic!("{e}"));
+        let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+        let journal = FakeJournal(Mutex::default(), 3);
+        let fleet = names("t", 14);
+        for (i, name) in fleet.iter().enumerate() {
+            shadows.set(name, json!({"settings": {"mode": 1}}));
+            let entry = Previous {
+                thing_name: name.clone(),
+                phase: 1 + (i % 2) as u32,
+                values: json!({"settings": {"mode": null}}),
+            };
+            journal.record_previous("back", 0, &entry).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (mut cursor, mut segments, mut restored, mut judged) = (Some(Cursor::default()), 0, 0, 0);
+        // Judging phase 1 first, in one segment: its 7 things, every page read.
+        let pace =
+            Pace::new(100_000, 4, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
+        let judge = run_journal_segment(
+            &plan,
+            JournalWalk::Judge { phase: 1 },
+            Cursor::default(),
+            false,
+            &shadows,
+            &journal,
+            &pace,
+        )
+        .await;
+        judged += judge.pending;
+        assert_eq!((judged, &judge.cursor), (7, &None), "{judge:?}");
+        while let Some(at) = cursor {
+            segments += 1;
+            let deadline = Instant::now() + Duration::from_millis(600);
+            let pace = Pace::new(100_000, 2, deadline, Duration::from_millis(200), Duration::from_millis(50));
+            let out = run_journal_segment(&plan, JournalWalk::Rollback, at, false, &shadows, &journal, &pace).await;
+            assert!(out.failures.is_empty() && out.conflicts.is_empty(), "{out:?}");
+            restored += out.rollback.restored;
+            cursor = out.cursor;
+            assert!(segments < 50, "no progress");
+        }
+        assert!(segments >= 3, "the budget should force hand-offs ({segments})");
+        assert_eq!(restored, 14);
+        let updates = shadows.updates();
+        assert_eq!(updates.len(), 14, "{updates:?}");
+        assert!(updates.values().all(|n| *n == 1), "put back twice: {updates:?}");
     }
 
     /// Runs one phase of a rollout over the group `prod` of `registry` to its end; returns its counts.

@@ -6,6 +6,7 @@ pub mod machine;
 mod request;
 pub mod rollout;
 mod targets;
+mod walker;
 
 pub use engine::{
     JournalOutcome, JournalWalk, Lease, NoJournal, Pace, SegmentOutcome, Start, ThingOutcome, run_journal_segment,

@@ -1,0 +1,186 @@
+//! The one loop every walk of a push runs, whether it pushes a phase, judges one or rolls back: the things an
+//! earlier segment left to redo go first, then pages from the cursor, source after source; each thing is admitted
+//! under the pace before it starts, the things in flight are drained at the end, and what is left becomes the next
+//! segment's cursor. What a walk reads and what it does to each thing is its [`Walk`].
+
+use std::future::Future;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+use super::Cursor;
+use super::engine::{Pace, Request};
+
+/// One page of a source: its items, and the token of the next page (`None`: the source ends here).
+pub(super) struct Page<I> {
+    pub items: Vec<I>,
+    pub next: Option<String>,
+}
+
+/// What a walk makes of one item: a thing to start, an outcome known at once, or nothing to do.
+pub(super) enum Take<E, D> {
+    Start(E),
+    Done(D),
+    Skip,
+}
+
+/// What a walk reads and what it does to each thing; [`walk`] is the loop. `State` is what the walk counts and
+/// remembers as it goes; the things in flight borrow the walk only, so the loop can hand the state to each call.
+pub(super) trait Walk {
+    type Item;
+    /// A thing taken on, ready to start.
+    type Entry;
+    /// What happened to one thing.
+    type Done;
+    type State;
+
+    /// How many sources the walk goes through, one after another.
+    fn sources(&self) -> usize;
+    /// The first request each thing makes: admission waits for a slot of that kind.
+    fn first(&self) -> Request;
+    /// Before a segment goes on with a walk an earlier one began (nothing left to redo): `Err` when out of time.
+    fn resume(&self, _state: &mut Self::State, _at: &Cursor) -> impl Future<Output = Result<(), ()>> {
+        async { Ok(()) }
+    }
+    /// A thing an earlier segment left to redo, by its key: `Err` when it could not be looked up in time.
+    fn redo(
+        &self,
+        state: &mut Self::State,
+        key: String,
+    ) -> impl Future<Output = Result<Take<Self::Entry, Self::Done>, ()>>;
+    /// The page of `source` at `token`: `Err` when it could not be read in time (the next segment reads it again).
+    /// A source that fails for good is the walk's to report; it gives an empty last page.
+    fn page(
+        &self,
+        state: &mut Self::State,
+        source: usize,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<Page<Self::Item>, ()>>;
+    /// Takes on one item of a page of `source`.
+    fn take(&self, state: &mut Self::State, source: usize, item: Self::Item) -> Take<Self::Entry, Self::Done>;
+    /// Starts one thing; `uncertain`: an earlier attempt may have reached its shadow.
+    fn start(&self, entry: Self::Entry, uncertain: bool) -> impl Future<Output = Self::Done> + '_;
+    /// Counts one outcome: `Some(key)` when the thing is to be redone by the next segment.
+    fn tally(&self, state: &mut Self::State, done: Self::Done) -> Option<String>;
+}
+
+/// Walks `walk` from `cursor` until done or until it is time to hand off; `takeover`: every thing walked is
+/// uncertain. The next segment's cursor, or `None` when the walk is done. A walk that is done but left things to
+/// redo has a cursor past its last source, with only those things.
+pub(super) async fn walk<W: Walk>(
+    walk: &W,
+    state: &mut W::State,
+    pace: &Pace,
+    cursor: Cursor,
+    takeover: bool,
+) -> Option<Cursor> {
+    let sources = walk.sources();
+    let Cursor { source, token, offset, walked, redo: earlier } = cursor;
+    let mut at = Cursor { source, token, offset, walked, redo: Vec::new() };
+    let mut in_flight = FuturesUnordered::new();
+    let mut redo = Vec::new();
+    let mut left = None;
+    let tally = |state: &mut W::State, redo: &mut Vec<String>, done: W::Done| redo.extend(walk.tally(state, done));
+
+    // Things an earlier segment took on but could not finish go first: they are known targets, so they make
+    // progress even when the walk below cannot.
+    let mut stopped = false;
+    let mut earlier = earlier.into_iter();
+    for key in earlier.by_ref() {
+        if !admit(&mut in_flight, pace, Request::Read, |done| tally(state, &mut redo, done)).await {
+            redo.push(key);
+            stopped = true;
+            break;
+        }
+        match walk.redo(state, key.clone()).await {
+            Ok(Take::Start(entry)) => in_flight.push(walk.start(entry, true)),
+            Ok(Take::Done(done)) => tally(state, &mut redo, done),
+            Ok(Take::Skip) => {}
+            Err(()) => {
+                redo.push(key);
+                stopped = true;
+                break;
+            }
+        }
+    }
+    redo.extend(earlier);
+    if at.source < sources && (stopped || !redo.is_empty() || walk.resume(state, &at).await.is_err()) {
+        // Out of time before the walk could go on.
+        left = Some(at.clone());
+        stopped = true;
+    }
+
+    'walk: while !stopped && at.source < sources {
+        if Instant::now() >= pace.stop_at() {
+            left = Some(at.clone());
+            break;
+        }
+        let Ok(page) = walk.page(state, at.source, at.token.as_deref()).await else {
+            left = Some(at.clone());
+            break;
+        };
+        let len = page.items.len();
+        for item in page.items.into_iter().skip(at.offset) {
+            if !admit(&mut in_flight, pace, walk.first(), |done| tally(state, &mut redo, done)).await {
+                left = Some(at.clone());
+                break 'walk;
+            }
+            at.offset += 1;
+            match walk.take(state, at.source, item) {
+                Take::Start(entry) => in_flight.push(walk.start(entry, takeover)),
+                Take::Done(done) => tally(state, &mut redo, done),
+                Take::Skip => {}
+            }
+        }
+        match page.next {
+            Some(next) => {
+                at.walked += len as u64;
+                (at.token, at.offset) = (Some(next), 0);
+            }
+            None => (at.source, at.token, at.offset, at.walked) = (at.source + 1, None, 0, 0),
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        tally(state, &mut redo, done);
+    }
+    if !redo.is_empty() {
+        let left = left.get_or_insert_with(|| Cursor { source: sources, ..Cursor::default() });
+        left.redo = redo;
+    }
+    left
+}
+
+/// Waits until one more thing may start: a free place among the things in flight, and a request slot free now, so
+/// that no thing waits for the limiter inside the segment longer than the rate needs (at 8 requests/s, 64 things
+/// queued behind the limiter would be 8 s of work). Things that finish meanwhile go to `done`. `false` when no
+/// request could start before the stop (the deadline or the end of the lease, less the hand-off margin).
+async fn admit<F>(
+    in_flight: &mut FuturesUnordered<F>,
+    pace: &Pace,
+    first: Request,
+    mut done: impl FnMut(F::Output),
+) -> bool
+where
+    F: Future,
+{
+    loop {
+        // Poll what is in flight first: a thing just started takes its request slot when it is first polled.
+        while let Some(Some(finished)) = in_flight.next().now_or_never() {
+            done(finished);
+        }
+        let now = Instant::now();
+        let (stop, next) = (pace.stop_at(), pace.limiter(first).next_slot(now));
+        if now >= stop || next >= stop {
+            return false;
+        }
+        let room = in_flight.len() < pace.concurrency;
+        if room && next <= now {
+            return true;
+        }
+        tokio::select! {
+            Some(finished) = in_flight.next(), if !in_flight.is_empty() => done(finished),
+            () = tokio::time::sleep_until(next), if room => {}
+        }
+    }
+}
