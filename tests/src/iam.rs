@@ -4,11 +4,18 @@
 //! IAM action and resource to `<dir>/<function>.jsonl`. [`check`] (the `iam-check` binary) then holds those calls
 //! against the functions' inline policies in `template.yaml`: every call must be allowed on its resource, and every
 //! grant must be used or explained under the function's `Metadata: IamExceptions`.
+//!
+//! The `shadow-fleet` CLI is held to the operators' managed policies the same way. The CLI tests start it through
+//! [`recorded_cli_env`], which records each command's calls as the policy it needs: `shadow-fleet-readonly.jsonl`
+//! or `shadow-fleet-operator.jsonl` ([`cli_recording`]). Each `AWS::IAM::ManagedPolicy` names the recordings it must
+//! allow under `Metadata: IamRecordings`; the tables and function the CLI reached are traced to the template's
+//! resources through the variables and stack outputs it reads them from ([`CLI_LOCATIONS`]), and a `--stack NAME`
+//! stands for the stack the template is deployed as.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,13 +30,15 @@ use crate::http::{Reply, Server, Upstream, reply, serve};
 /// The test process's variable naming the directory the calls are recorded in.
 pub const RECORD_VAR: &str = "FLEET_IAM_RECORD";
 
-/// The services the functions reach, each through its own `AWS_ENDPOINT_URL_*` variable.
+/// The services the functions and the CLI reach, each through its own `AWS_ENDPOINT_URL_*` variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     DynamoDb,
     Iot,
     IotDataPlane,
     Sqs,
+    Lambda,
+    CloudFormation,
 }
 
 impl Service {
@@ -41,6 +50,8 @@ impl Service {
             "AWS_ENDPOINT_URL_IOT" => Some(Self::Iot),
             "AWS_ENDPOINT_URL_IOT_DATA_PLANE" => Some(Self::IotDataPlane),
             "AWS_ENDPOINT_URL_SQS" => Some(Self::Sqs),
+            "AWS_ENDPOINT_URL_LAMBDA" => Some(Self::Lambda),
+            "AWS_ENDPOINT_URL_CLOUDFORMATION" => Some(Self::CloudFormation),
             _ => None,
         }
     }
@@ -55,6 +66,8 @@ impl Service {
             "iot" => Some(Self::Iot),
             "iotdata" => Some(Self::IotDataPlane),
             "sqs" => Some(Self::Sqs),
+            "lambda" => Some(Self::Lambda),
+            "cloudformation" => Some(Self::CloudFormation),
             _ => None,
         }
     }
@@ -93,8 +106,14 @@ pub struct Call {
     /// IoT data plane: the MQTT topic of a Publish or a retained message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
-    /// The function's environment variables whose value is `table` or `queue_url`: the checker follows them to the
-    /// template's resources.
+    /// Lambda: the function invoked or read, as the caller named it (a name or an ARN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// CloudFormation: the stack's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// The environment variables (or, for the CLI, the stack outputs) whose value is `table`, `queue_url` or
+    /// `function`: the checker follows them to the template's resources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<String>,
 }
@@ -130,6 +149,8 @@ pub fn identify(
         Some(Service::Sqs) => sqs(method, path, query, headers, body),
         Some(Service::IotDataPlane) => vec![iot_data_plane(method, path, query)],
         Some(Service::Iot) => vec![iot(method, path, body)],
+        Some(Service::Lambda) => vec![lambda(method, path, query)],
+        Some(Service::CloudFormation) => vec![cloudformation(method, path, query, body)],
         None => vec![Call::unknown(method, path)],
     }
 }
@@ -287,6 +308,66 @@ fn iot(method: &Method, path: &str, body: &[u8]) -> Call {
     }
 }
 
+/// restJson1: the operation is the method and the path (aws-sdk-lambda's request serializers); the function is
+/// named (or its ARN given) in the path, a version or alias in `Qualifier`.
+fn lambda(method: &Method, path: &str, query: &str) -> Call {
+    let segments = segments(path);
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let function_call = |action: &str, function: &str| {
+        let function = match form(query).get("Qualifier") {
+            Some(qualifier) => format!("{function}:{qualifier}"),
+            None => function.to_owned(),
+        };
+        Call { function: Some(function), ..Call::action(format!("lambda:{action}")) }
+    };
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["2015-03-31", "functions", function, "invocations"]) => {
+            function_call("InvokeFunction", function)
+        }
+        (&Method::GET, ["2015-03-31", "functions", function]) => function_call("GetFunction", function),
+        (&Method::GET, ["2015-03-31", "functions", function, "configuration"]) => {
+            function_call("GetFunctionConfiguration", function)
+        }
+        _ => Call::unknown(method, path),
+    }
+}
+
+/// The query protocol: `Action=<Operation>&StackName=...` in the form body (or the query string). A stack given
+/// by its id (`arn:...:stack/<name>/<uuid>`) is recorded by its name.
+fn cloudformation(method: &Method, path: &str, query: &str, body: &[u8]) -> Call {
+    let mut params = form(query);
+    if let Ok(body) = std::str::from_utf8(body) {
+        params.extend(form(body));
+    }
+    let Some(operation) = params.get("Action") else { return Call::unknown(method, path) };
+    let stack = params.get("StackName").map(|name| match name.strip_prefix("arn:") {
+        Some(arn) => arn.split('/').nth(1).unwrap_or(name).to_owned(),
+        None => name.clone(),
+    });
+    Call { stack, ..Call::action(format!("cloudformation:{operation}")) }
+}
+
+/// The outputs in a DescribeStacks answer (query protocol XML): value -> key.
+fn stack_outputs(xml: &str) -> Vec<(String, String)> {
+    let element = |text: &str, name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = start + text[start..].find(&format!("</{name}>"))?;
+        let value = &text[start..end];
+        Some(
+            value
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        )
+    };
+    xml.split("<member>")
+        .filter_map(|member| Some((element(member, "OutputValue")?, element(member, "OutputKey")?)))
+        .collect()
+}
+
 /// A path's segments, percent-decoded (the SDK encodes the labels it puts in paths).
 fn segments(path: &str) -> Vec<String> {
     path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s, false)).collect()
@@ -337,8 +418,8 @@ struct Recorder {
     service: Option<Service>,
     upstream: Upstream,
     file: PathBuf,
-    /// The function's environment: value -> the variables holding it.
-    sources: Arc<HashMap<String, Vec<String>>>,
+    /// The process's environment: value -> the variables holding it; and the outputs of the stacks it described.
+    sources: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 /// One writer at a time in this process; `O_APPEND` and one write per request keep lines whole across processes.
@@ -347,10 +428,10 @@ static APPEND: Mutex<()> = Mutex::new(());
 impl Recorder {
     /// The variables whose value is `value` (a query-protocol queue may show only as the URL's path).
     fn sources_of(&self, value: &str) -> Vec<String> {
-        let mut vars: Vec<String> = self.sources.get(value).cloned().unwrap_or_default();
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut vars: Vec<String> = sources.get(value).cloned().unwrap_or_default();
         if vars.is_empty() && value.starts_with('/') && value.len() > 1 {
-            vars = self
-                .sources
+            vars = sources
                 .iter()
                 .filter(|(v, _)| v.ends_with(value) && v.contains("://"))
                 .flat_map(|(_, vars)| vars.iter().cloned())
@@ -377,7 +458,7 @@ async fn record_and_forward(recorder: Arc<Recorder>, parts: Parts, body: Bytes) 
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut calls = identify(recorder.service, &parts.method, path, &parts.headers, &body);
     for call in &mut calls {
-        if let Some(name) = call.table.as_deref().or(call.queue_url.as_deref()) {
+        if let Some(name) = call.table.as_deref().or(call.queue_url.as_deref()).or(call.function.as_deref()) {
             call.from = recorder.sources_of(name);
         }
     }
@@ -388,6 +469,17 @@ async fn record_and_forward(recorder: Arc<Recorder>, parts: Parts, body: Bytes) 
         return reply(StatusCode::BAD_GATEWAY, message);
     }
     let (answer, body) = recorder.upstream.forward(&parts, body).await;
+    // `--stack NAME`: the CLI takes its tables and function from the stack's outputs; later calls on them are traced
+    // to the template's resources through the outputs' names.
+    if answer.status.is_success() && calls.iter().any(|c| c.action == "cloudformation:DescribeStacks") {
+        let mut sources = recorder.sources.lock().unwrap_or_else(|e| e.into_inner());
+        for (value, key) in stack_outputs(&String::from_utf8_lossy(&body)) {
+            let keys = sources.entry(value).or_default();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
     Response::from_parts(answer, Full::new(body))
 }
 
@@ -411,19 +503,30 @@ pub async fn recorded_env_in(
     function: &str,
     env: &[(String, String)],
 ) -> (Vec<(String, String)>, Recording) {
-    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{RECORD_VAR}={}: {e}", dir.display()));
-    let file = dir.join(format!("{function}.jsonl"));
     // What the process will see: the inherited environment, then `env` in order (the last value of a name wins).
     let inherited = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let mut effective: BTreeMap<String, String> = inherited.collect();
     effective.extend(env.iter().cloned());
+    recorders(dir, function, &effective, env).await
+}
+
+/// Recording proxies into `<dir>/<name>.jsonl` for the `AWS_ENDPOINT_URL*` variables of `effective` (everything the
+/// process will see); returns `env` with those variables pointing at the proxies.
+async fn recorders(
+    dir: &Path,
+    name: &str,
+    effective: &BTreeMap<String, String>,
+    env: &[(String, String)],
+) -> (Vec<(String, String)>, Recording) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{RECORD_VAR}={}: {e}", dir.display()));
+    let file = dir.join(format!("{name}.jsonl"));
     let mut sources: HashMap<String, Vec<String>> = HashMap::new();
-    for (name, value) in &effective {
+    for (name, value) in effective {
         if !name.starts_with("AWS_") && name != RECORD_VAR && !value.is_empty() {
             sources.entry(value.clone()).or_default().push(name.clone());
         }
     }
-    let sources = Arc::new(sources);
+    let sources = Arc::new(Mutex::new(sources));
     let mut routed: Vec<(String, String)> = env.iter().filter(|(name, _)| !is_endpoint_var(name)).cloned().collect();
     let mut proxies = Vec::new();
     for (name, upstream) in effective.iter().filter(|(name, _)| is_endpoint_var(name)) {
@@ -438,6 +541,72 @@ pub async fn recorded_env_in(
         proxies.push(server);
     }
     (routed, Recording { _proxies: proxies })
+}
+
+// ---------------------------------------------------------------- the CLI's calls
+
+/// The recording of the CLI's read-only commands, held against both operator policies.
+pub const CLI_READONLY: &str = "shadow-fleet-readonly";
+/// The recording of the commands that start or steer pushes, held against the operator policy.
+pub const CLI_OPERATOR: &str = "shadow-fleet-operator";
+/// A command [`cli_recording`] does not know: no policy holds it, so `iam-check` reports its calls.
+pub const CLI_UNCLASSIFIED: &str = "shadow-fleet-unclassified";
+
+/// The policy a `shadow-fleet` command needs, as the name of the recording its calls go to: [`CLI_READONLY`] for
+/// `history`, `shadow get`, `push show|list|watch`; [`CLI_OPERATOR`] for `push start|pause|resume|abort`.
+pub fn cli_recording(args: &[&str]) -> &'static str {
+    let mut words = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            // The global options that take a value.
+            "--output" | "--stack" => {
+                args.next();
+            }
+            flag if flag.starts_with('-') => {}
+            word => words.push(word),
+        }
+        if words.len() == 2 {
+            break;
+        }
+    }
+    match words.as_slice() {
+        ["history", ..] | ["shadow", "get"] | ["push", "show" | "list" | "watch"] => CLI_READONLY,
+        ["push", "start" | "pause" | "resume" | "abort"] => CLI_OPERATOR,
+        _ => CLI_UNCLASSIFIED,
+    }
+}
+
+/// A runtime of its own for the CLI's recording proxies: the CLI tests wait for the process without yielding.
+fn proxy_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("iam-record")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("the recording proxies' runtime: {e}"))
+    })
+}
+
+/// With `FLEET_IAM_RECORD=<dir>` set, puts recording proxies in front of the `AWS_ENDPOINT_URL*` values of `env`,
+/// the whole environment of a `shadow-fleet args..` process (it inherits nothing), recording into the file
+/// [`cli_recording`] chooses for `args`; returns `env` pointing at the proxies. Without it, `env` and no proxies.
+/// Blocking: for a caller that then waits for the process.
+pub fn recorded_cli_env(
+    args: &[&str],
+    env: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Option<Recording>) {
+    let Some(dir) = std::env::var_os(RECORD_VAR).filter(|d| !d.is_empty()) else { return (env.clone(), None) };
+    let pairs: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let name = cli_recording(args);
+    let start = || proxy_runtime().block_on(recorders(Path::new(&dir), name, env, &pairs));
+    // Not on this thread: it may already be inside a test's runtime.
+    let (routed, recording) = std::thread::scope(|scope| {
+        scope.spawn(start).join().unwrap_or_else(|_| panic!("starting the recording proxies panicked"))
+    });
+    (routed.into_iter().collect(), Some(recording))
 }
 
 // ---------------------------------------------------------------- reading the template
@@ -519,12 +688,17 @@ struct Statement {
     resources: Vec<String>,
 }
 
+/// What iam-check holds recorded calls against: a function's inline policies, or an operators' managed policy.
 #[derive(Debug)]
 struct Function {
+    /// A function's binary, or a managed policy's logical id.
     name: String,
     logical_id: String,
+    /// The recordings (`<name>.jsonl`) whose calls it must allow: a function's own; a policy's `IamRecordings`.
+    recordings: Vec<String>,
     statements: Vec<Statement>,
-    /// The function's environment variables (`Globals` under its own).
+    /// The function's environment variables (`Globals` under its own); for a policy, the CLI's variables and the
+    /// stack outputs it reads, as the template's outputs give them.
     env: BTreeMap<String, Yaml>,
     exceptions: BTreeMap<String, String>,
     /// What could not be read.
@@ -551,6 +725,7 @@ fn functions(template: &Yaml) -> Vec<Function> {
             .unwrap_or(&logical_id)
             .to_owned();
         let mut function = Function {
+            recordings: vec![name.clone()],
             name,
             logical_id,
             statements: Vec::new(),
@@ -574,6 +749,64 @@ fn functions(template: &Yaml) -> Vec<Function> {
         read_policies(&mut function, props.get("Policies"));
         read_exceptions(&mut function, resource.get("Metadata").and_then(|m| m.get("IamExceptions")));
         found.push(function);
+    }
+    found
+}
+
+/// The shadow-fleet CLI's variables and the stack outputs that stand for them under `--stack NAME`
+/// (cli/src/locate.rs): a table or function the CLI got from either is traced to the resource the output names.
+pub const CLI_LOCATIONS: [(&str, &str); 3] = [
+    ("HISTORY_TABLE", "HistoryTableName"),
+    ("PUSH_TABLE", "PushTableName"),
+    ("PUSH_FUNCTION_NAME", "ShadowPushFunctionArn"),
+];
+
+/// The template's `AWS::IAM::ManagedPolicy`s: the policies people attach to run the CLI. Each names the recordings
+/// of the CLI's calls it must allow under `Metadata: IamRecordings`.
+fn managed_policies(template: &Yaml) -> Vec<Function> {
+    let outputs = template.get("Outputs");
+    let Some(resources) = template.get("Resources").and_then(Yaml::as_mapping) else { return Vec::new() };
+    let mut found = Vec::new();
+    for (id, resource) in resources {
+        if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::IAM::ManagedPolicy") {
+            continue;
+        }
+        let logical_id = id.as_str().unwrap_or_default().to_owned();
+        let metadata = resource.get("Metadata");
+        let mut policy = Function {
+            name: logical_id.clone(),
+            logical_id,
+            recordings: Vec::new(),
+            statements: Vec::new(),
+            env: BTreeMap::new(),
+            exceptions: BTreeMap::new(),
+            problems: Vec::new(),
+        };
+        let recordings = metadata.and_then(|m| m.get("IamRecordings")).and_then(Yaml::as_sequence);
+        policy.recordings = recordings.into_iter().flatten().filter_map(Yaml::as_str).map(str::to_owned).collect();
+        if policy.recordings.is_empty() {
+            policy.problems.push(format!(
+                "{}: Metadata.IamRecordings names no recorded calls (e.g. [{CLI_READONLY}]): iam-check cannot tell \
+                 whose calls the policy is for",
+                policy.name
+            ));
+        }
+        for (var, output) in CLI_LOCATIONS {
+            match outputs.and_then(|o| o.get(output)).and_then(|o| o.get("Value")) {
+                Some(value) => {
+                    policy.env.insert(var.to_owned(), value.clone());
+                    policy.env.insert(output.to_owned(), value.clone());
+                }
+                None => policy.problems.push(format!(
+                    "{}: template.yaml has no output {output}, which the CLI reads (for {var}) with --stack",
+                    policy.name
+                )),
+            }
+        }
+        let props = resource.get("Properties").unwrap_or(&Yaml::Null);
+        read_policies(&mut policy, props.get("PolicyDocument"));
+        read_exceptions(&mut policy, metadata.and_then(|m| m.get("IamExceptions")));
+        found.push(policy);
     }
     found
 }
@@ -700,10 +933,18 @@ impl Needed {
 }
 
 impl Function {
-    /// The template resource the variable `var` names with `!Ref <resource>`.
+    /// The template resource the variable `var` names with `!Ref <resource>` (or `!GetAtt <resource>.Arn`).
     fn resource_of(&self, var: &str) -> Option<String> {
         let (name, target) = intrinsic(self.env.get(var)?)?;
-        (name == "Ref").then(|| target.as_str().map(str::to_owned)).flatten()
+        match name.as_str() {
+            "Ref" => target.as_str().map(str::to_owned),
+            "GetAtt" => render(self.env.get(var)?)?
+                .strip_prefix("${")?
+                .strip_suffix(".Arn}")
+                .map(str::to_owned)
+                .filter(|r| !r.contains('.')),
+            _ => None,
+        }
     }
 
     /// Follows a table or queue to the template resource through the variable the function got it from.
@@ -714,7 +955,8 @@ impl Function {
                 format!("{what} {value} is the value of none of the function's environment variables")
             } else {
                 format!(
-                    "{what} {value} came from {}, which template.yaml does not set to `!Ref <resource>`",
+                    "{what} {value} came from {}, which template.yaml does not set to `!Ref <resource>` (or \
+                     `!GetAtt <resource>.Arn`)",
                     from.join(", ")
                 )
             });
@@ -758,6 +1000,30 @@ impl Function {
                 ];
                 let shown = format!("{} (queue from {})", spellings[0], call.from.join(", "));
                 Ok(vec![Needed { spellings, shown }])
+            }
+            "lambda" => {
+                let Some(function) = &call.function else { return Ok(vec![Needed::any()]) };
+                let resource = self.traced("function", function, &call.from, "AWS::Serverless::Function", template)?;
+                let spellings = vec![
+                    format!("${{{resource}.Arn}}"),
+                    format!(
+                        "arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:${{{resource}}}"
+                    ),
+                ];
+                let shown = format!("{} (function from {})", spellings[0], call.from.join(", "));
+                Ok(vec![Needed { spellings, shown }])
+            }
+            // `--stack NAME` names the stack deployed from this template (the tests stand one in, in moto).
+            "cloudformation" => {
+                if call.stack.is_none() {
+                    return Ok(vec![Needed::any()]);
+                }
+                let stack =
+                    "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}";
+                Ok(vec![Needed {
+                    spellings: vec![format!("{stack}/${{AWS::StackId.uuid}}"), "${AWS::StackId}".to_owned()],
+                    shown: format!("{stack}/* (the stack --stack names)"),
+                }])
             }
             "iot" => {
                 let mut needed = Vec::new();
@@ -807,8 +1073,11 @@ pub struct Row {
 
 #[derive(Debug, Clone)]
 pub struct Section {
+    /// A function's binary, or a managed policy's logical id.
     pub function: String,
     pub logical_id: String,
+    /// The recordings held against it.
+    pub recordings: Vec<String>,
     pub rows: Vec<Row>,
 }
 
@@ -827,7 +1096,11 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for section in &self.sections {
-            out.push_str(&format!("{} ({})\n", section.function, section.logical_id));
+            if section.recordings == [section.function.clone()] {
+                out.push_str(&format!("{} ({})\n", section.function, section.logical_id));
+            } else {
+                out.push_str(&format!("{} (the calls of {})\n", section.function, section.recordings.join(", ")));
+            }
             let header = ["action", "allowed", "used", "status", "exception"];
             let cells: Vec<[String; 5]> = section
                 .rows
@@ -878,7 +1151,8 @@ pub enum CheckError {
     Template { path: String, source: serde_yaml::Error },
 }
 
-/// Reads `<dir>/*.jsonl` (one file per function) and checks them against the template at `template`.
+/// Reads `<dir>/*.jsonl` (one file per function, two for the CLI) and checks them against the template at
+/// `template`.
 pub fn check(dir: &Path, template: &Path) -> Result<Report, CheckError> {
     let read_error = |path: &Path| {
         let path = path.display().to_string();
@@ -915,23 +1189,35 @@ pub fn check(dir: &Path, template: &Path) -> Result<Report, CheckError> {
     Ok(report)
 }
 
-/// Holds each function's recorded calls against its policies. `source` names where the calls came from.
+/// Holds each function's recorded calls against its policies, and the CLI's against the managed policies that name
+/// them. `source` names where the calls came from.
 pub fn check_calls(template: &Yaml, recordings: &BTreeMap<String, Vec<Call>>, source: &str) -> Report {
     let functions = functions(template);
     let mut report = Report::default();
     if functions.is_empty() {
         report.problems.push("the template defines no AWS::Serverless::Function".to_owned());
     }
+    let holders: Vec<Function> = functions.into_iter().chain(managed_policies(template)).collect();
     for name in recordings.keys() {
-        if !functions.iter().any(|f| &f.name == name) {
-            report
-                .problems
-                .push(format!("{name}: calls were recorded for it, but the template defines no such function"));
+        if !holders.iter().any(|f| f.recordings.contains(name)) {
+            let problem = if name.starts_with("shadow-fleet-") {
+                format!(
+                    "{name}: CLI calls were recorded for it, but no managed policy names it under Metadata: \
+                     IamRecordings (a new command: say which policy it needs in tests/src/iam.rs cli_recording)"
+                )
+            } else {
+                format!("{name}: calls were recorded for it, but the template defines no such function")
+            };
+            report.problems.push(problem);
         }
     }
-    for function in &functions {
-        let calls = recordings.get(&function.name).map(Vec::as_slice).unwrap_or_default();
-        let (section, mut problems) = check_function(function, calls, template, source);
+    for holder in &holders {
+        let recorded: Vec<(&str, &[Call])> = holder
+            .recordings
+            .iter()
+            .map(|r| (r.as_str(), recordings.get(r).map(Vec::as_slice).unwrap_or_default()))
+            .collect();
+        let (section, mut problems) = check_function(holder, &recorded, template, source);
         report.sections.push(section);
         report.problems.append(&mut problems);
     }
@@ -946,18 +1232,25 @@ struct RowState {
     granted: bool,
 }
 
-fn check_function(function: &Function, calls: &[Call], template: &Yaml, source: &str) -> (Section, Vec<String>) {
+fn check_function(
+    function: &Function,
+    recorded: &[(&str, &[Call])],
+    template: &Yaml,
+    source: &str,
+) -> (Section, Vec<String>) {
     let name = &function.name;
     let mut problems = function.problems.clone();
     let mut counted: BTreeMap<&Call, u64> = BTreeMap::new();
-    for call in calls {
-        *counted.entry(call).or_default() += 1;
-    }
-    if counted.is_empty() {
-        problems.push(format!(
-            "{name}: no recorded calls in {source}/{name}.jsonl: run the integration tests with {RECORD_VAR}={source} \
-             (a check that saw nothing proves nothing)"
-        ));
+    for (recording, calls) in recorded {
+        for call in *calls {
+            *counted.entry(call).or_default() += 1;
+        }
+        if calls.is_empty() {
+            problems.push(format!(
+                "{name}: no recorded calls in {source}/{recording}.jsonl: run the integration tests with \
+                 {RECORD_VAR}={source} (a check that saw nothing proves nothing)"
+            ));
+        }
     }
 
     // Uses of each (statement, action pattern) grant, and the calls no statement allows.
@@ -1129,7 +1422,13 @@ fn check_function(function: &Function, calls: &[Call], template: &Yaml, source: 
             Row { action: state.action, allowed, used: state.used, status, exception }
         })
         .collect();
-    (Section { function: name.clone(), logical_id: function.logical_id.clone(), rows }, problems)
+    let section = Section {
+        function: name.clone(),
+        logical_id: function.logical_id.clone(),
+        recordings: function.recordings.clone(),
+        rows,
+    };
+    (section, problems)
 }
 
 #[cfg(test)]
@@ -1347,6 +1646,64 @@ mod tests {
         assert_eq!(next_calls(&mut requests, Service::Sqs), [queue_call("sqs:ReceiveMessage")]);
     }
 
+    #[tokio::test]
+    async fn lambda_and_cloudformation_operations_from_real_requests() {
+        let (_server, mut requests, config) = capture().await;
+        let lambda = aws_sdk_lambda::Client::new(&config);
+        let function = |action: &str, function: &str| Call { function: Some(function.to_owned()), ..call(action) };
+
+        let payload = aws_sdk_lambda::primitives::Blob::new(r#"{"abortPush":"p1"}"#);
+        let _ = lambda.invoke().function_name("shadow-push").payload(payload).send().await;
+        assert_eq!(next_calls(&mut requests, Service::Lambda), [function("lambda:InvokeFunction", "shadow-push")]);
+
+        // An ARN in the path, and a qualifier (which IAM sees as part of the function's ARN).
+        let arn = "arn:aws:lambda:ap-northeast-1:123456789012:function:fleet-ShadowPush-1";
+        let _ = lambda.invoke().function_name(arn).qualifier("live").send().await;
+        assert_eq!(
+            next_calls(&mut requests, Service::Lambda),
+            [function("lambda:InvokeFunction", &format!("{arn}:live"))]
+        );
+
+        let _ = lambda.get_function_configuration().function_name("shadow-push").send().await;
+        assert_eq!(
+            next_calls(&mut requests, Service::Lambda),
+            [function("lambda:GetFunctionConfiguration", "shadow-push")]
+        );
+
+        let cloudformation = aws_sdk_cloudformation::Client::new(&config);
+        let stack =
+            |stack: Option<&str>| Call { stack: stack.map(str::to_owned), ..call("cloudformation:DescribeStacks") };
+        let _ = cloudformation.describe_stacks().stack_name("fleet-prod").send().await;
+        assert_eq!(next_calls(&mut requests, Service::CloudFormation), [stack(Some("fleet-prod"))]);
+        let id =
+            "arn:aws:cloudformation:ap-northeast-1:123456789012:stack/fleet-prod/0a1b2c3d-1111-2222-3333-444455556666";
+        let _ = cloudformation.describe_stacks().stack_name(id).send().await;
+        assert_eq!(next_calls(&mut requests, Service::CloudFormation), [stack(Some("fleet-prod"))]);
+        let _ = cloudformation.describe_stacks().send().await;
+        assert_eq!(next_calls(&mut requests, Service::CloudFormation), [stack(None)]);
+    }
+
+    #[test]
+    fn cli_commands_are_filed_under_the_policy_they_need() {
+        for (args, expected) in [
+            (&["history", "dev", "--shadow", "cfg"][..], CLI_READONLY),
+            (&["--output", "json", "shadow", "get", "t1"], CLI_READONLY),
+            (&["push", "show", "p1", "--failures"], CLI_READONLY),
+            (&["--stack", "push", "push", "list", "--since", "1h"], CLI_READONLY),
+            (&["push", "--output", "json", "watch", "p1"], CLI_READONLY),
+            (&["push", "start", "request.json", "--wait"], CLI_OPERATOR),
+            (&["--stack", "fleet", "push", "pause", "p1"], CLI_OPERATOR),
+            (&["push", "resume", "p1"], CLI_OPERATOR),
+            (&["push", "abort", "p1", "--rollback"], CLI_OPERATOR),
+            // A command nobody has classified yet: its calls are held against no policy, and iam-check says so.
+            (&["push", "frobnicate"], CLI_UNCLASSIFIED),
+            (&["drift", "--shadow", "cfg"], CLI_UNCLASSIFIED),
+            (&["--help"], CLI_UNCLASSIFIED),
+        ] {
+            assert_eq!(cli_recording(args), expected, "{args:?}");
+        }
+    }
+
     #[test]
     fn sqs_query_protocol_and_unknown_requests() {
         let form_headers = HeaderMap::new();
@@ -1438,6 +1795,64 @@ mod tests {
                     from: vec!["PUSH_QUEUE_URL".into()],
                     ..call("sqs:SendMessage")
                 },
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Under `--stack NAME`, the CLI's tables come from the stack's outputs: the recorder learns them from the
+    /// DescribeStacks answer, so later calls on them are traced through the output's name.
+    #[tokio::test]
+    async fn the_cli_proxy_traces_tables_from_the_stacks_outputs() {
+        const ANSWER: &str = "<DescribeStacksResponse><DescribeStacksResult><Stacks><member>\
+            <StackName>fleet</StackName><Outputs>\
+            <member><OutputKey>PushTableName</OutputKey><OutputValue>push-9</OutputValue></member>\
+            <member><OutputValue>a&amp;b</OutputValue><OutputKey>HistoryTableName</OutputKey></member>\
+            </Outputs></member></Stacks></DescribeStacksResult></DescribeStacksResponse>";
+        assert_eq!(
+            stack_outputs(ANSWER),
+            [("push-9".to_owned(), "PushTableName".to_owned()), ("a&b".to_owned(), "HistoryTableName".to_owned())]
+        );
+        let upstream = serve(|_, _| async { reply(StatusCode::OK, ANSWER) }).await;
+        let dir = std::env::temp_dir().join(crate::unique("iam-record-cli"));
+        // The CLI inherits nothing: its environment is all there is.
+        let env = BTreeMap::from([
+            ("AWS_ENDPOINT_URL_CLOUDFORMATION".to_owned(), upstream.url()),
+            ("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), upstream.url()),
+            ("PUSH_FUNCTION_NAME".to_owned(), "shadow-push".to_owned()),
+        ]);
+        let pairs: Vec<(String, String)> = env.clone().into_iter().collect();
+        let (routed, _recording) = recorders(&dir, CLI_READONLY, &env, &pairs).await;
+        let routed: BTreeMap<String, String> = routed.into_iter().collect();
+        assert_ne!(routed["AWS_ENDPOINT_URL_DYNAMODB"], upstream.url());
+
+        let (_unused, _, config) = capture().await;
+        let cloudformation = aws_sdk_cloudformation::config::Builder::from(&config)
+            .endpoint_url(&routed["AWS_ENDPOINT_URL_CLOUDFORMATION"]);
+        let described = aws_sdk_cloudformation::Client::from_conf(cloudformation.build())
+            .describe_stacks()
+            .stack_name("fleet")
+            .send()
+            .await;
+        assert!(described.is_ok(), "{described:?}");
+        let dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(&routed["AWS_ENDPOINT_URL_DYNAMODB"]);
+        let key = aws_sdk_dynamodb::types::AttributeValue::S("p1".into());
+        let _ = aws_sdk_dynamodb::Client::from_conf(dynamodb.build())
+            .get_item()
+            .table_name("push-9")
+            .key("pk", key)
+            .send()
+            .await;
+
+        let text = std::fs::read_to_string(dir.join(format!("{CLI_READONLY}.jsonl"))).unwrap_or_else(|e| panic!("{e}"));
+        let calls: Vec<Call> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+        assert_eq!(
+            calls,
+            [
+                Call { stack: Some("fleet".into()), ..call("cloudformation:DescribeStacks") },
+                Call { table: Some("push-9".into()), from: vec!["PushTableName".into()], ..call("dynamodb:GetItem") },
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);
@@ -1682,6 +2097,236 @@ Resources:
             assert!(function.problems.is_empty(), "{:?}", function.problems);
             assert!(!function.statements.is_empty(), "{}: no statements found", function.name);
         }
+        let policies = managed_policies(&template);
+        let held: Vec<(&str, Vec<String>)> = policies.iter().map(|p| (p.name.as_str(), p.recordings.clone())).collect();
+        assert_eq!(
+            held,
+            [
+                ("OperatorReadOnlyPolicy", vec![CLI_READONLY.to_owned()]),
+                ("OperatorPolicy", vec![CLI_READONLY.to_owned(), CLI_OPERATOR.to_owned()]),
+            ]
+        );
+        for policy in &policies {
+            assert!(policy.problems.is_empty(), "{:?}", policy.problems);
+            assert!(!policy.statements.is_empty(), "{}: no statements found", policy.name);
+        }
+    }
+
+    // ------------------------------------------------------------ the checker, for the CLI's managed policies
+
+    const READS: &str = r#"
+          - Sid: StackOutputs
+            Effect: Allow
+            Action: cloudformation:DescribeStacks
+            Resource: !Sub arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*
+          - Sid: ReadPushes
+            Effect: Allow
+            Action: [dynamodb:GetItem, dynamodb:Query]
+            Resource: !GetAtt PushTable.Arn
+          - Sid: ListPushes
+            Effect: Allow
+            Action: dynamodb:Query
+            Resource: !Sub "${PushTable.Arn}/index/recent-pushes"
+          - Sid: ReadShadows
+            Effect: Allow
+            Action: iot:GetThingShadow
+            Resource: !Sub arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:thing/*
+          - Sid: DataEndpoint
+            Effect: Allow
+            Action: iot:DescribeEndpoint
+            Resource: "*"
+"#;
+
+    fn cli_template() -> String {
+        let template = r#"
+Resources:
+  HistoryTable:
+    Type: AWS::DynamoDB::Table
+  PushTable:
+    Type: AWS::DynamoDB::Table
+  ShadowPushFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/shadow-push
+      Environment:
+        Variables:
+          PUSH_TABLE: !Ref PushTable
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: dynamodb:UpdateItem
+              Resource: !GetAtt PushTable.Arn
+  ReadOnly:
+    Type: AWS::IAM::ManagedPolicy
+    Metadata:
+      IamRecordings: [shadow-fleet-readonly]
+      IamExceptions:
+        iot:DescribeEndpoint: not reached in the tests
+    Properties:
+      PolicyDocument:
+        Statement:
+READS
+  Operator:
+    Type: AWS::IAM::ManagedPolicy
+    Metadata:
+      IamRecordings: [shadow-fleet-readonly, shadow-fleet-operator]
+      IamExceptions:
+        iot:DescribeEndpoint: not reached in the tests
+    Properties:
+      PolicyDocument:
+        Statement:
+READS
+          - Sid: StartAndControlPushes
+            Effect: Allow
+            Action: lambda:InvokeFunction
+            Resource: !GetAtt ShadowPushFunction.Arn
+          - Sid: ControlOnTheRecord
+            Effect: Allow
+            Action: dynamodb:UpdateItem
+            Resource: !GetAtt PushTable.Arn
+Outputs:
+  HistoryTableName:
+    Value: !Ref HistoryTable
+  PushTableName:
+    Value: !Ref PushTable
+  ShadowPushFunctionArn:
+    Value: !GetAtt ShadowPushFunction.Arn
+"#;
+        template.replace("READS\n", READS.trim_start_matches('\n'))
+    }
+
+    fn on_push_table(action: &str, from: &str, index: Option<&str>) -> Call {
+        Call { table: Some("push-1".into()), index: index.map(str::to_owned), from: vec![from.into()], ..call(action) }
+    }
+
+    fn invoke() -> Call {
+        Call {
+            function: Some("shadow-push".into()),
+            from: vec!["PUSH_FUNCTION_NAME".into()],
+            ..call("lambda:InvokeFunction")
+        }
+    }
+
+    /// What the CLI tests record: reads (one under --stack, its table from the stack's output), a start and an
+    /// abort written on the record; and the function's own calls.
+    fn cli_recordings() -> BTreeMap<String, Vec<Call>> {
+        BTreeMap::from([
+            ("shadow-push".to_owned(), vec![on_push_table("dynamodb:UpdateItem", "PUSH_TABLE", None)]),
+            (
+                CLI_READONLY.to_owned(),
+                vec![
+                    Call { stack: Some("deployed-1".into()), ..call("cloudformation:DescribeStacks") },
+                    on_push_table("dynamodb:GetItem", "PushTableName", None),
+                    on_push_table("dynamodb:Query", "PUSH_TABLE", None),
+                    on_push_table("dynamodb:Query", "PUSH_TABLE", Some("recent-pushes")),
+                    Call { thing: Some("t1".into()), ..call("iot:GetThingShadow") },
+                ],
+            ),
+            (
+                CLI_OPERATOR.to_owned(),
+                vec![
+                    invoke(),
+                    on_push_table("dynamodb:GetItem", "PUSH_TABLE", None),
+                    on_push_table("dynamodb:UpdateItem", "PUSH_TABLE", None),
+                ],
+            ),
+        ])
+    }
+
+    fn run_cli(template: &str, recordings: &BTreeMap<String, Vec<Call>>) -> Report {
+        let template: Yaml = serde_yaml::from_str(template).unwrap_or_else(|e| panic!("{e}"));
+        check_calls(&template, recordings, "/tmp/calls")
+    }
+
+    fn section_row<'a>(report: &'a Report, section: &str, action: &str) -> &'a Row {
+        let section = report.sections.iter().find(|s| s.function == section);
+        let rows = &section.unwrap_or_else(|| panic!("no section {section:?}")).rows;
+        rows.iter().find(|r| r.action == action).unwrap_or_else(|| panic!("no row {action} in {rows:?}"))
+    }
+
+    #[test]
+    fn cli_calls_held_against_the_operator_policies_pass_when_all_allowed_and_used() {
+        let report = run_cli(&cli_template(), &cli_recordings());
+        assert!(report.is_clean(), "{}", report.render());
+        let holders: Vec<(&str, &[String])> =
+            report.sections.iter().map(|s| (s.function.as_str(), s.recordings.as_slice())).collect();
+        assert_eq!(holders[1..].iter().map(|(f, _)| *f).collect::<Vec<_>>(), ["ReadOnly", "Operator"]);
+        assert_eq!(holders[2].1, [CLI_READONLY.to_owned(), CLI_OPERATOR.to_owned()]);
+        // The read-only policy sees only the read-only commands' calls; the operator policy all of them.
+        assert_eq!(section_row(&report, "ReadOnly", "dynamodb:GetItem").used, 1);
+        assert_eq!(section_row(&report, "Operator", "dynamodb:GetItem").used, 2);
+        assert_eq!(section_row(&report, "Operator", "lambda:InvokeFunction").status, "ok");
+        assert_eq!(section_row(&report, "Operator", "iot:DescribeEndpoint").status, "excused");
+        assert!(report.render().contains("Operator (the calls of shadow-fleet-readonly, shadow-fleet-operator)"));
+    }
+
+    #[test]
+    fn a_cli_call_the_policy_does_not_grant_is_caught() {
+        // A read-only command that invokes shadow-push, and one that calls what no policy grants yet.
+        let mut recordings = cli_recordings();
+        let reads = recordings.get_mut(CLI_READONLY).unwrap_or_else(|| panic!("no read-only calls"));
+        reads.push(invoke());
+        reads.push(Call { fleet_index: Some("AWS_Things".into()), ..call("iot:SearchIndex") });
+        let report = run_cli(&cli_template(), &recordings);
+        assert_problem(
+            &report,
+            &[
+                "ReadOnly: lambda:InvokeFunction on ${ShadowPushFunction.Arn} (function from PUSH_FUNCTION_NAME)",
+                "no statement allows it",
+            ],
+        );
+        assert_eq!(section_row(&report, "ReadOnly", "lambda:InvokeFunction").status, "MISSING");
+        for policy in ["ReadOnly", "Operator"] {
+            assert_problem(&report, &[&format!("{policy}: iot:SearchIndex on"), "index/{index}", "no statement"]);
+        }
+        assert_eq!(report.problems.len(), 3, "{}", report.render());
+
+        // A stack outside the policy's: granted on another stack only.
+        let template = cli_template().replace("stack/${AWS::StackName}/*", "stack/other/*");
+        let report = run_cli(&template, &cli_recordings());
+        assert_problem(
+            &report,
+            &["ReadOnly: cloudformation:DescribeStacks on", "stack/${AWS::StackName}/*", "granted only on"],
+        );
+    }
+
+    #[test]
+    fn an_unused_operator_grant_is_caught() {
+        // No recorded abort was written on the record: the operator policy's UpdateItem grant is unused. The
+        // function's own UpdateItem does not count for it.
+        let mut recordings = cli_recordings();
+        recordings.insert(CLI_OPERATOR.to_owned(), vec![invoke()]);
+        let report = run_cli(&cli_template(), &recordings);
+        assert_eq!(report.problems.len(), 1, "{}", report.render());
+        assert_problem(
+            &report,
+            &["Operator: statement ControlOnTheRecord grants dynamodb:UpdateItem", "no recorded call used it"],
+        );
+        assert_eq!(section_row(&report, "Operator", "dynamodb:UpdateItem").status, "UNUSED");
+
+        // A read grant no read-only command used is reported for both policies.
+        let mut recordings = cli_recordings();
+        recordings.entry(CLI_READONLY.to_owned()).or_default().retain(|c| c.index.is_none());
+        let report = run_cli(&cli_template(), &recordings);
+        assert_problem(&report, &["ReadOnly: statement ListPushes grants dynamodb:Query", "no recorded call"]);
+        assert_problem(&report, &["Operator: statement ListPushes grants dynamodb:Query", "no recorded call"]);
+    }
+
+    #[test]
+    fn cli_recordings_no_policy_holds_and_missing_ones_are_caught() {
+        let mut recordings = cli_recordings();
+        recordings.insert(CLI_UNCLASSIFIED.to_owned(), vec![invoke()]);
+        recordings.remove(CLI_OPERATOR);
+        let report = run_cli(&cli_template(), &recordings);
+        assert_problem(&report, &["shadow-fleet-unclassified: CLI calls were recorded", "cli_recording"]);
+        assert_problem(&report, &["Operator: no recorded calls in /tmp/calls/shadow-fleet-operator.jsonl"]);
+
+        // A policy that names no recordings, and a template without the outputs the CLI reads.
+        let template = cli_template().replace("      IamRecordings: [shadow-fleet-readonly]\n", "");
+        let template = template.replace("  PushTableName:\n    Value: !Ref PushTable\n", "");
+        let report = run_cli(&template, &cli_recordings());
+        assert_problem(&report, &["ReadOnly: Metadata.IamRecordings names no recorded calls"]);
+        assert_problem(&report, &["Operator: template.yaml has no output PushTableName"]);
     }
 
     #[test]

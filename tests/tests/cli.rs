@@ -42,13 +42,15 @@ impl Run {
     }
 }
 
-/// Runs the CLI with only `env` (nothing inherited but PATH): the stack's settings, or less.
+/// Runs the CLI with only `env` (nothing inherited but PATH): the stack's settings, or less. With FLEET_IAM_RECORD
+/// set, its AWS calls go through recording proxies, filed under the policy the command needs (`fleet_tests::iam`).
 fn run_with(env: &BTreeMap<String, String>, args: &[&str]) -> Run {
+    let (env, _recording) = fleet_tests::iam::recorded_cli_env(args, env);
     let Output { status, stdout, stderr } = std::process::Command::new(cli_binary())
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
+        .envs(&env)
         .output()
         .unwrap_or_else(|e| panic!("shadow-fleet: {e}"));
     let run = Run {

@@ -381,3 +381,39 @@ fn the_scheduled_push_input_is_a_valid_push_request() {
         .unwrap_or_else(|e| panic!("PushScheduleInput: {e}"));
     assert!(plan.dry_run, "the default scheduled push is a dry run: enabling the schedule alone pushes nothing");
 }
+
+// ---------------------------------------------------------------- operators
+
+/// The operator policy repeats the read-only policy's statements word for word (each person attaches one policy),
+/// the read-only policy changes and starts nothing, and both ARNs are stack outputs.
+#[test]
+fn the_operator_policies_read_and_steer_as_documented() {
+    let template = template();
+    let statements = |id: &str| {
+        let policy = &template["Resources"][id];
+        assert_eq!(policy["Type"].as_str(), Some("AWS::IAM::ManagedPolicy"), "{id}");
+        let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_sequence().cloned();
+        statements.unwrap_or_else(|| panic!("{id}: no statements"))
+    };
+    let read_only = statements("OperatorReadOnlyPolicy");
+    let operator = statements("OperatorPolicy");
+    assert!(!read_only.is_empty());
+    for statement in &read_only {
+        assert!(operator.contains(statement), "OperatorPolicy lacks the read-only statement {statement:?}");
+        for action in strings(&statement["Action"], "Action") {
+            let operation = action.split(':').nth(1).unwrap_or_default();
+            assert!(
+                ["Get", "BatchGet", "Query", "Describe", "List", "Search"].iter().any(|p| operation.starts_with(p)),
+                "the read-only policy grants {action}, which is no read"
+            );
+        }
+    }
+    let extra: Vec<String> =
+        operator.iter().filter(|s| !read_only.contains(s)).flat_map(|s| strings(&s["Action"], "Action")).collect();
+    assert_eq!(extra, ["lambda:InvokeFunction", "dynamodb:UpdateItem"], "what the operator policy adds");
+    for (output, policy) in
+        [("OperatorReadOnlyPolicyArn", "OperatorReadOnlyPolicy"), ("OperatorPolicyArn", "OperatorPolicy")]
+    {
+        assert_eq!(ref_of(&template["Outputs"][output]["Value"]), Some(policy), "output {output}");
+    }
+}
