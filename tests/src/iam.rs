@@ -304,6 +304,7 @@ fn iot(method: &Method, path: &str, body: &[u8]) -> Call {
         (&Method::POST, ["indices", "cardinality"]) => index("GetCardinality", json_str(&body, "indexName")),
         (&Method::POST, ["indices", "statistics"]) => index("GetStatistics", json_str(&body, "indexName")),
         (&Method::GET, ["indices", name]) => index("DescribeIndex", Some((*name).to_owned())),
+        (&Method::GET, ["indexing", "config"]) => call("GetIndexingConfiguration"),
         _ => Call::unknown(method, path),
     }
 }
@@ -1608,6 +1609,9 @@ mod tests {
 
         let _ = client.describe_endpoint().endpoint_type("iot:Data-ATS").send().await;
         assert_eq!(next_calls(&mut requests, Service::Iot), [call("iot:DescribeEndpoint")]);
+
+        let _ = client.get_indexing_configuration().send().await;
+        assert_eq!(next_calls(&mut requests, Service::Iot), [call("iot:GetIndexingConfiguration")]);
 
         let _ = client.describe_thing_group().thing_group_name("prod").send().await;
         assert_eq!(next_calls(&mut requests, Service::Iot), [group("iot:DescribeThingGroup", "prod")]);
