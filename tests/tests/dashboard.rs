@@ -192,7 +192,7 @@ fn dashboard_metrics(body: &Json) -> Vec<Named> {
                     text.to_owned()
                 });
             }
-            assert!(entries.len() >= 2 && entries.len() % 2 == 0, "widget {title}: malformed row {row:?}");
+            assert!(entries.len() >= 2 && entries.len().is_multiple_of(2), "widget {title}: malformed row {row:?}");
             previous = entries.clone();
             let stat = options.and_then(|o| o["stat"].as_str()).or_else(|| props["stat"].as_str()).map(str::to_owned);
             found.push(Named {
