@@ -575,6 +575,37 @@ async fn every_log_line_carries_its_request_id() {
     assert!(lines.iter().any(|l| l["level"] == "ERROR"), "{lines:?}");
 }
 
+/// A push started, baking, paused, resumed and aborted by its operator: routine, so at INFO; not one WARN line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routine_operator_actions_log_at_info() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..3, "routine").await;
+    let function = push_function(&fx, &[]).await;
+    let push_id = unique("routine");
+    let things: Vec<String> = (0..3).map(|i| fx.thing(i)).collect();
+    let rollout = json!({"phases": [{"percent": 100}], "bakeSeconds": 600, "onAbort": "stop"});
+    let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": things}, "rollout": rollout});
+    let steps = [
+        (request, "push started"),
+        (json!({"pausePush": push_id}), "operator control carried out"),
+        (json!({"resumePush": push_id}), "push resumed"),
+        (json!({"abortPush": push_id}), "operator control carried out"),
+    ];
+    for (payload, expected) in steps {
+        let (_, lines, answer) = invoke_logged(&function, &payload).await;
+        assert!(answer.is_ok(), "{payload}: {answer:?}");
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == expected)
+            .unwrap_or_else(|| panic!("{payload}: no {expected:?} line in {lines:?}"));
+        assert_eq!(line["level"], "INFO", "{line}");
+        let loud: Vec<&Json> = lines.iter().filter(|l| l["level"] != "INFO").collect();
+        assert!(loud.is_empty(), "{payload}: routine work logged above INFO: {loud:?}");
+    }
+    let record = fx.record(&push_id).await.unwrap_or(Json::Null);
+    assert_eq!(record["state"], "aborted", "{record}");
+}
+
 /// The metric lines the real binaries print name exactly the catalog's metrics, with its units, in its namespace,
 /// by the one dimension the dashboard uses: every catalog metric is seen in a real run (the history's counts and
 /// event age; a push segment's counts; a sweep; a push that stalls), and nothing else is.
