@@ -689,4 +689,24 @@ async fn the_functions_emit_exactly_the_catalog() {
     let unknown: Vec<_> = seen.difference(&catalog).collect();
     assert!(missing.is_empty(), "catalog metrics no run emitted: {missing:?}");
     assert!(unknown.is_empty(), "emitted metrics the catalog does not list: {unknown:?}");
+
+    // And the dashboard's own metrics, each against what the binaries printed.
+    let template = template();
+    for (conditions, body) in dashboard_bodies(&template) {
+        for named in dashboard_metrics(&body) {
+            if let Shown::Own(metric) = check(&template, &named, &conditions) {
+                let printed = seen
+                    .iter()
+                    .any(|(e, n, u)| *e == metric.emitter() && *n == named.name && u == metric.unit().as_str());
+                assert!(
+                    printed,
+                    "{}: {}/{} was never printed by {}",
+                    named.at,
+                    named.namespace,
+                    named.name,
+                    metric.emitter().binary()
+                );
+            }
+        }
+    }
 }
