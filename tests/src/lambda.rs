@@ -98,6 +98,7 @@ pub struct LocalLambda {
     spec: Respawn,
     pid: Arc<AtomicU32>,
     turn: Mutex<()>,
+    logs: Option<FunctionLogs>,
 }
 
 /// A command's program, arguments and environment, to start it again.
@@ -124,15 +125,74 @@ impl Respawn {
     }
 }
 
-fn spawn(mut command: Command) -> Child {
+fn spawn(mut command: Command, capture: Option<&FunctionLogs>) -> Child {
     let program = command.as_std().get_program().to_string_lossy().into_owned();
-    command
+    let show = std::env::var_os("SHOW_FUNCTION_LOGS").is_some();
+    let stdout = match (capture, show) {
+        (Some(_), _) => Stdio::piped(),
+        (None, true) => Stdio::inherit(),
+        (None, false) => Stdio::null(),
+    };
+    let mut child = command
         .stdin(Stdio::null())
-        .stdout(if std::env::var_os("SHOW_FUNCTION_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let (Some(logs), Some(stdout)) = (capture, child.stdout.take()) {
+        logs.read(stdout, show);
+    }
+    child
+}
+
+/// Every line a function process wrote on stdout (its JSON logs and metric lines, what Lambda sends to CloudWatch
+/// Logs), across restarts, when it was started with [`LocalLambda::start_capturing`].
+#[derive(Clone, Default)]
+pub struct FunctionLogs(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl FunctionLogs {
+    fn read(&self, stdout: tokio::process::ChildStdout, show: bool) {
+        use tokio::io::AsyncBufReadExt;
+        let lines = self.0.clone();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if show {
+                    println!("{line}");
+                }
+                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many lines so far: a mark to take the lines after with [`FunctionLogs::since`].
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The lines after `mark`, once no new line has come for `quiet` (the process has flushed what it wrote).
+    pub async fn since(&self, mark: usize, quiet: Duration) -> Vec<String> {
+        let mut seen = self.len();
+        loop {
+            tokio::time::sleep(quiet).await;
+            let now = self.len();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        self.lines().split_off(mark.min(seen))
+    }
 }
 
 /// The path of a workspace binary built next to the running test or tool (`target/<profile>/<name>`), or in
@@ -166,8 +226,27 @@ impl LocalLambda {
         Self::start_command(Command::new(path), name, env).await
     }
 
+    /// As [`LocalLambda::start`], keeping every line the function writes on stdout ([`LocalLambda::logs`]).
+    pub async fn start_capturing(name: &str, env: &[(String, String)]) -> Self {
+        Self::start_with(Command::new(binary(name)), name, env, Some(FunctionLogs::default())).await
+    }
+
+    /// What the function wrote on stdout, when started with [`LocalLambda::start_capturing`].
+    pub fn logs(&self) -> Option<&FunctionLogs> {
+        self.logs.as_ref()
+    }
+
     /// Starts any runtime client (a Python handler under `awslambdaric`, say) against its own Runtime API.
-    pub async fn start_command(mut command: Command, name: &str, env: &[(String, String)]) -> Self {
+    pub async fn start_command(command: Command, name: &str, env: &[(String, String)]) -> Self {
+        Self::start_with(command, name, env, None).await
+    }
+
+    async fn start_with(
+        mut command: Command,
+        name: &str,
+        env: &[(String, String)],
+        logs: Option<FunctionLogs>,
+    ) -> Self {
         let (env, iam) = crate::iam::recorded_env(name, env).await;
         let (queue, receiver) = mpsc::channel::<Pending>(1024);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -188,7 +267,7 @@ impl LocalLambda {
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"));
         let spec = Respawn::of(&command);
-        let child = spawn(command);
+        let child = spawn(command, logs.as_ref());
         let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
         Self {
             queue,
@@ -201,6 +280,7 @@ impl LocalLambda {
             spec,
             pid,
             turn: Mutex::new(()),
+            logs,
         }
     }
 
@@ -223,7 +303,7 @@ impl LocalLambda {
         if matches!(child.try_wait(), Ok(None)) {
             return;
         }
-        *child = spawn(self.spec.command());
+        *child = spawn(self.spec.command(), self.logs.as_ref());
         self.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
     }
 
@@ -286,11 +366,16 @@ impl LocalLambda {
     /// does, a process that has not answered by the deadline is stopped (killed) there, and a dead process is
     /// replaced by a new one for the next invocation.
     pub async fn invoke(&self, payload: &Value, timeout: Duration) -> Answer {
+        self.invoke_as(&uuid::Uuid::new_v4().to_string(), payload, timeout).await
+    }
+
+    /// As [`LocalLambda::invoke`], with the request id `id` (Lambda's `Lambda-Runtime-Aws-Request-Id`).
+    pub async fn invoke_as(&self, id: &str, payload: &Value, timeout: Duration) -> Answer {
         // One execution environment runs one invocation at a time; the deadline starts when it is handed over.
         let _turn = self.turn.lock().await;
         self.ensure_running().await;
         let (reply, answer) = oneshot::channel();
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = id.to_owned();
         let deadline_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()) + timeout.as_millis();
         let payload = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shadow_core::history::{EventError, HistoryRecord, HistoryStore, PutOutcome, record_from_event, store_record};
 use shadow_core::retry::{GaveUp, Retryable};
 use shadow_core::store::ServiceError;
-use shadow_runtime::metrics::Counters;
+use shadow_runtime::metrics::{Counters, Emitter, history};
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -20,11 +20,6 @@ const RESERVE: Duration = Duration::from_millis(1500);
 const NO_DEADLINE: Duration = Duration::from_secs(60);
 /// Writes in flight at once for an SQS batch.
 const CONCURRENCY: usize = 10;
-
-const WRITTEN: &str = "written";
-const DUPLICATE: &str = "duplicate";
-const REJECTED: &str = "rejected";
-const FAILED: &str = "failed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -67,13 +62,14 @@ pub async fn handle(
     event: LambdaEvent<Value>,
 ) -> Result<Value, HistoryError> {
     let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
-    let mut counters = Counters::new(&[WRITTEN, DUPLICATE, REJECTED, FAILED]);
+    let mut counters =
+        Counters::new(Emitter::History, &[history::WRITTEN, history::DUPLICATE, history::REJECTED, history::FAILED]);
     let result = if is_sqs_batch(&event.payload) {
         handle_batch(store, config, event.payload, deadline, &mut counters).await
     } else {
         handle_one(store, config, &event.payload, deadline, &mut counters).await
     };
-    counters.emit("shadow-history");
+    counters.emit();
     result
 }
 
@@ -89,7 +85,7 @@ async fn handle_one(
     counters: &mut Counters,
 ) -> Result<Value, HistoryError> {
     let record = record_from_event(payload, &config.record).inspect_err(|e| {
-        counters.add(REJECTED, 1);
+        counters.add(history::REJECTED, 1);
         tracing::warn!(outcome = "rejected", field = %e.field, reason = %e.reason, "shadow event rejected");
     })?;
     match store_record(store, &record, deadline, RESERVE).await {
@@ -135,7 +131,7 @@ async fn handle_batch(
         match parsed {
             Ok(record) => records.push((id, record)),
             Err(e) => {
-                counters.add(REJECTED, 1);
+                counters.add(history::REJECTED, 1);
                 tracing::warn!(outcome = "rejected", message_id = %id, field = %e.field, reason = %e.reason, "shadow event rejected");
                 failures.push(id);
             }
@@ -171,7 +167,12 @@ async fn handle_batch(
 }
 
 fn log_stored(record: &HistoryRecord, outcome: PutOutcome, counters: &mut Counters) {
-    counters.add(if outcome == PutOutcome::Written { WRITTEN } else { DUPLICATE }, 1);
+    if outcome == PutOutcome::Written {
+        counters.add(history::WRITTEN, 1);
+        counters.least(history::NEWEST_EVENT_AGE, age_ms(record.timestamp, now_ms()));
+    } else {
+        counters.add(history::DUPLICATE, 1);
+    }
     tracing::info!(
         thing = %record.shadow.thing,
         shadow = record.shadow.shadow_name(),
@@ -182,8 +183,18 @@ fn log_stored(record: &HistoryRecord, outcome: PutOutcome, counters: &mut Counte
     );
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long after the shadow update (`timestamp`, epoch seconds) it was written at `now_ms`; 0 when the clocks
+/// disagree the other way.
+fn age_ms(timestamp_s: u64, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(timestamp_s.saturating_mul(1000))
+}
+
 fn log_failed(record: &HistoryRecord, error: &GaveUp<ServiceError>, counters: &mut Counters) {
-    counters.add(FAILED, 1);
+    counters.add(history::FAILED, 1);
     tracing::error!(
         thing = %record.shadow.thing,
         shadow = record.shadow.shadow_name(),

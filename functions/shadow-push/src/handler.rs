@@ -24,7 +24,7 @@ use shadow_core::push::{
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
-use shadow_runtime::metrics::Counters;
+use shadow_runtime::metrics::{Counters, Emitter, push};
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -424,7 +424,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         tracing::info!(push = %push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
                         return self.load(&push_id, deadline).await;
                     }
-                    tracing::warn!(push = %push_id, ?control, state = ?next.state, "operator control carried out");
+                    tracing::info!(push = %push_id, ?control, state = ?next.state, "operator control carried out");
                     at.record = *next;
                     Vec::new()
                 }
@@ -442,14 +442,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                             }));
                         }
                     }
-                    tracing::warn!(push = %push_id, ?control, "operator control requested");
+                    tracing::info!(push = %push_id, ?control, "operator control requested");
                     Vec::new()
                 }
                 Effect::Resume { to, lease_until } => {
                     if !self.persist(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
                         return self.load(&push_id, deadline).await;
                     }
-                    tracing::warn!(push = %push_id, state = ?to, "push resumed");
+                    tracing::info!(push = %push_id, state = ?to, "push resumed");
                     Vec::new()
                 }
                 Effect::HandOff { segment, delay_s } => {
@@ -465,7 +465,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                     if !self.persist(deadline, || self.store.unstall(&next)).await? {
                         return self.load(&push_id, deadline).await;
                     }
-                    tracing::warn!(push = %push_id, segment = next.segment, "stalled push resumed");
+                    tracing::info!(push = %push_id, segment = next.segment, "stalled push resumed");
                     at.record = *next;
                     Vec::new()
                 }
@@ -587,7 +587,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         if let Some(control) = control
                             && !pace.lease().is_halted()
                         {
-                            tracing::warn!(push = %push_id, segment, ?control, "operator control: stopping the segment");
+                            tracing::info!(push = %push_id, segment, ?control, "operator control: stopping the segment");
                             pace.lease().halt();
                         }
                     }
@@ -610,28 +610,28 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         if pace.lease().is_lost() {
             return Ok(None);
         }
-        let mut counters = Counters::new(&["updated", "unchanged", "failed", "throttled", "converged", "pending"]);
+        let mut counters = Counters::new(Emitter::Push, &push::SEGMENT);
         match &outcome {
             Outcome::Push(out) => {
                 self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &out.failures)).await?;
-                counters.add("updated", out.updated);
-                counters.add("unchanged", out.unchanged);
-                counters.add("failed", out.failed);
-                counters.add("throttled", out.throttled);
+                counters.add(push::UPDATED, out.updated);
+                counters.add(push::UNCHANGED, out.unchanged);
+                counters.add(push::FAILED, out.failed);
+                counters.add(push::THROTTLED, out.throttled);
             }
             Outcome::Judge(out) => {
-                counters.add("converged", out.converged);
-                counters.add("pending", out.pending);
-                counters.add("throttled", out.throttled);
+                counters.add(push::CONVERGED, out.converged);
+                counters.add(push::PENDING, out.pending);
+                counters.add(push::THROTTLED, out.throttled);
             }
             Outcome::Rollback(out) => {
                 self.persist(deadline, || self.store.add_conflicts(&push_id, record.started_at, &out.conflicts))
                     .await?;
                 self.persist(deadline, || self.store.add_failures(&push_id, record.started_at, &out.failures)).await?;
-                counters.add("throttled", out.throttled);
+                counters.add(push::THROTTLED, out.throttled);
             }
         }
-        counters.emit("shadow-push");
+        counters.emit();
         Ok(Some(outcome))
     }
 
@@ -720,9 +720,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
     /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
     async fn stall(&self, push_id: &str, segment: u64, reason: &str, deadline: Instant) -> Result<(), PushError> {
         self.persist(deadline, || self.store.stall(push_id, segment, reason)).await?;
-        let mut counters = Counters::new(&["stalled"]);
-        counters.add("stalled", 1);
-        counters.emit("shadow-push");
+        let mut counters = Counters::new(Emitter::Push, &[push::STALLED]);
+        counters.add(push::STALLED, 1);
+        counters.emit();
         tracing::error!(push = %push_id, reason = %reason, outcome = "stalled", "push stalled");
         Ok(())
     }
@@ -742,9 +742,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             }
             self.carry(config, Carrying { record, plan, claim: None }, effects, deadline).await?;
         }
-        let mut counters = Counters::new(&["woken"]);
-        counters.add("woken", woken.len() as u64);
-        counters.emit("shadow-push");
+        let mut counters = Counters::new(Emitter::Push, &[push::WOKEN]);
+        counters.add(push::WOKEN, woken.len() as u64);
+        counters.emit();
         Ok(json!({"woken": woken}))
     }
 

@@ -64,47 +64,195 @@ impl LogLevel {
     }
 }
 
-/// Counts for one invocation, written as one EMF line.
-#[derive(Debug, Clone, Default)]
+/// The `Function` dimension of every metric: which function emitted it.
+pub const DIMENSION: &str = "Function";
+
+/// The functions that emit metrics, by the name of their binary (and package).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Emitter {
+    History,
+    Push,
+}
+
+impl Emitter {
+    pub const ALL: [Self; 2] = [Self::History, Self::Push];
+
+    /// The binary's name: `functions/<name>` in the repository, and the local stack's function name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::History => "shadow-history",
+            Self::Push => "shadow-push",
+        }
+    }
+
+    /// The value of the [`DIMENSION`]: the deployed function's name (`AWS_LAMBDA_FUNCTION_NAME`, which Lambda sets;
+    /// one per stack, so that two stacks in one account and region never add up into one metric), else the binary's.
+    pub fn dimension_value(self) -> String {
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| self.binary().into())
+    }
+}
+
+/// A metric's CloudWatch unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unit {
+    /// A count per invocation; graphed as a sum.
+    Count,
+    /// A duration per invocation; graphed as a maximum or an average.
+    Milliseconds,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "Count",
+            Self::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// One metric of the catalog below. Only this module makes them, so an emitter can only emit what the catalog
+/// lists, and the dashboard's test checks the dashboard against the same list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Metric {
+    emitter: Emitter,
+    name: &'static str,
+    unit: Unit,
+}
+
+impl Metric {
+    const fn new(emitter: Emitter, name: &'static str, unit: Unit) -> Self {
+        Self { emitter, name, unit }
+    }
+
+    pub fn emitter(self) -> Emitter {
+        self.emitter
+    }
+
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    pub fn unit(self) -> Unit {
+        self.unit
+    }
+}
+
+/// shadow-history's metrics, one EMF line per invocation.
+pub mod history {
+    use super::{Emitter::History, Metric, Unit::*};
+
+    /// Events written to the history table.
+    pub const WRITTEN: Metric = Metric::new(History, "written", Count);
+    /// Events already recorded (a redelivery): nothing written.
+    pub const DUPLICATE: Metric = Metric::new(History, "duplicate", Count);
+    /// Malformed events, refused (`Final.InvalidEvent`).
+    pub const REJECTED: Metric = Metric::new(History, "rejected", Count);
+    /// Events not written after the function's retries (DynamoDB throttling or errors until the deadline).
+    pub const FAILED: Metric = Metric::new(History, "failed", Count);
+    /// The age of the newest event the invocation wrote: the write's time minus the shadow update's `timestamp`
+    /// (epoch seconds, so up to a second more than the true age). Only in invocations that wrote an event.
+    pub const NEWEST_EVENT_AGE: Metric = Metric::new(History, "newestEventAge", Milliseconds);
+
+    pub const ALL: [Metric; 5] = [WRITTEN, DUPLICATE, REJECTED, FAILED, NEWEST_EVENT_AGE];
+}
+
+/// shadow-push's metrics: one EMF line per segment, per sweep, and per push marked stalled.
+pub mod push {
+    use super::{Emitter::Push, Metric, Unit::Count};
+
+    /// Things whose shadow the segment updated (a dry run: would have updated).
+    pub const UPDATED: Metric = Metric::new(Push, "updated", Count);
+    /// Things that already held the values (`skipUnchanged`).
+    pub const UNCHANGED: Metric = Metric::new(Push, "unchanged", Count);
+    /// Things that failed for good (404, 409, other 4xx), recorded as the push's failures.
+    pub const FAILED: Metric = Metric::new(Push, "failed", Count);
+    /// Shadow requests answered 429 (retried, paced).
+    pub const THROTTLED: Metric = Metric::new(Push, "throttled", Count);
+    /// Rollout judging: things whose `reported` holds the pushed values.
+    pub const CONVERGED: Metric = Metric::new(Push, "converged", Count);
+    /// Rollout judging: things not converged whose `desired` still holds the push's values (silent devices).
+    pub const PENDING: Metric = Metric::new(Push, "pending", Count);
+    /// Pushes marked stalled: a segment died again and again.
+    pub const STALLED: Metric = Metric::new(Push, "stalled", Count);
+    /// Pushes the sweeper woke: their lease ran out (a segment died, or a hand-off was lost).
+    pub const WOKEN: Metric = Metric::new(Push, "woken", Count);
+
+    /// What one segment reports, every name declared even when it stays zero.
+    pub const SEGMENT: [Metric; 6] = [UPDATED, UNCHANGED, FAILED, THROTTLED, CONVERGED, PENDING];
+    pub const ALL: [Metric; 8] = [UPDATED, UNCHANGED, FAILED, THROTTLED, CONVERGED, PENDING, STALLED, WOKEN];
+}
+
+/// Every metric the functions emit, in namespace [`NAMESPACE`] with the single dimension [`DIMENSION`].
+pub fn catalog() -> impl Iterator<Item = Metric> {
+    history::ALL.into_iter().chain(push::ALL)
+}
+
+/// One invocation's metrics (or one segment's), written as one EMF line.
+#[derive(Debug, Clone)]
 pub struct Counters {
-    counts: BTreeMap<&'static str, u64>,
+    emitter: Emitter,
+    values: BTreeMap<&'static str, (Unit, u64)>,
 }
 
 impl Counters {
-    /// Declares `names` so that they are reported even when they stay zero.
-    pub fn new(names: &[&'static str]) -> Self {
-        Self { counts: names.iter().map(|n| (*n, 0)).collect() }
+    /// Declares `metrics` so that they are reported even when they stay zero. Each belongs to `emitter`.
+    pub fn new(emitter: Emitter, metrics: &[Metric]) -> Self {
+        let mut counters = Self { emitter, values: BTreeMap::new() };
+        for metric in metrics {
+            counters.add(*metric, 0);
+        }
+        counters
     }
 
-    pub fn add(&mut self, name: &'static str, n: u64) {
-        *self.counts.entry(name).or_default() += n;
+    pub fn add(&mut self, metric: Metric, n: u64) {
+        debug_assert_eq!(metric.emitter, self.emitter, "{} is another function's metric", metric.name);
+        self.values.entry(metric.name).or_insert((metric.unit, 0)).1 += n;
     }
 
-    /// The EMF document for `function`, as a log line at `level` (see [`LogLevel::for_metrics`]).
-    pub fn to_emf(&self, function: &str, level: LogLevel) -> Value {
+    /// Keeps the least `value` seen for `metric` in this invocation; the metric is reported only once seen.
+    pub fn least(&mut self, metric: Metric, value: u64) {
+        debug_assert_eq!(metric.emitter, self.emitter, "{} is another function's metric", metric.name);
+        let entry = self.values.entry(metric.name).or_insert((metric.unit, value));
+        entry.1 = entry.1.min(value);
+    }
+
+    /// The EMF document for the function named `function`, as a log line at `level` (see [`LogLevel::for_metrics`]),
+    /// with the invocation's `request_id` when there is one.
+    pub fn to_emf(&self, function: &str, level: LogLevel, request_id: Option<&str>) -> Value {
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let definitions: Vec<Value> = self.counts.keys().map(|name| json!({"Name": name, "Unit": "Count"})).collect();
+        let definitions: Vec<Value> =
+            self.values.iter().map(|(name, (unit, _))| json!({"Name": name, "Unit": unit.as_str()})).collect();
         let mut doc = json!({
             "_aws": {
                 "Timestamp": timestamp,
-                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["Function"]], "Metrics": definitions}]
+                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [[DIMENSION]], "Metrics": definitions}]
             },
             "timestamp": rfc3339_now(),
             "level": level.as_str(),
             "message": EMF_MESSAGE,
-            "Function": function,
+            DIMENSION: function,
         });
         if let Value::Object(fields) = &mut doc {
-            for (name, count) in &self.counts {
-                fields.insert((*name).to_owned(), json!(count));
+            if let Some(id) = request_id {
+                fields.insert(crate::telemetry::REQUEST_ID.to_owned(), json!(id));
+            }
+            for (name, (_, value)) in &self.values {
+                fields.insert((*name).to_owned(), json!(value));
             }
         }
         doc
     }
 
-    /// Prints the EMF line on stdout, where Lambda's log capture picks it up, at a level Lambda's filter keeps.
-    pub fn emit(&self, function: &str) {
-        println!("{}", self.to_emf(function, LogLevel::for_metrics(LogLevel::configured())));
+    /// Prints the EMF line on stdout, where Lambda's log capture picks it up, at a level Lambda's filter keeps, with
+    /// the request id of the invocation it runs in.
+    pub fn emit(&self) {
+        let request_id = crate::telemetry::request_id();
+        let line = self.to_emf(
+            &self.emitter.dimension_value(),
+            LogLevel::for_metrics(LogLevel::configured()),
+            request_id.as_deref(),
+        );
+        println!("{line}");
     }
 }
 
@@ -123,10 +271,10 @@ mod tests {
 
     #[test]
     fn emf_declares_every_counter() {
-        let mut c = Counters::new(&["written", "duplicate", "rejected"]);
-        c.add("written", 2);
-        c.add("written", 1);
-        let doc = c.to_emf("shadow-history", LogLevel::Info);
+        let mut c = Counters::new(Emitter::History, &[history::WRITTEN, history::DUPLICATE, history::REJECTED]);
+        c.add(history::WRITTEN, 2);
+        c.add(history::WRITTEN, 1);
+        let doc = c.to_emf("shadow-history", LogLevel::Info, Some("req-1"));
         assert_eq!(doc["written"], 3);
         assert_eq!(doc["rejected"], 0);
         assert_eq!(doc["Function"], "shadow-history");
@@ -134,6 +282,31 @@ mod tests {
         assert_eq!(metrics["Namespace"], NAMESPACE);
         assert_eq!(metrics["Metrics"].as_array().map(Vec::len), Some(3));
         assert!(doc["_aws"]["Timestamp"].as_u64().is_some_and(|t| t > 0));
+        assert_eq!(doc["requestId"], "req-1");
+        assert!(metrics["Metrics"].as_array().is_some_and(|m| m.iter().all(|d| d["Unit"] == "Count")));
+    }
+
+    #[test]
+    fn the_least_value_is_kept_and_declared_only_once_seen() {
+        let mut c = Counters::new(Emitter::History, &[history::WRITTEN]);
+        assert!(c.to_emf("f", LogLevel::Info, None).get("newestEventAge").is_none());
+        c.least(history::NEWEST_EVENT_AGE, 900);
+        c.least(history::NEWEST_EVENT_AGE, 300);
+        c.least(history::NEWEST_EVENT_AGE, 700);
+        let doc = c.to_emf("f", LogLevel::Info, None);
+        assert_eq!(doc["newestEventAge"], 300);
+        let definitions = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().cloned().unwrap_or_default();
+        assert!(definitions.contains(&json!({"Name": "newestEventAge", "Unit": "Milliseconds"})), "{doc}");
+        assert!(doc.get("requestId").is_none(), "no invocation, no request id: {doc}");
+    }
+
+    #[test]
+    fn the_catalog_names_each_metric_once_per_function() {
+        let mut seen = std::collections::HashSet::new();
+        for metric in catalog() {
+            assert!(seen.insert((metric.emitter(), metric.name())), "{metric:?} twice");
+        }
+        assert_eq!(seen.len(), history::ALL.len() + push::ALL.len());
     }
 
     /// Lambda's filter on JSON logs: a line is kept when its `level` is at or above the configured one; a missing
@@ -160,9 +333,9 @@ mod tests {
 
     #[test]
     fn emf_line_survives_every_lambda_log_level() {
-        let counters = Counters::new(&["written"]);
+        let counters = Counters::new(Emitter::History, &[history::WRITTEN]);
         for configured in LogLevel::ALL.map(Some).into_iter().chain([None]) {
-            let line = counters.to_emf("shadow-history", LogLevel::for_metrics(configured));
+            let line = counters.to_emf("shadow-history", LogLevel::for_metrics(configured), None);
             assert!(lambda_keeps(&line, configured), "dropped at {configured:?}: {line}");
             assert_eq!(line["message"], EMF_MESSAGE);
             if configured <= Some(LogLevel::Info) {
