@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use shadow_core::push::push_id_problem;
+use shadow_core::{ShadowName, ThingName};
 
 /// `--interval`: the poll period, in seconds.
 pub const INTERVAL_SECONDS: (f64, f64) = (0.05, 60.0);
@@ -61,6 +62,21 @@ pub fn push_id(text: &str) -> Result<String, String> {
     }
 }
 
+/// A time (`--since`, `--until`) as an epoch second: an age counts back from now (see [`crate::when::parse`]).
+pub fn time(text: &str) -> Result<u64, String> {
+    crate::when::parse(text, crate::now_secs()).map_err(|e| e.to_string())
+}
+
+/// A thing's name by AWS IoT's rule (`shared/core/src/names.rs`).
+pub fn thing_name(text: &str) -> Result<String, String> {
+    ThingName::parse(text).map(String::from).map_err(|e| format!("thing name {text:?} {e}"))
+}
+
+/// A named shadow's name by AWS IoT's rule, not one of AWS's own (`$...`).
+pub fn shadow_name(text: &str) -> Result<String, String> {
+    ShadowName::parse_user(text).map(String::from).map_err(|e| format!("shadow name {text:?} {e}"))
+}
+
 /// `--profile`: a profile's name, as the AWS config files hold it (not empty, no spaces or brackets).
 pub fn profile(text: &str) -> Result<String, String> {
     if text.is_empty() {
@@ -109,6 +125,15 @@ mod tests {
             assert!(count(bad).is_err(), "{bad}");
         }
         assert!(count_or_zero("-1").is_err());
+    }
+
+    #[test]
+    fn thing_and_shadow_names_follow_aws_iot() {
+        assert_eq!(thing_name("dev-1:a_b"), Ok("dev-1:a_b".to_owned()));
+        assert_eq!(thing_name("").err().unwrap_or_default(), "thing name \"\" is empty");
+        assert!(thing_name("bad/thing").err().unwrap_or_default().contains("contains '/'"));
+        assert!(shadow_name("$aws").err().unwrap_or_default().contains("reserves"));
+        assert!(shadow_name(&"s".repeat(65)).err().unwrap_or_default().contains("maximum is 64"));
     }
 
     #[test]

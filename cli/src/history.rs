@@ -18,16 +18,17 @@ use crate::{Context, now_secs, when};
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// The thing's name.
+    #[arg(value_parser = checks::thing_name)]
     thing: String,
     /// A named shadow; without it, the classic shadow.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = checks::shadow_name)]
     shadow: Option<String>,
     /// Events at or after (an age such as 7d or 90m, an RFC 3339 time, a date, epoch seconds of 10 digits).
-    #[arg(long, value_name = "T")]
-    since: Option<String>,
+    #[arg(long, value_name = "T", value_parser = checks::time)]
+    since: Option<u64>,
     /// Events at or before (same forms as --since).
-    #[arg(long, value_name = "T")]
-    until: Option<String>,
+    #[arg(long, value_name = "T", value_parser = checks::time)]
+    until: Option<u64>,
     /// Only the events of this push and of its rollback (clientToken ID or ID.rollback); reads only the push's
     /// time window, from its record in the push table.
     #[arg(long = "push", value_name = "ID", value_parser = checks::push_id)]
@@ -76,10 +77,6 @@ fn shadow_ref(args: &HistoryArgs) -> Result<ShadowRef, CliError> {
     Ok(ShadowRef { thing, shadow })
 }
 
-fn time(flag: &str, text: Option<&str>) -> Result<Option<u64>, CliError> {
-    text.map(|t| when::parse(t, now_secs()).map_err(|e| CliError::Usage(format!("{flag}: {e}")))).transpose()
-}
-
 /// One event as shown: when, which version, what kind, who, and its changes.
 fn event_json(event: &Value, desired: &[Change], reported: &[Change]) -> Value {
     let timestamp = event.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
@@ -100,8 +97,7 @@ fn changes_text(changes: &[Change]) -> String {
 
 pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
     let shadow = shadow_ref(&args)?;
-    let mut since = time("--since", args.since.as_deref())?;
-    let mut until = time("--until", args.until.as_deref())?;
+    let (mut since, mut until) = (args.since, args.until);
     if let (Some(since), Some(until)) = (since, until)
         && since > until
     {

@@ -16,7 +16,7 @@ use crate::checks;
 use crate::error::CliError;
 use crate::output::{self, Format};
 use crate::progress::{Progress, compact, record_rows};
-use crate::{Context, now_ms, now_secs, when};
+use crate::{Context, now_ms, when};
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
@@ -51,8 +51,8 @@ pub enum PushCommand {
     /// Recent pushes, newest first.
     List {
         /// Pushes started since (an age such as 7d or 12h, an RFC 3339 time, a date).
-        #[arg(long, default_value = "7d", value_name = "T")]
-        since: String,
+        #[arg(long, default_value = "7d", value_name = "T", value_parser = checks::time)]
+        since: u64,
         /// At most this many (at least 1).
         #[arg(long, default_value = "50", value_parser = checks::count, allow_hyphen_values = true)]
         limit: usize,
@@ -104,10 +104,7 @@ pub async fn run(ctx: &Context, command: PushCommand) -> Result<i32, CliError> {
         }
         PushCommand::Watch { push_id, watch: options } => watch(ctx, &push_id, Duration::ZERO, &options).await,
         PushCommand::Show { push_id, failures, conflicts } => show(ctx, &push_id, failures, conflicts).await,
-        PushCommand::List { since, limit } => {
-            let since = when::parse(&since, now_secs()).map_err(|e| CliError::Usage(format!("--since: {e}")))?;
-            list(ctx, since, limit).await
-        }
+        PushCommand::List { since, limit } => list(ctx, since, limit).await,
         PushCommand::Pause { push_id } => control(ctx, "pause", json!({"pausePush": push_id})).await,
         PushCommand::Resume { push_id } => control(ctx, "resume", json!({"resumePush": push_id})).await,
         PushCommand::Abort { push_id, rollback, no_rollback } => {

@@ -672,6 +672,24 @@ async fn numeric_options_and_ids_are_checked_before_anything_is_read() {
     let got = run(&stack, &["history", &unique("never"), "--since", "1764237600"]);
     assert_eq!(got.code, 1, "10 digits are epoch seconds: {}", got.stderr);
 
+    // Before any AWS call: with no region and no credentials, bad usage is still bad usage.
+    let bare = BTreeMap::from([
+        ("HOME".to_owned(), "/nonexistent".to_owned()),
+        ("AWS_CONFIG_FILE".to_owned(), "/nonexistent".to_owned()),
+    ]);
+    for args in [
+        &["push", "show", ""][..],
+        &["push", "watch", "p", "--interval", "nan"],
+        &["history", "bad/thing"],
+        &["shadow", "get", "t", "--shadow", "$aws"],
+        &["history", "t", "--since", "7"],
+    ] {
+        let got = run_with(&bare, args);
+        assert_eq!(got.code, 2, "{args:?}: {}", got.stderr);
+        assert!(got.stderr.contains("invalid value"), "{args:?}: {}", got.stderr);
+        assert!(!got.stderr.contains("no AWS region") && !got.stderr.contains("credentials"), "{}", got.stderr);
+    }
+
     // Global options: checked too.
     expect(&["--region", "", "push", "list"], "--region");
     expect(&["--region", "EU WEST", "push", "list"], "not a region name");
