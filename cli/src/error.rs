@@ -28,6 +28,20 @@ pub enum CliError {
     },
 }
 
+/// An error and its causes on one line, each said once (`a: b: c`).
+pub fn causes(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
+}
+
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {

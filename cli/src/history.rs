@@ -1,12 +1,15 @@
 //! `shadow-fleet history THING`: one shadow's events, oldest first, each with what it changed in `desired` and
 //! `reported`. Reads the history table page by page on its key (README, "History items"): `--since`/`--until` are a
-//! key condition on the sort key, so a long history costs only the pages shown.
+//! key condition on the sort key, so a long history costs only the pages shown. `--push ID` reads only the push's
+//! time window, from its record (its start to its end), and shows the events whose `clientToken` is the push's.
 
 use clap::Args;
 use serde_json::{Value, json};
-use shadow_aws::DynamoHistoryStore;
+use shadow_aws::{DynamoHistoryStore, DynamoPushReader};
+use shadow_core::push::rollout::ROLLBACK_SUFFIX;
 use shadow_core::{ShadowName, ShadowRef, ThingName};
 
+use crate::checks;
 use crate::diff::{Change, Replay};
 use crate::error::CliError;
 use crate::output::{self, Format};
@@ -15,26 +18,54 @@ use crate::{Context, now_secs, when};
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// The thing's name.
+    #[arg(value_parser = checks::thing_name)]
     thing: String,
     /// A named shadow; without it, the classic shadow.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = checks::shadow_name)]
     shadow: Option<String>,
-    /// Events at or after (an age such as 7d or 90m, an RFC 3339 time, a date, epoch seconds).
-    #[arg(long, value_name = "T")]
-    since: Option<String>,
+    /// Events at or after (an age such as 7d or 90m, an RFC 3339 time, a date, epoch seconds of 10 digits).
+    #[arg(long, value_name = "T", value_parser = checks::time)]
+    since: Option<u64>,
     /// Events at or before (same forms as --since).
-    #[arg(long, value_name = "T")]
-    until: Option<String>,
-    /// Only the events of this push (updates whose clientToken is the push id).
-    #[arg(long = "push", value_name = "ID")]
+    #[arg(long, value_name = "T", value_parser = checks::time)]
+    until: Option<u64>,
+    /// Only the events of this push and of its rollback (clientToken ID or ID.rollback); reads only the push's
+    /// time window, from its record in the push table.
+    #[arg(long = "push", value_name = "ID", value_parser = checks::push_id)]
     push_id: Option<String>,
     /// Show at most this many events (0: all).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value = "100", value_name = "N", value_parser = checks::count_or_zero, allow_hyphen_values = true)]
     limit: usize,
 }
 
 /// Events read per Query when the limit does not say fewer.
 const PAGE: usize = 500;
+/// How far a push's window reaches past its record's start and end, in seconds: an event's time is AWS IoT's clock,
+/// the record's is shadow-push's.
+const PUSH_WINDOW_MARGIN_S: u64 = 60;
+
+/// The time window (epoch seconds) that holds every event of push `push_id`: its record's `startedAt` to its
+/// `finishedAt` (now, while it runs), widened by [`PUSH_WINDOW_MARGIN_S`]. Without a record (expired, or another
+/// table), only the user's own bounds can say where to read: `--since` is then required.
+async fn push_window(ctx: &Context, push_id: &str, since: Option<u64>) -> Result<(u64, u64), CliError> {
+    let table = ctx.locations.push_table()?;
+    let reader = DynamoPushReader::new(ctx.dynamodb(), table.clone());
+    let record =
+        reader.record(push_id).await.map_err(CliError::service(format!("reading push {push_id} in table {table}")))?;
+    let Some(record) = record else {
+        return match since {
+            Some(since) => Ok((since, now_secs())),
+            None => Err(CliError::Failure(format!(
+                "no push {push_id} in table {table} (its record may have expired), so its time is not known: give \
+                 --since (and --until) around it, and --push keeps its events"
+            ))),
+        };
+    };
+    let ms = |key: &str| record.get(key).and_then(Value::as_u64);
+    let started = ms("startedAt").unwrap_or(0) / 1000;
+    let finished = ms("finishedAt").map_or_else(now_secs, |f| f / 1000);
+    Ok((started.saturating_sub(PUSH_WINDOW_MARGIN_S), finished.saturating_add(PUSH_WINDOW_MARGIN_S)))
+}
 
 fn shadow_ref(args: &HistoryArgs) -> Result<ShadowRef, CliError> {
     let thing = ThingName::parse(args.thing.as_str())
@@ -44,10 +75,6 @@ fn shadow_ref(args: &HistoryArgs) -> Result<ShadowRef, CliError> {
             CliError::Usage(format!("shadow name {:?} {e}", args.shadow.as_deref().unwrap_or_default()))
         })?;
     Ok(ShadowRef { thing, shadow })
-}
-
-fn time(flag: &str, text: Option<&str>) -> Result<Option<u64>, CliError> {
-    text.map(|t| when::parse(t, now_secs()).map_err(|e| CliError::Usage(format!("{flag}: {e}")))).transpose()
 }
 
 /// One event as shown: when, which version, what kind, who, and its changes.
@@ -70,8 +97,7 @@ fn changes_text(changes: &[Change]) -> String {
 
 pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
     let shadow = shadow_ref(&args)?;
-    let since = time("--since", args.since.as_deref())?;
-    let until = time("--until", args.until.as_deref())?;
+    let (mut since, mut until) = (args.since, args.until);
     if let (Some(since), Some(until)) = (since, until)
         && since > until
     {
@@ -80,6 +106,14 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
             when::format_seconds(since),
             when::format_seconds(until)
         )));
+    }
+    // --push: the read is bounded by the push's window (and the user's bounds within it); the client token then
+    // keeps the push's own events among the others of that window.
+    let tokens = args.push_id.as_ref().map(|id| [id.clone(), format!("{id}{ROLLBACK_SUFFIX}")]);
+    if let Some(push_id) = &args.push_id {
+        let (start, end) = push_window(ctx, push_id, since).await?;
+        since = Some(since.map_or(start, |s| s.max(start)));
+        until = Some(until.map_or(end, |u| u.min(end)));
     }
     let table = ctx.locations.history_table()?;
     let store = DynamoHistoryStore::new(ctx.dynamodb(), table.clone());
@@ -93,6 +127,11 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
     let mut more_from: Option<u64> = None;
     let mut start = None;
     'pages: loop {
+        if let (Some(since), Some(until)) = (since, until)
+            && since > until
+        {
+            break; // --since/--until outside the push's window: nothing to read
+        }
         // Without --push every event read is shown: read one more than the limit, to know whether more follow.
         let want = if args.push_id.is_some() { PAGE } else { (limit - shown).saturating_add(1).min(PAGE) };
         let page = store
@@ -100,16 +139,20 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
             .await
             .map_err(CliError::service(format!("reading the history of {shown_name} in table {table}")))?;
         for event in &page.events {
+            let token = event.get("clientToken").and_then(Value::as_str);
+            if tokens.as_ref().is_some_and(|t| !t.iter().any(|t| token == Some(t.as_str()))) {
+                // Not the push's: replayed (later events are diffed against it), not shown.
+                let kind = event.get("kind").and_then(Value::as_str).unwrap_or("update");
+                replay.apply(kind, event.get("state"));
+                continue;
+            }
+            // "More events follow" names the next event shown, so with --push the next of the push's own.
             if shown == limit {
                 more_from = event.get("timestamp").and_then(Value::as_u64);
                 break 'pages;
             }
             let kind = event.get("kind").and_then(Value::as_str).unwrap_or("update");
             let changes = replay.apply(kind, event.get("state"));
-            let token = event.get("clientToken").and_then(Value::as_str);
-            if args.push_id.as_deref().is_some_and(|p| token != Some(p)) {
-                continue;
-            }
             shown += 1;
             let line = event_json(event, &changes.desired, &changes.reported);
             match ctx.format {

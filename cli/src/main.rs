@@ -1,6 +1,7 @@
 //! `shadow-fleet`: the operator's command line. Start, watch and steer pushes; read a shadow's history and its
 //! current document. Exit codes: 0 success, 1 a failure to look at, 2 bad usage.
 
+mod checks;
 mod diff;
 mod error;
 mod history;
@@ -27,7 +28,8 @@ use output::Format;
     version,
     about = "Start, watch and steer shadow pushes; read shadow history",
     after_help = "Tables and functions come from --stack NAME (a deployed stack's outputs) or, without it, from \
-                  HISTORY_TABLE, PUSH_TABLE and PUSH_FUNCTION_NAME. Credentials and region: the standard AWS chain."
+                  HISTORY_TABLE, PUSH_TABLE and PUSH_FUNCTION_NAME. Credentials and region: the standard AWS chain, \
+                  or --profile and --region as for the AWS CLI."
 )]
 struct Cli {
     /// Output for people (table) or for scripts (json: one object per line).
@@ -36,6 +38,13 @@ struct Cli {
     /// Read table and function names from this deployed CloudFormation stack's outputs.
     #[arg(long, global = true, value_name = "NAME")]
     stack: Option<String>,
+    /// Use this profile of the AWS config and credentials files, over AWS_PROFILE and any credentials in the
+    /// environment (as the AWS CLI's --profile).
+    #[arg(long, global = true, value_name = "NAME", value_parser = checks::profile)]
+    profile: Option<String>,
+    /// The AWS region, over AWS_REGION, AWS_DEFAULT_REGION and the profile's (as the AWS CLI's --region).
+    #[arg(long, global = true, value_name = "NAME", value_parser = checks::region)]
+    region: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,28 +87,48 @@ pub fn now_secs() -> u64 {
 }
 
 /// The standard AWS chain (environment, profile, SSO, container and instance roles), with the SDK's own retries:
-/// a person waits anyway. Region and credentials are checked first, so their absence is said plainly.
-async fn sdk_config() -> Result<SdkConfig, CliError> {
-    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+/// a person waits anyway. `--profile` takes the credentials from that profile only (not the environment's) and
+/// its region unless the environment or `--region` gives one; `--region` is the region. Region and credentials are
+/// checked first, so their absence is said plainly.
+async fn sdk_config(profile: Option<&str>, region: Option<&str>) -> Result<SdkConfig, CliError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = profile {
+        let credentials = aws_config::profile::ProfileFileCredentialsProvider::builder().profile_name(profile).build();
+        loader = loader.profile_name(profile).credentials_provider(credentials);
+    }
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    let config = loader.load().await;
     if config.region().is_none() {
-        return Err(CliError::Failure(
-            "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile".into(),
-        ));
+        let profile = profile.map(|p| format!(" (profile {p} has none)")).unwrap_or_default();
+        return Err(CliError::Failure(format!(
+            "no AWS region{profile}: pass --region, set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS \
+             profile"
+        )));
     }
     let Some(credentials) = config.credentials_provider() else {
         return Err(CliError::Failure("no AWS credentials provider is configured".into()));
     };
     if let Err(e) = credentials.provide_credentials().await {
-        return Err(CliError::Failure(format!(
-            "no AWS credentials: {e}; configure them as for the AWS CLI (AWS_PROFILE, `aws configure`, \
-             AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-        )));
+        let causes = error::causes(&e);
+        return Err(CliError::Failure(match profile {
+            Some(profile) => format!(
+                "no AWS credentials from profile {profile}: {causes}; check the name (`aws configure list-profiles`) \
+                 and the profile in ~/.aws/config and ~/.aws/credentials (or AWS_CONFIG_FILE, \
+                 AWS_SHARED_CREDENTIALS_FILE)"
+            ),
+            None => format!(
+                "no AWS credentials: {causes}; configure them as for the AWS CLI (--profile, AWS_PROFILE, `aws \
+                 configure`, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+            ),
+        }));
     }
     Ok(config)
 }
 
 async fn run(cli: Cli) -> Result<i32, CliError> {
-    let config = sdk_config().await?;
+    let config = sdk_config(cli.profile.as_deref(), cli.region.as_deref()).await?;
     let locations = match &cli.stack {
         Some(name) => Locations::from_stack(&config, name).await?,
         None => Locations::from_env(),

@@ -98,6 +98,11 @@ impl Progress {
             }
     }
 
+    /// Stopped by an operator until resumed: neither over nor stalled.
+    pub fn paused(&self) -> bool {
+        self.stalled.is_none() && self.state.as_deref() == Some("paused")
+    }
+
     /// Why the push needs a look, when it does: failed things, a stall, an abort or rollback.
     pub fn trouble(&self) -> Option<String> {
         if let Some(reason) = &self.stalled {
@@ -245,7 +250,7 @@ mod tests {
 
         // A rollout's state decides, and shows with its phase, whatever `complete` says.
         let paused = Progress::from_record(&record(json!({"state": "paused", "phase": 2, "complete": false})), 0);
-        assert!(!paused.finished());
+        assert!(!paused.finished() && paused.paused());
         assert!(paused.message().starts_with("paused · phase 2 · "));
         let aborted = record(json!({"state": "aborted", "abortReason": "failure rate 7% over 5%", "failed": 0}));
         let aborted = Progress::from_record(&aborted, 0);

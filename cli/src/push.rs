@@ -9,12 +9,14 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use shadow_aws::DynamoPushReader;
+use shadow_core::push::rollout::conflict_paths as conflict_paths_in;
 use shadow_core::push::{Failure, validate_request};
 
+use crate::checks;
 use crate::error::CliError;
 use crate::output::{self, Format};
 use crate::progress::{Progress, compact, record_rows};
-use crate::{Context, now_ms, now_secs, when};
+use crate::{Context, now_ms, when};
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
@@ -29,34 +31,46 @@ pub enum PushCommand {
         watch: WatchOptions,
     },
     /// A live progress bar from the push's record, then a summary. Exit 1 when things failed or the push stalled
-    /// or was aborted.
+    /// or was aborted. A paused push ends the watch, exit 0: it waits for `push resume`.
     Watch {
+        #[arg(value_parser = checks::push_id)]
         push_id: String,
         #[command(flatten)]
         watch: WatchOptions,
     },
-    /// The push's record; with --failures every failed thing.
+    /// The push's record; with --failures every failed thing, with --conflicts every thing a rollback left alone.
     Show {
+        #[arg(value_parser = checks::push_id)]
         push_id: String,
         #[arg(long)]
         failures: bool,
+        /// Every thing the push's rollback left alone (changed since by another writer), with the leaves' paths.
+        #[arg(long)]
+        conflicts: bool,
     },
     /// Recent pushes, newest first.
     List {
         /// Pushes started since (an age such as 7d or 12h, an RFC 3339 time, a date).
-        #[arg(long, default_value = "7d", value_name = "T")]
-        since: String,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value = "7d", value_name = "T", value_parser = checks::time)]
+        since: u64,
+        /// At most this many (at least 1).
+        #[arg(long, default_value = "50", value_parser = checks::count, allow_hyphen_values = true)]
         limit: usize,
     },
     /// Pause a rollout (sends {"pausePush": ID} to shadow-push).
-    Pause { push_id: String },
+    Pause {
+        #[arg(value_parser = checks::push_id)]
+        push_id: String,
+    },
     /// Resume a paused rollout (sends {"resumePush": ID}).
-    Resume { push_id: String },
+    Resume {
+        #[arg(value_parser = checks::push_id)]
+        push_id: String,
+    },
     /// Abort a push (sends {"abortPush": ID}, with "rollback" only when --rollback or --no-rollback is given:
     /// without either, the push's own rollout.onAbort decides).
     Abort {
+        #[arg(value_parser = checks::push_id)]
         push_id: String,
         /// Also set the targets back to what they held before the push.
         #[arg(long, conflicts_with = "no_rollback")]
@@ -69,11 +83,13 @@ pub enum PushCommand {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchOptions {
-    /// Seconds between two reads of the record.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    interval: f64,
-    /// A push whose lease ran out this many seconds ago without news is reported as stalled.
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    /// Seconds between two reads of the record (0.05 to 60).
+    #[arg(long, default_value = "1", value_name = "SECONDS", value_parser = checks::interval, allow_hyphen_values = true)]
+    interval: Duration,
+    /// A running push whose lease ran out this many seconds ago without news is reported as stalled (1 to 604800).
+    /// A paused push is never stalled: nothing runs until it is resumed.
+    #[arg(long, default_value = "300", value_name = "SECONDS", value_parser = checks::stall_after,
+          allow_hyphen_values = true)]
     stall_after: u64,
 }
 
@@ -87,11 +103,8 @@ pub async fn run(ctx: &Context, command: PushCommand) -> Result<i32, CliError> {
             if wait { watch(ctx, &push_id, APPEAR_AFTER_START, &options).await } else { Ok(0) }
         }
         PushCommand::Watch { push_id, watch: options } => watch(ctx, &push_id, Duration::ZERO, &options).await,
-        PushCommand::Show { push_id, failures } => show(ctx, &push_id, failures).await,
-        PushCommand::List { since, limit } => {
-            let since = when::parse(&since, now_secs()).map_err(|e| CliError::Usage(format!("--since: {e}")))?;
-            list(ctx, since, limit).await
-        }
+        PushCommand::Show { push_id, failures, conflicts } => show(ctx, &push_id, failures, conflicts).await,
+        PushCommand::List { since, limit } => list(ctx, since, limit).await,
         PushCommand::Pause { push_id } => control(ctx, "pause", json!({"pausePush": push_id})).await,
         PushCommand::Resume { push_id } => control(ctx, "resume", json!({"resumePush": push_id})).await,
         PushCommand::Abort { push_id, rollback, no_rollback } => {
@@ -228,7 +241,7 @@ fn unknown(push_id: &str, table: &str) -> CliError {
 
 async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOptions) -> Result<i32, CliError> {
     let (reader, table) = reader(ctx)?;
-    let interval = Duration::from_secs_f64(options.interval.clamp(0.05, 60.0));
+    let interval = options.interval;
     let waited_since = tokio::time::Instant::now();
     let mut current = loop {
         if let Some(found) = record(&reader, &table, push_id).await? {
@@ -263,11 +276,12 @@ async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOp
             }
             Format::Table => draw(&bar, &progress),
         }
-        if progress.finished() {
+        // Paused: nothing runs until an operator resumes it, however long that takes, so there is nothing to wait for.
+        if progress.finished() || progress.paused() {
             break None;
         }
         let lease = current.get("leaseUntil").and_then(Value::as_u64).unwrap_or(u64::MAX);
-        if now_ms().saturating_sub(lease) > options.stall_after * 1000 {
+        if now_ms().saturating_sub(lease) > options.stall_after.saturating_mul(1000) {
             break Some(format!(
                 "the push looks stalled: no segment has held it since {} ({} s); shadow-push's sweeper resumes \
                  such pushes every minute on AWS",
@@ -299,6 +313,16 @@ async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOp
                 println!("{}", failures_table(&failures, 20));
             }
         }
+    }
+    if progress.paused() {
+        if let Some(failed) = progress.trouble() {
+            eprintln!("so far, {failed}");
+        }
+        eprintln!(
+            "push {push_id} is paused: nothing runs until it is resumed (`shadow-fleet push resume {push_id}`), \
+             then watch it again"
+        );
+        return Ok(0);
     }
     match stalled.or_else(|| progress.trouble()) {
         Some(trouble) => {
@@ -343,11 +367,19 @@ fn failures_table(failures: &[Failure], cap: usize) -> comfy_table::Table {
     table
 }
 
-async fn show(ctx: &Context, push_id: &str, with_failures: bool) -> Result<i32, CliError> {
+async fn show(ctx: &Context, push_id: &str, with_failures: bool, with_conflicts: bool) -> Result<i32, CliError> {
     let (reader, table) = reader(ctx)?;
     let found = record(&reader, &table, push_id).await?.ok_or_else(|| unknown(push_id, &table))?;
     let failures = if with_failures {
         reader.failures(push_id).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
+    } else {
+        Vec::new()
+    };
+    let conflicts = if with_conflicts {
+        reader
+            .conflicts(push_id)
+            .await
+            .map_err(CliError::service(format!("reading the conflicts of push {push_id}")))?
     } else {
         Vec::new()
     };
@@ -356,6 +388,9 @@ async fn show(ctx: &Context, push_id: &str, with_failures: bool) -> Result<i32, 
             let mut shown = found;
             if with_failures {
                 shown["failures"] = failures_json(&failures);
+            }
+            if with_conflicts {
+                shown["conflicts"] = conflicts_json(&conflicts);
             }
             output::json_line(&shown);
         }
@@ -368,9 +403,41 @@ async fn show(ctx: &Context, push_id: &str, with_failures: bool) -> Result<i32, 
                     println!("{}", failures_table(&failures, usize::MAX));
                 }
             }
+            if with_conflicts {
+                if conflicts.is_empty() {
+                    println!("no rollback conflicts");
+                } else {
+                    println!("{}", conflicts_table(&conflicts));
+                }
+            }
         }
     }
     Ok(0)
+}
+
+/// A conflict's leaves, from its message; the message itself when it names none (a form this CLI does not know).
+fn conflict_paths(conflict: &Failure) -> Vec<String> {
+    let paths = conflict_paths_in(&conflict.message);
+    if paths.is_empty() { vec![conflict.message.clone()] } else { paths }
+}
+
+fn conflicts_json(conflicts: &[Failure]) -> Value {
+    Value::Array(
+        conflicts
+            .iter()
+            .map(|c| {
+                json!({"thingName": c.thing_name, "code": c.code, "paths": conflict_paths(c), "message": c.message})
+            })
+            .collect(),
+    )
+}
+
+fn conflicts_table(conflicts: &[Failure]) -> comfy_table::Table {
+    let mut table = output::table(&["thing left alone by the rollback", "changed since by another writer"]);
+    for conflict in conflicts {
+        table.add_row(vec![conflict.thing_name.clone(), conflict_paths(conflict).join("\n")]);
+    }
+    table
 }
 
 async fn list(ctx: &Context, since: u64, limit: usize) -> Result<i32, CliError> {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use shadow_aws::DataPlaneShadows;
 use shadow_core::{ShadowName, ThingName};
 
+use crate::checks;
 use crate::error::CliError;
 use crate::output::{self, Format};
 use crate::progress::compact;
@@ -16,9 +17,10 @@ use crate::{Context, when};
 pub enum ShadowCommand {
     /// The shadow's current document.
     Get {
+        #[arg(value_parser = checks::thing_name)]
         thing: String,
         /// A named shadow; without it, the classic shadow.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_parser = checks::shadow_name)]
         shadow: Option<String>,
     },
 }

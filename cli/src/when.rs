@@ -1,24 +1,40 @@
-//! Times on the command line: `7d`, `90m`, RFC 3339, a date, epoch seconds. Pure: "now" is passed in.
+//! Times on the command line: `7d`, `90m`, RFC 3339, a date, epoch seconds (10 digits). Pure: "now" is passed in.
 
 use std::str::FromStr;
 
 use jiff::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a time: use an age (30s, 15m, 2h, 7d, 2w), an RFC 3339 time (2026-11-27T10:00:00Z), a date \
-     (2026-11-27, UTC) or epoch seconds"
-)]
-pub struct TimeError(pub String);
+pub enum TimeError {
+    #[error(
+        "{0:?} is not a time: use an age (30s, 15m, 2h, 7d, 2w), an RFC 3339 time (2026-11-27T10:00:00Z), a date \
+         (2026-11-27, UTC) or epoch seconds (10 digits, 1764237600)"
+    )]
+    Malformed(String),
+    /// A bare number that is not 10 digits: `7` could be meant as 7 days, 7 hours or 7 s after 1970.
+    #[error(
+        "{0:?} is ambiguous: an age needs its unit (7s, 7m, 7h, 7d, 7w); epoch seconds have 10 digits \
+         (1764237600){1}"
+    )]
+    BareNumber(String, &'static str),
+}
+
+/// Epoch seconds are accepted as exactly this many digits: 2001-09-09 to 2286-11-20.
+const EPOCH_DIGITS: usize = 10;
 
 /// The epoch second `text` names, `now` being the current epoch second. An age counts back from `now`.
 pub fn parse(text: &str, now: u64) -> Result<u64, TimeError> {
-    let bad = || TimeError(text.to_owned());
+    let bad = || TimeError::Malformed(text.trim().to_owned());
     let text = text.trim();
     if text.is_empty() {
         return Err(bad());
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
+        if text.len() != EPOCH_DIGITS {
+            let hint =
+                if text.len() == 13 { "; this looks like epoch milliseconds: drop the last 3 digits" } else { "" };
+            return Err(TimeError::BareNumber(text.to_owned(), hint));
+        }
         return text.parse::<u64>().map_err(|_| bad());
     }
     if let Some((number, unit)) = text.split_at_checked(text.len() - 1)
@@ -92,16 +108,23 @@ mod tests {
 
     #[test]
     fn malformed_times_are_refused_naming_the_text() {
-        for text in ["", "7", "d", "7x", "-7d", "7.5d", "yesterday", "2025-13-01", "2025-11-27T25:00:00Z", "1e9"] {
-            let err = parse(text, NOW);
-            if text == "7" {
-                assert_eq!(err, Ok(7), "digits alone are epoch seconds");
-                continue;
-            }
-            let err = err.err().map(|e| e.to_string()).unwrap_or_default();
+        for text in ["", "d", "7x", "-7d", "7.5d", "yesterday", "2025-13-01", "2025-11-27T25:00:00Z", "1e9", "-7"] {
+            let err = parse(text, NOW).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(&format!("{:?}", text.trim())) && err.contains("RFC 3339"), "{text}: {err}");
         }
         assert!(parse("1969-12-31T00:00:00Z", NOW).is_err(), "before the epoch");
+    }
+
+    #[test]
+    fn a_bare_number_is_epoch_seconds_only_with_10_digits() {
+        assert_eq!(parse("1000000000", NOW), Ok(1_000_000_000));
+        assert_eq!(parse("9999999999", NOW), Ok(9_999_999_999));
+        for text in ["0", "7", "30", "123456789", "00000000007", "99999999999999999999999"] {
+            let err = parse(text, NOW).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("ambiguous") && err.contains("7d") && err.contains("10 digits"), "{text}: {err}");
+        }
+        let millis = parse("1764237600000", NOW).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(millis.contains("epoch milliseconds"), "{millis}");
     }
 
     #[test]

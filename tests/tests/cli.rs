@@ -535,3 +535,335 @@ async fn an_abort_while_shadow_push_is_throttled_is_written_on_the_record_and_st
     assert!(asked.elapsed() <= Duration::from_secs(10), "stopped {:?} after the abort: {record}", asked.elapsed());
     assert!(record["updated"].as_u64().unwrap_or(40) < 40, "{record}");
 }
+
+/// A push table of the test's own, holding `record` (a push record's attributes, `pushId` included).
+async fn push_table_with(stack: &Stack, records: &[Value]) -> String {
+    let table = unique("cli-push");
+    let db = stack.dynamodb();
+    tables::ensure_table(&db, &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+    for record in records {
+        let mut item: std::collections::HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(record).unwrap_or_else(|e| panic!("{e}"));
+        item.insert("pk".into(), AttributeValue::S(record["pushId"].as_str().unwrap_or_default().to_owned()));
+        item.insert("sk".into(), AttributeValue::S("push".into()));
+        db.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    table
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A paused push, its lease run out long ago (a pause releases it): shown and listed as paused, and watched as
+/// paused, exit 0, never as stalled, whatever `--stall-after` says.
+#[tokio::test]
+async fn a_paused_push_is_shown_listed_and_watched_as_paused_never_stalled() {
+    let stack = Stack::get();
+    let push_id = unique("cli-paused");
+    let now = now_ms();
+    let record = json!({"pushId": push_id, "pushList": "all", "shadowName": "cfg", "state": "paused", "phase": 1,
+        "complete": false, "targets": 10, "updated": 8, "unchanged": 1, "failed": 1, "startedAt": now - 900_000,
+        "leaseUntil": now - 600_000, "segment": 2, "handedOff": 2,
+        "request": {"desired": {"mode": 1}, "targets": {"things": (0..40).map(|i| format!("t{i}")).collect::<Vec<_>>()}}});
+    let table = push_table_with(&stack, &[record]).await;
+    let mut env = stack_env(&stack);
+    env.insert("PUSH_TABLE".into(), table);
+
+    for stall_after in ["300", "1"] {
+        let watched = run_with(&env, &["push", "watch", &push_id, "--stall-after", stall_after, "--interval", "0.05"]);
+        assert_eq!(watched.code, 0, "--stall-after {stall_after}: {}", watched.stderr);
+        assert!(watched.stderr.contains("is paused") && watched.stderr.contains("push resume"), "{}", watched.stderr);
+        assert!(!watched.stderr.contains("stalled"), "{}", watched.stderr);
+        assert!(watched.stdout.contains("paused"), "{}", watched.stdout);
+    }
+    let watched = run_with(&env, &["push", "watch", &push_id, "--output", "json"]);
+    assert_eq!(watched.code, 0, "{}", watched.stderr);
+    let summary = watched.lines().pop().unwrap_or_default();
+    assert_eq!((summary["kind"].clone(), summary["state"].clone()), (json!("summary"), json!("paused")), "{summary}");
+    assert_eq!((summary["stalled"].clone(), summary["complete"].clone()), (Value::Null, json!(false)));
+
+    let shown = run_with(&env, &["push", "show", &push_id]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.contains("paused") && !shown.stdout.contains("stalled"), "{}", shown.stdout);
+    let listed = run_with(&env, &["push", "list", "--since", "1h"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let row = listed.stdout.lines().find(|l| l.contains(&push_id)).unwrap_or_default();
+    assert!(row.contains("paused") && !row.contains("stalled"), "{}", listed.stdout);
+}
+
+/// Paused through shadow-push while `push start --wait` watches it: the watch ends, paused, exit 0 (with a stall
+/// threshold of 1 s, which a pause's released lease passes at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_paused_while_start_waits_ends_the_wait_as_paused() {
+    let stack = Stack::get();
+    let prefix = unique("cli-pause");
+    let things: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
+    create_things(&stack, &things).await;
+    let push_id = unique("cli-pause");
+    let request = json!({"pushId": push_id, "desired": {"mode": 2}, "targets": {"things": things},
+                         "maxRequestsPerSecond": 2, "skipUnchanged": false});
+    let path = write_request(&request).to_string_lossy().into_owned();
+    let env = stack_env(&stack);
+    let waiting = std::thread::spawn(move || {
+        run_with(
+            &env,
+            &["push", "start", &path, "--wait", "--interval", "0.2", "--stall-after", "1", "--output", "json"],
+        )
+    });
+    let show = || run(&stack, &["push", "show", &push_id, "--output", "json"]).lines().pop().unwrap_or_default();
+    let began = Instant::now();
+    while show()["state"] != "running" && began.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let paused = run(&stack, &["push", "pause", &push_id]);
+    assert_eq!(paused.code, 0, "{}", paused.stderr);
+
+    let waited = waiting.join().unwrap_or_else(|_| panic!("the waiting CLI's thread"));
+    assert_eq!(waited.code, 0, "stdout: {}\nstderr: {}", waited.stdout, waited.stderr);
+    assert!(waited.stderr.contains("is paused") && !waited.stderr.contains("stalled"), "{}", waited.stderr);
+    let summary = waited.lines().pop().unwrap_or_default();
+    assert_eq!((summary["kind"].clone(), summary["state"].clone()), (json!("summary"), json!("paused")), "{summary}");
+    assert!(summary["done"].as_u64().unwrap_or(40) < 40, "{summary}");
+    // Left as found: the push ends here.
+    let aborted = run(&stack, &["push", "abort", &push_id, "--no-rollback"]);
+    assert_eq!(aborted.code, 0, "{}", aborted.stderr);
+}
+
+#[tokio::test]
+async fn numeric_options_and_ids_are_checked_before_anything_is_read() {
+    let stack = Stack::get();
+    let expect = |args: &[&str], text: &str| {
+        let got = run(&stack, args);
+        assert_eq!(got.code, 2, "{args:?}: {}", got.stderr);
+        assert!(got.stderr.contains(text), "{args:?}: {text:?} not in {}", got.stderr);
+    };
+    for bad in ["nan", "NaN", "inf", "-inf", "-1", "0", "0.001", "61", "1e400", "x"] {
+        expect(&["push", "watch", "some-push", "--interval", bad], "--interval");
+        expect(&["push", "start", "request.json", "--wait", "--interval", bad], "--interval");
+    }
+    for bad in ["0", "-5", "1.5", "nan", "604801", "18446744073709551615", "99999999999999999999999"] {
+        expect(&["push", "watch", "some-push", "--stall-after", bad], "--stall-after");
+    }
+    for bad in ["0", "-1", "nan", "99999999999999999999999"] {
+        expect(&["push", "list", "--limit", bad], "--limit");
+    }
+    for bad in ["-1", "2.5", "99999999999999999999999"] {
+        expect(&["history", "thing", "--limit", bad], "--limit");
+    }
+
+    // Ids: by the project's rules, before any call to DynamoDB.
+    for command in ["show", "watch", "pause", "resume", "abort"] {
+        expect(&["push", command, ""], "push id \"\" is empty");
+        expect(&["push", command, "a b"], "push id \"a b\" contains ' '");
+    }
+    expect(&["push", "show", &"p".repeat(65)], "at most 64");
+    expect(&["history", "thing", "--push", ""], "push id \"\" is empty");
+    expect(&["history", ""], "thing name \"\" is empty");
+    expect(&["history", "thing", "--shadow", ""], "shadow name \"\" is empty");
+    expect(&["history", "thing", "--shadow", "$aws"], "shadow name \"$aws\"");
+    expect(&["shadow", "get", ""], "thing name \"\" is empty");
+    expect(&["shadow", "get", "thing", "--shadow", "a/b"], "shadow name \"a/b\"");
+
+    // A bare number is not a time unless it is 10 digits of epoch seconds.
+    expect(&["history", "thing", "--since", "7"], "\"7\" is ambiguous");
+    expect(&["history", "thing", "--until", "123"], "7d");
+    expect(&["push", "list", "--since", "30"], "is ambiguous");
+    expect(&["history", "thing", "--since", "1764237600000"], "epoch milliseconds");
+    let got = run(&stack, &["history", &unique("never"), "--since", "1764237600"]);
+    assert_eq!(got.code, 1, "10 digits are epoch seconds: {}", got.stderr);
+
+    // Before any AWS call: with no region and no credentials, bad usage is still bad usage.
+    let bare = BTreeMap::from([
+        ("HOME".to_owned(), "/nonexistent".to_owned()),
+        ("AWS_CONFIG_FILE".to_owned(), "/nonexistent".to_owned()),
+    ]);
+    for args in [
+        &["push", "show", ""][..],
+        &["push", "watch", "p", "--interval", "nan"],
+        &["history", "bad/thing"],
+        &["shadow", "get", "t", "--shadow", "$aws"],
+        &["history", "t", "--since", "7"],
+    ] {
+        let got = run_with(&bare, args);
+        assert_eq!(got.code, 2, "{args:?}: {}", got.stderr);
+        assert!(got.stderr.contains("invalid value"), "{args:?}: {}", got.stderr);
+        assert!(!got.stderr.contains("no AWS region") && !got.stderr.contains("credentials"), "{}", got.stderr);
+    }
+
+    // Global options: checked too.
+    expect(&["--region", "", "push", "list"], "--region");
+    expect(&["--region", "EU WEST", "push", "list"], "not a region name");
+    expect(&["--profile", "", "push", "list"], "--profile");
+}
+
+/// `push show --conflicts`: every thing a rollback left alone, with the leaves' paths, across Query pages, and
+/// not the failures stored beside them.
+#[tokio::test]
+async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
+    use shadow_core::push::rollout::conflict_message;
+    use shadow_core::push::{Failure, PushStore};
+    let stack = Stack::get();
+    let push_id = unique("cli-conflicts");
+    let table = push_table_with(&stack, &[json!({"pushId": push_id, "state": "rolledBack", "complete": false})]).await;
+    let store = shadow_aws::DynamoPushStore::new(stack.dynamodb(), table.clone(), None);
+    // About 1 KB each: more than one 1 MB page.
+    let long = "x".repeat(1000);
+    let conflicts: Vec<Failure> = (0..1200)
+        .map(|i| Failure {
+            thing_name: format!("thing-{i:04}"),
+            code: "RollbackConflict".into(),
+            message: conflict_message(&[format!("settings.mode{i}"), format!("notes.{long}")]),
+        })
+        .collect();
+    store.add_conflicts(&push_id, now_ms(), &conflicts).await.unwrap_or_else(|e| panic!("{e}"));
+    let failure = Failure { thing_name: "broken".into(), code: "ThrottlingException".into(), message: "slow".into() };
+    store.add_failures(&push_id, now_ms(), &[failure]).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut env = stack_env(&stack);
+    env.insert("PUSH_TABLE".into(), table);
+
+    let shown = run_with(&env, &["push", "show", &push_id, "--conflicts", "--output", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let record = shown.lines().pop().unwrap_or_default();
+    let listed = record["conflicts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1200, "every page read");
+    assert_eq!(listed[7]["thingName"], "thing-0007");
+    assert_eq!(listed[7]["code"], "RollbackConflict");
+    assert_eq!(listed[7]["paths"], json!(["settings.mode7", format!("notes.{long}")]));
+    assert!(listed.iter().all(|c| c["thingName"] != "broken"), "failures are not conflicts");
+    assert!(record.get("failures").is_none(), "{}", shown.stdout.len());
+
+    let table = run_with(&env, &["push", "show", &push_id, "--conflicts"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("thing-1199") && table.stdout.contains("settings.mode1199"), "{}", table.stdout);
+    assert!(!table.stdout.contains("broken"));
+    // None: said so.
+    let clean = unique("cli-no-conflicts");
+    let mut env = stack_env(&stack);
+    env.insert("PUSH_TABLE".into(), push_table_with(&stack, &[json!({"pushId": clean, "complete": true})]).await);
+    let none = run_with(&env, &["push", "show", &clean, "--conflicts"]);
+    assert!(none.code == 0 && none.stdout.contains("no rollback conflicts"), "{}", none.stdout);
+    let none = run_with(&env, &["push", "show", &clean, "--conflicts", "--output", "json"]);
+    assert_eq!(none.lines().pop().unwrap_or_default()["conflicts"], json!([]));
+}
+
+/// `history --push ID` reads the push's own window (its record's start to end) and keeps its events and its
+/// rollback's; "more events follow" names the push's next event, not another writer's.
+#[tokio::test]
+async fn history_of_one_push_reads_only_its_window() {
+    let stack = Stack::get();
+    let update = fleet_tests::history::update;
+    let t0 = 1_795_737_600; // 2026-11-27T00:00:00Z
+    let (push, other) = (unique("cli-mine"), unique("cli-other"));
+    let by = |mut event: Value, token: &str| {
+        event["clientToken"] = json!(token);
+        event
+    };
+    let events = [
+        by(update("dev", Some("cfg"), 1, t0, json!({"desired": {"n": 1, "m": 0}})), &other),
+        by(update("dev", Some("cfg"), 2, t0 + 1000, json!({"desired": {"n": 2, "m": 1}})), &push),
+        update("dev", Some("cfg"), 3, t0 + 1001, json!({"reported": {"n": 2}})),
+        by(update("dev", Some("cfg"), 4, t0 + 1002, json!({"desired": {"n": 1}})), &format!("{push}.rollback")),
+        by(update("dev", Some("cfg"), 5, t0 + 3000, json!({"desired": {"n": 5}})), &push),
+        by(update("dev", Some("cfg"), 6, t0 + 3001, json!({"desired": {"n": 6}})), &other),
+    ];
+    let history = history_table(&stack, &events).await;
+    // The push ran from t0+999 to t0+1010; the event at t0+3000 with its token is outside its record's window.
+    let record = json!({"pushId": push, "state": "rolledBack", "startedAt": (t0 + 999) * 1000,
+                        "finishedAt": (t0 + 1010) * 1000, "complete": false});
+    let pushes = push_table_with(&stack, &[record]).await;
+    let mut env = stack_env(&stack);
+    env.insert("HISTORY_TABLE".into(), history);
+    env.insert("PUSH_TABLE".into(), pushes);
+    let shown = |args: &[&str]| {
+        let mut all = vec!["history", "dev", "--shadow", "cfg", "--push", &push, "--output", "json"];
+        all.extend_from_slice(args);
+        let got = run_with(&env, &all);
+        let versions: Vec<u64> = got.lines().iter().map(|e| e["version"].as_u64().unwrap_or(0)).collect();
+        (got, versions)
+    };
+
+    let (got, versions) = shown(&[]);
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    assert_eq!(versions, [2, 4], "the push's update and its rollback, in its window only");
+    // The event before the window was not read: the push's first change has no known earlier value.
+    assert_eq!(got.lines()[0]["desired"][1], json!({"path": "n", "op": "set", "to": 2}), "{}", got.stdout);
+    assert_eq!(got.lines()[1]["desired"], json!([{"path": "n", "op": "changed", "from": 2, "to": 1}]));
+
+    // The next event shown would be the rollback's (t0+1002), not the device's report (t0+1001).
+    let (limited, versions) = shown(&["--limit", "1"]);
+    assert_eq!(versions, [2]);
+    assert!(limited.stderr.contains("more events follow; the next at 2026-11-27T00:16:42Z"), "{}", limited.stderr);
+    let (last, versions) = shown(&["--limit", "2"]);
+    assert_eq!(versions, [2, 4]);
+    assert!(!last.stderr.contains("more events follow"), "{}", last.stderr);
+
+    // The user's bounds narrow the window; outside it, nothing.
+    assert_eq!(shown(&["--since", "2026-11-27T00:16:41Z"]).1, [4]);
+    let (outside, versions) = shown(&["--since", "2026-11-27T00:40:00Z"]);
+    assert!(versions.is_empty() && outside.code == 1 && outside.stderr.contains("no history"), "{}", outside.stderr);
+
+    // Without its record, the window is not known: the user's --since bounds the read, or it is refused.
+    let unknown = unique("cli-expired");
+    let mut all = vec!["history", "dev", "--shadow", "cfg", "--push", &unknown];
+    let refused = run_with(&env, &all);
+    assert!(refused.code == 1 && refused.stderr.contains("give --since"), "{}", refused.stderr);
+    all.extend(["--since", "2026-11-27"]);
+    let got = run_with(&env, &all);
+    assert!(got.code == 1 && got.stderr.contains("no history"), "{}", got.stderr);
+}
+
+/// `--region` and `--profile`, as the AWS CLI has them.
+#[tokio::test]
+async fn region_and_profile_options_override_the_environment() {
+    let stack = Stack::get();
+    let region = stack.var("AWS_REGION");
+    let mut env = stack_env(&stack);
+    env.remove("AWS_REGION");
+    env.remove("AWS_DEFAULT_REGION");
+    env.insert("AWS_CONFIG_FILE".into(), "/nonexistent".into());
+    env.insert("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into());
+    let got = run_with(&env, &["push", "list"]);
+    assert!(got.code == 1 && got.stderr.contains("no AWS region") && got.stderr.contains("--region"), "{}", got.stderr);
+    let got = run_with(&env, &["--region", &region, "push", "list", "--output", "json"]);
+    assert_eq!(got.code, 0, "the region given only by --region: {}", got.stderr);
+
+    // --region wins over AWS_REGION: moto keeps things per region, so another region has no such shadow.
+    let thing = unique("cli-region");
+    create_things(&stack, std::slice::from_ref(&thing)).await;
+    report(&stack, &thing, "cfg", json!({"n": 1})).await;
+    let here = run(&stack, &["shadow", "get", &thing, "--shadow", "cfg", "--region", &region]);
+    assert_eq!(here.code, 0, "{}", here.stderr);
+    let elsewhere = if region == "ap-south-1" { "eu-north-1" } else { "ap-south-1" };
+    let there = run(&stack, &["shadow", "get", &thing, "--shadow", "cfg", "--region", elsewhere]);
+    assert!(there.code == 1 && there.stderr.contains("does not exist"), "{}", there.stderr);
+
+    // --profile: that profile's credentials, not the environment's.
+    let home = std::env::temp_dir().join(unique("cli-profiles"));
+    std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{e}"));
+    let (config, credentials) = (home.join("config"), home.join("credentials"));
+    std::fs::write(&config, format!("[profile local]\nregion = {region}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &credentials,
+        format!(
+            "[local]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            stack.var("AWS_ACCESS_KEY_ID"),
+            stack.var("AWS_SECRET_ACCESS_KEY")
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut env = stack_env(&stack);
+    env.insert("AWS_CONFIG_FILE".into(), config.to_string_lossy().into_owned());
+    env.insert("AWS_SHARED_CREDENTIALS_FILE".into(), credentials.to_string_lossy().into_owned());
+    let got = run_with(&env, &["--profile", "nosuch", "push", "list"]);
+    assert!(
+        got.code == 1 && got.stderr.contains("no AWS credentials from profile nosuch") && got.stderr.contains("nosuch"),
+        "the environment's keys are not used with --profile: {}",
+        got.stderr
+    );
+    env.retain(|k, _| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET") && k != "AWS_REGION");
+    env.remove("AWS_DEFAULT_REGION");
+    let got = run_with(&env, &["--profile", "local", "push", "list", "--output", "json"]);
+    assert_eq!(got.code, 0, "credentials and region from the profile: {}", got.stderr);
+}

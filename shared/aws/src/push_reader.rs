@@ -1,5 +1,5 @@
 //! Reading the push table for people (the `shadow-fleet` CLI): a record as JSON, so that fields a newer shadow-push
-//! writes show without a change here; every failure, page by page; recent pushes from the `recent-pushes` index.
+//! writes show without a change here; every failure and every rollback conflict, page by page; recent pushes from the `recent-pushes` index.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use shadow_core::push::Failure;
 use shadow_core::store::{FaultKind, ServiceError};
 
-use crate::push_store::{FAILURE_PREFIX, RECORD};
+use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, RECORD};
 use crate::sdk::service_error;
 use crate::tables::{PARTITION_KEY, RECENT_PUSHES_INDEX, RECENT_PUSHES_KEY, RECENT_PUSHES_PARTITION, SORT_KEY};
 
@@ -71,6 +71,26 @@ impl DynamoPushReader {
         push_id: &str,
         start: Option<PageKey>,
     ) -> Result<(Vec<Failure>, Option<PageKey>), ServiceError> {
+        self.listed_page(push_id, FAILURE_PREFIX, start).await
+    }
+
+    /// Every failure of the push, following `LastEvaluatedKey` to the end.
+    pub async fn failures(&self, push_id: &str) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(push_id, FAILURE_PREFIX).await
+    }
+
+    /// Every thing a rollback of the push left alone (`conflict#` items: code `RollbackConflict`, the leaves in the
+    /// message), following `LastEvaluatedKey` to the end.
+    pub async fn conflicts(&self, push_id: &str) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(push_id, CONFLICT_PREFIX).await
+    }
+
+    async fn listed_page(
+        &self,
+        push_id: &str,
+        prefix: &str,
+        start: Option<PageKey>,
+    ) -> Result<(Vec<Failure>, Option<PageKey>), ServiceError> {
         let page = self
             .client
             .query()
@@ -79,7 +99,7 @@ impl DynamoPushReader {
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#sk", SORT_KEY)
             .expression_attribute_values(":p", AttributeValue::S(push_id.to_owned()))
-            .expression_attribute_values(":f", AttributeValue::S(FAILURE_PREFIX.to_owned()))
+            .expression_attribute_values(":f", AttributeValue::S(prefix.to_owned()))
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -93,12 +113,11 @@ impl DynamoPushReader {
         Ok((failures, page.last_evaluated_key.filter(|k| !k.is_empty())))
     }
 
-    /// Every failure of the push, following `LastEvaluatedKey` to the end.
-    pub async fn failures(&self, push_id: &str) -> Result<Vec<Failure>, ServiceError> {
+    async fn listed(&self, push_id: &str, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
         let mut all = Vec::new();
         let mut start = None;
         loop {
-            let (page, next) = self.failures_page(push_id, start).await?;
+            let (page, next) = self.listed_page(push_id, prefix, start).await?;
             all.extend(page);
             match next {
                 Some(next) => start = Some(next),

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use tokio::time::Instant;
 
-use super::rollout::{RollbackCounts, Rollout, previous_values, rollback_leaves};
+use super::rollout::{RollbackCounts, Rollout, conflict_message, previous_values, rollback_leaves};
 use super::targets::{Seen, page};
 use super::walker::{self, Page, Take, Walk};
 use super::{Cursor, Failure, Journal, JournalPage, Previous, PushPlan, Registry, Shadows, Source};
@@ -991,10 +991,7 @@ async fn journal_thing(
                 let conflict = (!back.conflicts.is_empty()).then(|| Failure {
                     thing_name: entry.thing_name.clone(),
                     code: "RollbackConflict".into(),
-                    message: format!(
-                        "changed since the push by another writer, left alone: {}",
-                        back.conflicts.join(", ")
-                    ),
+                    message: conflict_message(&back.conflicts),
                 });
                 if back.desired.is_empty() {
                     if let Some(conflict) = conflict {

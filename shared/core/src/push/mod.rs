@@ -12,7 +12,7 @@ pub use engine::{
     JournalOutcome, JournalWalk, Lease, NoJournal, Pace, SegmentOutcome, Start, ThingOutcome, run_journal_segment,
     run_phase_segment, run_segment,
 };
-pub use request::{PushPlan, PushRequestError, Targets, validate_request};
+pub use request::{PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
 pub use rollout::{PhaseCounts, PushState, RollbackCounts};
 pub use targets::{Cursor, Page, Registry, Source, sources_for};
 

@@ -88,6 +88,19 @@ pub struct PushRequestError(pub Vec<(String, String)>);
 pub const MAX_PUSH_ID_BYTES: usize = 64;
 const MAX_QUERY_BYTES: usize = 1024;
 
+/// Why `id` cannot name a push (it is sent as the updates' `clientToken`), when it cannot.
+pub fn push_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("is empty".into());
+    }
+    if id.len() > MAX_PUSH_ID_BYTES {
+        return Some(format!("is {} bytes; a clientToken may have at most {MAX_PUSH_ID_BYTES}", id.len()));
+    }
+    id.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
+        .map(|c| format!("contains {c:?}; use letters, digits and - _ . :"))
+}
+
 /// Validates `request` against the account quota `max_tps`. `new_id` names a push that did not choose its id (the
 /// CLI, before it sends the request); `None` requires `pushId` (the function: an id drawn there would differ at each
 /// delivery of the same request).
@@ -120,16 +133,8 @@ pub fn validate_request(
             String::new()
         }
         (Some(id), _) => {
-            if id.is_empty() {
-                fail(&mut errors, "pushId", "is empty".into());
-            } else if id.len() > MAX_PUSH_ID_BYTES {
-                fail(
-                    &mut errors,
-                    "pushId",
-                    format!("is {} bytes; a clientToken may have at most {MAX_PUSH_ID_BYTES}", id.len()),
-                );
-            } else if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c))) {
-                fail(&mut errors, "pushId", format!("contains {c:?}; use letters, digits and - _ . :"));
+            if let Some(problem) = push_id_problem(&id) {
+                fail(&mut errors, "pushId", problem);
             }
             id
         }

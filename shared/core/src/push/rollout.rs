@@ -273,6 +273,22 @@ pub fn previous_values(current: Option<&Value>, pushed: &Value) -> Value {
     }
 }
 
+/// How a rollback conflict's message starts; the paths of the leaves left alone follow, joined by ", ".
+const CONFLICT_MESSAGE: &str = "changed since the push by another writer, left alone: ";
+
+/// The message of a thing's rollback conflict, naming the leaves left alone.
+pub fn conflict_message(paths: &[String]) -> String {
+    format!("{CONFLICT_MESSAGE}{}", paths.join(", "))
+}
+
+/// The paths a rollback conflict's message names; none for a message in another form.
+pub fn conflict_paths(message: &str) -> Vec<String> {
+    message
+        .strip_prefix(CONFLICT_MESSAGE)
+        .map(|paths| paths.split(", ").filter(|p| !p.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 /// One thing's rollback, leaf by leaf: what to send back as `desired`, and the leaves left alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LeafRollback {
@@ -329,6 +345,15 @@ mod tests {
     use super::*;
     use crate::document::holds;
     use serde_json::json;
+
+    #[test]
+    fn a_conflict_message_names_its_paths_and_reads_back() {
+        let paths = vec!["settings.mode".to_owned(), "url".to_owned()];
+        let message = conflict_message(&paths);
+        assert_eq!(message, "changed since the push by another writer, left alone: settings.mode, url");
+        assert_eq!(conflict_paths(&message), paths);
+        assert!(conflict_paths("throttled").is_empty());
+    }
 
     fn rollout(request: Value) -> Result<Rollout, Vec<(String, String)>> {
         let mut errors = Vec::new();
