@@ -2,6 +2,7 @@
 //! current document. Exit codes: 0 success, 1 a failure to look at, 2 bad usage.
 
 mod diff;
+mod drift;
 mod error;
 mod history;
 mod locate;
@@ -49,6 +50,8 @@ enum Command {
     },
     /// One shadow's history, oldest first, with what each event changed.
     History(history::HistoryArgs),
+    /// Which things' reported state does not hold their desired state, key by key, and since when. Read-only.
+    Drift(drift::DriftArgs),
     /// Shadow documents.
     Shadow {
         #[command(subcommand)]
@@ -109,6 +112,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Push { command } => push::run(&ctx, command).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Shadow { command } => shadow::run(&ctx, command).await,
+        Command::Drift(args) => drift::run(&ctx, args).await,
     }
 }
 
