@@ -23,7 +23,6 @@ use shadow_core::{ShadowName, ShadowRef, ThingGroupName, ThingName};
 
 use crate::error::CliError;
 use crate::output::{self, Format};
-use crate::progress::compact;
 use crate::{Context, now_secs, when};
 
 /// GetThingShadow requests a second by default: a small share of the account's quota (400/s in some regions),
@@ -46,7 +45,7 @@ pub struct DriftArgs {
     #[arg(long, value_name = "NAME")]
     shadow: Option<String>,
     /// GetThingShadow requests a second at most (the account's quota is shared with pushes).
-    #[arg(long, value_name = "N", default_value = DEFAULT_MAX_TPS, value_parser = parse_rate)]
+    #[arg(long, value_name = "N", default_value = DEFAULT_MAX_TPS, value_parser = parse_rate, allow_negative_numbers = true)]
     max_tps: f64,
     /// Read every target even when the fleet index holds the shadow (the index lags shadow updates).
     #[arg(long)]
@@ -138,7 +137,7 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} things read · {per_sec} · {msg}")
+        ProgressStyle::with_template("{bar:20} {pos}/{len} read · {per_sec} · {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
@@ -445,8 +444,9 @@ impl Report {
                         self.rows.push([
                             if i == 0 { checked.thing.clone() } else { String::new() },
                             key.dotted(),
-                            compact(&key.desired),
-                            key.reported.as_ref().map_or_else(|| "(absent)".to_owned(), compact),
+                            // As JSON, so that "1" and 1 differ.
+                            key.desired.to_string(),
+                            key.reported.as_ref().map_or_else(|| "(absent)".to_owned(), Value::to_string),
                             since_text(*since, self.now),
                         ]);
                     }

@@ -329,6 +329,14 @@ async fn since_when_comes_from_the_history_shadow_history_recorded() {
     // --history-events 0: nothing read, since when unknown.
     let unread = run_with(&env, &["drift", &thing, "--shadow", "cfg", "--history-events", "0", "--output", "json"]);
     assert_eq!(unread.kind("thing").pop().unwrap_or_default()["keys"][0]["sinceTimestamp"], Value::Null);
+    // No history table configured: the drift is still shown, and the note says why since when is not.
+    let mut without = env.clone();
+    without.remove("HISTORY_TABLE");
+    let bare = run_with(&without, &["drift", &thing, "--shadow", "cfg", "--output", "json"]);
+    assert_eq!(bare.code, 0, "{}", bare.stderr);
+    assert!(bare.stderr.contains("no history table") && bare.stderr.contains("HISTORY_TABLE"), "{}", bare.stderr);
+    let line = bare.kind("thing").pop().unwrap_or_default();
+    assert_eq!((&line["keys"][0]["key"], &line["keys"][0]["since"]), (&json!("mode"), &Value::Null), "{line}");
 }
 
 async fn set_indexing(stack: &Stack, mode: ThingIndexingMode, named: &[&str]) {
