@@ -96,8 +96,8 @@ enum Targets {
 struct Checked {
     thing: String,
     drift: Result<ThingDrift, ServiceError>,
-    /// Per key behind, in the order of the keys.
-    since: Vec<Since>,
+    /// Per key behind, in the order of the keys: since when, and who wrote the value (the write's clientToken).
+    since: Vec<(Since, Option<String>)>,
 }
 
 /// History items read per Query when looking for since when.
@@ -319,7 +319,7 @@ impl Checker<'_> {
 
     /// Since when each key has been behind, from the history read newest first; unknown for all when the history
     /// cannot be read (said on stderr, the drift itself still shown).
-    async fn since(&self, thing: &ThingName, keys: &[KeyBehind]) -> Vec<Since> {
+    async fn since(&self, thing: &ThingName, keys: &[KeyBehind]) -> Vec<(Since, Option<String>)> {
         let mut search = SinceSearch::new(keys);
         if let Some(store) = self.history {
             let shadow = ShadowRef { thing: thing.clone(), shadow: self.shadow.cloned() };
@@ -349,7 +349,7 @@ impl Checker<'_> {
             }
         }
         search.give_up();
-        keys.iter().map(|k| search.since(k)).collect()
+        keys.iter().map(|k| (search.since(k), search.written_by(k).map(str::to_owned))).collect()
     }
 }
 
@@ -380,15 +380,18 @@ struct Report {
     now: u64,
 }
 
-fn since_text(since: Since, now: u64) -> String {
+fn since_text(since: Since, by: Option<&str>, now: u64) -> String {
     match since {
-        Since::At(t) => format!("{} ({} ago)", when::format_seconds(t), when::format_duration(now.saturating_sub(t))),
+        Since::At(t) => {
+            let by = by.map(|b| format!(" by {b}")).unwrap_or_default();
+            format!("{} ({} ago){by}", when::format_seconds(t), when::format_duration(now.saturating_sub(t)))
+        }
         Since::Unknown => "unknown".into(),
     }
 }
 
-fn oldest(since: &[Since]) -> Option<u64> {
-    since.iter().filter_map(|s| s.at()).min()
+fn oldest(since: &[(Since, Option<String>)]) -> Option<u64> {
+    since.iter().filter_map(|(s, _)| s.at()).min()
 }
 
 impl Report {
@@ -430,9 +433,9 @@ impl Report {
                     let keys: Vec<Value> = keys
                         .iter()
                         .zip(&checked.since)
-                        .map(|(k, s)| {
+                        .map(|(k, (s, by))| {
                             json!({"key": k.dotted(), "desired": k.desired, "reported": k.reported,
-                                   "since": s.at().map(when::format_seconds), "sinceTimestamp": s.at()})
+                                   "since": s.at().map(when::format_seconds), "sinceTimestamp": s.at(), "by": by})
                         })
                         .collect();
                     let since = oldest(&checked.since);
@@ -440,14 +443,14 @@ impl Report {
                         "keys": keys, "since": since.map(when::format_seconds), "sinceTimestamp": since}));
                 }
                 Format::Table => {
-                    for (i, (key, since)) in keys.iter().zip(&checked.since).enumerate() {
+                    for (i, (key, (since, by))) in keys.iter().zip(&checked.since).enumerate() {
                         self.rows.push([
                             if i == 0 { checked.thing.clone() } else { String::new() },
                             key.dotted(),
                             // As JSON, so that "1" and 1 differ.
                             key.desired.to_string(),
                             key.reported.as_ref().map_or_else(|| "(absent)".to_owned(), Value::to_string),
-                            since_text(*since, self.now),
+                            since_text(*since, by.as_deref(), self.now),
                         ]);
                     }
                 }

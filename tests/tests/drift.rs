@@ -185,11 +185,13 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
     // History at chosen times, agreeing with the shadows: `one` had mode 1, then 3 at t0+100; `two` got url "b" at
     // t0+200; `three` has no history (since when unknown).
     let t0 = 1_795_000_000;
+    let mut pushed = update(&f.one, Some("cfg"), 2, t0 + 100, json!({"desired": {"settings": {"mode": 3}}}));
+    pushed["clientToken"] = json!("push-7");
     let table = history_table(
         &stack,
         &[
             update(&f.one, Some("cfg"), 1, t0, json!({"desired": {"settings": {"mode": 1, "temp": 20}}})),
-            update(&f.one, Some("cfg"), 2, t0 + 100, json!({"desired": {"settings": {"mode": 3}}})),
+            pushed,
             update(&f.one, Some("cfg"), 3, t0 + 150, json!({"reported": {"settings": {"mode": 2, "temp": 20}}})),
             update(&f.two, Some("cfg"), 1, t0 + 200, json!({"desired": {"url": "b", "settings": {"mode": 3}}})),
             update(&f.two, Some("cfg"), 2, t0 + 250, json!({"reported": {"url": "a", "settings": {"mode": 3}}})),
@@ -213,7 +215,7 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
     assert_eq!(
         one["keys"],
         json!([{"key": "settings.mode", "desired": 3, "reported": 2, "since": "2026-11-18T11:08:20Z",
-                "sinceTimestamp": t0 + 100}]),
+                "sinceTimestamp": t0 + 100, "by": "push-7"}]),
         "{one}"
     );
     assert_eq!(one["sinceTimestamp"], t0 + 100);
@@ -222,13 +224,13 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
     assert_eq!(
         two["keys"],
         json!([{"key": "url", "desired": "b", "reported": "a", "since": "2026-11-18T11:10:00Z",
-                                    "sinceTimestamp": t0 + 200}])
+                                    "sinceTimestamp": t0 + 200, "by": null}])
     );
     let three = thing_line(&things, &f.three);
     assert_eq!(
         three["keys"],
         json!([{"key": "settings.mode", "desired": 3, "reported": null, "since": null,
-                                      "sinceTimestamp": null}])
+                                      "sinceTimestamp": null, "by": null}])
     );
 
     let no_shadow = got.kind("noShadow");
@@ -259,6 +261,7 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
         "(absent)",
         "\"b\"",
         "2026-11-18T11:08:20Z",
+        "ago) by push-7",
         "unknown",
         "things behind",
         "drifting",
@@ -431,4 +434,25 @@ fn bad_input_is_refused_with_exit_2() {
         assert!(got.stderr.contains(text), "{args:?}: {text} missing from {}", got.stderr);
         assert!(got.stdout.is_empty(), "{args:?}: {}", got.stdout);
     }
+}
+
+#[tokio::test]
+async fn a_shadow_that_cannot_be_read_is_named_and_the_exit_is_1() {
+    let stack = Stack::get();
+    let mut env = stack_env(&stack);
+    // Nothing listens there: every GetThingShadow fails (after the SDK's own retries).
+    env.insert("AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(), "http://127.0.0.1:9".into());
+    let thing = unique("drift-unread");
+    let got = run_with(&env, &["drift", &thing, "--output", "json"]);
+    assert_eq!(got.code, 1, "{}\n{}", got.stdout, got.stderr);
+    let failed = got.kind("failed");
+    assert_eq!(failed.len(), 1, "{}", got.stdout);
+    assert_eq!(failed[0]["thing"], thing.as_str());
+    assert!(failed[0]["error"].as_str().is_some_and(|e| e.contains(&format!("reading the shadow of {thing}"))));
+    let totals = got.kind("totals").pop().unwrap_or_default();
+    assert_eq!((&totals["checked"], &totals["failed"], &totals["drifting"]), (&json!(1), &json!(1), &json!(0)));
+
+    let table = run_with(&env, &["drift", &thing]);
+    assert_eq!(table.code, 1);
+    assert!(table.stderr.contains(&format!("failed: {thing}: reading the shadow of {thing}")), "{}", table.stderr);
 }

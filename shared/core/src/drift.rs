@@ -91,11 +91,17 @@ static NULL: Value = Value::Null;
 pub struct SinceSearch {
     pending: Vec<(Vec<String>, Value)>,
     found: BTreeMap<Vec<String>, Since>,
+    /// The `clientToken` of the write found (a push's id, for shadow-push's writes).
+    by: BTreeMap<Vec<String>, String>,
 }
 
 impl SinceSearch {
     pub fn new(keys: &[KeyBehind]) -> Self {
-        Self { pending: keys.iter().map(|k| (k.path.clone(), k.desired.clone())).collect(), found: BTreeMap::new() }
+        Self {
+            pending: keys.iter().map(|k| (k.path.clone(), k.desired.clone())).collect(),
+            found: BTreeMap::new(),
+            by: BTreeMap::new(),
+        }
     }
 
     /// Every key is decided: no older event can change the answer.
@@ -118,7 +124,8 @@ impl SinceSearch {
                     Some(state) => state.get("desired"),
                 };
                 let Some(desired) = desired else { return };
-                let found = &mut self.found;
+                let token = event.get("clientToken").and_then(Value::as_str);
+                let (found, by) = (&mut self.found, &mut self.by);
                 self.pending.retain(|(path, want)| match written(desired, path) {
                     None => true,
                     Some(wrote) => {
@@ -126,6 +133,9 @@ impl SinceSearch {
                             (Some(value), Some(t)) if equal(value, want) => Since::At(t),
                             _ => Since::Unknown,
                         };
+                        if let (Since::At(_), Some(token)) = (since, token) {
+                            by.insert(path.clone(), token.to_owned());
+                        }
                         found.insert(path.clone(), since);
                         false
                     }
@@ -139,6 +149,11 @@ impl SinceSearch {
         for (path, _) in self.pending.drain(..) {
             self.found.insert(path, Since::Unknown);
         }
+    }
+
+    /// Who made the write [`SinceSearch::since`] found: its `clientToken`, when it had one.
+    pub fn written_by(&self, key: &KeyBehind) -> Option<&str> {
+        self.by.get(&key.path).map(String::as_str)
     }
 
     /// The answer for `key` (unknown until decided).
@@ -341,7 +356,8 @@ mod tests {
         for event in [
             json!({"kind": "update", "timestamp": 500, "state": {"reported": {"settings": {"mode": 2}}}}),
             json!({"kind": "snapshot", "timestamp": 400, "state": {"desired": {"settings": {"mode": 3}}}}),
-            update(400, json!({"settings": {"mode": 3}})),
+            json!({"kind": "update", "timestamp": 400, "clientToken": "push-1",
+                   "state": {"desired": {"settings": {"mode": 3}}}}),
             update(300, json!({"url": "u", "settings": {"temp": 21}})),
         ] {
             assert!(!search.done());
@@ -350,6 +366,8 @@ mod tests {
         assert!(search.done());
         let got: Vec<Since> = keys.iter().map(|k| search.since(k)).collect();
         assert_eq!(got, [Since::At(400), Since::At(300), Since::At(300)]);
+        assert_eq!(search.written_by(&keys[0]), Some("push-1"));
+        assert_eq!(search.written_by(&keys[2]), None);
     }
 
     #[test]
