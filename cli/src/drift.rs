@@ -1,5 +1,6 @@
 //! `shadow-fleet drift`: which things' `reported` does not hold their `desired`, key by key, and since when.
-//! Read-only. Targets: a thing group's direct members, a fleet-index query, or listed things.
+//! Read-only. Targets: a thing group's members (with `--recursive`, its child groups' too), a fleet-index query, or
+//! listed things.
 //!
 //! Two paths (README, "Drift"): when the fleet index holds the shadow, a search for `hasDelta:true` among the
 //! targets finds the candidates and only they are read; otherwise every target is read (GetThingShadow, paced at
@@ -38,6 +39,9 @@ pub struct DriftArgs {
     /// The direct members of this thing group.
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
+    /// With --group: the members of its child groups too, at any depth (each thing once).
+    #[arg(long)]
+    recursive: bool,
     /// The things a fleet-index query finds (SearchIndex on AWS_Things), e.g. `attributes.site:tokyo`.
     #[arg(long, value_name = "QUERY")]
     query: Option<String>,
@@ -58,10 +62,10 @@ pub struct DriftArgs {
 /// Which way the targets were read, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Path {
-    /// The index holds the shadow: only the things it finds with a delta are read. `targets` selects the targets.
+    /// The index holds the shadow: only the things it finds with a delta are read. Per group (or the query): the
+    /// query that selects the targets, and the one that finds those with a delta.
     Index {
-        targets: String,
-        candidates: String,
+        queries: Vec<(String, String)>,
     },
     Walk {
         reason: String,
@@ -78,8 +82,13 @@ impl Path {
 
     fn describe(&self) -> String {
         match self {
-            Self::Index { candidates, .. } => {
-                format!("fleet index: reading only the things found by `{candidates}`")
+            Self::Index { queries } => {
+                let first = queries.first().map(|(_, c)| c.as_str()).unwrap_or_default();
+                let more = match queries.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" and the same for {} child groups", n - 1),
+                };
+                format!("fleet index: reading only the things found by `{first}`{more}")
             }
             Self::Walk { reason } => format!("walk: reading every target's shadow ({reason})"),
         }
@@ -88,7 +97,8 @@ impl Path {
 
 enum Targets {
     Things(Vec<ThingName>),
-    Group(ThingGroupName),
+    /// The group, then (with --recursive) every group below it.
+    Groups(Vec<ThingGroupName>),
     Query(String),
 }
 
@@ -113,6 +123,7 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
 
     let iot = aws_sdk_iot::Client::new(&ctx.config);
     let registry = IotRegistry::new(iot.clone());
+    let targets = with_children(targets, args.recursive, &registry).await?;
     let endpoint = std::env::var("IOT_DATA_ENDPOINT").ok();
     let shadows = DataPlaneShadows::connect(&ctx.config, endpoint.as_deref(), &iot)
         .await
@@ -161,21 +172,33 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
             bar.set_length(things.len() as u64);
             check_all(&checker, things, in_flight, &bar, &mut report).await;
         }
-        (Path::Walk { .. }, Targets::Group(_) | Targets::Query(_)) => {
+        (Path::Walk { .. }, Targets::Groups(groups)) => {
+            let mut seen = HashSet::new();
+            for group in groups {
+                let mut token: Option<String> = None;
+                loop {
+                    let page = registry
+                        .things_in_group(group, token.as_deref())
+                        .await
+                        .map_err(CliError::service(format!("listing the things in thing group {group}")))?;
+                    let things = names(page.things, &mut seen);
+                    bar.inc_length(things.len() as u64);
+                    check_all(&checker, things, in_flight, &bar, &mut report).await;
+                    match page.next {
+                        Some(next) => token = Some(next),
+                        None => break,
+                    }
+                }
+            }
+        }
+        (Path::Walk { .. }, Targets::Query(query)) => {
             let mut seen = HashSet::new();
             let mut token: Option<String> = None;
             loop {
-                let page = match &targets {
-                    Targets::Group(group) => registry
-                        .things_in_group(group, token.as_deref())
-                        .await
-                        .map_err(CliError::service(format!("listing the things in thing group {group}")))?,
-                    Targets::Query(query) => registry
-                        .search(query, token.as_deref())
-                        .await
-                        .map_err(CliError::service(format!("searching the fleet index for `{query}`")))?,
-                    Targets::Things(_) => break,
-                };
+                let page = registry
+                    .search(query, token.as_deref())
+                    .await
+                    .map_err(CliError::service(format!("searching the fleet index for `{query}`")))?;
                 let things = names(page.things, &mut seen);
                 bar.inc_length(things.len() as u64);
                 check_all(&checker, things, in_flight, &bar, &mut report).await;
@@ -185,36 +208,39 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
                 }
             }
         }
-        (Path::Index { targets: selection, candidates }, _) => {
+        (Path::Index { queries }, _) => {
             // The targets are counted from the index (SearchIndex pages, not shadow reads).
-            let mut count = 0u64;
-            let mut token: Option<String> = None;
-            let mut seen = HashSet::new();
-            loop {
-                let page = registry
-                    .search(selection, token.as_deref())
-                    .await
-                    .map_err(CliError::service(format!("searching the fleet index for `{selection}`")))?;
-                count += names(page.things, &mut seen).len() as u64;
-                match page.next {
-                    Some(next) => token = Some(next),
-                    None => break,
+            let mut targets_seen = HashSet::new();
+            for (selection, _) in queries {
+                let mut token: Option<String> = None;
+                loop {
+                    let page = registry
+                        .search(selection, token.as_deref())
+                        .await
+                        .map_err(CliError::service(format!("searching the fleet index for `{selection}`")))?;
+                    names(page.things, &mut targets_seen);
+                    match page.next {
+                        Some(next) => token = Some(next),
+                        None => break,
+                    }
                 }
             }
-            targets_counted = Some(count);
+            targets_counted = Some(targets_seen.len() as u64);
             let mut seen = HashSet::new();
-            let mut token: Option<String> = None;
-            loop {
-                let page = registry
-                    .search(candidates, token.as_deref())
-                    .await
-                    .map_err(CliError::service(format!("searching the fleet index for `{candidates}`")))?;
-                let things = names(page.things, &mut seen);
-                bar.inc_length(things.len() as u64);
-                check_all(&checker, things, in_flight, &bar, &mut report).await;
-                match page.next {
-                    Some(next) => token = Some(next),
-                    None => break,
+            for (_, candidates) in queries {
+                let mut token: Option<String> = None;
+                loop {
+                    let page = registry
+                        .search(candidates, token.as_deref())
+                        .await
+                        .map_err(CliError::service(format!("searching the fleet index for `{candidates}`")))?;
+                    let things = names(page.things, &mut seen);
+                    bar.inc_length(things.len() as u64);
+                    check_all(&checker, things, in_flight, &bar, &mut report).await;
+                    match page.next {
+                        Some(next) => token = Some(next),
+                        None => break,
+                    }
                 }
             }
         }
@@ -223,11 +249,15 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
     Ok(report.finish(&path, targets_counted))
 }
 
+/// The targets as given; a recursive group's children are listed later, by [`with_children`].
 fn targets(args: &DriftArgs) -> Result<Targets, CliError> {
+    if args.recursive && args.group.is_none() {
+        return Err(CliError::Usage("--recursive goes with --group (a thing group and its child groups)".into()));
+    }
     if let Some(group) = &args.group {
         let group = ThingGroupName::parse(group.as_str())
             .map_err(|e| CliError::Usage(format!("thing group name {group:?} {e}")))?;
-        return Ok(Targets::Group(group));
+        return Ok(Targets::Groups(vec![group]));
     }
     if let Some(query) = &args.query {
         if query.trim().is_empty() {
@@ -245,6 +275,23 @@ fn targets(args: &DriftArgs) -> Result<Targets, CliError> {
     Ok(Targets::Things(things))
 }
 
+/// With --recursive, the group's children at any depth (ListThingGroups), after it.
+async fn with_children(targets: Targets, recursive: bool, registry: &IotRegistry) -> Result<Targets, CliError> {
+    match targets {
+        Targets::Groups(mut groups) if recursive => {
+            if let Some(group) = groups.first().cloned() {
+                let children = registry
+                    .child_groups(&group)
+                    .await
+                    .map_err(CliError::service(format!("listing the child groups of thing group {group}")))?;
+                groups.extend(children);
+            }
+            Ok(Targets::Groups(groups))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Valid thing names not seen before, in page order. A name the registry gives that is not a valid thing name is
 /// skipped (it could not have a shadow).
 fn names(page: Vec<String>, seen: &mut HashSet<String>) -> Vec<ThingName> {
@@ -253,10 +300,10 @@ fn names(page: Vec<String>, seen: &mut HashSet<String>) -> Vec<ThingName> {
 
 /// The index path when the index holds the shadow and the targets are a group or a query; else the walk.
 async fn choose_path(iot: &aws_sdk_iot::Client, targets: &Targets, shadow: Option<&ShadowName>, walk: bool) -> Path {
-    let selection = match targets {
+    let selections = match targets {
         Targets::Things(_) => return Path::Walk { reason: "listed things are read directly".into() },
-        Targets::Group(group) => group_query(group.as_str()),
-        Targets::Query(query) => query.clone(),
+        Targets::Groups(groups) => groups.iter().map(|g| group_query(g.as_str())).collect(),
+        Targets::Query(query) => vec![query.clone()],
     };
     if walk {
         return Path::Walk { reason: "--walk".into() };
@@ -275,8 +322,14 @@ async fn choose_path(iot: &aws_sdk_iot::Client, targets: &Targets, shadow: Optio
             });
             let config = config.unwrap_or_default();
             if config.holds(shadow.as_deref()) {
-                let candidates = delta_query(&selection, shadow.as_deref());
-                Path::Index { targets: selection, candidates }
+                let queries = selections
+                    .into_iter()
+                    .map(|s| {
+                        let candidates = delta_query(&s, shadow.as_deref());
+                        (s, candidates)
+                    })
+                    .collect();
+                Path::Index { queries }
             } else {
                 Path::Walk {
                     reason: format!("the fleet index does not hold the shadow: {}", config.why_not(shadow.as_deref())),

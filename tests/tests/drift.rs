@@ -272,6 +272,42 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
     assert!(!table.stdout.contains(&f.sync), "an in-sync thing is not listed:\n{}", table.stdout);
     assert!(table.stdout.contains(&format!("no shadow: {}", f.none)), "{}", table.stdout);
 
+    // --recursive: a child group's members too, each thing once (one of the parent's things is in the child too).
+    let child_group = format!("{}-child", f.group);
+    let child = format!("{}-child", f.group);
+    create_things(&stack, std::slice::from_ref(&child)).await;
+    stack
+        .iot()
+        .create_thing_group()
+        .thing_group_name(&child_group)
+        .parent_group_name(&f.group)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    for thing in [&child, &f.one] {
+        stack
+            .iot()
+            .add_thing_to_thing_group()
+            .thing_group_name(&child_group)
+            .thing_name(thing)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    write(&stack, &child, Some("cfg"), json!({"desired": {"url": "c"}})).await;
+    let args = ["drift", "--group", &f.group, "--shadow", "cfg", "--walk", "--output", "json"];
+    let recursive = run_with(&env, &[&args[..], &["--recursive"]].concat());
+    assert_eq!(recursive.code, 0, "{}", recursive.stderr);
+    let totals = recursive.kind("totals").pop().unwrap_or_default();
+    assert_eq!((&totals["checked"], &totals["drifting"]), (&json!(7), &json!(4)), "{}", recursive.stdout);
+    assert!(recursive.kind("key").contains(&json!({"kind": "key", "key": "url", "things": 2})), "{}", recursive.stdout);
+    let direct = run_with(&env, &args);
+    assert_eq!(
+        direct.kind("totals").pop().unwrap_or_default()["checked"],
+        6,
+        "the child group's own things are not direct members"
+    );
+
     // The classic shadow is another shadow: listed things, walked whatever the index holds.
     let classic = run_with(&env, &["drift", &f.classic, &f.sync, &f.classic, "--output", "json"]);
     assert_eq!(classic.code, 0, "{}", classic.stderr);
@@ -415,7 +451,8 @@ async fn the_fleet_index_is_used_when_it_holds_the_shadow() {
 fn bad_input_is_refused_with_exit_2() {
     let stack = Stack::get();
     let env = stack_env(&stack);
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
+        (&["drift", "t1", "--recursive"], "--group"),
         (&["drift", "t1", "--max-tps", "0"], "positive"),
         (&["drift", "t1", "--max-tps", "-1"], "positive"),
         (&["drift", "t1", "--max-tps", "NaN"], "finite"),
