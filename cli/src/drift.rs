@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{ArgGroup, Args};
 use futures::StreamExt;
@@ -158,6 +159,7 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
         history: history.as_ref(),
         history_events: args.history_events,
         pacer: Mutex::new(Pacer::new(args.max_tps)),
+        history_failed: AtomicBool::new(false),
     };
     // Enough requests in flight to reach the rate when a read takes up to 200 ms.
     let in_flight = ((args.max_tps * 0.2).ceil() as usize).clamp(1, 32);
@@ -349,6 +351,8 @@ struct Checker<'a> {
     history: Option<&'a DynamoHistoryStore>,
     history_events: usize,
     pacer: Mutex<Pacer>,
+    /// A history that cannot be read is said once, not for every thing.
+    history_failed: AtomicBool,
 }
 
 impl Checker<'_> {
@@ -371,7 +375,7 @@ impl Checker<'_> {
     }
 
     /// Since when each key has been behind, from the history read newest first; unknown for all when the history
-    /// cannot be read (said on stderr, the drift itself still shown).
+    /// cannot be read (said once on stderr, the drift itself still shown).
     async fn since(&self, thing: &ThingName, keys: &[KeyBehind]) -> Vec<(Since, Option<String>)> {
         let mut search = SinceSearch::new(keys);
         if let Some(store) = self.history {
@@ -383,8 +387,13 @@ impl Checker<'_> {
                 let page = match store.newest_first(&shadow, start.take(), i32::try_from(want).unwrap_or(1)).await {
                     Ok(page) => page,
                     Err(e) => {
-                        let e = CliError::service(format!("reading the history of {thing}"))(e);
-                        eprintln!("warning: {}", e.report());
+                        if !self.history_failed.swap(true, Ordering::Relaxed) {
+                            let e = CliError::service(format!("reading the history of {thing}"))(e);
+                            eprintln!(
+                                "warning: {} (since when is unknown where the history cannot be read)",
+                                e.report()
+                            );
+                        }
                         break;
                     }
                 };

@@ -272,6 +272,16 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
     assert!(!table.stdout.contains(&f.sync), "an in-sync thing is not listed:\n{}", table.stdout);
     assert!(table.stdout.contains(&format!("no shadow: {}", f.none)), "{}", table.stdout);
 
+    // A history table that cannot be read: the drift is still shown, since when unknown, the failure said once.
+    let mut unreadable = env.clone();
+    unreadable.insert("HISTORY_TABLE".into(), unique("drift-no-such-table"));
+    let blind = run_with(&unreadable, &["drift", "--group", &f.group, "--shadow", "cfg", "--walk", "--output", "json"]);
+    assert_eq!(blind.code, 0, "{}", blind.stderr);
+    assert_eq!(blind.stderr.matches("warning: reading the history of").count(), 1, "{}", blind.stderr);
+    let things = blind.kind("thing");
+    assert_eq!(things.len(), 3, "{}", blind.stdout);
+    assert!(things.iter().all(|t| t["since"].is_null()), "{}", blind.stdout);
+
     // --recursive: a child group's members too, each thing once (one of the parent's things is in the child too).
     let child_group = format!("{}-child", f.group);
     let child = format!("{}-child", f.group);
