@@ -272,6 +272,17 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
     assert!(!table.stdout.contains(&f.sync), "an in-sync thing is not listed:\n{}", table.stdout);
     assert!(table.stdout.contains(&format!("no shadow: {}", f.none)), "{}", table.stdout);
 
+    // The same fleet found by a fleet-index query (SearchIndex; moto serves `thingGroupNames:`), walked.
+    let query = format!("thingGroupNames:{}", f.group);
+    let queried = run_with(&env, &["drift", "--query", &query, "--shadow", "cfg", "--walk", "--output", "json"]);
+    assert_eq!(queried.code, 0, "{}", queried.stderr);
+    let totals = queried.kind("totals").pop().unwrap_or_default();
+    assert_eq!(
+        (&totals["checked"], &totals["drifting"], &totals["noShadow"]),
+        (&json!(6), &json!(3), &json!(1)),
+        "{totals}"
+    );
+
     // A history table that cannot be read: the drift is still shown, since when unknown, the failure said once.
     let mut unreadable = env.clone();
     unreadable.insert("HISTORY_TABLE".into(), unique("drift-no-such-table"));
