@@ -3,6 +3,7 @@
 
 mod checks;
 mod diff;
+mod drift;
 mod error;
 mod history;
 mod locate;
@@ -58,6 +59,8 @@ enum Command {
     },
     /// One shadow's history, oldest first, with what each event changed.
     History(history::HistoryArgs),
+    /// Which things' reported state does not hold their desired state, key by key, and since when. Read-only.
+    Drift(drift::DriftArgs),
     /// Shadow documents.
     Shadow {
         #[command(subcommand)]
@@ -138,6 +141,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Push { command } => push::run(&ctx, command).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Shadow { command } => shadow::run(&ctx, command).await,
+        Command::Drift(args) => drift::run(&ctx, args).await,
     }
 }
 

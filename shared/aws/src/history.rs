@@ -113,6 +113,40 @@ impl DynamoHistoryStore {
     }
 }
 
+impl DynamoHistoryStore {
+    /// One page (at most `limit` events) of one shadow's history, newest first, from `start` (the previous page's
+    /// `next`): what `shadow-fleet drift` reads to find when a key was last written, usually in one page.
+    pub async fn newest_first(
+        &self,
+        shadow: &ShadowRef,
+        start: Option<HashMap<String, AttributeValue>>,
+        limit: i32,
+    ) -> Result<HistoryPage, ServiceError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
+            .scan_index_forward(false)
+            .set_exclusive_start_key(start)
+            .limit(limit.max(1))
+            .send()
+            .await
+            .map_err(|e| service_error("Query", e))?;
+        let mut events = Vec::new();
+        for mut item in page.items.unwrap_or_default() {
+            item.remove(PARTITION_KEY);
+            item.remove(SORT_KEY);
+            let event: Value = serde_dynamo::from_item(item)
+                .map_err(|e| ServiceError::new("Query", FaultKind::Rejected, Some("UnreadableItem".into()), e))?;
+            events.push(restore_numbers(event));
+        }
+        Ok(HistoryPage { events, next: page.last_evaluated_key.filter(|k| !k.is_empty()) })
+    }
+}
+
 /// The key of the map that stands for a number DynamoDB cannot hold: `{"$number": "1e+200"}`, with the number's JSON
 /// text.
 ///

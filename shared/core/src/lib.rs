@@ -2,6 +2,7 @@
 //! how it is paced. No AWS SDK and no Lambda types live here, so everything in it is tested without an emulator.
 
 pub mod document;
+pub mod drift;
 pub mod history;
 pub mod names;
 pub mod push;
