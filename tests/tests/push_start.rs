@@ -5,7 +5,7 @@
 //! A request shadow-push refuses is an error in the CLI within seconds, with the function's reason, and is neither
 //! retried nor sent to the on-failure queue; a pushId reused with another request is refused before anything is
 //! sent; with `--stack` the request is checked against the deployed quota; a start that succeeds has its first
-//! segment run from the queue. The scheduled path keeps one push per run.
+//! segment run from the queue; a throttled start says so. The scheduled path keeps one push per run.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -396,4 +396,31 @@ async fn two_deliveries_of_one_scheduled_run_at_once_are_one_push() {
         let doc = fx.shadow(thing, None).await.unwrap_or_default();
         assert_eq!(doc["version"], 1, "{thing} pushed twice: {doc}");
     }
+}
+
+/// Every reserved slot of shadow-push busy: Lambda answers the synchronous start with 429 (a proxy in front of the
+/// local Lambda). The CLI says so, exit 1, and nothing was started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_while_shadow_push_is_throttled_says_so_and_starts_nothing() {
+    use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
+    let setup = Setup::new().await;
+    setup.fx.create_things(0..1, "busy").await;
+    let busy = FaultProxy::start(&setup.service.url, Service::Lambda, Faults::throttling(1.0)).await;
+    let mut env = setup.env.clone();
+    env.insert("AWS_ENDPOINT_URL_LAMBDA".into(), busy.url.clone());
+    env.insert("AWS_MAX_ATTEMPTS".into(), "2".into());
+    let push_id = unique("busy");
+    let path =
+        write_request(&json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": [setup.fx.thing(0)]}}));
+    let started = run_with(&env, &["push", "start", &path]);
+    assert_eq!(started.code, 1, "stdout: {}\nstderr: {}", started.stdout, started.stderr);
+    assert!(busy.counts.throttled() >= 1, "the invoke was never throttled");
+    assert!(
+        started.stderr.contains(&format!("push {push_id} was not started"))
+            && started.stderr.contains("concurrency limit"),
+        "{}",
+        started.stderr
+    );
+    assert_eq!(setup.invocations(), Vec::<(String, bool)>::new());
+    assert_eq!(setup.fx.record(&push_id).await, None);
 }
