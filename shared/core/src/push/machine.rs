@@ -839,6 +839,10 @@ stalled               | polled               | report Stalled
             pass: bool,
         },
         Operator(Action),
+        /// The start request again (a caller's retry of a synchronous start), at any time; it dies after `crash`.
+        Ask {
+            crash: Option<usize>,
+        },
         Wait(u64),
     }
 
@@ -855,8 +859,9 @@ stalled               | polled               | report Stalled
         let op = prop_oneof![
             4 => (any::<bool>(), crash.clone(), 1u64..8, proptest::bool::weighted(0.8))
                 .prop_map(|(keep, crash, chunk, pass)| Op::Deliver { keep, crash, chunk, pass }),
-            1 => (crash, 1u64..8, proptest::bool::weighted(0.8))
+            1 => (crash.clone(), 1u64..8, proptest::bool::weighted(0.8))
                 .prop_map(|(crash, chunk, pass)| Op::Sweep { crash, chunk, pass }),
+            1 => crash.prop_map(|crash| Op::Ask { crash }),
             1 => action.prop_map(Op::Operator),
             2 => (0u64..200_000).prop_map(Op::Wait),
         ];
@@ -1079,6 +1084,7 @@ stalled               | polled               | report Stalled
                     }
                 }
                 Op::Operator(action) => self.arrive(Event::Control(*action), None, 1, true),
+                Op::Ask { crash } => self.arrive(Event::Asked, *crash, 1, true),
                 Op::Wait(ms) => self.now += ms,
             }
         }
