@@ -14,12 +14,17 @@ pub struct Locations {
     pub history_table: Option<String>,
     pub push_table: Option<String>,
     pub push_function: Option<String>,
+    /// The deployed shadow-push's request quota (the stack's `PushMaxTps` parameter, its `PUSH_MAX_TPS`); `None`
+    /// without `--stack`.
+    pub push_max_tps: Option<u32>,
 }
 
 /// Stack outputs (in `template.yaml`) and the environment variables that stand for them without `--stack`.
 const HISTORY_TABLE: (&str, &str) = ("HistoryTableName", "HISTORY_TABLE");
 const PUSH_TABLE: (&str, &str) = ("PushTableName", "PUSH_TABLE");
 const PUSH_FUNCTION: (&str, &str) = ("ShadowPushFunctionArn", "PUSH_FUNCTION_NAME");
+/// The stack parameter that sets shadow-push's `PUSH_MAX_TPS`.
+pub const PUSH_MAX_TPS_PARAMETER: &str = "PushMaxTps";
 
 impl Locations {
     pub fn from_env() -> Self {
@@ -29,6 +34,7 @@ impl Locations {
             history_table: var(HISTORY_TABLE.1),
             push_table: var(PUSH_TABLE.1),
             push_function: var(PUSH_FUNCTION.1),
+            push_max_tps: None,
         }
     }
 
@@ -59,7 +65,23 @@ impl Locations {
                 missing.join(", ")
             )));
         }
+        // The parameter the template passes to shadow-push as PUSH_MAX_TPS (read by the same DescribeStacks).
+        let push_max_tps = stack
+            .parameters
+            .unwrap_or_default()
+            .iter()
+            .find(|p| p.parameter_key() == Some(PUSH_MAX_TPS_PARAMETER))
+            .and_then(|p| p.parameter_value())
+            .map(|v| {
+                v.trim().parse::<u32>().map_err(|_| {
+                    CliError::Failure(format!(
+                        "stack {name}: parameter {PUSH_MAX_TPS_PARAMETER} is {v:?}, not a number"
+                    ))
+                })
+            })
+            .transpose()?;
         Ok(Self {
+            push_max_tps,
             origin: format!("stack {name}"),
             history_table: output(HISTORY_TABLE.0),
             push_table: output(PUSH_TABLE.0),

@@ -1,5 +1,6 @@
-//! `shadow-fleet push ...`: start (Lambda Invoke, asynchronous), watch (polls the record), show, list (the
-//! `recent-pushes` index), and the control messages (Lambda Invoke, synchronous).
+//! `shadow-fleet push ...`: start (Lambda Invoke, synchronous and short: shadow-push records the push and queues its
+//! first segment), watch (polls the record), show, list (the `recent-pushes` index), and the control messages
+//! (Lambda Invoke, synchronous).
 
 use std::io::Read;
 use std::time::Duration;
@@ -20,7 +21,9 @@ use crate::{Context, now_ms, when};
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
-    /// Validate a push request locally (every problem listed, nothing sent), start it, print its push id.
+    /// Validate a push request locally (every problem listed, nothing sent), start it, print its push id. The start
+    /// answers within seconds: a request shadow-push refuses (a thing group that does not exist, a rate over its
+    /// quota, a pushId used by another request) is an error here, exit 1, and nothing was started.
     Start {
         /// The request file (see events/push/), or - for standard input.
         request: String,
@@ -93,8 +96,8 @@ pub struct WatchOptions {
     stall_after: u64,
 }
 
-/// How long `push start --wait` waits for the record to appear (the asynchronous invocation has to start first).
-const APPEAR_AFTER_START: Duration = Duration::from_secs(60);
+/// How long `push start --wait` waits for the record to appear: shadow-push wrote it before it answered the start.
+const APPEAR_AFTER_START: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: &Context, command: PushCommand) -> Result<i32, CliError> {
     match command {
@@ -136,15 +139,29 @@ fn read_request(path: &str) -> Result<Value, CliError> {
     serde_json::from_str(&text).map_err(|e| CliError::Failure(format!("{name} is not JSON: {e}")))
 }
 
-/// Validates and starts the push; returns its push id.
+/// Validates the push request, refuses a pushId that names a push made with another request, and starts it with
+/// a synchronous invocation that answers once shadow-push has recorded the push and queued its first segment;
+/// returns its push id.
 async fn start(ctx: &Context, path: &str) -> Result<String, CliError> {
     let mut request = read_request(path)?;
-    // The function holds requests to the account quota (PUSH_MAX_TPS); checked here only when it is known.
-    let max_tps = std::env::var("PUSH_MAX_TPS").ok().and_then(|v| v.parse().ok()).unwrap_or(u32::MAX);
-    let plan = validate_request(&request, max_tps, Some(&new_push_id)).map_err(|e| {
+    // The function holds requests to its quota (PUSH_MAX_TPS): the deployed one with --stack (its PushMaxTps
+    // parameter), else the environment's, else only the function checks it.
+    let env_tps = std::env::var("PUSH_MAX_TPS").ok().and_then(|v| v.parse().ok());
+    let known_tps = ctx.locations.push_max_tps.or(env_tps);
+    let plan = validate_request(&request, known_tps.unwrap_or(u32::MAX), Some(&new_push_id)).map_err(|e| {
         let problems: Vec<String> = e.0.iter().map(|(field, reason)| format!("  {field}: {reason}")).collect();
-        CliError::Failure(format!("the request is invalid, nothing was sent:\n{}", problems.join("\n")))
+        let quota = match ctx.locations.push_max_tps {
+            Some(tps) if e.0.iter().any(|(f, _)| f == "maxRequestsPerSecond") => format!(
+                "\n(the quota is the deployed one: {}'s parameter {} = {tps})",
+                ctx.locations.origin,
+                crate::locate::PUSH_MAX_TPS_PARAMETER
+            ),
+            _ => String::new(),
+        };
+        CliError::Failure(format!("the request is invalid, nothing was sent:\n{}{quota}", problems.join("\n")))
     })?;
+    let chosen = request.get("pushId").is_some();
+    let again = if chosen { same_request_again(ctx, &request, &plan, known_tps.is_some()).await? } else { false };
     // The id printed is the one used: a request without one gets it written in.
     if let Some(fields) = request.as_object_mut() {
         fields.entry("pushId").or_insert_with(|| Value::String(plan.push_id.clone()));
@@ -153,19 +170,103 @@ async fn start(ctx: &Context, path: &str) -> Result<String, CliError> {
     let invoked = aws_sdk_lambda::Client::new(&ctx.config)
         .invoke()
         .function_name(&function)
-        .invocation_type(InvocationType::Event)
-        .payload(Blob::new(request.to_string()))
+        .invocation_type(InvocationType::RequestResponse)
+        .payload(Blob::new(json!({"startPush": request}).to_string()))
         .send()
-        .await
-        .map_err(|e| lambda_error(&function, e))?;
+        .await;
+    let answer = match invoked {
+        Ok(answer) => answer,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_too_many_requests_exception()) => {
+            return Err(CliError::Failure(format!(
+                "push {} was not started: shadow-push is at its concurrency limit (segments of other pushes hold \
+                 every slot); run the same command again in a moment",
+                plan.push_id
+            )));
+        }
+        Err(e) => return Err(lambda_error(&function, e)),
+    };
+    let payload = answer.payload().map(|p| p.as_ref().to_vec()).unwrap_or_default();
+    let body: Value = serde_json::from_slice(&payload)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()));
+    if let Some(kind) = answer.function_error() {
+        return Err(start_refused(&plan.push_id, kind, &body));
+    }
+    let state = body.get("state").and_then(Value::as_str).unwrap_or("running").to_owned();
     match ctx.format {
-        Format::Json => output::json_line(&json!({"pushId": plan.push_id, "statusCode": invoked.status_code()})),
+        Format::Json => output::json_line(&json!({"pushId": plan.push_id, "statusCode": answer.status_code(),
+                                                  "existing": again, "push": body})),
         Format::Table => {
             println!("{}", plan.push_id);
-            eprintln!("push {} started; watch it: shadow-fleet push watch {}", plan.push_id, plan.push_id);
+            if again {
+                eprintln!(
+                    "push {} was started before with this same request ({state}); nothing new was started; watch it: \
+                     shadow-fleet push watch {}",
+                    plan.push_id, plan.push_id
+                );
+            } else {
+                eprintln!("push {} started; watch it: shadow-fleet push watch {}", plan.push_id, plan.push_id);
+            }
         }
     }
     Ok(plan.push_id)
+}
+
+/// A pushId the request chose may name a push already: the same request again is that push (`true`: shadow-push
+/// reports or resumes it); another request is refused here, before anything is sent, by the comparison shadow-push
+/// makes (the digests of the two plans). Without a known push table only shadow-push compares (and refuses within
+/// the same synchronous start).
+async fn same_request_again(
+    ctx: &Context,
+    request: &Value,
+    plan: &shadow_core::push::PushPlan,
+    quota_known: bool,
+) -> Result<bool, CliError> {
+    use shadow_core::push::PushStore;
+    let Some(table) = ctx.locations.push_table.clone() else { return Ok(false) };
+    let store = shadow_aws::DynamoPushStore::new(ctx.dynamodb(), table.clone(), None);
+    let existing = store
+        .load(&plan.push_id)
+        .await
+        .map_err(CliError::service(format!("reading push {} in table {table}", plan.push_id)))?;
+    let Some(existing) = existing else { return Ok(false) };
+    let recorded = existing.plan().map_err(CliError::Failure)?;
+    let mut mine = plan.clone();
+    // A request without maxRequestsPerSecond gets the function's quota: when this side does not know it, the
+    // recorded push's rate stands for it (a quota changed since is caught by shadow-push itself).
+    if request.get("maxRequestsPerSecond").is_none() && !quota_known {
+        mine.max_requests_per_second = recorded.max_requests_per_second;
+    }
+    if existing.plan_digest.is_empty() || existing.plan_digest == shadow_core::push::lifecycle::plan_digest(&mine) {
+        return Ok(true);
+    }
+    Err(CliError::Failure(format!(
+        "pushId {} names a push made with another request (started {}); nothing was sent: choose a new pushId, or \
+         send the same request to report or resume that push (shadow-fleet push show {})",
+        plan.push_id,
+        when::format_ms(existing.started_at),
+        plan.push_id
+    )))
+}
+
+/// The error of a start that shadow-push answered with a function error: its reason, and whether a retry helps.
+fn start_refused(push_id: &str, kind: &str, body: &Value) -> CliError {
+    let error_type = body.get("errorType").and_then(Value::as_str).unwrap_or(kind);
+    let message = body.get("errorMessage").and_then(Value::as_str).map_or_else(|| compact(body), str::to_owned);
+    // shadow-push's requests errors say "invalid push request: `field` reason"; the reason reads better alone.
+    let message = message.strip_prefix("invalid push request: ").unwrap_or(&message).to_owned();
+    if error_type.starts_with("Final.") {
+        CliError::Failure(format!("shadow-push refused push {push_id}, nothing was started: {message}"))
+    } else if error_type.starts_with("Retryable.") {
+        CliError::Failure(format!(
+            "shadow-push could not start push {push_id} ({message}); this can pass: run the same command again \
+             (with the same pushId it is the same push)"
+        ))
+    } else {
+        CliError::Failure(format!(
+            "shadow-push failed while starting push {push_id} ({error_type}: {message}); see its logs, and \
+             shadow-fleet push show {push_id} for whether it was recorded"
+        ))
+    }
 }
 
 fn lambda_error<E>(function: &str, e: aws_sdk_lambda::error::SdkError<E>) -> CliError
@@ -252,8 +353,8 @@ async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOp
                 unknown(push_id, &table)
             } else {
                 CliError::Failure(format!(
-                    "push {push_id} has no record in table {table} after {} s: shadow-push may have refused the \
-                     request (see its logs, and its on-failure destination PushDlq)",
+                    "push {push_id} has no record in table {table} {} s after shadow-push answered that it started \
+                     it: is PUSH_TABLE (or --stack) the table that function writes?",
                     appear.as_secs()
                 ))
             });

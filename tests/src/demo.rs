@@ -98,19 +98,28 @@ pub async fn run(stack: &Stack) -> Result<DemoReport, String> {
     result
 }
 
-async fn story(stack: &Stack) -> Result<DemoReport, String> {
-    // 1. The fleet.
+/// The demo's fleet: `FLEET` things, 30 of them in the thing group `prod` (20 directly, with `Test-Device`; 10 in
+/// its child `prod-line2`). What exists already is kept, so that it can be made again over a fleet left from before
+/// (`fleet-local fleet`, for the README's quick start after `make demo` deleted its own).
+pub async fn create_fleet(stack: &Stack) -> Result<(), String> {
+    use aws_sdk_iot::error::ProvideErrorMetadata;
     let iot = stack.iot();
+    let exists = |code: Option<&str>| code == Some("ResourceAlreadyExistsException");
     for i in 0..FLEET {
-        iot.create_thing().thing_name(thing(i)).send().await.map_err(|e| format!("create_thing: {e}"))?;
+        if let Err(e) = iot.create_thing().thing_name(thing(i)).send().await
+            && !exists(e.code())
+        {
+            return Err(format!("create_thing: {e}"));
+        }
     }
-    iot.create_thing_group().thing_group_name(GROUP).send().await.map_err(|e| format!("group: {e}"))?;
-    iot.create_thing_group()
-        .thing_group_name(CHILD_GROUP)
-        .parent_group_name(GROUP)
-        .send()
-        .await
-        .map_err(|e| format!("child group: {e}"))?;
+    for (group, parent) in [(GROUP, None), (CHILD_GROUP, Some(GROUP))] {
+        let create = iot.create_thing_group().thing_group_name(group).set_parent_group_name(parent.map(str::to_owned));
+        if let Err(e) = create.send().await
+            && !exists(e.code())
+        {
+            return Err(format!("thing group {group}: {e}"));
+        }
+    }
     for i in 0..30 {
         let group = if i < 20 { GROUP } else { CHILD_GROUP };
         iot.add_thing_to_thing_group()
@@ -120,6 +129,12 @@ async fn story(stack: &Stack) -> Result<DemoReport, String> {
             .await
             .map_err(|e| format!("add_thing_to_thing_group: {e}"))?;
     }
+    Ok(())
+}
+
+async fn story(stack: &Stack) -> Result<DemoReport, String> {
+    // 1. The fleet.
+    create_fleet(stack).await?;
     println!(
         "1. fleet: {FLEET} things; 30 in thing group {GROUP} (20 directly, with {DEVICE}; 10 in its child {CHILD_GROUP})"
     );

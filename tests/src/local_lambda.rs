@@ -39,6 +39,8 @@ pub struct FunctionSpec {
     pub timing: Timing,
     /// How many execution environments may run at once (Lambda's reserved concurrency, scaled down).
     pub concurrency: usize,
+    /// Where asynchronous invocations that failed every attempt go (an SQS queue URL), if anywhere.
+    pub on_failure: Option<String>,
 }
 
 /// A function's execution environments: one process each, started when every other one is busy, up to
@@ -164,10 +166,11 @@ impl LocalLambdaService {
             if !spec.binary.exists() {
                 return Err(StartError::NotBuilt { function: spec.name, binary: spec.binary });
             }
-            let (name, timing) = (spec.name.clone(), spec.timing);
+            let (name, timing, on_failure) = (spec.name.clone(), spec.timing, spec.on_failure.clone());
             let pool = Arc::new(FunctionPool::new(spec));
             let queue_url = deployment.queues.iter().find(|q| q.function == name).map(|q| q.queue_url.clone());
-            let service = LambdaService::new(pool, deployment.sqs.clone(), &queue_url.unwrap_or_default(), timing);
+            let service = LambdaService::new(pool, deployment.sqs.clone(), &queue_url.unwrap_or_default(), timing)
+                .with_on_failure(on_failure);
             functions.insert(name, Arc::new(service));
         }
         let deployed = |kind: &'static str, function: &str| {

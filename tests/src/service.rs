@@ -1,6 +1,7 @@
 //! Lambda, the service, around a local function: what AWS does with its invocations that the Runtime API alone
 //! does not show. Asynchronous invocation with Lambda's two retries after a failure (a function error, a crash, a
-//! timeout); the SQS event source mapping (receive with a visibility timeout, invoke with the batch, delete what
+//! timeout), then the on-failure destination (an SQS queue) if the function has one; no retry of a synchronous
+//! invocation's error (its caller has it); the SQS event source mapping (receive with a visibility timeout, invoke with the batch, delete what
 //! succeeded, so a message whose invocation died comes back); and a schedule. Delays are scaled down for tests.
 
 use std::future::Future;
@@ -41,6 +42,8 @@ pub struct LambdaService<F> {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub timing: Timing,
+    /// The on-failure destination of asynchronous invocations (the template's `EventInvokeConfig`), a queue URL.
+    pub on_failure: Option<String>,
     invocations: Mutex<Vec<Invocation>>,
 }
 
@@ -55,7 +58,21 @@ pub fn sqs_record(message: &aws_sdk_sqs::types::Message) -> Value {
 
 impl<F: Function> LambdaService<F> {
     pub fn new(function: F, sqs: aws_sdk_sqs::Client, queue_url: &str, timing: Timing) -> Self {
-        Self { function, sqs, queue_url: queue_url.to_owned(), timing, invocations: Mutex::new(Vec::new()) }
+        Self {
+            function,
+            sqs,
+            queue_url: queue_url.to_owned(),
+            timing,
+            on_failure: None,
+            invocations: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends asynchronous invocations that failed every attempt to the queue `queue_url`, as Lambda's on-failure
+    /// destination does.
+    pub fn with_on_failure(mut self, queue_url: Option<String>) -> Self {
+        self.on_failure = queue_url;
+        self
     }
 
     pub fn invocations(&self) -> Vec<Invocation> {
@@ -81,16 +98,33 @@ impl<F: Function> LambdaService<F> {
         self.invoke("sync", event).await
     }
 
-    /// `InvocationType: Event`: the event, then up to two retries when the invocation fails.
+    /// `InvocationType: Event`: the event, then up to two retries when the invocation fails, then the on-failure
+    /// destination.
     pub async fn invoke_async(&self, event: &Value) {
-        if self.invoke("async", event).await.is_ok() {
-            return;
-        }
+        let mut answer = self.invoke("async", event).await;
         for delay in self.timing.retries {
-            tokio::time::sleep(delay).await;
-            if self.invoke("async retry", event).await.is_ok() {
+            if answer.is_ok() {
                 return;
             }
+            tokio::time::sleep(delay).await;
+            answer = self.invoke("async retry", event).await;
+        }
+        let (Err(error), Some(destination)) = (answer, &self.on_failure) else { return };
+        // The invocation record Lambda sends to an SQS destination (the parts a reader of PushDlq uses).
+        let response = match &error {
+            InvokeError::Function { error_type, message } => json!({"errorType": error_type, "errorMessage": message}),
+            other => json!({"errorType": "Runtime.Error", "errorMessage": other.to_string()}),
+        };
+        let record = json!({
+            "version": "1.0",
+            "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 1 + self.timing.retries.len()},
+            "requestPayload": event,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": response,
+        });
+        let sent = self.sqs.send_message().queue_url(destination).message_body(record.to_string()).send().await;
+        if let Err(e) = sent {
+            tracing::warn!(destination, error = ?e, "on-failure destination not reached");
         }
     }
 

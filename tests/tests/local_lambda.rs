@@ -49,6 +49,7 @@ async fn local_service(fx: &PushFixture, history_table: &str) -> LocalLambdaServ
         env: env.clone(),
         timing: TIMING,
         concurrency: 2,
+        on_failure: None,
     };
     let deployment = Deployment {
         functions: vec![function("shadow-push"), function("shadow-history")],

@@ -1,5 +1,5 @@
-//! One invocation: a new push (direct or scheduled), a wake-up of one (a hand-off message, Lambda's retry of the
-//! first invocation), or the sweeper's round.
+//! One invocation: a new push (direct or scheduled), a start that answers at once (`startPush`: the CLI's), a
+//! wake-up of one (a hand-off message, Lambda's retry of the first invocation), or the sweeper's round.
 //!
 //! The handler decides nothing about what a push does next: it feeds the pure state machine
 //! (`shadow_core::push::machine::step`) an event with the record as it stands, carries out the effects it returns
@@ -20,7 +20,8 @@ use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary,
-    Registry, SegmentOutcome, Shadows, Start, run_journal_segment, run_phase_segment, sources_for, validate_request,
+    Registry, SegmentOutcome, Shadows, Start, check_sources, run_journal_segment, run_phase_segment, sources_for,
+    validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
@@ -53,6 +54,9 @@ pub enum PushError {
     InvalidEvent(String),
     #[error("push {0} has no record")]
     UnknownPush(String),
+    /// A target source that cannot be walked (a thing group that does not exist, a query the index refuses).
+    #[error("{0}")]
+    UnknownTargets(String),
     #[error("push record")]
     Store(#[source] GaveUp<ServiceError>),
     #[error("resolving targets")]
@@ -64,7 +68,11 @@ pub enum PushError {
 impl Retryable for PushError {
     fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidEvent(_) | Self::UnknownPush(_) | Self::Serialize(..) => false,
+            Self::InvalidRequest(_)
+            | Self::InvalidEvent(_)
+            | Self::UnknownPush(_)
+            | Self::UnknownTargets(_)
+            | Self::Serialize(..) => false,
             Self::Store(e) | Self::Targets(e) => match e {
                 GaveUp::OutOfTime { .. } => true,
                 GaveUp::Final(e) => e.is_retryable(),
@@ -79,6 +87,7 @@ impl From<PushError> for Diagnostic {
             PushError::InvalidRequest(_) => "InvalidRequest",
             PushError::InvalidEvent(_) => "InvalidEvent",
             PushError::UnknownPush(_) => "UnknownPush",
+            PushError::UnknownTargets(_) => "UnknownTargets",
             PushError::Store(_) => "Store",
             PushError::Targets(_) => "Targets",
             PushError::Serialize(..) => "Serialize",
@@ -103,6 +112,9 @@ enum Event {
     Control { push_id: String, action: Action },
     /// A push request.
     Push(Value),
+    /// A push request that wants its answer at once (`{"startPush": request}`, invoked synchronously by the CLI):
+    /// validated, its sources checked, its record created, its first segment handed to the queue.
+    StartPush(Value),
 }
 
 #[derive(Deserialize)]
@@ -152,6 +164,12 @@ struct ScheduledRun {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StartRequest {
+    start_push: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SweepRequest {
     #[allow(dead_code)]
     sweep_pushes: Value,
@@ -175,6 +193,11 @@ impl Event {
         if has("pausePush") || has("resumePush") || has("abortPush") {
             let (push_id, action) = ControlMessage::parse(payload)?;
             return Ok(Self::Control { push_id, action });
+        }
+        if has("startPush") {
+            return serde_json::from_value::<StartRequest>(payload)
+                .map(|s| Self::StartPush(s.start_push))
+                .map_err(|e| invalid("startPush", e));
         }
         if has("scheduledRun") {
             return serde_json::from_value::<ScheduledRun>(payload)
@@ -222,9 +245,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             Event::Sweep => self.sweep(config, deadline).await,
             Event::Scheduled { run, request } => {
                 let request = scheduled_request(request, &run)?;
-                to_json("the push summary", &self.start(config, &request, deadline).await?)
+                to_json("the push summary", &self.start(config, &request, Begin::Here, deadline).await?)
             }
-            Event::Push(request) => to_json("the push summary", &self.start(config, &request, deadline).await?),
+            Event::Push(request) => {
+                to_json("the push summary", &self.start(config, &request, Begin::Here, deadline).await?)
+            }
+            Event::StartPush(request) => {
+                to_json("the push summary", &self.start(config, &request, Begin::Queued, deadline).await?)
+            }
             Event::Control { push_id, action } => {
                 to_json("the push summary", &self.control(config, &push_id, action, deadline).await?)
             }
@@ -245,7 +273,13 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             .ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
     }
 
-    async fn start(&self, config: &Config, request: &Value, deadline: Instant) -> Result<PushSummary, PushError> {
+    async fn start(
+        &self,
+        config: &Config,
+        request: &Value,
+        begin: Begin,
+        deadline: Instant,
+    ) -> Result<PushSummary, PushError> {
         let plan = validate_request(request, config.max_tps, None).inspect_err(|e| {
             tracing::warn!(outcome = "rejected", error = %e, "push request refused");
         })?;
@@ -254,7 +288,15 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         if request.get("pushId").is_some()
             && let Some(existing) = self.persist(deadline, || self.store.load(&plan.push_id)).await?
         {
-            return self.retried(config, existing, &digest, deadline).await;
+            return self.retried(config, existing, &digest, begin, deadline).await;
+        }
+        let unwalkable =
+            retry_until(deadline, Duration::ZERO, Backoff::default(), || check_sources(&plan, &self.registry), |_| {})
+                .await
+                .map_err(PushError::Targets)?;
+        if let Some(why) = unwalkable {
+            tracing::warn!(push = %plan.push_id, outcome = "rejected", reason = %why, "push targets cannot be walked");
+            return Err(PushError::UnknownTargets(why));
         }
         let sources =
             retry_until(deadline, Duration::ZERO, Backoff::default(), || sources_for(&plan, &self.registry), |_| {})
@@ -267,16 +309,27 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         let owner = token();
         let lease_until = started_at + config.lease_ms;
         let request = to_json("the push plan", &plan)?;
-        let record =
-            lifecycle::new_record(&plan, request, digest.clone(), sources, owner.clone(), started_at, lease_until);
+        let record = match begin {
+            Begin::Here => {
+                lifecycle::new_record(&plan, request, digest.clone(), sources, owner.clone(), started_at, lease_until)
+            }
+            Begin::Queued => {
+                lifecycle::queued_record(&plan, request, digest.clone(), sources, started_at, timing(config))
+            }
+        };
         if self.persist(deadline, || self.store.create(&record)).await? {
-            tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, "push started");
-            let claim = Claim { segment: 1, owner, lease_until_ms: lease_until, takeover: false };
-            return self.run(config, record, claim, asked, deadline).await;
+            tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, ?begin, "push started");
+            return match begin {
+                Begin::Here => {
+                    let claim = Claim { segment: 1, owner, lease_until_ms: lease_until, takeover: false };
+                    self.run(config, record, claim, asked, deadline).await
+                }
+                Begin::Queued => self.wake_record(config, record, machine::Event::Asked, deadline).await,
+            };
         }
         // Another invocation created it a moment ago (a duplicate delivery of this request).
         let existing = self.load(&plan.push_id, deadline).await?;
-        self.retried(config, existing, &digest, deadline).await
+        self.retried(config, existing, &digest, begin, deadline).await
     }
 
     /// The same push id again: the same request resumes or reports the recorded push; another request is refused.
@@ -285,6 +338,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         config: &Config,
         record: PushRecord,
         digest: &str,
+        begin: Begin,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
         if !record.plan_digest.is_empty() && record.plan_digest != digest {
@@ -299,12 +353,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             )])));
         }
         tracing::info!(push = %record.push_id, "push id known: resuming or reporting it");
-        self.wake_record(config, record, deadline).await
+        self.wake_record(config, record, begin.arrival(), deadline).await
     }
 
     async fn wake(&self, config: &Config, push_id: &str, deadline: Instant) -> Result<PushSummary, PushError> {
         let record = self.load(push_id, deadline).await?;
-        self.wake_record(config, record, deadline).await
+        self.wake_record(config, record, machine::Event::Woken, deadline).await
     }
 
     /// Carries out what the state machine calls for on an arrival: runs the push's next segment if it has one free
@@ -313,10 +367,11 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         &self,
         config: &Config,
         record: PushRecord,
+        arrival: machine::Event<'static>,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
         let plan = plan_of(&record)?;
-        let effects = self.step(config, &record, &plan, machine::Event::Woken)?;
+        let effects = self.step(config, &record, &plan, arrival)?;
         let record = self.carry(config, Carrying { record, plan, claim: None }, effects, deadline).await?;
         self.summary(&record, deadline).await
     }
@@ -791,6 +846,25 @@ fn scheduled_request(mut request: Value, run: &str) -> Result<Value, PushError> 
     Ok(request)
 }
 
+/// Where a new push's first segment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Begin {
+    /// In this invocation (a request invoked asynchronously: nobody waits on the answer).
+    Here,
+    /// From the queue: this invocation answers once the push is recorded (`startPush`, invoked synchronously).
+    Queued,
+}
+
+impl Begin {
+    /// The state machine's event for an arrival of a push request whose push is recorded already.
+    fn arrival(self) -> machine::Event<'static> {
+        match self {
+            Self::Here => machine::Event::Woken,
+            Self::Queued => machine::Event::Asked,
+        }
+    }
+}
+
 /// What a segment did.
 enum Outcome {
     Push(SegmentOutcome),
@@ -842,6 +916,9 @@ mod tests {
             Ok(Event::Scheduled { .. })
         ));
         assert!(matches!(Event::parse(json!({"desired": {}})), Ok(Event::Push(_))));
+        assert!(matches!(Event::parse(json!({"startPush": {"desired": {}}})), Ok(Event::StartPush(_))));
+        let bad = Event::parse(json!({"startPush": {}, "colour": 1})).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(bad.contains("startPush") && bad.contains("colour"), "{bad}");
         let bad = Event::parse(json!({"continuePush": 5})).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(bad.contains("continuePush"), "{bad}");
     }
@@ -890,7 +967,7 @@ mod tests {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{:?}: {e}", entry.path()));
             match Event::parse(value) {
-                Ok(Event::Push(request)) => {
+                Ok(Event::Push(request) | Event::StartPush(request)) => {
                     // The samples are the CLI's input: it names a push that has no id before it sends it.
                     if let Err(e) = validate_request(&request, 400, Some(&|| "from-the-cli".into())) {
                         panic!("{:?}: {e}", entry.path());

@@ -1,5 +1,6 @@
 //! Sets up and drives the local stack, with names from the environment (as `.local/stack.env` gives them):
-//! `fleet-local setup` creates the tables and the queue that the functions use; `fleet-local demo` runs the story.
+//! `fleet-local setup` creates the tables and the queue that the functions use; `fleet-local demo` runs the story;
+//! `fleet-local fleet` creates the demo's fleet and keeps it (the README's quick start pushes to it).
 
 use shadow_aws::tables;
 
@@ -9,7 +10,8 @@ async fn main() {
     let result = match command.as_str() {
         "setup" => setup().await,
         "demo" => demo().await,
-        _ => Err("usage: fleet-local setup|demo".to_owned()),
+        "fleet" => fleet().await,
+        _ => Err("usage: fleet-local setup|demo|fleet".to_owned()),
     };
     if let Err(e) = result {
         eprintln!("fleet-local: {e}");
@@ -40,4 +42,13 @@ async fn setup() -> Result<(), String> {
 async fn demo() -> Result<(), String> {
     println!("shadow-fleet demo on the local stack");
     fleet_tests::demo::run(&fleet_tests::Stack::get()).await.map(|_| ())
+}
+
+/// The demo's fleet, kept: thing group `prod` (and its child `prod-line2`), `Test-Device` among 50 things.
+async fn fleet() -> Result<(), String> {
+    fleet_tests::demo::create_fleet(&fleet_tests::Stack::get()).await?;
+    println!(
+        "fleet: 50 things (Test-Device, demo-device-01..49); 30 in thing group prod (10 via its child prod-line2)"
+    );
+    Ok(())
 }

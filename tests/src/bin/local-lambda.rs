@@ -109,6 +109,7 @@ async fn run() -> Result<(), Error> {
         env: env.clone(),
         timing,
         concurrency,
+        on_failure: None,
     };
     let sdk = shadow_aws::sdk::load().await;
     let deployment = Deployment {

@@ -1183,6 +1183,24 @@ mod tests {
         }
     }
 
+    /// A start checks each source with one request, whatever its size (the paging is the segments'); a group that
+    /// does not exist is refused with a sentence that names it.
+    #[tokio::test]
+    async fn sources_are_checked_with_one_request_each() {
+        let mut registry = registry();
+        registry.groups.insert("huge".into(), names("h", 100_000));
+        let plan = |targets: Value| {
+            let request = json!({"pushId": "p", "desired": {"a": 1}, "targets": targets});
+            validate_request(&request, 400, None).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let checked = crate::push::check_sources(&plan(json!({"thingGroup": "huge", "query": "q"})), &registry).await;
+        assert_eq!(checked.ok(), Some(None));
+        assert_eq!(registry.calls.load(Ordering::Relaxed), 2, "one page of the group, one of the query");
+        let missing = plan(json!({"thingGroup": "nope", "recursive": true}));
+        let checked = crate::push::check_sources(&missing, &registry).await;
+        assert_eq!(checked.ok(), Some(Some("thing group nope does not exist".to_owned())));
+    }
+
     fn names(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}{i}")).collect()
     }

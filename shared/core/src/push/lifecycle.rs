@@ -86,6 +86,23 @@ pub fn new_record(
     }
 }
 
+/// The record of a new push whose first segment runs elsewhere (a start that answers at once): released before
+/// segment 1, so that whichever arrival comes first claims it (its hand-off message, or the sweeper once
+/// `hand_off_grace_ms` has passed without one).
+pub fn queued_record(
+    plan: &PushPlan,
+    request: serde_json::Value,
+    digest: String,
+    sources: Vec<super::Source>,
+    started_at: u64,
+    timing: LeaseTiming,
+) -> PushRecord {
+    let mut record =
+        new_record(plan, request, digest, sources, String::new(), started_at, started_at + timing.hand_off_grace_ms);
+    record.segment = 0;
+    record
+}
+
 /// What to do with `record` at `now_ms`.
 pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
     // A rollback asked for after the push stopped (aborted without one, or stalled): its journal is still there.

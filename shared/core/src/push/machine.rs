@@ -59,6 +59,10 @@ pub enum Event<'a> {
     Woken,
     /// The sweeper finds the push past its lease: it wakes it with a message rather than running it itself.
     Swept,
+    /// A start request that answers at once (the CLI's synchronous start) created the push, released before its
+    /// first segment, or found it (the same request again): a free segment is handed to the queue, as the sweeper
+    /// does, rather than run in the invocation the caller waits on.
+    Asked,
     /// This invocation won the claim on `segment` (`takeover`: from a holder that died).
     Claimed { segment: u64, takeover: bool },
     /// The walk of a claimed segment ended (done, or out of time with a cursor).
@@ -132,7 +136,7 @@ pub fn step(
 ) -> Result<Vec<Effect>, Refusal> {
     Ok(match event {
         Event::Woken => woken(record, now_ms),
-        Event::Swept => match woken(record, now_ms).as_slice() {
+        Event::Swept | Event::Asked => match woken(record, now_ms).as_slice() {
             [Effect::Claim { segment, .. }] => vec![Effect::HandOff { segment: *segment, delay_s: 0 }],
             _ => woken(record, now_ms),
         },
@@ -505,6 +509,7 @@ mod tests {
         vec![
             ("woken", Event::Woken),
             ("swept", Event::Swept),
+            ("asked", Event::Asked),
             ("claimed", Event::Claimed { segment: 4, takeover: false }),
             ("pushed, walk done", Event::Ended { segment: 4, takeover: false, walked: Walked::Push(done) }),
             ("pushed, more to walk", Event::Ended { segment: 4, takeover: false, walked: Walked::Push(more) }),
@@ -544,6 +549,7 @@ mod tests {
     const TABLE: &str = "
 running               | woken                | claim 4
 running               | swept                | hand off 4+0s
+running               | asked                | hand off 4+0s
 running               | claimed              | walk push Some(0)
 running               | pushed, walk done    | record baking
 running               | pushed, more to walk | record running@1
@@ -559,6 +565,7 @@ running               | abort, no rollback   | request Abort, report ControlPend
 running               | polled               | report Running
 running (held)        | woken                | report Running
 running (held)        | swept                | report Running
+running (held)        | asked                | report Running
 running (held)        | claimed              | walk push Some(0)
 running (held)        | pushed, walk done    | record baking
 running (held)        | pushed, more to walk | record running@1
@@ -574,6 +581,7 @@ running (held)        | abort, no rollback   | request Abort, report ControlPend
 running (held)        | polled               | report Running
 running (holder died) | woken                | claim 4 (takeover)
 running (holder died) | swept                | hand off 4+0s
+running (holder died) | asked                | hand off 4+0s
 running (holder died) | claimed              | walk push Some(0)
 running (holder died) | pushed, walk done    | record baking
 running (holder died) | pushed, more to walk | record running@1
@@ -589,6 +597,7 @@ running (holder died) | abort, no rollback   | request Abort, report ControlPend
 running (holder died) | polled               | report Running
 baking                | woken                | claim 4
 baking                | swept                | hand off 4+0s
+baking                | asked                | hand off 4+0s
 baking                | claimed              | record baking
 baking                | pushed, walk done    | refused: event
 baking                | pushed, more to walk | refused: event
@@ -604,6 +613,7 @@ baking                | abort, no rollback   | request Abort, report ControlPend
 baking                | polled               | report Running
 judging               | woken                | claim 4
 judging               | swept                | hand off 4+0s
+judging               | asked                | hand off 4+0s
 judging               | claimed              | walk judge 1
 judging               | pushed, walk done    | refused: event
 judging               | pushed, more to walk | refused: event
@@ -619,6 +629,7 @@ judging               | abort, no rollback   | request Abort, report ControlPend
 judging               | polled               | report Running
 paused (running)      | woken                | report Paused
 paused (running)      | swept                | report Paused
+paused (running)      | asked                | report Paused
 paused (running)      | claimed              | refused: event
 paused (running)      | pushed, walk done    | refused: event
 paused (running)      | pushed, more to walk | refused: event
@@ -634,6 +645,7 @@ paused (running)      | abort, no rollback   | request Abort, report ControlPend
 paused (running)      | polled               | report Paused
 paused (baking)       | woken                | report Paused
 paused (baking)       | swept                | report Paused
+paused (baking)       | asked                | report Paused
 paused (baking)       | claimed              | refused: event
 paused (baking)       | pushed, walk done    | refused: event
 paused (baking)       | pushed, more to walk | refused: event
@@ -649,6 +661,7 @@ paused (baking)       | abort, no rollback   | request Abort, report ControlPend
 paused (baking)       | polled               | report Paused
 paused (judging)      | woken                | report Paused
 paused (judging)      | swept                | report Paused
+paused (judging)      | asked                | report Paused
 paused (judging)      | claimed              | refused: event
 paused (judging)      | pushed, walk done    | refused: event
 paused (judging)      | pushed, more to walk | refused: event
@@ -664,6 +677,7 @@ paused (judging)      | abort, no rollback   | request Abort, report ControlPend
 paused (judging)      | polled               | report Paused
 paused (rollingBack)  | woken                | report Paused
 paused (rollingBack)  | swept                | report Paused
+paused (rollingBack)  | asked                | report Paused
 paused (rollingBack)  | claimed              | refused: event
 paused (rollingBack)  | pushed, walk done    | refused: event
 paused (rollingBack)  | pushed, more to walk | refused: event
@@ -679,6 +693,7 @@ paused (rollingBack)  | abort, no rollback   | refused: abortPush
 paused (rollingBack)  | polled               | report Paused
 rollingBack           | woken                | claim 4
 rollingBack           | swept                | hand off 4+0s
+rollingBack           | asked                | hand off 4+0s
 rollingBack           | claimed              | walk rollback
 rollingBack           | pushed, walk done    | refused: event
 rollingBack           | pushed, more to walk | refused: event
@@ -694,6 +709,7 @@ rollingBack           | abort, no rollback   | refused: abortPush
 rollingBack           | polled               | report Running
 aborted               | woken                | report Final
 aborted               | swept                | report Final
+aborted               | asked                | report Final
 aborted               | claimed              | refused: event
 aborted               | pushed, walk done    | refused: event
 aborted               | pushed, more to walk | refused: event
@@ -709,6 +725,7 @@ aborted               | abort, no rollback   | refused: abortPush
 aborted               | polled               | report Final
 rolledBack            | woken                | report Final
 rolledBack            | swept                | report Final
+rolledBack            | asked                | report Final
 rolledBack            | claimed              | refused: event
 rolledBack            | pushed, walk done    | refused: event
 rolledBack            | pushed, more to walk | refused: event
@@ -724,6 +741,7 @@ rolledBack            | abort, no rollback   | refused: abortPush
 rolledBack            | polled               | report Final
 complete              | woken                | report Final
 complete              | swept                | report Final
+complete              | asked                | report Final
 complete              | claimed              | refused: event
 complete              | pushed, walk done    | refused: event
 complete              | pushed, more to walk | refused: event
@@ -739,6 +757,7 @@ complete              | abort, no rollback   | refused: abortPush
 complete              | polled               | report Final
 stalled               | woken                | report Stalled
 stalled               | swept                | report Stalled
+stalled               | asked                | report Stalled
 stalled               | claimed              | refused: event
 stalled               | pushed, walk done    | refused: event
 stalled               | pushed, more to walk | refused: event
@@ -759,7 +778,7 @@ stalled               | polled               | report Stalled
         let expected: Vec<String> =
             TABLE.trim().lines().map(|l| l.split(" | ").map(str::trim).collect::<Vec<_>>().join(" | ")).collect();
         let got = table();
-        assert_eq!(got.len(), STATES.len() * 15);
+        assert_eq!(got.len(), STATES.len() * 16);
         let wrong: Vec<String> = got
             .iter()
             .zip(&expected)
@@ -767,6 +786,23 @@ stalled               | polled               | report Stalled
             .map(|(g, e)| format!("expected {e}\n     got {g}"))
             .collect();
         assert!(wrong.is_empty() && got.len() == expected.len(), "{}", wrong.join("\n"));
+    }
+
+    /// A push created by a start that answers at once is released before segment 1: the start hands segment 1 to
+    /// the queue (the same request again finds it so and hands it again: the claim keeps it one segment), and the
+    /// message that arrives claims it.
+    #[test]
+    fn a_queued_push_hands_its_first_segment_to_the_queue() {
+        let plan = plan();
+        let record = lifecycle::queued_record(&plan, serde_json::Value::Null, String::new(), Vec::new(), NOW, TIMING);
+        assert_eq!((record.segment, record.handed_off, record.lease_until), (0, 0, NOW + TIMING.hand_off_grace_ms));
+        let asked = step(&record, &plan, Event::Asked, NOW, TIMING);
+        assert_eq!(asked, Ok(vec![Effect::HandOff { segment: 1, delay_s: 0 }]));
+        let woken = step(&record, &plan, Event::Woken, NOW + 5, TIMING);
+        assert_eq!(woken, Ok(vec![Effect::Claim { segment: 1, takeover: false }]));
+        // Unclaimed after the grace (the message was lost): the sweeper finds it in its index and hands it again.
+        let swept = step(&record, &plan, Event::Swept, NOW + TIMING.hand_off_grace_ms + 1, TIMING);
+        assert_eq!(swept, Ok(vec![Effect::HandOff { segment: 1, delay_s: 0 }]));
     }
 
     /// The record's store, the queue and the clock, as AWS would hold them: each effect's write is applied under
@@ -803,6 +839,10 @@ stalled               | polled               | report Stalled
             pass: bool,
         },
         Operator(Action),
+        /// The start request again (a caller's retry of a synchronous start), at any time; it dies after `crash`.
+        Ask {
+            crash: Option<usize>,
+        },
         Wait(u64),
     }
 
@@ -819,8 +859,9 @@ stalled               | polled               | report Stalled
         let op = prop_oneof![
             4 => (any::<bool>(), crash.clone(), 1u64..8, proptest::bool::weighted(0.8))
                 .prop_map(|(keep, crash, chunk, pass)| Op::Deliver { keep, crash, chunk, pass }),
-            1 => (crash, 1u64..8, proptest::bool::weighted(0.8))
+            1 => (crash.clone(), 1u64..8, proptest::bool::weighted(0.8))
                 .prop_map(|(crash, chunk, pass)| Op::Sweep { crash, chunk, pass }),
+            1 => crash.prop_map(|crash| Op::Ask { crash }),
             1 => action.prop_map(Op::Operator),
             2 => (0u64..200_000).prop_map(Op::Wait),
         ];
@@ -1043,6 +1084,7 @@ stalled               | polled               | report Stalled
                     }
                 }
                 Op::Operator(action) => self.arrive(Event::Control(*action), None, 1, true),
+                Op::Ask { crash } => self.arrive(Event::Asked, *crash, 1, true),
                 Op::Wait(ms) => self.now += ms,
             }
         }

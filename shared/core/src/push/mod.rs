@@ -14,7 +14,7 @@ pub use engine::{
 };
 pub use request::{PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
 pub use rollout::{PhaseCounts, PushState, RollbackCounts};
-pub use targets::{Cursor, Page, Registry, Source, sources_for};
+pub use targets::{Cursor, Page, Registry, Source, check_sources, sources_for};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -75,6 +75,41 @@ pub async fn sources_for(plan: &PushPlan, registry: &impl Registry) -> Result<Ve
     Ok(sources)
 }
 
+/// Checks that every source of `plan` can be walked, with one cheap request each: the thing group exists (the
+/// first page of its members), the query is one the fleet index takes (its first page). `Ok(Some(why))`: a source
+/// that cannot be walked, said as a sentence; no retry changes it. Paging through the sources is left to the
+/// segments: a million-thing group is checked in one request, not listed.
+pub async fn check_sources(plan: &PushPlan, registry: &impl Registry) -> Result<Option<String>, ServiceError> {
+    let refused = |e: &ServiceError, codes: &[&str]| {
+        e.kind == crate::store::FaultKind::Rejected && e.code.as_deref().is_some_and(|c| codes.contains(&c))
+    };
+    if let Some(group) = &plan.targets.thing_group {
+        match registry.things_in_group(group, None).await {
+            Ok(_) => {}
+            Err(e) if refused(&e, &["ResourceNotFoundException"]) => {
+                return Ok(Some(format!("thing group {group} does not exist")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(query) = &plan.targets.query {
+        match registry.search(query, None).await {
+            Ok(_) => {}
+            Err(e) if refused(&e, &["InvalidQueryException"]) => {
+                return Ok(Some(format!("the fleet index refuses the query {query:?} (InvalidQueryException)")));
+            }
+            Err(e) if refused(&e, &["ResourceNotFoundException", "IndexNotReadyException"]) => {
+                let code = e.code.as_deref().unwrap_or_default();
+                return Ok(Some(format!(
+                    "the query needs the fleet index AWS_Things, which is not enabled or not ready ({code})"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// Thing names of earlier sources, as 128-bit fingerprints (two independent SipHash keys): 16 bytes a thing (about
 /// 35 with the hash table's overhead), whatever the names' length. Only sources that a later source could repeat
 /// are remembered: a push with one source keeps nothing.
