@@ -572,7 +572,7 @@ pub fn cli_recording(args: &[&str]) -> &'static str {
         }
     }
     match words.as_slice() {
-        ["history", ..] | ["shadow", "get"] | ["push", "show" | "list" | "watch"] => CLI_READONLY,
+        ["history" | "drift", ..] | ["shadow", "get"] | ["push", "show" | "list" | "watch"] => CLI_READONLY,
         ["push", "start" | "pause" | "resume" | "abort"] => CLI_OPERATOR,
         _ => CLI_UNCLASSIFIED,
     }

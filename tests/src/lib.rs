@@ -1,6 +1,7 @@
 //! Support for the tests that need the local AWS stack: its settings, unique names, SDK clients pointed at it,
 //! a Lambda Runtime API stand-in that runs the real function binaries, and a fault-injecting proxy.
 
+pub mod cli;
 pub mod crash;
 pub mod demo;
 pub mod fault_proxy;

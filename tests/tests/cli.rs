@@ -3,84 +3,15 @@
 //! (recorded by shadow-history through the rules stand-in); time bounds; JSON output parsed back; bad input.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_smithy_types::Blob;
+use fleet_tests::cli::{create_stack, run, run_with, stack_env, write_request};
 use fleet_tests::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 use shadow_core::history::{RecordOptions, record_from_event};
-
-/// `target/<profile>/shadow-fleet`, next to this test's own binary.
-fn cli_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join("shadow-fleet");
-    assert!(path.exists(), "{} is not built: run `cargo build -p shadow-fleet-cli` (make test does)", path.display());
-    path
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Every stdout line as JSON (`--output json`).
-    fn lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}")))
-            .collect()
-    }
-}
-
-/// Runs the CLI with only `env` (nothing inherited but PATH): the stack's settings, or less. With FLEET_IAM_RECORD
-/// set, its AWS calls go through recording proxies, filed under the policy the command needs (`fleet_tests::iam`).
-fn run_with(env: &BTreeMap<String, String>, args: &[&str]) -> Run {
-    let (env, _recording) = fleet_tests::iam::recorded_cli_env(args, env);
-    let Output { status, stdout, stderr } = std::process::Command::new(cli_binary())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(&env)
-        .output()
-        .unwrap_or_else(|e| panic!("shadow-fleet: {e}"));
-    let run = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
-        "shadow-fleet {args:?} panicked: {}",
-        run.stderr
-    );
-    run
-}
-
-fn stack_env(stack: &Stack) -> BTreeMap<String, String> {
-    let mut env = stack.env.clone();
-    env.remove("RUST_LOG");
-    env
-}
-
-fn run(stack: &Stack, args: &[&str]) -> Run {
-    run_with(&stack_env(stack), args)
-}
-
-fn write_request(request: &Value) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{}.json", unique("cli-request")));
-    std::fs::write(&path, request.to_string()).unwrap_or_else(|e| panic!("{e}"));
-    path
-}
 
 async fn create_things(stack: &Stack, names: &[String]) {
     let iot = stack.iot();
@@ -431,7 +362,7 @@ async fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
     let got = run_with(&env, &["--stack", &missing, "push", "list"]);
     assert!(got.code == 1 && got.stderr.contains(&format!("stack {missing} does not exist")), "{}", got.stderr);
     let bare = unique("bare-stack");
-    create_stack(&stack, &bare, &json!({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}));
+    create_stack(&stack, &bare, &json!({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}), &[]);
     let got = run_with(&env, &["--stack", &bare, "push", "list"]);
     assert!(
         got.code == 1 && got.stderr.contains("has no output") && got.stderr.contains("PushTableName"),
@@ -448,6 +379,7 @@ async fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
                 "Outputs": {"HistoryTableName": output(stack.var("HISTORY_TABLE")),
                             "PushTableName": output(stack.var("PUSH_TABLE")),
                             "ShadowPushFunctionArn": output(stack.var("PUSH_FUNCTION_NAME"))}}),
+        &[],
     );
     env.remove("PUSH_TABLE");
     let got = run_with(&env, &["--stack", &deployed, "push", "show", "no-such-push"]);
@@ -473,20 +405,6 @@ async fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
     env.insert("AWS_CONFIG_FILE".into(), "/nonexistent".into());
     let got = run_with(&env, &["push", "list"]);
     assert!(got.code == 1 && got.stderr.contains("no AWS region"), "{}", got.stderr);
-}
-
-/// A CloudFormation stack in moto, through its query API (moto checks no signature).
-fn create_stack(stack: &Stack, name: &str, template: &Value) {
-    let region = stack.var("AWS_REGION");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-X", "POST", &stack.var("AWS_ENDPOINT_URL_IOT")])
-        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/cloudformation/aws4_request, SignedHeaders=host, Signature=x")])
-        .args(["-d", "Action=CreateStack", "-d", "Version=2010-05-15", "-d", &format!("StackName={name}")])
-        .args(["--data-urlencode", &format!("TemplateBody={template}")])
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}"));
-    let answer = String::from_utf8_lossy(&out.stdout);
-    assert!(answer.contains("<StackId>"), "CreateStack {name}: {answer}");
 }
 
 /// Every reserved slot of shadow-push busy: Lambda answers the control's Invoke with 429 (TooManyRequestsException,

@@ -4,78 +4,16 @@
 //! serve it; bad input.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use aws_sdk_iot::types::{IndexingFilter, NamedShadowIndexingMode, ThingIndexingConfiguration, ThingIndexingMode};
 use aws_smithy_types::Blob;
+use fleet_tests::cli::{run_with, stack_env};
 use fleet_tests::history::{now_secs, update};
 use fleet_tests::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 use shadow_core::history::{RecordOptions, record_from_event};
-
-/// `target/<profile>/shadow-fleet`, next to this test's own binary.
-fn cli_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join("shadow-fleet");
-    assert!(path.exists(), "{} is not built: run `cargo build -p shadow-fleet-cli` (make test does)", path.display());
-    path
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Every stdout line as JSON (`--output json`).
-    fn lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}")))
-            .collect()
-    }
-
-    /// The JSON lines of one kind.
-    fn kind(&self, kind: &str) -> Vec<Value> {
-        self.lines().into_iter().filter(|l| l["kind"] == kind).collect()
-    }
-}
-
-/// Runs the CLI with only `env` (nothing inherited but PATH): the stack's settings, or less.
-fn run_with(env: &BTreeMap<String, String>, args: &[&str]) -> Run {
-    let Output { status, stdout, stderr } = std::process::Command::new(cli_binary())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .output()
-        .unwrap_or_else(|e| panic!("shadow-fleet: {e}"));
-    let run = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
-        "shadow-fleet {args:?} panicked: {}",
-        run.stderr
-    );
-    run
-}
-
-fn stack_env(stack: &Stack) -> BTreeMap<String, String> {
-    let mut env = stack.env.clone();
-    env.remove("RUST_LOG");
-    env
-}
 
 async fn create_things(stack: &Stack, names: &[String]) {
     let iot = stack.iot();

@@ -9,17 +9,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use fleet_tests::cli::{Run, create_stack, run_with, write_request};
 use fleet_tests::lambda::binary;
 use fleet_tests::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping};
 use fleet_tests::push::{PushFixture, push};
 use fleet_tests::service::Timing;
-use fleet_tests::{Stack, unique};
+use fleet_tests::unique;
 use serde_json::{Value, json};
 
 /// Lambda's timings scaled down (the async retries after 1 s and 2 s).
@@ -38,51 +37,6 @@ const QUOTA: u32 = 50;
 
 /// A start refused must be an error this soon (a loaded machine included); the old asynchronous start took 60 s.
 const WITHIN: Duration = Duration::from_secs(15);
-
-/// `target/<profile>/shadow-fleet`, next to this test's own binary.
-fn cli_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join("shadow-fleet");
-    assert!(path.exists(), "{} is not built: run `cargo build -p shadow-fleet-cli` (make test does)", path.display());
-    path
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// Runs the CLI with only `env` (nothing inherited but PATH).
-fn run_with(env: &BTreeMap<String, String>, args: &[&str]) -> Run {
-    let started = Instant::now();
-    let Output { status, stdout, stderr } = std::process::Command::new(cli_binary())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .output()
-        .unwrap_or_else(|e| panic!("shadow-fleet: {e}"));
-    let run = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        took: started.elapsed(),
-    };
-    assert!(!run.stderr.contains("panicked"), "shadow-fleet {args:?} panicked: {}", run.stderr);
-    run
-}
-
-fn write_request(request: &Value) -> String {
-    let path = std::env::temp_dir().join(format!("{}.json", unique("start-request")));
-    std::fs::write(&path, request.to_string()).unwrap_or_else(|e| panic!("{e}"));
-    path.to_string_lossy().into_owned()
-}
 
 /// A local Lambda service of the test's own around shadow-push, with an on-failure queue, and the CLI's settings.
 struct Setup {
@@ -148,7 +102,7 @@ impl Setup {
     }
 
     fn start(&self, request: &Value, extra: &[&str]) -> Run {
-        let path = write_request(request);
+        let path = write_request(request).to_string_lossy().into_owned();
         let mut args = vec!["push", "start", path.as_str()];
         args.extend_from_slice(extra);
         self.cli(&args)
@@ -309,24 +263,6 @@ async fn a_push_id_reused_with_another_request_is_refused_before_anything_is_sen
     assert_eq!((after["segment"].clone(), after["updated"].clone()), (record["segment"].clone(), json!(2)));
 }
 
-/// `CreateStack` on moto, with `parameters` (key, value).
-fn create_stack(stack: &Stack, name: &str, template: &Value, parameters: &[(&str, &str)]) {
-    let region = stack.var("AWS_REGION");
-    let mut command = std::process::Command::new("curl");
-    command
-        .args(["-s", "-X", "POST", &stack.var("AWS_ENDPOINT_URL_IOT")])
-        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/cloudformation/aws4_request, SignedHeaders=host, Signature=x")])
-        .args(["-d", "Action=CreateStack", "-d", "Version=2010-05-15", "-d", &format!("StackName={name}")])
-        .args(["--data-urlencode", &format!("TemplateBody={template}")]);
-    for (i, (key, value)) in parameters.iter().enumerate() {
-        command.args(["-d", &format!("Parameters.member.{}.ParameterKey={key}", i + 1)]);
-        command.args(["-d", &format!("Parameters.member.{}.ParameterValue={value}", i + 1)]);
-    }
-    let out = command.output().unwrap_or_else(|e| panic!("curl: {e}"));
-    let answer = String::from_utf8_lossy(&out.stdout);
-    assert!(answer.contains("<StackId>"), "CreateStack {name}: {answer}");
-}
-
 /// With `--stack`, the request is checked against the deployed quota (the stack's PushMaxTps parameter, which the
 /// template passes to shadow-push as PUSH_MAX_TPS) before anything is sent; a request within it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +292,7 @@ async fn with_stack_a_rate_over_the_deployed_quota_is_refused_before_sending() {
     };
 
     let over = request(QUOTA + 1);
-    let path = write_request(&over);
+    let path = write_request(&over).to_string_lossy().into_owned();
     let refused = run_with(&env, &["--stack", &name, "push", "start", &path]);
     assert_eq!(refused.code, 1, "stdout: {}\nstderr: {}", refused.stdout, refused.stderr);
     assert!(
@@ -369,7 +305,7 @@ async fn with_stack_a_rate_over_the_deployed_quota_is_refused_before_sending() {
     assert_eq!(setup.invocations(), Vec::<(String, bool)>::new(), "the CLI invoked shadow-push");
 
     let within = request(QUOTA);
-    let path = write_request(&within);
+    let path = write_request(&within).to_string_lossy().into_owned();
     let started = run_with(&env, &["--stack", &name, "push", "start", &path, "--wait", "--interval", "0.2"]);
     assert_eq!(started.code, 0, "stdout: {}\nstderr: {}", started.stdout, started.stderr);
     let record = setup.fx.record(within["pushId"].as_str().unwrap_or_default()).await.unwrap_or_default();
@@ -410,8 +346,8 @@ async fn a_start_while_shadow_push_is_throttled_says_so_and_starts_nothing() {
     env.insert("AWS_ENDPOINT_URL_LAMBDA".into(), busy.url.clone());
     env.insert("AWS_MAX_ATTEMPTS".into(), "2".into());
     let push_id = unique("busy");
-    let path =
-        write_request(&json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": [setup.fx.thing(0)]}}));
+    let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": [setup.fx.thing(0)]}});
+    let path = write_request(&request).to_string_lossy().into_owned();
     let started = run_with(&env, &["push", "start", &path]);
     assert_eq!(started.code, 1, "stdout: {}\nstderr: {}", started.stdout, started.stderr);
     assert!(busy.counts.throttled() >= 1, "the invoke was never throttled");

@@ -180,7 +180,8 @@ fn no_policy_statement_allows_every_action() {
 
 /// The only actions granted on `Resource: "*"`: AWS defines no resource type for them (Service Authorization
 /// Reference, AWS IoT), so no narrower Resource is valid.
-const ACTIONS_WITHOUT_RESOURCE_TYPES: [&str; 2] = ["iot:DescribeEndpoint", "iot:ListThingGroups"];
+const ACTIONS_WITHOUT_RESOURCE_TYPES: [&str; 3] =
+    ["iot:DescribeEndpoint", "iot:ListThingGroups", "iot:GetIndexingConfiguration"];
 
 #[test]
 fn resource_star_only_where_aws_allows_nothing_narrower() {
