@@ -561,7 +561,7 @@ pub fn cli_recording(args: &[&str]) -> &'static str {
     while let Some(arg) = args.next() {
         match *arg {
             // The global options that take a value.
-            "--output" | "--stack" => {
+            "--output" | "--stack" | "--profile" | "--region" => {
                 args.next();
             }
             flag if flag.starts_with('-') => {}
@@ -1701,7 +1701,9 @@ mod tests {
             (&["push", "abort", "p1", "--rollback"], CLI_OPERATOR),
             // A command nobody has classified yet: its calls are held against no policy, and iam-check says so.
             (&["push", "frobnicate"], CLI_UNCLASSIFIED),
-            (&["drift", "--shadow", "cfg"], CLI_UNCLASSIFIED),
+            (&["drift", "--group", "prod", "--shadow", "cfg"], CLI_READONLY),
+            (&["--region", "eu-west-1", "--profile", "ops", "push", "abort", "p1"], CLI_OPERATOR),
+            (&["shadow", "frobnicate"], CLI_UNCLASSIFIED),
             (&["--help"], CLI_UNCLASSIFIED),
         ] {
             assert_eq!(cli_recording(args), expected, "{args:?}");
