@@ -145,7 +145,19 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
+/// A reader that stops early (`shadow-fleet history .. | head`) ends the process quietly, as it ends every Unix
+/// tool, instead of a failed print. Rust ignores SIGPIPE, so that every write to a closed pipe is an error, and
+/// `println!` panics on it.
+fn die_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    die_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let code = match runtime {

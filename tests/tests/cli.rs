@@ -785,3 +785,32 @@ async fn region_and_profile_options_override_the_environment() {
     let got = run_with(&env, &["--profile", "local", "push", "list", "--output", "json"]);
     assert_eq!(got.code, 0, "credentials and region from the profile: {}", got.stderr);
 }
+
+/// `shadow-fleet shadow get .. | head`: a reader that closes the pipe before the CLI writes ends it quietly, as it
+/// ends any Unix tool (SIGPIPE), never with a panic on the failed print.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_closes_the_pipe_ends_the_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let stack = Stack::get();
+    let thing = unique("cli-pipe");
+    create_things(&stack, std::slice::from_ref(&thing)).await;
+    report(&stack, &thing, "cfg", json!({"mode": 1, "note": "x".repeat(4000)})).await;
+    let args = ["shadow", "get", thing.as_str(), "--shadow", "cfg"];
+    let (env, _recording) = fleet_tests::iam::recorded_cli_env(&args, &stack_env(&stack));
+    let mut child = std::process::Command::new(fleet_tests::cli::binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("shadow-fleet starts");
+    // The reader goes away before the CLI has read the shadow, so its first print meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("shadow-fleet ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE: {:?}, stderr: {stderr}", out.status);
+}
