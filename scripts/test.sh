@@ -5,21 +5,42 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ ${1:-} != --checks ]]; then
+  export MAKE_TEST_STARTED=$(date +%s)
   bash scripts/tools.sh
   exec bash scripts/with-stack.sh bash scripts/test.sh --checks
 fi
 
-echo "== cargo fmt --check"
+# Where the time goes: each step's seconds, printed as a table at the end (README, Tests).
+timings=$(mktemp)
+step_name="tools, the stack's start and its first (debug) build"
+step_started=${MAKE_TEST_STARTED:-$(date +%s)}
+step() { # name: ends the step before, prints the header of this one
+  local now
+  now=$(date +%s)
+  printf '%s\t%d\n' "$step_name" $((now - step_started)) >>"$timings"
+  step_name=$1
+  step_started=$now
+  echo "== $1"
+}
+report_timings() {
+  printf '%s\t%d\n' "$step_name" $(($(date +%s) - step_started)) >>"$timings"
+  echo "== where the time went (s; the stack's stop is not counted)"
+  awk -F'\t' '{ printf "  %-100s %5d\n", $1, $2; total += $2 } END { printf "  %-100s %5d\n", "total", total }' "$timings"
+  rm -f "$timings"
+}
+trap report_timings EXIT
+
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== make lint-template (cfn-lint, sam validate --lint)"
+step "make lint-template (cfn-lint, sam validate --lint, checkov)"
 make --no-print-directory lint-template
-echo "== make build-check (sam build with SAM_BUILD_MODE=debug: both functions cross-compiled for arm64)"
+step "make build-check (sam build with SAM_BUILD_MODE=debug: both functions cross-compiled for arm64)"
 make --no-print-directory build-check
-echo "== cargo build (the function binaries the integration tests run)"
+step "cargo build (the function binaries the integration tests run)"
 cargo build --workspace --bins --quiet
-echo "== cargo nextest (the function binaries' AWS calls recorded into .local/iam-calls)"
+step "cargo nextest (the function binaries' and the CLI's AWS calls recorded into .local/iam-calls)"
 # The emulators check no IAM: record every call the binaries make, then hold them against template.yaml.
 # nextest runs every test in its own process, binaries side by side (.config/nextest.toml); the tests' names are
 # unique per process (tests/src/stack.rs) and the recording appends whole lines, so they share the stack.
@@ -41,5 +62,5 @@ awk '/^ *Summary \[/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p = $
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
 [[ $status == 0 ]] || exit "$status"
-echo "== iam-check (the recorded calls against the functions' policies in template.yaml)"
+step "iam-check (the recorded calls against the functions' and the operators' policies in template.yaml)"
 cargo run --quiet -p fleet-tests --bin iam-check -- "$iam_calls" template.yaml
