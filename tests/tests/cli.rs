@@ -544,6 +544,10 @@ async fn a_push_paused_while_start_waits_ends_the_wait_as_paused() {
     let summary = waited.lines().pop().unwrap_or_default();
     assert_eq!((summary["kind"].clone(), summary["state"].clone()), (json!("summary"), json!("paused")), "{summary}");
     assert!(summary["done"].as_u64().unwrap_or(40) < 40, "{summary}");
+    // Pausing it again asks for what holds already: it is answered as paused, not refused.
+    let again = run(&stack, &["push", "pause", &push_id, "--output", "json"]);
+    assert_eq!(again.code, 0, "stdout: {}\nstderr: {}", again.stdout, again.stderr);
+    assert_eq!(again.lines().pop().unwrap_or_default()["state"], json!("paused"), "{}", again.stdout);
     // Left as found: the push ends here.
     let aborted = run(&stack, &["push", "abort", &push_id, "--no-rollback"]);
     assert_eq!(aborted.code, 0, "{}", aborted.stderr);

@@ -309,6 +309,8 @@ fn control(
                 Effect::HandOff { segment: record.segment + 1, delay_s: 0 },
             ]);
         }
+        // Pausing a paused push asks for what holds already: answer with it (as resuming a running push does).
+        Action::Pause if record.state == PushState::Paused => return Ok(vec![Effect::Report(Report::Paused)]),
         Action::Pause if !matches!(record.state, PushState::Running | PushState::Baking | PushState::RollingBack) => {
             return refuse(format!(
                 "push {push_id} is {state}; only a running, baking or rolling-back push can be paused"
@@ -637,7 +639,7 @@ paused (running)      | judged: pass         | refused: event
 paused (running)      | judged: fail         | refused: event
 paused (running)      | rolled back, done    | refused: event
 paused (running)      | recorded             | report Paused
-paused (running)      | pause                | refused: pausePush
+paused (running)      | pause                | report Paused
 paused (running)      | resume               | resume Running, hand off 4+0s
 paused (running)      | abort                | request Abort, report ControlPending
 paused (running)      | abort, rollback      | request AbortRollback, report ControlPending
@@ -653,7 +655,7 @@ paused (baking)       | judged: pass         | refused: event
 paused (baking)       | judged: fail         | refused: event
 paused (baking)       | rolled back, done    | refused: event
 paused (baking)       | recorded             | report Paused
-paused (baking)       | pause                | refused: pausePush
+paused (baking)       | pause                | report Paused
 paused (baking)       | resume               | resume Baking, hand off 4+0s
 paused (baking)       | abort                | request Abort, report ControlPending
 paused (baking)       | abort, rollback      | request AbortRollback, report ControlPending
@@ -669,7 +671,7 @@ paused (judging)      | judged: pass         | refused: event
 paused (judging)      | judged: fail         | refused: event
 paused (judging)      | rolled back, done    | refused: event
 paused (judging)      | recorded             | report Paused
-paused (judging)      | pause                | refused: pausePush
+paused (judging)      | pause                | report Paused
 paused (judging)      | resume               | resume Baking, hand off 4+0s
 paused (judging)      | abort                | request Abort, report ControlPending
 paused (judging)      | abort, rollback      | request AbortRollback, report ControlPending
@@ -685,7 +687,7 @@ paused (rollingBack)  | judged: pass         | refused: event
 paused (rollingBack)  | judged: fail         | refused: event
 paused (rollingBack)  | rolled back, done    | refused: event
 paused (rollingBack)  | recorded             | report Paused
-paused (rollingBack)  | pause                | refused: pausePush
+paused (rollingBack)  | pause                | report Paused
 paused (rollingBack)  | resume               | resume RollingBack, hand off 4+0s
 paused (rollingBack)  | abort                | refused: abortPush
 paused (rollingBack)  | abort, rollback      | refused: abortPush
