@@ -5,9 +5,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleet_tests::lambda::binary;
-use fleet_tests::stack::repo_root;
-use fleet_tests::{Stack, unique};
+use devstack::lambda::binary;
+use devstack::stack::repo_root;
+use devstack::{Stack, unique};
 use serde_json::Value;
 use shadow_aws::tables;
 use tokio::process::Command;

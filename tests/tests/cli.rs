@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_smithy_types::Blob;
-use fleet_tests::cli::{create_stack, run, run_with, stack_env, write_request};
-use fleet_tests::{Stack, unique};
+use devstack::cli::{create_stack, run, run_with, stack_env, write_request};
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 use shadow_core::history::{RecordOptions, record_from_event};
@@ -204,7 +204,7 @@ async fn history_table(stack: &Stack, events: &[Value]) -> String {
 #[tokio::test]
 async fn since_and_until_bound_the_history_and_numbers_read_back() {
     let stack = Stack::get();
-    let update = fleet_tests::history::update;
+    let update = devstack::history::update;
     // Four events, 1000 s apart (2026-11-27T00:00:00Z is 1795737600).
     let t0 = 1_795_737_600;
     let events = [
@@ -412,7 +412,7 @@ async fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
 /// same state machine, and the segment running the push stops at its next renewal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_while_shadow_push_is_throttled_is_written_on_the_record_and_stops_the_push() {
-    use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
+    use devstack::fault_proxy::{FaultProxy, Faults, Service};
     let stack = Stack::get();
     let prefix = unique("cli-busy");
     let things: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
@@ -671,7 +671,7 @@ async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
 #[tokio::test]
 async fn history_of_one_push_reads_only_its_window() {
     let stack = Stack::get();
-    let update = fleet_tests::history::update;
+    let update = devstack::history::update;
     let t0 = 1_795_737_600; // 2026-11-27T00:00:00Z
     let (push, other) = (unique("cli-mine"), unique("cli-other"));
     let by = |mut event: Value, token: &str| {
@@ -797,8 +797,8 @@ async fn a_reader_that_closes_the_pipe_ends_the_cli_quietly() {
     create_things(&stack, std::slice::from_ref(&thing)).await;
     report(&stack, &thing, "cfg", json!({"mode": 1, "note": "x".repeat(4000)})).await;
     let args = ["shadow", "get", thing.as_str(), "--shadow", "cfg"];
-    let (env, _recording) = fleet_tests::iam::recorded_cli_env(&args, &stack_env(&stack));
-    let mut child = std::process::Command::new(fleet_tests::cli::binary())
+    let (env, _recording) = devstack::iam::recorded_cli_env(&args, &stack_env(&stack));
+    let mut child = std::process::Command::new(devstack::cli::binary())
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

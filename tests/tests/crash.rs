@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
-use fleet_tests::push::{PushFixture, push};
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::unique;
+use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::push::{PushFixture, push};
+use devstack::service::{LambdaService, Timing};
+use devstack::unique;
 use futures::StreamExt;
 use serde_json::{Value, json};
 

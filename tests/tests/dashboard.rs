@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
-use fleet_tests::history::{HistoryFixture, update};
-use fleet_tests::lambda::LocalLambda;
-use fleet_tests::push::PushFixture;
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::stack::repo_root;
-use fleet_tests::unique;
+use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::history::{HistoryFixture, update};
+use devstack::lambda::LocalLambda;
+use devstack::push::PushFixture;
+use devstack::service::{LambdaService, Timing};
+use devstack::stack::repo_root;
+use devstack::unique;
 use serde_json::{Value as Json, json};
 use serde_yaml::Value;
 use shadow_runtime::metrics::{self, Emitter, Metric, Unit};
@@ -545,7 +545,7 @@ async fn every_log_line_carries_its_request_id() {
     let thing = unique("logged");
     for level in ["info", "warn"] {
         let function = history_function(&fx, &[("RUST_LOG", level), ("AWS_LAMBDA_LOG_LEVEL", level)]).await;
-        let event = update(&thing, Some("config"), 1, fleet_tests::history::now_secs(), json!({"reported": {"a": 1}}));
+        let event = update(&thing, Some("config"), 1, devstack::history::now_secs(), json!({"reported": {"a": 1}}));
         let (_, lines, answer) = invoke_logged(&function, &event).await;
         assert!(answer.is_ok(), "{answer:?}");
         if level == "info" {
@@ -631,7 +631,7 @@ async fn the_functions_emit_exactly_the_catalog() {
     let history = HistoryFixture::new().await;
     let function = history_function(&history, &[]).await;
     let thing = unique("emf");
-    let event = update(&thing, None, 1, fleet_tests::history::now_secs(), json!({"reported": {"a": 1}}));
+    let event = update(&thing, None, 1, devstack::history::now_secs(), json!({"reported": {"a": 1}}));
     let (_, lines, answer) = invoke_logged(&function, &event).await;
     assert!(answer.is_ok(), "{answer:?}");
     let emf = lines.iter().find(|l| l.get("_aws").is_some()).unwrap_or_else(|| panic!("no EMF line: {lines:?}"));

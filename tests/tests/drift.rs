@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_iot::types::{IndexingFilter, NamedShadowIndexingMode, ThingIndexingConfiguration, ThingIndexingMode};
 use aws_smithy_types::Blob;
-use fleet_tests::cli::{run_with, stack_env};
-use fleet_tests::history::{now_secs, update};
-use fleet_tests::{Stack, unique};
+use devstack::cli::{run_with, stack_env};
+use devstack::history::{now_secs, update};
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 use shadow_core::history::{RecordOptions, record_from_event};

@@ -2,8 +2,8 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
-use fleet_tests::{Stack, unique};
+use devstack::fault_proxy::{FaultProxy, Faults, Service};
+use devstack::{Stack, unique};
 use shadow_aws::{sdk::service_error, tables};
 use shadow_core::store::FaultKind;
 

@@ -3,11 +3,9 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
-use fleet_tests::history::{
-    HistoryFixture, INVOKE_TIMEOUT, batch_failures, delete, now_secs, sample, sqs_batch, update,
-};
-use fleet_tests::unique;
+use devstack::fault_proxy::{FaultProxy, Faults, Service};
+use devstack::history::{HistoryFixture, INVOKE_TIMEOUT, batch_failures, delete, now_secs, sample, sqs_batch, update};
+use devstack::unique;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use fleet_tests::lambda::binary;
-use fleet_tests::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping, Schedule};
-use fleet_tests::push::PushFixture;
-use fleet_tests::service::Timing;
-use fleet_tests::stack::repo_root;
-use fleet_tests::{Stack, unique};
+use devstack::lambda::binary;
+use devstack::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping, Schedule};
+use devstack::push::PushFixture;
+use devstack::service::Timing;
+use devstack::stack::repo_root;
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
-use fleet_tests::push::{PushFixture, push, request};
-use fleet_tests::unique;
+use devstack::fault_proxy::{FaultProxy, Faults, Service};
+use devstack::push::{PushFixture, push, request};
+use devstack::unique;
 use serde_json::{Value, json};
 
 fn version(doc: &Option<Value>) -> Option<u64> {

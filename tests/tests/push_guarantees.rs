@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use fleet_tests::lambda::InvokeError;
-use fleet_tests::push::{PushFixture, push};
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::unique;
+use devstack::lambda::InvokeError;
+use devstack::push::{PushFixture, push};
+use devstack::service::{LambdaService, Timing};
+use devstack::unique;
 use serde_json::{Value, json};
 
 fn version(doc: &Option<Value>) -> Option<u64> {
@@ -172,7 +172,7 @@ async fn the_data_endpoint_is_looked_up_when_not_configured() {
     env.push(("PUSH_TABLE".into(), fx.table.clone()));
     env.push(("PUSH_QUEUE_URL".into(), fx.queue_url.clone()));
     env.push(("IOT_DATA_ENDPOINT".into(), String::new()));
-    let function = fleet_tests::lambda::LocalLambda::start("shadow-push", &env).await;
+    let function = devstack::lambda::LocalLambda::start("shadow-push", &env).await;
     function.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("no cold start: {e}"));
     // A bad request is refused before any shadow request: the process started, so the lookup succeeded.
     let err = push(&function, &json!({"desired": {}, "targets": {}})).await.err();

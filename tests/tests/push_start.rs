@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use fleet_tests::cli::{Run, create_stack, run_with, write_request};
-use fleet_tests::lambda::binary;
-use fleet_tests::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping};
-use fleet_tests::push::{PushFixture, push};
-use fleet_tests::service::Timing;
-use fleet_tests::unique;
+use devstack::cli::{Run, create_stack, run_with, write_request};
+use devstack::lambda::binary;
+use devstack::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping};
+use devstack::push::{PushFixture, push};
+use devstack::service::Timing;
+use devstack::unique;
 use serde_json::{Value, json};
 
 /// Lambda's timings scaled down (the async retries after 1 s and 2 s).
@@ -338,7 +338,7 @@ async fn two_deliveries_of_one_scheduled_run_at_once_are_one_push() {
 /// local Lambda). The CLI says so, exit 1, and nothing was started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_while_shadow_push_is_throttled_says_so_and_starts_nothing() {
-    use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
+    use devstack::fault_proxy::{FaultProxy, Faults, Service};
     let setup = Setup::new().await;
     setup.fx.create_things(0..1, "busy").await;
     let busy = FaultProxy::start(&setup.service.url, Service::Lambda, Faults::throttling(1.0)).await;

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
-use fleet_tests::lambda::LocalLambda;
-use fleet_tests::push::{Device, PushFixture, push};
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::unique;
+use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::lambda::LocalLambda;
+use devstack::push::{Device, PushFixture, push};
+use devstack::service::{LambdaService, Timing};
+use devstack::unique;
 use serde_json::{Value, json};
 use shadow_core::push::rollout::Rollout;
 

@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::Blob;
-use fleet_tests::{Stack, unique};
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 

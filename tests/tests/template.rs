@@ -1,6 +1,6 @@
 //! `template.yaml` and the tables the code (and the local stack) use must agree.
 
-use fleet_tests::stack::repo_root;
+use devstack::stack::repo_root;
 use serde_yaml::Value;
 use shadow_aws::tables;
 
