@@ -42,4 +42,4 @@ awk '/^ *Summary \[/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p = $
 rm -f "$log"
 [[ $status == 0 ]] || exit "$status"
 echo "== iam-check (the recorded calls against the functions' policies in template.yaml)"
-cargo run --quiet -p devstack --bin iam-check -- "$iam_calls" template.yaml
+cargo run --quiet -p iam-check -- "$iam_calls" template.yaml
