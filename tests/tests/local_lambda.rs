@@ -17,15 +17,6 @@ use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 
-/// Lambda's timings scaled down about 30 times, as in the crash tier.
-const TIMING: Timing = Timing {
-    timeout: Duration::from_secs(3),
-    retries: [Duration::from_secs(2), Duration::from_secs(4)],
-    visibility: Duration::from_secs(9),
-    schedule_every: Duration::from_secs(1),
-    poll_every: Duration::from_millis(100),
-};
-
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// A local Lambda service of this test's own: shadow-push on the fixture's table and queue, shadow-history on
@@ -47,7 +38,7 @@ async fn local_service(fx: &PushFixture, history_table: &str) -> LocalLambdaServ
         name: name.to_owned(),
         binary: binary(name),
         env: env.clone(),
-        timing: TIMING,
+        timing: Timing::SCALED,
         concurrency: 2,
         on_failure: None,
     };

@@ -21,13 +21,14 @@ use devstack::service::Timing;
 use devstack::unique;
 use serde_json::{Value, json};
 
-/// Lambda's timings scaled down (the async retries after 1 s and 2 s).
+/// The tests' clock ([`Timing::SCALED`]) with 10-second invocations (PUSH_HANDOFF_GRACE_MS is 3 s), a visibility
+/// timeout of 3 x that, and the async retries after 1 s and 2 s. No schedule runs here.
 const TIMING: Timing = Timing {
     timeout: Duration::from_secs(10),
     retries: [Duration::from_secs(1), Duration::from_secs(2)],
     visibility: Duration::from_secs(30),
     schedule_every: Duration::from_secs(3600),
-    poll_every: Duration::from_millis(100),
+    ..Timing::SCALED
 };
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
