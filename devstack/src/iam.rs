@@ -115,7 +115,7 @@ fn proxy_runtime() -> &'static tokio::runtime::Runtime {
             .thread_name("iam-record")
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("the recording proxies' runtime: {e}"))
+            .expect("the recording proxies' runtime")
     })
 }
 
@@ -132,9 +132,8 @@ pub fn recorded_cli_env(
     let name = cli_recording(args);
     let start = || proxy_runtime().block_on(recorders(Path::new(&dir), name, env, &pairs));
     // Not on this thread: it may already be inside a test's runtime.
-    let (routed, recording) = std::thread::scope(|scope| {
-        scope.spawn(start).join().unwrap_or_else(|_| panic!("starting the recording proxies panicked"))
-    });
+    let (routed, recording) =
+        std::thread::scope(|scope| scope.spawn(start).join().expect("starting the recording proxies panicked"));
     (routed.into_iter().collect(), Some(recording))
 }
 
@@ -201,7 +200,7 @@ mod tests {
         // The upstream's own answer comes back.
         let error = answer.err().map(|e| format!("{:?}", e.into_service_error())).unwrap_or_default();
         assert!(error.contains("captured"), "{error}");
-        let (parts, body) = reached.try_recv().unwrap_or_else(|e| panic!("the request did not reach upstream: {e}"));
+        let (parts, body) = reached.try_recv().expect("the request did not reach upstream");
         assert_eq!(parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()), Some("DynamoDB_20120810.GetItem"));
         assert!(String::from_utf8_lossy(&body).contains("push-7"));
 
@@ -209,7 +208,7 @@ mod tests {
         let sqs = aws_sdk_sqs::Client::from_conf(sqs.build());
         let _ = sqs.send_message().queue_url("http://127.0.0.1:15000/123456789012/q-7").message_body("x").send().await;
 
-        let text = std::fs::read_to_string(dir.join("shadow-push.jsonl")).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(dir.join("shadow-push.jsonl")).expect("reading the recorded calls");
         let calls: Vec<Call> =
             text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
         assert_eq!(
@@ -271,7 +270,8 @@ mod tests {
             .send()
             .await;
 
-        let text = std::fs::read_to_string(dir.join(format!("{CLI_READONLY}.jsonl"))).unwrap_or_else(|e| panic!("{e}"));
+        let text =
+            std::fs::read_to_string(dir.join(format!("{CLI_READONLY}.jsonl"))).expect("reading the recorded calls");
         let calls: Vec<Call> =
             text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
         assert_eq!(

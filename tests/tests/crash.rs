@@ -174,7 +174,7 @@ async fn a_push_that_keeps_dying_is_marked_stalled_and_can_be_resumed() {
 
     // Once whatever killed it is fixed, the operator resumes it: its takeovers start afresh, and it completes.
     let healthy = fx.function(&[("PUSH_LEASE_MS", "1000"), ("PUSH_HANDOFF_GRACE_MS", "1500")]).await;
-    let resumed = push(&healthy, &json!({"resumePush": push_id})).await.unwrap_or_else(|e| panic!("resume: {e}"));
+    let resumed = push(&healthy, &json!({"resumePush": push_id})).await.expect("invoking shadow-push with resumePush");
     let service = LambdaService::new(&healthy, fx.stack.sqs(), &fx.queue_url, Timing::SCALED);
     let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == true) };
     let wake = json!({"continuePush": push_id});

@@ -59,7 +59,7 @@ impl Setup {
             .queue_name(unique("push-dlq"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+            .expect("create_queue")
             .queue_url
             .unwrap_or_default();
         let mut env: Vec<(String, String)> = fx.stack.env.clone().into_iter().collect();
@@ -88,7 +88,7 @@ impl Setup {
             sqs: fx.stack.sqs(),
             region: fx.stack.var("AWS_REGION"),
         };
-        let service = LocalLambdaService::start(ANY_PORT, deployment).await.unwrap_or_else(|e| panic!("{e}"));
+        let service = LocalLambdaService::start(ANY_PORT, deployment).await.expect("starting the local Lambda service");
         let mut env = fx.stack.env.clone();
         env.remove("RUST_LOG");
         env.remove("PUSH_MAX_TPS");
@@ -136,7 +136,7 @@ impl Setup {
             .visibility_timeout(0)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("receive_message: {e:?}"));
+            .expect("receive_message");
         received
             .messages
             .unwrap_or_default()
@@ -184,7 +184,7 @@ async fn an_unknown_thing_group_is_refused_at_once_with_the_reason_and_not_retri
         .payload(Blob::new(other.to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("Invoke Event: {e:?}"));
+        .expect("Invoke Event");
     tokio::time::sleep(Setup::retries_over()).await;
     assert_eq!((setup.count("sync"), setup.count("async"), setup.count("async retry")), (1, 1, 2));
     let letters = setup.dead_letters().await;
@@ -324,7 +324,8 @@ async fn two_deliveries_of_one_scheduled_run_at_once_are_one_push() {
     let run = json!({"scheduledRun": "2026-12-01T03:00:00Z", "request": {"pushId": fx.group("nightly"),
                      "desired": {"mode": 7}, "targets": {"things": things}, "skipUnchanged": false}});
     let (a, b) = tokio::join!(push(&one, &run), push(&two, &run));
-    let (a, b) = (a.unwrap_or_else(|e| panic!("{e}")), b.unwrap_or_else(|e| panic!("{e}")));
+    let (a, b) =
+        (a.expect("invoking shadow-push (the first delivery)"), b.expect("invoking shadow-push (the second delivery)"));
     let push_id = format!("{}-2026-12-01T03:00:00Z", fx.group("nightly"));
     assert_eq!((a["pushId"].as_str(), b["pushId"].as_str()), (Some(push_id.as_str()), Some(push_id.as_str())));
     let record = fx.record(&push_id).await.unwrap_or_default();

@@ -524,7 +524,7 @@ Resources:
     }
 
     fn run(template: &str, calls: Vec<Call>) -> Report {
-        let template: Yaml = serde_yaml::from_str(template).unwrap_or_else(|e| panic!("{e}"));
+        let template: Yaml = serde_yaml::from_str(template).expect("parsing the template");
         check_calls(&template, &BTreeMap::from([("shadow-push".to_owned(), calls)]), "/tmp/calls")
     }
 
@@ -657,7 +657,7 @@ Resources:
         let report = run(TEMPLATE, calls);
         assert_problem(&report, &["could not identify (unknown:GET /things/t1/jobs)"]);
 
-        let template: Yaml = serde_yaml::from_str(TEMPLATE).unwrap_or_else(|e| panic!("{e}"));
+        let template: Yaml = serde_yaml::from_str(TEMPLATE).expect("parsing the template");
         let recordings = BTreeMap::from([
             ("shadow-push".to_owned(), clean_calls()),
             ("shadow-other".to_owned(), vec![put("push-1")]),
@@ -789,7 +789,7 @@ Outputs:
     }
 
     fn run_cli(template: &str, recordings: &BTreeMap<String, Vec<Call>>) -> Report {
-        let template: Yaml = serde_yaml::from_str(template).unwrap_or_else(|e| panic!("{e}"));
+        let template: Yaml = serde_yaml::from_str(template).expect("parsing the template");
         check_calls(&template, recordings, "/tmp/calls")
     }
 
@@ -819,7 +819,7 @@ Outputs:
     fn a_cli_call_the_policy_does_not_grant_is_caught() {
         // A read-only command that invokes shadow-push, and one that calls what no policy grants yet.
         let mut recordings = cli_recordings();
-        let reads = recordings.get_mut(CLI_READONLY).unwrap_or_else(|| panic!("no read-only calls"));
+        let reads = recordings.get_mut(CLI_READONLY).expect("no read-only calls");
         reads.push(invoke());
         reads.push(Call { fleet_index: Some("AWS_Things".into()), ..call("iot:SearchIndex") });
         let report = run_cli(&cli_template(), &recordings);

@@ -424,7 +424,7 @@ mod tests {
 
     /// The calls of the next captured request, checking that its signature tells the same service.
     fn next_calls(requests: &mut mpsc::UnboundedReceiver<(Parts, Bytes)>, service: Service) -> Vec<Call> {
-        let (parts, body) = requests.try_recv().unwrap_or_else(|e| panic!("no request captured: {e}"));
+        let (parts, body) = requests.try_recv().expect("no request captured");
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let calls = identify(Some(service), &parts.method, path, &parts.headers, &body);
         let by_signature = identify(None, &parts.method, path, &parts.headers, &body);
@@ -458,7 +458,7 @@ mod tests {
         );
 
         let put = |pk: &str| {
-            let request = PutRequest::builder().item("pk", s(pk)).build().unwrap_or_else(|e| panic!("{e}"));
+            let request = PutRequest::builder().item("pk", s(pk)).build().expect("building the put request");
             WriteRequest::builder().put_request(request).build()
         };
         let _ = client
@@ -478,13 +478,13 @@ mod tests {
         );
 
         // A transaction needs each item's own action.
-        let put = Put::builder().table_name("push-1").item("pk", s("a")).build().unwrap_or_else(|e| panic!("{e}"));
+        let put = Put::builder().table_name("push-1").item("pk", s("a")).build().expect("building the put");
         let update = Update::builder()
             .table_name("push-2")
             .key("pk", s("b"))
             .update_expression("SET x = :x")
             .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("building the update");
         let _ = client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put).build())
@@ -605,7 +605,7 @@ mod tests {
         // IAM has no SendMessageBatch: a batch needs sqs:SendMessage.
         let entry = SendMessageBatchRequestEntry::builder().id("1").message_body("{}").build();
         let _ =
-            client.send_message_batch().queue_url(url).entries(entry.unwrap_or_else(|e| panic!("{e}"))).send().await;
+            client.send_message_batch().queue_url(url).entries(entry.expect("building the batch entry")).send().await;
         assert_eq!(next_calls(&mut requests, Service::Sqs), [queue_call("sqs:SendMessage")]);
 
         let _ = client.receive_message().queue_url(url).send().await;
@@ -680,7 +680,7 @@ mod tests {
         let mut signed = HeaderMap::new();
         let authorization = "AWS4-HMAC-SHA256 Credential=AKID/20260101/ap-northeast-1/iotdata/aws4_request, \
                              SignedHeaders=host;x-amz-date, Signature=00";
-        signed.insert("authorization", authorization.parse().unwrap_or_else(|e| panic!("{e}")));
+        signed.insert("authorization", authorization.parse().expect("the authorization header"));
         assert_eq!(
             identify(None, &Method::GET, "/things/t1/shadow?name=cfg", &signed, b""),
             [Call { thing: Some("t1".into()), shadow: Some("cfg".into()), ..call("iot:GetThingShadow") }]

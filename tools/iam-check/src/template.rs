@@ -334,7 +334,7 @@ mod tests {
     fn the_projects_template_is_readable() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let template: Yaml = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("template.yaml: {e}"));
+        let template: Yaml = serde_yaml::from_str(&text).expect("parsing template.yaml");
         let functions = functions(&template);
         let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["shadow-history", "shadow-push"]);
