@@ -78,7 +78,7 @@ start_moto() {
 # The function binaries (debug builds) and local-lambda itself; cargo makes this a no-op when they are up to date.
 build_functions() {
   log "building shadow-history, shadow-push and local-lambda (debug)"
-  cargo build --quiet -p shadow-history -p shadow-push -p fleet-tests --bin shadow-history --bin shadow-push \
+  cargo build --quiet -p shadow-history -p shadow-push -p devstack --bin shadow-history --bin shadow-push \
     --bin local-lambda
 }
 
@@ -147,7 +147,7 @@ case ${1:-} in
     start_moto
     write_env
     set -a; . "$env_file"; set +a
-    cargo run --quiet -p fleet-tests --bin fleet-local -- setup
+    cargo run --quiet -p devstack --bin fleet-local -- setup
     start_lambda
     log "up: DynamoDB Local :$ddb_port, moto :$moto_port, Lambda :$lambda_port, rules :$rules_port; settings in $env_file"
     ;;

@@ -43,7 +43,7 @@ cargo build --workspace --bins --quiet
 step "cargo nextest (the function binaries' and the CLI's AWS calls recorded into .local/iam-calls)"
 # The emulators check no IAM: record every call the binaries make, then hold them against template.yaml.
 # nextest runs every test in its own process, binaries side by side (.config/nextest.toml); the tests' names are
-# unique per process (tests/src/stack.rs) and the recording appends whole lines, so they share the stack.
+# unique per process (devstack/src/stack.rs) and the recording appends whole lines, so they share the stack.
 iam_calls=$PWD/.local/iam-calls
 rm -rf "$iam_calls"
 mkdir -p "$iam_calls"
@@ -63,4 +63,4 @@ awk '/^ *Summary \[/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p = $
 rm -f "$log"
 [[ $status == 0 ]] || exit "$status"
 step "iam-check (the recorded calls against the functions' and the operators' policies in template.yaml)"
-cargo run --quiet -p fleet-tests --bin iam-check -- "$iam_calls" template.yaml
+cargo run --quiet -p iam-check -- "$iam_calls" template.yaml

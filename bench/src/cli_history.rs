@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-use fleet_tests::{Stack, unique};
+use devstack::{Stack, unique};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use shadow_aws::tables;
@@ -37,7 +37,7 @@ async fn load(stack: &Stack, table: &str) -> Duration {
             } else {
                 json!({"reported": {"settings": {"mode": (version - 1) % 3, "temp": 18 + (version - 1) % 7}}})
             };
-            let mut event = fleet_tests::history::update(THING, Some(SHADOW), version, t0 + version, state);
+            let mut event = devstack::history::update(THING, Some(SHADOW), version, t0 + version, state);
             if version % 2 == 1 {
                 event["clientToken"] = json!(format!("push-{}", version / 1000));
             }

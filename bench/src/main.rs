@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fleet_tests::lambda::LocalLambda;
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::{Stack, unique};
+use devstack::lambda::LocalLambda;
+use devstack::service::{LambdaService, Timing};
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 use tokio::process::Command;
@@ -86,7 +86,7 @@ impl Bench {
     async fn ours(&self, name: &str, env: &[(String, String)]) -> LocalLambda {
         let path = match std::env::var_os("FLEET_BENCH_BIN_DIR") {
             Some(dir) => PathBuf::from(dir).join(name),
-            None => fleet_tests::lambda::binary(name),
+            None => devstack::lambda::binary(name),
         };
         LocalLambda::start_binary(path, name, env).await
     }
@@ -126,7 +126,7 @@ impl Bench {
 
         let history_env = self.env(&[("HISTORY_TABLE", history_table.clone())]);
         let push_env = self.env(&[("PUSH_TABLE", push_table.clone())]);
-        let history_event = fleet_tests::history::sample("update-accepted-named.json");
+        let history_event = devstack::history::sample("update-accepted-named.json");
         let push_event = json!({"desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default(),
                                 "targets": {"things": [thing]}, "shadowName": "test1", "skipUnchanged": false});
 
@@ -536,10 +536,10 @@ impl Bench {
             lambda.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
             let prefix = unique(&format!("{who}-{}", if batched { "sqs" } else { "direct" }));
             // Recent timestamps: with retention on, DynamoDB Local's TTL sweeper would delete old events as they land.
-            let now = fleet_tests::history::now_secs();
+            let now = devstack::history::now_secs();
             let events: Vec<Value> = (0..HISTORY_EVENTS)
                 .map(|i| {
-                    fleet_tests::history::update(
+                    devstack::history::update(
                         &format!("{prefix}-{}", i % 100),
                         Some("cfg"),
                         i / 100 + 1,
@@ -554,9 +554,8 @@ impl Bench {
             if batched {
                 for chunk in events.chunks(10) {
                     let bodies: Vec<String> = chunk.iter().map(Value::to_string).collect();
-                    let answer =
-                        lambda.invoke(&fleet_tests::history::sqs_batch(&bodies), Duration::from_secs(30)).await;
-                    failures += answer.map(|a| fleet_tests::history::batch_failures(&a).len()).unwrap_or(chunk.len());
+                    let answer = lambda.invoke(&devstack::history::sqs_batch(&bodies), Duration::from_secs(30)).await;
+                    failures += answer.map(|a| devstack::history::batch_failures(&a).len()).unwrap_or(chunk.len());
                 }
             } else {
                 for event in &events {
@@ -652,7 +651,7 @@ fn machine() -> Value {
 
 #[tokio::main]
 async fn main() {
-    let root = fleet_tests::stack::repo_root();
+    let root = devstack::stack::repo_root();
     let mut bench = Bench {
         stack: Stack::get(),
         python: root.join(".tools/bench-venv/bin/python"),

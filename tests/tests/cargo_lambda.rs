@@ -5,9 +5,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleet_tests::lambda::binary;
-use fleet_tests::stack::repo_root;
-use fleet_tests::{Stack, unique};
+use devstack::lambda::binary;
+use devstack::stack::repo_root;
+use devstack::{Stack, unique};
 use serde_json::Value;
 use shadow_aws::tables;
 use tokio::process::Command;
@@ -22,9 +22,9 @@ fn each_function_is_a_binary_target_of_its_own_name() {
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .current_dir(repo_root())
         .output()
-        .unwrap_or_else(|e| panic!("cargo metadata: {e}"));
+        .expect("running cargo metadata");
     assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
-    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("cargo metadata: {e}"));
+    let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
     let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
     for function in ["shadow-history", "shadow-push"] {
         let package = packages.iter().find(|p| p["name"] == function);
@@ -35,8 +35,8 @@ fn each_function_is_a_binary_target_of_its_own_name() {
 }
 
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"))
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().map(|a| a.port()).expect("the free port's number")
 }
 
 /// `cargo lambda watch` runs the function under its Runtime API emulator, which sends every event with the same
@@ -48,7 +48,7 @@ async fn cargo_lambda_watch_and_invoke_run_shadow_history_against_the_stack() {
     let cargo_lambda = repo_root().join(".tools/venv/bin/cargo-lambda");
     assert!(cargo_lambda.exists(), "{} is missing: run `make tools`", cargo_lambda.display());
     let table = unique("watch-history");
-    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.expect("creating the history table");
     let port = free_port();
 
     // watch's Runtime API only (`--only-lambda-apis`): the function is the binary cargo built, started here, so the
@@ -61,7 +61,7 @@ async fn cargo_lambda_watch_and_invoke_run_shadow_history_against_the_stack() {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cargo lambda watch: {e}"));
+        .expect("cargo lambda watch");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let until = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -83,7 +83,7 @@ async fn cargo_lambda_watch_and_invoke_run_shadow_history_against_the_stack() {
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("shadow-history: {e}"));
+        .expect("spawning shadow-history");
 
     let event = repo_root().join("events/history/update-accepted-named.json");
     let invoke = Command::new(&cargo_lambda)
@@ -94,8 +94,8 @@ async fn cargo_lambda_watch_and_invoke_run_shadow_history_against_the_stack() {
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), invoke)
         .await
-        .unwrap_or_else(|_| panic!("cargo lambda invoke did not answer within 60 s"))
-        .unwrap_or_else(|e| panic!("cargo lambda invoke: {e}"));
+        .expect("cargo lambda invoke did not answer within 60 s")
+        .expect("cargo lambda invoke");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "cargo lambda invoke failed: {stdout} {stderr}");

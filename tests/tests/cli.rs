@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_smithy_types::Blob;
-use fleet_tests::cli::{create_stack, run, run_with, stack_env, write_request};
-use fleet_tests::{Stack, unique};
+use devstack::cli::{create_stack, run, run_with, stack_env, write_request};
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 use shadow_core::history::{RecordOptions, record_from_event};
@@ -16,7 +16,7 @@ use shadow_core::history::{RecordOptions, record_from_event};
 async fn create_things(stack: &Stack, names: &[String]) {
     let iot = stack.iot();
     for name in names {
-        iot.create_thing().thing_name(name).send().await.unwrap_or_else(|e| panic!("create_thing: {e:?}"));
+        iot.create_thing().thing_name(name).send().await.expect("create_thing");
     }
 }
 
@@ -31,7 +31,7 @@ async fn report(stack: &Stack, thing: &str, shadow: &str, reported: Value) {
         .payload(Blob::new(document))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("update_thing_shadow: {e:?}"));
+        .expect("update_thing_shadow");
 }
 
 /// `push start --wait --output json` to the end: the push id and the summary line.
@@ -185,18 +185,11 @@ async fn history_across_two_pushes_and_device_reports_shows_what_each_changed() 
 /// A history table of the test's own, with events written straight into it at chosen times.
 async fn history_table(stack: &Stack, events: &[Value]) -> String {
     let table = unique("cli-history");
-    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.expect("creating the history table");
     for event in events {
-        let record = record_from_event(event, &RecordOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        let item = shadow_aws::history::item(&record).unwrap_or_else(|e| panic!("{e}"));
-        stack
-            .dynamodb()
-            .put_item()
-            .table_name(&table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put_item: {e:?}"));
+        let record = record_from_event(event, &RecordOptions::default()).expect("the shadow event as a history record");
+        let item = shadow_aws::history::item(&record).expect("the history record as a DynamoDB item");
+        stack.dynamodb().put_item().table_name(&table).set_item(Some(item)).send().await.expect("put_item");
     }
     table
 }
@@ -204,7 +197,7 @@ async fn history_table(stack: &Stack, events: &[Value]) -> String {
 #[tokio::test]
 async fn since_and_until_bound_the_history_and_numbers_read_back() {
     let stack = Stack::get();
-    let update = fleet_tests::history::update;
+    let update = devstack::history::update;
     // Four events, 1000 s apart (2026-11-27T00:00:00Z is 1795737600).
     let t0 = 1_795_737_600;
     let events = [
@@ -260,7 +253,7 @@ async fn every_failure_of_a_push_is_shown_across_pages() {
     let stack = Stack::get();
     let table = unique("cli-push");
     let db = stack.dynamodb();
-    tables::ensure_table(&db, &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&db, &table, &tables::PUSH).await.expect("creating the push table");
     let push_id = unique("many-failures");
     db.put_item()
         .table_name(&table)
@@ -271,7 +264,7 @@ async fn every_failure_of_a_push_is_shown_across_pages() {
         .item("complete", AttributeValue::Bool(true))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("put_item: {e:?}"));
+        .expect("put_item");
     // 1500 failures of about 1 KB each: a Query page holds at most 1 MB, so at least two pages.
     let message = "x".repeat(1000);
     for chunk in (0..1500).collect::<Vec<_>>().chunks(25) {
@@ -285,18 +278,14 @@ async fn every_failure_of_a_push_is_shown_across_pages() {
                     .item("code", AttributeValue::S("ThrottlingException".into()))
                     .item("message", AttributeValue::S(message.clone()))
                     .build()
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .expect("building the failure item");
                 WriteRequest::builder().put_request(put).build()
             })
             .collect();
         let mut pending = std::collections::HashMap::from([(table.clone(), writes)]);
         while !pending.is_empty() {
-            let written = db
-                .batch_write_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("batch_write_item: {e:?}"));
+            let written =
+                db.batch_write_item().set_request_items(Some(pending)).send().await.expect("batch_write_item");
             pending = written.unprocessed_items.unwrap_or_default();
             pending.retain(|_, w| !w.is_empty());
         }
@@ -412,7 +401,7 @@ async fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
 /// same state machine, and the segment running the push stops at its next renewal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_while_shadow_push_is_throttled_is_written_on_the_record_and_stops_the_push() {
-    use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
+    use devstack::fault_proxy::{FaultProxy, Faults, Service};
     let stack = Stack::get();
     let prefix = unique("cli-busy");
     let things: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
@@ -458,13 +447,13 @@ async fn an_abort_while_shadow_push_is_throttled_is_written_on_the_record_and_st
 async fn push_table_with(stack: &Stack, records: &[Value]) -> String {
     let table = unique("cli-push");
     let db = stack.dynamodb();
-    tables::ensure_table(&db, &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&db, &table, &tables::PUSH).await.expect("creating the push table");
     for record in records {
         let mut item: std::collections::HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(record).unwrap_or_else(|e| panic!("{e}"));
+            serde_dynamo::to_item(record).expect("the push record as a DynamoDB item");
         item.insert("pk".into(), AttributeValue::S(record["pushId"].as_str().unwrap_or_default().to_owned()));
         item.insert("sk".into(), AttributeValue::S("push".into()));
-        db.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+        db.put_item().table_name(&table).set_item(Some(item)).send().await.expect("put_item");
     }
     table
 }
@@ -538,7 +527,7 @@ async fn a_push_paused_while_start_waits_ends_the_wait_as_paused() {
     let paused = run(&stack, &["push", "pause", &push_id]);
     assert_eq!(paused.code, 0, "{}", paused.stderr);
 
-    let waited = waiting.join().unwrap_or_else(|_| panic!("the waiting CLI's thread"));
+    let waited = waiting.join().expect("the waiting CLI's thread");
     assert_eq!(waited.code, 0, "stdout: {}\nstderr: {}", waited.stdout, waited.stderr);
     assert!(waited.stderr.contains("is paused") && !waited.stderr.contains("stalled"), "{}", waited.stderr);
     let summary = waited.lines().pop().unwrap_or_default();
@@ -639,9 +628,9 @@ async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
             message: conflict_message(&[format!("settings.mode{i}"), format!("notes.{long}")]),
         })
         .collect();
-    store.add_conflicts(&push_id, now_ms(), &conflicts).await.unwrap_or_else(|e| panic!("{e}"));
+    store.add_conflicts(&push_id, now_ms(), &conflicts).await.expect("storing the rollback conflicts");
     let failure = Failure { thing_name: "broken".into(), code: "ThrottlingException".into(), message: "slow".into() };
-    store.add_failures(&push_id, now_ms(), &[failure]).await.unwrap_or_else(|e| panic!("{e}"));
+    store.add_failures(&push_id, now_ms(), &[failure]).await.expect("storing the failure");
     let mut env = stack_env(&stack);
     env.insert("PUSH_TABLE".into(), table);
 
@@ -675,7 +664,7 @@ async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
 #[tokio::test]
 async fn history_of_one_push_reads_only_its_window() {
     let stack = Stack::get();
-    let update = fleet_tests::history::update;
+    let update = devstack::history::update;
     let t0 = 1_795_737_600; // 2026-11-27T00:00:00Z
     let (push, other) = (unique("cli-mine"), unique("cli-other"));
     let by = |mut event: Value, token: &str| {
@@ -763,9 +752,9 @@ async fn region_and_profile_options_override_the_environment() {
 
     // --profile: that profile's credentials, not the environment's.
     let home = std::env::temp_dir().join(unique("cli-profiles"));
-    std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&home).expect("creating the profiles' home");
     let (config, credentials) = (home.join("config"), home.join("credentials"));
-    std::fs::write(&config, format!("[profile local]\nregion = {region}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config, format!("[profile local]\nregion = {region}\n")).expect("writing the profile's config");
     std::fs::write(
         &credentials,
         format!(
@@ -774,7 +763,7 @@ async fn region_and_profile_options_override_the_environment() {
             stack.var("AWS_SECRET_ACCESS_KEY")
         ),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("writing the profile's credentials");
     let mut env = stack_env(&stack);
     env.insert("AWS_CONFIG_FILE".into(), config.to_string_lossy().into_owned());
     env.insert("AWS_SHARED_CREDENTIALS_FILE".into(), credentials.to_string_lossy().into_owned());
@@ -801,8 +790,8 @@ async fn a_reader_that_closes_the_pipe_ends_the_cli_quietly() {
     create_things(&stack, std::slice::from_ref(&thing)).await;
     report(&stack, &thing, "cfg", json!({"mode": 1, "note": "x".repeat(4000)})).await;
     let args = ["shadow", "get", thing.as_str(), "--shadow", "cfg"];
-    let (env, _recording) = fleet_tests::iam::recorded_cli_env(&args, &stack_env(&stack));
-    let mut child = std::process::Command::new(fleet_tests::cli::binary())
+    let (env, _recording) = devstack::iam::recorded_cli_env(&args, &stack_env(&stack));
+    let mut child = std::process::Command::new(devstack::cli::binary())
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

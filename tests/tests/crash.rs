@@ -6,26 +6,15 @@
 
 use std::time::Duration;
 
-use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
-use fleet_tests::push::{PushFixture, push};
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::unique;
+use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::push::{PushFixture, push};
+use devstack::service::{LambdaService, Timing};
+use devstack::unique;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 const THINGS: usize = 8;
 const CONCURRENCY: usize = 2;
-
-/// Lambda's timings, scaled down about 30 times: 3-second invocations, async retries after 2 and 4 s (Lambda:
-/// about 1 and 2 minutes), a visibility timeout of 3 x the function's timeout, the sweeper every second (the
-/// template: every minute), leases of 2 s (the default: 30 s).
-const TIMING: Timing = Timing {
-    timeout: Duration::from_secs(3),
-    retries: [Duration::from_secs(2), Duration::from_secs(4)],
-    visibility: Duration::from_secs(9),
-    schedule_every: Duration::from_secs(1),
-    poll_every: Duration::from_millis(100),
-};
 
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
@@ -45,13 +34,14 @@ async fn crash_and_recover(scenario: Scenario) -> Result<(), String> {
     let function = fx
         .function(&[
             (variable, proxy.url.as_str()),
+            // Leases of 2 s (the default: 30 s), on the tests' clock (Timing::SCALED).
             ("PUSH_LEASE_MS", "2000"),
             ("PUSH_HANDOFF_GRACE_MS", "1500"),
             ("PUSH_CONCURRENCY", concurrency.as_str()),
         ])
         .await;
     proxy.watch(function.pid_handle());
-    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, Timing::SCALED);
     let push_id = unique("crash");
     // 4 requests/s: 8 things take 2 to 4 s of requests, so the push needs several 3-second segments.
     let request = json!({"pushId": push_id, "desired": {"settings": {"mode": 7}}, "targets": {"thingGroup": fx.group("prod")},
@@ -170,7 +160,7 @@ async fn a_push_that_keeps_dying_is_marked_stalled_and_can_be_resumed() {
         ])
         .await;
     proxy.watch(function.pid_handle());
-    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, Timing::SCALED);
     let push_id = unique("doomed");
     let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": [fx.thing(0), fx.thing(1)]}});
     let stalled = || async { fx.record(&push_id).await.is_some_and(|r| r["stalled"].is_string()) };
@@ -184,8 +174,8 @@ async fn a_push_that_keeps_dying_is_marked_stalled_and_can_be_resumed() {
 
     // Once whatever killed it is fixed, the operator resumes it: its takeovers start afresh, and it completes.
     let healthy = fx.function(&[("PUSH_LEASE_MS", "1000"), ("PUSH_HANDOFF_GRACE_MS", "1500")]).await;
-    let resumed = push(&healthy, &json!({"resumePush": push_id})).await.unwrap_or_else(|e| panic!("resume: {e}"));
-    let service = LambdaService::new(&healthy, fx.stack.sqs(), &fx.queue_url, TIMING);
+    let resumed = push(&healthy, &json!({"resumePush": push_id})).await.expect("invoking shadow-push with resumePush");
+    let service = LambdaService::new(&healthy, fx.stack.sqs(), &fx.queue_url, Timing::SCALED);
     let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == true) };
     let wake = json!({"continuePush": push_id});
     let done = service.run_until(&wake, &json!({"sweepPushes": true}), Duration::from_secs(60), complete).await;

@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
-use fleet_tests::history::{HistoryFixture, update};
-use fleet_tests::lambda::LocalLambda;
-use fleet_tests::push::PushFixture;
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::stack::repo_root;
-use fleet_tests::unique;
+use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::history::{HistoryFixture, update};
+use devstack::lambda::LocalLambda;
+use devstack::push::PushFixture;
+use devstack::service::{LambdaService, Timing};
+use devstack::stack::repo_root;
+use devstack::unique;
 use serde_json::{Value as Json, json};
 use serde_yaml::Value;
 use shadow_runtime::metrics::{self, Emitter, Metric, Unit};
@@ -22,7 +22,7 @@ use shadow_runtime::metrics::{self, Emitter, Metric, Unit};
 fn template() -> Value {
     let path = repo_root().join("template.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("template.yaml: {e}"))
+    serde_yaml::from_str(&text).expect("parsing template.yaml")
 }
 
 fn tagged<'a>(value: &'a Value, tag: &str) -> Option<&'a Value> {
@@ -525,7 +525,7 @@ async fn push_function(fx: &PushFixture, extra: &[(&str, &str)]) -> LocalLambda 
 /// Invokes `function` with a request id of its own and returns the id and every line it printed meanwhile, after
 /// checking each carries that request id.
 async fn invoke_logged(function: &LocalLambda, payload: &Json) -> (String, Vec<Json>, Result<Json, String>) {
-    let logs = function.logs().unwrap_or_else(|| panic!("started without capturing"));
+    let logs = function.logs().expect("started without capturing");
     let mark = logs.len();
     let id = unique("req");
     let answer = function.invoke_as(&id, payload, INVOKE).await.map_err(|e| e.to_string());
@@ -545,7 +545,7 @@ async fn every_log_line_carries_its_request_id() {
     let thing = unique("logged");
     for level in ["info", "warn"] {
         let function = history_function(&fx, &[("RUST_LOG", level), ("AWS_LAMBDA_LOG_LEVEL", level)]).await;
-        let event = update(&thing, Some("config"), 1, fleet_tests::history::now_secs(), json!({"reported": {"a": 1}}));
+        let event = update(&thing, Some("config"), 1, devstack::history::now_secs(), json!({"reported": {"a": 1}}));
         let (_, lines, answer) = invoke_logged(&function, &event).await;
         assert!(answer.is_ok(), "{answer:?}");
         if level == "info" {
@@ -631,7 +631,7 @@ async fn the_functions_emit_exactly_the_catalog() {
     let history = HistoryFixture::new().await;
     let function = history_function(&history, &[]).await;
     let thing = unique("emf");
-    let event = update(&thing, None, 1, fleet_tests::history::now_secs(), json!({"reported": {"a": 1}}));
+    let event = update(&thing, None, 1, devstack::history::now_secs(), json!({"reported": {"a": 1}}));
     let (_, lines, answer) = invoke_logged(&function, &event).await;
     assert!(answer.is_ok(), "{answer:?}");
     let emf = lines.iter().find(|l| l.get("_aws").is_some()).unwrap_or_else(|| panic!("no EMF line: {lines:?}"));
@@ -676,7 +676,7 @@ async fn the_functions_emit_exactly_the_catalog() {
     let stalled = || async { fx.record(&push_id).await.is_some_and(|r| r["stalled"].is_string()) };
     let done = service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(60), stalled).await;
     assert!(done, "not marked stalled: {:?}", fx.record(&push_id).await);
-    let logs = doomed.logs().unwrap_or_else(|| panic!("started without capturing"));
+    let logs = doomed.logs().expect("started without capturing");
     let lines = parse_lines(&logs.since(0, QUIET).await);
     for line in &lines {
         assert!(line["requestId"].is_string(), "a line without a request id: {line}");

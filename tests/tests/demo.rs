@@ -2,13 +2,13 @@
 //! reports, every accepted update is recorded, the CLI's history of a device shows the push's desired state and then
 //! the device's report, and its shadow document holds both.
 
-use fleet_tests::Stack;
+use devstack::Stack;
 use serde_json::json;
 
 #[tokio::test]
 async fn the_demo_tells_the_whole_story() {
     let stack = Stack::get();
-    let report = fleet_tests::demo::run(&stack).await.unwrap_or_else(|e| panic!("{e}"));
+    let report = devstack::demo::run(&stack).await.expect("running the demo on the local stack");
     assert_eq!(report.summary["targets"], 30, "{}", report.summary);
     assert_eq!(report.summary["updated"], 30, "{}", report.summary);
     assert_eq!(report.delivered, 60, "30 push updates and 30 device reports");

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_iot::types::{IndexingFilter, NamedShadowIndexingMode, ThingIndexingConfiguration, ThingIndexingMode};
 use aws_smithy_types::Blob;
-use fleet_tests::cli::{run_with, stack_env};
-use fleet_tests::history::{now_secs, update};
-use fleet_tests::{Stack, unique};
+use devstack::cli::{run_with, stack_env};
+use devstack::history::{now_secs, update};
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 use shadow_core::history::{RecordOptions, record_from_event};
@@ -18,20 +18,20 @@ use shadow_core::history::{RecordOptions, record_from_event};
 async fn create_things(stack: &Stack, names: &[String]) {
     let iot = stack.iot();
     for name in names {
-        iot.create_thing().thing_name(name).send().await.unwrap_or_else(|e| panic!("create_thing: {e:?}"));
+        iot.create_thing().thing_name(name).send().await.expect("create_thing");
     }
 }
 
 async fn create_group(stack: &Stack, group: &str, members: &[String]) {
     let iot = stack.iot();
-    iot.create_thing_group().thing_group_name(group).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    iot.create_thing_group().thing_group_name(group).send().await.expect("create_thing_group");
     for thing in members {
         iot.add_thing_to_thing_group()
             .thing_group_name(group)
             .thing_name(thing)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("add_thing_to_thing_group: {e:?}"));
+            .expect("add_thing_to_thing_group");
     }
 }
 
@@ -45,24 +45,17 @@ async fn write(stack: &Stack, thing: &str, shadow: Option<&str>, state: Value) {
         .payload(Blob::new(json!({"state": state}).to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("update_thing_shadow: {e:?}"));
+        .expect("update_thing_shadow");
 }
 
 /// A history table of the test's own, with events written straight into it at chosen times.
 async fn history_table(stack: &Stack, events: &[Value]) -> String {
     let table = unique("drift-history");
-    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.expect("creating the history table");
     for event in events {
-        let record = record_from_event(event, &RecordOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        let item = shadow_aws::history::item(&record).unwrap_or_else(|e| panic!("{e}"));
-        stack
-            .dynamodb()
-            .put_item()
-            .table_name(&table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put_item: {e:?}"));
+        let record = record_from_event(event, &RecordOptions::default()).expect("the shadow event as a history record");
+        let item = shadow_aws::history::item(&record).expect("the history record as a DynamoDB item");
+        stack.dynamodb().put_item().table_name(&table).set_item(Some(item)).send().await.expect("put_item");
     }
     table
 }
@@ -242,7 +235,7 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
         .parent_group_name(&f.group)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+        .expect("create_thing_group (the child group)");
     for thing in [&child, &f.one] {
         stack
             .iot()
@@ -251,7 +244,7 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
             .thing_name(thing)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
+            .expect("add_thing_to_thing_group (the child group)");
     }
     write(&stack, &child, Some("cfg"), json!({"desired": {"url": "c"}})).await;
     let args = ["drift", "--group", &f.group, "--shadow", "cfg", "--walk", "--output", "json"];
@@ -348,14 +341,14 @@ async fn set_indexing(stack: &Stack, mode: ThingIndexingMode, named: &[&str]) {
     } else {
         config = config.named_shadow_indexing_mode(NamedShadowIndexingMode::Off);
     }
-    let config = config.build().unwrap_or_else(|e| panic!("{e}"));
+    let config = config.build().expect("building the indexing configuration");
     stack
         .iot()
         .update_indexing_configuration()
         .thing_indexing_configuration(config)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("update_indexing_configuration: {e:?}"));
+        .expect("update_indexing_configuration");
 }
 
 /// The only test here that changes the account's (moto's) indexing configuration; the others pass `--walk` or list

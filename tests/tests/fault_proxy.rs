@@ -2,8 +2,8 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
-use fleet_tests::{Stack, unique};
+use devstack::fault_proxy::{FaultProxy, Faults, Service};
+use devstack::{Stack, unique};
 use shadow_aws::{sdk::service_error, tables};
 use shadow_core::store::FaultKind;
 
@@ -11,7 +11,7 @@ use shadow_core::store::FaultKind;
 async fn dynamodb_throttling_is_seen_as_throttling() {
     let stack = Stack::get();
     let table = unique("proxied");
-    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.expect("creating the history table");
     let proxy =
         FaultProxy::start(&stack.var("AWS_ENDPOINT_URL_DYNAMODB"), Service::DynamoDb, Faults::throttling(0.3)).await;
     let db = stack.dynamodb_at(&proxy.url);
@@ -62,7 +62,7 @@ async fn the_sdk_retries_what_the_proxy_throttles() {
 async fn data_plane_faults_have_the_data_plane_shape() {
     let stack = Stack::get();
     let thing = unique("proxied");
-    stack.iot().create_thing().thing_name(&thing).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    stack.iot().create_thing().thing_name(&thing).send().await.expect("create_thing");
     for (faults, code, kind) in [
         (Faults::throttling(1.0), "ThrottlingException", FaultKind::Throttled),
         (Faults { unavailable: 1.0, ..Faults::none() }, "ServiceUnavailableException", FaultKind::Transient),

@@ -3,11 +3,9 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
-use fleet_tests::history::{
-    HistoryFixture, INVOKE_TIMEOUT, batch_failures, delete, now_secs, sample, sqs_batch, update,
-};
-use fleet_tests::unique;
+use devstack::fault_proxy::{FaultProxy, Faults, Service};
+use devstack::history::{HistoryFixture, INVOKE_TIMEOUT, batch_failures, delete, now_secs, sample, sqs_batch, update};
+use devstack::unique;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 
@@ -79,7 +77,7 @@ async fn a_version_reset_after_deletion_is_a_new_event() {
     ];
     // Delivered newest first, then again in order: the table must not depend on the order.
     for event in events.iter().rev().chain(events.iter()) {
-        history.invoke(event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+        history.invoke(event, INVOKE_TIMEOUT).await.expect("invoking shadow-history");
     }
     let recorded = fixture.events(&thing, Some("cfg")).await;
     let got: Vec<(u64, u64, Value)> = recorded
@@ -131,7 +129,7 @@ async fn nulls_floats_big_integers_and_unicode_round_trip() {
     let mut event = update(&thing, Some("cfg"), 7, now, state.clone());
     event["metadata"] = json!({"desired": {"ratio": {"timestamp": now}}});
     event["clientToken"] = json!("ü-token");
-    history.invoke(&event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    history.invoke(&event, INVOKE_TIMEOUT).await.expect("invoking shadow-history");
 
     let recorded = fixture.events(&thing, Some("cfg")).await;
     assert_eq!(recorded.len(), 1);
@@ -142,7 +140,7 @@ async fn nulls_floats_big_integers_and_unicode_round_trip() {
     // DynamoDB keeps a number's value, not its spelling: 3.0 comes back as 3 (see README, "History items").
     let mut trailing_zero = update(&thing, Some("zeros"), 1, now, json!({"desired": {"n": 3.0}}));
     trailing_zero["clientToken"] = json!("z");
-    history.invoke(&trailing_zero, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    history.invoke(&trailing_zero, INVOKE_TIMEOUT).await.expect("invoking shadow-history with the trailing-zero event");
     let zeros = fixture.events(&thing, Some("zeros")).await;
     assert_eq!(zeros[0]["state"]["desired"]["n"].as_f64(), Some(3.0));
     assert_eq!(item["metadata"], event["metadata"]);
@@ -165,7 +163,8 @@ async fn an_sqs_batch_with_two_malformed_records_writes_the_other_eight() {
         .collect();
     bodies.insert(3, "{not json".to_owned());
     bodies.insert(7, json!({"state": {}, "version": 1, "timestamp": 1, "topic": "sensors/x"}).to_string());
-    let answer = history.invoke(&sqs_batch(&bodies), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer =
+        history.invoke(&sqs_batch(&bodies), INVOKE_TIMEOUT).await.expect("invoking shadow-history with an SQS batch");
     let mut failures = batch_failures(&answer);
     failures.sort();
     assert_eq!(failures, ["m3", "m7"]);
@@ -173,7 +172,10 @@ async fn an_sqs_batch_with_two_malformed_records_writes_the_other_eight() {
     assert_eq!(fixture.count().await, 8);
 
     // The sample batch from events/ is accepted whole.
-    let answer = history.invoke(&sample("sqs-batch.json"), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = history
+        .invoke(&sample("sqs-batch.json"), INVOKE_TIMEOUT)
+        .await
+        .expect("invoking shadow-history with sqs-batch.json");
     assert!(batch_failures(&answer).is_empty(), "{answer}");
 }
 
@@ -221,7 +223,8 @@ async fn a_thousand_events_through_30_percent_throttling_give_a_thousand_items()
         .collect();
     let mut failed = Vec::new();
     for (n, chunk) in bodies.chunks(10).enumerate() {
-        let answer = history.invoke(&sqs_batch(chunk), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+        let answer =
+            history.invoke(&sqs_batch(chunk), INVOKE_TIMEOUT).await.expect("invoking shadow-history with an SQS batch");
         failed.extend(batch_failures(&answer).into_iter().map(|id| format!("batch {n} {id}")));
     }
     assert!(failed.is_empty(), "records handed back: {failed:?}");
@@ -250,7 +253,7 @@ async fn out_of_time_is_a_retryable_error_and_nothing_is_lost() {
     assert_eq!(err.as_ref().and_then(|e| e.error_type()), Some("Retryable.OutOfTime"), "{err:?}");
 
     let batch = sqs_batch(&[event.to_string(), update(&thing, Some("cfg"), 2, 1_764_210_001, json!({})).to_string()]);
-    let answer = throttled.invoke(&batch, Duration::from_secs(4)).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = throttled.invoke(&batch, Duration::from_secs(4)).await.expect("invoking the throttled shadow-history");
     let mut failures = batch_failures(&answer);
     failures.sort();
     assert_eq!(failures, ["m0", "m1"], "unwritten records go back to the queue");
@@ -258,8 +261,9 @@ async fn out_of_time_is_a_retryable_error_and_nothing_is_lost() {
 
     // Lambda's retry (or SQS's redelivery) on a healthy table records them.
     let healthy = fixture.function(&[]).await;
-    healthy.invoke(&event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
-    let answer = healthy.invoke(&batch, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    healthy.invoke(&event, INVOKE_TIMEOUT).await.expect("invoking the healthy shadow-history");
+    let answer =
+        healthy.invoke(&batch, INVOKE_TIMEOUT).await.expect("invoking the healthy shadow-history with the batch");
     assert!(batch_failures(&answer).is_empty());
     assert_eq!(fixture.count().await, 2);
 }
@@ -296,7 +300,8 @@ async fn events_without_a_topic_are_refused_rather_than_misrecorded() {
         sample("delete-accepted-thing-name.json"),
     ]
     .map(|event| event.to_string());
-    let answer = history.invoke(&sqs_batch(&bodies), INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer =
+        history.invoke(&sqs_batch(&bodies), INVOKE_TIMEOUT).await.expect("invoking shadow-history with an SQS batch");
     let mut failures = batch_failures(&answer);
     failures.sort();
     assert_eq!(failures, ["m1", "m2", "m3"], "{answer}");
@@ -326,7 +331,7 @@ async fn numbers_dynamodb_cannot_hold_are_stored_as_their_text_and_read_back() {
     let mut event =
         update(&thing, Some("cfg"), 1, 1_764_210_000, json!({"desired": desired, "reported": {"t": 1e300}}));
     event["metadata"] = json!({"desired": {"huge": {"timestamp": 1_764_210_000}}});
-    let answer = history.invoke(&event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = history.invoke(&event, INVOKE_TIMEOUT).await.expect("invoking shadow-history");
     assert_eq!(answer["outcome"], "written", "{answer}");
 
     // The table holds each such number as a one-key map with its JSON text; numbers in range stay numbers.
@@ -339,7 +344,7 @@ async fn numbers_dynamodb_cannot_hold_are_stored_as_their_text_and_read_back() {
         .expression_attribute_values(":pk", AttributeValue::S(format!("{thing}#cfg")))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("query: {e:?}"));
+        .expect("query");
     let items = raw.items();
     assert_eq!(items.len(), 1);
     let Some(AttributeValue::M(state)) = items[0].get("state") else { panic!("no state map: {items:?}") };
@@ -351,7 +356,7 @@ async fn numbers_dynamodb_cannot_hold_are_stored_as_their_text_and_read_back() {
     assert_eq!(stored.get("tooLarge"), Some(&marker("1e+126")));
     // The function reads the event with serde_json, whose default parser may miss a double by one ulp at such
     // exponents (-1e-131 reads as -1.0000000000000001e-131): the marker holds the number as the function read it.
-    let as_read: Value = serde_json::from_str(&event.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let as_read: Value = serde_json::from_str(&event.to_string()).expect("reading the event back as JSON");
     let too_small = as_read["state"]["desired"]["tooSmall"].to_string();
     assert_eq!(stored.get("tooSmall"), Some(&marker(&too_small)));
     assert!(matches!(stored.get("largest"), Some(AttributeValue::N(_))), "{stored:?}");

@@ -8,23 +8,14 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use fleet_tests::lambda::binary;
-use fleet_tests::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping, Schedule};
-use fleet_tests::push::PushFixture;
-use fleet_tests::service::Timing;
-use fleet_tests::stack::repo_root;
-use fleet_tests::{Stack, unique};
+use devstack::lambda::binary;
+use devstack::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping, Schedule};
+use devstack::push::PushFixture;
+use devstack::service::Timing;
+use devstack::stack::repo_root;
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
-
-/// Lambda's timings scaled down about 30 times, as in the crash tier.
-const TIMING: Timing = Timing {
-    timeout: Duration::from_secs(3),
-    retries: [Duration::from_secs(2), Duration::from_secs(4)],
-    visibility: Duration::from_secs(9),
-    schedule_every: Duration::from_secs(1),
-    poll_every: Duration::from_millis(100),
-};
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
@@ -47,7 +38,7 @@ async fn local_service(fx: &PushFixture, history_table: &str) -> LocalLambdaServ
         name: name.to_owned(),
         binary: binary(name),
         env: env.clone(),
-        timing: TIMING,
+        timing: Timing::SCALED,
         concurrency: 2,
         on_failure: None,
     };
@@ -58,7 +49,7 @@ async fn local_service(fx: &PushFixture, history_table: &str) -> LocalLambdaServ
         sqs: fx.stack.sqs(),
         region: fx.stack.var("AWS_REGION"),
     };
-    LocalLambdaService::start(ANY_PORT, deployment).await.unwrap_or_else(|e| panic!("local Lambda: {e}"))
+    LocalLambdaService::start(ANY_PORT, deployment).await.expect("starting the local Lambda service")
 }
 
 fn payload_json(payload: Option<&Blob>) -> Value {
@@ -86,7 +77,7 @@ async fn a_push_invoked_with_the_sdk_completes_across_hand_offs() {
         .payload(Blob::new(request.to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("Invoke Event: {e:?}"));
+        .expect("Invoke Event");
     assert_eq!(queued.status_code, 202);
 
     let until = Instant::now() + Duration::from_secs(60);
@@ -122,7 +113,7 @@ async fn a_push_invoked_with_the_sdk_completes_across_hand_offs() {
         .payload(Blob::new(request.to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("Invoke RequestResponse: {e:?}"));
+        .expect("Invoke RequestResponse");
     let summary = payload_json(answer.payload());
     assert_eq!((answer.status_code, answer.function_error.as_deref()), (200, None), "{summary}");
     assert_eq!(
@@ -148,7 +139,7 @@ async fn errors_come_back_as_lambda_gives_them() {
         .payload(Blob::new(json!({"desired": {}, "targets": {}}).to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("Invoke: {e:?}"));
+        .expect("Invoke");
     let error = payload_json(refused.payload());
     assert_eq!((refused.status_code, refused.function_error.as_deref()), (200, Some("Unhandled")), "{error}");
     assert_eq!(error["errorType"], "Final.InvalidRequest", "{error}");
@@ -175,7 +166,7 @@ async fn errors_come_back_as_lambda_gives_them() {
         .invocation_type(InvocationType::DryRun)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("DryRun: {e:?}"));
+        .expect("DryRun");
     assert_eq!(dry.status_code, 204);
     // The sweeper's schedule runs beside; of the callers' invocations only the refused request ran.
     let invocations = service.function("shadow-push").map(|f| f.invocations()).unwrap_or_default();
@@ -191,7 +182,7 @@ async fn a_failed_event_is_retried_twice() {
     let history_table = unique("history");
     tables::ensure_table(&fx.stack.dynamodb(), &history_table, &tables::HISTORY)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("creating the history table");
     let service = local_service(&fx, &history_table).await;
     let lambda = fx.stack.lambda_at(&service.url);
     let event = |name: &str| {
@@ -206,7 +197,7 @@ async fn a_failed_event_is_retried_twice() {
             .payload(Blob::new(event(name)))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("Invoke Event: {e:?}"));
+            .expect("Invoke Event");
         assert_eq!(queued.status_code, 202);
     }
     // Retries 2 and 4 s after each failure; then nothing more (4 s beyond the last is twice the first delay).
@@ -234,7 +225,7 @@ async fn a_failed_event_is_retried_twice() {
 async fn a_shadow_update_reaches_shadow_history_through_the_stack() {
     let stack = Stack::get();
     let thing = unique("rules");
-    stack.iot().create_thing().thing_name(&thing).send().await.unwrap_or_else(|e| panic!("create_thing: {e:?}"));
+    stack.iot().create_thing().thing_name(&thing).send().await.expect("create_thing");
     let token = unique("token");
     let update = json!({"state": {"reported": {"temp": 21}}, "clientToken": token});
     stack
@@ -245,16 +236,16 @@ async fn a_shadow_update_reaches_shadow_history_through_the_stack() {
         .payload(aws_smithy_types::Blob::new(update.to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("update_thing_shadow: {e:?}"));
+        .expect("update_thing_shadow");
 
     let store = shadow_aws::DynamoHistoryStore::new(stack.dynamodb(), stack.var("HISTORY_TABLE"));
     let shadow = shadow_core::ShadowRef {
-        thing: shadow_core::ThingName::parse(thing.as_str()).unwrap_or_else(|e| panic!("{e}")),
-        shadow: Some(shadow_core::ShadowName::parse("test1").unwrap_or_else(|e| panic!("{e}"))),
+        thing: shadow_core::ThingName::parse(thing.as_str()).expect("the thing's name"),
+        shadow: Some(shadow_core::ShadowName::parse("test1").expect("the shadow's name")),
     };
     let until = Instant::now() + Duration::from_secs(20);
     let events = loop {
-        let events = store.events(&shadow).await.unwrap_or_else(|e| panic!("history: {e}"));
+        let events = store.events(&shadow).await.expect("history");
         if !events.is_empty() || Instant::now() > until {
             break events;
         }
@@ -276,7 +267,7 @@ async fn a_shadow_update_reaches_shadow_history_through_the_stack() {
         .payload(Blob::new(direct.to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("Invoke: {e:?}"));
+        .expect("Invoke");
     let outcome = payload_json(answer.payload());
     assert_eq!((answer.function_error.as_deref(), outcome["outcome"].as_str()), (None, Some("written")), "{outcome}");
     let _ = stack.iot().delete_thing().thing_name(&thing).send().await;

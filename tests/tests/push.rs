@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
-use fleet_tests::push::{PushFixture, push, request};
-use fleet_tests::unique;
+use devstack::fault_proxy::{FaultProxy, Faults, Service};
+use devstack::push::{PushFixture, push, request};
+use devstack::unique;
 use serde_json::{Value, json};
 
 fn version(doc: &Option<Value>) -> Option<u64> {
@@ -29,7 +29,7 @@ async fn list_group_recursive_and_query_are_united_without_duplicates() {
         "thingGroup": fx.group("prod"), "recursive": true,
         "query": format!("attributes.site:{site}"),
     });
-    let summary = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    let summary = push(&function, &req).await.expect("invoking shadow-push");
     // list 0, 11 | prod 0..3 | line-a 2..6 | line-a1 7 | query 5..11  => 0..=11
     assert_eq!(summary["targets"], 12, "{summary}");
     assert_eq!(summary["updated"], 12, "{summary}");
@@ -65,7 +65,7 @@ async fn a_second_identical_push_updates_nothing() {
     req["pushId"] = json!(unique("seed"));
     req["targets"]["thingGroup"] = json!(fx.group("prod"));
 
-    let first = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    let first = push(&function, &req).await.expect("invoking shadow-push");
     assert_eq!((first["updated"].clone(), first["unchanged"].clone()), (json!(5), json!(1)), "{first}");
     let versions: Vec<Option<u64>> = futures::future::join_all((0..6).map(|i| {
         let fx = &fx;
@@ -75,7 +75,7 @@ async fn a_second_identical_push_updates_nothing() {
     assert_eq!(versions, [Some(1), Some(1), Some(1), Some(1), Some(1), Some(1)]);
 
     req["pushId"] = json!(unique("seed-again"));
-    let second = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    let second = push(&function, &req).await.expect("invoking shadow-push a second time");
     assert_eq!((second["updated"].clone(), second["unchanged"].clone()), (json!(0), json!(6)), "{second}");
     let after: Vec<Option<u64>> = futures::future::join_all((0..6).map(|i| {
         let fx = &fx;
@@ -85,7 +85,7 @@ async fn a_second_identical_push_updates_nothing() {
     assert_eq!(after, versions, "no version was bumped");
 
     // The same push id again is a retry of that push: it reports and pushes nothing.
-    let retried = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    let retried = push(&function, &req).await.expect("invoking shadow-push again (the retry)");
     assert_eq!(retried["pushId"], req["pushId"]);
     assert_eq!(retried["unchanged"], 6);
 }
@@ -99,7 +99,7 @@ async fn dry_run_writes_nothing_and_reports_what_would_change() {
     let function = fx.function(&[]).await;
     let mut req = request("dry-run.json");
     req["targets"]["query"] = json!(format!("attributes.site:{site}"));
-    let summary = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    let summary = push(&function, &req).await.expect("invoking shadow-push");
     assert_eq!(summary["dryRun"], true);
     assert_eq!((summary["updated"].clone(), summary["unchanged"].clone()), (json!(3), json!(1)), "{summary}");
     assert_eq!(version(&fx.shadow(&fx.thing(0), None).await), Some(1));
@@ -116,7 +116,7 @@ async fn an_unknown_thing_fails_alone() {
     let ghost = fx.thing(99);
     let req = json!({"pushId": unique("ghost"), "desired": {"mode": 1},
                      "targets": {"things": [fx.thing(0), ghost, fx.thing(1), fx.thing(2)]}});
-    let summary = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    let summary = push(&function, &req).await.expect("invoking shadow-push");
     assert_eq!((summary["updated"].clone(), summary["failed"].clone()), (json!(3), json!(1)), "{summary}");
     assert_eq!(summary["failures"][0]["thingName"], ghost.as_str());
     assert_eq!(summary["failures"][0]["code"], "ResourceNotFoundException");
@@ -137,7 +137,7 @@ async fn five_hundred_things_through_throttling_and_unavailability() {
     let things: Vec<String> = (0..500).map(|i| fx.thing(i)).collect();
     let req = json!({"pushId": unique("throttled"), "desired": {"settings": {"mode": 3}}, "targets": {"things": things},
                      "skipUnchanged": false});
-    let summary = function.invoke(&req, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}"));
+    let summary = function.invoke(&req, Duration::from_secs(120)).await.expect("invoking shadow-push");
     assert_eq!((summary["updated"].clone(), summary["failed"].clone()), (json!(500), json!(0)), "{summary}");
     assert!(summary["throttled"].as_u64().unwrap_or(0) > 50, "{summary}");
     assert!(proxy.counts.throttled() > 50 && proxy.counts.server_errors() > 5);
@@ -156,7 +156,7 @@ async fn a_push_longer_than_its_invocation_is_handed_off_and_updates_each_thing_
     let push_id = unique("long");
     let req = json!({"pushId": push_id, "desired": {"settings": {"mode": 4}}, "targets": {"thingGroup": fx.group("prod")},
                      "skipUnchanged": false, "maxRequestsPerSecond": 40});
-    let first = function.invoke(&req, Duration::from_millis(2500)).await.unwrap_or_else(|e| panic!("{e}"));
+    let first = function.invoke(&req, Duration::from_millis(2500)).await.expect("invoking shadow-push");
     assert_eq!(first["complete"], false, "{first}");
     let mut invocations = 1;
     let mut duplicates_sent = false;
@@ -174,14 +174,14 @@ async fn a_push_longer_than_its_invocation_is_handed_off_and_updates_each_thing_
             let answer = function
                 .invoke(&json!({"Records": [record]}), Duration::from_millis(2500))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .expect("invoking shadow-push with one SQS record");
             assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
             invocations += 1;
         }
         assert!(invocations < 40, "the push does not finish");
     }
     assert!(invocations >= 3, "{invocations} invocations");
-    let record = fx.record(&push_id).await.unwrap_or_else(|| panic!("no record"));
+    let record = fx.record(&push_id).await.expect("no record");
     assert_eq!(record["complete"], true, "{record}");
     assert_eq!(
         (record["targets"].clone(), record["updated"].clone(), record["failed"].clone()),

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use fleet_tests::lambda::InvokeError;
-use fleet_tests::push::{PushFixture, push};
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::unique;
+use devstack::lambda::InvokeError;
+use devstack::push::{PushFixture, push};
+use devstack::service::{LambdaService, Timing};
+use devstack::unique;
 use serde_json::{Value, json};
 
 fn version(doc: &Option<Value>) -> Option<u64> {
@@ -28,7 +28,7 @@ async fn a_request_without_a_push_id_is_refused_and_changes_nothing() {
     let things: Vec<String> = (0..2).map(|i| fx.thing(i)).collect();
     let request = json!({"desired": {"mode": 1}, "targets": {"things": things}});
     for _ in 0..2 {
-        let err = push(&function, &request).await.err().unwrap_or_else(|| panic!("a request without pushId ran"));
+        let err = push(&function, &request).await.expect_err("a request without pushId ran");
         assert_eq!(err.error_type(), Some("Final.InvalidRequest"), "{err}");
         assert!(err.to_string().contains("`pushId` is required"), "{err} should name pushId");
     }
@@ -45,16 +45,16 @@ async fn a_push_id_reused_with_another_request_is_refused() {
     let push_id = unique("reused");
     let things: Vec<String> = (0..3).map(|i| fx.thing(i)).collect();
     let first = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": things}});
-    let answer = push(&function, &first).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = push(&function, &first).await.expect("invoking shadow-push");
     assert_eq!((answer["updated"].clone(), answer["complete"].clone()), (json!(3), json!(true)), "{answer}");
 
     let mut other = first.clone();
     other["desired"] = json!({"mode": 2});
-    let err = push(&function, &other).await.err().unwrap_or_else(|| panic!("the other request was accepted"));
+    let err = push(&function, &other).await.expect_err("the other request was accepted");
     assert_eq!(err.error_type(), Some("Final.InvalidRequest"), "{err}");
     assert!(err.to_string().contains("`pushId`"), "{err} should name pushId");
     // The same request again reports the push as it stands.
-    let again = push(&function, &first).await.unwrap_or_else(|e| panic!("{e}"));
+    let again = push(&function, &first).await.expect("invoking shadow-push again with the same request");
     assert_eq!(again["updated"], 3, "{again}");
     for i in 0..3 {
         let doc = fx.shadow(&fx.thing(i), None).await;
@@ -71,12 +71,15 @@ async fn every_retry_of_a_scheduled_run_is_the_same_push() {
     let things: Vec<String> = (0..3).map(|i| fx.thing(i)).collect();
     // As EventBridge Scheduler sends it (template: the schedule's Input), with the run's scheduled time.
     let run = |time: &str| json!({"scheduledRun": time, "request": {"desired": {"mode": 5}, "targets": {"things": things}, "skipUnchanged": false}});
-    let first = push(&function, &run("2026-11-27T03:00:00Z")).await.unwrap_or_else(|e| panic!("{e}"));
-    let retried = push(&function, &run("2026-11-27T03:00:00Z")).await.unwrap_or_else(|e| panic!("{e}"));
+    let first =
+        push(&function, &run("2026-11-27T03:00:00Z")).await.expect("invoking shadow-push with the scheduled run");
+    let retried =
+        push(&function, &run("2026-11-27T03:00:00Z")).await.expect("invoking shadow-push with the scheduled run again");
     assert_eq!(first["pushId"], json!("scheduled-2026-11-27T03:00:00Z"), "{first}");
     assert_eq!(retried["pushId"], first["pushId"]);
     assert_eq!(versions(&fx, 0..3).await, [Some(1), Some(1), Some(1)], "a retried run pushed again");
-    let next = push(&function, &run("2026-11-28T03:00:00Z")).await.unwrap_or_else(|e| panic!("{e}"));
+    let next =
+        push(&function, &run("2026-11-28T03:00:00Z")).await.expect("invoking shadow-push with the next scheduled run");
     assert_eq!(next["pushId"], json!("scheduled-2026-11-28T03:00:00Z"));
     assert_eq!(versions(&fx, 0..3).await, [Some(2), Some(2), Some(2)], "the next run is a push of its own");
 }
@@ -88,9 +91,9 @@ async fn failure_items_expire_with_their_push() {
     let function = fx.function(&[("PUSH_RETENTION_DAYS", "7")]).await;
     let req = json!({"pushId": unique("expiring"), "desired": {"mode": 1},
                      "targets": {"things": [fx.thing(0), fx.thing(98), fx.thing(99)]}});
-    let answer = push(&function, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = push(&function, &req).await.expect("invoking shadow-push");
     assert_eq!(answer["failed"], 2, "{answer}");
-    let items = fx.stack.dynamodb().scan().table_name(&fx.table).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    let items = fx.stack.dynamodb().scan().table_name(&fx.table).send().await.expect("scan");
     let items: Vec<Value> = items
         .items
         .unwrap_or_default()
@@ -172,8 +175,8 @@ async fn the_data_endpoint_is_looked_up_when_not_configured() {
     env.push(("PUSH_TABLE".into(), fx.table.clone()));
     env.push(("PUSH_QUEUE_URL".into(), fx.queue_url.clone()));
     env.push(("IOT_DATA_ENDPOINT".into(), String::new()));
-    let function = fleet_tests::lambda::LocalLambda::start("shadow-push", &env).await;
-    function.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("no cold start: {e}"));
+    let function = devstack::lambda::LocalLambda::start("shadow-push", &env).await;
+    function.wait_ready(Duration::from_secs(30)).await.expect("no cold start");
     // A bad request is refused before any shadow request: the process started, so the lookup succeeded.
     let err = push(&function, &json!({"desired": {}, "targets": {}})).await.err();
     assert_eq!(err.as_ref().and_then(|e| e.error_type()), Some("Final.InvalidRequest"), "{err:?}");

@@ -13,21 +13,22 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use fleet_tests::cli::{Run, create_stack, run_with, write_request};
-use fleet_tests::lambda::binary;
-use fleet_tests::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping};
-use fleet_tests::push::{PushFixture, push};
-use fleet_tests::service::Timing;
-use fleet_tests::unique;
+use devstack::cli::{Run, create_stack, run_with, write_request};
+use devstack::lambda::binary;
+use devstack::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping};
+use devstack::push::{PushFixture, push};
+use devstack::service::Timing;
+use devstack::unique;
 use serde_json::{Value, json};
 
-/// Lambda's timings scaled down (the async retries after 1 s and 2 s).
+/// The tests' clock ([`Timing::SCALED`]) with 10-second invocations (PUSH_HANDOFF_GRACE_MS is 3 s), a visibility
+/// timeout of 3 x that, and the async retries after 1 s and 2 s. No schedule runs here.
 const TIMING: Timing = Timing {
     timeout: Duration::from_secs(10),
     retries: [Duration::from_secs(1), Duration::from_secs(2)],
     visibility: Duration::from_secs(30),
     schedule_every: Duration::from_secs(3600),
-    poll_every: Duration::from_millis(100),
+    ..Timing::SCALED
 };
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
@@ -58,7 +59,7 @@ impl Setup {
             .queue_name(unique("push-dlq"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+            .expect("create_queue")
             .queue_url
             .unwrap_or_default();
         let mut env: Vec<(String, String)> = fx.stack.env.clone().into_iter().collect();
@@ -87,7 +88,7 @@ impl Setup {
             sqs: fx.stack.sqs(),
             region: fx.stack.var("AWS_REGION"),
         };
-        let service = LocalLambdaService::start(ANY_PORT, deployment).await.unwrap_or_else(|e| panic!("{e}"));
+        let service = LocalLambdaService::start(ANY_PORT, deployment).await.expect("starting the local Lambda service");
         let mut env = fx.stack.env.clone();
         env.remove("RUST_LOG");
         env.remove("PUSH_MAX_TPS");
@@ -135,7 +136,7 @@ impl Setup {
             .visibility_timeout(0)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("receive_message: {e:?}"));
+            .expect("receive_message");
         received
             .messages
             .unwrap_or_default()
@@ -183,7 +184,7 @@ async fn an_unknown_thing_group_is_refused_at_once_with_the_reason_and_not_retri
         .payload(Blob::new(other.to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("Invoke Event: {e:?}"));
+        .expect("Invoke Event");
     tokio::time::sleep(Setup::retries_over()).await;
     assert_eq!((setup.count("sync"), setup.count("async"), setup.count("async retry")), (1, 1, 2));
     let letters = setup.dead_letters().await;
@@ -323,7 +324,8 @@ async fn two_deliveries_of_one_scheduled_run_at_once_are_one_push() {
     let run = json!({"scheduledRun": "2026-12-01T03:00:00Z", "request": {"pushId": fx.group("nightly"),
                      "desired": {"mode": 7}, "targets": {"things": things}, "skipUnchanged": false}});
     let (a, b) = tokio::join!(push(&one, &run), push(&two, &run));
-    let (a, b) = (a.unwrap_or_else(|e| panic!("{e}")), b.unwrap_or_else(|e| panic!("{e}")));
+    let (a, b) =
+        (a.expect("invoking shadow-push (the first delivery)"), b.expect("invoking shadow-push (the second delivery)"));
     let push_id = format!("{}-2026-12-01T03:00:00Z", fx.group("nightly"));
     assert_eq!((a["pushId"].as_str(), b["pushId"].as_str()), (Some(push_id.as_str()), Some(push_id.as_str())));
     let record = fx.record(&push_id).await.unwrap_or_default();
@@ -338,7 +340,7 @@ async fn two_deliveries_of_one_scheduled_run_at_once_are_one_push() {
 /// local Lambda). The CLI says so, exit 1, and nothing was started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_while_shadow_push_is_throttled_says_so_and_starts_nothing() {
-    use fleet_tests::fault_proxy::{FaultProxy, Faults, Service};
+    use devstack::fault_proxy::{FaultProxy, Faults, Service};
     let setup = Setup::new().await;
     setup.fx.create_things(0..1, "busy").await;
     let busy = FaultProxy::start(&setup.service.url, Service::Lambda, Faults::throttling(1.0)).await;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
-use fleet_tests::Stack;
+use devstack::Stack;
 
 /// The binaries the quick start's lines may call, and the package `make test` builds each from.
 const COMMANDS: [&str; 2] = ["fleet-local", "shadow-fleet"];

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_tests::crash::{CrashPoint, CrashProxy, Step};
-use fleet_tests::lambda::LocalLambda;
-use fleet_tests::push::{Device, PushFixture, push};
-use fleet_tests::service::{LambdaService, Timing};
-use fleet_tests::unique;
+use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::lambda::LocalLambda;
+use devstack::push::{Device, PushFixture, push};
+use devstack::service::{LambdaService, Timing};
+use devstack::unique;
 use serde_json::{Value, json};
 use shadow_core::push::rollout::Rollout;
 
@@ -194,7 +194,7 @@ async fn a_rollback_puts_every_thing_back_except_one_changed_since() {
         };
         assert_eq!(mode(&doc), expected, "{}: {doc:?}", fx.thing(i));
     }
-    let answer = push(&function, &request).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = push(&function, &request).await.expect("invoking shadow-push with the rollout");
     let conflicts: Vec<&str> =
         answer["conflicts"].as_array().into_iter().flatten().filter_map(|c| c["thingName"].as_str()).collect();
     assert_eq!(conflicts, [fx.thing(5).as_str()], "{answer}");
@@ -221,7 +221,8 @@ async fn an_abort_in_the_middle_of_a_phase_stops_within_5_seconds() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let asked = Instant::now();
-        let answer = push(&operator, &json!({"abortPush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        let answer =
+            push(&operator, &json!({"abortPush": push_id})).await.expect("invoking shadow-push with abortPush");
         while state(&fx, &push_id).await != "aborted" && asked.elapsed() < Duration::from_secs(20) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -266,7 +267,8 @@ async fn a_paused_push_resumes_after_a_hand_off_and_updates_nothing_twice() {
         while fx.record(&push_id).await.is_none_or(|r| r["handedOff"].as_u64().unwrap_or(0) < 1) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let paused = push(&operator, &json!({"pausePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        let paused =
+            push(&operator, &json!({"pausePush": push_id})).await.expect("invoking shadow-push with pausePush");
         let asked = Instant::now();
         while state(&fx, &push_id).await != "paused" && asked.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -274,7 +276,8 @@ async fn a_paused_push_resumes_after_a_hand_off_and_updates_nothing_twice() {
         let at_pause = fx.record(&push_id).await.unwrap_or(Value::Null);
         tokio::time::sleep(Duration::from_secs(3)).await;
         let later = fx.record(&push_id).await.unwrap_or(Value::Null);
-        let resumed = push(&operator, &json!({"resumePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        let resumed =
+            push(&operator, &json!({"resumePush": push_id})).await.expect("invoking shadow-push with resumePush");
         (paused, at_pause, later, resumed)
     };
     let done = || async { state(&fx, &push_id).await == "complete" };
@@ -524,10 +527,10 @@ async fn an_abort_without_rollback_can_be_rolled_back_later() {
         }
         // The rollout says onAbort: rollback; the operator says no rollback.
         let stop = json!({"abortPush": push_id, "rollback": false});
-        let stopped = push(&operator, &stop).await.unwrap_or_else(|e| panic!("{e}"));
+        let stopped = push(&operator, &stop).await.expect("invoking shadow-push to stop the rollout");
         let aborted = wait_for(&fx, &push_id, "aborted", Duration::from_secs(20)).await;
         let back = json!({"abortPush": push_id, "rollback": true});
-        let asked = push(&operator, &back).await.unwrap_or_else(|e| panic!("rollback after the abort: {e}"));
+        let asked = push(&operator, &back).await.expect("rollback after the abort");
         (stopped, aborted, asked)
     };
     let done = || async { state(&fx, &push_id).await == "rolledBack" };
@@ -565,12 +568,14 @@ async fn a_paused_rollback_resumes_as_a_rollback() {
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let paused = push(&operator, &json!({"pausePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        let paused =
+            push(&operator, &json!({"pausePush": push_id})).await.expect("invoking shadow-push with pausePush");
         let at_pause = wait_for(&fx, &push_id, "paused", Duration::from_secs(10)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let later = fx.record(&push_id).await.unwrap_or(Value::Null);
         let refused = push(&operator, &json!({"abortPush": push_id, "rollback": false})).await;
-        let resumed = push(&operator, &json!({"resumePush": push_id})).await.unwrap_or_else(|e| panic!("{e}"));
+        let resumed =
+            push(&operator, &json!({"resumePush": push_id})).await.expect("invoking shadow-push with resumePush");
         (paused, at_pause, later, refused.err().map(|e| e.to_string()), resumed)
     };
     let done = || async { state(&fx, &push_id).await == "rolledBack" };
@@ -629,7 +634,7 @@ async fn a_stalled_rollout_is_rolled_back() {
 
     let healthy = fx.function(&env).await;
     let answer = push(&healthy, &json!({"abortPush": push_id, "rollback": true})).await;
-    let answer = answer.unwrap_or_else(|e| panic!("rollback of a stalled push: {e}"));
+    let answer = answer.expect("rollback of a stalled push");
     let service = LambdaService::new(&healthy, fx.stack.sqs(), &fx.queue_url, TIMING);
     let done = || async { state(&fx, &push_id).await == "rolledBack" };
     let wake = json!({"continuePush": push_id});

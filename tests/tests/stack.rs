@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::Blob;
-use fleet_tests::{Stack, unique};
+use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
 
@@ -11,7 +11,7 @@ async fn dynamodb_local_writes_and_reads_an_item() {
     let stack = Stack::get();
     let db = stack.dynamodb();
     let table = unique("items");
-    tables::ensure_table(&db, &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&db, &table, &tables::HISTORY).await.expect("creating the history table");
     db.put_item()
         .table_name(&table)
         .item("pk", AttributeValue::S("Test-Device#test1".into()))
@@ -19,7 +19,7 @@ async fn dynamodb_local_writes_and_reads_an_item() {
         .item("temp", AttributeValue::N("20".into()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("put: {e:?}"));
+        .expect("put_item");
     let got = db
         .get_item()
         .table_name(&table)
@@ -28,9 +28,9 @@ async fn dynamodb_local_writes_and_reads_an_item() {
         .consistent_read(true)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("get: {e:?}"));
+        .expect("get_item");
     assert_eq!(got.item().and_then(|i| i.get("temp")), Some(&AttributeValue::N("20".into())));
-    let ttl = db.describe_time_to_live().table_name(&table).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    let ttl = db.describe_time_to_live().table_name(&table).send().await.expect("describe_time_to_live");
     assert_eq!(ttl.time_to_live_description().and_then(|d| d.attribute_name()), Some("expiresAt"));
 }
 
@@ -53,7 +53,7 @@ async fn the_stack_tables_exist() {
 async fn moto_updates_and_reads_a_named_shadow() {
     let stack = Stack::get();
     let thing = unique("Test-Device");
-    stack.iot().create_thing().thing_name(&thing).send().await.unwrap_or_else(|e| panic!("create_thing: {e:?}"));
+    stack.iot().create_thing().thing_name(&thing).send().await.expect("create_thing");
     let data = stack.iot_data();
     let desired = json!({"state": {"desired": {"settings": {"mode": 1, "temp": 20}, "firmware_url": "https://s3.com/firmware.bin"}}});
     let updated = data
@@ -63,19 +63,13 @@ async fn moto_updates_and_reads_a_named_shadow() {
         .payload(Blob::new(desired.to_string()))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("update: {e:?}"));
+        .expect("update_thing_shadow");
     let accepted: Value = serde_json::from_slice(updated.payload().map(Blob::as_ref).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("the update's answer as JSON");
     assert_eq!(accepted["version"], 1);
-    let got = data
-        .get_thing_shadow()
-        .thing_name(&thing)
-        .shadow_name("test1")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("get: {e:?}"));
+    let got = data.get_thing_shadow().thing_name(&thing).shadow_name("test1").send().await.expect("get_thing_shadow");
     let doc: Value =
-        serde_json::from_slice(got.payload().map(Blob::as_ref).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_slice(got.payload().map(Blob::as_ref).unwrap_or_default()).expect("the get's answer as JSON");
     assert_eq!(doc["state"]["desired"]["settings"], json!({"mode": 1, "temp": 20}));
     assert_eq!(doc["state"]["delta"]["firmware_url"], "https://s3.com/firmware.bin");
     // The classic shadow of the same thing is separate.

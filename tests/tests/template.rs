@@ -1,13 +1,13 @@
 //! `template.yaml` and the tables the code (and the local stack) use must agree.
 
-use fleet_tests::stack::repo_root;
+use devstack::stack::repo_root;
 use serde_yaml::Value;
 use shadow_aws::tables;
 
 fn template() -> Value {
     let path = repo_root().join("template.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("template.yaml: {e}"))
+    serde_yaml::from_str(&text).expect("parsing template.yaml")
 }
 
 fn key(table: &Value, key_type: &str) -> Option<String> {
@@ -70,8 +70,8 @@ fn the_sweeper_runs_every_minute() {
     assert_eq!(sweeper["Type"].as_str(), Some("ScheduleV2"));
     assert_eq!(sweeper["Properties"]["ScheduleExpression"].as_str(), Some("rate(1 minute)"));
     assert_eq!(sweeper["Properties"]["State"].as_str(), Some("ENABLED"));
-    let input: serde_json::Value = serde_json::from_str(sweeper["Properties"]["Input"].as_str().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("sweeper input: {e}"));
+    let input: serde_json::Value =
+        serde_json::from_str(sweeper["Properties"]["Input"].as_str().unwrap_or_default()).expect("sweeper input");
     assert_eq!(input, serde_json::json!({"sweepPushes": true}));
 }
 
@@ -91,7 +91,7 @@ fn functions_are_told_their_tables() {
 
 /// The template's resources as (logical id, resource).
 fn resources(template: &Value) -> Vec<(String, &Value)> {
-    let resources = template["Resources"].as_mapping().unwrap_or_else(|| panic!("template.yaml: no Resources"));
+    let resources = template["Resources"].as_mapping().expect("template.yaml: no Resources");
     resources
         .iter()
         .map(|(id, r)| (id.as_str().unwrap_or_else(|| panic!("resource id {id:?}")).to_owned(), r))
@@ -362,24 +362,23 @@ fn the_scheduled_push_input_is_a_valid_push_request() {
         value.clone()
     };
     let input = parameter("PushScheduleInput");
-    let input = input.as_str().unwrap_or_else(|| panic!("PushScheduleInput: not a string"));
+    let input = input.as_str().expect("PushScheduleInput: not a string");
     // The schedule wraps the request with the run's scheduled time, which becomes part of the push id.
     let schedule = &template["Resources"]["ShadowPushFunction"]["Properties"]["Events"]["Schedule"]["Properties"];
     let wrapper = intrinsic(&schedule["Input"], "!Sub")
         .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("the schedule's Input is not a !Sub string"));
+        .expect("the schedule's Input is not a !Sub string");
     let event = wrapper
         .replace("${PushScheduleInput}", input)
         .replace("<aws.scheduler.scheduled-time>", "2026-11-27T03:00:00Z");
-    let event: serde_json::Value =
-        serde_json::from_str(&event).unwrap_or_else(|e| panic!("the scheduled event is not JSON: {e}"));
+    let event: serde_json::Value = serde_json::from_str(&event).expect("the scheduled event is not JSON");
     assert_eq!(event["scheduledRun"], "2026-11-27T03:00:00Z", "{event}");
     let request = event["request"].clone();
     assert!(request.is_object(), "{event}");
-    let max_tps = parameter("PushMaxTps").as_u64().unwrap_or_else(|| panic!("PushMaxTps: not a number"));
-    let max_tps = u32::try_from(max_tps).unwrap_or_else(|e| panic!("PushMaxTps: {e}"));
+    let max_tps = parameter("PushMaxTps").as_u64().expect("PushMaxTps: not a number");
+    let max_tps = u32::try_from(max_tps).expect("PushMaxTps");
     let plan = shadow_core::push::validate_request(&request, max_tps, Some(&|| "scheduled".to_owned()))
-        .unwrap_or_else(|e| panic!("PushScheduleInput: {e}"));
+        .expect("PushScheduleInput");
     assert!(plan.dry_run, "the default scheduled push is a dry run: enabling the schedule alone pushes nothing");
 }
 

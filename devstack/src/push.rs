@@ -48,14 +48,14 @@ impl PushFixture {
     pub async fn new() -> Self {
         let stack = Stack::get();
         let table = unique("push");
-        tables::ensure_table(&stack.dynamodb(), &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&stack.dynamodb(), &table, &tables::PUSH).await.expect("creating the push table");
         let queue_url = stack
             .sqs()
             .create_queue()
             .queue_name(unique("push"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+            .expect("create_queue")
             .queue_url
             .unwrap_or_default();
         Self { stack, table, queue_url, prefix: unique("fleet") }
@@ -79,7 +79,7 @@ impl PushFixture {
                 .attribute_payload(attributes)
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("create_thing: {e:?}"));
+                .expect("create_thing");
         }
     }
 
@@ -90,7 +90,7 @@ impl PushFixture {
             .set_parent_group_name(parent.map(|p| self.group(p)))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("create_thing_group: {e:?}"));
+            .expect("create_thing_group");
         self.join_group(name, members).await;
     }
 
@@ -103,7 +103,7 @@ impl PushFixture {
                 .thing_name(self.thing(i))
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("add_thing_to_thing_group: {e:?}"));
+                .expect("add_thing_to_thing_group");
         }
     }
 
@@ -148,7 +148,7 @@ impl PushFixture {
             .payload(Blob::new(json!({"state": {"desired": desired}}).to_string()))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("update_thing_shadow: {e:?}"));
+            .expect("update_thing_shadow");
     }
 
     /// A device's report: `reported` on its shadow (retrying moto's own 500s).
@@ -222,7 +222,7 @@ impl PushFixture {
             .wait_time_seconds(1)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("receive_message: {e:?}"));
+            .expect("receive_message");
         let mut records = Vec::new();
         for message in received.messages.unwrap_or_default() {
             if let Some(handle) = &message.receipt_handle {
@@ -231,7 +231,7 @@ impl PushFixture {
                     .receipt_handle(handle)
                     .send()
                     .await
-                    .unwrap_or_else(|e| panic!("delete_message: {e:?}"));
+                    .expect("delete_message");
             }
             records.push(crate::service::sqs_record(&message));
         }
@@ -250,8 +250,8 @@ impl PushFixture {
             .consistent_read(true)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("get_item: {e:?}"));
-        got.item.map(|item| serde_dynamo::from_item(item).unwrap_or_else(|e| panic!("{e}")))
+            .expect("get_item");
+        got.item.map(|item| serde_dynamo::from_item(item).expect("reading the push record"))
     }
 }
 

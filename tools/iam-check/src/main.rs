@@ -1,5 +1,6 @@
-//! `iam-check <dir> <template.yaml>`: holds the AWS calls the function binaries made in the integration tests
-//! (recorded under `FLEET_IAM_RECORD=<dir>`, see `fleet_tests::iam`) against the functions' inline policies.
+//! `iam-check <dir> <template.yaml>`: holds the AWS calls the function binaries and the CLI made in the integration
+//! tests (recorded under `FLEET_IAM_RECORD=<dir>` by `devstack::iam`'s proxies) against the functions' inline
+//! policies and the operators' managed policies.
 //! Prints a table per function and every problem; exits 1 when there is one, 2 on a usage or read error.
 
 use std::path::Path;
@@ -11,7 +12,7 @@ fn main() -> ExitCode {
         eprintln!("usage: iam-check <recorded calls dir> <template.yaml>");
         return ExitCode::from(2);
     };
-    match fleet_tests::iam::check(Path::new(dir), Path::new(template)) {
+    match iam_check::check(Path::new(dir), Path::new(template)) {
         Ok(report) => {
             print!("{}", report.render());
             if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE }

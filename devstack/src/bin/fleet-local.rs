@@ -38,15 +38,15 @@ async fn setup() -> Result<(), String> {
     Ok(())
 }
 
-/// The end-to-end story on the local stack (see `fleet_tests::demo`).
+/// The end-to-end story on the local stack (see `devstack::demo`).
 async fn demo() -> Result<(), String> {
     println!("shadow-fleet demo on the local stack");
-    fleet_tests::demo::run(&fleet_tests::Stack::get()).await.map(|_| ())
+    devstack::demo::run(&devstack::Stack::get()).await.map(|_| ())
 }
 
 /// The demo's fleet, kept: thing group `prod` (and its child `prod-line2`), `Test-Device` among 50 things.
 async fn fleet() -> Result<(), String> {
-    fleet_tests::demo::create_fleet(&fleet_tests::Stack::get()).await?;
+    devstack::demo::create_fleet(&devstack::Stack::get()).await?;
     println!(
         "fleet: 50 things (Test-Device, demo-device-01..49); 30 in thing group prod (10 via its child prod-line2)"
     );

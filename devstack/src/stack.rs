@@ -174,15 +174,15 @@ mod tests {
         assert!(missing.is_some_and(|m| m.contains("make stack-up")));
 
         let dir = std::env::temp_dir().join(unique("stack-env"));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let closed_port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&dir).expect("creating the settings directory");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let closed_port = listener.local_addr().map(|a| a.port()).expect("the bound port's number");
         drop(listener);
         let path = dir.join("stack.env");
         let text = format!(
             "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:{closed_port}\nAWS_ENDPOINT_URL_IOT_DATA_PLANE=http://127.0.0.1:{closed_port}\n"
         );
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, text).expect("writing the settings file");
         let down = Stack::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(down.contains("make stack-up") && down.contains("DynamoDB Local"), "{down}");
     }

@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_smithy_types::Blob;
-use fleet_tests::lambda::binary_path;
-use fleet_tests::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping, Schedule, StartError};
-use fleet_tests::rules::RulesEngine;
-use fleet_tests::service::Timing;
-use fleet_tests::stack::{StackDown, read_env};
+use devstack::lambda::binary_path;
+use devstack::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping, Schedule, StartError};
+use devstack::rules::RulesEngine;
+use devstack::service::Timing;
+use devstack::stack::{StackDown, read_env};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 

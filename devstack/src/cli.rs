@@ -58,7 +58,7 @@ pub fn run_with(env: &BTreeMap<String, String>, args: &[&str]) -> Run {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(&env)
         .output()
-        .unwrap_or_else(|e| panic!("shadow-fleet: {e}"));
+        .expect("running shadow-fleet");
     let run = Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -106,7 +106,7 @@ pub fn create_stack(stack: &Stack, name: &str, template: &Value, parameters: &[(
         command.args(["-d", &format!("Parameters.member.{}.ParameterKey={key}", i + 1)]);
         command.args(["-d", &format!("Parameters.member.{}.ParameterValue={value}", i + 1)]);
     }
-    let out = command.output().unwrap_or_else(|e| panic!("curl: {e}"));
+    let out = command.output().expect("curl");
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(answer.contains("<StackId>"), "CreateStack {name}: {answer}");
 }

@@ -72,7 +72,7 @@ impl HistoryFixture {
     pub async fn new() -> Self {
         let stack = Stack::get();
         let table = unique("history");
-        tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.expect("creating the history table");
         let store = DynamoHistoryStore::new(stack.dynamodb(), &table);
         Self { stack, table, store }
     }
@@ -89,10 +89,10 @@ impl HistoryFixture {
 
     pub async fn events(&self, thing: &str, shadow: Option<&str>) -> Vec<Value> {
         let shadow = ShadowRef {
-            thing: shadow_core::ThingName::parse(thing).unwrap_or_else(|e| panic!("{e}")),
-            shadow: shadow.map(|s| shadow_core::ShadowName::parse(s).unwrap_or_else(|e| panic!("{e}"))),
+            thing: shadow_core::ThingName::parse(thing).expect("the thing's name"),
+            shadow: shadow.map(|s| shadow_core::ShadowName::parse(s).expect("the shadow's name")),
         };
-        self.store.events(&shadow).await.unwrap_or_else(|e| panic!("{e}"))
+        self.store.events(&shadow).await.expect("reading the shadow's history")
     }
 
     /// How many items the table holds.
@@ -108,7 +108,7 @@ impl HistoryFixture {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            total += page.unwrap_or_else(|e| panic!("scan: {e:?}")).count();
+            total += page.expect("scan").count();
         }
         total
     }

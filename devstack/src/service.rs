@@ -27,6 +27,19 @@ pub struct Timing {
     pub poll_every: Duration,
 }
 
+impl Timing {
+    /// Lambda's timings scaled down about 30 times, the tests' clock: 3-second invocations, async retries after 2
+    /// and 4 s (Lambda: about 1 and 2 minutes), a visibility timeout of 3 x the function's timeout, the schedule
+    /// every second (the template's sweeper: every minute), an empty queue polled again after 100 ms.
+    pub const SCALED: Timing = Timing {
+        timeout: Duration::from_secs(3),
+        retries: [Duration::from_secs(2), Duration::from_secs(4)],
+        visibility: Duration::from_secs(9),
+        schedule_every: Duration::from_secs(1),
+        poll_every: Duration::from_millis(100),
+    };
+}
+
 /// One invocation as the service saw it.
 #[derive(Debug, Clone)]
 pub struct Invocation {
