@@ -10,7 +10,7 @@ if [[ ${1:-} != --checks ]]; then
   exec bash scripts/with-stack.sh bash scripts/test.sh --checks
 fi
 
-# Where the time goes: each step's seconds, printed as a table at the end (README, Tests).
+# Where the time goes: each step's seconds, printed as a table at the end (docs/tests.md).
 timings=$(mktemp)
 step_name="tools, the stack's start and its first (debug) build"
 step_started=${MAKE_TEST_STARTED:-$(date +%s)}

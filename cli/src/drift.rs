@@ -2,7 +2,7 @@
 //! Read-only. Targets: a thing group's members (with `--recursive`, its child groups' too), a fleet-index query, or
 //! listed things.
 //!
-//! Two paths (README, "Drift"): when the fleet index holds the shadow, a search for `hasDelta:true` among the
+//! Two paths (docs/cli.md, "Drift"): when the fleet index holds the shadow, a search for `hasDelta:true` among the
 //! targets finds the candidates and only they are read; otherwise every target is read (GetThingShadow, paced at
 //! `--max-tps`). Each thing behind has its history read newest first (the history table), to say since when.
 

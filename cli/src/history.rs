@@ -1,6 +1,6 @@
 //! `shadow-fleet history THING`: one shadow's events, oldest first, each with what it changed in `desired` and
-//! `reported`. Reads the history table page by page on its key (README, "History items"): `--since`/`--until` are a
-//! key condition on the sort key, so a long history costs only the pages shown. `--push ID` reads only the push's
+//! `reported`. Reads the history table page by page on its key (docs/records.md, "History items"): `--since` and
+//! `--until` are a key condition on the sort key, so a long history costs only the pages shown. `--push ID` reads only the push's
 //! time window, from its record (its start to its end), and shows the events whose `clientToken` is the push's.
 
 use clap::Args;

@@ -137,7 +137,7 @@ async fn nulls_floats_big_integers_and_unicode_round_trip() {
     assert_eq!(item["state"], state, "state round-trips exactly");
     assert_eq!(item["state"]["desired"]["ratio"].to_string(), "0.1");
     assert_eq!(item["state"]["desired"]["big"].to_string(), "12345678901234567890");
-    // DynamoDB keeps a number's value, not its spelling: 3.0 comes back as 3 (see README, "History items").
+    // DynamoDB keeps a number's value, not its spelling: 3.0 comes back as 3 (docs/records.md, "History items").
     let mut trailing_zero = update(&thing, Some("zeros"), 1, now, json!({"desired": {"n": 3.0}}));
     trailing_zero["clientToken"] = json!("z");
     history.invoke(&trailing_zero, INVOKE_TIMEOUT).await.expect("invoking shadow-history with the trailing-zero event");
