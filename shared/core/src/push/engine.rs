@@ -646,6 +646,15 @@ where
     }
 }
 
+/// Where a rollout's segment records each thing's previous values.
+struct Journaled<'a, J> {
+    journal: &'a J,
+    push_id: &'a str,
+    /// 1-based.
+    phase: u32,
+    started_at_ms: u64,
+}
+
 /// One thing: read and compare (when skipping unchanged things, or when its outcome is uncertain), then update.
 /// One request at a time per thing.
 ///
@@ -656,15 +665,6 @@ where
 /// updated it. Otherwise it is updated at the version just read, so that if the earlier update lands first, AWS
 /// refuses this one (409) and the thing is read again. Throttling (429) says the update was not applied: it is
 /// retried as it is.
-/// Where a rollout's segment records each thing's previous values.
-struct Journaled<'a, J> {
-    journal: &'a J,
-    push_id: &'a str,
-    /// 1-based.
-    phase: u32,
-    started_at_ms: u64,
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn push_thing<J: Journal>(
     plan: &PushPlan,
