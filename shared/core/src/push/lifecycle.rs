@@ -502,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn renewals_come_three_times_a_lease() {
+    fn the_renewal_interval_is_a_third_of_the_lease_and_at_most_3_s() {
         assert_eq!(LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 3_000);
         assert_eq!(LeaseTiming { lease_ms: 3_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 1_000);
     }
