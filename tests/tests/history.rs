@@ -188,7 +188,7 @@ async fn an_event_too_deep_to_read_is_a_final_invalid_event() {
         deep = json!([deep]);
     }
     let event = update(&unique("deep"), None, 1, now_secs(), json!({"desired": {"deep": deep}}));
-    let err = history.invoke(&event, INVOKE_TIMEOUT).await.err().expect("a 200-deep event was accepted");
+    let err = history.invoke(&event, INVOKE_TIMEOUT).await.expect_err("a 200-deep event was accepted");
     assert_eq!(err.error_type(), Some("Final.InvalidEvent"), "{err}");
     assert!(err.to_string().contains("`payload` is not readable JSON: recursion limit exceeded"), "{err}");
     assert_eq!(fixture.count().await, 0);

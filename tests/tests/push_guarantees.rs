@@ -268,7 +268,7 @@ async fn an_event_too_deep_to_read_is_a_final_invalid_event() {
         deep = json!([deep]);
     }
     let req = json!({"pushId": unique("deep"), "desired": {"deep": deep}, "targets": {"things": [fx.thing(0)]}});
-    let err = push(&function, &req).await.err().expect("a 200-deep event was accepted");
+    let err = push(&function, &req).await.expect_err("a 200-deep event was accepted");
     assert_eq!(err.error_type(), Some("Final.InvalidEvent"), "{err}");
     assert!(err.to_string().contains("the payload is not readable JSON: recursion limit exceeded"), "{err}");
     let err = push(&function, &json!({"desired": {}, "targets": {}})).await.err();
