@@ -41,9 +41,9 @@ async fn load(stack: &Stack, table: &str) -> Duration {
             if version % 2 == 1 {
                 event["clientToken"] = json!(format!("push-{}", version / 1000));
             }
-            let record = record_from_event(&event, &RecordOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-            let item = shadow_aws::history::item(&record).unwrap_or_else(|e| panic!("{e}"));
-            let put = PutRequest::builder().set_item(Some(item)).build().unwrap_or_else(|e| panic!("{e}"));
+            let record = record_from_event(&event, &RecordOptions::default()).expect("recording the event");
+            let item = shadow_aws::history::item(&record).expect("the record's item");
+            let put = PutRequest::builder().set_item(Some(item)).build().expect("a put request");
             WriteRequest::builder().put_request(put).build()
         })
         .collect::<Vec<_>>()
@@ -56,12 +56,8 @@ async fn load(stack: &Stack, table: &str) -> Duration {
             async move {
                 let mut pending = std::collections::HashMap::from([(table.to_owned(), batch)]);
                 for attempt in 0u32.. {
-                    let written = db
-                        .batch_write_item()
-                        .set_request_items(Some(pending))
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("batch_write_item: {e:?}"));
+                    let written =
+                        db.batch_write_item().set_request_items(Some(pending)).send().await.expect("batch_write_item");
                     pending = written.unprocessed_items.unwrap_or_default();
                     pending.retain(|_, w| !w.is_empty());
                     if pending.is_empty() {
@@ -78,7 +74,7 @@ async fn load(stack: &Stack, table: &str) -> Duration {
 /// Wall time of a process from spawn to exit, and its stdout.
 async fn timed(mut command: tokio::process::Command) -> (Duration, String) {
     let started = Instant::now();
-    let out = command.output().await.unwrap_or_else(|e| panic!("{e}"));
+    let out = command.output().await.expect("running the command");
     let elapsed = started.elapsed();
     assert!(out.status.success(), "{:?} failed: {}", command.as_std(), String::from_utf8_lossy(&out.stderr));
     (elapsed, String::from_utf8_lossy(&out.stdout).into_owned())
@@ -95,7 +91,7 @@ pub struct Figures {
 
 pub async fn run(stack: &Stack, root: &Path, python: &Path, env: &[(String, String)]) -> Figures {
     let table = unique("bench-cli-history");
-    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+    tables::ensure_table(&stack.dynamodb(), &table, &tables::HISTORY).await.expect("creating the history table");
     let loaded = load(stack, &table).await;
     let binary = root.join("target/release/shadow-fleet");
     let cli = |args: &[&str]| {

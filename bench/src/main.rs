@@ -118,11 +118,11 @@ impl Bench {
     async fn cold_starts_and_memory(&mut self) {
         let db = self.stack.dynamodb();
         let history_table = unique("bench-history");
-        tables::ensure_table(&db, &history_table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&db, &history_table, &tables::HISTORY).await.expect("creating the history table");
         let push_table = unique("bench-push");
-        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&db, &push_table, &tables::PUSH).await.expect("creating the push table");
         let thing = unique("bench-cold");
-        self.stack.iot().create_thing().thing_name(&thing).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+        self.stack.iot().create_thing().thing_name(&thing).send().await.expect("create_thing");
 
         let history_env = self.env(&[("HISTORY_TABLE", history_table.clone())]);
         let push_env = self.env(&[("PUSH_TABLE", push_table.clone())]);
@@ -239,7 +239,7 @@ impl Bench {
             r.extend(fields.clone());
         }
         let started = Instant::now();
-        let summary = push.invoke(&request, Duration::from_secs(900)).await.unwrap_or_else(|e| panic!("push: {e}"));
+        let summary = push.invoke(&request, Duration::from_secs(900)).await.expect("push");
         let seconds = started.elapsed().as_secs_f64();
         let rss = push.peak_rss().unwrap_or(0);
         push.stop().await;
@@ -257,7 +257,7 @@ impl Bench {
         let prefix = "bench-thing-";
         let db = self.stack.dynamodb();
         let push_table = unique("bench-push");
-        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&db, &push_table, &tables::PUSH).await.expect("creating the push table");
 
         // Ours: the release binary, the group streamed from the stand-in's ListThingsInThingGroup.
         let standin = StandIn::start(limits, group, prefix, PUSH_THINGS).await;
@@ -299,7 +299,7 @@ impl Bench {
         let split = Limits { reads_per_second: Some(PUSH_QUOTA), ..limits };
         let standin = StandIn::start(split, group, prefix, PUSH_THINGS).await;
         let default_table = unique("bench-push");
-        tables::ensure_table(&db, &default_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&db, &default_table, &tables::PUSH).await.expect("creating the push table");
         let fields = json!({"targets": {"thingGroup": group}, "skipUnchanged": true});
         let (default_summary, default_seconds, _) =
             self.push_group_with(&standin, PUSH_QUOTA, &default_table, fields).await;
@@ -398,7 +398,7 @@ impl Bench {
         ] {
             let standin = StandIn::start(limits, group, prefix, ROLLOUT_THINGS).await;
             let table = unique("bench-push");
-            tables::ensure_table(&db, &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+            tables::ensure_table(&db, &table, &tables::PUSH).await.expect("creating the push table");
             // A queue of its own: the phases after the first are hand-offs, drained as the event source mapping would.
             let sqs = self.stack.sqs();
             let queue_url = sqs
@@ -406,7 +406,7 @@ impl Bench {
                 .queue_name(unique("bench-push"))
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("create_queue: {e:?}"))
+                .expect("create_queue")
                 .queue_url
                 .unwrap_or_default();
             let env = self.env(&[
@@ -507,7 +507,7 @@ impl Bench {
         };
         let db = self.stack.dynamodb();
         let push_table = unique("bench-push");
-        tables::ensure_table(&db, &push_table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&db, &push_table, &tables::PUSH).await.expect("creating the push table");
         let mut figures = json!({"quota_rps": QUOTA, "latency_ms": 1});
         for size in [THINGS / 10, THINGS] {
             let standin = StandIn::start(limits, "bench-fleet", "bench-thing-", size).await;
@@ -524,7 +524,7 @@ impl Bench {
     async fn history_throughput(&mut self) {
         let db = self.stack.dynamodb();
         let table = unique("bench-history");
-        tables::ensure_table(&db, &table, &tables::HISTORY).await.unwrap_or_else(|e| panic!("{e}"));
+        tables::ensure_table(&db, &table, &tables::HISTORY).await.expect("creating the history table");
         let env = self.env(&[("HISTORY_TABLE", table.clone())]);
         let mut figures = json!({});
         let mut events_per_second = std::collections::HashMap::new();
@@ -533,7 +533,7 @@ impl Bench {
                 "ours" => self.ours("shadow-history", &env).await,
                 _ => LocalLambda::start_command(self.python("history_handler.handler"), "shadow-history", &env).await,
             };
-            lambda.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
+            lambda.wait_ready(Duration::from_secs(30)).await.expect("the function's cold start");
             let prefix = unique(&format!("{who}-{}", if batched { "sqs" } else { "direct" }));
             // Recent timestamps: with retention on, DynamoDB Local's TTL sweeper would delete old events as they land.
             let now = devstack::history::now_secs();

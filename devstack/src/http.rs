@@ -3,7 +3,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -113,4 +114,31 @@ impl Upstream {
             }
         }
     }
+}
+
+/// Requests on their way to an emulator, each with when it came, its method and path, and its body.
+#[derive(Clone, Default)]
+pub struct Seen(Arc<Mutex<Vec<(Instant, String, Bytes)>>>);
+
+impl Seen {
+    /// Every request seen so far, oldest first.
+    pub fn requests(&self) -> Vec<(Instant, String, Bytes)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A proxy in front of `upstream` that forwards every request unchanged and notes it in `seen`.
+pub async fn watching(upstream: &str, seen: Seen) -> Server {
+    let upstream = Arc::new(Upstream::new(upstream));
+    serve(move |parts, body| {
+        let (upstream, seen) = (upstream.clone(), seen.clone());
+        async move {
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let request = (Instant::now(), format!("{} {path}", parts.method), body.clone());
+            seen.0.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+            let (answer, body) = upstream.forward(&parts, body).await;
+            Response::from_parts(answer, Full::new(body))
+        }
+    })
+    .await
 }

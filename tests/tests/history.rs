@@ -179,6 +179,23 @@ async fn an_sqs_batch_with_two_malformed_records_writes_the_other_eight() {
     assert!(batch_failures(&answer).is_empty(), "{answer}");
 }
 
+/// An event serde_json cannot read (nested past its 128 levels) fails in no runtime code: the handler refuses it as
+/// `Final.InvalidEvent`, which Lambda does not retry and the DLQ's alarm explains, and writes nothing.
+#[tokio::test]
+async fn an_event_too_deep_to_read_is_a_final_invalid_event() {
+    let fixture = HistoryFixture::new().await;
+    let history = fixture.function(&[]).await;
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let event = update(&unique("deep"), None, 1, now_secs(), json!({"desired": {"deep": deep}}));
+    let err = history.invoke(&event, INVOKE_TIMEOUT).await.expect_err("a 200-deep event was accepted");
+    assert_eq!(err.error_type(), Some("Final.InvalidEvent"), "{err}");
+    assert!(err.to_string().contains("`payload` is not readable JSON: recursion limit exceeded"), "{err}");
+    assert_eq!(fixture.count().await, 0);
+}
+
 #[tokio::test]
 async fn malformed_events_are_final_errors_that_write_nothing() {
     let fixture = HistoryFixture::new().await;

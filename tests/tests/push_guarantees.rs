@@ -2,8 +2,9 @@
 //! request, a scheduled run retried, failures that must expire, a slow rate with Lambda's deadline enforced, and a
 //! thing in two sources with hand-offs between them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use devstack::http::{Seen, watching};
 use devstack::lambda::InvokeError;
 use devstack::push::{PushFixture, push};
 use devstack::service::{LambdaService, Timing};
@@ -165,19 +166,84 @@ async fn a_thing_in_two_sources_is_pushed_once_across_hand_offs() {
     assert_eq!(versions(&fx, 0..12).await, vec![Some(1); 12], "a thing was pushed twice");
 }
 
-/// Without a configured data endpoint, shadow-push asks the registry for the account's (`DescribeEndpoint`) once at
-/// cold start, as on AWS with the template's default: the IAM tier sees the call its policy grants.
+/// Without a configured data endpoint, shadow-push asks the registry for the account's (`DescribeEndpoint`
+/// `iot:Data-ATS`) once, at cold start; with one configured, it asks nothing.
 #[tokio::test]
 async fn the_data_endpoint_is_looked_up_when_not_configured() {
     let fx = PushFixture::new().await;
-    let mut env: Vec<(String, String)> =
-        fx.stack.env.clone().into_iter().filter(|(k, _)| k != "AWS_ENDPOINT_URL_IOT_DATA_PLANE").collect();
-    env.push(("PUSH_TABLE".into(), fx.table.clone()));
-    env.push(("PUSH_QUEUE_URL".into(), fx.queue_url.clone()));
-    env.push(("IOT_DATA_ENDPOINT".into(), String::new()));
-    let function = devstack::lambda::LocalLambda::start("shadow-push", &env).await;
-    function.wait_ready(Duration::from_secs(30)).await.expect("no cold start");
-    // A bad request is refused before any shadow request: the process started, so the lookup succeeded.
+    let lookups = |seen: &Seen| {
+        let requests = seen.requests();
+        requests.iter().filter(|(_, r, _)| r.starts_with("GET /endpoint?") && r.contains("Data-ATS")).count()
+    };
+    for (configured, expected) in [("", 1), ("data.example.com", 0)] {
+        let seen = Seen::default();
+        let registry = watching(&fx.stack.var("AWS_ENDPOINT_URL_IOT"), seen.clone()).await;
+        let mut env: Vec<(String, String)> =
+            fx.stack.env.clone().into_iter().filter(|(k, _)| k != "AWS_ENDPOINT_URL_IOT_DATA_PLANE").collect();
+        env.push(("AWS_ENDPOINT_URL_IOT".into(), registry.url()));
+        env.push(("PUSH_TABLE".into(), fx.table.clone()));
+        env.push(("PUSH_QUEUE_URL".into(), fx.queue_url.clone()));
+        env.push(("IOT_DATA_ENDPOINT".into(), configured.into()));
+        let function = devstack::lambda::LocalLambda::start("shadow-push", &env).await;
+        function.wait_ready(Duration::from_secs(30)).await.expect("the function's cold start");
+        // Two invocations (bad requests, refused before any shadow request): the lookup is the cold start's.
+        for _ in 0..2 {
+            let err = push(&function, &json!({"desired": {}, "targets": {}})).await.err();
+            assert_eq!(err.as_ref().and_then(|e| e.error_type()), Some("Final.InvalidRequest"), "{err:?}");
+        }
+        let asked: Vec<String> = seen.requests().into_iter().map(|(_, r, _)| r).collect();
+        assert_eq!(lookups(&seen), expected, "IOT_DATA_ENDPOINT={configured:?}: the registry was asked {asked:?}");
+    }
+}
+
+/// A segment renews its claim three times a lease (every third of it), so that one slow or failed renewal does not
+/// lose the claim: seen as the renewals (`SET leaseUntil`) the real binary sends to DynamoDB over a 6-second push
+/// with 3-second leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_come_three_times_a_lease() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..24, "renew").await;
+    let seen = Seen::default();
+    let db = watching(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), seen.clone()).await;
+    let lease = Duration::from_millis(3000);
+    let function = fx.function(&[("AWS_ENDPOINT_URL_DYNAMODB", db.url().as_str()), ("PUSH_LEASE_MS", "3000")]).await;
+    let things: Vec<String> = (0..24).map(|i| fx.thing(i)).collect();
+    let req = json!({"pushId": unique("renew"), "desired": {"mode": 1}, "targets": {"things": things},
+                     "maxRequestsPerSecond": 4, "skipUnchanged": false});
+    let answer = push(&function, &req).await.expect("the push");
+    assert_eq!((answer["updated"].clone(), answer["complete"].clone()), (json!(24), json!(true)), "{answer}");
+    let renewals: Vec<Instant> = seen
+        .requests()
+        .into_iter()
+        .filter(|(_, _, body)| {
+            let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            body["UpdateExpression"] == "SET leaseUntil = :lease" && body["TableName"] == fx.table.as_str()
+        })
+        .map(|(at, _, _)| at)
+        .collect();
+    assert!(renewals.len() >= 4, "{} renewals over a 6-second push with 3-second leases", renewals.len());
+    let gaps: Vec<Duration> = renewals.windows(2).map(|w| w[1] - w[0]).collect();
+    // Each a third of a lease after the last (within what a loaded machine adds): never half a lease apart, never
+    // much more often.
+    for gap in &gaps {
+        assert!(*gap < lease / 2 && *gap > lease / 3 - Duration::from_millis(150), "renewals {gaps:?} apart");
+    }
+}
+
+/// A payload serde_json cannot read (nested past its 128 levels) fails in no runtime code: the handler refuses it as
+/// `Final.InvalidEvent`, which Lambda does not retry, and the function goes on answering.
+#[tokio::test]
+async fn an_event_too_deep_to_read_is_a_final_invalid_event() {
+    let fx = PushFixture::new().await;
+    let function = fx.function(&[]).await;
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let req = json!({"pushId": unique("deep"), "desired": {"deep": deep}, "targets": {"things": [fx.thing(0)]}});
+    let err = push(&function, &req).await.expect_err("a 200-deep event was accepted");
+    assert_eq!(err.error_type(), Some("Final.InvalidEvent"), "{err}");
+    assert!(err.to_string().contains("the payload is not readable JSON: recursion limit exceeded"), "{err}");
     let err = push(&function, &json!({"desired": {}, "targets": {}})).await.err();
     assert_eq!(err.as_ref().and_then(|e| e.error_type()), Some("Final.InvalidRequest"), "{err:?}");
 }

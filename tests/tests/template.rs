@@ -54,12 +54,74 @@ fn template_tables_match_the_code() {
     }
 }
 
-/// The hand-off loop shadow-push -> PushQueue -> shadow-push is there on purpose: Lambda must not stop it.
+/// `!Ref X` or `!GetAtt X.Arn`: the resource `X`.
+fn referenced(value: &Value) -> Option<String> {
+    let Value::Tagged(tagged) = value else { return None };
+    let tag = tagged.tag.to_string();
+    let target = tagged.value.as_str()?;
+    match tag.trim_start_matches('!') {
+        "Ref" => Some(target.to_owned()),
+        "GetAtt" => target.strip_suffix(".Arn").map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Lambda's recursive loop detection stops a chain function -> queue -> the same function after about 16 hops. A
+/// function in such a loop (it may send to a queue that invokes it) must say `RecursiveLoop: Allow`, and only such
+/// a function: everywhere else the detection stays on. The one loop is shadow-push -> PushQueue -> shadow-push, the
+/// hand-off of long pushes.
 #[test]
 fn the_hand_off_loop_is_declared() {
     let template = template();
-    let push = &template["Resources"]["ShadowPushFunction"]["Properties"];
-    assert_eq!(push["RecursiveLoop"].as_str(), Some("Allow"), "without it Lambda stops long pushes after ~16 hops");
+    assert!(template["Globals"]["Function"].get("RecursiveLoop").is_none(), "set per function, not for all");
+    let resources = template["Resources"].as_mapping().expect("the template's resources");
+    let resource = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let functions: Vec<(String, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| matches!(r["Type"].as_str(), Some("AWS::Serverless::Function" | "AWS::Lambda::Function")))
+        .map(|(id, r)| (resource(id), r))
+        .collect();
+    assert_eq!(functions.len(), 2, "a function was added or renamed: check its loops");
+    // The queues that invoke a function: event source mappings, and SAM's own SQS events.
+    let mut invoked_by: Vec<(String, String)> = resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Lambda::EventSourceMapping"))
+        .filter_map(|r| {
+            Some((referenced(&r["Properties"]["FunctionName"])?, referenced(&r["Properties"]["EventSourceArn"])?))
+        })
+        .collect();
+    for (id, function) in &functions {
+        let events = function["Properties"]["Events"].as_mapping().into_iter().flat_map(|e| e.values());
+        let queues =
+            events.filter(|e| e["Type"].as_str() == Some("SQS")).filter_map(|e| referenced(&e["Properties"]["Queue"]));
+        invoked_by.extend(queues.map(|q| (id.clone(), q)));
+    }
+    let mut looping = Vec::new();
+    for (id, function) in &functions {
+        // The queues its role may send to.
+        let statements = function["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["Statement"].as_sequence().cloned().unwrap_or_default());
+        let sends_to: Vec<String> = statements
+            .filter(|st| {
+                let actions = &st["Action"];
+                actions.as_str() == Some("sqs:SendMessage")
+                    || actions.as_sequence().is_some_and(|a| a.iter().any(|a| a.as_str() == Some("sqs:SendMessage")))
+            })
+            .filter_map(|st| referenced(&st["Resource"]))
+            .collect();
+        let in_loop = invoked_by.iter().any(|(f, queue)| f == id && sends_to.contains(queue));
+        let declared = function["Properties"]["RecursiveLoop"].as_str();
+        if in_loop {
+            looping.push(id.clone());
+            assert_eq!(declared, Some("Allow"), "{id} is in a loop: without Allow Lambda stops it after ~16 hops");
+        } else {
+            assert_ne!(declared, Some("Allow"), "{id} is in no loop: Lambda's loop detection must stay on for it");
+        }
+    }
+    assert_eq!(looping, ["ShadowPushFunction"], "the hand-off loop (shadow-push -> PushQueue -> shadow-push)");
 }
 
 /// The sweeper runs every minute, enabled whatever the push schedule, and its input is the sweep event.

@@ -11,14 +11,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
-        let retention_days = settings.parsed::<u32>("HISTORY_RETENTION_DAYS")?;
-        if retention_days == Some(0) {
-            return Err(ConfigError::Invalid {
-                name: "HISTORY_RETENTION_DAYS",
-                value: "0".into(),
-                reason: "must be at least 1 (unset it to keep history forever)".into(),
-            });
-        }
+        let retention_days = settings
+            .at_least::<u32>("HISTORY_RETENTION_DAYS", 1)
+            .map_err(|e| e.hint("unset it to keep history forever"))?;
         Ok(Self {
             table: settings.required("HISTORY_TABLE")?,
             record: RecordOptions { retention_days, store_metadata: settings.flag("HISTORY_STORE_METADATA")? },
@@ -44,6 +39,7 @@ mod tests {
         );
         assert_eq!(Config::from_settings(&HashMap::new()), Err(ConfigError::Missing("HISTORY_TABLE")));
         let zero = Config::from_settings(&HashMap::from([("HISTORY_TABLE", "t"), ("HISTORY_RETENTION_DAYS", "0")]));
-        assert!(matches!(zero, Err(ConfigError::Invalid { name: "HISTORY_RETENTION_DAYS", .. })));
+        let reason = "must be at least 1 (unset it to keep history forever)".into();
+        assert_eq!(zero, Err(ConfigError::Invalid { name: "HISTORY_RETENTION_DAYS", value: "0".into(), reason }));
     }
 }

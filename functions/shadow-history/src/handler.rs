@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use shadow_core::history::{EventError, HistoryRecord, HistoryStore, PutOutcome, record_from_event, store_record};
 use shadow_core::retry::{GaveUp, Retryable};
 use shadow_core::store::ServiceError;
+use shadow_runtime::event::Payload;
 use shadow_runtime::metrics::{Counters, Emitter, history};
 use tokio::time::Instant;
 
@@ -59,15 +60,20 @@ impl From<HistoryError> for Diagnostic {
 pub async fn handle(
     store: &impl HistoryStore,
     config: &Config,
-    event: LambdaEvent<Value>,
+    event: LambdaEvent<Payload>,
 ) -> Result<Value, HistoryError> {
     let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
     let mut counters =
         Counters::new(Emitter::History, &[history::WRITTEN, history::DUPLICATE, history::REJECTED, history::FAILED]);
-    let result = if is_sqs_batch(&event.payload) {
-        handle_batch(store, config, event.payload, deadline, &mut counters).await
-    } else {
-        handle_one(store, config, &event.payload, deadline, &mut counters).await
+    let result = match event.payload.json() {
+        Ok(payload) if is_sqs_batch(&payload) => handle_batch(store, config, payload, deadline, &mut counters).await,
+        Ok(payload) => handle_one(store, config, &payload, deadline, &mut counters).await,
+        Err(e) => {
+            counters.add(history::REJECTED, 1);
+            let e = EventError { field: "payload".into(), reason: format!("is not readable JSON: {}", e.reason()) };
+            tracing::warn!(outcome = "rejected", field = %e.field, reason = %e.reason, "shadow event rejected");
+            Err(HistoryError::InvalidEvent(e))
+        }
     };
     counters.emit();
     result

@@ -28,38 +28,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
-        let max_tps = settings.parsed::<u32>("PUSH_MAX_TPS")?.unwrap_or(400);
-        if max_tps == 0 {
-            return Err(ConfigError::Invalid {
-                name: "PUSH_MAX_TPS",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        let read_tps = settings.parsed::<u32>("PUSH_READ_TPS")?.unwrap_or(400);
-        if read_tps == 0 {
-            return Err(ConfigError::Invalid {
-                name: "PUSH_READ_TPS",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        let concurrency = settings.parsed::<usize>("PUSH_CONCURRENCY")?.unwrap_or(64);
-        if concurrency == 0 {
-            return Err(ConfigError::Invalid {
-                name: "PUSH_CONCURRENCY",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        let lease_ms = settings.parsed::<u64>("PUSH_LEASE_MS")?.unwrap_or(30_000);
-        if lease_ms < 300 {
-            return Err(ConfigError::Invalid {
-                name: "PUSH_LEASE_MS",
-                value: lease_ms.to_string(),
-                reason: "must be at least 300".into(),
-            });
-        }
+        let max_tps = settings.at_least::<u32>("PUSH_MAX_TPS", 1)?.unwrap_or(400);
+        let read_tps = settings.at_least::<u32>("PUSH_READ_TPS", 1)?.unwrap_or(400);
+        let concurrency = settings.at_least::<usize>("PUSH_CONCURRENCY", 1)?.unwrap_or(64);
+        let lease_ms = settings.at_least::<u64>("PUSH_LEASE_MS", 300)?.unwrap_or(30_000);
         Ok(Self {
             lease_ms,
             hand_off_grace_ms: settings.parsed::<u64>("PUSH_HANDOFF_GRACE_MS")?.unwrap_or(120_000),
@@ -106,5 +78,16 @@ mod tests {
             ("PUSH_MAX_TPS", "fast"),
         ]));
         assert!(matches!(bad, Err(ConfigError::Invalid { name: "PUSH_MAX_TPS", .. })));
+        for (name, low, min) in [
+            ("PUSH_MAX_TPS", "0", 1),
+            ("PUSH_READ_TPS", "0", 1),
+            ("PUSH_CONCURRENCY", "0", 1),
+            ("PUSH_LEASE_MS", "299", 300),
+        ] {
+            let got =
+                Config::from_settings(&HashMap::from([("PUSH_TABLE", "t"), ("PUSH_QUEUE_URL", "q"), (name, low)]));
+            let reason = format!("must be at least {min}");
+            assert_eq!(got, Err(ConfigError::Invalid { name, value: low.into(), reason }), "{name}={low}");
+        }
     }
 }

@@ -25,6 +25,7 @@ use shadow_core::push::{
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
+use shadow_runtime::event::Payload;
 use shadow_runtime::metrics::{Counters, Emitter, push};
 use tokio::time::Instant;
 
@@ -218,9 +219,10 @@ fn token() -> String {
 }
 
 impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R, P, H> {
-    pub async fn handle(&self, config: &Config, event: LambdaEvent<Value>) -> Result<Value, PushError> {
+    pub async fn handle(&self, config: &Config, event: LambdaEvent<Payload>) -> Result<Value, PushError> {
         let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
-        match Event::parse(event.payload)? {
+        let payload = event.payload.json().map_err(|e| PushError::InvalidEvent(e.to_string()))?;
+        match Event::parse(payload)? {
             Event::Queue(batch) => {
                 let mut response = SqsBatchResponse::default();
                 for message in batch.records {

@@ -5,8 +5,8 @@ mod config;
 mod handler;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::Value;
 use shadow_aws::{DataPlaneShadows, DynamoPushStore, IotRegistry, SqsHandOff};
+use shadow_runtime::event::Payload;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -20,5 +20,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         store: DynamoPushStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table, config.retention_days),
         hand_off: SqsHandOff::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url),
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| services.handle(&config, event))).await
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Payload>| services.handle(&config, event))).await
 }

@@ -282,8 +282,8 @@ mod tests {
                     "version": 1, "timestamp": 5, "topic": "$aws/things/d/shadow/update/accepted"}),
             &RecordOptions { retention_days: Some(1), store_metadata: false },
         )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let item = item(&record).unwrap_or_else(|e| panic!("{e}"));
+        .expect("recording the event");
+        let item = item(&record).expect("the record's item");
         let Some(AttributeValue::M(state)) = item.get("state") else { panic!("state is not a map: {item:?}") };
         let Some(AttributeValue::M(desired)) = state.get("desired") else { panic!("desired is not a map") };
         assert_eq!(desired.get("gone"), Some(&AttributeValue::Null(true)));
@@ -306,8 +306,8 @@ mod tests {
                     "topic": "$aws/things/d/shadow/update/accepted"}),
             &RecordOptions::default(),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let item = item(&record).unwrap_or_else(|e| panic!("{e}"));
+        .expect("recording the event");
+        let item = item(&record).expect("the record's item");
         let Some(AttributeValue::M(state)) = item.get("state") else { panic!("state is not a map: {item:?}") };
         let Some(AttributeValue::M(stored)) = state.get("desired") else { panic!("desired is not a map") };
         let marker = |text: &str| {
@@ -324,8 +324,8 @@ mod tests {
             assert!(matches!(stored.get(fits), Some(AttributeValue::N(_))), "{fits}: {stored:?}");
         }
 
-        let read: Value =
-            serde_dynamo::from_attribute_value(AttributeValue::M(stored.clone())).unwrap_or_else(|e| panic!("{e}"));
+        let read: Value = serde_dynamo::from_attribute_value(AttributeValue::M(stored.clone()))
+            .expect("reading the stored state back");
         assert_eq!(restore_numbers(read), desired);
     }
 
@@ -343,6 +343,6 @@ mod tests {
             assert!(matches!(storable_numbers(&kept), Cow::Borrowed(_)), "{kept} needs no change");
         }
         assert_eq!(restore_numbers(json!({"a": [{"$number": "-1e-200"}]})), json!({"a": [-1e-200]}));
-        assert!(fits_dynamodb(&Number::from_f64(0.0).unwrap_or_else(|| panic!("0.0 is finite"))));
+        assert!(fits_dynamodb(&Number::from_f64(0.0).expect("0.0 is finite")));
     }
 }

@@ -373,7 +373,7 @@ mod tests {
     use serde_json::json;
 
     fn record(event: Value) -> HistoryRecord {
-        record_from_event(&event, &RecordOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+        record_from_event(&event, &RecordOptions::default()).expect("recording the event")
     }
 
     fn rejected(event: Value) -> EventError {
@@ -411,7 +411,7 @@ mod tests {
                     "timestamp": 100, "topic": "$aws/things/d1/shadow/update/accepted"}),
             &options,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("recording the event");
         assert_eq!(r.shadow.shadow_name(), "");
         assert_eq!(r.partition_key(), "d1#");
         assert_eq!(r.expires_at, Some(100 + 30 * 86_400));
@@ -656,8 +656,8 @@ mod sample_events {
         let records = batch["Records"].as_array().cloned().unwrap_or_default();
         assert_eq!(records.len(), 2);
         for record in records {
-            let body: Value = serde_json::from_str(record["body"].as_str().unwrap_or_default())
-                .unwrap_or_else(|e| panic!("body: {e}"));
+            let body: Value =
+                serde_json::from_str(record["body"].as_str().unwrap_or_default()).expect("the body is JSON");
             assert!(record_from_event(&body, &RecordOptions::default()).is_ok());
         }
     }

@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn prefix_round_trips() {
         for topic in ["$aws/things/a/shadow/name/b/update/accepted", "$aws/things/a/shadow/update/accepted"] {
-            let t = ShadowTopic::parse(topic).unwrap_or_else(|e| panic!("{e}"));
+            let t = ShadowTopic::parse(topic).expect("parsing a shadow topic");
             assert_eq!(format!("{}/update/accepted", shadow_topic_prefix(&t.shadow)), topic);
         }
     }

@@ -12,6 +12,18 @@ pub enum ConfigError {
     Invalid { name: &'static str, value: String, reason: String },
 }
 
+impl ConfigError {
+    /// The same error, with `hint` added to an invalid value's reason.
+    pub fn hint(self, hint: &str) -> Self {
+        match self {
+            Self::Invalid { name, value, reason } => {
+                Self::Invalid { name, value, reason: format!("{reason} ({hint})") }
+            }
+            missing => missing,
+        }
+    }
+}
+
 /// A source of settings: the process environment in Lambda, a map in tests.
 pub trait Settings {
     fn get(&self, name: &str) -> Option<String>;
@@ -32,6 +44,20 @@ pub trait Settings {
                 value,
                 reason: e.to_string(),
             }),
+        }
+    }
+
+    /// A number that must be at least `min` when set: the error names the variable, its value and the minimum.
+    fn at_least<T>(&self, name: &'static str, min: T) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display,
+        T::Err: Display,
+    {
+        match self.parsed::<T>(name)? {
+            Some(value) if value < min => {
+                Err(ConfigError::Invalid { name, value: value.to_string(), reason: format!("must be at least {min}") })
+            }
+            value => Ok(value),
         }
     }
 
@@ -79,5 +105,10 @@ mod tests {
         assert_eq!(s.flag("F"), Ok(true));
         assert_eq!(s.flag("MISSING"), Ok(false));
         assert!(s.flag("G").is_err());
+        assert_eq!(s.at_least::<u32>("N", 12), Ok(Some(12)));
+        assert_eq!(s.at_least::<u32>("MISSING", 1), Ok(None));
+        let low = s.at_least::<u32>("N", 13).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(low, r#"environment variable N="12" is invalid: must be at least 13"#);
+        assert!(matches!(s.at_least::<u32>("BAD", 1), Err(ConfigError::Invalid { name: "BAD", .. })));
     }
 }

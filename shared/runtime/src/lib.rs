@@ -4,5 +4,6 @@
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod event;
 pub mod metrics;
 pub mod telemetry;

@@ -411,11 +411,7 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
             Ok(page) => Ok(Page { items: page.things, next: page.next }),
             Err(GaveUp::OutOfTime { .. }) => Err(()),
             Err(GaveUp::Final(e)) => {
-                let failure = Failure {
-                    thing_name: describe(&self.sources[source]),
-                    code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.kind)),
-                    message: e.to_string(),
-                };
+                let failure = Failure::from_error(describe(&self.sources[source]), &e);
                 tracing::error!(source = %failure.thing_name, error = %e, "target source failed");
                 state.out.failed += 1;
                 state.out.failures.push(failure);
@@ -646,6 +642,15 @@ where
     }
 }
 
+/// Where a rollout's segment records each thing's previous values.
+struct Journaled<'a, J> {
+    journal: &'a J,
+    push_id: &'a str,
+    /// 1-based.
+    phase: u32,
+    started_at_ms: u64,
+}
+
 /// One thing: read and compare (when skipping unchanged things, or when its outcome is uncertain), then update.
 /// One request at a time per thing.
 ///
@@ -656,15 +661,6 @@ where
 /// updated it. Otherwise it is updated at the version just read, so that if the earlier update lands first, AWS
 /// refuses this one (409) and the thing is read again. Throttling (429) says the update was not applied: it is
 /// retried as it is.
-/// Where a rollout's segment records each thing's previous values.
-struct Journaled<'a, J> {
-    journal: &'a J,
-    push_id: &'a str,
-    /// 1-based.
-    phase: u32,
-    started_at_ms: u64,
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn push_thing<J: Journal>(
     plan: &PushPlan,
@@ -964,7 +960,7 @@ async fn journal_thing(
                 return match walk {
                     // Not known to have converged.
                     JournalWalk::Judge { .. } => JournalThing::Pending,
-                    JournalWalk::Rollback => JournalThing::Failed(failure(&entry.thing_name, &e)),
+                    JournalWalk::Rollback => JournalThing::Failed(Failure::from_error(entry.thing_name, &e)),
                 };
             }
         };
@@ -1010,7 +1006,7 @@ async fn journal_thing(
                     Err(GaveUp::Final(e)) if e.code.as_deref() == Some(CONFLICT) || e.kind == FaultKind::Transient => {
                         tracing::debug!(thing = %entry.thing_name, error = %e, "rollback: reading again");
                     }
-                    Err(GaveUp::Final(e)) => return JournalThing::Failed(failure(&entry.thing_name, &e)),
+                    Err(GaveUp::Final(e)) => return JournalThing::Failed(Failure::from_error(entry.thing_name, &e)),
                 }
             }
         }
@@ -1022,14 +1018,6 @@ async fn journal_thing(
     })
 }
 
-fn failure(thing: &str, e: &ServiceError) -> Failure {
-    Failure {
-        thing_name: thing.to_owned(),
-        code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.kind)),
-        message: e.source.to_string(),
-    }
-}
-
 /// The IoT data plane's answer to an update at a version the shadow is no longer at (HTTP 409).
 const CONFLICT: &str = "ConflictException";
 
@@ -1038,11 +1026,7 @@ fn gave_up(thing: &str, e: GaveUp<ServiceError>) -> ThingOutcome {
         GaveUp::OutOfTime { .. } => ThingOutcome::Unfinished,
         GaveUp::Final(e) => {
             tracing::warn!(thing, code = e.code.as_deref().unwrap_or("-"), error = %e, "thing not pushed");
-            ThingOutcome::Failed(Failure {
-                thing_name: thing.to_owned(),
-                code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.kind)),
-                message: e.source.to_string(),
-            })
+            ThingOutcome::Failed(Failure::from_error(thing, &e))
         }
     }
 }
@@ -1191,7 +1175,7 @@ mod tests {
         registry.groups.insert("huge".into(), names("h", 100_000));
         let plan = |targets: Value| {
             let request = json!({"pushId": "p", "desired": {"a": 1}, "targets": targets});
-            validate_request(&request, 400, None).unwrap_or_else(|e| panic!("{e}"))
+            validate_request(&request, 400, None).expect("a valid request")
         };
         let checked = crate::push::check_sources(&plan(json!({"thingGroup": "huge", "query": "q"})), &registry).await;
         assert_eq!(checked.ok(), Some(None));
@@ -1225,7 +1209,7 @@ mod tests {
         pace: &Pace,
         start: Start,
     ) -> SegmentOutcome {
-        let sources = super::super::sources_for(plan, registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let sources = super::super::sources_for(plan, registry).await.expect("resolving the sources");
         run_segment(plan, &sources, start, shadows, registry, pace, |_| {}).await
     }
 
@@ -1247,7 +1231,7 @@ mod tests {
         if let (Some(r), Value::Object(extra)) = (r.as_object_mut(), extra) {
             r.extend(extra);
         }
-        validate_request(&r, 100_000, Some(&|| "id".into())).unwrap_or_else(|e| panic!("{e}"))
+        validate_request(&r, 100_000, Some(&|| "id".into())).expect("a valid request")
     }
 
     /// Runs segments until the push is complete; returns how many it took.
@@ -1319,7 +1303,7 @@ mod tests {
     async fn a_journal_walk_goes_on_past_empty_pages_and_across_hand_offs() {
         let request = json!({"pushId": "back", "desired": {"settings": {"mode": 1}}, "targets": {"thingGroup": "prod"},
                              "rollout": {"phases": [{"percent": 50}, {"percent": 100}]}});
-        let plan = validate_request(&request, 100_000, None).unwrap_or_else(|e| panic!("{e}"));
+        let plan = validate_request(&request, 100_000, None).expect("a valid request");
         let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
         let journal = FakeJournal(Mutex::default(), 3);
         let fleet = names("t", 14);
@@ -1330,7 +1314,7 @@ mod tests {
                 phase: 1 + (i % 2) as u32,
                 values: json!({"settings": {"mode": null}}),
             };
-            journal.record_previous("back", 0, &entry).await.unwrap_or_else(|e| panic!("{e}"));
+            journal.record_previous("back", 0, &entry).await.expect("recording the previous values");
         }
         let (mut cursor, mut segments, mut restored, mut judged) = (Some(Cursor::default()), 0, 0, 0);
         // Judging phase 1 first, in one segment: its 7 things, every page read.
@@ -1373,7 +1357,7 @@ mod tests {
         journal: &FakeJournal,
         phase: usize,
     ) -> SegmentOutcome {
-        let sources = super::super::sources_for(plan, registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let sources = super::super::sources_for(plan, registry).await.expect("resolving the sources");
         let pace = Pace::new(
             100_000,
             8,
@@ -1391,8 +1375,8 @@ mod tests {
     async fn things_that_join_after_their_band_walked_are_pushed_in_a_later_phase_once() {
         let request = json!({"pushId": "late", "desired": {"settings": {"mode": 1}}, "targets": {"thingGroup": "prod"},
                              "rollout": {"phases": [{"percent": 30}, {"percent": 60}, {"percent": 100}]}});
-        let plan = validate_request(&request, 100_000, None).unwrap_or_else(|e| panic!("{e}"));
-        let rollout = plan.rollout.clone().unwrap_or_else(|| panic!("a rollout"));
+        let plan = validate_request(&request, 100_000, None).expect("a valid request");
+        let rollout = plan.rollout.clone().expect("a rollout");
         let fleet = names("t", 90);
         let band = |name: &String| rollout.phase_of("late", name);
         let mut registry = registry();
@@ -1520,7 +1504,7 @@ mod tests {
     async fn redoing_a_few_things_lists_no_source() {
         let (shadows, registry) = (FakeShadows::default(), registry());
         let plan = request(json!({}));
-        let sources = super::super::sources_for(&plan, &registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let sources = super::super::sources_for(&plan, &registry).await.expect("resolving the sources");
         let listed = registry.calls.load(Ordering::Relaxed);
         let cursor = Cursor { source: sources.len(), redo: vec!["g1".into(), "s3".into()], ..Cursor::default() };
         let out = run(&plan, &shadows, &registry, Duration::from_secs(30), cursor).await;
@@ -1558,7 +1542,7 @@ mod tests {
         let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod"}}));
         let pace =
             Pace::new(50, 4, Instant::now() + Duration::from_secs(60), Duration::from_millis(200), Duration::ZERO);
-        let sources = super::super::sources_for(&plan, &registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let sources = super::super::sources_for(&plan, &registry).await.expect("resolving the sources");
         let run = run_segment(&plan, &sources, Start::default(), &shadows, &registry, &pace, |_| {});
         let lose = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1588,7 +1572,7 @@ mod tests {
         let mut short =
             Pace::new(100, 8, Instant::now() + Duration::from_secs(900), Duration::from_millis(500), Duration::ZERO);
         short.lease = lease;
-        let sources = super::super::sources_for(&plan, &registry).await.unwrap_or_else(|e| panic!("{e}"));
+        let sources = super::super::sources_for(&plan, &registry).await.expect("resolving the sources");
         let out = run_segment(&plan, &sources, Start::default(), &shadows, &registry, &short, |_| {}).await;
         assert!(Instant::now() <= short.lease().until(), "ran past its lease");
         assert!((140..=160).contains(&out.updated), "{}", out.updated);

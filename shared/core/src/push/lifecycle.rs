@@ -493,7 +493,7 @@ mod tests {
     fn the_digest_tells_requests_apart() {
         let plan = |desired: Value| {
             validate_request(&json!({"pushId": "p1", "desired": desired, "targets": {"things": ["a"]}}), 400, None)
-                .unwrap_or_else(|e| panic!("{e}"))
+                .expect("a valid request")
         };
         let a = plan_digest(&plan(json!({"mode": 1, "temp": 2})));
         assert_eq!(a.len(), 64);
@@ -502,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn renewals_come_three_times_a_lease() {
+    fn the_renewal_interval_is_a_third_of_the_lease_and_at_most_3_s() {
         assert_eq!(LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 3_000);
         assert_eq!(LeaseTiming { lease_ms: 3_000, hand_off_grace_ms: 60_000 }.renew_every_ms(), 1_000);
     }
@@ -516,7 +516,7 @@ mod tests {
             400,
             None,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("a valid request");
         let timing = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 1_000 };
         let mut r = record(1, 0, 0, 0, false);
         r.phases = vec![PhaseCounts { percent: 50.0, ..Default::default() }, PhaseCounts::default()];

@@ -346,7 +346,7 @@ mod tests {
         let request = json!({"pushId": "p", "desired": {"mode": 1}, "targets": {"thingGroup": "fleet"},
                              "rollout": {"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 60,
                                          "minThings": 1, "onAbort": "stop"}});
-        validate_request(&request, 400, None).unwrap_or_else(|e| panic!("{e}"))
+        validate_request(&request, 400, None).expect("a valid request")
     }
 
     /// A released record (no live holder) in phase 1 of 2.

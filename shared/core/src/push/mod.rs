@@ -60,6 +60,25 @@ pub struct Failure {
     pub message: String,
 }
 
+impl Failure {
+    /// A thing (or a target source) given up on after a service's final error: the service's error code (else the
+    /// kind of fault), and the operation with what the service said, cause by cause.
+    pub fn from_error(thing_name: impl Into<String>, e: &ServiceError) -> Self {
+        let mut message = format!("{}: {}", e.operation, e.source);
+        let mut cause = e.source.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            // Some errors print their cause already.
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = c.source();
+        }
+        Self { thing_name: thing_name.into(), code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.kind)), message }
+    }
+}
+
 /// What a thing's `desired` held of the pushed keys before a rollout's push changed it (an absent key is `null`),
 /// recorded before the update: rollback sends it back, judging reads the things it lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,4 +387,39 @@ pub trait HandOff: Sync {
         segment: u64,
         delay_s: u32,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FaultKind;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("service error")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("ResourceNotFoundException: No thing named a")]
+    struct Inner;
+
+    #[test]
+    fn a_failure_keeps_the_code_and_what_the_service_said() {
+        let e = ServiceError::new(
+            "UpdateThingShadow",
+            FaultKind::Rejected,
+            Some("ResourceNotFoundException".into()),
+            Outer(Inner),
+        );
+        let failure = Failure::from_error("a", &e);
+        assert_eq!(failure.thing_name, "a");
+        assert_eq!(failure.code, "ResourceNotFoundException");
+        assert_eq!(failure.message, "UpdateThingShadow: service error: ResourceNotFoundException: No thing named a");
+        // Without a code, the kind of fault.
+        let e = ServiceError::new("ListThingsInThingGroup", FaultKind::Transient, None, "timed out");
+        let failure = Failure::from_error("thingGroup:prod", &e);
+        assert_eq!(
+            (failure.code.as_str(), failure.message.as_str()),
+            ("Transient", "ListThingsInThingGroup: timed out")
+        );
+    }
 }

@@ -260,7 +260,7 @@ mod tests {
     use super::*;
 
     fn plan(request: Value) -> PushPlan {
-        validate_request(&request, 400, Some(&|| "generated".into())).unwrap_or_else(|e| panic!("{e}"))
+        validate_request(&request, 400, Some(&|| "generated".into())).expect("a valid request")
     }
 
     fn refused(request: Value) -> Vec<(String, String)> {
@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(things, ["Test-Device", "b"], "de-duplicated in order");
         assert!(p.targets.recursive);
         assert_eq!(p.max_requests_per_second, 300);
-        let doc: Value = serde_json::from_str(&p.update_document()).unwrap_or_else(|e| panic!("{e}"));
+        let doc: Value = serde_json::from_str(&p.update_document()).expect("the update document is JSON");
         assert_eq!(doc["clientToken"], "fw-2026-11");
         assert_eq!(doc["state"]["desired"]["settings"]["temp"], 20);
     }

@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn a_rollout_is_validated_field_by_field() {
         let ok = rollout(json!({"phases": [{"percent": 1}, {"percent": 10}, {"percent": 100}]}));
-        let ok = ok.unwrap_or_else(|e| panic!("{e:?}"));
+        let ok = ok.expect("a valid rollout");
         assert_eq!((ok.bake_seconds, ok.converged_percent, ok.failed_percent, ok.min_things), (600, 95.0, 5.0, 20));
         assert_eq!(ok.on_abort, OnAbort::Stop);
         let cases = [
@@ -386,8 +386,8 @@ mod tests {
 
     #[test]
     fn cohorts_are_stable_and_follow_the_bands() {
-        let r = rollout(json!({"phases": [{"percent": 10}, {"percent": 50}, {"percent": 100}]}))
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let r =
+            rollout(json!({"phases": [{"percent": 10}, {"percent": 50}, {"percent": 100}]})).expect("a valid rollout");
         let mut counts = [0usize; 3];
         for i in 0..10_000 {
             let thing = format!("thing-{i}");
@@ -407,14 +407,14 @@ mod tests {
             })
             .count();
         assert!(both < same.min(other), "another push draws other cohorts: {both} of {same}/{other}");
-        let all = rollout(json!({"phases": [{"percent": 100}]})).unwrap_or_else(|e| panic!("{e:?}"));
+        let all = rollout(json!({"phases": [{"percent": 100}]})).expect("a valid rollout");
         assert!((0..1000).all(|i| all.phase_of("p", &format!("t{i}")) == 0));
     }
 
     #[test]
     fn judging_a_phase() {
-        let r = rollout(json!({"phases": [{"percent": 50}, {"percent": 100}], "minThings": 10}))
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let r =
+            rollout(json!({"phases": [{"percent": 50}, {"percent": 100}], "minThings": 10})).expect("a valid rollout");
         let phase = |converged, pending, failed| PhaseCounts {
             converged,
             pending,
@@ -434,8 +434,8 @@ mod tests {
 
     #[test]
     fn a_small_or_silent_phase_is_still_gated() {
-        let r = rollout(json!({"phases": [{"percent": 10}, {"percent": 100}], "minThings": 20}))
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let r =
+            rollout(json!({"phases": [{"percent": 10}, {"percent": 100}], "minThings": 20})).expect("a valid rollout");
         let small = |converged, pending| PhaseCounts { converged, pending, updated: 5, ..PhaseCounts::default() };
         // Below minThings, convergedPercent still applies: 3 of 5 converged is 60 %.
         let Verdict::Abort(why) = judge(&r, &[small(3, 2)], 0) else { panic!("a small canary is not gated") };

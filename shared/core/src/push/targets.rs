@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Cursor>(&json).ok(), Some(c));
         let s = vec![
             Source::Things,
-            Source::Group(ThingGroupName::parse("g").unwrap_or_else(|e| panic!("{e}"))),
+            Source::Group(ThingGroupName::parse("g").expect("a valid group name")),
             Source::Query("q".into()),
         ];
         let json = serde_json::to_string(&s).unwrap_or_default();
