@@ -58,7 +58,13 @@ pub fn fault_kind(code: Option<&str>, status: u16) -> FaultKind {
     }
 }
 
-/// Wraps an SDK error, classified for retrying.
+/// A service's answer to a failed call: its error code and message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServiceSaid(pub String);
+
+/// Wraps an SDK error, classified for retrying: a service's answer keeps its code and message (never the SDK's
+/// Debug dump of the metadata); a timeout or a failed connection keeps the SDK's error and its causes.
 pub fn service_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> ServiceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -66,7 +72,16 @@ where
     let (kind, code) = match &err {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code().map(str::to_owned);
-            (fault_kind(code.as_deref(), ctx.raw().status().as_u16()), code)
+            let status = ctx.raw().status().as_u16();
+            let kind = fault_kind(code.as_deref(), status);
+            // What the service said, in its own words: the SDK's error prints its whole metadata with Debug.
+            let said = match (code.as_deref(), ctx.err().message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                (None, Some(message)) => format!("HTTP {status}: {message}"),
+                (None, None) => format!("HTTP {status}"),
+            };
+            return ServiceError::new(operation, kind, code, ServiceSaid(said));
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             (FaultKind::Transient, None)
@@ -90,5 +105,34 @@ mod tests {
         assert_eq!(fault_kind(Some("ResourceNotFoundException"), 404), FaultKind::Rejected);
         assert_eq!(fault_kind(Some("ConflictException"), 409), FaultKind::Rejected);
         assert_eq!(fault_kind(Some("ValidationException"), 400), FaultKind::Rejected);
+    }
+
+    #[test]
+    fn a_service_answer_keeps_its_code_and_message_in_its_own_words() {
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let answer = |code: Option<&str>, message: Option<&str>| {
+            let mut meta = ErrorMetadata::builder();
+            if let Some(code) = code {
+                meta = meta.code(code);
+            }
+            if let Some(message) = message {
+                meta = meta.message(message);
+            }
+            let status = StatusCode::try_from(400).expect("a valid status");
+            let raw = HttpResponse::new(status, SdkBody::empty());
+            service_error("GetItem", SdkError::service_error(GetItemError::generic(meta.build()), raw))
+        };
+        let e = answer(Some("ResourceNotFoundException"), Some("Requested resource not found"));
+        assert_eq!(e.code.as_deref(), Some("ResourceNotFoundException"));
+        assert_eq!(e.kind, FaultKind::Rejected);
+        assert_eq!(e.source.to_string(), "ResourceNotFoundException: Requested resource not found");
+        assert_eq!(answer(Some("ValidationException"), None).source.to_string(), "ValidationException");
+        assert_eq!(answer(None, Some("no")).source.to_string(), "HTTP 400: no");
+        assert_eq!(answer(None, None).source.to_string(), "HTTP 400");
     }
 }
