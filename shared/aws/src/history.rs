@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use serde_json::{Map, Number, Value};
 use shadow_core::ShadowRef;
-use shadow_core::history::{
-    HistoryRecord, HistoryStore, PARTITION_KEY, PutOutcome, SORT_KEY, partition_key, time_prefix,
-};
+use shadow_core::history::{HistoryRecord, HistoryStore, PutOutcome, partition_key, time_prefix};
 use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::service_error;
+use crate::tables::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use crate::writes;
 
 #[derive(Debug, Clone)]
 pub struct DynamoHistoryStore {
@@ -232,7 +232,7 @@ pub fn item(record: &HistoryRecord) -> Result<HashMap<String, AttributeValue>, s
         }
     };
     number("receivedAt", record.received_at);
-    number("expiresAt", record.expires_at);
+    number(TTL_ATTRIBUTE, record.expires_at);
     number("previousVersion", record.previous_version);
     if let Some(token) = &record.client_token {
         item.insert("clientToken".to_owned(), AttributeValue::S(token.clone()));
@@ -250,22 +250,8 @@ impl HistoryStore for DynamoHistoryStore {
     async fn put_new(&self, record: &HistoryRecord) -> Result<PutOutcome, ServiceError> {
         let item = item(record)
             .map_err(|e| ServiceError::new("PutItem", FaultKind::Rejected, Some("UnrepresentableState".into()), e))?;
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PARTITION_KEY)
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(PutOutcome::Duplicate)
-            }
-            Err(e) => Err(service_error("PutItem", e)),
-        }
+        let written = writes::put_if_absent(&self.client, &self.table, item).await?;
+        Ok(if written { PutOutcome::Written } else { PutOutcome::Duplicate })
     }
 }
 

@@ -9,6 +9,7 @@ pub mod registry;
 pub mod sdk;
 pub mod shadows;
 pub mod tables;
+pub mod writes;
 
 pub use handoff::{Continuation, SqsHandOff};
 pub use history::DynamoHistoryStore;

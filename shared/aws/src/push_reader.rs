@@ -12,7 +12,7 @@ use serde_json::Value;
 use shadow_core::push::Failure;
 use shadow_core::store::{FaultKind, ServiceError};
 
-use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, RECORD};
+use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, record_key};
 use crate::sdk::service_error;
 use crate::tables::{PARTITION_KEY, RECENT_PUSHES_INDEX, RECENT_PUSHES_KEY, RECENT_PUSHES_PARTITION, SORT_KEY};
 
@@ -30,13 +30,6 @@ pub struct DynamoPushReader {
 
 fn unreadable(operation: &'static str, e: serde_dynamo::Error) -> ServiceError {
     ServiceError::new(operation, FaultKind::Rejected, Some("UnreadableItem".into()), e)
-}
-
-fn record_key(push_id: &str) -> PageKey {
-    HashMap::from([
-        (PARTITION_KEY.to_owned(), AttributeValue::S(push_id.to_owned())),
-        (SORT_KEY.to_owned(), AttributeValue::S(RECORD.to_owned())),
-    ])
 }
 
 /// An item as JSON, without the table's keys.

@@ -1,19 +1,18 @@
 //! The push table: one record item per push, and one item per failed thing. Layout in the README ("Push records").
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, PutRequest, ReturnValue, WriteRequest},
+    types::{AttributeValue, ReturnValue},
 };
 use shadow_core::push::{
     Claim, Control, Failure, Journal, JournalPage, Previous, PushRecord, PushState, PushStore, lifecycle,
 };
 use shadow_core::store::{FaultKind, ServiceError};
 
-use crate::sdk::service_error;
-use crate::tables;
+use crate::sdk::{ConditionalWrite, service_error};
+use crate::{tables, writes};
 
 /// The sort key of a push's record item.
 pub const RECORD: &str = "push";
@@ -29,8 +28,6 @@ const JOURNAL_PAGE: i32 = 100;
 /// sparse index the sweeper queries, sorted by `leaseUntil`.
 const OPEN_ATTRIBUTE: &str = tables::OPEN_PUSHES_KEY;
 const OPEN: &str = "open";
-/// BatchWriteItem's limit.
-const BATCH: usize = 25;
 
 #[derive(Debug, Clone)]
 pub struct DynamoPushStore {
@@ -56,10 +53,6 @@ fn attribute(operation: &'static str, value: impl serde::Serialize) -> Result<At
     serde_dynamo::to_attribute_value(value).map_err(|e| unrepresentable(operation, e))
 }
 
-fn state_name(state: PushState) -> String {
-    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
 /// An update's parts: `SET` clauses, `REMOVE`d names, and the placeholders' names and values.
 type UpdateParts = (Vec<String>, Vec<String>, HashMap<String, String>, HashMap<String, AttributeValue>);
 
@@ -76,7 +69,7 @@ fn progress_update(next: &PushRecord, operation: &'static str) -> Result<UpdateP
         ("complete", Some(AttributeValue::Bool(next.complete))),
         ("finishedAt", Some(attribute(operation, next.finished_at)?)),
         ("leaseUntil", Some(n(next.lease_until))),
-        ("state", Some(s(&state_name(next.state)))),
+        ("state", Some(s(next.state.as_str()))),
         ("phase", Some(n(u64::from(next.phase)))),
         ("recheck", Some(AttributeValue::Bool(next.recheck))),
         ("bakeUntil", next.bake_until.map(n)),
@@ -114,21 +107,18 @@ impl DynamoPushStore {
     fn expires_at(&self, started_at_ms: u64) -> Option<AttributeValue> {
         self.retention_days.map(|days| n(started_at_ms / 1000 + u64::from(days) * 86_400))
     }
+}
 
-    fn key(push_id: &str, sk: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([("pk".to_owned(), s(push_id)), ("sk".to_owned(), s(sk))])
-    }
-
-    fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(e: &E) -> bool {
-        e.code() == Some("ConditionalCheckFailedException")
-    }
+/// The key of a push's record item.
+pub fn record_key(push_id: &str) -> HashMap<String, AttributeValue> {
+    tables::key(push_id, RECORD)
 }
 
 impl PushStore for DynamoPushStore {
     async fn create(&self, record: &PushRecord) -> Result<bool, ServiceError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(record).map_err(|e| unrepresentable("PutItem", e))?;
-        item.extend(Self::key(&record.push_id, RECORD));
+        item.extend(record_key(&record.push_id));
         if !record.complete {
             item.insert(OPEN_ATTRIBUTE.into(), s(OPEN));
         }
@@ -137,19 +127,7 @@ impl PushStore for DynamoPushStore {
         if let Some(expires) = self.expires_at(record.started_at) {
             item.insert(tables::TTL_ATTRIBUTE.into(), expires);
         }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(service_error("PutItem", e)),
-        }
+        writes::put_if_absent(&self.client, &self.table, item).await
     }
 
     async fn load(&self, push_id: &str) -> Result<Option<PushRecord>, ServiceError> {
@@ -157,7 +135,7 @@ impl PushStore for DynamoPushStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, RECORD)))
+            .set_key(Some(record_key(push_id)))
             .consistent_read(true)
             .send()
             .await
@@ -170,7 +148,7 @@ impl PushStore for DynamoPushStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, RECORD)))
+            .set_key(Some(record_key(push_id)))
             .expression_attribute_names("#segment", "segment")
             .expression_attribute_values(":m", n(claim.segment))
             .expression_attribute_values(":prev", n(claim.segment.saturating_sub(1)))
@@ -201,18 +179,14 @@ impl PushStore for DynamoPushStore {
                      AND attribute_not_exists(control)",
                 )
                 .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":running", s("running"))
-                .expression_attribute_values(":baking", s("baking"))
-                .expression_attribute_values(":rollingBack", s("rollingBack"))
+                .expression_attribute_values(":running", s(PushState::Running.as_str()))
+                .expression_attribute_values(":baking", s(PushState::Baking.as_str()))
+                .expression_attribute_values(":rollingBack", s(PushState::RollingBack.as_str()))
                 .expression_attribute_names("#owner", "owner")
                 .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":zero", n(0))
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
-            Err(e) => Err(service_error("UpdateItem", e)),
-        }
+        update.send().await.condition_held("UpdateItem")
     }
 
     async fn renew(
@@ -226,7 +200,7 @@ impl PushStore for DynamoPushStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, RECORD)))
+            .set_key(Some(record_key(push_id)))
             .update_expression("SET leaseUntil = :lease")
             .condition_expression("#owner = :owner AND #segment = :m AND handedOff = :prev")
             .expression_attribute_names("#owner", "owner")
@@ -237,18 +211,13 @@ impl PushStore for DynamoPushStore {
             .expression_attribute_values(":lease", n(lease_until_ms))
             .return_values(ReturnValue::AllNew)
             .send()
-            .await;
-        match renewed {
-            Ok(out) => {
-                let control = out
-                    .attributes
-                    .and_then(|mut a| a.remove("control"))
-                    .and_then(|c| serde_dynamo::from_attribute_value::<_, Control>(c).ok());
-                Ok(Some(control))
-            }
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(None),
-            Err(e) => Err(service_error("UpdateItem", e)),
-        }
+            .await
+            .unless_condition_failed("UpdateItem")?;
+        Ok(renewed.map(|out| {
+            out.attributes
+                .and_then(|mut a| a.remove("control"))
+                .and_then(|c| serde_dynamo::from_attribute_value::<_, Control>(c).ok())
+        }))
     }
 
     async fn finish_segment(&self, next: &PushRecord, owner: &str) -> Result<Option<PushRecord>, ServiceError> {
@@ -270,7 +239,7 @@ impl PushStore for DynamoPushStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(&next.push_id, RECORD)))
+            .set_key(Some(record_key(&next.push_id)))
             // `SET handedOff` first: the crash tier recognises this write by it.
             .update_expression(format!("SET handedOff = :handed, {}{remove}", set.join(", ")))
             .condition_expression("#owner = :owner AND #segment = :m AND handedOff = :prev")
@@ -278,12 +247,9 @@ impl PushStore for DynamoPushStore {
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
             .send()
-            .await;
-        let updated = match updated {
-            Ok(updated) => updated,
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => return Ok(None),
-            Err(e) => return Err(service_error("UpdateItem", e)),
-        };
+            .await
+            .unless_condition_failed("UpdateItem")?;
+        let Some(updated) = updated else { return Ok(None) };
         let item = updated.attributes.ok_or_else(|| {
             ServiceError::new("UpdateItem", FaultKind::Transient, None, "UpdateItem returned no attributes")
         })?;
@@ -303,11 +269,10 @@ impl PushStore for DynamoPushStore {
             // A rollback is also taken after a stop: aborted without one, or stalled.
             Control::AbortRollback => "complete = :false AND #state IN (:running, :baking, :paused, :aborted)",
         };
-        let written = self
-            .client
+        self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, RECORD)))
+            .set_key(Some(record_key(push_id)))
             .update_expression("SET control = :c")
             .condition_expression(condition)
             .expression_attribute_names("#state", "state")
@@ -315,26 +280,22 @@ impl PushStore for DynamoPushStore {
                 let mut values = HashMap::from([
                     (":c".to_owned(), attribute("UpdateItem", control)?),
                     (":false".to_owned(), AttributeValue::Bool(false)),
-                    (":running".to_owned(), s("running")),
-                    (":baking".to_owned(), s("baking")),
+                    (":running".to_owned(), s(PushState::Running.as_str())),
+                    (":baking".to_owned(), s(PushState::Baking.as_str())),
                 ]);
                 if control == Control::Pause {
-                    values.insert(":rolling".into(), s("rollingBack"));
+                    values.insert(":rolling".into(), s(PushState::RollingBack.as_str()));
                 } else {
-                    values.insert(":paused".into(), s("paused"));
+                    values.insert(":paused".into(), s(PushState::Paused.as_str()));
                 }
                 if control == Control::AbortRollback {
-                    values.insert(":aborted".into(), s("aborted"));
+                    values.insert(":aborted".into(), s(PushState::Aborted.as_str()));
                 }
                 Some(values)
             })
             .send()
-            .await;
-        match written {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
-            Err(e) => Err(service_error("UpdateItem", e)),
-        }
+            .await
+            .condition_held("UpdateItem")
     }
 
     async fn apply_control(&self, next: &PushRecord, control: Control, now_ms: u64) -> Result<bool, ServiceError> {
@@ -361,11 +322,10 @@ impl PushStore for DynamoPushStore {
             (":prev".into(), n(next.segment.saturating_sub(1))),
             (":now".into(), n(now_ms)),
         ]);
-        let applied = self
-            .client
+        self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(&next.push_id, RECORD)))
+            .set_key(Some(record_key(&next.push_id)))
             .update_expression(format!("SET handedOff = :handed, {} REMOVE {}", set.join(", "), remove.join(", ")))
             .condition_expression(
                 "control = :c AND #segment = :m AND (handedOff = :m OR (handedOff = :prev AND leaseUntil < :now))",
@@ -373,43 +333,33 @@ impl PushStore for DynamoPushStore {
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .send()
-            .await;
-        match applied {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
-            Err(e) => Err(service_error("UpdateItem", e)),
-        }
+            .await
+            .condition_held("UpdateItem")
     }
 
     async fn resume(&self, push_id: &str, state: PushState, lease_until_ms: u64) -> Result<bool, ServiceError> {
-        let resumed = self
-            .client
+        self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, RECORD)))
+            .set_key(Some(record_key(push_id)))
             .update_expression("SET #state = :s, leaseUntil = :lease, #open = :open")
             .condition_expression("#state = :paused AND attribute_not_exists(control)")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#open", OPEN_ATTRIBUTE)
-            .expression_attribute_values(":s", s(&state_name(state)))
-            .expression_attribute_values(":paused", s("paused"))
+            .expression_attribute_values(":s", s(state.as_str()))
+            .expression_attribute_values(":paused", s(PushState::Paused.as_str()))
             .expression_attribute_values(":lease", n(lease_until_ms))
             .expression_attribute_values(":open", s(OPEN))
             .send()
-            .await;
-        match resumed {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
-            Err(e) => Err(service_error("UpdateItem", e)),
-        }
+            .await
+            .condition_held("UpdateItem")
     }
 
     async fn unstall(&self, next: &PushRecord) -> Result<bool, ServiceError> {
-        let written = self
-            .client
+        self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(&next.push_id, RECORD)))
+            .set_key(Some(record_key(&next.push_id)))
             .update_expression(
                 "SET handedOff = :m, takeovers = :zero, recheck = :true, leaseUntil = :lease, #open = :open \
                  REMOVE stalled",
@@ -423,20 +373,15 @@ impl PushStore for DynamoPushStore {
             .expression_attribute_values(":lease", n(next.lease_until))
             .expression_attribute_values(":open", s(OPEN))
             .send()
-            .await;
-        match written {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(false),
-            Err(e) => Err(service_error("UpdateItem", e)),
-        }
+            .await
+            .condition_held("UpdateItem")
     }
 
     async fn stall(&self, push_id: &str, segment: u64, reason: &str) -> Result<(), ServiceError> {
-        let stalled = self
-            .client
+        self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, RECORD)))
+            .set_key(Some(record_key(push_id)))
             .update_expression("SET stalled = :reason REMOVE #open")
             .condition_expression("complete = :false AND #segment = :m")
             .expression_attribute_names("#segment", "segment")
@@ -445,13 +390,10 @@ impl PushStore for DynamoPushStore {
             .expression_attribute_values(":m", n(segment))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .send()
-            .await;
-        match stalled {
-            Ok(_) => Ok(()),
-            // Someone else moved the push on meanwhile: it is not stalled after all.
-            Err(e) if e.as_service_error().is_some_and(Self::is_conditional_failure) => Ok(()),
-            Err(e) => Err(service_error("UpdateItem", e)),
-        }
+            .await
+            .condition_held("UpdateItem")?;
+        // Not stalled when the condition failed: someone else moved the push on meanwhile.
+        Ok(())
     }
 
     async fn stale(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, ServiceError> {
@@ -512,49 +454,17 @@ impl DynamoPushStore {
         // Failures expire with their push record.
         let expires_at = self.expires_at(started_at_ms);
         let mut seen = HashSet::new();
-        let unique: Vec<&Failure> = failures.iter().filter(|f| seen.insert(f.thing_name.as_str())).collect();
-        for chunk in unique.chunks(BATCH) {
-            let mut requests = Vec::with_capacity(chunk.len());
-            for failure in chunk {
-                let mut item: HashMap<String, AttributeValue> =
-                    serde_dynamo::to_item(failure).map_err(|e| unrepresentable("BatchWriteItem", e))?;
-                item.extend(Self::key(push_id, &format!("{prefix}{}", failure.thing_name)));
-                if let Some(expires) = expires_at.clone() {
-                    item.insert(tables::TTL_ATTRIBUTE.into(), expires);
-                }
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| ServiceError::new("BatchWriteItem", FaultKind::Rejected, None, e))?;
-                requests.push(WriteRequest::builder().put_request(put).build());
+        let mut requests = Vec::new();
+        for failure in failures.iter().filter(|f| seen.insert(f.thing_name.as_str())) {
+            let mut item: HashMap<String, AttributeValue> =
+                serde_dynamo::to_item(failure).map_err(|e| unrepresentable("BatchWriteItem", e))?;
+            item.extend(tables::key(push_id, &format!("{prefix}{}", failure.thing_name)));
+            if let Some(expires) = expires_at.clone() {
+                item.insert(tables::TTL_ATTRIBUTE.into(), expires);
             }
-            let mut pending = HashMap::from([(self.table.clone(), requests)]);
-            // UnprocessedItems come back under load: send them again, with backoff.
-            for attempt in 0u32.. {
-                let written = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| service_error("BatchWriteItem", e))?;
-                pending = written.unprocessed_items.unwrap_or_default();
-                pending.retain(|_, requests| !requests.is_empty());
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt >= 10 {
-                    return Err(ServiceError::new(
-                        "BatchWriteItem",
-                        FaultKind::Throttled,
-                        Some("UnprocessedItems".into()),
-                        "items still unprocessed after 10 attempts",
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-            }
+            requests.push(writes::put_request(item)?);
         }
-        Ok(())
+        writes::batch_write(&self.client, &self.table, requests).await
     }
 
     async fn listed(&self, push_id: &str, limit: usize, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
@@ -563,7 +473,9 @@ impl DynamoPushStore {
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :p AND begins_with(sk, :f)")
+            .key_condition_expression("#pk = :p AND begins_with(#sk, :f)")
+            .expression_attribute_names("#pk", tables::PARTITION_KEY)
+            .expression_attribute_names("#sk", tables::SORT_KEY)
             .expression_attribute_values(":p", s(push_id))
             .expression_attribute_values(":f", s(prefix))
             .into_paginator()
@@ -590,27 +502,16 @@ fn previous_entry(item: &HashMap<String, AttributeValue>) -> Option<Previous> {
 
 impl Journal for DynamoPushStore {
     async fn record_previous(&self, push_id: &str, started_at_ms: u64, entry: &Previous) -> Result<(), ServiceError> {
-        let mut item = Self::key(push_id, &format!("{PREVIOUS_PREFIX}{}", entry.key()));
+        let mut item = tables::key(push_id, &format!("{PREVIOUS_PREFIX}{}", entry.key()));
         item.insert("thingName".into(), s(&entry.thing_name));
         item.insert("phase".into(), n(u64::from(entry.phase)));
         item.insert("values".into(), s(&entry.values.to_string()));
         if let Some(expires) = self.expires_at(started_at_ms) {
             item.insert(tables::TTL_ATTRIBUTE.into(), expires);
         }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            // Recorded already (a retry of this thing): the first reading is what the thing held before the push.
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(service_error("PutItem", e)),
-        }
+        // Recorded already (a retry of this thing): the first reading is what the thing held before the push.
+        writes::put_if_absent(&self.client, &self.table, item).await?;
+        Ok(())
     }
 
     async fn previous_page(
@@ -623,12 +524,14 @@ impl Journal for DynamoPushStore {
             Some(p) => format!("{PREVIOUS_PREFIX}{p:03}#"),
             None => PREVIOUS_PREFIX.to_owned(),
         };
-        let start = after.map(|a| Self::key(push_id, &format!("{PREVIOUS_PREFIX}{a}")));
+        let start = after.map(|a| tables::key(push_id, &format!("{PREVIOUS_PREFIX}{a}")));
         let page = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :p AND begins_with(sk, :prefix)")
+            .key_condition_expression("#pk = :p AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", tables::PARTITION_KEY)
+            .expression_attribute_names("#sk", tables::SORT_KEY)
             .expression_attribute_values(":p", s(push_id))
             .expression_attribute_values(":prefix", s(&prefix))
             .set_exclusive_start_key(start)
@@ -652,7 +555,7 @@ impl Journal for DynamoPushStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(push_id, &format!("{PREVIOUS_PREFIX}{key}"))))
+            .set_key(Some(tables::key(push_id, &format!("{PREVIOUS_PREFIX}{key}"))))
             .consistent_read(true)
             .send()
             .await

@@ -91,8 +91,44 @@ where
     ServiceError::new(operation, kind, code, err)
 }
 
+/// Whether DynamoDB refused a write because its condition did not hold: an answer, not a fault.
+pub fn condition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.as_service_error().is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
+}
+
+/// The result of a conditional DynamoDB write (PutItem, UpdateItem, DeleteItem with a `ConditionExpression`).
+pub trait ConditionalWrite<T> {
+    /// The write's output when its condition held, `None` when it did not; any other error as [`service_error`]
+    /// classifies it.
+    fn unless_condition_failed(self, operation: &'static str) -> Result<Option<T>, ServiceError>;
+
+    /// Whether the condition held (and so the write was made).
+    fn condition_held(self, operation: &'static str) -> Result<bool, ServiceError>
+    where
+        Self: Sized,
+    {
+        Ok(self.unless_condition_failed(operation)?.is_some())
+    }
+}
+
+impl<T, E> ConditionalWrite<T> for Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn unless_condition_failed(self, operation: &'static str) -> Result<Option<T>, ServiceError> {
+        match self {
+            Ok(output) => Ok(Some(output)),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(service_error(operation, e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+    use aws_smithy_types::error::ErrorMetadata;
+
     use super::*;
 
     #[test]
@@ -134,5 +170,35 @@ mod tests {
         assert_eq!(answer(Some("ValidationException"), None).source.to_string(), "ValidationException");
         assert_eq!(answer(None, Some("no")).source.to_string(), "HTTP 400: no");
         assert_eq!(answer(None, None).source.to_string(), "HTTP 400");
+    }
+
+    type Written<T> = Result<T, SdkError<UpdateItemError, HttpResponse>>;
+
+    fn refused(code: &str, status: u16) -> SdkError<UpdateItemError, HttpResponse> {
+        let response = HttpResponse::new(
+            status.try_into().unwrap_or_else(|e| panic!("status {status}: {e}")),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        SdkError::service_error(UpdateItemError::generic(ErrorMetadata::builder().code(code).build()), response)
+    }
+
+    #[test]
+    fn a_failed_condition_is_an_answer_and_other_errors_are_classified() {
+        assert!(matches!(Written::Ok(7).unless_condition_failed("UpdateItem"), Ok(Some(7))));
+        assert!(matches!(Written::Ok(()).condition_held("UpdateItem"), Ok(true)));
+        let condition_failed = || refused("ConditionalCheckFailedException", 400);
+        assert!(matches!(Written::<()>::Err(condition_failed()).unless_condition_failed("UpdateItem"), Ok(None)));
+        assert!(matches!(Written::<()>::Err(condition_failed()).condition_held("UpdateItem"), Ok(false)));
+        for (code, status, kind) in [
+            ("ProvisionedThroughputExceededException", 400, FaultKind::Throttled),
+            ("InternalServerError", 500, FaultKind::Transient),
+            ("ValidationException", 400, FaultKind::Rejected),
+            ("TransactionCanceledException", 400, FaultKind::Rejected),
+        ] {
+            let Err(err) = Written::<()>::Err(refused(code, status)).condition_held("UpdateItem") else {
+                panic!("{code} is an error")
+            };
+            assert_eq!((err.operation, err.kind, err.code.as_deref()), ("UpdateItem", kind, Some(code)));
+        }
     }
 }

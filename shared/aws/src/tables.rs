@@ -1,17 +1,35 @@
 //! The DynamoDB tables shadow-fleet uses. `template.yaml` declares the same tables for AWS; a test in `tests/`
 //! fails when the two drift apart, and the local stack creates its tables from these definitions.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::{
     Client,
     types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-        ScalarAttributeType, TimeToLiveSpecification,
+        AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+        ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
     },
 };
-pub use shadow_core::history::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::service_error;
+
+/// The partition key of every shadow-fleet table (a string): one partition per thing and shadow in the history
+/// table, one per push in the push table.
+pub const PARTITION_KEY: &str = "pk";
+/// The sort key of every shadow-fleet table (a string): chronological and unique per distinct event in the history
+/// table; the record, failures, conflicts and journal of a push in the push table.
+pub const SORT_KEY: &str = "sk";
+/// The TTL attribute of every shadow-fleet table, in epoch seconds.
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+/// The key of one item of a shadow-fleet table.
+pub fn key(partition: &str, sort: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), AttributeValue::S(partition.to_owned())),
+        (SORT_KEY.to_owned(), AttributeValue::S(sort.to_owned())),
+    ])
+}
 
 /// A sparse global secondary index: only items that have its partition key are in it. Keys only are projected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,13 +68,6 @@ pub struct HistoryRecord {
     pub previous_version: Option<u64>,
 }
 
-/// The name of the history table's partition key: one partition per thing and shadow.
-pub const PARTITION_KEY: &str = "pk";
-/// The name of the history table's sort key: chronological, unique per distinct event.
-pub const SORT_KEY: &str = "sk";
-/// The TTL attribute of every shadow-fleet table, in epoch seconds.
-pub const TTL_ATTRIBUTE: &str = "expiresAt";
-
 const SECONDS_PER_DAY: u64 = 86_400;
 
 impl HistoryRecord {
