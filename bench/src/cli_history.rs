@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::WriteRequest;
 use devstack::{Stack, unique};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shadow_aws::tables;
+use shadow_aws::{tables, writes};
 use shadow_core::history::{RecordOptions, record_from_event};
 
 pub const EVENTS: u64 = 100_000;
@@ -43,29 +43,16 @@ async fn load(stack: &Stack, table: &str) -> Duration {
             }
             let record = record_from_event(&event, &RecordOptions::default()).expect("recording the event");
             let item = shadow_aws::history::item(&record).expect("the record's item");
-            let put = PutRequest::builder().set_item(Some(item)).build().expect("a put request");
-            WriteRequest::builder().put_request(put).build()
+            writes::put_request(item).expect("a put request")
         })
         .collect::<Vec<_>>()
-        .chunks(25)
+        .chunks(writes::BATCH_LIMIT)
         .map(<[WriteRequest]>::to_vec)
         .collect();
     futures::stream::iter(requests)
         .for_each_concurrent(8, |batch| {
             let db = db.clone();
-            async move {
-                let mut pending = std::collections::HashMap::from([(table.to_owned(), batch)]);
-                for attempt in 0u32.. {
-                    let written =
-                        db.batch_write_item().set_request_items(Some(pending)).send().await.expect("batch_write_item");
-                    pending = written.unprocessed_items.unwrap_or_default();
-                    pending.retain(|_, w| !w.is_empty());
-                    if pending.is_empty() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
-                }
-            }
+            async move { writes::batch_write(&db, table, batch).await.expect("batch_write") }
         })
         .await;
     started.elapsed()

@@ -8,12 +8,12 @@ mod standin;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use devstack::lambda::LocalLambda;
 use devstack::service::{LambdaService, Timing};
 use devstack::{Stack, unique};
 use serde_json::{Value, json};
-use shadow_aws::tables;
+use shadow_aws::{push_store, tables};
+use shadow_core::push::PushState;
 use tokio::process::Command;
 
 use standin::{Limits, StandIn};
@@ -438,8 +438,7 @@ impl Bench {
                 let got = db
                     .get_item()
                     .table_name(&table)
-                    .key("pk", AttributeValue::S(push_id.clone()))
-                    .key("sk", AttributeValue::S("push".into()))
+                    .set_key(Some(push_store::record_key(&push_id)))
                     .consistent_read(true)
                     .send()
                     .await
@@ -447,8 +446,9 @@ impl Bench {
                     .and_then(|g| g.item);
                 got.and_then(|item| serde_dynamo::from_item::<_, Value>(item).ok()).unwrap_or(Value::Null)
             };
-            let done =
-                || async { matches!(record().await["state"].as_str(), Some("complete" | "aborted" | "rolledBack")) };
+            let done = || async {
+                serde_json::from_value::<PushState>(record().await["state"].clone()).is_ok_and(PushState::is_final)
+            };
             let started = Instant::now();
             let finished =
                 service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(600), done).await;

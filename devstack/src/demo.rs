@@ -199,9 +199,11 @@ async fn keys(stack: &Stack, table: &str, pk: &str) -> Result<Vec<HashMap<String
         .dynamodb()
         .query()
         .table_name(table)
-        .key_condition_expression("pk = :pk")
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", shadow_aws::tables::PARTITION_KEY)
+        .expression_attribute_names("#sk", shadow_aws::tables::SORT_KEY)
         .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-        .projection_expression("pk, sk")
+        .projection_expression("#pk, #sk")
         .into_paginator()
         .items()
         .send();
@@ -223,24 +225,12 @@ async fn recorded_events(stack: &Stack) -> Result<u64, String> {
 
 async fn delete_partition(stack: &Stack, table: &str, pk: &str) {
     let Ok(keys) = keys(stack, table, pk).await else { return };
-    for chunk in keys.chunks(25) {
-        let deletes: Vec<WriteRequest> = chunk
-            .iter()
-            .filter_map(|key| DeleteRequest::builder().set_key(Some(key.clone())).build().ok())
-            .map(|d| WriteRequest::builder().delete_request(d).build())
-            .collect();
-        let mut pending = HashMap::from([(table.to_owned(), deletes)]);
-        for _ in 0..10 {
-            let Ok(done) = stack.dynamodb().batch_write_item().set_request_items(Some(pending)).send().await else {
-                break;
-            };
-            pending = done.unprocessed_items.unwrap_or_default();
-            pending.retain(|_, w| !w.is_empty());
-            if pending.is_empty() {
-                break;
-            }
-        }
-    }
+    let deletes: Vec<WriteRequest> = keys
+        .into_iter()
+        .filter_map(|key| DeleteRequest::builder().set_key(Some(key)).build().ok())
+        .map(|d| WriteRequest::builder().delete_request(d).build())
+        .collect();
+    let _ = shadow_aws::writes::batch_write(&stack.dynamodb(), table, deletes).await;
 }
 
 async fn cleanup(stack: &Stack) {

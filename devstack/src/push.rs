@@ -245,8 +245,7 @@ impl PushFixture {
             .dynamodb()
             .get_item()
             .table_name(&self.table)
-            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(push_id.to_owned()))
-            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("push".to_owned()))
+            .set_key(Some(shadow_aws::push_store::record_key(push_id)))
             .consistent_read(true)
             .send()
             .await

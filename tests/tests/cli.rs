@@ -282,13 +282,7 @@ async fn every_failure_of_a_push_is_shown_across_pages() {
                 WriteRequest::builder().put_request(put).build()
             })
             .collect();
-        let mut pending = std::collections::HashMap::from([(table.clone(), writes)]);
-        while !pending.is_empty() {
-            let written =
-                db.batch_write_item().set_request_items(Some(pending)).send().await.expect("batch_write_item");
-            pending = written.unprocessed_items.unwrap_or_default();
-            pending.retain(|_, w| !w.is_empty());
-        }
+        shadow_aws::writes::batch_write(&db, &table, writes).await.expect("batch_write");
     }
     let mut env = stack_env(&stack);
     env.insert("PUSH_TABLE".into(), table);
