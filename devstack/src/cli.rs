@@ -110,3 +110,17 @@ pub fn create_stack(stack: &Stack, name: &str, template: &Value, parameters: &[(
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(answer.contains("<StackId>"), "CreateStack {name}: {answer}");
 }
+
+/// Waits (up to 30 s) until `shadow-fleet history` shows `n` events of the thing's shadow `cfg` (shadow-history
+/// records what the data plane accepts, through the rules stand-in, as AWS's rule would), and returns what it shows.
+pub fn history_when(env: &BTreeMap<String, String>, thing: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = run_with(env, &["history", thing, "--shadow", "cfg", "--output", "json", "--limit", "0"]);
+        let lines = if got.code == 0 { got.lines() } else { Vec::new() };
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_smithy_types::Blob;
-use devstack::cli::{create_stack, run, run_with, stack_env, write_request};
+use devstack::cli::{create_stack, history_when, run, run_with, stack_env, write_request};
 use devstack::{Stack, unique};
 use serde_json::{Value, json};
 use shadow_aws::tables;
@@ -102,19 +102,6 @@ async fn a_push_started_is_watched_to_its_end_then_listed_and_shown() {
     assert!(shown.stdout.contains(&missing) && shown.stdout.contains("ResourceNotFoundException"), "{}", shown.stdout);
 }
 
-/// Waits until shadow-history holds `n` events of the shadow (the rules stand-in invokes it as AWS would).
-fn history_when(stack: &Stack, thing: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = run(stack, &["history", thing, "--shadow", "cfg", "--output", "json", "--limit", "0"]);
-        let lines = if got.code == 0 { got.lines() } else { Vec::new() };
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[tokio::test]
 async fn history_across_two_pushes_and_device_reports_shows_what_each_changed() {
     let stack = Stack::get();
@@ -124,13 +111,13 @@ async fn history_across_two_pushes_and_device_reports_shows_what_each_changed() 
     let (first, second) = (unique("cli-first"), unique("cli-second"));
 
     start_and_wait(&stack, &push(&first, json!({"settings": {"mode": 1, "temp": 20}, "url": "a"})), 0);
-    history_when(&stack, &thing, 1);
+    history_when(&stack_env(&stack), &thing, 1);
     report(&stack, &thing, "cfg", json!({"settings": {"mode": 1, "temp": 20}})).await;
-    history_when(&stack, &thing, 2);
+    history_when(&stack_env(&stack), &thing, 2);
     start_and_wait(&stack, &push(&second, json!({"settings": {"temp": 25}, "url": null})), 0);
-    history_when(&stack, &thing, 3);
+    history_when(&stack_env(&stack), &thing, 3);
     report(&stack, &thing, "cfg", json!({"settings": {"temp": 25}})).await;
-    let events = history_when(&stack, &thing, 4);
+    let events = history_when(&stack_env(&stack), &thing, 4);
     assert_eq!(events.len(), 4, "{events:#?}");
 
     let versions: Vec<u64> = events.iter().map(|e| e["version"].as_u64().unwrap_or(0)).collect();

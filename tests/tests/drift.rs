@@ -4,11 +4,11 @@
 //! serve it; bad input.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_iot::types::{IndexingFilter, NamedShadowIndexingMode, ThingIndexingConfiguration, ThingIndexingMode};
 use aws_smithy_types::Blob;
-use devstack::cli::{run_with, stack_env};
+use devstack::cli::{history_when, run_with, stack_env};
 use devstack::history::{now_secs, update};
 use devstack::{Stack, unique};
 use serde_json::{Value, json};
@@ -275,20 +275,6 @@ async fn a_group_walked_shows_the_things_behind_their_keys_counts_and_since_when
         (&json!(2), &json!(1), &json!(1)),
         "{totals}"
     );
-}
-
-/// Waits until the stack's history table holds `n` events of the shadow (shadow-history records what the data plane
-/// accepts, through the rules stand-in).
-fn history_when(env: &BTreeMap<String, String>, thing: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = run_with(env, &["history", thing, "--shadow", "cfg", "--output", "json", "--limit", "0"]);
-        let lines = if got.code == 0 { got.lines() } else { Vec::new() };
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 #[tokio::test]
