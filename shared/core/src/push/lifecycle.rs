@@ -83,6 +83,8 @@ pub fn new_record(
         abort_reason: None,
         recheck: false,
         rollback: None,
+        journal_shards: 0,
+        store_throttled: 0,
     }
 }
 
@@ -222,6 +224,7 @@ pub fn after_push(
     next.failed += outcome.failed;
     next.requests += outcome.requests;
     next.throttled += outcome.throttled;
+    next.store_throttled += outcome.store_throttled;
     if let Some(phase) = next.phases.get_mut(record.phase.saturating_sub(1) as usize) {
         phase.targets += outcome.targets;
         phase.updated += outcome.updated;
@@ -258,6 +261,7 @@ pub fn after_judge(
     let mut next = released(record.clone(), segment, now_ms, timing);
     next.requests += outcome.requests;
     next.throttled += outcome.throttled;
+    next.store_throttled += outcome.store_throttled;
     let index = record.phase.saturating_sub(1) as usize;
     if let Some(phase) = next.phases.get_mut(index) {
         phase.converged += outcome.converged;
@@ -316,6 +320,7 @@ pub fn after_rollback(
     next.recheck = (record.recheck || takeover) && outcome.cursor.is_some();
     next.requests += outcome.requests;
     next.throttled += outcome.throttled;
+    next.store_throttled += outcome.store_throttled;
     let counts = next.rollback.get_or_insert_with(Default::default);
     counts.restored += outcome.rollback.restored;
     counts.untouched += outcome.rollback.untouched;
@@ -460,6 +465,8 @@ mod tests {
             abort_reason: None,
             recheck: false,
             rollback: None,
+            journal_shards: 0,
+            store_throttled: 0,
         }
     }
 

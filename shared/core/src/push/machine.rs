@@ -386,6 +386,8 @@ mod tests {
             abort_reason: None,
             recheck: false,
             rollback: None,
+            journal_shards: 0,
+            store_throttled: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Pushing desired settings to a fleet: the request, its targets, the pacing engine, and the record it leaves.
 
 mod engine;
+pub mod journal;
 pub mod lifecycle;
 pub mod machine;
 mod request;
@@ -12,6 +13,7 @@ pub use engine::{
     JournalOutcome, JournalWalk, Lease, NoJournal, Pace, SegmentOutcome, Start, ThingOutcome, run_journal_segment,
     run_phase_segment, run_segment,
 };
+pub use journal::JournalRef;
 pub use request::{PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
 pub use rollout::{PhaseCounts, PushState, RollbackCounts};
 pub use targets::{Cursor, Page, Registry, Source, check_sources, sources_for};
@@ -104,25 +106,28 @@ pub struct JournalPage {
     pub next: Option<String>,
 }
 
-/// Where a rollout's previous values go.
+/// Where a rollout's previous values go: the push's journal, `at` ([`JournalRef`]: its id and its shards).
 pub trait Journal: Sync {
     /// Records `entry` unless one is recorded for that thing already (the first reading is what the thing held).
     fn record_previous(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         entry: &Previous,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    /// One page of the entries of one phase (1-based), or of all, after the key `after`.
+    /// One page of the entries of one phase (1-based), or of all, after the key `after`, from every shard.
     fn previous_page(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         phase: Option<u32>,
         after: Option<&str>,
     ) -> impl Future<Output = Result<JournalPage, ServiceError>> + Send;
     /// One entry by its key ([`Previous::key`]).
-    fn previous(&self, push_id: &str, key: &str)
-    -> impl Future<Output = Result<Option<Previous>, ServiceError>> + Send;
+    fn previous(
+        &self,
+        at: JournalRef<'_>,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Previous>, ServiceError>> + Send;
 }
 
 /// An operator's request to a running push, kept on its record until a segment or an arrival carries it out.
@@ -203,6 +208,18 @@ pub struct PushRecord {
     pub recheck: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackCounts>,
+    /// How many partitions the push's journal, failures and conflicts are spread over, decided when the push is
+    /// created ([`journal::shard_count`]); 0 (a record written before sharding): all in the push's own partition.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub journal_shards: u32,
+    /// DynamoDB requests of the push's segments refused for throughput (ProvisionedThroughputExceeded, throttling,
+    /// items left unprocessed), each retried.
+    #[serde(default)]
+    pub store_throttled: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn first_phase() -> u32 {
@@ -248,6 +265,11 @@ pub struct PushSummary {
 }
 
 impl PushRecord {
+    /// Where the push's journal, failures and conflicts are.
+    pub fn journal(&self) -> JournalRef<'_> {
+        JournalRef::new(&self.push_id, self.journal_shards)
+    }
+
     /// The plan the push was started with (its validated request), or why it cannot be read.
     pub fn plan(&self) -> Result<PushPlan, String> {
         serde_json::from_value(self.request.clone())
@@ -359,23 +381,38 @@ pub trait PushStore: Sync {
     fn unstall(&self, next: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     /// Pushes not complete whose lease ran out before `now_ms`: a segment that died, or a hand-off nobody picked up.
     fn stale(&self, now_ms: u64, limit: usize) -> impl Future<Output = Result<Vec<String>, ServiceError>> + Send;
-    /// Records failed things (once each), expiring with the push that started at `started_at_ms`.
+    /// Records failed things (once each, each in its shard of the push's journal `at`), expiring with the push that
+    /// started at `started_at_ms`.
     fn add_failures(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         failures: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    fn failures(&self, push_id: &str, limit: usize) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// Up to `limit` failures, from every shard.
+    fn failures(
+        &self,
+        at: JournalRef<'_>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
     /// Records things a rollback left alone (once each).
     fn add_conflicts(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         conflicts: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    fn conflicts(&self, push_id: &str, limit: usize)
-    -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// Up to `limit` conflicts, from every shard.
+    fn conflicts(
+        &self,
+        at: JournalRef<'_>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// How many of this store's requests the service refused for throughput so far, in this process (each was
+    /// retried): a running count, read before and after a segment.
+    fn throttled(&self) -> u64 {
+        0
+    }
 }
 
 /// Wakes a push up in another invocation: the next segment after a hand-off, or a push the sweeper found stale.
