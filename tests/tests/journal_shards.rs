@@ -290,3 +290,60 @@ async fn failures_are_listed_from_every_shard() {
     assert_eq!(listed, names, "push show --failures reads every shard");
     assert!(all.iter().all(|f| f.code == "ResourceNotFoundException"), "{all:?}");
 }
+
+/// The front itself, with a client of the push store's kind (its throttle count installed): a partition over its
+/// limit is refused as DynamoDB refuses it, single writes with ProvisionedThroughputExceeded, a batch's extra items
+/// in `UnprocessedItems` (a batch with none admitted refused whole); other partitions are not affected; every refusal
+/// is counted on the client.
+#[tokio::test]
+async fn the_front_refuses_a_partitions_writes_over_its_limit_as_dynamodb_does() {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    use shadow_aws::throttles::ThrottleCount;
+
+    let stack = devstack::Stack::get();
+    let table = unique("front");
+    shadow_aws::tables::ensure_table(&stack.dynamodb(), &table, &shadow_aws::tables::PUSH).await.expect("table");
+    let front = PartitionFront::start(&stack.var("AWS_ENDPOINT_URL_DYNAMODB"), 5).await;
+    let direct = stack.dynamodb();
+    let client = aws_sdk_dynamodb::Client::from_conf(direct.config().to_builder().endpoint_url(&front.url).build());
+    let count = ThrottleCount::default();
+    let client = count.install(&client);
+    let item = |pk: &str, sk: String| {
+        [("pk", pk), ("sk", sk.as_str())]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), AttributeValue::S(v.to_owned())))
+            .collect()
+    };
+    let mut refused = Vec::new();
+    for i in 0..8 {
+        let put = client.put_item().table_name(&table).set_item(Some(item("hot", format!("i{i}")))).send().await;
+        if let Err(e) = put {
+            refused.push(e.into_service_error().meta().code().map(str::to_owned));
+        }
+    }
+    // A bucket of one second's worth (5), refilled at 5/s: the 8 puts take far less than the 0.2 s of one more.
+    assert_eq!(refused, vec![Some("ProvisionedThroughputExceededException".to_owned()); 3]);
+    let batch = |pk: &str, n: usize| -> Vec<WriteRequest> {
+        (0..n)
+            .map(|i| {
+                let put = PutRequest::builder().set_item(Some(item(pk, format!("b{i}")))).build().expect("a put");
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect()
+    };
+    let written = client.batch_write_item().request_items(&table, batch("warm", 8)).send().await.expect("a batch");
+    let unprocessed = written.unprocessed_items.unwrap_or_default().remove(&table).unwrap_or_default();
+    assert_eq!(unprocessed.len(), 3, "5 admitted, 3 left to send again");
+    let whole = client.batch_write_item().request_items(&table, batch("warm", 2)).send().await;
+    let code = whole.err().and_then(|e| e.into_service_error().meta().code().map(str::to_owned));
+    assert_eq!(code.as_deref(), Some("ProvisionedThroughputExceededException"), "nothing admitted: refused whole");
+    client.put_item().table_name(&table).set_item(Some(item("cold", "c".into()))).send().await.expect("another pk");
+    let counts = front.counts();
+    assert_eq!((counts["hot"].admitted, counts["hot"].refused), (5, 3), "{counts:?}");
+    assert_eq!((counts["warm"].admitted, counts["warm"].refused), (5, 5), "{counts:?}");
+    assert_eq!((counts["cold"].admitted, counts["cold"].refused), (1, 0), "{counts:?}");
+    assert_eq!(count.get(), 3 + 3 + 1, "every refused put, item and batch counted on the client");
+    // What was admitted is in DynamoDB Local, and nothing else.
+    let stored = direct.scan().table_name(&table).send().await.expect("scan").count();
+    assert_eq!(stored, 5 + 5 + 1);
+}

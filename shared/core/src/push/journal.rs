@@ -47,10 +47,14 @@ pub fn shard_of(thing: &str, shards: u32) -> u32 {
     ((hash ^ (hash >> 32)) % u64::from(shards.max(1))) as u32
 }
 
+/// The most shards a journal is spread over: every page of a journal walk queries each of them.
+pub const MAX_SHARDS: u32 = 100;
+
 /// How many partitions a push's journal needs: its update rate over the writes one partition is given
-/// (`PUSH_PARTITION_WPS`), rounded up, at least 1. A rollout writes one journal entry per thing it updates.
+/// (`PUSH_PARTITION_WPS`), rounded up, at least 1 and at most [`MAX_SHARDS`]. A rollout writes one journal entry per
+/// thing it updates.
 pub fn shard_count(rate: u32, partition_wps: u32) -> u32 {
-    rate.div_ceil(partition_wps.max(1)).max(1)
+    rate.div_ceil(partition_wps.max(1)).clamp(1, MAX_SHARDS)
 }
 
 /// How many entries to ask each of `shards` partitions for, for a page of about `page` entries: at least a few,
@@ -128,6 +132,7 @@ mod tests {
         assert_eq!(shard_count(1, 500), 1);
         assert_eq!(shard_count(0, 500), 1);
         assert_eq!(shard_count(10, 0), 10);
+        assert_eq!(shard_count(4000, 1), MAX_SHARDS);
         assert_eq!(per_shard_limit(100, 1), 100);
         assert_eq!(per_shard_limit(100, 8), 13);
         assert_eq!(per_shard_limit(100, 40), 8);
