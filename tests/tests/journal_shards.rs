@@ -92,21 +92,21 @@ async fn rollout_through_front(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_at_the_quota_keeps_every_partition_under_its_write_limit() {
-    const THINGS: usize = 120;
+    const THINGS: usize = 80;
     // DynamoDB's 1000 writes/s per partition at AWS's 4000/s quota, scaled to a 200/s quota: 50. Lower still, so
-    // that moto's pace (about 60 things/s) is over it too.
-    const LIMIT: u32 = 20;
+    // that moto's pace (about 60 things/s, less on a loaded machine) is well over it too.
+    const LIMIT: u32 = 10;
     let fx = PushFixture::new().await;
     fx.create_things(0..THINGS, "tokyo").await;
     fx.create_group("prod", None, 0..THINGS).await;
 
-    // 200/s over 10 writes/s per partition (half the limit, as 500 is of 1000): 20 shards.
-    let (sharded, front, took) = rollout_through_front(&fx, THINGS, LIMIT, "10", 7).await;
+    // 200/s over 5 writes/s per partition (half the limit, as 500 is of 1000): 40 shards.
+    let (sharded, front, took) = rollout_through_front(&fx, THINGS, LIMIT, "5", 7).await;
     let push_id = sharded["pushId"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(sharded["journalShards"], 20, "{sharded}");
+    assert_eq!(sharded["journalShards"], 40, "{sharded}");
     let counts = front.counts();
     let journal: Vec<(&String, _)> = counts.iter().filter(|(pk, _)| pk.starts_with(&format!("{push_id}#"))).collect();
-    assert_eq!(journal.len(), 20, "every shard written: {counts:?}");
+    assert!(journal.len() >= 25, "80 things spread over 40 shards: {counts:?}");
     assert_eq!(journal.iter().map(|(_, c)| c.admitted).sum::<u64>(), THINGS as u64, "one entry per thing");
     for (pk, _) in &journal {
         let peak = front.peak_per_second(pk);
@@ -120,7 +120,7 @@ async fn a_rollout_at_the_quota_keeps_every_partition_under_its_write_limit() {
          writes refused (front)",
         took.as_secs_f64()
     );
-    assert!(counted <= THINGS as u64 / 100, "journal throttling above 1 %: {counted} of {THINGS}: {sharded}");
+    assert_eq!(counted, 0, "a sharded journal is not throttled: {sharded}");
     assert!(counted >= refused, "the record counts every refusal of the journal's writes: {counted} < {refused}");
 
     // The same rollout with every entry in one partition: throttled, and the record says so.
