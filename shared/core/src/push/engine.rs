@@ -1363,6 +1363,105 @@ mod tests {
         assert!(updates.values().all(|n| *n == 1), "put back twice: {updates:?}");
     }
 
+    /// A journal in shards, in memory, read as the push store reads it: each shard a page of at most 2 entries
+    /// after the key, the pages merged ([`super::super::journal::merge_pages`]).
+    struct ShardedJournal(Mutex<Vec<std::collections::BTreeMap<String, Previous>>>);
+
+    impl ShardedJournal {
+        fn new(shards: usize) -> Self {
+            Self(Mutex::new(vec![Default::default(); shards]))
+        }
+    }
+
+    impl Journal for ShardedJournal {
+        async fn record_previous(&self, at: JournalRef<'_>, _: u64, entry: &Previous) -> Result<(), ServiceError> {
+            let shard = at.shard_of(&entry.thing_name).unwrap_or(0) as usize;
+            if let Ok(mut shards) = self.0.lock() {
+                shards[shard].entry(entry.key()).or_insert_with(|| entry.clone());
+            }
+            Ok(())
+        }
+        async fn previous_page(
+            &self,
+            _: JournalRef<'_>,
+            phase: Option<u32>,
+            after: Option<&str>,
+        ) -> Result<JournalPage, ServiceError> {
+            use super::super::journal::{ShardPage, merge_pages};
+            let shards = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+            let pages = shards
+                .into_iter()
+                .map(|shard| {
+                    let mut left = shard
+                        .into_values()
+                        .filter(|e| after.is_none_or(|a| e.key().as_str() > a) && phase.is_none_or(|p| e.phase == p));
+                    let entries: Vec<Previous> = left.by_ref().take(2).collect();
+                    let last = entries.last().filter(|_| left.next().is_some()).map(Previous::key);
+                    ShardPage { entries, last }
+                })
+                .collect();
+            Ok(merge_pages(pages))
+        }
+        async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
+            let thing = key.split_once('#').map_or(key, |(_, t)| t);
+            let shard = at.shard_of(thing).unwrap_or(0) as usize;
+            Ok(self.0.lock().ok().and_then(|s| s[shard].get(key).cloned()))
+        }
+    }
+
+    /// A rollback over a journal of 5 shards, in segments too short for it: every thing of every shard is put back
+    /// once, and judging counts every thing of its phase.
+    #[tokio::test(start_paused = true)]
+    async fn a_journal_walk_sees_every_shard_across_hand_offs() {
+        let request = json!({"pushId": "sharded", "desired": {"settings": {"mode": 1}},
+                             "targets": {"thingGroup": "prod"},
+                             "rollout": {"phases": [{"percent": 50}, {"percent": 100}]}});
+        let plan = validate_request(&request, 100_000, None).expect("a valid request");
+        let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+        let journal = ShardedJournal::new(5);
+        let at = JournalRef::new("sharded", 5);
+        let fleet = names("t", 40);
+        for (i, name) in fleet.iter().enumerate() {
+            shadows.set(name, json!({"settings": {"mode": 1}}));
+            let entry =
+                Previous { thing_name: name.clone(), phase: 1 + (i % 2) as u32, values: json!({"settings": null}) };
+            journal.record_previous(at, 0, &entry).await.expect("recording the previous values");
+        }
+        let used = journal.0.lock().map(|s| s.iter().filter(|shard| !shard.is_empty()).count()).unwrap_or(0);
+        assert_eq!(used, 5, "40 things spread over every shard");
+        let pace =
+            Pace::new(100_000, 4, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
+        let judge = run_journal_segment(
+            &plan,
+            JournalWalk::Judge { phase: 2 },
+            Cursor::default(),
+            false,
+            &shadows,
+            &journal,
+            5,
+            &pace,
+        )
+        .await;
+        assert_eq!((judge.pending, &judge.cursor), (20, &None), "{judge:?}");
+        let (mut cursor, mut segments, mut restored) = (Some(Cursor::default()), 0, 0);
+        while let Some(from) = cursor {
+            segments += 1;
+            let deadline = Instant::now() + Duration::from_millis(700);
+            let pace = Pace::new(100_000, 2, deadline, Duration::from_millis(200), Duration::from_millis(50));
+            let out =
+                run_journal_segment(&plan, JournalWalk::Rollback, from, false, &shadows, &journal, 5, &pace).await;
+            assert!(out.failures.is_empty() && out.conflicts.is_empty(), "{out:?}");
+            restored += out.rollback.restored;
+            cursor = out.cursor;
+            assert!(segments < 100, "no progress");
+        }
+        assert!(segments >= 3, "the budget should force hand-offs ({segments})");
+        assert_eq!(restored, 40);
+        let updates = shadows.updates();
+        assert_eq!(updates.len(), 40, "{updates:?}");
+        assert!(updates.values().all(|n| *n == 1), "put back twice: {updates:?}");
+    }
+
     /// Runs one phase of a rollout over the group `prod` of `registry` to its end; returns its counts.
     async fn run_phase(
         plan: &PushPlan,
