@@ -839,6 +839,8 @@ async fn main() {
     if only.is_empty() || only == "history" {
         println!("- history throughput ...");
         bench.history_throughput().await;
+    }
+    if only.is_empty() || only == "history" || only == "history-cost" {
         println!("- history cost per event ...");
         bench.history_cost().await;
     }
