@@ -9,7 +9,7 @@ help:
 	@echo "make test        every check (fmt, clippy, unit and integration tests) on the local stack"
 	@echo "make stack-up    start DynamoDB Local, moto and the local Lambda on 127.0.0.1 (settings in .local/stack.env)"
 	@echo "make stack-down  stop them"
-	@echo "make bench       release binaries vs the Python/boto3 peers: cold start, memory, push and history throughput"
+	@echo "make bench       release binaries vs the Python/boto3 peers: cold start, memory, push and history throughput, a rollout at scale, costs"
 	@echo "make tools       install the pinned local tools into .tools/"
 	@echo "make build       sam build: release arm64 binaries of both functions into .aws-sam/build (cargo-lambda, zig)"
 	@echo "make build-check the same sam build with SAM_BUILD_MODE=debug: proves it in a third of the time (make test)"

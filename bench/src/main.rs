@@ -3,6 +3,10 @@
 //! `bench/results/latest.json`. It asserts nothing about time: the targets are reported as met or missed.
 
 mod cli_history;
+mod cost;
+mod dynamo_front;
+mod meter;
+mod rollout_scale;
 mod standin;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +20,8 @@ use shadow_aws::{push_store, tables};
 use shadow_core::push::PushState;
 use tokio::process::Command;
 
+use dynamo_front::DynamoFront;
+use meter::{Meter, Usage};
 use standin::{Limits, StandIn};
 
 const COLD_STARTS: usize = 21;
@@ -32,7 +38,8 @@ struct Bench {
     python: PathBuf,
     peers: PathBuf,
     results: Vec<(String, Value)>,
-    rows: Vec<[String; 6]>,
+    /// metric, ours, peer, ratio, target, met, and what bound the figure.
+    rows: Vec<[String; 7]>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -65,7 +72,19 @@ impl Bench {
                 Some(false) => "MISSED".into(),
                 None => "-".into(),
             },
+            String::new(),
         ]);
+    }
+
+    /// Says what bound the last row's figure: the function's CPU, the stand-ins', the machine's. A figure taken while
+    /// the machine was the bound is marked so, not judged against its target as the function's.
+    fn bound(&mut self, usage: &Usage) {
+        if let Some(row) = self.rows.last_mut() {
+            row[6] = usage.describe();
+            if usage.machine_bound() {
+                row[5] = "machine-bound".into();
+            }
+        }
     }
 
     fn env(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
@@ -206,7 +225,13 @@ impl Bench {
 
     /// Our release shadow-push, pushing the seed's settings to the stand-in's `group` (streamed from its
     /// ListThingsInThingGroup) under `quota`: its summary, the wall time and the process's peak RSS.
-    async fn push_group(&self, standin: &StandIn, quota: f64, push_table: &str, group: &str) -> (Value, f64, u64) {
+    async fn push_group(
+        &self,
+        standin: &StandIn,
+        quota: f64,
+        push_table: &str,
+        group: &str,
+    ) -> (Value, f64, u64, Usage) {
         self.push_group_with(
             standin,
             quota,
@@ -223,7 +248,7 @@ impl Bench {
         quota: f64,
         push_table: &str,
         fields: Value,
-    ) -> (Value, f64, u64) {
+    ) -> (Value, f64, u64, Usage) {
         let env = self.env(&[
             ("PUSH_TABLE", push_table.to_owned()),
             ("PUSH_MAX_TPS", (quota as u32).to_string()),
@@ -238,12 +263,14 @@ impl Bench {
         if let (Some(r), Some(fields)) = (request.as_object_mut(), fields.as_object()) {
             r.extend(fields.clone());
         }
+        let meter = Meter::start(&self.root, push.pid_handle());
         let started = Instant::now();
         let summary = push.invoke(&request, Duration::from_secs(900)).await.expect("push");
         let seconds = started.elapsed().as_secs_f64();
+        let usage = meter.finish();
         let rss = push.peak_rss().unwrap_or(0);
         push.stop().await;
-        (summary, seconds, rss)
+        (summary, seconds, rss, usage)
     }
 
     async fn push_throughput(&mut self) {
@@ -261,7 +288,7 @@ impl Bench {
 
         // Ours: the release binary, the group streamed from the stand-in's ListThingsInThingGroup.
         let standin = StandIn::start(limits, group, prefix, PUSH_THINGS).await;
-        let (summary, seconds, rss) = self.push_group(&standin, PUSH_QUOTA, &push_table, group).await;
+        let (summary, seconds, rss, usage) = self.push_group(&standin, PUSH_QUOTA, &push_table, group).await;
         let updated = summary["updated"].as_u64().unwrap_or(0);
         let failed = summary["failed"].as_u64().unwrap_or(0);
         let accepted = standin.counts.accepted.load(std::sync::atomic::Ordering::Relaxed);
@@ -273,10 +300,21 @@ impl Bench {
 
         // Peers, each against a fresh stand-in with the same limits.
         let mut peers = json!({});
-        for (peer, script, args) in [
-            ("boto3-threadpool", "push_threadpool.py", vec!["--threads", "64"]),
-            ("aws-sample-page-per-second", "push_aws_sample.py", vec!["--page", "500"]),
-        ] {
+        // `make bench` installs the peers' Python first; one part run on its own may go without them.
+        let peer_runs = if self.python.exists() {
+            vec![
+                ("boto3-threadpool", "push_threadpool.py", vec!["--threads", "64"]),
+                ("aws-sample-page-per-second", "push_aws_sample.py", vec!["--page", "500"]),
+            ]
+        } else {
+            println!(
+                "  peers skipped: {} is missing (`bash scripts/tools.sh bench` installs it)",
+                self.python.display()
+            );
+            peers["skipped"] = json!("the peers' Python is not installed");
+            Vec::new()
+        };
+        for (peer, script, args) in peer_runs {
             let standin = StandIn::start(limits, group, prefix, PUSH_THINGS).await;
             let out = Command::new(&self.python)
                 .arg(script)
@@ -301,7 +339,7 @@ impl Bench {
         let default_table = unique("bench-push");
         tables::ensure_table(&db, &default_table, &tables::PUSH).await.expect("creating the push table");
         let fields = json!({"targets": {"thingGroup": group}, "skipUnchanged": true});
-        let (default_summary, default_seconds, _) =
+        let (default_summary, default_seconds, _, default_usage) =
             self.push_group_with(&standin, PUSH_QUOTA, &default_table, fields).await;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let (reads, updates) = (load(&standin.counts.reads), load(&standin.counts.updates));
@@ -317,29 +355,35 @@ impl Bench {
             ">= 0.95",
             Some(default_efficiency >= 0.95),
         );
+        self.bound(&default_usage);
         self.row("default push reads/s / read quota", read_share, None, None, "<= 1", Some(read_share <= 1.0));
         let default = json!({"seconds": default_seconds, "reads": reads, "updates": updates,
                              "update_efficiency": default_efficiency, "read_share": read_share,
-                             "summary": default_summary});
+                             "summary": default_summary, "usage": default_usage.to_json(),
+                             "bound": default_usage.describe()});
         let boto3 = peers["boto3-threadpool"]["things_per_second"].as_f64().unwrap_or(0.0);
         let sample = peers["aws-sample-page-per-second"]["things_per_second"].as_f64().unwrap_or(0.0);
         let ratio = things_per_second / boto3.max(1e-9);
+        let ran = boto3 > 0.0;
         self.row(
             &format!("push things/s ({PUSH_THINGS} ours, {PEER_PUSH_THINGS} peers)"),
             things_per_second,
-            Some(boto3),
-            Some(ratio),
+            ran.then_some(boto3),
+            ran.then_some(ratio),
             ">= 5x boto3",
-            Some(ratio >= 5.0),
+            ran.then_some(ratio >= 5.0),
         );
-        self.row(
-            "push things/s vs AWS sample pattern",
-            things_per_second,
-            Some(sample),
-            Some(things_per_second / sample.max(1e-9)),
-            "-",
-            None,
-        );
+        self.bound(&usage);
+        if sample > 0.0 {
+            self.row(
+                "push things/s vs AWS sample pattern",
+                things_per_second,
+                Some(sample),
+                Some(things_per_second / sample.max(1e-9)),
+                "-",
+                None,
+            );
+        }
         self.row(
             "push efficiency (accepted req/s / quota)",
             efficiency,
@@ -348,6 +392,7 @@ impl Bench {
             ">= 0.95",
             Some(efficiency >= 0.95),
         );
+        self.bound(&usage);
         self.row("push failures", failed as f64, None, None, "0", Some(failed == 0));
         self.row(
             "push requests throttled, %",
@@ -365,7 +410,7 @@ impl Bench {
                 "ours": {"things": PUSH_THINGS, "seconds": seconds, "updated": updated, "failed": failed,
                          "things_per_second": things_per_second, "efficiency": efficiency, "accepted": accepted,
                          "throttled": throttled, "throttled_share": throttled_share, "peak_rss_mb": mb(rss),
-                         "summary": summary},
+                         "summary": summary, "usage": usage.to_json(), "bound": usage.describe()},
                 "peers": peers,
                 "default_push": default,
             }),
@@ -388,6 +433,7 @@ impl Bench {
         let prefix = "bench-rollout-";
         let db = self.stack.dynamodb();
         let mut figures = json!({"things": ROLLOUT_THINGS, "quota_rps": PUSH_QUOTA});
+        let mut usages = Vec::new();
         for (name, rollout) in [
             ("plain", Value::Null),
             (
@@ -433,6 +479,7 @@ impl Bench {
                 schedule_every: Duration::from_secs(60),
                 poll_every: Duration::from_millis(50),
             };
+            let meter = Meter::start(&self.root, function.pid_handle());
             let service = LambdaService::new(&function, sqs.clone(), &queue_url, timing);
             let record = || async {
                 let got = db
@@ -453,6 +500,7 @@ impl Bench {
             let finished =
                 service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(600), done).await;
             let seconds = started.elapsed().as_secs_f64();
+            let usage = meter.finish();
             let rss = function.peak_rss().unwrap_or(0);
             function.stop().await;
             let summary = record().await;
@@ -462,7 +510,9 @@ impl Bench {
             figures[name] = json!({"seconds": seconds, "reads": reads, "updates": updates,
                                    "things_per_second": updates as f64 / seconds, "peak_rss_mb": mb(rss),
                                    "invocations": service.invocations().len(),
-                                   "state": summary["state"], "phases": summary["phases"]});
+                                   "state": summary["state"], "phases": summary["phases"],
+                                   "usage": usage.to_json(), "bound": usage.describe()});
+            usages.push(usage);
             let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
             let _ = db.delete_table().table_name(table).send().await;
         }
@@ -483,6 +533,9 @@ impl Bench {
             "-",
             None,
         );
+        if let Some(usage) = usages.last() {
+            self.bound(&usage.clone());
+        }
         self.row(
             "rollout judging reads per updated thing",
             per_updated,
@@ -511,11 +564,21 @@ impl Bench {
         let mut figures = json!({"quota_rps": QUOTA, "latency_ms": 1});
         for size in [THINGS / 10, THINGS] {
             let standin = StandIn::start(limits, "bench-fleet", "bench-thing-", size).await;
-            let (summary, seconds, rss) = self.push_group(&standin, QUOTA, &push_table, "bench-fleet").await;
+            let (summary, seconds, rss, usage) = self.push_group(&standin, QUOTA, &push_table, "bench-fleet").await;
             let updated = summary["updated"].as_u64().unwrap_or(0);
             self.row(&format!("push peak RSS, MB, group of {size} things"), mb(rss), None, None, "flat", None);
+            self.row(
+                &format!("push things/s at a {QUOTA} quota, group of {size}"),
+                updated as f64 / seconds,
+                None,
+                None,
+                "-",
+                None,
+            );
+            self.bound(&usage);
             figures[size.to_string()] = json!({"updated": updated, "failed": summary["failed"], "seconds": seconds,
-                                               "things_per_second": updated as f64 / seconds, "peak_rss_mb": mb(rss)});
+                                               "things_per_second": updated as f64 / seconds, "peak_rss_mb": mb(rss),
+                                               "usage": usage.to_json(), "bound": usage.describe()});
         }
         self.results.push(("push_scale".into(), figures));
         let _ = db.delete_table().table_name(push_table).send().await;
@@ -528,6 +591,7 @@ impl Bench {
         let env = self.env(&[("HISTORY_TABLE", table.clone())]);
         let mut figures = json!({});
         let mut events_per_second = std::collections::HashMap::new();
+        let mut usages = std::collections::HashMap::new();
         for (who, batched) in [("ours", false), ("ours", true), ("peer", false), ("peer", true)] {
             let lambda = match who {
                 "ours" => self.ours("shadow-history", &env).await,
@@ -549,6 +613,7 @@ impl Bench {
                 })
                 .collect();
             let cpu_before = lambda.cpu_time().unwrap_or_default();
+            let meter = Meter::start(&self.root, lambda.pid_handle());
             let started = Instant::now();
             let mut failures = 0usize;
             if batched {
@@ -563,13 +628,16 @@ impl Bench {
                 }
             }
             let seconds = started.elapsed().as_secs_f64();
+            let usage = meter.finish();
             let cpu = lambda.cpu_time().unwrap_or_default().saturating_sub(cpu_before).as_secs_f64();
             lambda.stop().await;
             let mode = if batched { "sqs_batch_10" } else { "direct" };
             let rate = HISTORY_EVENTS as f64 / seconds;
             events_per_second.insert((who, batched), rate);
             figures[mode][who] = json!({"events": HISTORY_EVENTS, "seconds": seconds, "events_per_second": rate,
-                                        "cpu_seconds_per_1000": cpu / (HISTORY_EVENTS as f64 / 1000.0), "failures": failures});
+                                        "cpu_seconds_per_1000": cpu / (HISTORY_EVENTS as f64 / 1000.0), "failures": failures,
+                                        "usage": usage.to_json(), "bound": usage.describe()});
+            usages.insert((who, batched), usage);
         }
         for (batched, mode) in [(false, "direct"), (true, "sqs_batch_10")] {
             let ours = events_per_second.get(&("ours", batched)).copied().unwrap_or(0.0);
@@ -583,6 +651,9 @@ impl Bench {
                 ">= 2x peer",
                 Some(ratio >= 2.0),
             );
+            if let Some(usage) = usages.get(&("ours", batched)) {
+                self.bound(&usage.clone());
+            }
             let cpu_ours = figures[mode]["ours"]["cpu_seconds_per_1000"].as_f64().unwrap_or(0.0);
             let cpu_peer = figures[mode]["peer"]["cpu_seconds_per_1000"].as_f64().unwrap_or(0.0);
             self.row(
@@ -623,6 +694,102 @@ impl Bench {
         );
         self.row("boto3 peer: the Query alone, in process (ms)", f.peer_query_ms, None, None, "", None);
         self.results.push(("cli".into(), f.report));
+    }
+}
+
+impl Bench {
+    /// What a history event costs on AWS, measured: the release shadow-history behind a DynamoDB front that counts
+    /// its requests and units (DynamoDB Local's own ConsumedCapacity, from the real items), each invocation timed,
+    /// direct (a rule's Lambda action per event) and in SQS batches of 10 (the queued ingestion).
+    async fn history_cost(&mut self) {
+        const EVENTS: u64 = 2000;
+        let db = self.stack.dynamodb();
+        let table = unique("bench-history");
+        tables::ensure_table(&db, &table, &tables::HISTORY).await.expect("creating the history table");
+        let front = DynamoFront::start(&self.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), None, None).await;
+        let env = self.env(&[("HISTORY_TABLE", table.clone()), ("AWS_ENDPOINT_URL_DYNAMODB", front.url.clone())]);
+        let memory_mb = cost::template_memory_mb(&self.root, "ShadowHistoryFunction").unwrap_or_else(|e| panic!("{e}"));
+        let mut figures = json!({"events": EVENTS, "memory_mb": memory_mb});
+        for batched in [false, true] {
+            let lambda = self.ours("shadow-history", &env).await;
+            lambda.wait_ready(Duration::from_secs(30)).await.expect("the function's cold start");
+            let counts = &front.counts;
+            let before = (counts.write_requests(), counts.write_units(), counts.read_requests(), counts.read_units());
+            let prefix = unique(if batched { "cost-sqs" } else { "cost-direct" });
+            let now = devstack::history::now_secs();
+            let events: Vec<Value> = (0..EVENTS)
+                .map(|i| {
+                    devstack::history::update(
+                        &format!("{prefix}-{}", i % 100),
+                        Some("cfg"),
+                        i / 100 + 1,
+                        now + i,
+                        json!({"desired": {"settings": {"mode": i % 4, "temp": 20.5}}, "reported": {"fw": "1.2.3"}}),
+                    )
+                })
+                .collect();
+            let (mut invocations, mut billed, mut failures) = (0u64, 0.0f64, 0usize);
+            let mut timed = async |payload: &Value| {
+                let started = Instant::now();
+                let answer = lambda.invoke(payload, Duration::from_secs(30)).await;
+                invocations += 1;
+                billed += (started.elapsed().as_secs_f64() * 1000.0).ceil() / 1000.0;
+                answer
+            };
+            if batched {
+                for chunk in events.chunks(10) {
+                    let bodies: Vec<String> = chunk.iter().map(Value::to_string).collect();
+                    let answer = timed(&devstack::history::sqs_batch(&bodies)).await;
+                    failures += answer.map(|a| devstack::history::batch_failures(&a).len()).unwrap_or(chunk.len());
+                }
+            } else {
+                for event in &events {
+                    failures += usize::from(timed(event).await.is_err());
+                }
+            }
+            lambda.stop().await;
+            assert_eq!(failures, 0, "history events failed while measuring their cost");
+            let per = |n: f64| n / EVENTS as f64;
+            let writes = per((counts.write_requests() - before.0) as f64);
+            let write_units = per(counts.write_units() - before.1);
+            let reads = per((counts.read_requests() - before.2) as f64);
+            let read_units = per(counts.read_units() - before.3);
+            let gb_seconds = per(billed) * f64::from(memory_mb) / 1024.0;
+            let mode = if batched { "sqs_batch_10" } else { "direct" };
+            let mut lines = vec![
+                cost::Line { what: "IoT rules triggered", per_unit: 1.0, price: cost::RULE_TRIGGERED },
+                cost::Line { what: "IoT rule actions executed", per_unit: 1.0, price: cost::RULE_ACTION },
+                cost::Line { what: "Lambda requests", per_unit: per(invocations as f64), price: cost::LAMBDA_REQUEST },
+                cost::Line {
+                    what: "Lambda GB-seconds (arm64)",
+                    per_unit: gb_seconds,
+                    price: cost::LAMBDA_ARM_GB_SECOND,
+                },
+                cost::Line { what: "DynamoDB write units", per_unit: write_units, price: cost::DYNAMODB_WRITE_UNIT },
+                cost::Line { what: "DynamoDB read units", per_unit: read_units, price: cost::DYNAMODB_READ_UNIT },
+            ];
+            if batched {
+                // The rule's SendMessage per event; the event source mapping's receive and delete per batch.
+                let sqs = 1.0 + 2.0 * per(invocations as f64);
+                lines.push(cost::Line { what: "SQS requests", per_unit: sqs, price: cost::SQS_REQUEST });
+            }
+            let (total, bill) = cost::bill(&lines);
+            self.row(&format!("cost per million history events, {mode}, USD"), total, None, None, "-", None);
+            self.row(
+                &format!("per history event, {mode}: DynamoDB write units / Lambda ms"),
+                write_units,
+                Some(per(billed) * 1000.0),
+                None,
+                "-",
+                None,
+            );
+            figures[mode] = json!({"dynamodb_write_requests": writes, "dynamodb_write_units": write_units,
+                                   "dynamodb_read_requests": reads, "dynamodb_read_units": read_units,
+                                   "lambda_invocations": invocations, "lambda_billed_seconds": billed,
+                                   "cost_per_million_events": bill});
+        }
+        self.results.push(("history_cost".into(), figures));
+        let _ = db.delete_table().table_name(table).send().await;
     }
 }
 
@@ -675,6 +842,10 @@ async fn main() {
         println!("- rollout cost ...");
         bench.rollout_cost().await;
     }
+    if only.is_empty() || only == "rollout-scale" {
+        println!("- rollout at scale ({} things, 3 phases, DynamoDB partition limits) ...", rollout_scale::THINGS);
+        bench.rollout_scale().await;
+    }
     if only == "scale" {
         println!("- push memory at scale (1 000 000 things) ...");
         bench.push_scale().await;
@@ -683,21 +854,25 @@ async fn main() {
         println!("- history throughput ...");
         bench.history_throughput().await;
     }
+    if only.is_empty() || only == "history" || only == "history-cost" {
+        println!("- history cost per event ...");
+        bench.history_cost().await;
+    }
     if only.is_empty() || only == "cli" {
         println!("- shadow-fleet history, first page of {} events ...", cli_history::EVENTS);
         bench.cli_history().await;
     }
-    let header = ["metric", "ours", "peer", "ratio", "target", ""];
+    let header = ["metric", "ours", "peer", "ratio", "target", "", "bound (CPU over the run)"];
     let widths: Vec<usize> =
-        (0..6).map(|i| bench.rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
-    let line = |cells: [&str; 6]| {
+        (0..7).map(|i| bench.rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: [&str; 7]| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("  {}", padded.join("  ").trim_end());
     };
     println!();
     line(header);
     for row in &bench.rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5], &row[6]]);
     }
     let mut report = json!({"machine": machine(), "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())});
     for (key, value) in bench.results {

@@ -33,6 +33,15 @@ pub struct Counts {
     pub updates: AtomicU64,
     /// GetThingShadow requests accepted.
     pub reads: AtomicU64,
+    /// ListThingsInThingGroup pages served (registry operations).
+    pub listings: AtomicU64,
+    /// Accepted shadow requests as AWS meters them: one operation per started KB of the document.
+    pub metered: AtomicU64,
+}
+
+/// Shadow operations a request or answer of `bytes` is metered as (per started KB, at least one).
+fn metered(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(1024).max(1)
 }
 
 struct Bucket {
@@ -137,6 +146,7 @@ async fn handle(state: Arc<State>, parts: Parts, body: Bytes) -> Reply {
         if end < *size {
             body["nextToken"] = json!(end.to_string());
         }
+        state.counts.listings.fetch_add(1, Ordering::Relaxed);
         return json_response(StatusCode::OK, &body, None);
     }
 
@@ -160,16 +170,20 @@ async fn handle(state: Arc<State>, parts: Parts, body: Bytes) -> Reply {
             state.counts.reads.fetch_add(1, Ordering::Relaxed);
             let shadow = state.shadows.lock().ok().and_then(|s| s.get(&key).cloned());
             match shadow {
-                Some((version, desired)) => json_response(
-                    StatusCode::OK,
-                    &json!({"state": {"desired": desired}, "metadata": {}, "version": version, "timestamp": now}),
-                    None,
-                ),
-                None => json_response(
-                    StatusCode::NOT_FOUND,
-                    &json!({"message": format!("No shadow exists with name: '{key}'")}),
-                    Some("ResourceNotFoundException"),
-                ),
+                Some((version, desired)) => {
+                    let document =
+                        json!({"state": {"desired": desired}, "metadata": {}, "version": version, "timestamp": now});
+                    state.counts.metered.fetch_add(metered(document.to_string().len()), Ordering::Relaxed);
+                    json_response(StatusCode::OK, &document, None)
+                }
+                None => {
+                    state.counts.metered.fetch_add(1, Ordering::Relaxed);
+                    json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({"message": format!("No shadow exists with name: '{key}'")}),
+                        Some("ResourceNotFoundException"),
+                    )
+                }
             }
         }
         Method::POST => {
@@ -185,6 +199,7 @@ async fn handle(state: Arc<State>, parts: Parts, body: Bytes) -> Reply {
                 entry.0
             };
             state.counts.updates.fetch_add(1, Ordering::Relaxed);
+            state.counts.metered.fetch_add(metered(body.len()), Ordering::Relaxed);
             let accepted = json!({"state": {"desired": desired}, "metadata": {}, "version": version, "timestamp": now,
                                   "clientToken": update["clientToken"]});
             json_response(StatusCode::OK, &accepted, None)
