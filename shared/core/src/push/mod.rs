@@ -3,6 +3,7 @@
 mod engine;
 pub mod lifecycle;
 pub mod machine;
+pub mod quota;
 mod request;
 pub mod rollout;
 mod targets;
