@@ -27,13 +27,11 @@ pub struct Demand {
 
 impl Demand {
     /// What a segment doing `work` for `plan` may send: its update cap (`maxRequestsPerSecond`) unless it writes no
-    /// shadow (judging, a dry run), and `read_cap` when it reads (skip checks, a rollout's journal, checks of
-    /// uncertain things, judging, a rollback).
-    pub fn of(plan: &PushPlan, work: &Work, uncertain: bool, read_cap: u32) -> Self {
+    /// shadow (judging, a dry run), and `read_cap` for reads. Every walk may read: skip checks, a rollout's journal,
+    /// and a thing whose update failed with a 5xx or a version conflict is read again even in a plain push.
+    pub fn of(plan: &PushPlan, work: &Work, read_cap: u32) -> Self {
         let (updates, reads) = match work {
-            Work::Push { .. } => {
-                (!plan.dry_run, plan.skip_unchanged || plan.rollout.is_some() || uncertain || plan.dry_run)
-            }
+            Work::Push { .. } => (!plan.dry_run, true),
             Work::Judge { .. } => (false, true),
             Work::Rollback => (true, true),
             Work::Bake { .. } => (false, false),
@@ -244,14 +242,14 @@ mod tests {
         };
         let push = Work::Push { phase: None };
         let default = plan(json!({}));
-        assert_eq!(Demand::of(&default, &push, false, 300), Demand { updates: 200.0, reads: 300.0 });
+        assert_eq!(Demand::of(&default, &push, 300), Demand { updates: 200.0, reads: 300.0 });
+        // A plain push reads too: a thing whose update may have been applied (a 5xx) is read again.
         let plain = plan(json!({"skipUnchanged": false}));
-        assert_eq!(Demand::of(&plain, &push, false, 300), Demand { updates: 200.0, reads: 0.0 });
-        assert_eq!(Demand::of(&plain, &push, true, 300), Demand { updates: 200.0, reads: 300.0 });
+        assert_eq!(Demand::of(&plain, &push, 300), Demand { updates: 200.0, reads: 300.0 });
         let dry = plan(json!({"dryRun": true}));
-        assert_eq!(Demand::of(&dry, &push, false, 300), Demand { updates: 0.0, reads: 300.0 });
-        assert_eq!(Demand::of(&plain, &Work::Judge { phase: 1 }, false, 300), Demand { updates: 0.0, reads: 300.0 });
-        assert_eq!(Demand::of(&plain, &Work::Rollback, false, 300), Demand { updates: 200.0, reads: 300.0 });
-        assert!(!Demand::of(&plain, &Work::Bake { delay_s: 5 }, false, 300).sends());
+        assert_eq!(Demand::of(&dry, &push, 300), Demand { updates: 0.0, reads: 300.0 });
+        assert_eq!(Demand::of(&plain, &Work::Judge { phase: 1 }, 300), Demand { updates: 0.0, reads: 300.0 });
+        assert_eq!(Demand::of(&plain, &Work::Rollback, 300), Demand { updates: 200.0, reads: 300.0 });
+        assert!(!Demand::of(&plain, &Work::Bake { delay_s: 5 }, 300).sends());
     }
 }
