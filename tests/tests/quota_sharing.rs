@@ -130,3 +130,31 @@ async fn pushes_that_cannot_see_each_other_take_the_quota_twice() {
     // Each pushes at the whole quota: about half of what they send is refused, and retried.
     assert!(all > 0.20, "{:.1} % answered 429 (updates {updates:.3}, reads {reads:.3})", 100.0 * all);
 }
+
+/// The board in DynamoDB Local: one entry per push (a takeover's announcement replaces its holder's), read whole and
+/// consistently, taken off only by the holder that announced it.
+#[tokio::test]
+async fn the_board_keeps_one_entry_per_push_and_only_its_holder_takes_it_off() {
+    use shadow_core::push::quota::{Demand, Sender, Senders};
+    let fx = PushFixture::new().await;
+    let store = shadow_aws::DynamoPushStore::new(fx.stack.dynamodb(), &fx.table, None);
+    let entry = |push: &str, owner: &str, until_ms: u64, updates: f64| Sender {
+        push_id: push.into(),
+        owner: owner.into(),
+        until_ms,
+        demand: Demand { updates, reads: 40.0 },
+    };
+    assert_eq!(store.senders().await.expect("reading an empty board"), []);
+    store.announce(&entry("a", "a-1", 1_000, 40.0)).await.expect("announcing a");
+    store.announce(&entry("b", "b-1", 2_000, 12.5)).await.expect("announcing b");
+    // A takeover of a: its new holder's entry replaces the old one.
+    store.announce(&entry("a", "a-2", 3_000, 40.0)).await.expect("announcing a again");
+    let mut board = store.senders().await.expect("reading the board");
+    board.sort_by(|x, y| x.push_id.cmp(&y.push_id));
+    assert_eq!(board, [entry("a", "a-2", 3_000, 40.0), entry("b", "b-1", 2_000, 12.5)]);
+    // The holder that died (a-1) ending late does not take its successor's entry off.
+    store.withdraw("a", "a-1").await.expect("withdrawing another holder's entry");
+    store.withdraw("b", "b-1").await.expect("withdrawing b");
+    store.withdraw("c", "c-1").await.expect("withdrawing an entry that is not there");
+    assert_eq!(store.senders().await.expect("reading the board"), [entry("a", "a-2", 3_000, 40.0)]);
+}
