@@ -135,14 +135,15 @@ async fn pushes_that_cannot_see_each_other_take_the_quota_twice() {
 /// consistently, taken off only by the holder that announced it.
 #[tokio::test]
 async fn the_board_keeps_one_entry_per_push_and_only_its_holder_takes_it_off() {
-    use shadow_core::push::quota::{Demand, Sender, Senders};
+    use shadow_core::push::quota::{Rates, Sender, Senders};
     let fx = PushFixture::new().await;
     let store = shadow_aws::DynamoPushStore::new(fx.stack.dynamodb(), &fx.table, None);
     let entry = |push: &str, owner: &str, until_ms: u64, updates: f64| Sender {
         push_id: push.into(),
         owner: owner.into(),
         until_ms,
-        demand: Demand { updates, reads: 40.0 },
+        caps: Rates { updates, reads: 40.0 },
+        pace: Rates { updates: updates / 2.0, reads: 20.0 },
     };
     assert_eq!(store.senders().await.expect("reading an empty board"), []);
     store.announce(&entry("a", "a-1", 1_000, 40.0)).await.expect("announcing a");

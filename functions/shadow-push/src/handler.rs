@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use shadow_aws::Continuation;
 use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
-use shadow_core::push::quota::{self, Demand, Quota, Sender, Senders, Share};
+use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders, Share};
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary,
     Registry, SegmentOutcome, Shadows, Start, check_sources, run_journal_segment, run_phase_segment, sources_for,
@@ -575,15 +575,19 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             push_id: push_id.clone(),
             owner: claim.owner.clone(),
             until_ms: claim.lease_until_ms,
-            demand: Demand::of(plan, &work, read_rate),
+            caps: Rates::of(plan, &work, read_rate),
+            // Nothing yet: the running pushes keep their rates until they see this one.
+            pace: Rates::default(),
         };
-        let mut share = self
-            .share_out(quota, &sender)
-            .await
-            .unwrap_or_else(|| quota::share(quota, &push_id, sender.demand, &[], now_ms()));
+        let mut share = match self.share_out(quota, &mut sender).await {
+            Some(share) => share,
+            None => quota::share(quota, &push_id, sender.caps, &[], now_ms()),
+        };
+        // What the next announcement says it sends (already announced when the board was read).
+        sender.pace = share.pace(sender.caps);
         pace.set_rates(share.updates, share.reads);
         log_share(&push_id, segment, &share);
-        let sends = sender.demand.sends();
+        let sends = sender.caps.sends();
         let started = std::time::Instant::now();
         let mut last_log = started;
         let segment_run = async {
@@ -668,7 +672,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         }
                         // Pushes that started or ended since: the share follows at every renewal.
                         sender.until_ms = now_ms() + timing.lease_ms;
-                        if let Some(next) = self.share_out(quota, &sender).await
+                        if let Some(next) = self.share_out(quota, &mut sender).await
                             && next != share
                         {
                             share = next;
@@ -724,22 +728,35 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         Ok(Some(outcome))
     }
 
-    /// Puts this segment on the board of senders (or refreshes its entry) and reads its share of the quotas from the
-    /// live entries. `None` when the board cannot be read: the pace stays as it is.
-    async fn share_out(&self, quota: Quota, sender: &Sender) -> Option<Share> {
-        if !sender.demand.sends() {
-            return None;
-        }
+    /// Puts the segment's entry on the board; a failure leaves the others sharing without it until the next renewal.
+    async fn announce(&self, sender: &Sender) {
         if let Err(e) = self.store.announce(sender).await {
             tracing::warn!(push = %sender.push_id, error = %e, "could not announce the push on the board of senders");
         }
-        match self.store.senders().await {
-            Ok(board) => Some(quota::share(quota, &sender.push_id, sender.demand, &board, now_ms())),
+    }
+
+    /// Puts this segment on the board of senders (or refreshes its entry, with the lease it holds now), reads its
+    /// share of the quotas from the live entries, and announces the new rates at once when they changed. `None` when
+    /// the board cannot be read: the pace stays as it is.
+    async fn share_out(&self, quota: Quota, sender: &mut Sender) -> Option<Share> {
+        if !sender.caps.sends() {
+            return None;
+        }
+        self.announce(sender).await;
+        let board = match self.store.senders().await {
+            Ok(board) => board,
             Err(e) => {
                 tracing::warn!(push = %sender.push_id, error = %e, "could not read the board of senders; pace kept");
-                None
+                return None;
             }
+        };
+        let share = quota::share(quota, &sender.push_id, sender.caps, &board, now_ms());
+        let pace = share.pace(sender.caps);
+        if pace != sender.pace {
+            sender.pace = pace;
+            self.announce(sender).await;
         }
+        Some(share)
     }
 
     /// Writes the record a segment ends with (released). `None`: the claim was lost before it could be written.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use shadow_core::push::quota::{Demand, Sender, Senders};
+use shadow_core::push::quota::{Rates, Sender, Senders};
 use shadow_core::store::ServiceError;
 
 use crate::push_store::DynamoPushStore;
@@ -36,7 +36,8 @@ fn sender(item: &HashMap<String, AttributeValue>) -> Option<Sender> {
         push_id: text(tables::SORT_KEY)?,
         owner: text("owner")?,
         until_ms: number(item, "untilMs")?,
-        demand: Demand { updates: number(item, "updates")?, reads: number(item, "reads")? },
+        caps: Rates { updates: number(item, "updates")?, reads: number(item, "reads")? },
+        pace: Rates { updates: number(item, "paceUpdates")?, reads: number(item, "paceReads")? },
     })
 }
 
@@ -45,8 +46,10 @@ impl Senders for DynamoPushStore {
         let mut item = tables::key(SENDERS_PARTITION, &sender.push_id);
         item.insert("owner".into(), AttributeValue::S(sender.owner.clone()));
         item.insert("untilMs".into(), n(sender.until_ms));
-        item.insert("updates".into(), n(sender.demand.updates));
-        item.insert("reads".into(), n(sender.demand.reads));
+        item.insert("updates".into(), n(sender.caps.updates));
+        item.insert("reads".into(), n(sender.caps.reads));
+        item.insert("paceUpdates".into(), n(sender.pace.updates));
+        item.insert("paceReads".into(), n(sender.pace.reads));
         item.insert(tables::TTL_ATTRIBUTE.into(), n(sender.until_ms / 1000 + ENTRY_TTL_S));
         self.client
             .put_item()
