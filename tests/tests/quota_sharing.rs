@@ -1,6 +1,6 @@
 //! One quota for the account: two pushes started together, each in its own execution of the real shadow-push binary,
 //! through a data-plane front that admits at most the account's quota of UpdateThingShadow and of GetThingShadow
-//! requests per second across both (devstack's quota front; moto enforces none). Scaled down: a 100/s quota, 200
+//! requests per second across both (devstack's quota front; moto enforces none). Scaled down: a 40/s quota, 100
 //! things a push.
 //!
 //! Pushes on one push table see each other on its board of senders and share the quota. Pushes that cannot see each
@@ -28,8 +28,9 @@ async fn function(fx: &PushFixture, front: &QuotaFront) -> LocalLambda {
         ("PUSH_MAX_TPS", quota.as_str()),
         ("PUSH_READ_TPS", quota.as_str()),
         ("PUSH_CONCURRENCY", "16"),
-        // Renewed every second: a push that starts later is seen within a second.
-        ("PUSH_LEASE_MS", "3000"),
+        // Renewed every 2 s: a push that starts later is seen within 2 s (scaled down from 3 s of 30-second leases,
+        // with room for a loaded machine's slow renewals).
+        ("PUSH_LEASE_MS", "6000"),
     ])
     .await
 }
@@ -113,8 +114,8 @@ async fn two_pushes_at_once_share_the_account_quota() {
         "{:.1} % of shadow requests answered 429 (updates {updates:.3}, reads {reads:.3})",
         100.0 * all
     );
-    // Together they used the quota: 2 × 200 updates and as many reads at 100/s each take 4 s.
-    assert!(elapsed >= Duration::from_secs(3), "faster than the quota allows: {elapsed:?}");
+    // Together they used the quota, no more: 2 × 100 updates (and as many reads) at 40/s take 5 s.
+    assert!(elapsed >= Duration::from_secs(4), "faster than the quota allows: {elapsed:?}");
 }
 
 #[tokio::test]
@@ -127,8 +128,9 @@ async fn pushes_that_cannot_see_each_other_take_the_quota_twice() {
     )
     .await;
     let (updates, reads, all, _) = two_pushes_at_once(&a, &b, &front).await;
-    // Each pushes at the whole quota: about half of what they send is refused, and retried.
-    assert!(all > 0.20, "{:.1} % answered 429 (updates {updates:.3}, reads {reads:.3})", 100.0 * all);
+    // Each pushes at the whole quota: a third of what they send is refused (and retried) on a quiet machine, less
+    // when the stack is too loaded to answer twice the quota; always more than the 10 % that sharing stays under.
+    assert!(all > 0.10, "{:.1} % answered 429 (updates {updates:.3}, reads {reads:.3})", 100.0 * all);
 }
 
 /// The board in DynamoDB Local: one entry per push (a takeover's announcement replaces its holder's), read whole and

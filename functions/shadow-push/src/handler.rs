@@ -658,8 +658,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             }
         };
         let heartbeat = async {
+            let every = Duration::from_millis(timing.renew_every_ms());
+            // Renewals keep their cadence: the board's requests after one do not push the next one back.
+            let mut renewals = tokio::time::interval_at(Instant::now() + every, every);
+            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::time::sleep(Duration::from_millis(timing.renew_every_ms())).await;
+                renewals.tick().await;
                 let asked = Instant::now();
                 match self.store.renew(&push_id, segment, &claim.owner, now_ms() + timing.lease_ms).await {
                     Ok(Some(control)) => {
