@@ -109,6 +109,11 @@ fn draw(faults: &Faults) -> Option<Fault> {
     }
 }
 
+/// The service's own throttling answer (status, headers and body as AWS sends them).
+pub fn throttling_response(service: Service) -> Reply {
+    fault_response(service, &Fault::Throttle)
+}
+
 /// The service's own answer for `fault`.
 fn fault_response(service: Service, fault: &Fault) -> Reply {
     let request_id = uuid::Uuid::new_v4().to_string();

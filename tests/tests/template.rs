@@ -402,6 +402,8 @@ fn functions_are_given_every_setting_they_read() {
                 "PUSH_TABLE",
                 "PUSH_QUEUE_URL",
                 "PUSH_MAX_TPS",
+                "PUSH_READ_TPS",
+                "PUSH_QUOTA_HEADROOM_PERCENT",
                 "PUSH_CONCURRENCY",
                 "IOT_DATA_ENDPOINT",
                 "PUSH_RETENTION_DAYS",

@@ -1,5 +1,8 @@
 use shadow_runtime::config::{ConfigError, Settings};
 
+/// Pushes keep at least a tenth of the quotas: a higher headroom is a mistake, not a setting.
+const MAX_HEADROOM_PERCENT: u32 = 90;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// `PUSH_TABLE`: push records and failures.
@@ -11,6 +14,10 @@ pub struct Config {
     /// `PUSH_READ_TPS` (default 400): the account's `GetThingShadow` quota, apart from updates (AWS sets each shadow
     /// API's rate apart). Skip checks, checks of uncertain things and rollout judging read under it.
     pub read_tps: u32,
+    /// `PUSH_QUOTA_HEADROOM_PERCENT` (default 0, at most 90): the share of `PUSH_MAX_TPS` and `PUSH_READ_TPS` that
+    /// pushes leave to other callers of the same account quotas (devices' own shadow requests, other tools). Pushes
+    /// that run at the same time share the rest.
+    pub headroom_percent: u32,
     /// `PUSH_CONCURRENCY` (default 64): shadow requests in flight at once.
     pub concurrency: usize,
     /// `IOT_DATA_ENDPOINT`: the account's data-plane host; found with DescribeEndpoint when unset.
@@ -34,6 +41,14 @@ impl Config {
     pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
         let max_tps = settings.at_least::<u32>("PUSH_MAX_TPS", 1)?.unwrap_or(400);
         let read_tps = settings.at_least::<u32>("PUSH_READ_TPS", 1)?.unwrap_or(400);
+        let headroom_percent = settings.parsed::<u32>("PUSH_QUOTA_HEADROOM_PERCENT")?.unwrap_or(0);
+        if headroom_percent > MAX_HEADROOM_PERCENT {
+            return Err(ConfigError::Invalid {
+                name: "PUSH_QUOTA_HEADROOM_PERCENT",
+                value: headroom_percent.to_string(),
+                reason: format!("must be at most {MAX_HEADROOM_PERCENT} (percent of PUSH_MAX_TPS kept for others)"),
+            });
+        }
         let concurrency = settings.at_least::<usize>("PUSH_CONCURRENCY", 1)?.unwrap_or(64);
         let lease_ms = settings.at_least::<u64>("PUSH_LEASE_MS", 300)?.unwrap_or(30_000);
         let partition_wps = settings.at_least::<u32>("PUSH_PARTITION_WPS", 1)?.unwrap_or(500);
@@ -45,6 +60,7 @@ impl Config {
             queue_url: settings.required("PUSH_QUEUE_URL")?,
             max_tps,
             read_tps,
+            headroom_percent,
             concurrency,
             data_endpoint: settings.get("IOT_DATA_ENDPOINT").filter(|e| !e.trim().is_empty()),
             retention_days: settings.parsed::<u32>("PUSH_RETENTION_DAYS")?.filter(|d| *d > 0),
@@ -67,6 +83,7 @@ mod tests {
                 queue_url: "q".into(),
                 max_tps: 400,
                 read_tps: 400,
+                headroom_percent: 0,
                 concurrency: 64,
                 data_endpoint: None,
                 retention_days: None,
@@ -97,5 +114,16 @@ mod tests {
             let reason = format!("must be at least {min}");
             assert_eq!(got, Err(ConfigError::Invalid { name, value: low.into(), reason }), "{name}={low}");
         }
+        let headroom = |value| {
+            Config::from_settings(&HashMap::from([
+                ("PUSH_TABLE", "t"),
+                ("PUSH_QUEUE_URL", "q"),
+                ("PUSH_QUOTA_HEADROOM_PERCENT", value),
+            ]))
+            .map(|c| c.headroom_percent)
+        };
+        assert_eq!(headroom("20"), Ok(20));
+        assert!(matches!(headroom("91"), Err(ConfigError::Invalid { name: "PUSH_QUOTA_HEADROOM_PERCENT", .. })));
+        assert!(matches!(headroom("-5"), Err(ConfigError::Invalid { name: "PUSH_QUOTA_HEADROOM_PERCENT", .. })));
     }
 }

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use shadow_aws::Continuation;
 use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
+use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders, Share};
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary,
     Registry, SegmentOutcome, Shadows, Start, check_sources, journal, run_journal_segment, run_phase_segment,
@@ -218,7 +219,7 @@ fn token() -> String {
     format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
-impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R, P, H> {
+impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Services<S, R, P, H> {
     pub async fn handle(&self, config: &Config, event: LambdaEvent<Payload>) -> Result<Value, PushError> {
         let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
         let payload = event.payload.json().map_err(|e| PushError::InvalidEvent(e.to_string()))?;
@@ -570,6 +571,25 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         let cursor = record.cursor.clone().unwrap_or_default();
         // Taking over from a holder that died, or after one: every thing walked is checked before it is updated.
         let uncertain = claim.takeover || record.recheck;
+        // The account's quotas are shared with the other pushes sending now: this segment's share, from the board.
+        let quota = Quota::new(config.max_tps, config.read_tps, config.headroom_percent);
+        let mut sender = Sender {
+            push_id: push_id.clone(),
+            owner: claim.owner.clone(),
+            until_ms: claim.lease_until_ms,
+            caps: Rates::of(plan, &work, read_rate),
+            // Nothing yet: the running pushes keep their rates until they see this one.
+            pace: Rates::default(),
+        };
+        let mut share = match self.share_out(quota, &mut sender).await {
+            Some(share) => share,
+            None => quota::share(quota, &push_id, sender.caps, &[], now_ms()),
+        };
+        // What the next announcement says it sends (already announced when the board was read).
+        sender.pace = share.pace(sender.caps);
+        pace.set_rates(share.updates, share.reads);
+        log_share(&push_id, segment, &share);
+        let sends = sender.caps.sends();
         let started = std::time::Instant::now();
         let mut last_log = started;
         let store_throttled = self.store.throttled();
@@ -588,6 +608,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         if last_log.elapsed() >= PROGRESS_EVERY {
                             last_log = std::time::Instant::now();
                             let done = progress.updated + progress.unchanged + progress.failed;
+                            let (update_share, read_share) = pace.rates();
                             tracing::info!(
                                 push = %push_id,
                                 segment,
@@ -595,6 +616,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                                 done = record.targets + done,
                                 total = record.targets + progress.targets,
                                 rate = format!("{:.1}", done as f64 / started.elapsed().as_secs_f64().max(0.001)),
+                                update_share = format!("{update_share:.1}"),
+                                read_share = format!("{read_share:.1}"),
                                 "push progress"
                             );
                         }
@@ -641,8 +664,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             }
         };
         let heartbeat = async {
+            let every = Duration::from_millis(timing.renew_every_ms());
+            // Renewals keep their cadence: the board's requests after one do not push the next one back.
+            let mut renewals = tokio::time::interval_at(Instant::now() + every, every);
+            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::time::sleep(Duration::from_millis(timing.renew_every_ms())).await;
+                renewals.tick().await;
                 let asked = Instant::now();
                 match self.store.renew(&push_id, segment, &claim.owner, now_ms() + timing.lease_ms).await {
                     Ok(Some(control)) => {
@@ -652,6 +679,15 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         {
                             tracing::info!(push = %push_id, segment, ?control, "operator control: stopping the segment");
                             pace.lease().halt();
+                        }
+                        // Pushes that started or ended since: the share follows at every renewal.
+                        sender.until_ms = now_ms() + timing.lease_ms;
+                        if let Some(next) = self.share_out(quota, &mut sender).await
+                            && next != share
+                        {
+                            share = next;
+                            pace.set_rates(share.updates, share.reads);
+                            log_share(&push_id, segment, &share);
                         }
                     }
                     Ok(None) => {
@@ -670,6 +706,10 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             // The claim was lost: the engine stops starting requests at once; let those in flight end.
             () = heartbeat => segment_run.await,
         };
+        if sends && let Err(e) = self.store.withdraw(&push_id, &claim.owner).await {
+            // Its entry counts until its lease runs out; the others get its share back then.
+            tracing::warn!(push = %push_id, segment, error = %e, "could not leave the board of senders");
+        }
         if pace.lease().is_lost() {
             return Ok(None);
         }
@@ -707,6 +747,37 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         counters.add(push::STORE_THROTTLED, store_throttled);
         counters.emit();
         Ok(Some(outcome))
+    }
+
+    /// Puts the segment's entry on the board; a failure leaves the others sharing without it until the next renewal.
+    async fn announce(&self, sender: &Sender) {
+        if let Err(e) = self.store.announce(sender).await {
+            tracing::warn!(push = %sender.push_id, error = %e, "could not announce the push on the board of senders");
+        }
+    }
+
+    /// Puts this segment on the board of senders (or refreshes its entry, with the lease it holds now), reads its
+    /// share of the quotas from the live entries, and announces the new rates at once when they changed. `None` when
+    /// the board cannot be read: the pace stays as it is.
+    async fn share_out(&self, quota: Quota, sender: &mut Sender) -> Option<Share> {
+        if !sender.caps.sends() {
+            return None;
+        }
+        self.announce(sender).await;
+        let board = match self.store.senders().await {
+            Ok(board) => board,
+            Err(e) => {
+                tracing::warn!(push = %sender.push_id, error = %e, "could not read the board of senders; pace kept");
+                return None;
+            }
+        };
+        let share = quota::share(quota, &sender.push_id, sender.caps, &board, now_ms());
+        let pace = share.pace(sender.caps);
+        if pace != sender.pace {
+            sender.pace = pace;
+            self.announce(sender).await;
+        }
+        Some(share)
     }
 
     /// Writes the record a segment ends with (released). `None`: the claim was lost before it could be written.
@@ -889,6 +960,18 @@ enum Outcome {
     Push(SegmentOutcome),
     Judge(shadow_core::push::JournalOutcome),
     Rollback(shadow_core::push::JournalOutcome),
+}
+
+/// The push's share of the account's quotas: one line when it starts and whenever it changes.
+fn log_share(push_id: &str, segment: u64, share: &Share) {
+    tracing::info!(
+        push = %push_id,
+        segment,
+        update_share = format!("{:.1}", share.updates),
+        read_share = format!("{:.1}", share.reads),
+        senders = share.senders,
+        "quota share"
+    );
 }
 
 /// Reads go at the share of their own quota that the push's update rate is of the update quota.

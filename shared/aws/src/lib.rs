@@ -7,6 +7,7 @@ pub mod push_reader;
 pub mod push_store;
 pub mod registry;
 pub mod sdk;
+pub mod senders;
 pub mod shadows;
 pub mod tables;
 pub mod throttles;

@@ -35,8 +35,8 @@ const OPEN: &str = "open";
 
 #[derive(Debug, Clone)]
 pub struct DynamoPushStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
     /// Records and failures expire this many days after the push started.
     retention_days: Option<u32>,
     /// Every request of `client` refused for throughput.

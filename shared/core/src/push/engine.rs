@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 
 use tokio::time::Instant;
 
+use super::quota::MIN_RATE;
 use super::rollout::{RollbackCounts, Rollout, conflict_message, previous_values, rollback_leaves};
 use super::targets::{Seen, page};
 use super::walker::{self, Page, Take, Walk};
@@ -20,36 +21,59 @@ use crate::names::ThingName;
 use crate::retry::{Backoff, GaveUp, Retryable, retry_until};
 use crate::store::{FaultKind, ServiceError};
 
-/// A token bucket on tokio's clock: requests are given evenly spaced slots, with a burst of `burst` slots.
-/// A caller learns its slot before it waits, so nothing waits for a slot past the time it may still send.
+/// A token bucket on tokio's clock: requests are given evenly spaced slots, with a burst of 1/20 s worth of slots.
+/// A caller learns its slot before it waits, so nothing waits for a slot past the time it may still send. Its rate
+/// can change while requests wait (a push's share of the account's quota): the spacing is atomic, the slot a mutex.
 #[derive(Debug)]
 pub(super) struct Limiter {
-    interval: Duration,
-    tolerance: Duration,
+    interval_ns: AtomicU64,
+    tolerance_ns: AtomicU64,
     next: Mutex<Instant>,
 }
 
 impl Limiter {
-    fn new(rate: u32, burst: u32) -> Self {
-        let interval = Duration::from_secs(1) / rate.max(1);
-        Self { interval, tolerance: interval * burst.saturating_sub(1), next: Mutex::new(Instant::now()) }
+    fn new(rate: f64) -> Self {
+        let limiter =
+            Self { interval_ns: AtomicU64::new(0), tolerance_ns: AtomicU64::new(0), next: Mutex::new(Instant::now()) };
+        limiter.set_rate(rate);
+        limiter
+    }
+
+    /// `rate` requests per second from the next slot on (at least [`MIN_RATE`]).
+    fn set_rate(&self, rate: f64) {
+        let rate = if rate.is_finite() { rate.max(MIN_RATE) } else { MIN_RATE };
+        let interval = (1e9 / rate).round() as u64;
+        let burst = (rate / 20.0).floor().max(1.0) as u64;
+        self.interval_ns.store(interval.max(1), Ordering::Relaxed);
+        self.tolerance_ns.store(interval.saturating_mul(burst - 1), Ordering::Relaxed);
+    }
+
+    /// Requests per second.
+    fn rate(&self) -> f64 {
+        1e9 / self.interval_ns.load(Ordering::Relaxed).max(1) as f64
+    }
+
+    fn tolerance(&self) -> Duration {
+        Duration::from_nanos(self.tolerance_ns.load(Ordering::Relaxed))
     }
 
     /// The earliest time a request taken at `now` could go.
     pub(super) fn next_slot(&self, now: Instant) -> Instant {
         let next = *self.next.lock().unwrap_or_else(|e| e.into_inner());
-        next.max(now.checked_sub(self.tolerance).unwrap_or(now)).max(now)
+        next.max(now.checked_sub(self.tolerance()).unwrap_or(now)).max(now)
     }
 
     /// Takes the next slot if it comes before `stop`; returns when it may be used.
     fn take_before(&self, stop: Instant) -> Option<Instant> {
         let now = Instant::now();
+        let tolerance = self.tolerance();
+        let interval = Duration::from_nanos(self.interval_ns.load(Ordering::Relaxed));
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = (*next).max(now.checked_sub(self.tolerance).unwrap_or(now));
+        let slot = (*next).max(now.checked_sub(tolerance).unwrap_or(now));
         if slot.max(now) >= stop {
             return None;
         }
-        *next = slot + self.interval;
+        *next = slot + interval;
         Some(slot.max(now))
     }
 }
@@ -132,8 +156,8 @@ impl Pace {
     pub fn new(rate: u32, concurrency: usize, deadline: Instant, hand_off_margin: Duration, reserve: Duration) -> Self {
         let rate = rate.max(1);
         Self {
-            limiter: Limiter::new(rate, (rate / 20).max(1)),
-            reads: Limiter::new(rate, (rate / 20).max(1)),
+            limiter: Limiter::new(f64::from(rate)),
+            reads: Limiter::new(f64::from(rate)),
             concurrency: concurrency.max(1),
             deadline,
             hand_off_margin,
@@ -153,9 +177,20 @@ impl Pace {
 
     /// Reads paced at `rate` per second, apart from updates.
     pub fn with_read_rate(mut self, rate: u32) -> Self {
-        let rate = rate.max(1);
-        self.reads = Limiter::new(rate, (rate / 20).max(1));
+        self.reads = Limiter::new(f64::from(rate.max(1)));
         self
+    }
+
+    /// Paces updates and reads at these rates (requests per second) from now on: the push's share of the account's
+    /// quotas, as it changes while the segment runs.
+    pub fn set_rates(&self, updates: f64, reads: f64) {
+        self.limiter.set_rate(updates);
+        self.reads.set_rate(reads);
+    }
+
+    /// The rates updates and reads are paced at now.
+    pub fn rates(&self) -> (f64, f64) {
+        (self.limiter.rate(), self.reads.rate())
     }
 
     pub(super) fn limiter(&self, request: Request) -> &Limiter {
@@ -1626,6 +1661,38 @@ mod tests {
     }
 
     /// 8 requests/s with 64 in flight and 3-second invocations: no segment runs to its deadline, and the push ends.
+    /// A push's share of the quota changes while it runs: the next slots are spaced at the new rate, none of the
+    /// slots already given moves, and the burst follows the rate.
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_takes_a_new_rate_from_its_next_slot() {
+        let limiter = Limiter::new(10.0);
+        let start = Instant::now();
+        let far = start + Duration::from_secs(60);
+        let slots = |n: usize| (0..n).filter_map(|_| limiter.take_before(far)).last();
+        assert_eq!(slots(10).map(|s| s - start), Some(Duration::from_millis(900)));
+        limiter.set_rate(100.0);
+        assert!((limiter.rate() - 100.0).abs() < 1e-6, "{}", limiter.rate());
+        // The slot after the last one given at 10/s (1 s), then 10 ms apart.
+        assert_eq!(slots(11).map(|s| s - start), Some(Duration::from_millis(1100)));
+        limiter.set_rate(2.0);
+        assert_eq!(slots(2).map(|s| s - start), Some(Duration::from_millis(1610)));
+        // Idle for a while at 100/s: a burst of 5 slots (1/20 s) goes at once, then they are spaced again.
+        limiter.set_rate(100.0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = Instant::now();
+        let burst: Vec<Instant> = (0..6).filter_map(|_| limiter.take_before(far)).collect();
+        assert_eq!(
+            burst.iter().filter(|s| **s == now).count(),
+            5,
+            "{:?}",
+            burst.iter().map(|s| *s - now).collect::<Vec<_>>()
+        );
+        assert_eq!(burst.last().map(|s| *s - now), Some(Duration::from_millis(10)));
+        // Shares below 1/s still pace (at least MIN_RATE).
+        limiter.set_rate(0.0);
+        assert!((limiter.rate() - MIN_RATE).abs() < 1e-9);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_rate_never_holds_more_than_the_time_left() {
         let shadows = FakeShadows { delay: Duration::from_millis(20), ..Default::default() };

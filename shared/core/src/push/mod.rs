@@ -4,6 +4,7 @@ mod engine;
 pub mod journal;
 pub mod lifecycle;
 pub mod machine;
+pub mod quota;
 mod request;
 pub mod rollout;
 mod targets;
