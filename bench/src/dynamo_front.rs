@@ -13,8 +13,8 @@
 //!   capacity mode). A request the bucket refuses is answered `ProvisionedThroughputExceededException`, as DynamoDB
 //!   answers it; in a `BatchWriteItem` or `BatchGetItem` the refused items come back unprocessed instead.
 //! - **The journal from memory.** DynamoDB Local takes a few hundred writes a second on this machine, far from the
-//!   4000 a second a rollout at AWS's quota writes. Items of the fronted table whose partition key holds `#` (a
-//!   sharded journal, `<pushId>#<n>`) or whose sort key starts with `previous#`, `failure#` or `conflict#` are kept
+//!   4000 a second a rollout at AWS's quota writes. Items of the fronted table whose partition key is a journal shard
+//!   (`<pushId>#<n>`; the board of senders, `#senders`, is not) or whose sort key starts with `previous#`, `failure#` or `conflict#` are kept
 //!   in memory, under DynamoDB's key rules: the item is addressed by pk + sk; PutItem with no condition or with
 //!   `attribute_not_exists(<key>)` (put-if-absent, `ReturnValuesOnConditionCheckFailure: ALL_OLD` answered), GetItem,
 //!   DeleteItem, Query by pk with `=`, `begins_with`, `BETWEEN` or a comparison on sk, `ScanIndexForward`, `Limit`,
@@ -278,7 +278,12 @@ fn key_of(item: &Value) -> Option<(String, String)> {
 }
 
 fn is_journal_key(pk: &str, sk: &str) -> bool {
-    pk.contains('#') || JOURNAL_PREFIXES.iter().any(|p| sk.starts_with(p))
+    is_shard_partition(pk) || JOURNAL_PREFIXES.iter().any(|p| sk.starts_with(p))
+}
+
+/// `<pushId>#<n>`: a journal shard. A partition that starts with `#` (the board of senders) is not a push's.
+fn is_shard_partition(pk: &str) -> bool {
+    !pk.starts_with('#') && pk.contains('#')
 }
 
 /// A request's expression attribute names resolved.
@@ -717,7 +722,7 @@ impl Front {
             Ok(c) => c,
             Err(e) => return validation(e),
         };
-        let journal = pk.contains('#') || sort.only_journal();
+        let journal = is_shard_partition(&pk) || sort.only_journal();
         if !journal {
             let spans = sort == SortCondition::All
                 && self.memory.lock().is_ok_and(|m| m.partitions.get(&pk).is_some_and(|p| !p.is_empty()));
@@ -1033,6 +1038,8 @@ mod tests {
     #[test]
     fn journal_keys_are_told_from_the_record() {
         assert!(is_journal_key("push-1", "previous#001#thing-1"));
+        assert!(is_journal_key("push-1#3", "failure#thing-1"));
+        assert!(!is_journal_key("#senders", "push-1"));
         assert!(is_journal_key("push-1", "failure#thing-1"));
         assert!(is_journal_key("push-1#7", "anything"));
         assert!(!is_journal_key("push-1", "push"));
