@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use shadow_aws::DynamoPushReader;
 use shadow_core::push::rollout::conflict_paths as conflict_paths_in;
-use shadow_core::push::{Failure, validate_request};
+use shadow_core::push::{Failure, JournalRef, validate_request};
 
 use crate::checks;
 use crate::error::CliError;
@@ -397,7 +397,8 @@ async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOp
     bar.finish_and_clear();
     let progress = Progress::from_record(&current, now_ms()).map_err(CliError::Failure)?;
     let failures = if progress.failed() > 0 {
-        reader.failures(push_id).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
+        let at = JournalRef::new(push_id, DynamoPushReader::journal_shards(&current));
+        reader.failures(at).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
     } else {
         Vec::new()
     };
@@ -472,16 +473,14 @@ fn failures_table(failures: &[Failure], cap: usize) -> comfy_table::Table {
 async fn show(ctx: &Context, push_id: &str, with_failures: bool, with_conflicts: bool) -> Result<i32, CliError> {
     let (reader, table) = reader(ctx)?;
     let found = record(&reader, &table, push_id).await?.ok_or_else(|| unknown(push_id, &table))?;
+    let at = JournalRef::new(push_id, DynamoPushReader::journal_shards(&found));
     let failures = if with_failures {
-        reader.failures(push_id).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
+        reader.failures(at).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
     } else {
         Vec::new()
     };
     let conflicts = if with_conflicts {
-        reader
-            .conflicts(push_id)
-            .await
-            .map_err(CliError::service(format!("reading the conflicts of push {push_id}")))?
+        reader.conflicts(at).await.map_err(CliError::service(format!("reading the conflicts of push {push_id}")))?
     } else {
         Vec::new()
     };

@@ -243,6 +243,12 @@ async fn cleanup(stack: &Stack) {
     let _ = iot.delete_thing_group().thing_group_name(GROUP).send().await;
     // The push's record and failures, and the fleet's history, so that the next run starts afresh.
     if let (Some(push_table), Some(history_table)) = (stack.env.get("PUSH_TABLE"), stack.env.get("HISTORY_TABLE")) {
+        // Its journal's shards first, while the record still says how many.
+        let shards = crate::push::journal_shards(stack, push_table, PUSH_ID).await;
+        let journal = shadow_core::push::JournalRef::new(PUSH_ID, shards);
+        for shard in journal.shards().into_iter().flatten() {
+            delete_partition(stack, push_table, &shadow_aws::push_store::journal_partition(journal, Some(shard))).await;
+        }
         delete_partition(stack, push_table, PUSH_ID).await;
         for i in 0..FLEET {
             delete_partition(stack, history_table, &history_key(i)).await;

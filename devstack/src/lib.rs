@@ -12,6 +12,7 @@ pub mod http;
 pub mod iam;
 pub mod lambda;
 pub mod local_lambda;
+pub mod partition_front;
 pub mod push;
 pub mod rules;
 pub mod service;

@@ -257,3 +257,20 @@ impl PushFixture {
 pub async fn push(function: &LocalLambda, request: &Value) -> Result<Value, InvokeError> {
     function.invoke(request, Duration::from_secs(60)).await
 }
+
+/// How many shards the journal of push `push_id` in `table` spans (its record's `journalShards`; 0 when the record
+/// has none, or is gone).
+pub async fn journal_shards(stack: &Stack, table: &str, push_id: &str) -> u32 {
+    let got = stack
+        .dynamodb()
+        .get_item()
+        .table_name(table)
+        .set_key(Some(shadow_aws::push_store::record_key(push_id)))
+        .consistent_read(true)
+        .send()
+        .await;
+    got.ok()
+        .and_then(|g| g.item)
+        .and_then(|i| i.get("journalShards").and_then(|n| n.as_n().ok()).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}

@@ -595,7 +595,7 @@ async fn numeric_options_and_ids_are_checked_before_anything_is_read() {
 #[tokio::test]
 async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
     use shadow_core::push::rollout::conflict_message;
-    use shadow_core::push::{Failure, PushStore};
+    use shadow_core::push::{Failure, JournalRef, PushStore};
     let stack = Stack::get();
     let push_id = unique("cli-conflicts");
     let table = push_table_with(&stack, &[json!({"pushId": push_id, "state": "rolledBack", "complete": false})]).await;
@@ -609,9 +609,12 @@ async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
             message: conflict_message(&[format!("settings.mode{i}"), format!("notes.{long}")]),
         })
         .collect();
-    store.add_conflicts(&push_id, now_ms(), &conflicts).await.expect("storing the rollback conflicts");
+    store
+        .add_conflicts(JournalRef::new(&push_id, 0), now_ms(), &conflicts)
+        .await
+        .expect("storing the rollback conflicts");
     let failure = Failure { thing_name: "broken".into(), code: "ThrottlingException".into(), message: "slow".into() };
-    store.add_failures(&push_id, now_ms(), &[failure]).await.expect("storing the failure");
+    store.add_failures(JournalRef::new(&push_id, 0), now_ms(), &[failure]).await.expect("storing the failure");
     let mut env = stack_env(&stack);
     env.insert("PUSH_TABLE".into(), table);
 

@@ -180,22 +180,30 @@ fn started_pushes(lines: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Deletes a push's record and its items (failures, rollout journal, conflicts).
+/// Deletes a push's record and its items (failures, rollout journal, conflicts, in every shard of its journal).
 async fn delete_push(stack: &Stack, push_id: &str) {
     let table = stack.var("PUSH_TABLE");
     let dynamodb = stack.dynamodb();
-    let mut pages = dynamodb
-        .query()
-        .table_name(&table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S(push_id.to_owned()))
-        .projection_expression("pk, sk")
-        .into_paginator()
-        .items()
-        .send();
+    let shards = devstack::push::journal_shards(stack, &table, push_id).await;
+    let journal = shadow_core::push::JournalRef::new(push_id, shards);
+    let mut partitions = vec![push_id.to_owned()];
+    partitions.extend(
+        journal.shards().into_iter().flatten().map(|n| shadow_aws::push_store::journal_partition(journal, Some(n))),
+    );
     let mut keys = Vec::new();
-    while let Some(item) = pages.next().await {
-        keys.push(item.unwrap_or_else(|e| panic!("query {table} for {push_id}: {e}")));
+    for partition in partitions {
+        let mut pages = dynamodb
+            .query()
+            .table_name(&table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(partition))
+            .projection_expression("pk, sk")
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            keys.push(item.unwrap_or_else(|e| panic!("query {table} for {push_id}: {e}")));
+        }
     }
     for key in keys {
         let delete = DeleteRequest::builder().set_key(Some(key)).build().unwrap_or_else(|e| panic!("{e}"));

@@ -119,8 +119,9 @@ async fn the_record_of_a_rollout_rolling_back_stays_under_1_kb() {
                            "rollout": {"phases": [{"percent": 1}, {"percent": 10}, {"percent": 100}],
                                        "bakeSeconds": 3600, "onAbort": "rollback"}}));
     let now = now_ms();
-    let (definition, record) =
+    let (definition, mut record) =
         new_push(&plan, vec![Source::Group(ThingGroupName::parse("fleet-eu-west-1").expect("a name"))], now);
+    record.journal_shards = 8;
     assert!(store.create(&definition, &record).await.unwrap_or_else(|e| panic!("{e}")));
     let phase = |percent: f64, targets: u64, judged: bool| PhaseCounts {
         percent,
@@ -141,6 +142,7 @@ async fn the_record_of_a_rollout_rolling_back_stays_under_1_kb() {
         failed: 8_754,
         requests: 2_145_678,
         throttled: 23_456,
+        store_throttled: 1_234,
     };
     next.status.phases = vec![phase(1.0, 10_000, true), phase(10.0, 90_000, true), phase(100.0, 900_000, true)];
     next.status.phase = 3;

@@ -405,6 +405,7 @@ fn functions_are_given_every_setting_they_read() {
                 "PUSH_CONCURRENCY",
                 "IOT_DATA_ENDPOINT",
                 "PUSH_RETENTION_DAYS",
+                "PUSH_PARTITION_WPS",
             ][..],
         ),
     ] {

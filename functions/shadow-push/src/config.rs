@@ -21,6 +21,10 @@ pub struct Config {
     /// lease). A holder that dies is taken over this long after its last renewal, well before Lambda's first async
     /// retry (about a minute). Shorter only in tests.
     pub lease_ms: u64,
+    /// `PUSH_PARTITION_WPS` (default 500, half of DynamoDB's 1000 writes/s per partition key value): the writes per
+    /// second one partition of a push's journal is given. A new push spreads its journal, failures and conflicts
+    /// over `ceil(rate / PUSH_PARTITION_WPS)` partitions.
+    pub partition_wps: u32,
     /// `PUSH_HANDOFF_GRACE_MS` (default 120 000): how long a released push waits for its hand-off message to be
     /// picked up before the sweeper wakes it again.
     pub hand_off_grace_ms: u64,
@@ -32,7 +36,9 @@ impl Config {
         let read_tps = settings.at_least::<u32>("PUSH_READ_TPS", 1)?.unwrap_or(400);
         let concurrency = settings.at_least::<usize>("PUSH_CONCURRENCY", 1)?.unwrap_or(64);
         let lease_ms = settings.at_least::<u64>("PUSH_LEASE_MS", 300)?.unwrap_or(30_000);
+        let partition_wps = settings.at_least::<u32>("PUSH_PARTITION_WPS", 1)?.unwrap_or(500);
         Ok(Self {
+            partition_wps,
             lease_ms,
             hand_off_grace_ms: settings.parsed::<u64>("PUSH_HANDOFF_GRACE_MS")?.unwrap_or(120_000),
             table: settings.required("PUSH_TABLE")?,
@@ -65,6 +71,7 @@ mod tests {
                 data_endpoint: None,
                 retention_days: None,
                 lease_ms: 30_000,
+                partition_wps: 500,
                 hand_off_grace_ms: 120_000,
             })
         );
@@ -83,6 +90,7 @@ mod tests {
             ("PUSH_READ_TPS", "0", 1),
             ("PUSH_CONCURRENCY", "0", 1),
             ("PUSH_LEASE_MS", "299", 300),
+            ("PUSH_PARTITION_WPS", "0", 1),
         ] {
             let got =
                 Config::from_settings(&HashMap::from([("PUSH_TABLE", "t"), ("PUSH_QUEUE_URL", "q"), (name, low)]));

@@ -20,8 +20,8 @@ use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushDefinition, PushPlan, PushRecord, PushRequestError, PushStore,
-    PushSummary, Registry, SegmentOutcome, Shadows, Source, Start, StoredPush, check_sources, run_journal_segment,
-    run_phase_segment, sources_for, validate_request,
+    PushSummary, Registry, SegmentOutcome, Shadows, Source, Start, StoredPush, check_sources, journal,
+    run_journal_segment, run_phase_segment, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
@@ -320,10 +320,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         let lease_until = started_at + config.lease_ms;
         let request = to_json("the push plan", &plan)?;
         let definition = lifecycle::definition(&plan, request, digest.clone(), sources);
-        let record = match begin {
+        let mut record = match begin {
             Begin::Here => lifecycle::new_record(&plan, owner.clone(), started_at, lease_until),
             Begin::Queued => lifecycle::queued_record(&plan, started_at, timing(config)),
         };
+        // Decided once: every segment, reader and rollback of the push finds its journal in these shards.
+        record.journal_shards = journal::shard_count(plan.max_requests_per_second, config.partition_wps);
         if self.persist(deadline, || self.store.create(&definition, &record)).await? {
             tracing::info!(push = %plan.push_id, sources = definition.sources.len(), dry_run = plan.dry_run, ?begin, "push started");
             let defined = Defined { plan, sources: definition.sources };
@@ -577,6 +579,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
         let uncertain = claim.takeover || record.status.recheck;
         let started = std::time::Instant::now();
         let mut last_log = started;
+        let store_throttled = self.store.throttled();
         let segment_run = async {
             match work {
                 Work::Push { phase } => {
@@ -586,6 +589,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         takeover: uncertain,
                         phase,
                         started_at_ms: record.status.started_at,
+                        journal_shards: record.journal_shards,
                     };
                     let progress = |progress: &SegmentOutcome| {
                         if last_log.elapsed() >= PROGRESS_EVERY {
@@ -623,6 +627,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         uncertain,
                         &self.shadows,
                         &self.store,
+                        record.journal_shards,
                         &pace,
                     )
                     .await,
@@ -635,6 +640,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                         uncertain,
                         &self.shadows,
                         &self.store,
+                        record.journal_shards,
                         &pace,
                     )
                     .await,
@@ -666,7 +672,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             }
         };
         tokio::pin!(segment_run);
-        let outcome = tokio::select! {
+        let mut outcome = tokio::select! {
             outcome = &mut segment_run => outcome,
             // The claim was lost: the engine stops starting requests at once; let those in flight end.
             () = heartbeat => segment_run.await,
@@ -675,10 +681,10 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
             return Ok(None);
         }
         let mut counters = Counters::new(Emitter::Push, &push::SEGMENT);
+        let at = record.journal();
         match &outcome {
             Outcome::Push(out) => {
-                self.persist(deadline, || self.store.add_failures(&push_id, record.status.started_at, &out.failures))
-                    .await?;
+                self.persist(deadline, || self.store.add_failures(at, record.status.started_at, &out.failures)).await?;
                 counters.add(push::UPDATED, out.updated);
                 counters.add(push::UNCHANGED, out.unchanged);
                 counters.add(push::FAILED, out.failed);
@@ -690,13 +696,23 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
                 counters.add(push::THROTTLED, out.throttled);
             }
             Outcome::Rollback(out) => {
-                self.persist(deadline, || self.store.add_conflicts(&push_id, record.status.started_at, &out.conflicts))
+                self.persist(deadline, || self.store.add_conflicts(at, record.status.started_at, &out.conflicts))
                     .await?;
-                self.persist(deadline, || self.store.add_failures(&push_id, record.status.started_at, &out.failures))
-                    .await?;
+                self.persist(deadline, || self.store.add_failures(at, record.status.started_at, &out.failures)).await?;
                 counters.add(push::THROTTLED, out.throttled);
             }
         }
+        // DynamoDB's refusals while the segment ran (its journal writes and reads, failures, renewals): retried,
+        // and counted apart from the shadow requests' 429s.
+        let store_throttled = self.store.throttled().saturating_sub(store_throttled);
+        match &mut outcome {
+            Outcome::Push(out) => out.store_throttled = store_throttled,
+            Outcome::Judge(out) | Outcome::Rollback(out) => out.store_throttled = store_throttled,
+        }
+        if store_throttled > 0 {
+            tracing::warn!(push = %push_id, segment, store_throttled, "DynamoDB throttled requests of the segment");
+        }
+        counters.add(push::STORE_THROTTLED, store_throttled);
         counters.emit();
         Ok(Some(outcome))
     }
@@ -821,12 +837,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal, H: HandOff> Services<S, R,
     async fn summary(&self, record: &PushRecord, plan: &PushPlan, deadline: Instant) -> Result<PushSummary, PushError> {
         let rollback_failed = record.status.rollback.as_ref().is_some_and(|r| r.failed > 0);
         let failures = if record.status.counts.failed > 0 || rollback_failed {
-            self.persist(deadline, || self.store.failures(&record.push_id, RESPONSE_FAILURES)).await?
+            self.persist(deadline, || self.store.failures(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
         let conflicts = if record.status.rollback.as_ref().is_some_and(|r| r.conflicts > 0) {
-            self.persist(deadline, || self.store.conflicts(&record.push_id, RESPONSE_FAILURES)).await?
+            self.persist(deadline, || self.store.conflicts(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };

@@ -9,6 +9,7 @@ pub mod registry;
 pub mod sdk;
 pub mod shadows;
 pub mod tables;
+pub mod throttles;
 pub mod writes;
 
 pub use handoff::{Continuation, SqsHandOff};

@@ -1,5 +1,6 @@
-//! Reading the push table for people (the `shadow-fleet` CLI): a record as JSON (its record and plan items together), so that fields a newer shadow-push
-//! writes show without a change here; every failure and every rollback conflict, page by page; recent pushes from the `recent-pushes` index.
+//! Reading the push table for people (the `shadow-fleet` CLI): a record as JSON (its record and plan items
+//! together), so that fields a newer shadow-push writes show without a change here; every failure and every rollback
+//! conflict, page by page from every shard of the push's journal; recent pushes from the `recent-pushes` index.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,11 +9,12 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, KeysAndAttributes},
 };
+use futures::future::try_join_all;
 use serde_json::Value;
-use shadow_core::push::Failure;
+use shadow_core::push::{Failure, JournalRef};
 use shadow_core::store::{FaultKind, ServiceError};
 
-use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, PLAN, RECORD, plan_key, record_key};
+use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, PLAN, RECORD, journal_partition, plan_key, record_key};
 use crate::sdk::service_error;
 use crate::tables::{PARTITION_KEY, RECENT_PUSHES_INDEX, RECENT_PUSHES_KEY, RECENT_PUSHES_PARTITION, SORT_KEY};
 
@@ -69,29 +71,31 @@ impl DynamoPushReader {
         Ok(Some(with_plan(to_json("GetItem", record)?, plan.item.map(|p| to_json("GetItem", p)).transpose()?)))
     }
 
-    /// One page of the push's failures, from `start` (the previous page's key); the key of the next page, if any.
+    /// One page of the failures in one shard of the push's journal (`None`: an unsharded one), from `start` (the
+    /// previous page's key); the key of the next page, if any.
     pub async fn failures_page(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
+        shard: Option<u32>,
         start: Option<PageKey>,
     ) -> Result<(Vec<Failure>, Option<PageKey>), ServiceError> {
-        self.listed_page(push_id, FAILURE_PREFIX, start).await
+        self.listed_page(&journal_partition(at, shard), FAILURE_PREFIX, start).await
     }
 
-    /// Every failure of the push, following `LastEvaluatedKey` to the end.
-    pub async fn failures(&self, push_id: &str) -> Result<Vec<Failure>, ServiceError> {
-        self.listed(push_id, FAILURE_PREFIX).await
+    /// Every failure of the push, from every shard (read at once), each followed to its end; in thing order.
+    pub async fn failures(&self, at: JournalRef<'_>) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(at, FAILURE_PREFIX).await
     }
 
     /// Every thing a rollback of the push left alone (`conflict#` items: code `RollbackConflict`, the leaves in the
-    /// message), following `LastEvaluatedKey` to the end.
-    pub async fn conflicts(&self, push_id: &str) -> Result<Vec<Failure>, ServiceError> {
-        self.listed(push_id, CONFLICT_PREFIX).await
+    /// message), from every shard; in thing order.
+    pub async fn conflicts(&self, at: JournalRef<'_>) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(at, CONFLICT_PREFIX).await
     }
 
     async fn listed_page(
         &self,
-        push_id: &str,
+        partition: &str,
         prefix: &str,
         start: Option<PageKey>,
     ) -> Result<(Vec<Failure>, Option<PageKey>), ServiceError> {
@@ -102,7 +106,7 @@ impl DynamoPushReader {
             .key_condition_expression("#pk = :p AND begins_with(#sk, :f)")
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_values(":p", AttributeValue::S(push_id.to_owned()))
+            .expression_attribute_values(":p", AttributeValue::S(partition.to_owned()))
             .expression_attribute_values(":f", AttributeValue::S(prefix.to_owned()))
             .set_exclusive_start_key(start)
             .send()
@@ -117,17 +121,31 @@ impl DynamoPushReader {
         Ok((failures, page.last_evaluated_key.filter(|k| !k.is_empty())))
     }
 
-    async fn listed(&self, push_id: &str, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
+    async fn listed(&self, at: JournalRef<'_>, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
+        let reads = at.shards().into_iter().map(|shard| self.listed_in(journal_partition(at, shard), prefix));
+        let mut all: Vec<Failure> = try_join_all(reads).await?.into_iter().flatten().collect();
+        all.sort_by(|a, b| a.thing_name.cmp(&b.thing_name));
+        Ok(all)
+    }
+
+    /// Everything under `prefix` in one partition, following `LastEvaluatedKey` to the end.
+    async fn listed_in(&self, partition: String, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
         let mut all = Vec::new();
         let mut start = None;
         loop {
-            let (page, next) = self.listed_page(push_id, prefix, start).await?;
+            let (page, next) = self.listed_page(&partition, prefix, start).await?;
             all.extend(page);
             match next {
                 Some(next) => start = Some(next),
                 None => return Ok(all),
             }
         }
+    }
+
+    /// How many shards the journal of the push whose record is `record` (as [`Self::record`] reads it) spans: its
+    /// `journalShards`, 0 when absent (a push recorded before journals were sharded).
+    pub fn journal_shards(record: &Value) -> u32 {
+        record.get("journalShards").and_then(Value::as_u64).map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// The records of pushes started at or after `since_ms`, newest first, at most `limit`.

@@ -1,5 +1,5 @@
-//! The push table: per push a plan item (written once) and a record item (small, written often), and one item per
-//! failed thing. Layout in docs/records.md ("Push records").
+//! The push table: per push a plan item (written once) and a record item (small, written often); its journal,
+//! failures and conflicts spread over the push's shards (`<pushId>#<n>`). Layout in docs/records.md ("Push records").
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,13 +9,16 @@ use aws_sdk_dynamodb::{
     operation::transact_write_items::TransactWriteItemsError,
     types::{AttributeValue, Put, ReturnValue, TransactWriteItem},
 };
+use futures::future::try_join_all;
+use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::{
-    Claim, Control, Failure, Journal, JournalPage, Previous, PushDefinition, PushRecord, PushState, PushStore,
-    StoredPush, lifecycle,
+    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
+    PushStore, StoredPush, lifecycle,
 };
 use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::{ConditionalWrite, service_error};
+use crate::throttles::ThrottleCount;
 use crate::{tables, writes};
 
 /// The sort key of a push's record item: where it stands and who holds it (small, written often).
@@ -28,8 +31,8 @@ pub const FAILURE_PREFIX: &str = "failure#";
 pub const CONFLICT_PREFIX: &str = "conflict#";
 /// A rollout's recorded previous values: `previous#<phase:03>#<thing>`.
 const PREVIOUS_PREFIX: &str = "previous#";
-/// Journal entries per page read.
-const JOURNAL_PAGE: i32 = 100;
+/// Journal entries per page read (from all shards together).
+const JOURNAL_PAGE: u32 = 100;
 /// Present (with the value [`OPEN`]) on the record of a push that is not complete nor stalled: the key of the
 /// sparse index the sweeper queries, sorted by `leaseUntil`.
 const OPEN_ATTRIBUTE: &str = tables::OPEN_PUSHES_KEY;
@@ -41,6 +44,8 @@ pub struct DynamoPushStore {
     table: String,
     /// Records and failures expire this many days after the push started.
     retention_days: Option<u32>,
+    /// Every request of `client` refused for throughput.
+    throttled: ThrottleCount,
 }
 
 fn unrepresentable(operation: &'static str, e: serde_dynamo::Error) -> ServiceError {
@@ -71,6 +76,7 @@ fn progress_update(next: &PushRecord, operation: &'static str) -> Result<UpdateP
         ("failed", Some(n(next.status.counts.failed))),
         ("requests", Some(n(next.status.counts.requests))),
         ("throttled", Some(n(next.status.counts.throttled))),
+        ("storeThrottled", Some(n(next.status.counts.store_throttled))),
         ("cursor", Some(attribute(operation, &next.status.cursor)?)),
         ("complete", Some(AttributeValue::Bool(next.status.complete))),
         ("finishedAt", Some(attribute(operation, next.status.finished_at)?)),
@@ -106,8 +112,10 @@ fn stays_open(state: PushState) -> bool {
 }
 
 impl DynamoPushStore {
+    /// A store on `client`, with a count of the requests DynamoDB refuses for throughput installed on it.
     pub fn new(client: Client, table: impl Into<String>, retention_days: Option<u32>) -> Self {
-        Self { client, table: table.into(), retention_days }
+        let throttled = ThrottleCount::default();
+        Self { client: throttled.install(&client), table: table.into(), retention_days, throttled }
     }
 
     fn expires_at(&self, started_at_ms: u64) -> Option<AttributeValue> {
@@ -123,6 +131,20 @@ pub fn record_key(push_id: &str) -> HashMap<String, AttributeValue> {
 /// The key of a push's plan item.
 pub fn plan_key(push_id: &str) -> HashMap<String, AttributeValue> {
     tables::key(push_id, PLAN)
+}
+
+/// The partition key of one shard of a push's journal (`<pushId>#<n>`); the push's own for an unsharded one.
+/// Push ids never contain `#`, so no push's shard is another push's partition.
+pub fn journal_partition(at: JournalRef<'_>, shard: Option<u32>) -> String {
+    match shard {
+        Some(n) => format!("{}#{n}", at.push_id),
+        None => at.push_id.to_owned(),
+    }
+}
+
+/// The partition `thing`'s journal entries, failure and conflict go to.
+fn thing_partition(at: JournalRef<'_>, thing: &str) -> String {
+    journal_partition(at, at.shard_of(thing))
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -223,8 +245,8 @@ impl PushStore for DynamoPushStore {
     }
 
     async fn load(&self, push_id: &str) -> Result<Option<StoredPush>, ServiceError> {
-        // Two strongly consistent GetItems at once: one round trip, and a Query over the partition would have to
-        // pass over the journal's items, which sort between `plan` and `push`.
+        // Two strongly consistent GetItems at once: one round trip, and right for every record (a Query on the
+        // partition would also pass over an unsharded journal's items, which sort between `plan` and `push`).
         let (record, plan) = tokio::try_join!(self.get(record_key(push_id)), self.get(plan_key(push_id)))?;
         let Some(record_item) = record else { return Ok(None) };
         let definition = match plan {
@@ -530,33 +552,42 @@ impl PushStore for DynamoPushStore {
         Ok(ids)
     }
 
-    async fn add_failures(&self, push_id: &str, started_at_ms: u64, failures: &[Failure]) -> Result<(), ServiceError> {
-        self.add_listed(push_id, started_at_ms, failures, FAILURE_PREFIX).await
+    async fn add_failures(
+        &self,
+        at: JournalRef<'_>,
+        started_at_ms: u64,
+        failures: &[Failure],
+    ) -> Result<(), ServiceError> {
+        self.add_listed(at, started_at_ms, failures, FAILURE_PREFIX).await
     }
 
-    async fn failures(&self, push_id: &str, limit: usize) -> Result<Vec<Failure>, ServiceError> {
-        self.listed(push_id, limit, FAILURE_PREFIX).await
+    async fn failures(&self, at: JournalRef<'_>, limit: usize) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(at, limit, FAILURE_PREFIX).await
     }
 
     async fn add_conflicts(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         conflicts: &[Failure],
     ) -> Result<(), ServiceError> {
-        self.add_listed(push_id, started_at_ms, conflicts, CONFLICT_PREFIX).await
+        self.add_listed(at, started_at_ms, conflicts, CONFLICT_PREFIX).await
     }
 
-    async fn conflicts(&self, push_id: &str, limit: usize) -> Result<Vec<Failure>, ServiceError> {
-        self.listed(push_id, limit, CONFLICT_PREFIX).await
+    async fn conflicts(&self, at: JournalRef<'_>, limit: usize) -> Result<Vec<Failure>, ServiceError> {
+        self.listed(at, limit, CONFLICT_PREFIX).await
+    }
+
+    fn throttled(&self) -> u64 {
+        self.throttled.get()
     }
 }
 
 impl DynamoPushStore {
-    /// Writes listed things (failures, conflicts) under `prefix`, once each.
+    /// Writes listed things (failures, conflicts) under `prefix`, once each, each in its thing's shard.
     async fn add_listed(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         failures: &[Failure],
         prefix: &str,
@@ -568,7 +599,8 @@ impl DynamoPushStore {
         for failure in failures.iter().filter(|f| seen.insert(f.thing_name.as_str())) {
             let mut item: HashMap<String, AttributeValue> =
                 serde_dynamo::to_item(failure).map_err(|e| unrepresentable("BatchWriteItem", e))?;
-            item.extend(tables::key(push_id, &format!("{prefix}{}", failure.thing_name)));
+            let partition = thing_partition(at, &failure.thing_name);
+            item.extend(tables::key(&partition, &format!("{prefix}{}", failure.thing_name)));
             if let Some(expires) = expires_at.clone() {
                 item.insert(tables::TTL_ATTRIBUTE.into(), expires);
             }
@@ -577,7 +609,19 @@ impl DynamoPushStore {
         writes::batch_write(&self.client, &self.table, requests).await
     }
 
-    async fn listed(&self, push_id: &str, limit: usize, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
+    /// Up to `limit` listed things under `prefix`: every shard queried at once (up to `limit` each), in thing
+    /// order.
+    async fn listed(&self, at: JournalRef<'_>, limit: usize, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
+        let shards = at.shards();
+        let reads = shards.iter().map(|shard| self.listed_in(journal_partition(at, *shard), limit, prefix));
+        let mut all: Vec<Failure> = try_join_all(reads).await?.into_iter().flatten().collect();
+        all.sort_by(|a, b| a.thing_name.cmp(&b.thing_name));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Up to `limit` listed things under `prefix` in one partition.
+    async fn listed_in(&self, partition: String, limit: usize, prefix: &str) -> Result<Vec<Failure>, ServiceError> {
         let mut failures = Vec::new();
         let mut pages = self
             .client
@@ -586,7 +630,7 @@ impl DynamoPushStore {
             .key_condition_expression("#pk = :p AND begins_with(#sk, :f)")
             .expression_attribute_names("#pk", tables::PARTITION_KEY)
             .expression_attribute_names("#sk", tables::SORT_KEY)
-            .expression_attribute_values(":p", s(push_id))
+            .expression_attribute_values(":p", s(&partition))
             .expression_attribute_values(":f", s(prefix))
             .into_paginator()
             .items()
@@ -610,9 +654,52 @@ fn previous_entry(item: &HashMap<String, AttributeValue>) -> Option<Previous> {
     })
 }
 
+impl DynamoPushStore {
+    /// One shard's page of the journal: up to `limit` entries under `prefix` after the key `after`, and the key it
+    /// stopped at when it has more.
+    async fn previous_in(
+        &self,
+        partition: String,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ShardPage, ServiceError> {
+        let start = after.map(|a| tables::key(&partition, &format!("{PREVIOUS_PREFIX}{a}")));
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :p AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", tables::PARTITION_KEY)
+            .expression_attribute_names("#sk", tables::SORT_KEY)
+            .expression_attribute_values(":p", s(&partition))
+            .expression_attribute_values(":prefix", s(prefix))
+            .set_exclusive_start_key(start)
+            .consistent_read(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| service_error("Query", e))?;
+        let entries: Vec<Previous> = page.items().iter().filter_map(previous_entry).collect();
+        let last = page
+            .last_evaluated_key()
+            .and_then(|k| k.get(tables::SORT_KEY))
+            .and_then(|v| v.as_s().ok())
+            .and_then(|sk| sk.strip_prefix(PREVIOUS_PREFIX))
+            .map(str::to_owned);
+        Ok(ShardPage { entries, last })
+    }
+}
+
 impl Journal for DynamoPushStore {
-    async fn record_previous(&self, push_id: &str, started_at_ms: u64, entry: &Previous) -> Result<(), ServiceError> {
-        let mut item = tables::key(push_id, &format!("{PREVIOUS_PREFIX}{}", entry.key()));
+    async fn record_previous(
+        &self,
+        at: JournalRef<'_>,
+        started_at_ms: u64,
+        entry: &Previous,
+    ) -> Result<(), ServiceError> {
+        let partition = thing_partition(at, &entry.thing_name);
+        let mut item = tables::key(&partition, &format!("{PREVIOUS_PREFIX}{}", entry.key()));
         item.insert("thingName".into(), s(&entry.thing_name));
         item.insert("phase".into(), n(u64::from(entry.phase)));
         item.insert("values".into(), s(&entry.values.to_string()));
@@ -624,9 +711,11 @@ impl Journal for DynamoPushStore {
         Ok(())
     }
 
+    /// Every shard queried at once after the same key, merged ([`merge_pages`]): the next page starts after the
+    /// smallest key a shard with more stopped at.
     async fn previous_page(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         phase: Option<u32>,
         after: Option<&str>,
     ) -> Result<JournalPage, ServiceError> {
@@ -634,38 +723,21 @@ impl Journal for DynamoPushStore {
             Some(p) => format!("{PREVIOUS_PREFIX}{p:03}#"),
             None => PREVIOUS_PREFIX.to_owned(),
         };
-        let start = after.map(|a| tables::key(push_id, &format!("{PREVIOUS_PREFIX}{a}")));
-        let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :p AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", tables::PARTITION_KEY)
-            .expression_attribute_names("#sk", tables::SORT_KEY)
-            .expression_attribute_values(":p", s(push_id))
-            .expression_attribute_values(":prefix", s(&prefix))
-            .set_exclusive_start_key(start)
-            .consistent_read(true)
-            .limit(JOURNAL_PAGE)
-            .send()
-            .await
-            .map_err(|e| service_error("Query", e))?;
-        let entries: Vec<Previous> = page.items().iter().filter_map(previous_entry).collect();
-        let next = page
-            .last_evaluated_key()
-            .and_then(|k| k.get(tables::SORT_KEY))
-            .and_then(|v| v.as_s().ok())
-            .and_then(|sk| sk.strip_prefix(PREVIOUS_PREFIX))
-            .map(str::to_owned);
-        Ok(JournalPage { entries, next })
+        let shards = at.shards();
+        let limit = per_shard_limit(JOURNAL_PAGE, shards.len() as u32);
+        let reads = shards.iter().map(|shard| self.previous_in(journal_partition(at, *shard), &prefix, after, limit));
+        Ok(merge_pages(try_join_all(reads).await?))
     }
 
-    async fn previous(&self, push_id: &str, key: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
+        // The key is `<phase:03>#<thing>`: the thing picks the shard.
+        let thing = key.split_once('#').map_or(key, |(_, thing)| thing);
+        let partition = thing_partition(at, thing);
         let got = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(tables::key(push_id, &format!("{PREVIOUS_PREFIX}{key}"))))
+            .set_key(Some(tables::key(&partition, &format!("{PREVIOUS_PREFIX}{key}"))))
             .consistent_read(true)
             .send()
             .await

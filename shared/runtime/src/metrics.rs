@@ -168,6 +168,9 @@ pub mod push {
     pub const FAILED: Metric = Metric::new(Push, "failed", Count);
     /// Shadow requests answered 429 (retried, paced).
     pub const THROTTLED: Metric = Metric::new(Push, "throttled", Count);
+    /// DynamoDB requests (and batch items) of the segment refused for throughput (a partition of the push table over
+    /// its write limit, or the table's), each retried.
+    pub const STORE_THROTTLED: Metric = Metric::new(Push, "storeThrottled", Count);
     /// Rollout judging: things whose `reported` holds the pushed values.
     pub const CONVERGED: Metric = Metric::new(Push, "converged", Count);
     /// Rollout judging: things not converged whose `desired` still holds the push's values (silent devices).
@@ -178,8 +181,9 @@ pub mod push {
     pub const WOKEN: Metric = Metric::new(Push, "woken", Count);
 
     /// What one segment reports, every name declared even when it stays zero.
-    pub const SEGMENT: [Metric; 6] = [UPDATED, UNCHANGED, FAILED, THROTTLED, CONVERGED, PENDING];
-    pub const ALL: [Metric; 8] = [UPDATED, UNCHANGED, FAILED, THROTTLED, CONVERGED, PENDING, STALLED, WOKEN];
+    pub const SEGMENT: [Metric; 7] = [UPDATED, UNCHANGED, FAILED, THROTTLED, STORE_THROTTLED, CONVERGED, PENDING];
+    pub const ALL: [Metric; 9] =
+        [UPDATED, UNCHANGED, FAILED, THROTTLED, STORE_THROTTLED, CONVERGED, PENDING, STALLED, WOKEN];
 }
 
 /// Every metric the functions emit, in namespace [`NAMESPACE`] with the single dimension [`DIMENSION`].

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::rollout::{RollbackCounts, Rollout, conflict_message, previous_values, rollback_leaves};
 use super::targets::{Seen, page};
 use super::walker::{self, Page, Take, Walk};
-use super::{Cursor, Failure, Journal, JournalPage, Previous, PushPlan, Registry, Shadows, Source};
+use super::{Cursor, Failure, Journal, JournalPage, JournalRef, Previous, PushPlan, Registry, Shadows, Source};
 use crate::document::{holds, written_since};
 use crate::names::ThingName;
 use crate::retry::{Backoff, GaveUp, Retryable, retry_until};
@@ -240,6 +240,8 @@ pub struct SegmentOutcome {
     pub failed: u64,
     pub requests: u64,
     pub throttled: u64,
+    /// DynamoDB requests refused for throughput while the segment ran (counted by the store, not the engine).
+    pub store_throttled: u64,
     pub failures: Vec<Failure>,
     pub cursor: Option<Cursor>,
 }
@@ -261,19 +263,26 @@ pub struct Start {
     pub phase: Option<usize>,
     /// When the push started (epoch ms): recorded previous values expire with the push.
     pub started_at_ms: u64,
+    /// How many shards the push's journal is spread over (the record's `journalShards`).
+    pub journal_shards: u32,
 }
 
 /// A journal for pushes without a rollout: nothing is recorded, nothing read back.
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    async fn record_previous(&self, _: &str, _: u64, _: &Previous) -> Result<(), ServiceError> {
+    async fn record_previous(&self, _: JournalRef<'_>, _: u64, _: &Previous) -> Result<(), ServiceError> {
         Ok(())
     }
-    async fn previous_page(&self, _: &str, _: Option<u32>, _: Option<&str>) -> Result<JournalPage, ServiceError> {
+    async fn previous_page(
+        &self,
+        _: JournalRef<'_>,
+        _: Option<u32>,
+        _: Option<&str>,
+    ) -> Result<JournalPage, ServiceError> {
         Ok(JournalPage::default())
     }
-    async fn previous(&self, _: &str, _: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, _: JournalRef<'_>, _: &str) -> Result<Option<Previous>, ServiceError> {
         Ok(None)
     }
 }
@@ -316,7 +325,7 @@ pub async fn run_phase_segment(
     let band = start.phase.and_then(|p| plan.rollout.as_ref().map(|r| (r, p)));
     let journal = band.map(|(_, p)| Journaled {
         journal,
-        push_id: &plan.push_id,
+        at: JournalRef::new(&plan.push_id, start.journal_shards),
         phase: p as u32 + 1,
         started_at_ms: start.started_at_ms,
     });
@@ -645,7 +654,7 @@ where
 /// Where a rollout's segment records each thing's previous values.
 struct Journaled<'a, J> {
     journal: &'a J,
-    push_id: &'a str,
+    at: JournalRef<'a>,
     /// 1-based.
     phase: u32,
     started_at_ms: u64,
@@ -685,14 +694,9 @@ async fn push_thing<J: Journal>(
     if let Some((j, band)) = earlier {
         for phase in band..j.phase {
             let key = Previous { thing_name: name.clone(), phase, values: serde_json::Value::Null }.key();
-            let found = retry_until(
-                pace.finish_by(),
-                Duration::ZERO,
-                pace.backoff,
-                || j.journal.previous(j.push_id, &key),
-                |_| {},
-            )
-            .await;
+            let found =
+                retry_until(pace.finish_by(), Duration::ZERO, pace.backoff, || j.journal.previous(j.at, &key), |_| {})
+                    .await;
             match found {
                 Ok(Some(_)) => return (name, ThingOutcome::TakenEarlier),
                 Ok(None) => {}
@@ -738,7 +742,7 @@ async fn push_thing<J: Journal>(
                             pace.finish_by(),
                             Duration::ZERO,
                             pace.backoff,
-                            || j.journal.record_previous(j.push_id, j.started_at_ms, &entry),
+                            || j.journal.record_previous(j.at, j.started_at_ms, &entry),
                             |_| {},
                         )
                         .await;
@@ -805,6 +809,8 @@ pub struct JournalOutcome {
     pub failures: Vec<Failure>,
     pub requests: u64,
     pub throttled: u64,
+    /// DynamoDB requests refused for throughput while the segment ran (counted by the store, not the engine).
+    pub store_throttled: u64,
     pub cursor: Option<Cursor>,
 }
 
@@ -823,7 +829,8 @@ enum JournalThing {
 
 /// Walks the push's recorded previous values (one phase's, to judge it; all, to roll back) from `cursor`, paced
 /// like a push segment, until done or until it is time to hand off. `takeover`: a holder died in this walk, so a
-/// thing found already put back may be its work (counted as restored).
+/// thing found already put back may be its work (counted as restored). `journal_shards`: the record's.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_journal_segment(
     plan: &PushPlan,
     walk: JournalWalk,
@@ -831,9 +838,11 @@ pub async fn run_journal_segment(
     takeover: bool,
     shadows: &impl Shadows,
     journal: &impl Journal,
+    journal_shards: u32,
     pace: &Pace,
 ) -> JournalOutcome {
-    let journaled = JournalWalker { plan, walk, shadows, journal, pace, stats: Stats::default() };
+    let at = JournalRef::new(&plan.push_id, journal_shards);
+    let journaled = JournalWalker { plan, walk, shadows, journal, at, pace, stats: Stats::default() };
     let mut out = JournalOutcome::default();
     out.cursor = walker::walk(&journaled, &mut out, pace, cursor, takeover).await;
     out.requests = journaled.stats.requests.load(Ordering::Relaxed);
@@ -847,6 +856,7 @@ struct JournalWalker<'a, S, J> {
     walk: JournalWalk,
     shadows: &'a S,
     journal: &'a J,
+    at: JournalRef<'a>,
     pace: &'a Pace,
     stats: Stats,
 }
@@ -870,7 +880,7 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
             self.pace.finish_by(),
             Duration::ZERO,
             self.pace.backoff,
-            || self.journal.previous(&self.plan.push_id, &key),
+            || self.journal.previous(self.at, &key),
             |_| {},
         )
         .await;
@@ -890,7 +900,7 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
             self.pace.deadline,
             self.pace.reserve,
             self.pace.backoff,
-            || self.journal.previous_page(&self.plan.push_id, phase, token),
+            || self.journal.previous_page(self.at, phase, token),
             |_| {},
         )
         .await;
@@ -1262,7 +1272,7 @@ mod tests {
     struct FakeJournal(Mutex<std::collections::BTreeMap<String, Previous>>, usize);
 
     impl Journal for FakeJournal {
-        async fn record_previous(&self, _: &str, _: u64, entry: &Previous) -> Result<(), ServiceError> {
+        async fn record_previous(&self, _: JournalRef<'_>, _: u64, entry: &Previous) -> Result<(), ServiceError> {
             if let Ok(mut j) = self.0.lock() {
                 j.entry(entry.key()).or_insert_with(|| entry.clone());
             }
@@ -1270,7 +1280,7 @@ mod tests {
         }
         async fn previous_page(
             &self,
-            _: &str,
+            _: JournalRef<'_>,
             phase: Option<u32>,
             after: Option<&str>,
         ) -> Result<JournalPage, ServiceError> {
@@ -1292,7 +1302,7 @@ mod tests {
             let next = entries.last().filter(|_| left.next().is_some()).map(Previous::key);
             Ok(JournalPage { entries, next })
         }
-        async fn previous(&self, _: &str, key: &str) -> Result<Option<Previous>, ServiceError> {
+        async fn previous(&self, _: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
             Ok(self.0.lock().ok().and_then(|j| j.get(key).cloned()))
         }
     }
@@ -1314,7 +1324,10 @@ mod tests {
                 phase: 1 + (i % 2) as u32,
                 values: json!({"settings": {"mode": null}}),
             };
-            journal.record_previous("back", 0, &entry).await.expect("recording the previous values");
+            journal
+                .record_previous(JournalRef::new("back", 1), 0, &entry)
+                .await
+                .expect("recording the previous values");
         }
         let (mut cursor, mut segments, mut restored, mut judged) = (Some(Cursor::default()), 0, 0, 0);
         // Judging phase 1 first, in one segment: its 7 things, every page read.
@@ -1327,6 +1340,7 @@ mod tests {
             false,
             &shadows,
             &journal,
+            1,
             &pace,
         )
         .await;
@@ -1336,7 +1350,7 @@ mod tests {
             segments += 1;
             let deadline = Instant::now() + Duration::from_millis(600);
             let pace = Pace::new(100_000, 2, deadline, Duration::from_millis(200), Duration::from_millis(50));
-            let out = run_journal_segment(&plan, JournalWalk::Rollback, at, false, &shadows, &journal, &pace).await;
+            let out = run_journal_segment(&plan, JournalWalk::Rollback, at, false, &shadows, &journal, 1, &pace).await;
             assert!(out.failures.is_empty() && out.conflicts.is_empty(), "{out:?}");
             restored += out.rollback.restored;
             cursor = out.cursor;
@@ -1346,6 +1360,105 @@ mod tests {
         assert_eq!(restored, 14);
         let updates = shadows.updates();
         assert_eq!(updates.len(), 14, "{updates:?}");
+        assert!(updates.values().all(|n| *n == 1), "put back twice: {updates:?}");
+    }
+
+    /// A journal in shards, in memory, read as the push store reads it: each shard a page of at most 2 entries
+    /// after the key, the pages merged ([`super::super::journal::merge_pages`]).
+    struct ShardedJournal(Mutex<Vec<std::collections::BTreeMap<String, Previous>>>);
+
+    impl ShardedJournal {
+        fn new(shards: usize) -> Self {
+            Self(Mutex::new(vec![Default::default(); shards]))
+        }
+    }
+
+    impl Journal for ShardedJournal {
+        async fn record_previous(&self, at: JournalRef<'_>, _: u64, entry: &Previous) -> Result<(), ServiceError> {
+            let shard = at.shard_of(&entry.thing_name).unwrap_or(0) as usize;
+            if let Ok(mut shards) = self.0.lock() {
+                shards[shard].entry(entry.key()).or_insert_with(|| entry.clone());
+            }
+            Ok(())
+        }
+        async fn previous_page(
+            &self,
+            _: JournalRef<'_>,
+            phase: Option<u32>,
+            after: Option<&str>,
+        ) -> Result<JournalPage, ServiceError> {
+            use super::super::journal::{ShardPage, merge_pages};
+            let shards = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+            let pages = shards
+                .into_iter()
+                .map(|shard| {
+                    let mut left = shard
+                        .into_values()
+                        .filter(|e| after.is_none_or(|a| e.key().as_str() > a) && phase.is_none_or(|p| e.phase == p));
+                    let entries: Vec<Previous> = left.by_ref().take(2).collect();
+                    let last = entries.last().filter(|_| left.next().is_some()).map(Previous::key);
+                    ShardPage { entries, last }
+                })
+                .collect();
+            Ok(merge_pages(pages))
+        }
+        async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
+            let thing = key.split_once('#').map_or(key, |(_, t)| t);
+            let shard = at.shard_of(thing).unwrap_or(0) as usize;
+            Ok(self.0.lock().ok().and_then(|s| s[shard].get(key).cloned()))
+        }
+    }
+
+    /// A rollback over a journal of 5 shards, in segments too short for it: every thing of every shard is put back
+    /// once, and judging counts every thing of its phase.
+    #[tokio::test(start_paused = true)]
+    async fn a_journal_walk_sees_every_shard_across_hand_offs() {
+        let request = json!({"pushId": "sharded", "desired": {"settings": {"mode": 1}},
+                             "targets": {"thingGroup": "prod"},
+                             "rollout": {"phases": [{"percent": 50}, {"percent": 100}]}});
+        let plan = validate_request(&request, 100_000, None).expect("a valid request");
+        let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+        let journal = ShardedJournal::new(5);
+        let at = JournalRef::new("sharded", 5);
+        let fleet = names("t", 40);
+        for (i, name) in fleet.iter().enumerate() {
+            shadows.set(name, json!({"settings": {"mode": 1}}));
+            let entry =
+                Previous { thing_name: name.clone(), phase: 1 + (i % 2) as u32, values: json!({"settings": null}) };
+            journal.record_previous(at, 0, &entry).await.expect("recording the previous values");
+        }
+        let used = journal.0.lock().map(|s| s.iter().filter(|shard| !shard.is_empty()).count()).unwrap_or(0);
+        assert_eq!(used, 5, "40 things spread over every shard");
+        let pace =
+            Pace::new(100_000, 4, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
+        let judge = run_journal_segment(
+            &plan,
+            JournalWalk::Judge { phase: 2 },
+            Cursor::default(),
+            false,
+            &shadows,
+            &journal,
+            5,
+            &pace,
+        )
+        .await;
+        assert_eq!((judge.pending, &judge.cursor), (20, &None), "{judge:?}");
+        let (mut cursor, mut segments, mut restored) = (Some(Cursor::default()), 0, 0);
+        while let Some(from) = cursor {
+            segments += 1;
+            let deadline = Instant::now() + Duration::from_millis(700);
+            let pace = Pace::new(100_000, 2, deadline, Duration::from_millis(200), Duration::from_millis(50));
+            let out =
+                run_journal_segment(&plan, JournalWalk::Rollback, from, false, &shadows, &journal, 5, &pace).await;
+            assert!(out.failures.is_empty() && out.conflicts.is_empty(), "{out:?}");
+            restored += out.rollback.restored;
+            cursor = out.cursor;
+            assert!(segments < 100, "no progress");
+        }
+        assert!(segments >= 3, "the budget should force hand-offs ({segments})");
+        assert_eq!(restored, 40);
+        let updates = shadows.updates();
+        assert_eq!(updates.len(), 40, "{updates:?}");
         assert!(updates.values().all(|n| *n == 1), "put back twice: {updates:?}");
     }
 

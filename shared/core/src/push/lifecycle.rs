@@ -59,6 +59,7 @@ pub fn definition(
 pub fn new_record(plan: &PushPlan, owner: String, started_at: u64, lease_until: u64) -> PushRecord {
     PushRecord {
         push_id: plan.push_id.clone(),
+        journal_shards: 0,
         status: Status {
             counts: Counts::default(),
             cursor: Some(Cursor::default()),
@@ -219,6 +220,7 @@ pub fn after_push(
     next.status.counts.failed += outcome.failed;
     next.status.counts.requests += outcome.requests;
     next.status.counts.throttled += outcome.throttled;
+    next.status.counts.store_throttled += outcome.store_throttled;
     if let Some(phase) = next.status.phases.get_mut(record.status.phase.saturating_sub(1) as usize) {
         phase.targets += outcome.targets;
         phase.updated += outcome.updated;
@@ -255,6 +257,7 @@ pub fn after_judge(
     let mut next = released(record.clone(), segment, now_ms, timing);
     next.status.counts.requests += outcome.requests;
     next.status.counts.throttled += outcome.throttled;
+    next.status.counts.store_throttled += outcome.store_throttled;
     let index = record.status.phase.saturating_sub(1) as usize;
     if let Some(phase) = next.status.phases.get_mut(index) {
         phase.converged += outcome.converged;
@@ -313,6 +316,7 @@ pub fn after_rollback(
     next.status.recheck = (record.status.recheck || takeover) && outcome.cursor.is_some();
     next.status.counts.requests += outcome.requests;
     next.status.counts.throttled += outcome.throttled;
+    next.status.counts.store_throttled += outcome.store_throttled;
     let counts = next.status.rollback.get_or_insert_with(Default::default);
     counts.restored += outcome.rollback.restored;
     counts.untouched += outcome.rollback.untouched;
@@ -427,6 +431,7 @@ mod tests {
     fn record(segment: u64, handed_off: u64, lease_until: u64, takeovers: u32, complete: bool) -> PushRecord {
         PushRecord {
             push_id: "p".into(),
+            journal_shards: 0,
             status: Status { complete, ..Status::default() },
             holder: Holder { segment, handed_off, owner: "o".into(), lease_until, takeovers, ..Holder::default() },
         }

@@ -368,6 +368,7 @@ mod tests {
     fn released() -> PushRecord {
         PushRecord {
             push_id: "p".into(),
+            journal_shards: 0,
             status: Status {
                 counts: Counts { targets: 4, updated: 4, requests: 8, ..Counts::default() },
                 cursor: Some(Cursor::default()),

@@ -1,6 +1,7 @@
 //! Pushing desired settings to a fleet: the request, its targets, the pacing engine, and the record it leaves.
 
 mod engine;
+pub mod journal;
 pub mod lifecycle;
 pub mod machine;
 mod record;
@@ -13,6 +14,7 @@ pub use engine::{
     JournalOutcome, JournalWalk, Lease, NoJournal, Pace, SegmentOutcome, Start, ThingOutcome, run_journal_segment,
     run_phase_segment, run_segment,
 };
+pub use journal::JournalRef;
 pub use record::{Counts, Holder, PushDefinition, PushRecord, PushSummary, Status, StoredPush};
 pub use request::{MAX_LISTED_THINGS_BYTES, PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
 pub use rollout::{PhaseCounts, PushState, RollbackCounts};
@@ -106,25 +108,28 @@ pub struct JournalPage {
     pub next: Option<String>,
 }
 
-/// Where a rollout's previous values go.
+/// Where a rollout's previous values go: the push's journal, `at` ([`JournalRef`]: its id and its shards).
 pub trait Journal: Sync {
     /// Records `entry` unless one is recorded for that thing already (the first reading is what the thing held).
     fn record_previous(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         entry: &Previous,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    /// One page of the entries of one phase (1-based), or of all, after the key `after`.
+    /// One page of the entries of one phase (1-based), or of all, after the key `after`, from every shard.
     fn previous_page(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         phase: Option<u32>,
         after: Option<&str>,
     ) -> impl Future<Output = Result<JournalPage, ServiceError>> + Send;
     /// One entry by its key ([`Previous::key`]).
-    fn previous(&self, push_id: &str, key: &str)
-    -> impl Future<Output = Result<Option<Previous>, ServiceError>> + Send;
+    fn previous(
+        &self,
+        at: JournalRef<'_>,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Previous>, ServiceError>> + Send;
 }
 
 /// An operator's request to a running push, kept on its record until a segment or an arrival carries it out.
@@ -216,23 +221,38 @@ pub trait PushStore: Sync {
     fn unstall(&self, next: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     /// Pushes not complete whose lease ran out before `now_ms`: a segment that died, or a hand-off nobody picked up.
     fn stale(&self, now_ms: u64, limit: usize) -> impl Future<Output = Result<Vec<String>, ServiceError>> + Send;
-    /// Records failed things (once each), expiring with the push that started at `started_at_ms`.
+    /// Records failed things (once each, each in its shard of the push's journal `at`), expiring with the push that
+    /// started at `started_at_ms`.
     fn add_failures(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         failures: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    fn failures(&self, push_id: &str, limit: usize) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// Up to `limit` failures, from every shard.
+    fn failures(
+        &self,
+        at: JournalRef<'_>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
     /// Records things a rollback left alone (once each).
     fn add_conflicts(
         &self,
-        push_id: &str,
+        at: JournalRef<'_>,
         started_at_ms: u64,
         conflicts: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    fn conflicts(&self, push_id: &str, limit: usize)
-    -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// Up to `limit` conflicts, from every shard.
+    fn conflicts(
+        &self,
+        at: JournalRef<'_>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// How many of this store's requests the service refused for throughput so far, in this process (each was
+    /// retried): a running count, read before and after a segment.
+    fn throttled(&self) -> u64 {
+        0
+    }
 }
 
 /// Wakes a push up in another invocation: the next segment after a hand-off, or a push the sweeper found stale.

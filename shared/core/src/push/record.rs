@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::rollout::{PhaseCounts, PushState, RollbackCounts};
-use super::{Control, Cursor, Failure, PushPlan, Source};
+use super::{Control, Cursor, Failure, JournalRef, PushPlan, Source};
 
 /// What a push is: its validated request and the target sources resolved at its start. Written once, when the
 /// push is created; every segment works from it.
@@ -46,6 +46,9 @@ pub struct Counts {
     pub requests: u64,
     /// Shadow requests answered "slow down".
     pub throttled: u64,
+    /// DynamoDB requests of the push's segments refused for throughput (ProvisionedThroughputExceeded, throttling,
+    /// items left unprocessed), each retried.
+    pub store_throttled: u64,
 }
 
 /// Where a push stands: its counts, state, phase and the cursor its next segment starts from. What the push's
@@ -131,6 +134,11 @@ pub struct Holder {
 #[serde(rename_all = "camelCase")]
 pub struct PushRecord {
     pub push_id: String,
+    /// How many partitions the push's journal, failures and conflicts are spread over, decided when the push is
+    /// created ([`super::journal::shard_count`]); 0 (a record written before sharding): all in the push's own
+    /// partition. Kept beside the id: every reader of the push's items needs both.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub journal_shards: u32,
     #[serde(flatten)]
     pub status: Status,
     #[serde(flatten)]
@@ -164,7 +172,16 @@ pub struct PushSummary {
     pub conflicts: Vec<Failure>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl PushRecord {
+    /// Where the push's journal, failures and conflicts are.
+    pub fn journal(&self) -> JournalRef<'_> {
+        JournalRef::new(&self.push_id, self.journal_shards)
+    }
+
     /// The push's answer: its status, with at most `cap` of its failures and conflicts listed.
     pub fn summary(
         &self,
@@ -201,8 +218,17 @@ mod tests {
     fn record() -> PushRecord {
         PushRecord {
             push_id: "p1".into(),
+            journal_shards: 4,
             status: Status {
-                counts: Counts { targets: 10, updated: 7, unchanged: 2, failed: 1, requests: 20, throttled: 3 },
+                counts: Counts {
+                    targets: 10,
+                    updated: 7,
+                    unchanged: 2,
+                    failed: 1,
+                    requests: 20,
+                    throttled: 3,
+                    store_throttled: 5,
+                },
                 cursor: Some(Cursor { source: 1, offset: 4, ..Cursor::default() }),
                 started_at: 1_000,
                 state: PushState::Baking,
