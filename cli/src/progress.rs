@@ -1,12 +1,9 @@
-//! A push's progress, read from its record as JSON, so that fields the record gains later (a rollout's `state`,
-//! `phase`, `phases`, `abortReason`) show without a change here. Pure: "now" is passed in.
+//! A push's progress, read from its record: where it stands as the same [`Status`] the function answers with, and
+//! the record's other fields as JSON, so that fields the record gains later show without a change here. Pure: "now"
+//! is passed in.
 
 use serde_json::{Map, Value, json};
-
-/// Rollout states after which nothing more happens.
-const FINAL_STATES: [&str; 3] = ["complete", "aborted", "rolledBack"];
-/// Rollout states that mean the push did not do what was asked.
-const FAILED_STATES: [&str; 3] = ["aborted", "rollingBack", "rolledBack"];
+use shadow_core::push::{PushState, Status};
 
 /// Record attributes that are bookkeeping, not news for an operator.
 const INTERNAL: [&str; 14] = [
@@ -29,36 +26,35 @@ const INTERNAL: [&str; 14] = [
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
     pub push_id: String,
+    /// Where the push stands, as its record says.
+    pub status: Status,
+    /// The record's state, when it names one (records of pushes from before rollouts do not).
+    pub state: Option<PushState>,
+    /// The record's phase, when it names one.
+    pub phase: Option<u32>,
     /// Things walked so far (the record's `targets`, counted as segments record).
     pub done: u64,
     /// How many things the push has in all, when known: a count on the record, a push to listed things only, or
     /// a finished push.
     pub total: Option<u64>,
-    pub failed: u64,
     pub things_per_second: f64,
     pub eta_seconds: Option<u64>,
     pub elapsed_seconds: u64,
-    pub state: Option<String>,
-    pub phase: Option<Value>,
-    pub abort_reason: Option<String>,
     pub stalled: Option<String>,
-    pub complete: bool,
-}
-
-fn number(record: &Value, key: &str) -> u64 {
-    record.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-fn text(record: &Value, key: &str) -> Option<String> {
-    record.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
 impl Progress {
-    pub fn from_record(record: &Value, now_ms: u64) -> Self {
-        let done = number(record, "targets");
-        let complete = record.get("complete").and_then(Value::as_bool).unwrap_or(false);
-        let started = number(record, "startedAt");
-        let end = record.get("finishedAt").and_then(Value::as_u64).filter(|_| complete).unwrap_or(now_ms);
+    /// The progress of the push whose record (its items' attributes, as JSON) is `record`; why not, when the record
+    /// cannot be read as a push's status.
+    pub fn from_record(record: &Value, now_ms: u64) -> Result<Self, String> {
+        let status: Status = serde_json::from_value(record.clone()).map_err(|e| {
+            let id = record.get("pushId").and_then(Value::as_str).unwrap_or("?");
+            format!("the record of push {id} cannot be read as a push's status: {e}")
+        })?;
+        let done = status.counts.targets;
+        let complete = status.complete;
+        let started = status.started_at;
+        let end = status.finished_at.filter(|_| complete).unwrap_or(now_ms);
         let elapsed_ms = end.saturating_sub(started);
         let things_per_second = if elapsed_ms == 0 { 0.0 } else { done as f64 * 1000.0 / elapsed_ms as f64 };
         let total = ["totalTargets", "plannedTargets"]
@@ -73,34 +69,38 @@ impl Progress {
             }
             _ => None,
         };
-        Self {
-            push_id: text(record, "pushId").unwrap_or_default(),
+        let named = |key: &str| record.get(key).is_some_and(|v| !v.is_null());
+        Ok(Self {
+            push_id: record.get("pushId").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            state: named("state").then_some(status.state),
+            phase: named("phase").then_some(status.phase),
+            stalled: record.get("stalled").and_then(Value::as_str).map(str::to_owned),
+            status,
             done,
             total,
-            failed: number(record, "failed"),
             things_per_second,
             eta_seconds,
             elapsed_seconds: elapsed_ms / 1000,
-            state: text(record, "state"),
-            phase: record.get("phase").filter(|p| !p.is_null()).cloned(),
-            abort_reason: text(record, "abortReason"),
-            stalled: text(record, "stalled"),
-            complete,
-        }
+        })
+    }
+
+    /// Things that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.status.counts.failed
     }
 
     /// Nothing more will happen to the push.
     pub fn finished(&self) -> bool {
         self.stalled.is_some()
-            || match self.state.as_deref() {
-                Some(state) => FINAL_STATES.contains(&state),
-                None => self.complete,
+            || match self.state {
+                Some(state) => state.is_final(),
+                None => self.status.complete,
             }
     }
 
     /// Stopped by an operator until resumed: neither over nor stalled.
     pub fn paused(&self) -> bool {
-        self.stalled.is_none() && self.state.as_deref() == Some("paused")
+        self.stalled.is_none() && self.state == Some(PushState::Paused)
     }
 
     /// Why the push needs a look, when it does: failed things, a stall, an abort or rollback.
@@ -108,36 +108,39 @@ impl Progress {
         if let Some(reason) = &self.stalled {
             return Some(format!("the push stalled: {reason}"));
         }
-        if let Some(state) = self.state.as_deref().filter(|s| FAILED_STATES.contains(s)) {
-            let reason = self.abort_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-            return Some(format!("the push is {state}{reason}"));
+        if let Some(state) =
+            self.state.filter(|s| matches!(s, PushState::Aborted | PushState::RollingBack | PushState::RolledBack))
+        {
+            let reason = self.status.abort_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            return Some(format!("the push is {}{reason}", state.as_str()));
         }
-        (self.failed > 0)
-            .then(|| format!("{} thing(s) failed: `shadow-fleet push show {} --failures`", self.failed, self.push_id))
+        (self.failed() > 0)
+            .then(|| format!("{} thing(s) failed: `shadow-fleet push show {} --failures`", self.failed(), self.push_id))
     }
 
     /// The progress bar's message: state, phase, rate and failures.
     pub fn message(&self) -> String {
         let mut parts = Vec::new();
-        if let Some(state) = &self.state {
-            parts.push(state.clone());
+        if let Some(state) = self.state {
+            parts.push(state.as_str().to_owned());
         }
-        if let Some(phase) = &self.phase {
-            parts.push(format!("phase {}", compact(phase)));
+        if let Some(phase) = self.phase {
+            parts.push(format!("phase {phase}"));
         }
         parts.push(format!("{:.1} things/s", self.things_per_second));
         if let Some(eta) = self.eta_seconds {
             parts.push(format!("ETA {}", crate::when::format_duration(eta)));
         }
-        parts.push(format!("{} failed", self.failed));
+        parts.push(format!("{} failed", self.failed()));
         parts.join(" · ")
     }
 
     /// One JSON line per poll of `push watch --output json`.
     pub fn to_json(&self) -> Value {
-        json!({"pushId": self.push_id, "done": self.done, "total": self.total, "failed": self.failed,
+        json!({"pushId": self.push_id, "done": self.done, "total": self.total, "failed": self.failed(),
                "thingsPerSecond": (self.things_per_second * 10.0).round() / 10.0, "etaSeconds": self.eta_seconds,
-               "state": self.state, "phase": self.phase, "complete": self.complete, "stalled": self.stalled})
+               "state": self.state.map(PushState::as_str), "phase": self.phase, "complete": self.status.complete,
+               "stalled": self.stalled})
     }
 }
 
@@ -217,10 +220,20 @@ mod tests {
         record
     }
 
+    fn progress(record: &Value, now_ms: u64) -> Progress {
+        Progress::from_record(record, now_ms).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_record_that_is_not_a_status_is_said_so() {
+        let error = Progress::from_record(&record(json!({"targets": "many"})), 0).err().unwrap_or_default();
+        assert!(error.contains("push p1") && error.contains("\"many\""), "{error}");
+    }
+
     #[test]
     fn a_running_group_push_has_a_rate_but_no_total() {
-        let p = Progress::from_record(&record(json!({})), 1_010_000);
-        assert_eq!((p.done, p.total, p.failed, p.elapsed_seconds), (50, None, 2, 10));
+        let p = progress(&record(json!({})), 1_010_000);
+        assert_eq!((p.done, p.total, p.failed(), p.elapsed_seconds), (50, None, 2, 10));
         assert!((p.things_per_second - 5.0).abs() < 1e-9);
         assert_eq!(p.eta_seconds, None);
         assert!(!p.finished());
@@ -231,32 +244,32 @@ mod tests {
     #[test]
     fn listed_things_give_a_total_and_an_eta() {
         let r = record(json!({"request": {"targets": {"things": vec!["a"; 100]}}}));
-        let p = Progress::from_record(&r, 1_010_000);
+        let p = progress(&r, 1_010_000);
         assert_eq!((p.total, p.eta_seconds), (Some(100), Some(10)));
         let counted = record(json!({"totalTargets": 200}));
-        assert_eq!(Progress::from_record(&counted, 1_010_000).eta_seconds, Some(30));
+        assert_eq!(progress(&counted, 1_010_000).eta_seconds, Some(30));
     }
 
     #[test]
     fn complete_stalled_and_rollout_states() {
         let done = record(json!({"complete": true, "finishedAt": 1_005_000, "failed": 0}));
-        let p = Progress::from_record(&done, 9_000_000);
+        let p = progress(&done, 9_000_000);
         assert!(p.finished() && p.trouble().is_none());
         assert_eq!((p.total, p.elapsed_seconds), (Some(50), 5));
 
-        let stalled = Progress::from_record(&record(json!({"stalled": "segment 3 died 4 times", "failed": 0})), 0);
+        let stalled = progress(&record(json!({"stalled": "segment 3 died 4 times", "failed": 0})), 0);
         assert!(stalled.finished());
         assert!(stalled.trouble().is_some_and(|t| t.contains("stalled: segment 3")));
 
         // A rollout's state decides, and shows with its phase, whatever `complete` says.
-        let paused = Progress::from_record(&record(json!({"state": "paused", "phase": 2, "complete": false})), 0);
+        let paused = progress(&record(json!({"state": "paused", "phase": 2, "complete": false})), 0);
         assert!(!paused.finished() && paused.paused());
         assert!(paused.message().starts_with("paused · phase 2 · "));
         let aborted = record(json!({"state": "aborted", "abortReason": "failure rate 7% over 5%", "failed": 0}));
-        let aborted = Progress::from_record(&aborted, 0);
+        let aborted = progress(&aborted, 0);
         assert!(aborted.finished());
         assert_eq!(aborted.trouble().as_deref(), Some("the push is aborted: failure rate 7% over 5%"));
-        let baking = Progress::from_record(&record(json!({"state": "baking", "complete": true, "failed": 0})), 0);
+        let baking = progress(&record(json!({"state": "baking", "complete": true, "failed": 0})), 0);
         assert!(!baking.finished(), "a rollout that bakes is not over");
     }
 

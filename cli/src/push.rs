@@ -229,21 +229,22 @@ async fn same_request_again(
         .await
         .map_err(CliError::service(format!("reading push {} in table {table}", plan.push_id)))?;
     let Some(existing) = existing else { return Ok(false) };
-    let recorded = existing.plan().map_err(CliError::Failure)?;
+    let recorded = existing.definition.plan().map_err(CliError::Failure)?;
     let mut mine = plan.clone();
     // A request without maxRequestsPerSecond gets the function's quota: when this side does not know it, the
     // recorded push's rate stands for it (a quota changed since is caught by shadow-push itself).
     if request.get("maxRequestsPerSecond").is_none() && !quota_known {
         mine.max_requests_per_second = recorded.max_requests_per_second;
     }
-    if existing.plan_digest.is_empty() || existing.plan_digest == shadow_core::push::lifecycle::plan_digest(&mine) {
+    let digest = &existing.definition.plan_digest;
+    if digest.is_empty() || *digest == shadow_core::push::lifecycle::plan_digest(&mine) {
         return Ok(true);
     }
     Err(CliError::Failure(format!(
         "pushId {} names a push made with another request (started {}); nothing was sent: choose a new pushId, or \
          send the same request to report or resume that push (shadow-fleet push show {})",
         plan.push_id,
-        when::format_ms(existing.started_at),
+        when::format_ms(existing.record.status.started_at),
         plan.push_id
     )))
 }
@@ -293,8 +294,8 @@ async fn written_directly(ctx: &Context, action: &str, message: &Value) -> Resul
     let store = shadow_aws::DynamoPushStore::new(ctx.dynamodb(), table.clone(), None);
     let failed = |what: String| CliError::service(what);
     let record = store.load(push_id).await.map_err(failed(format!("reading push {push_id} in table {table}")))?;
-    let record = record.ok_or_else(|| unknown(push_id, &table))?;
-    let plan = record.plan().map_err(CliError::Failure)?;
+    let stored = record.ok_or_else(|| unknown(push_id, &table))?;
+    let (plan, record) = (stored.definition.plan().map_err(CliError::Failure)?, stored.record);
     let act = match action {
         "pause" => Action::Pause,
         _ => Action::Abort { rollback: message.get("rollback").and_then(Value::as_bool) },
@@ -364,7 +365,7 @@ async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOp
     let bar = ProgressBar::new(0);
     let mut last_line = Value::Null;
     let stalled = loop {
-        let progress = Progress::from_record(&current, now_ms());
+        let progress = Progress::from_record(&current, now_ms()).map_err(CliError::Failure)?;
         match ctx.format {
             Format::Json => {
                 let line = progress.to_json();
@@ -394,8 +395,8 @@ async fn watch(ctx: &Context, push_id: &str, appear: Duration, options: &WatchOp
         current = record(&reader, &table, push_id).await?.ok_or_else(|| unknown(push_id, &table))?;
     };
     bar.finish_and_clear();
-    let progress = Progress::from_record(&current, now_ms());
-    let failures = if progress.failed > 0 {
+    let progress = Progress::from_record(&current, now_ms()).map_err(CliError::Failure)?;
+    let failures = if progress.failed() > 0 {
         let at = JournalRef::new(push_id, DynamoPushReader::journal_shards(&current));
         reader.failures(at).await.map_err(CliError::service(format!("reading the failures of push {push_id}")))?
     } else {
@@ -556,11 +557,11 @@ async fn list(ctx: &Context, since: u64, limit: usize) -> Result<i32, CliError> 
             let mut shown =
                 output::table(&["push id", "started", "shadow", "state", "targets", "updated", "unchanged", "failed"]);
             for r in &records {
-                let progress = Progress::from_record(r, now_ms());
-                let state = progress.state.clone().unwrap_or_else(|| {
+                let progress = Progress::from_record(r, now_ms()).map_err(CliError::Failure)?;
+                let state = progress.state.map(|s| s.as_str().to_owned()).unwrap_or_else(|| {
                     if progress.stalled.is_some() {
                         "stalled".into()
-                    } else if progress.complete {
+                    } else if progress.status.complete {
                         "complete".into()
                     } else {
                         "running".into()

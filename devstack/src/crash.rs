@@ -20,6 +20,8 @@ pub enum Step {
     ShadowRequest,
     /// The UpdateItem that records a segment and releases the push (DynamoDB).
     RecordSegment,
+    /// The TransactWriteItems that creates a push: its plan item and its record item (DynamoDB).
+    CreatePush,
     /// The hand-off message (SQS SendMessage).
     HandOff,
     /// A rollback's shadow update (its clientToken ends in `.rollback`).
@@ -38,7 +40,9 @@ impl Step {
         match self {
             Self::ShadowRequest | Self::RollbackUpdate => "AWS_ENDPOINT_URL_IOT_DATA_PLANE",
             Self::HandOff => "AWS_ENDPOINT_URL_SQS",
-            Self::RecordSegment | Self::JournalWrite | Self::ApplyControl | Self::Resume => "AWS_ENDPOINT_URL_DYNAMODB",
+            Self::RecordSegment | Self::CreatePush | Self::JournalWrite | Self::ApplyControl | Self::Resume => {
+                "AWS_ENDPOINT_URL_DYNAMODB"
+            }
         }
     }
 
@@ -52,6 +56,7 @@ impl Step {
             Self::RecordSegment => {
                 target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("SET handedOff")
             }
+            Self::CreatePush => target.ends_with(".TransactWriteItems"),
             Self::RollbackUpdate => {
                 parts.uri.path().starts_with("/things/") && String::from_utf8_lossy(body).contains(".rollback\"")
             }

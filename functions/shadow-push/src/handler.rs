@@ -20,9 +20,9 @@ use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders, Share};
 use shadow_core::push::{
-    Claim, HandOff, Journal, JournalWalk, Pace, PushPlan, PushRecord, PushRequestError, PushStore, PushSummary,
-    Registry, SegmentOutcome, Shadows, Start, check_sources, journal, run_journal_segment, run_phase_segment,
-    sources_for, validate_request,
+    Claim, HandOff, Journal, JournalWalk, Pace, PushDefinition, PushPlan, PushRecord, PushRequestError, PushStore,
+    PushSummary, Registry, SegmentOutcome, Shadows, Source, Start, StoredPush, check_sources, journal,
+    run_journal_segment, run_phase_segment, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
 use shadow_core::store::ServiceError;
@@ -270,8 +270,16 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         retry_until(deadline, Duration::ZERO, Backoff::default(), op, |_| {}).await.map_err(PushError::Store)
     }
 
-    async fn load(&self, push_id: &str, deadline: Instant) -> Result<PushRecord, PushError> {
+    /// The push's definition and record.
+    async fn load(&self, push_id: &str, deadline: Instant) -> Result<StoredPush, PushError> {
         self.persist(deadline, || self.store.load(push_id))
+            .await?
+            .ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
+    }
+
+    /// The push's record alone: an arrival that holds the definition already rereads only what changes.
+    async fn load_record(&self, push_id: &str, deadline: Instant) -> Result<PushRecord, PushError> {
+        self.persist(deadline, || self.store.load_record(push_id))
             .await?
             .ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
     }
@@ -312,24 +320,22 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let owner = token();
         let lease_until = started_at + config.lease_ms;
         let request = to_json("the push plan", &plan)?;
+        let definition = lifecycle::definition(&plan, request, digest.clone(), sources);
         let mut record = match begin {
-            Begin::Here => {
-                lifecycle::new_record(&plan, request, digest.clone(), sources, owner.clone(), started_at, lease_until)
-            }
-            Begin::Queued => {
-                lifecycle::queued_record(&plan, request, digest.clone(), sources, started_at, timing(config))
-            }
+            Begin::Here => lifecycle::new_record(&plan, owner.clone(), started_at, lease_until),
+            Begin::Queued => lifecycle::queued_record(&plan, started_at, timing(config)),
         };
         // Decided once: every segment, reader and rollback of the push finds its journal in these shards.
         record.journal_shards = journal::shard_count(plan.max_requests_per_second, config.partition_wps);
-        if self.persist(deadline, || self.store.create(&record)).await? {
-            tracing::info!(push = %plan.push_id, sources = record.sources.len(), dry_run = plan.dry_run, ?begin, "push started");
+        if self.persist(deadline, || self.store.create(&definition, &record)).await? {
+            tracing::info!(push = %plan.push_id, sources = definition.sources.len(), dry_run = plan.dry_run, ?begin, "push started");
+            let defined = Defined { plan, sources: definition.sources };
             return match begin {
                 Begin::Here => {
                     let claim = Claim { segment: 1, owner, lease_until_ms: lease_until, takeover: false };
-                    self.run(config, record, claim, asked, deadline).await
+                    self.run(config, &defined, record, claim, asked, deadline).await
                 }
-                Begin::Queued => self.wake_record(config, record, machine::Event::Asked, deadline).await,
+                Begin::Queued => self.wake_record(config, &defined, record, machine::Event::Asked, deadline).await,
             };
         }
         // Another invocation created it a moment ago (a duplicate delivery of this request).
@@ -341,29 +347,30 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     async fn retried(
         &self,
         config: &Config,
-        record: PushRecord,
+        existing: StoredPush,
         digest: &str,
         begin: Begin,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        if !record.plan_digest.is_empty() && record.plan_digest != digest {
+        let StoredPush { definition, record } = existing;
+        if !definition.plan_digest.is_empty() && definition.plan_digest != digest {
             tracing::warn!(push = %record.push_id, outcome = "rejected", "push id reused with another request");
             return Err(PushError::InvalidRequest(PushRequestError(vec![(
                 "pushId".into(),
                 format!(
                     "{} names a push made with another request (started at {} ms); choose a new pushId, or send \
                      the same request to resume or report that push",
-                    record.push_id, record.started_at
+                    record.push_id, record.status.started_at
                 ),
             )])));
         }
         tracing::info!(push = %record.push_id, "push id known: resuming or reporting it");
-        self.wake_record(config, record, begin.arrival(), deadline).await
+        self.wake_record(config, &Defined::of(definition)?, record, begin.arrival(), deadline).await
     }
 
     async fn wake(&self, config: &Config, push_id: &str, deadline: Instant) -> Result<PushSummary, PushError> {
-        let record = self.load(push_id, deadline).await?;
-        self.wake_record(config, record, machine::Event::Woken, deadline).await
+        let StoredPush { definition, record } = self.load(push_id, deadline).await?;
+        self.wake_record(config, &Defined::of(definition)?, record, machine::Event::Woken, deadline).await
     }
 
     /// Carries out what the state machine calls for on an arrival: runs the push's next segment if it has one free
@@ -371,31 +378,31 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     async fn wake_record(
         &self,
         config: &Config,
+        defined: &Defined,
         record: PushRecord,
         arrival: machine::Event<'static>,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let plan = plan_of(&record)?;
-        let effects = self.step(config, &record, &plan, arrival)?;
-        let record = self.carry(config, Carrying { record, plan, claim: None }, effects, deadline).await?;
-        self.summary(&record, deadline).await
+        let effects = self.step(config, &record, &defined.plan, arrival)?;
+        let record = self.carry(config, Carrying { record, defined, claim: None }, effects, deadline).await?;
+        self.summary(&record, &defined.plan, deadline).await
     }
 
     /// Runs the first segment of a push just created (the creation is its claim).
     async fn run(
         &self,
         config: &Config,
+        defined: &Defined,
         record: PushRecord,
         claim: Claim,
         claimed_at: Instant,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let plan = plan_of(&record)?;
         let event = machine::Event::Claimed { segment: claim.segment, takeover: claim.takeover };
-        let effects = self.step(config, &record, &plan, event)?;
-        let carrying = Carrying { record, plan, claim: Some((claim, claimed_at)) };
+        let effects = self.step(config, &record, &defined.plan, event)?;
+        let carrying = Carrying { record, defined, claim: Some((claim, claimed_at)) };
         let record = self.carry(config, carrying, effects, deadline).await?;
-        self.summary(&record, deadline).await
+        self.summary(&record, &defined.plan, deadline).await
     }
 
     /// One step of the state machine, at the function's lease timing.
@@ -414,7 +421,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     async fn carry(
         &self,
         config: &Config,
-        mut at: Carrying,
+        mut at: Carrying<'_>,
         effects: Vec<Effect>,
         deadline: Instant,
     ) -> Result<PushRecord, PushError> {
@@ -427,16 +434,16 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     let claim = Claim { segment, owner: token(), lease_until_ms: now_ms() + config.lease_ms, takeover };
                     if !self.persist(deadline, || self.store.claim(&push_id, &claim, now_ms())).await? {
                         tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
-                        return self.load(&push_id, deadline).await;
+                        return self.load_record(&push_id, deadline).await;
                     }
                     if takeover {
                         tracing::warn!(push = %push_id, segment, outcome = "takeover", "segment taken over from a holder that died");
                     } else {
                         tracing::info!(push = %push_id, segment, "push continued");
                     }
-                    at.record.segment = segment;
+                    at.record.holder.segment = segment;
                     at.claim = Some((claim, asked));
-                    self.step(config, &at.record, &at.plan, machine::Event::Claimed { segment, takeover })?
+                    self.step(config, &at.record, &at.defined.plan, machine::Event::Claimed { segment, takeover })?
                 }
                 Effect::Walk(work) => {
                     let Some((claim, claimed_at)) = at.claim.clone() else {
@@ -445,7 +452,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     let Some(outcome) = self.walk(config, &at, work, &claim, claimed_at, deadline).await? else {
                         // The claim was lost: whoever holds the push now redoes this segment from its cursor;
                         // recording it would count it twice.
-                        return self.load(&push_id, deadline).await;
+                        return self.load_record(&push_id, deadline).await;
                     };
                     let walked = match &outcome {
                         Outcome::Push(out) => machine::Walked::Push(out),
@@ -453,51 +460,51 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         Outcome::Rollback(out) => machine::Walked::Rollback(out),
                     };
                     let event = machine::Event::Ended { segment: claim.segment, takeover: claim.takeover, walked };
-                    self.step(config, &at.record, &at.plan, event)?
+                    self.step(config, &at.record, &at.defined.plan, event)?
                 }
                 Effect::Record(next) => {
                     let Some((claim, _)) = at.claim.as_ref() else {
                         return Err(PushError::InvalidEvent(format!("push {push_id}: a record without a claim")));
                     };
-                    if next.state != at.record.state || next.phase != at.record.phase {
+                    if next.status.state != at.record.status.state || next.status.phase != at.record.status.phase {
                         tracing::info!(
                             push = %push_id,
-                            segment = next.segment,
-                            from = ?at.record.state,
-                            to = ?next.state,
-                            phase = next.phase,
-                            abort_reason = next.abort_reason.as_deref().unwrap_or("-"),
+                            segment = next.holder.segment,
+                            from = ?at.record.status.state,
+                            to = ?next.status.state,
+                            phase = next.status.phase,
+                            abort_reason = next.status.abort_reason.as_deref().unwrap_or("-"),
                             "push state"
                         );
                     }
                     let Some(totals) = self.write_segment(&next, claim, deadline).await? else {
-                        return self.load(&push_id, deadline).await;
+                        return self.load_record(&push_id, deadline).await;
                     };
                     at.record = totals;
                     at.claim = None;
-                    self.log_totals(&at.record, at.plan.dry_run);
-                    self.step(config, &at.record, &at.plan, machine::Event::Recorded)?
+                    self.log_totals(&at.record, at.defined.plan.dry_run);
+                    self.step(config, &at.record, &at.defined.plan, machine::Event::Recorded)?
                 }
                 Effect::CarryOut { control, next } => {
                     let now = now_ms();
                     if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
                         tracing::info!(push = %push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
-                        return self.load(&push_id, deadline).await;
+                        return self.load_record(&push_id, deadline).await;
                     }
-                    tracing::info!(push = %push_id, ?control, state = ?next.state, "operator control carried out");
+                    tracing::info!(push = %push_id, ?control, state = ?next.status.state, "operator control carried out");
                     at.record = *next;
                     Vec::new()
                 }
                 Effect::RequestControl(control) => {
                     if !self.persist(deadline, || self.store.request_control(&push_id, control)).await? {
-                        let current = self.load(&push_id, deadline).await?;
-                        if current.control != Some(control) {
+                        let current = self.load_record(&push_id, deadline).await?;
+                        if current.status.control != Some(control) {
                             return Err(refusal(machine::Refusal {
                                 field: control.field(),
                                 reason: format!(
                                     "push {push_id} is {:?} and cannot take it now (another control is pending, or \
                                      it moved on)",
-                                    current.state
+                                    current.status.state
                                 ),
                             }));
                         }
@@ -507,7 +514,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 }
                 Effect::Resume { to, lease_until } => {
                     if !self.persist(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
-                        return self.load(&push_id, deadline).await;
+                        return self.load_record(&push_id, deadline).await;
                     }
                     tracing::info!(push = %push_id, state = ?to, "push resumed");
                     Vec::new()
@@ -523,26 +530,26 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 }
                 Effect::Unstall(next) => {
                     if !self.persist(deadline, || self.store.unstall(&next)).await? {
-                        return self.load(&push_id, deadline).await;
+                        return self.load_record(&push_id, deadline).await;
                     }
-                    tracing::info!(push = %push_id, segment = next.segment, "stalled push resumed");
+                    tracing::info!(push = %push_id, segment = next.holder.segment, "stalled push resumed");
                     at.record = *next;
                     Vec::new()
                 }
                 Effect::Stall(reason) => {
-                    self.stall(&push_id, at.record.segment, &reason, deadline).await?;
+                    self.stall(&push_id, at.record.holder.segment, &reason, deadline).await?;
                     Vec::new()
                 }
                 Effect::Report(report) => {
-                    tracing::info!(push = %push_id, ?report, state = ?at.record.state, "push reported");
-                    return self.load(&push_id, deadline).await;
+                    tracing::info!(push = %push_id, ?report, state = ?at.record.status.state, "push reported");
+                    return self.load_record(&push_id, deadline).await;
                 }
             };
             for effect in next.into_iter().rev() {
                 queue.push_front(effect);
             }
         }
-        self.load(&push_id, deadline).await
+        self.load_record(&push_id, deadline).await
     }
 
     /// Walks one claimed segment from the record's cursor (pushing a phase, judging it, or rolling back), renewing
@@ -550,13 +557,13 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     async fn walk(
         &self,
         config: &Config,
-        at: &Carrying,
+        at: &Carrying<'_>,
         work: Work,
         claim: &Claim,
         claimed_at: Instant,
         deadline: Instant,
     ) -> Result<Option<Outcome>, PushError> {
-        let (record, plan) = (&at.record, &at.plan);
+        let (record, plan) = (&at.record, &at.defined.plan);
         let push_id = record.push_id.clone();
         let segment = claim.segment;
         let timing = timing(config);
@@ -568,9 +575,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let pace = Pace::new(plan.max_requests_per_second, config.concurrency, deadline, hand_off_margin, reserve)
             .with_read_rate(read_rate)
             .with_lease(claimed_at + lease_ms, lease_ms / 3);
-        let cursor = record.cursor.clone().unwrap_or_default();
+        let cursor = record.status.cursor.clone().unwrap_or_default();
         // Taking over from a holder that died, or after one: every thing walked is checked before it is updated.
-        let uncertain = claim.takeover || record.recheck;
+        let uncertain = claim.takeover || record.status.recheck;
         // The account's quotas are shared with the other pushes sending now: this segment's share, from the board.
         let quota = Quota::new(config.max_tps, config.read_tps, config.headroom_percent);
         let mut sender = Sender {
@@ -598,10 +605,10 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 Work::Push { phase } => {
                     let start = Start {
                         cursor,
-                        written_since: record.started_at / 1000,
+                        written_since: record.status.started_at / 1000,
                         takeover: uncertain,
                         phase,
-                        started_at_ms: record.started_at,
+                        started_at_ms: record.status.started_at,
                         journal_shards: record.journal_shards,
                     };
                     let progress = |progress: &SegmentOutcome| {
@@ -612,9 +619,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                             tracing::info!(
                                 push = %push_id,
                                 segment,
-                                phase = record.phase,
-                                done = record.targets + done,
-                                total = record.targets + progress.targets,
+                                phase = record.status.phase,
+                                done = record.status.counts.targets + done,
+                                total = record.status.counts.targets + progress.targets,
                                 rate = format!("{:.1}", done as f64 / started.elapsed().as_secs_f64().max(0.001)),
                                 update_share = format!("{update_share:.1}"),
                                 read_share = format!("{read_share:.1}"),
@@ -624,7 +631,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     };
                     let out = run_phase_segment(
                         plan,
-                        &record.sources,
+                        &at.defined.sources,
                         start,
                         &self.shadows,
                         &self.registry,
@@ -717,7 +724,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let at = record.journal();
         match &outcome {
             Outcome::Push(out) => {
-                self.persist(deadline, || self.store.add_failures(at, record.started_at, &out.failures)).await?;
+                self.persist(deadline, || self.store.add_failures(at, record.status.started_at, &out.failures)).await?;
                 counters.add(push::UPDATED, out.updated);
                 counters.add(push::UNCHANGED, out.unchanged);
                 counters.add(push::FAILED, out.failed);
@@ -729,8 +736,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 counters.add(push::THROTTLED, out.throttled);
             }
             Outcome::Rollback(out) => {
-                self.persist(deadline, || self.store.add_conflicts(at, record.started_at, &out.conflicts)).await?;
-                self.persist(deadline, || self.store.add_failures(at, record.started_at, &out.failures)).await?;
+                self.persist(deadline, || self.store.add_conflicts(at, record.status.started_at, &out.conflicts))
+                    .await?;
+                self.persist(deadline, || self.store.add_failures(at, record.status.started_at, &out.failures)).await?;
                 counters.add(push::THROTTLED, out.throttled);
             }
         }
@@ -788,14 +796,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         deadline: Instant,
     ) -> Result<Option<PushRecord>, PushError> {
         let push_id = &next.push_id;
-        let segment = next.segment;
+        let segment = next.holder.segment;
         if let Some(totals) = self.persist(deadline, || self.store.finish_segment(next, &claim.owner)).await? {
             return Ok(Some(totals));
         }
         // The condition failed: either an earlier attempt of this very write succeeded and its answer was lost (the
         // record then shows this segment released by this owner), or the claim was lost.
-        let current = self.load(push_id, deadline).await?;
-        if current.owner != claim.owner || current.handed_off < segment {
+        let current = self.load_record(push_id, deadline).await?;
+        if current.holder.owner != claim.owner || current.holder.handed_off < segment {
             tracing::error!(push = %push_id, segment, "claim lost before the segment was recorded");
             return Ok(None);
         }
@@ -805,15 +813,15 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     fn log_totals(&self, totals: &PushRecord, dry_run: bool) {
         tracing::info!(
             push = %totals.push_id,
-            segment = totals.segment,
-            state = ?totals.state,
-            phase = totals.phase,
-            targets = totals.targets,
-            updated = totals.updated,
-            unchanged = totals.unchanged,
-            failed = totals.failed,
-            throttled = totals.throttled,
-            complete = totals.complete,
+            segment = totals.holder.segment,
+            state = ?totals.status.state,
+            phase = totals.status.phase,
+            targets = totals.status.counts.targets,
+            updated = totals.status.counts.updated,
+            unchanged = totals.status.counts.unchanged,
+            failed = totals.status.counts.failed,
+            throttled = totals.status.counts.throttled,
+            complete = totals.status.complete,
             dry_run,
             "push summary"
         );
@@ -829,37 +837,38 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         action: Action,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let Some(record) = self.persist(deadline, || self.store.load(push_id)).await? else {
+        let Some(StoredPush { definition, record }) = self.persist(deadline, || self.store.load(push_id)).await? else {
             return Err(refusal(machine::Refusal {
                 field: action.field(),
                 reason: format!("names no push: {push_id:?} has no record"),
             }));
         };
-        let plan = plan_of(&record)?;
-        let effects = self.step(config, &record, &plan, machine::Event::Control(action))?;
+        let defined = Defined::of(definition)?;
+        let plan = &defined.plan;
+        let effects = self.step(config, &record, plan, machine::Event::Control(action))?;
         let requested = effects.iter().any(|e| matches!(e, Effect::RequestControl(_)));
         let mut record =
-            self.carry(config, Carrying { record, plan: plan.clone(), claim: None }, effects, deadline).await?;
+            self.carry(config, Carrying { record, defined: &defined, claim: None }, effects, deadline).await?;
         let waited = Instant::now();
         if requested {
             loop {
-                let effects = self.step(config, &record, &plan, machine::Event::Polled)?;
+                let effects = self.step(config, &record, plan, machine::Event::Polled)?;
                 if waited.elapsed() >= CONTROL_WAIT {
                     break;
                 }
                 if effects == [Effect::Report(machine::Report::ControlPending)] {
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    record = self.load(push_id, deadline).await?;
+                    record = self.load_record(push_id, deadline).await?;
                     continue;
                 }
-                let carrying = Carrying { record, plan: plan.clone(), claim: None };
+                let carrying = Carrying { record, defined: &defined, claim: None };
                 record = self.carry(config, carrying, effects, deadline).await?;
-                if record.control.is_none() || record.state.is_final() {
+                if record.status.control.is_none() || record.status.state.is_final() {
                     break;
                 }
             }
         }
-        self.summary(&record, deadline).await
+        self.summary(&record, plan, deadline).await
     }
 
     /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
@@ -878,14 +887,17 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let stale = self.persist(deadline, || self.store.stale(now, SWEEP_LIMIT)).await?;
         let mut woken = Vec::new();
         for push_id in stale {
-            let Some(record) = self.persist(deadline, || self.store.load(&push_id)).await? else { continue };
-            let plan = plan_of(&record)?;
-            let effects = self.step(config, &record, &plan, machine::Event::Swept)?;
+            let Some(StoredPush { definition, record }) = self.persist(deadline, || self.store.load(&push_id)).await?
+            else {
+                continue;
+            };
+            let defined = Defined::of(definition)?;
+            let effects = self.step(config, &record, &defined.plan, machine::Event::Swept)?;
             if let Some(Effect::HandOff { segment, .. }) = effects.first() {
                 tracing::warn!(push = %push_id, segment, outcome = "woken", "stale push woken");
                 woken.push(push_id.clone());
             }
-            self.carry(config, Carrying { record, plan, claim: None }, effects, deadline).await?;
+            self.carry(config, Carrying { record, defined: &defined, claim: None }, effects, deadline).await?;
         }
         let mut counters = Counters::new(Emitter::Push, &[push::WOKEN]);
         counters.add(push::WOKEN, woken.len() as u64);
@@ -893,19 +905,19 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         Ok(json!({"woken": woken}))
     }
 
-    async fn summary(&self, record: &PushRecord, deadline: Instant) -> Result<PushSummary, PushError> {
-        let rollback_failed = record.rollback.as_ref().is_some_and(|r| r.failed > 0);
-        let failures = if record.failed > 0 || rollback_failed {
+    async fn summary(&self, record: &PushRecord, plan: &PushPlan, deadline: Instant) -> Result<PushSummary, PushError> {
+        let rollback_failed = record.status.rollback.as_ref().is_some_and(|r| r.failed > 0);
+        let failures = if record.status.counts.failed > 0 || rollback_failed {
             self.persist(deadline, || self.store.failures(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
-        let conflicts = if record.rollback.as_ref().is_some_and(|r| r.conflicts > 0) {
+        let conflicts = if record.status.rollback.as_ref().is_some_and(|r| r.conflicts > 0) {
             self.persist(deadline, || self.store.conflicts(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
-        Ok(record.summary(failures, conflicts, RESPONSE_FAILURES, now_ms()))
+        Ok(record.summary(plan, failures, conflicts, RESPONSE_FAILURES, now_ms()))
     }
 }
 
@@ -983,17 +995,26 @@ fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<Value, P
     serde_json::to_value(value).map_err(|e| PushError::Serialize(what, e))
 }
 
-/// Where an arrival stands while it carries out effects: the record as last read or written, its plan, and the
-/// claim it holds (with when it was asked for).
-struct Carrying {
-    record: PushRecord,
+/// What a push is, as an arrival works from it: its plan and the sources it walks. Read once per arrival; the
+/// record is reread alone.
+struct Defined {
     plan: PushPlan,
-    claim: Option<(Claim, Instant)>,
+    sources: Vec<Source>,
 }
 
-/// The plan a push was started with, from its record.
-fn plan_of(record: &PushRecord) -> Result<PushPlan, PushError> {
-    record.plan().map_err(PushError::InvalidEvent)
+impl Defined {
+    /// The plan a push was started with, from its definition.
+    fn of(definition: PushDefinition) -> Result<Self, PushError> {
+        Ok(Self { plan: definition.plan().map_err(PushError::InvalidEvent)?, sources: definition.sources })
+    }
+}
+
+/// Where an arrival stands while it carries out effects: the record as last read or written, what the push is, and
+/// the claim it holds (with when it was asked for).
+struct Carrying<'a> {
+    record: PushRecord,
+    defined: &'a Defined,
+    claim: Option<(Claim, Instant)>,
 }
 
 fn timing(config: &Config) -> LeaseTiming {

@@ -1,6 +1,6 @@
-//! Reading the push table for people (the `shadow-fleet` CLI): a record as JSON, so that fields a newer shadow-push
-//! writes show without a change here; every failure and every rollback conflict, page by page from every shard of
-//! the push's journal; recent pushes from the `recent-pushes` index.
+//! Reading the push table for people (the `shadow-fleet` CLI): a record as JSON (its record and plan items
+//! together), so that fields a newer shadow-push writes show without a change here; every failure and every rollback
+//! conflict, page by page from every shard of the push's journal; recent pushes from the `recent-pushes` index.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use shadow_core::push::{Failure, JournalRef};
 use shadow_core::store::{FaultKind, ServiceError};
 
-use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, journal_partition, record_key};
+use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, PLAN, RECORD, journal_partition, plan_key, record_key};
 use crate::sdk::service_error;
 use crate::tables::{PARTITION_KEY, RECENT_PUSHES_INDEX, RECENT_PUSHES_KEY, RECENT_PUSHES_PARTITION, SORT_KEY};
 
@@ -34,6 +34,16 @@ fn unreadable(operation: &'static str, e: serde_dynamo::Error) -> ServiceError {
     ServiceError::new(operation, FaultKind::Rejected, Some("UnreadableItem".into()), e)
 }
 
+/// A record with its plan's attributes beside its own (the record's win: there are none in common but `pushId`).
+fn with_plan(mut record: Value, plan: Option<Value>) -> Value {
+    if let (Some(fields), Some(Value::Object(plan))) = (record.as_object_mut(), plan) {
+        for (key, value) in plan {
+            fields.entry(key).or_insert(value);
+        }
+    }
+    record
+}
+
 /// An item as JSON, without the table's keys.
 fn to_json(operation: &'static str, mut item: PageKey) -> Result<Value, ServiceError> {
     item.remove(PARTITION_KEY);
@@ -46,18 +56,19 @@ impl DynamoPushReader {
         Self { client, table: table.into() }
     }
 
-    /// The push's record, as stored; `Ok(None)` for an unknown push id.
+    /// The push as stored: its record item's attributes, with its plan item's (`shadowName`, `dryRun`, `request`,
+    /// `planDigest`, `sources`) beside them; `Ok(None)` for an unknown push id. A record written before the plan had an
+    /// item of its own holds them itself.
     pub async fn record(&self, push_id: &str) -> Result<Option<Value>, ServiceError> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(record_key(push_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| service_error("GetItem", e))?;
-        got.item.map(|item| to_json("GetItem", item)).transpose()
+        let get = |key: PageKey| {
+            self.client.get_item().table_name(&self.table).set_key(Some(key)).consistent_read(true).send()
+        };
+        let (record, plan) = tokio::try_join!(
+            async { get(record_key(push_id)).await.map_err(|e| service_error("GetItem", e)) },
+            async { get(plan_key(push_id)).await.map_err(|e| service_error("GetItem", e)) },
+        )?;
+        let Some(record) = record.item else { return Ok(None) };
+        Ok(Some(with_plan(to_json("GetItem", record)?, plan.item.map(|p| to_json("GetItem", p)).transpose()?)))
     }
 
     /// One page of the failures in one shard of the push's journal (`None`: an unsharded one), from `start` (the
@@ -169,10 +180,11 @@ impl DynamoPushReader {
             }
         }
         ids.truncate(limit);
-        let mut records: HashMap<String, Value> = HashMap::new();
-        for chunk in ids.chunks(BATCH_GET) {
+        let (mut records, mut plans): (HashMap<String, Value>, HashMap<String, Value>) = Default::default();
+        // Each push's record item and plan item.
+        for chunk in ids.chunks(BATCH_GET / 2) {
             let mut keys = KeysAndAttributes::builder()
-                .set_keys(Some(chunk.iter().map(|id| record_key(id)).collect()))
+                .set_keys(Some(chunk.iter().flat_map(|id| [record_key(id), plan_key(id)]).collect()))
                 .build()
                 .map_err(|e| ServiceError::new("BatchGetItem", FaultKind::Rejected, None, e))?;
             // UnprocessedKeys come back under load: ask for them again, with backoff.
@@ -185,10 +197,14 @@ impl DynamoPushReader {
                     .await
                     .map_err(|e| service_error("BatchGetItem", e))?;
                 for item in got.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                    let record = to_json("BatchGetItem", item)?;
-                    if let Some(id) = record.get("pushId").and_then(Value::as_str) {
-                        records.insert(id.to_owned(), record.clone());
-                    }
+                    let kind = item.get(SORT_KEY).and_then(|k| k.as_s().ok()).cloned().unwrap_or_default();
+                    let found = to_json("BatchGetItem", item)?;
+                    let Some(id) = found.get("pushId").and_then(Value::as_str).map(str::to_owned) else { continue };
+                    match kind.as_str() {
+                        RECORD => records.insert(id, found),
+                        PLAN => plans.insert(id, found),
+                        _ => None,
+                    };
                 }
                 match got.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
                     Some(rest) if !rest.keys().is_empty() && attempt < 10 => {
@@ -208,6 +224,6 @@ impl DynamoPushReader {
             }
         }
         // In the index's order; a record that expired since the index was read is left out.
-        Ok(ids.iter().filter_map(|id| records.remove(id)).collect())
+        Ok(ids.iter().filter_map(|id| records.remove(id).map(|r| with_plan(r, plans.remove(id)))).collect())
     }
 }

@@ -1,16 +1,19 @@
-//! The push table: one record item per push; its journal, failures and conflicts spread over the push's shards
-//! (`<pushId>#<n>`). Layout in docs/records.md ("Push records").
+//! The push table: per push a plan item (written once) and a record item (small, written often); its journal,
+//! failures and conflicts spread over the push's shards (`<pushId>#<n>`). Layout in docs/records.md ("Push records").
 
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, ReturnValue},
+    error::SdkError,
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, Put, ReturnValue, TransactWriteItem},
 };
 use futures::future::try_join_all;
 use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::{
-    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushRecord, PushState, PushStore, lifecycle,
+    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
+    PushStore, StoredPush, lifecycle,
 };
 use shadow_core::store::{FaultKind, ServiceError};
 
@@ -18,8 +21,10 @@ use crate::sdk::{ConditionalWrite, service_error};
 use crate::throttles::ThrottleCount;
 use crate::{tables, writes};
 
-/// The sort key of a push's record item.
+/// The sort key of a push's record item: where it stands and who holds it (small, written often).
 pub const RECORD: &str = "push";
+/// The sort key of a push's plan item: what the push is (its validated request and sources, written once).
+pub const PLAN: &str = "plan";
 /// The sort-key prefix of a push's failure items (`failure#<thingName>`).
 pub const FAILURE_PREFIX: &str = "failure#";
 /// The sort-key prefix of the things a rollback left alone (`conflict#<thingName>`).
@@ -65,26 +70,26 @@ type UpdateParts = (Vec<String>, Vec<String>, HashMap<String, String>, HashMap<S
 /// `SET` of every field a segment or a control writes, `REMOVE` of those it clears: placeholders `#f<i>`, `:f<i>`.
 fn progress_update(next: &PushRecord, operation: &'static str) -> Result<UpdateParts, ServiceError> {
     let mut fields: Vec<(&str, Option<AttributeValue>)> = vec![
-        ("targets", Some(n(next.targets))),
-        ("updated", Some(n(next.updated))),
-        ("unchanged", Some(n(next.unchanged))),
-        ("failed", Some(n(next.failed))),
-        ("requests", Some(n(next.requests))),
-        ("throttled", Some(n(next.throttled))),
-        ("storeThrottled", Some(n(next.store_throttled))),
-        ("cursor", Some(attribute(operation, &next.cursor)?)),
-        ("complete", Some(AttributeValue::Bool(next.complete))),
-        ("finishedAt", Some(attribute(operation, next.finished_at)?)),
-        ("leaseUntil", Some(n(next.lease_until))),
-        ("state", Some(s(next.state.as_str()))),
-        ("phase", Some(n(u64::from(next.phase)))),
-        ("recheck", Some(AttributeValue::Bool(next.recheck))),
-        ("bakeUntil", next.bake_until.map(n)),
-        ("abortReason", next.abort_reason.as_deref().map(s)),
-        ("rollback", next.rollback.as_ref().map(|r| attribute(operation, r)).transpose()?),
+        ("targets", Some(n(next.status.counts.targets))),
+        ("updated", Some(n(next.status.counts.updated))),
+        ("unchanged", Some(n(next.status.counts.unchanged))),
+        ("failed", Some(n(next.status.counts.failed))),
+        ("requests", Some(n(next.status.counts.requests))),
+        ("throttled", Some(n(next.status.counts.throttled))),
+        ("storeThrottled", Some(n(next.status.counts.store_throttled))),
+        ("cursor", Some(attribute(operation, &next.status.cursor)?)),
+        ("complete", Some(AttributeValue::Bool(next.status.complete))),
+        ("finishedAt", Some(attribute(operation, next.status.finished_at)?)),
+        ("leaseUntil", Some(n(next.holder.lease_until))),
+        ("state", Some(s(next.status.state.as_str()))),
+        ("phase", Some(n(u64::from(next.status.phase)))),
+        ("recheck", Some(AttributeValue::Bool(next.status.recheck))),
+        ("bakeUntil", next.status.bake_until.map(n)),
+        ("abortReason", next.status.abort_reason.as_deref().map(s)),
+        ("rollback", next.status.rollback.as_ref().map(|r| attribute(operation, r)).transpose()?),
     ];
-    if !next.phases.is_empty() {
-        fields.push(("phases", Some(attribute(operation, &next.phases)?)));
+    if !next.status.phases.is_empty() {
+        fields.push(("phases", Some(attribute(operation, &next.status.phases)?)));
     }
     let (mut set, mut remove) = (Vec::new(), Vec::new());
     let (mut names, mut values) = (HashMap::new(), HashMap::new());
@@ -123,6 +128,11 @@ pub fn record_key(push_id: &str) -> HashMap<String, AttributeValue> {
     tables::key(push_id, RECORD)
 }
 
+/// The key of a push's plan item.
+pub fn plan_key(push_id: &str) -> HashMap<String, AttributeValue> {
+    tables::key(push_id, PLAN)
+}
+
 /// The partition key of one shard of a push's journal (`<pushId>#<n>`); the push's own for an unsharded one.
 /// Push ids never contain `#`, so no push's shard is another push's partition.
 pub fn journal_partition(at: JournalRef<'_>, shard: Option<u32>) -> String {
@@ -137,33 +147,132 @@ fn thing_partition(at: JournalRef<'_>, thing: &str) -> String {
     journal_partition(at, at.shard_of(thing))
 }
 
-impl PushStore for DynamoPushStore {
-    async fn create(&self, record: &PushRecord) -> Result<bool, ServiceError> {
-        let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(record).map_err(|e| unrepresentable("PutItem", e))?;
-        item.extend(record_key(&record.push_id));
-        if !record.complete {
-            item.insert(OPEN_ATTRIBUTE.into(), s(OPEN));
-        }
-        // Every record is in the index of recent pushes, by startedAt.
-        item.insert(tables::RECENT_PUSHES_KEY.into(), s(tables::RECENT_PUSHES_PARTITION));
-        if let Some(expires) = self.expires_at(record.started_at) {
-            item.insert(tables::TTL_ATTRIBUTE.into(), expires);
-        }
-        writes::put_if_absent(&self.client, &self.table, item).await
-    }
+type Item = HashMap<String, AttributeValue>;
 
-    async fn load(&self, push_id: &str) -> Result<Option<PushRecord>, ServiceError> {
+/// Why DynamoDB cancelled a transaction, when it says.
+enum Cancelled {
+    /// An item's condition failed: the push exists already.
+    Exists,
+    /// A conflict with another transaction, or throttling: the same write may pass again.
+    Retry(FaultKind, String),
+}
+
+fn cancelled_by<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Cancelled> {
+    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = e.as_service_error() else {
+        return None;
+    };
+    let codes: Vec<&str> =
+        cancelled.cancellation_reasons().iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
+    if codes.iter().any(|c| matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded"))
+    {
+        let code = codes.iter().find(|c| **c != "ConditionalCheckFailed").unwrap_or(&"ThrottlingError");
+        return Some(Cancelled::Retry(FaultKind::Throttled, (*code).to_owned()));
+    }
+    if codes.contains(&"TransactionConflict") {
+        return Some(Cancelled::Retry(FaultKind::Transient, "TransactionConflict".into()));
+    }
+    (!codes.is_empty() && codes.iter().all(|c| *c == "ConditionalCheckFailed")).then_some(Cancelled::Exists)
+}
+
+impl DynamoPushStore {
+    /// One item, read strongly consistent.
+    async fn get(&self, key: Item) -> Result<Option<Item>, ServiceError> {
         let got = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(record_key(push_id)))
+            .set_key(Some(key))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| service_error("GetItem", e))?;
-        got.item.map(|item| serde_dynamo::from_item(item).map_err(|e| unrepresentable("GetItem", e))).transpose()
+        Ok(got.item)
+    }
+}
+
+impl PushStore for DynamoPushStore {
+    async fn create(&self, definition: &PushDefinition, record: &PushRecord) -> Result<bool, ServiceError> {
+        let expires = self.expires_at(record.status.started_at);
+        let mut plan: Item = serde_dynamo::to_item(definition).map_err(|e| unrepresentable("TransactWriteItems", e))?;
+        plan.extend(plan_key(&record.push_id));
+        let mut hot: Item = serde_dynamo::to_item(record).map_err(|e| unrepresentable("TransactWriteItems", e))?;
+        hot.extend(record_key(&record.push_id));
+        if !record.status.complete {
+            hot.insert(OPEN_ATTRIBUTE.into(), s(OPEN));
+        }
+        // Every record is in the index of recent pushes, by startedAt.
+        hot.insert(tables::RECENT_PUSHES_KEY.into(), s(tables::RECENT_PUSHES_PARTITION));
+        if let Some(expires) = expires {
+            plan.insert(tables::TTL_ATTRIBUTE.into(), expires.clone());
+            hot.insert(tables::TTL_ATTRIBUTE.into(), expires);
+        }
+        let size = tables::item_size(&plan);
+        if size > tables::MAX_ITEM_BYTES {
+            return Err(ServiceError::new(
+                "TransactWriteItems",
+                FaultKind::Rejected,
+                Some("ItemTooLarge".into()),
+                format!(
+                    "push {}'s plan item would be {size} bytes, over DynamoDB's item limit of {} bytes (its \
+                     request's desired document and targets, and its {} resolved sources)",
+                    record.push_id,
+                    tables::MAX_ITEM_BYTES,
+                    definition.sources.len()
+                ),
+            ));
+        }
+        // Both or neither: a crash cannot leave a plan without its record, nor a record without its plan.
+        let put = |item: Item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", tables::PARTITION_KEY)
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(|e| ServiceError::new("TransactWriteItems", FaultKind::Rejected, None, e))
+        };
+        let written =
+            self.client.transact_write_items().transact_items(put(plan)?).transact_items(put(hot)?).send().await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) => match cancelled_by(&e) {
+                Some(Cancelled::Exists) => Ok(false),
+                Some(Cancelled::Retry(kind, code)) => Err(ServiceError::new("TransactWriteItems", kind, Some(code), e)),
+                None => Err(service_error("TransactWriteItems", e)),
+            },
+        }
+    }
+
+    async fn load(&self, push_id: &str) -> Result<Option<StoredPush>, ServiceError> {
+        // Two strongly consistent GetItems at once: one round trip, and right for every record (a Query on the
+        // partition would also pass over an unsharded journal's items, which sort between `plan` and `push`).
+        let (record, plan) = tokio::try_join!(self.get(record_key(push_id)), self.get(plan_key(push_id)))?;
+        let Some(record_item) = record else { return Ok(None) };
+        let definition = match plan {
+            Some(plan) => serde_dynamo::from_item(plan).map_err(|e| unrepresentable("GetItem", e))?,
+            // A record written before the plan had an item of its own carries the plan itself.
+            None if record_item.contains_key("request") => {
+                serde_dynamo::from_item(record_item.clone()).map_err(|e| unrepresentable("GetItem", e))?
+            }
+            None => {
+                return Err(ServiceError::new(
+                    "GetItem",
+                    FaultKind::Rejected,
+                    Some("MissingPlanItem".into()),
+                    format!("push {push_id} has a record item but no plan item (sort key {PLAN:?})"),
+                ));
+            }
+        };
+        let record = serde_dynamo::from_item(record_item).map_err(|e| unrepresentable("GetItem", e))?;
+        Ok(Some(StoredPush { definition, record }))
+    }
+
+    async fn load_record(&self, push_id: &str) -> Result<Option<PushRecord>, ServiceError> {
+        self.get(record_key(push_id))
+            .await?
+            .map(|item| serde_dynamo::from_item(item).map_err(|e| unrepresentable("GetItem", e)))
+            .transpose()
     }
 
     async fn claim(&self, push_id: &str, claim: &Claim, now_ms: u64) -> Result<bool, ServiceError> {
@@ -246,16 +355,16 @@ impl PushStore for DynamoPushStore {
     async fn finish_segment(&self, next: &PushRecord, owner: &str) -> Result<Option<PushRecord>, ServiceError> {
         let (set, mut remove, mut names, mut values) = progress_update(next, "UpdateItem")?;
         // A finished or paused push leaves the sweeper's index; an open one stays in it, due at `leaseUntil`.
-        if !stays_open(next.state) {
+        if !stays_open(next.status.state) {
             remove.push("#open".into());
             names.insert("#open".into(), OPEN_ATTRIBUTE.into());
         }
         names.extend([("#owner".into(), "owner".into()), ("#segment".into(), "segment".into())]);
         values.extend([
             (":owner".into(), s(owner)),
-            (":handed".into(), n(next.handed_off)),
-            (":m".into(), n(next.segment)),
-            (":prev".into(), n(next.segment.saturating_sub(1))),
+            (":handed".into(), n(next.holder.handed_off)),
+            (":m".into(), n(next.holder.segment)),
+            (":prev".into(), n(next.holder.segment.saturating_sub(1))),
         ]);
         let remove = if remove.is_empty() { String::new() } else { format!(" REMOVE {}", remove.join(", ")) };
         let updated = self
@@ -325,24 +434,24 @@ impl PushStore for DynamoPushStore {
         let (mut set, mut remove, mut names, mut values) = progress_update(next, "UpdateItem")?;
         remove.push("control".into());
         names.insert("#open".into(), OPEN_ATTRIBUTE.into());
-        if stays_open(next.state) {
+        if stays_open(next.status.state) {
             // Back in the sweeper's index: a rollback after a stop left it.
             set.push("#open = :open".into());
             values.insert(":open".into(), s(OPEN));
         } else {
             remove.push("#open".into());
         }
-        if next.stalled.is_none() {
+        if next.holder.stalled.is_none() {
             remove.push("stalled".into());
         }
         set.push("takeovers = :takeovers".into());
-        values.insert(":takeovers".into(), n(u64::from(next.takeovers)));
+        values.insert(":takeovers".into(), n(u64::from(next.holder.takeovers)));
         names.insert("#segment".into(), "segment".into());
         values.extend([
             (":c".into(), attribute("UpdateItem", control)?),
-            (":handed".into(), n(next.handed_off)),
-            (":m".into(), n(next.segment)),
-            (":prev".into(), n(next.segment.saturating_sub(1))),
+            (":handed".into(), n(next.holder.handed_off)),
+            (":m".into(), n(next.holder.segment)),
+            (":prev".into(), n(next.holder.segment.saturating_sub(1))),
             (":now".into(), n(now_ms)),
         ]);
         self.client
@@ -390,10 +499,10 @@ impl PushStore for DynamoPushStore {
             .condition_expression("attribute_exists(stalled) AND #segment = :m")
             .expression_attribute_names("#segment", "segment")
             .expression_attribute_names("#open", OPEN_ATTRIBUTE)
-            .expression_attribute_values(":m", n(next.segment))
+            .expression_attribute_values(":m", n(next.holder.segment))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":lease", n(next.lease_until))
+            .expression_attribute_values(":lease", n(next.holder.lease_until))
             .expression_attribute_values(":open", s(OPEN))
             .send()
             .await

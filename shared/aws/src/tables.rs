@@ -31,6 +31,38 @@ pub fn key(partition: &str, sort: &str) -> HashMap<String, AttributeValue> {
     ])
 }
 
+/// DynamoDB's largest item: 400 KB, attribute names and values together.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// An item's size as DynamoDB counts it for its 400 KB limit and its write and read units: each attribute's name
+/// and value; a string or binary its bytes, a number about one byte per two significant digits plus one, a boolean
+/// or null one byte, a list or map 3 bytes plus one per element (a map's element with its name).
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number_size(n),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::L(items) => 3 + items.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+        AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
+        AttributeValue::Ss(items) => items.iter().map(String::len).sum(),
+        AttributeValue::Ns(items) => items.iter().map(|n| number_size(n)).sum(),
+        AttributeValue::Bs(items) => items.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 0,
+    }
+}
+
+fn number_size(number: &str) -> usize {
+    let mantissa = number.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1);
+    significant.div_ceil(2) + 1 + usize::from(number.starts_with('-'))
+}
+
 /// A sparse global secondary index: only items that have its partition key are in it. Keys only are projected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexSpec {
@@ -156,4 +188,23 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
         .await
         .map_err(|e| service_error("UpdateTimeToLive", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_sizes_count_names_and_values_as_dynamodb_does() {
+        let item = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S("push-1".into())),
+            ("n".to_owned(), AttributeValue::N("12345".into())),
+            ("ok".to_owned(), AttributeValue::Bool(true)),
+            ("l".to_owned(), AttributeValue::L(vec![AttributeValue::S("ab".into()), AttributeValue::N("0".into())])),
+            ("m".to_owned(), AttributeValue::M(HashMap::from([("k".to_owned(), AttributeValue::S("v".into()))]))),
+        ]);
+        // pk 2+6, n 1+(3+1), ok 2+1, l 1+3+(2+1)+(2+1), m 1+3+(1+1+1)
+        assert_eq!(item_size(&item), 8 + 5 + 3 + 10 + 7);
+        assert_eq!((number_size("1000"), number_size("-0.0012"), number_size("1.5e10")), (2, 3, 2));
+    }
 }

@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use super::rollout::{OnAbort, PushState, Verdict, judge};
-use super::{Control, Cursor, JournalOutcome, PushPlan, PushRecord, SegmentOutcome};
+use super::{
+    Control, Counts, Cursor, Holder, JournalOutcome, PushDefinition, PushPlan, PushRecord, SegmentOutcome, Status,
+};
 
 /// A segment whose holder died this many times in a row is not taken over again: the push is marked stalled.
 pub const MAX_TAKEOVERS: u32 = 3;
@@ -35,121 +37,115 @@ pub enum Step {
     Stalled(String),
 }
 
-/// The record of a new push: segment 1 claimed by `owner` until `lease_until` (the creation is its claim), running
-/// phase 1 from the start of its `sources`. `request` is the plan as JSON, `digest` its [`plan_digest`].
-pub fn new_record(
+/// What a new push is: its plan as JSON (`request`), its [`plan_digest`] and the target sources it walks.
+pub fn definition(
     plan: &PushPlan,
     request: serde_json::Value,
     digest: String,
     sources: Vec<super::Source>,
-    owner: String,
-    started_at: u64,
-    lease_until: u64,
-) -> PushRecord {
-    PushRecord {
+) -> PushDefinition {
+    PushDefinition {
         push_id: plan.push_id.clone(),
         shadow_name: plan.shadow_name.as_ref().map(|s| s.to_string()),
         dry_run: plan.dry_run,
         request,
         plan_digest: digest,
         sources,
-        segment: 1,
-        handed_off: 0,
-        owner,
-        lease_until,
-        segment_started_at: started_at,
-        takeovers: 0,
-        stalled: None,
-        cursor: Some(Cursor::default()),
-        targets: 0,
-        updated: 0,
-        unchanged: 0,
-        failed: 0,
-        requests: 0,
-        throttled: 0,
-        complete: false,
-        started_at,
-        finished_at: None,
-        state: PushState::Running,
-        phase: 1,
-        phases: plan
-            .rollout
-            .iter()
-            .flat_map(|r| &r.phases)
-            .map(|p| super::PhaseCounts { percent: p.percent, ..super::PhaseCounts::default() })
-            .collect(),
-        bake_until: None,
-        control: None,
-        abort_reason: None,
-        recheck: false,
-        rollback: None,
+    }
+}
+
+/// The record of a new push: segment 1 claimed by `owner` until `lease_until` (the creation is its claim), running
+/// phase 1 from the start of its sources.
+pub fn new_record(plan: &PushPlan, owner: String, started_at: u64, lease_until: u64) -> PushRecord {
+    PushRecord {
+        push_id: plan.push_id.clone(),
         journal_shards: 0,
-        store_throttled: 0,
+        status: Status {
+            counts: Counts::default(),
+            cursor: Some(Cursor::default()),
+            complete: false,
+            started_at,
+            finished_at: None,
+            state: PushState::Running,
+            phase: 1,
+            phases: plan
+                .rollout
+                .iter()
+                .flat_map(|r| &r.phases)
+                .map(|p| super::PhaseCounts { percent: p.percent, ..super::PhaseCounts::default() })
+                .collect(),
+            bake_until: None,
+            control: None,
+            abort_reason: None,
+            recheck: false,
+            rollback: None,
+        },
+        holder: Holder {
+            segment: 1,
+            handed_off: 0,
+            owner,
+            lease_until,
+            segment_started_at: started_at,
+            takeovers: 0,
+            stalled: None,
+        },
     }
 }
 
 /// The record of a new push whose first segment runs elsewhere (a start that answers at once): released before
 /// segment 1, so that whichever arrival comes first claims it (its hand-off message, or the sweeper once
 /// `hand_off_grace_ms` has passed without one).
-pub fn queued_record(
-    plan: &PushPlan,
-    request: serde_json::Value,
-    digest: String,
-    sources: Vec<super::Source>,
-    started_at: u64,
-    timing: LeaseTiming,
-) -> PushRecord {
-    let mut record =
-        new_record(plan, request, digest, sources, String::new(), started_at, started_at + timing.hand_off_grace_ms);
-    record.segment = 0;
+pub fn queued_record(plan: &PushPlan, started_at: u64, timing: LeaseTiming) -> PushRecord {
+    let mut record = new_record(plan, String::new(), started_at, started_at + timing.hand_off_grace_ms);
+    record.holder.segment = 0;
     record
 }
 
 /// What to do with `record` at `now_ms`.
 pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
     // A rollback asked for after the push stopped (aborted without one, or stalled): its journal is still there.
-    if record.control == Some(Control::AbortRollback)
-        && (record.state == PushState::Aborted || record.stalled.is_some())
-        && (record.segment == record.handed_off || record.lease_until < now_ms)
+    if record.status.control == Some(Control::AbortRollback)
+        && (record.status.state == PushState::Aborted || record.holder.stalled.is_some())
+        && (record.holder.segment == record.holder.handed_off || record.holder.lease_until < now_ms)
     {
         return Step::Control {
             control: Control::AbortRollback,
-            over_dead_holder: record.segment != record.handed_off,
+            over_dead_holder: record.holder.segment != record.holder.handed_off,
         };
     }
-    if record.complete || record.state.is_final() {
+    if record.status.complete || record.status.state.is_final() {
         return Step::Complete;
     }
-    if let Some(reason) = &record.stalled {
+    if let Some(reason) = &record.holder.stalled {
         return Step::Stalled(reason.clone());
     }
-    if record.segment == record.handed_off {
-        if let Some(control) = record.control {
+    if record.holder.segment == record.holder.handed_off {
+        if let Some(control) = record.status.control {
             return Step::Control { control, over_dead_holder: false };
         }
-        if record.state == PushState::Paused {
+        if record.status.state == PushState::Paused {
             return Step::Paused;
         }
         // Released: the next segment is free to claim, whoever arrives first.
-        return Step::Run { segment: record.segment + 1, takeover: false };
+        return Step::Run { segment: record.holder.segment + 1, takeover: false };
     }
-    if record.segment == record.handed_off + 1 {
-        if record.lease_until >= now_ms {
-            return Step::Running { lease_until: record.lease_until };
+    if record.holder.segment == record.holder.handed_off + 1 {
+        if record.holder.lease_until >= now_ms {
+            return Step::Running { lease_until: record.holder.lease_until };
         }
-        if let Some(control) = record.control {
+        if let Some(control) = record.status.control {
             return Step::Control { control, over_dead_holder: true };
         }
-        if record.takeovers >= MAX_TAKEOVERS {
+        if record.holder.takeovers >= MAX_TAKEOVERS {
             return Step::Stalled(format!(
                 "segment {} died {} times (out of memory, a crash, or a timeout)",
-                record.segment,
-                record.takeovers + 1
+                record.holder.segment,
+                record.holder.takeovers + 1
             ));
         }
-        return Step::Run { segment: record.segment, takeover: true };
+        return Step::Run { segment: record.holder.segment, takeover: true };
     }
-    Step::Stalled(format!("inconsistent record: segment {} after {}", record.segment, record.handed_off))
+    Step::Stalled(format!("inconsistent record: segment {} after {}", record.holder.segment, record.holder.handed_off))
 }
 
 /// What a claimed segment does, by the record's state.
@@ -172,15 +168,15 @@ pub enum Work {
 
 /// What a segment claimed on `record` at `now_ms` does.
 pub fn work(record: &PushRecord, plan: &PushPlan, now_ms: u64) -> Work {
-    match record.state {
-        PushState::Baking => match record.bake_until {
+    match record.status.state {
+        PushState::Baking => match record.status.bake_until {
             Some(until) if until > now_ms => {
                 Work::Bake { delay_s: (until - now_ms).div_ceil(1000).clamp(1, MAX_DELAY_S) as u32 }
             }
-            _ => Work::Judge { phase: record.phase },
+            _ => Work::Judge { phase: record.status.phase },
         },
         PushState::RollingBack => Work::Rollback,
-        _ => Work::Push { phase: plan.rollout.as_ref().map(|_| record.phase.saturating_sub(1) as usize) },
+        _ => Work::Push { phase: plan.rollout.as_ref().map(|_| record.status.phase.saturating_sub(1) as usize) },
     }
 }
 
@@ -188,19 +184,19 @@ pub fn work(record: &PushRecord, plan: &PushPlan, now_ms: u64) -> Work {
 /// the next state when its walk is done. The counts are added by the caller ([`after_push`], [`after_judge`],
 /// [`after_rollback`]).
 fn released(mut next: PushRecord, segment: u64, now_ms: u64, timing: LeaseTiming) -> PushRecord {
-    next.segment = segment;
-    next.handed_off = segment;
-    next.recheck = false;
-    next.lease_until = now_ms + timing.hand_off_grace_ms;
+    next.holder.segment = segment;
+    next.holder.handed_off = segment;
+    next.status.recheck = false;
+    next.holder.lease_until = now_ms + timing.hand_off_grace_ms;
     next
 }
 
 fn finish(next: &mut PushRecord, state: PushState, now_ms: u64) {
-    next.state = state;
-    next.cursor = None;
-    next.complete = state == PushState::Complete;
-    next.finished_at = Some(now_ms);
-    next.bake_until = None;
+    next.status.state = state;
+    next.status.cursor = None;
+    next.status.complete = state == PushState::Complete;
+    next.status.finished_at = Some(now_ms);
+    next.status.bake_until = None;
 }
 
 /// After a push segment: its counts added to the totals and the phase's; when the phase's walk is done, the bake
@@ -217,30 +213,30 @@ pub fn after_push(
     timing: LeaseTiming,
 ) -> PushRecord {
     let mut next = released(record.clone(), segment, now_ms, timing);
-    next.recheck = takeover && outcome.cursor.is_some();
-    next.targets += outcome.targets;
-    next.updated += outcome.updated;
-    next.unchanged += outcome.unchanged;
-    next.failed += outcome.failed;
-    next.requests += outcome.requests;
-    next.throttled += outcome.throttled;
-    next.store_throttled += outcome.store_throttled;
-    if let Some(phase) = next.phases.get_mut(record.phase.saturating_sub(1) as usize) {
+    next.status.recheck = takeover && outcome.cursor.is_some();
+    next.status.counts.targets += outcome.targets;
+    next.status.counts.updated += outcome.updated;
+    next.status.counts.unchanged += outcome.unchanged;
+    next.status.counts.failed += outcome.failed;
+    next.status.counts.requests += outcome.requests;
+    next.status.counts.throttled += outcome.throttled;
+    next.status.counts.store_throttled += outcome.store_throttled;
+    if let Some(phase) = next.status.phases.get_mut(record.status.phase.saturating_sub(1) as usize) {
         phase.targets += outcome.targets;
         phase.updated += outcome.updated;
         phase.unchanged += outcome.unchanged;
         phase.failed += outcome.failed;
     }
-    next.cursor = outcome.cursor.clone();
-    if next.cursor.is_none() {
+    next.status.cursor = outcome.cursor.clone();
+    if next.status.cursor.is_none() {
         match &plan.rollout {
             Some(rollout) => {
-                next.state = PushState::Baking;
-                next.bake_until = Some(now_ms + rollout.bake_seconds * 1000);
+                next.status.state = PushState::Baking;
+                next.status.bake_until = Some(now_ms + rollout.bake_seconds * 1000);
                 // The lease covers the bake: the sweeper wakes the push only once the bake and the grace are over
                 // (the delayed hand-off wakes it at the bake's end).
-                next.lease_until = now_ms + rollout.bake_seconds * 1000 + timing.hand_off_grace_ms;
-                next.cursor = Some(Cursor::default());
+                next.holder.lease_until = now_ms + rollout.bake_seconds * 1000 + timing.hand_off_grace_ms;
+                next.status.cursor = Some(Cursor::default());
             }
             None => finish(&mut next, PushState::Complete, now_ms),
         }
@@ -259,36 +255,36 @@ pub fn after_judge(
     timing: LeaseTiming,
 ) -> PushRecord {
     let mut next = released(record.clone(), segment, now_ms, timing);
-    next.requests += outcome.requests;
-    next.throttled += outcome.throttled;
-    next.store_throttled += outcome.store_throttled;
-    let index = record.phase.saturating_sub(1) as usize;
-    if let Some(phase) = next.phases.get_mut(index) {
+    next.status.counts.requests += outcome.requests;
+    next.status.counts.throttled += outcome.throttled;
+    next.status.counts.store_throttled += outcome.store_throttled;
+    let index = record.status.phase.saturating_sub(1) as usize;
+    if let Some(phase) = next.status.phases.get_mut(index) {
         phase.converged += outcome.converged;
         phase.pending += outcome.pending;
         phase.refused += outcome.refused;
     }
-    next.cursor = outcome.cursor.clone();
-    if next.cursor.is_some() {
+    next.status.cursor = outcome.cursor.clone();
+    if next.status.cursor.is_some() {
         return next;
     }
-    if let Some(phase) = next.phases.get_mut(index) {
+    if let Some(phase) = next.status.phases.get_mut(index) {
         phase.judged = true;
     }
     let Some(rollout) = &plan.rollout else {
         finish(&mut next, PushState::Complete, now_ms);
         return next;
     };
-    match judge(rollout, &next.phases, index) {
+    match judge(rollout, &next.status.phases, index) {
         Verdict::Proceed if index + 1 >= rollout.phases.len() => finish(&mut next, PushState::Complete, now_ms),
         Verdict::Proceed => {
-            next.state = PushState::Running;
-            next.phase += 1;
-            next.bake_until = None;
-            next.cursor = Some(Cursor::default());
+            next.status.state = PushState::Running;
+            next.status.phase += 1;
+            next.status.bake_until = None;
+            next.status.cursor = Some(Cursor::default());
         }
         Verdict::Abort(reason) => {
-            next.abort_reason = Some(reason);
+            next.status.abort_reason = Some(reason);
             abort(&mut next, rollout.on_abort == OnAbort::Rollback, now_ms);
         }
     }
@@ -297,10 +293,10 @@ pub fn after_judge(
 
 fn abort(next: &mut PushRecord, rollback: bool, now_ms: u64) {
     if rollback {
-        next.state = PushState::RollingBack;
-        next.bake_until = None;
-        next.cursor = Some(Cursor::default());
-        next.rollback = Some(Default::default());
+        next.status.state = PushState::RollingBack;
+        next.status.bake_until = None;
+        next.status.cursor = Some(Cursor::default());
+        next.status.rollback = Some(Default::default());
     } else {
         finish(next, PushState::Aborted, now_ms);
     }
@@ -317,17 +313,17 @@ pub fn after_rollback(
 ) -> PushRecord {
     let mut next = released(record.clone(), segment, now_ms, timing);
     // A takeover's uncertainty lasts the rest of the walk, as for a push.
-    next.recheck = (record.recheck || takeover) && outcome.cursor.is_some();
-    next.requests += outcome.requests;
-    next.throttled += outcome.throttled;
-    next.store_throttled += outcome.store_throttled;
-    let counts = next.rollback.get_or_insert_with(Default::default);
+    next.status.recheck = (record.status.recheck || takeover) && outcome.cursor.is_some();
+    next.status.counts.requests += outcome.requests;
+    next.status.counts.throttled += outcome.throttled;
+    next.status.counts.store_throttled += outcome.store_throttled;
+    let counts = next.status.rollback.get_or_insert_with(Default::default);
     counts.restored += outcome.rollback.restored;
     counts.untouched += outcome.rollback.untouched;
     counts.conflicts += outcome.rollback.conflicts;
     counts.failed += outcome.rollback.failed;
-    next.cursor = outcome.cursor.clone();
-    if next.cursor.is_none() {
+    next.status.cursor = outcome.cursor.clone();
+    if next.status.cursor.is_none() {
         finish(&mut next, PushState::RolledBack, now_ms);
     }
     next
@@ -342,35 +338,35 @@ pub fn after_bake_step(
     timing: LeaseTiming,
 ) -> PushRecord {
     let mut next = released(record.clone(), segment, now_ms, timing);
-    next.lease_until += u64::from(delay_s) * 1000;
+    next.holder.lease_until += u64::from(delay_s) * 1000;
     next
 }
 
 /// The record once `control` is carried out on a push no live segment holds.
 pub fn controlled(record: &PushRecord, control: Control, over_dead_holder: bool, now_ms: u64) -> PushRecord {
     let mut next = record.clone();
-    next.control = None;
-    next.handed_off = next.segment;
+    next.status.control = None;
+    next.holder.handed_off = next.holder.segment;
     // The dead holder may have updated things after its cursor: the next push segment checks each first.
-    next.recheck = record.recheck || (over_dead_holder && record.state == PushState::Running);
-    next.lease_until = now_ms;
+    next.status.recheck = record.status.recheck || (over_dead_holder && record.status.state == PushState::Running);
+    next.holder.lease_until = now_ms;
     match control {
-        Control::Pause => next.state = PushState::Paused,
+        Control::Pause => next.status.state = PushState::Paused,
         Control::Abort => {
-            next.abort_reason.get_or_insert_with(|| "aborted by an operator".into());
+            next.status.abort_reason.get_or_insert_with(|| "aborted by an operator".into());
             abort(&mut next, false, now_ms);
         }
         Control::AbortRollback => {
-            next.abort_reason.get_or_insert_with(|| "aborted by an operator, with rollback".into());
+            next.status.abort_reason.get_or_insert_with(|| "aborted by an operator, with rollback".into());
             // After a stop (aborted, or stalled): the push runs again, its segments counted afresh, and every
             // thing is checked before it is put back (a stalled holder may have died mid-update).
-            let stopped = record.stalled.is_some() || record.state == PushState::Aborted;
-            next.recheck |= record.stalled.is_some();
+            let stopped = record.holder.stalled.is_some() || record.status.state == PushState::Aborted;
+            next.status.recheck |= record.holder.stalled.is_some();
             if stopped {
-                next.stalled = None;
-                next.takeovers = 0;
-                next.finished_at = None;
-                next.complete = false;
+                next.holder.stalled = None;
+                next.holder.takeovers = 0;
+                next.status.finished_at = None;
+                next.status.complete = false;
             }
             abort(&mut next, true, now_ms);
         }
@@ -382,19 +378,19 @@ pub fn controlled(record: &PushRecord, control: Control, over_dead_holder: bool,
 /// the next segment walks checked first (the holders that died may have updated things after the cursor).
 pub fn unstalled(record: &PushRecord, now_ms: u64) -> PushRecord {
     let mut next = record.clone();
-    next.stalled = None;
-    next.takeovers = 0;
-    next.handed_off = next.segment;
-    next.recheck = true;
-    next.lease_until = now_ms;
+    next.holder.stalled = None;
+    next.holder.takeovers = 0;
+    next.holder.handed_off = next.holder.segment;
+    next.status.recheck = true;
+    next.holder.lease_until = now_ms;
     next
 }
 
 /// The state a paused push resumes in: the rollback it was paused in, the bake (or judging), or pushing.
 pub fn resumed_state(record: &PushRecord) -> PushState {
-    if record.rollback.is_some() {
+    if record.status.rollback.is_some() {
         PushState::RollingBack
-    } else if record.bake_until.is_some() {
+    } else if record.status.bake_until.is_some() {
         PushState::Baking
     } else {
         PushState::Running
@@ -435,38 +431,9 @@ mod tests {
     fn record(segment: u64, handed_off: u64, lease_until: u64, takeovers: u32, complete: bool) -> PushRecord {
         PushRecord {
             push_id: "p".into(),
-            shadow_name: None,
-            dry_run: false,
-            request: Value::Null,
-            plan_digest: String::new(),
-            sources: Vec::new(),
-            segment,
-            handed_off,
-            owner: "o".into(),
-            lease_until,
-            segment_started_at: 0,
-            takeovers,
-            stalled: None,
-            cursor: None,
-            targets: 0,
-            updated: 0,
-            unchanged: 0,
-            failed: 0,
-            requests: 0,
-            throttled: 0,
-            complete,
-            started_at: 0,
-            finished_at: None,
-            state: PushState::Running,
-            phase: 1,
-            phases: Vec::new(),
-            bake_until: None,
-            control: None,
-            abort_reason: None,
-            recheck: false,
-            rollback: None,
             journal_shards: 0,
-            store_throttled: 0,
+            status: Status { complete, ..Status::default() },
+            holder: Holder { segment, handed_off, owner: "o".into(), lease_until, takeovers, ..Holder::default() },
         }
     }
 
@@ -492,7 +459,7 @@ mod tests {
         assert!(matches!(next_step(&dying, now), Step::Stalled(reason) if reason.contains("segment 4 died")));
         assert!(matches!(next_step(&record(5, 2, 0, 0, false), now), Step::Stalled(_)));
         let mut stalled = record(1, 1, 0, 0, false);
-        stalled.stalled = Some("why".into());
+        stalled.holder.stalled = Some("why".into());
         assert_eq!(next_step(&stalled, now), Step::Stalled("why".into()));
     }
 
@@ -526,25 +493,31 @@ mod tests {
         .expect("a valid request");
         let timing = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 1_000 };
         let mut r = record(1, 0, 0, 0, false);
-        r.phases = vec![PhaseCounts { percent: 50.0, ..Default::default() }, PhaseCounts::default()];
+        r.status.phases = vec![PhaseCounts { percent: 50.0, ..Default::default() }, PhaseCounts::default()];
         assert_eq!(work(&r, &plan, 0), Work::Push { phase: Some(0) });
         let pushed = SegmentOutcome { targets: 4, updated: 4, ..Default::default() };
         let baking = after_push(&r, &plan, 1, &pushed, false, 10_000, timing);
-        assert_eq!((baking.state, baking.bake_until, baking.handed_off), (PushState::Baking, Some(70_000), 1));
-        assert_eq!(baking.lease_until, 70_000 + 1_000, "the sweeper waits for the bake and the grace");
-        assert_eq!(baking.phases[0].updated, 4);
+        assert_eq!(
+            (baking.status.state, baking.status.bake_until, baking.holder.handed_off),
+            (PushState::Baking, Some(70_000), 1)
+        );
+        assert_eq!(baking.holder.lease_until, 70_000 + 1_000, "the sweeper waits for the bake and the grace");
+        assert_eq!(baking.status.phases[0].updated, 4);
         assert_eq!(work(&baking, &plan, 10_000), Work::Bake { delay_s: 60 });
         let stepped = after_bake_step(&baking, 2, 60, 10_000, timing);
-        assert_eq!(stepped.lease_until, 10_000 + 1_000 + 60_000, "the sweeper waits for the delayed message");
+        assert_eq!(stepped.holder.lease_until, 10_000 + 1_000 + 60_000, "the sweeper waits for the delayed message");
         assert_eq!(work(&stepped, &plan, 70_000), Work::Judge { phase: 1 });
         let converged = JournalOutcome { converged: 4, ..Default::default() };
         let next = after_judge(&stepped, &plan, 3, &converged, 71_000, timing);
-        assert_eq!((next.state, next.phase, next.cursor.clone()), (PushState::Running, 2, Some(Cursor::default())));
-        assert!(next.phases[0].judged);
+        assert_eq!(
+            (next.status.state, next.status.phase, next.status.cursor.clone()),
+            (PushState::Running, 2, Some(Cursor::default()))
+        );
+        assert!(next.status.phases[0].judged);
         let silent = JournalOutcome { converged: 1, pending: 3, ..Default::default() };
         let aborted = after_judge(&stepped, &plan, 3, &silent, 71_000, timing);
-        assert_eq!(aborted.state, PushState::RollingBack);
-        assert!(aborted.abort_reason.as_deref().is_some_and(|r| r.starts_with("phase 1")), "{aborted:?}");
+        assert_eq!(aborted.status.state, PushState::RollingBack);
+        assert!(aborted.status.abort_reason.as_deref().is_some_and(|r| r.starts_with("phase 1")), "{aborted:?}");
         assert_eq!(work(&aborted, &plan, 71_000), Work::Rollback);
     }
 
@@ -552,19 +525,19 @@ mod tests {
     fn controls_wait_for_a_live_segment_and_are_carried_out_over_a_dead_one() {
         let now = 10_000;
         let mut held = record(2, 1, now + 5_000, 0, false);
-        held.control = Some(Control::Pause);
+        held.status.control = Some(Control::Pause);
         assert_eq!(next_step(&held, now), Step::Running { lease_until: now + 5_000 });
-        held.lease_until = now - 1;
+        held.holder.lease_until = now - 1;
         assert_eq!(next_step(&held, now), Step::Control { control: Control::Pause, over_dead_holder: true });
         let paused = controlled(&held, Control::Pause, true, now);
         assert_eq!(
-            (paused.state, paused.handed_off, paused.recheck, paused.control),
+            (paused.status.state, paused.holder.handed_off, paused.status.recheck, paused.status.control),
             (PushState::Paused, 2, true, None)
         );
         assert_eq!(next_step(&paused, now), Step::Paused);
         assert_eq!(resumed_state(&paused), PushState::Running);
         let aborted = controlled(&record(2, 2, 0, 0, false), Control::Abort, false, now);
-        assert_eq!((aborted.state, aborted.finished_at), (PushState::Aborted, Some(now)));
+        assert_eq!((aborted.status.state, aborted.status.finished_at), (PushState::Aborted, Some(now)));
         assert_eq!(next_step(&aborted, now), Step::Complete);
     }
 
@@ -572,27 +545,33 @@ mod tests {
     fn a_stopped_push_can_still_be_rolled_back() {
         let now = 10_000;
         let mut aborted = controlled(&record(2, 2, 0, 0, false), Control::Abort, false, now);
-        aborted.control = Some(Control::AbortRollback);
+        aborted.status.control = Some(Control::AbortRollback);
         assert_eq!(
             next_step(&aborted, now),
             Step::Control { control: Control::AbortRollback, over_dead_holder: false }
         );
         let rolling = controlled(&aborted, Control::AbortRollback, false, now);
-        assert_eq!((rolling.state, rolling.finished_at, rolling.control), (PushState::RollingBack, None, None));
+        assert_eq!(
+            (rolling.status.state, rolling.status.finished_at, rolling.status.control),
+            (PushState::RollingBack, None, None)
+        );
         assert_eq!(next_step(&rolling, now), Step::Run { segment: 3, takeover: false });
 
         let mut stalled = record(4, 3, now - 1, MAX_TAKEOVERS, false);
-        stalled.stalled = Some("segment 4 died 4 times".into());
+        stalled.holder.stalled = Some("segment 4 died 4 times".into());
         assert!(matches!(next_step(&stalled, now), Step::Stalled(_)));
-        stalled.control = Some(Control::AbortRollback);
+        stalled.status.control = Some(Control::AbortRollback);
         assert_eq!(next_step(&stalled, now), Step::Control { control: Control::AbortRollback, over_dead_holder: true });
         let rolling = controlled(&stalled, Control::AbortRollback, true, now);
-        assert_eq!((rolling.state, rolling.stalled.clone(), rolling.takeovers), (PushState::RollingBack, None, 0));
-        assert!(rolling.recheck, "a stalled holder may have died mid-update: every thing is checked");
+        assert_eq!(
+            (rolling.status.state, rolling.holder.stalled.clone(), rolling.holder.takeovers),
+            (PushState::RollingBack, None, 0)
+        );
+        assert!(rolling.status.recheck, "a stalled holder may have died mid-update: every thing is checked");
         assert_eq!(next_step(&rolling, now), Step::Run { segment: 5, takeover: false });
         // A plain abort left on an aborted push does nothing: it is final.
         let mut again = aborted.clone();
-        again.control = Some(Control::Abort);
+        again.status.control = Some(Control::Abort);
         assert_eq!(next_step(&again, now), Step::Complete);
     }
 }

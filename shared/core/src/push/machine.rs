@@ -142,19 +142,21 @@ pub fn step(
         },
         Event::Polled => match lifecycle::next_step(record, now_ms) {
             Step::Control { control, over_dead_holder } => carry_out(record, control, over_dead_holder, now_ms),
-            _ if record.control.is_some() && !record.state.is_final() => vec![Effect::Report(Report::ControlPending)],
+            _ if record.status.control.is_some() && !record.status.state.is_final() => {
+                vec![Effect::Report(Report::ControlPending)]
+            }
             _ => vec![Effect::Report(report(record))],
         },
         Event::Claimed { .. } | Event::Ended { .. } if !runs(record) => {
-            let mut state = format!("{:?}", record.state);
+            let mut state = format!("{:?}", record.status.state);
             state[..1].make_ascii_lowercase();
-            let state = if record.stalled.is_some() { "stalled".to_owned() } else { state };
+            let state = if record.holder.stalled.is_some() { "stalled".to_owned() } else { state };
             return Err(Refusal { field: "event", reason: format!("no segment runs on a {state} push") });
         }
         Event::Ended { walked, .. } if !walks(record, plan, walked, now_ms) => {
             return Err(Refusal {
                 field: "event",
-                reason: format!("{walked:?} does not match the push's {:?}", record.state),
+                reason: format!("{walked:?} does not match the push's {:?}", record.status.state),
             });
         }
         Event::Claimed { segment, .. } => match lifecycle::work(record, plan, now_ms) {
@@ -165,7 +167,7 @@ pub fn step(
         },
         Event::Ended { segment, takeover, walked } => {
             // Taking over from a holder that died, or after one: the rest of the walk is uncertain.
-            let uncertain = takeover || record.recheck;
+            let uncertain = takeover || record.status.recheck;
             let next = match walked {
                 Walked::Push(out) => lifecycle::after_push(record, plan, segment, out, uncertain, now_ms, timing),
                 Walked::Judge(out) => lifecycle::after_judge(record, plan, segment, out, now_ms, timing),
@@ -180,7 +182,10 @@ pub fn step(
 
 /// A segment can run on the push: it is not stopped (final, paused or stalled).
 fn runs(record: &PushRecord) -> bool {
-    !(record.complete || record.state.is_final() || record.state == PushState::Paused || record.stalled.is_some())
+    !(record.status.complete
+        || record.status.state.is_final()
+        || record.status.state == PushState::Paused
+        || record.holder.stalled.is_some())
 }
 
 /// The walk that ended is the one the record calls for.
@@ -194,11 +199,11 @@ fn walks(record: &PushRecord, plan: &PushPlan, walked: Walked<'_>, now_ms: u64) 
 }
 
 fn report(record: &PushRecord) -> Report {
-    if record.stalled.is_some() {
+    if record.holder.stalled.is_some() {
         Report::Stalled
-    } else if record.complete || record.state.is_final() {
+    } else if record.status.complete || record.status.state.is_final() {
         Report::Final
-    } else if record.state == PushState::Paused {
+    } else if record.status.state == PushState::Paused {
         Report::Paused
     } else {
         Report::Running
@@ -213,7 +218,7 @@ fn woken(record: &PushRecord, now_ms: u64) -> Vec<Effect> {
         Step::Paused => vec![Effect::Report(Report::Paused)],
         Step::Complete => vec![Effect::Report(Report::Final)],
         // Marked once; an arrival on a push marked stalled already only reports it.
-        Step::Stalled(reason) if record.stalled.is_none() => {
+        Step::Stalled(reason) if record.holder.stalled.is_none() => {
             vec![Effect::Stall(reason), Effect::Report(Report::Stalled)]
         }
         Step::Stalled(_) => vec![Effect::Report(Report::Stalled)],
@@ -223,16 +228,16 @@ fn woken(record: &PushRecord, now_ms: u64) -> Vec<Effect> {
 /// A control carried out on a push no live segment holds; a rollback is then handed on at once.
 fn carry_out(record: &PushRecord, control: Control, over_dead_holder: bool, now_ms: u64) -> Vec<Effect> {
     let after_stop = control == Control::AbortRollback
-        && (record.state == PushState::Aborted || record.stalled.is_some())
-        && !record.phases.is_empty();
-    if (record.complete || record.state.is_final()) && !after_stop {
+        && (record.status.state == PushState::Aborted || record.holder.stalled.is_some())
+        && !record.status.phases.is_empty();
+    if (record.status.complete || record.status.state.is_final()) && !after_stop {
         // The push ended as the control came (its last segment finished): nothing to pause or abort.
         return vec![Effect::Report(Report::Final)];
     }
     let next = lifecycle::controlled(record, control, over_dead_holder, now_ms);
     let mut effects = Vec::with_capacity(2);
-    let hand_off = next.state == PushState::RollingBack;
-    let segment = next.segment + 1;
+    let hand_off = next.status.state == PushState::RollingBack;
+    let segment = next.holder.segment + 1;
     effects.push(Effect::CarryOut { control, next: Box::new(next) });
     if hand_off {
         effects.push(Effect::HandOff { segment, delay_s: 0 });
@@ -243,23 +248,23 @@ fn carry_out(record: &PushRecord, control: Control, over_dead_holder: bool, now_
 /// After the segment's record is written: a control left on it meanwhile is carried out, else the push is handed
 /// on (at once, or after the rest of the bake).
 fn recorded(record: &PushRecord, now_ms: u64) -> Vec<Effect> {
-    if let Some(control) = record.control {
+    if let Some(control) = record.status.control {
         return carry_out(record, control, false, now_ms);
     }
-    if record.stalled.is_some() {
+    if record.holder.stalled.is_some() {
         return vec![Effect::Report(Report::Stalled)];
     }
-    if record.complete || record.state.is_final() {
+    if record.status.complete || record.status.state.is_final() {
         return vec![Effect::Report(Report::Final)];
     }
-    if record.state == PushState::Paused {
+    if record.status.state == PushState::Paused {
         return vec![Effect::Report(Report::Paused)];
     }
-    let delay_s = match (record.state, record.bake_until) {
+    let delay_s = match (record.status.state, record.status.bake_until) {
         (PushState::Baking, Some(until)) if until > now_ms => (until - now_ms).div_ceil(1000).min(MAX_DELAY_S) as u32,
         _ => 0,
     };
-    vec![Effect::HandOff { segment: record.segment + 1, delay_s }]
+    vec![Effect::HandOff { segment: record.holder.segment + 1, delay_s }]
 }
 
 /// An operator's control: refused, or left on the record (a pause or abort, carried out by the holder within its
@@ -274,7 +279,7 @@ fn control(
     let field = action.field();
     let refuse = |reason: String| Err(Refusal { field, reason });
     let push_id = &record.push_id;
-    let state = format!("{:?}", record.state).to_lowercase();
+    let state = format!("{:?}", record.status.state).to_lowercase();
     let rollout = plan.rollout.as_ref();
     // A plain abort follows the rollout's onAbort; a push without a rollout has nothing to roll back to.
     let rollback = match action {
@@ -288,40 +293,50 @@ fn control(
         });
     }
     // A rollback is taken after a stop too (aborted, or stalled), while the journal lasts.
-    let stopped = record.stalled.is_some() || record.state == PushState::Aborted;
+    let stopped = record.holder.stalled.is_some() || record.status.state == PushState::Aborted;
     let rollback_after_stop = matches!(action, Action::Abort { .. }) && rollback && stopped;
-    if action == Action::Resume && record.stalled.is_some() && !record.complete && !record.state.is_final() {
+    if action == Action::Resume
+        && record.holder.stalled.is_some()
+        && !record.status.complete
+        && !record.status.state.is_final()
+    {
         // A stalled push resumes where it stood, its takeovers counted afresh, the next segment woken at once.
         let next = lifecycle::unstalled(record, now_ms);
-        let segment = next.segment + 1;
+        let segment = next.holder.segment + 1;
         return Ok(vec![Effect::Unstall(Box::new(next)), Effect::HandOff { segment, delay_s: 0 }]);
     }
-    if !rollback_after_stop && (record.stalled.is_some() || record.complete || record.state.is_final()) {
-        let why = record.stalled.as_deref().map_or_else(|| state.clone(), |s| format!("stalled ({s})"));
+    if !rollback_after_stop
+        && (record.holder.stalled.is_some() || record.status.complete || record.status.state.is_final())
+    {
+        let why = record.holder.stalled.as_deref().map_or_else(|| state.clone(), |s| format!("stalled ({s})"));
         return refuse(format!("push {push_id} is {why}: nothing to {}", field.trim_end_matches("Push")));
     }
     let control = match action {
-        Action::Resume if record.state != PushState::Paused => return Ok(vec![Effect::Report(Report::NotPaused)]),
+        Action::Resume if record.status.state != PushState::Paused => {
+            return Ok(vec![Effect::Report(Report::NotPaused)]);
+        }
         Action::Resume => {
             let to = lifecycle::resumed_state(record);
             return Ok(vec![
                 Effect::Resume { to, lease_until: now_ms + timing.hand_off_grace_ms },
-                Effect::HandOff { segment: record.segment + 1, delay_s: 0 },
+                Effect::HandOff { segment: record.holder.segment + 1, delay_s: 0 },
             ]);
         }
         // Pausing a paused push asks for what holds already: answer with it (as resuming a running push does).
-        Action::Pause if record.state == PushState::Paused => return Ok(vec![Effect::Report(Report::Paused)]),
-        Action::Pause if !matches!(record.state, PushState::Running | PushState::Baking | PushState::RollingBack) => {
+        Action::Pause if record.status.state == PushState::Paused => return Ok(vec![Effect::Report(Report::Paused)]),
+        Action::Pause
+            if !matches!(record.status.state, PushState::Running | PushState::Baking | PushState::RollingBack) =>
+        {
             return refuse(format!(
                 "push {push_id} is {state}; only a running, baking or rolling-back push can be paused"
             ));
         }
         Action::Pause => Control::Pause,
         // Once a rollback is under way it ends rolled back: it can be paused and resumed, not abandoned.
-        Action::Abort { .. } if record.state == PushState::RollingBack => {
+        Action::Abort { .. } if record.status.state == PushState::RollingBack => {
             return refuse(format!("push {push_id} is rolling back already"));
         }
-        Action::Abort { .. } if record.rollback.is_some() => {
+        Action::Abort { .. } if record.status.rollback.is_some() => {
             return refuse(format!("push {push_id} is rolling back already (paused: resume it to go on)"));
         }
         Action::Abort { .. } if rollback => Control::AbortRollback,
@@ -335,7 +350,7 @@ mod tests {
     use super::*;
     use crate::push::engine::JournalOutcome;
     use crate::push::rollout::RollbackCounts;
-    use crate::push::{Cursor, PhaseCounts, validate_request};
+    use crate::push::{Counts, Cursor, Holder, PhaseCounts, Status, validate_request};
     use serde_json::json;
     use std::collections::VecDeque;
 
@@ -353,41 +368,23 @@ mod tests {
     fn released() -> PushRecord {
         PushRecord {
             push_id: "p".into(),
-            shadow_name: None,
-            dry_run: false,
-            request: serde_json::to_value(plan()).unwrap_or_default(),
-            plan_digest: String::new(),
-            sources: Vec::new(),
-            segment: 3,
-            handed_off: 3,
-            owner: "o".into(),
-            lease_until: NOW + 1_000,
-            segment_started_at: 0,
-            takeovers: 0,
-            stalled: None,
-            cursor: Some(Cursor::default()),
-            targets: 4,
-            updated: 4,
-            unchanged: 0,
-            failed: 0,
-            requests: 8,
-            throttled: 0,
-            complete: false,
-            started_at: 0,
-            finished_at: None,
-            state: PushState::Running,
-            phase: 1,
-            phases: vec![
-                PhaseCounts { percent: 50.0, targets: 4, updated: 4, ..PhaseCounts::default() },
-                PhaseCounts { percent: 100.0, ..PhaseCounts::default() },
-            ],
-            bake_until: None,
-            control: None,
-            abort_reason: None,
-            recheck: false,
-            rollback: None,
             journal_shards: 0,
-            store_throttled: 0,
+            status: Status {
+                counts: Counts { targets: 4, updated: 4, requests: 8, ..Counts::default() },
+                cursor: Some(Cursor::default()),
+                phases: vec![
+                    PhaseCounts { percent: 50.0, targets: 4, updated: 4, ..PhaseCounts::default() },
+                    PhaseCounts { percent: 100.0, ..PhaseCounts::default() },
+                ],
+                ..Status::default()
+            },
+            holder: Holder {
+                segment: 3,
+                handed_off: 3,
+                owner: "o".into(),
+                lease_until: NOW + 1_000,
+                ..Holder::default()
+            },
         }
     }
 
@@ -395,57 +392,57 @@ mod tests {
     fn in_state(name: &str) -> PushRecord {
         let mut r = released();
         let finish = |r: &mut PushRecord, state| {
-            r.state = state;
-            r.cursor = None;
-            r.finished_at = Some(NOW - 1);
-            r.complete = state == PushState::Complete;
+            r.status.state = state;
+            r.status.cursor = None;
+            r.status.finished_at = Some(NOW - 1);
+            r.status.complete = state == PushState::Complete;
         };
         match name {
             "running" => {}
             "running (held)" => {
-                r.segment = 4;
-                r.lease_until = NOW + 10_000;
+                r.holder.segment = 4;
+                r.holder.lease_until = NOW + 10_000;
             }
             "running (holder died)" => {
-                r.segment = 4;
-                r.lease_until = NOW - 1;
+                r.holder.segment = 4;
+                r.holder.lease_until = NOW - 1;
             }
             "baking" => {
-                r.state = PushState::Baking;
-                r.bake_until = Some(NOW + 30_000);
+                r.status.state = PushState::Baking;
+                r.status.bake_until = Some(NOW + 30_000);
             }
             "judging" => {
-                r.state = PushState::Baking;
-                r.bake_until = Some(NOW - 1);
+                r.status.state = PushState::Baking;
+                r.status.bake_until = Some(NOW - 1);
             }
-            "paused (running)" => r.state = PushState::Paused,
+            "paused (running)" => r.status.state = PushState::Paused,
             "paused (baking)" => {
-                r.state = PushState::Paused;
-                r.bake_until = Some(NOW + 30_000);
+                r.status.state = PushState::Paused;
+                r.status.bake_until = Some(NOW + 30_000);
             }
             "paused (judging)" => {
-                r.state = PushState::Paused;
-                r.bake_until = Some(NOW - 1);
+                r.status.state = PushState::Paused;
+                r.status.bake_until = Some(NOW - 1);
             }
             "paused (rollingBack)" => {
-                r.state = PushState::Paused;
-                r.rollback = Some(RollbackCounts::default());
+                r.status.state = PushState::Paused;
+                r.status.rollback = Some(RollbackCounts::default());
             }
             "rollingBack" => {
-                r.state = PushState::RollingBack;
-                r.rollback = Some(RollbackCounts::default());
+                r.status.state = PushState::RollingBack;
+                r.status.rollback = Some(RollbackCounts::default());
             }
             "aborted" => finish(&mut r, PushState::Aborted),
             "rolledBack" => {
-                r.rollback = Some(RollbackCounts { restored: 4, ..RollbackCounts::default() });
+                r.status.rollback = Some(RollbackCounts { restored: 4, ..RollbackCounts::default() });
                 finish(&mut r, PushState::RolledBack);
             }
             "complete" => finish(&mut r, PushState::Complete),
             "stalled" => {
-                r.segment = 4;
-                r.lease_until = NOW - 1;
-                r.takeovers = 3;
-                r.stalled = Some("segment 4 died 4 times".into());
+                r.holder.segment = 4;
+                r.holder.lease_until = NOW - 1;
+                r.holder.takeovers = 3;
+                r.holder.stalled = Some("segment 4 died 4 times".into());
             }
             other => panic!("no state {other}"),
         }
@@ -472,10 +469,13 @@ mod tests {
     /// One line per effect: what it is and, for a write, the state it leads to.
     fn describe(result: &Result<Vec<Effect>, Refusal>) -> String {
         let state = |r: &PushRecord| {
-            let mut s = format!("{:?}", r.state);
+            let mut s = format!("{:?}", r.status.state);
             s[..1].make_ascii_lowercase();
-            if r.state == PushState::Paused || r.state == PushState::RollingBack || r.state == PushState::Running {
-                s = format!("{s}@{}", r.phase);
+            if r.status.state == PushState::Paused
+                || r.status.state == PushState::RollingBack
+                || r.status.state == PushState::Running
+            {
+                s = format!("{s}@{}", r.status.phase);
             }
             s
         };
@@ -798,8 +798,11 @@ stalled               | polled               | report Stalled
     #[test]
     fn a_queued_push_hands_its_first_segment_to_the_queue() {
         let plan = plan();
-        let record = lifecycle::queued_record(&plan, serde_json::Value::Null, String::new(), Vec::new(), NOW, TIMING);
-        assert_eq!((record.segment, record.handed_off, record.lease_until), (0, 0, NOW + TIMING.hand_off_grace_ms));
+        let record = lifecycle::queued_record(&plan, NOW, TIMING);
+        assert_eq!(
+            (record.holder.segment, record.holder.handed_off, record.holder.lease_until),
+            (0, 0, NOW + TIMING.hand_off_grace_ms)
+        );
         let asked = step(&record, &plan, Event::Asked, NOW, TIMING);
         assert_eq!(asked, Ok(vec![Effect::HandOff { segment: 1, delay_s: 0 }]));
         let woken = step(&record, &plan, Event::Woken, NOW + 5, TIMING);
@@ -875,11 +878,11 @@ stalled               | polled               | report Stalled
     impl World {
         fn new(band: u64) -> Self {
             let mut stored = released();
-            (stored.segment, stored.handed_off) = (1, 0);
-            stored.lease_until = NOW;
-            stored.cursor = Some(Cursor::default());
-            (stored.targets, stored.updated, stored.requests) = (0, 0, 0);
-            for phase in &mut stored.phases {
+            (stored.holder.segment, stored.holder.handed_off) = (1, 0);
+            stored.holder.lease_until = NOW;
+            stored.status.cursor = Some(Cursor::default());
+            (stored.status.counts.targets, stored.status.counts.updated, stored.status.counts.requests) = (0, 0, 0);
+            for phase in &mut stored.status.phases {
                 *phase = PhaseCounts { percent: phase.percent, ..PhaseCounts::default() };
             }
             World {
@@ -898,11 +901,11 @@ stalled               | polled               | report Stalled
 
         /// Writes `next` as the stored record, watching the invariants that span writes.
         fn write(&mut self, next: PushRecord, why: &str) {
-            let was_final = self.stored.complete || self.stored.state.is_final();
-            if was_final && !(next.complete || next.state.is_final()) && why != "carry AbortRollback" {
-                self.left_final = Some(format!("{why}: {:?} -> {:?}", self.stored.state, next.state));
+            let was_final = self.stored.status.complete || self.stored.status.state.is_final();
+            if was_final && !(next.status.complete || next.status.state.is_final()) && why != "carry AbortRollback" {
+                self.left_final = Some(format!("{why}: {:?} -> {:?}", self.stored.status.state, next.status.state));
             }
-            if next.state == PushState::RollingBack {
+            if next.status.state == PushState::RollingBack {
                 self.rollback_required = true;
             }
             self.stored = next;
@@ -930,18 +933,18 @@ stalled               | polled               | report Stalled
                         self.tokens += 1;
                         owner = format!("o{}", self.tokens);
                         let mut next = s.clone();
-                        next.segment = segment;
-                        next.owner = owner.clone();
-                        next.lease_until = self.now + TIMING.lease_ms;
-                        next.takeovers = if takeover { s.takeovers + 1 } else { 0 };
+                        next.holder.segment = segment;
+                        next.holder.owner = owner.clone();
+                        next.holder.lease_until = self.now + TIMING.lease_ms;
+                        next.holder.takeovers = if takeover { s.holder.takeovers + 1 } else { 0 };
                         self.write(next, "claim");
                         record = self.stored.clone();
                         Event::Claimed { segment, takeover }
                     }
                     Effect::Walk(work) => {
-                        let offset = record.cursor.as_ref().map_or(0, |c| c.offset as u64);
-                        let segment = record.segment;
-                        let takeover = record.takeovers > 0;
+                        let offset = record.status.cursor.as_ref().map_or(0, |c| c.offset as u64);
+                        let segment = record.holder.segment;
+                        let takeover = record.holder.takeovers > 0;
                         match work {
                             Work::Push { .. } => {
                                 let k = chunk.min(self.band.saturating_sub(offset));
@@ -952,7 +955,8 @@ stalled               | polled               | report Stalled
                                 Event::Ended { segment, takeover, walked: Walked::Push(&out) }
                             }
                             Work::Judge { .. } => {
-                                let updated = record.phases.get(record.phase as usize - 1).map_or(0, |p| p.updated);
+                                let updated =
+                                    record.status.phases.get(record.status.phase as usize - 1).map_or(0, |p| p.updated);
                                 journal = if pass {
                                     JournalOutcome { converged: updated, ..JournalOutcome::default() }
                                 } else {
@@ -962,7 +966,10 @@ stalled               | polled               | report Stalled
                             }
                             _ => {
                                 journal = JournalOutcome {
-                                    rollback: RollbackCounts { restored: record.updated, ..RollbackCounts::default() },
+                                    rollback: RollbackCounts {
+                                        restored: record.status.counts.updated,
+                                        ..RollbackCounts::default()
+                                    },
                                     ..JournalOutcome::default()
                                 };
                                 Event::Ended { segment, takeover, walked: Walked::Rollback(&journal) }
@@ -971,26 +978,29 @@ stalled               | polled               | report Stalled
                     }
                     Effect::Record(next) => {
                         let s = &self.stored;
-                        if s.owner != owner || s.segment != next.segment || s.handed_off + 1 != next.segment {
+                        if s.holder.owner != owner
+                            || s.holder.segment != next.holder.segment
+                            || s.holder.handed_off + 1 != next.holder.segment
+                        {
                             return;
                         }
-                        let control = s.control;
+                        let control = s.status.control;
                         let mut next = *next;
-                        next.control = control;
-                        next.owner = owner.clone();
+                        next.status.control = control;
+                        next.holder.owner = owner.clone();
                         self.write(next, "record");
                         record = self.stored.clone();
                         Event::Recorded
                     }
                     Effect::CarryOut { control, next } => {
                         let s = &self.stored;
-                        let free = s.handed_off == next.segment
-                            || (s.handed_off + 1 == next.segment && s.lease_until < self.now);
-                        if s.control != Some(control) || s.segment != next.segment || !free {
+                        let free = s.holder.handed_off == next.holder.segment
+                            || (s.holder.handed_off + 1 == next.holder.segment && s.holder.lease_until < self.now);
+                        if s.status.control != Some(control) || s.holder.segment != next.holder.segment || !free {
                             return;
                         }
                         if control == Control::Pause {
-                            self.paused_from = Some(s.state);
+                            self.paused_from = Some(s.status.state);
                         }
                         self.write(*next, &format!("carry {control:?}"));
                         record = self.stored.clone();
@@ -998,19 +1008,19 @@ stalled               | polled               | report Stalled
                     }
                     Effect::RequestControl(control) => {
                         let s = &self.stored;
-                        let state = s.state;
-                        let allowed = !s.complete
+                        let state = s.status.state;
+                        let allowed = !s.status.complete
                             && match control {
                                 Control::Pause => {
-                                    s.stalled.is_none()
-                                        && s.control.is_none()
+                                    s.holder.stalled.is_none()
+                                        && s.status.control.is_none()
                                         && matches!(
                                             state,
                                             PushState::Running | PushState::Baking | PushState::RollingBack
                                         )
                                 }
                                 Control::Abort => {
-                                    s.stalled.is_none()
+                                    s.holder.stalled.is_none()
                                         && matches!(state, PushState::Running | PushState::Baking | PushState::Paused)
                                 }
                                 Control::AbortRollback => matches!(
@@ -1021,21 +1031,21 @@ stalled               | polled               | report Stalled
                         if !allowed {
                             return;
                         }
-                        self.stored.control = Some(control);
+                        self.stored.status.control = Some(control);
                         // The answer then polls: a push nobody holds has the control carried out at once.
                         record = self.stored.clone();
                         Event::Polled
                     }
                     Effect::Resume { to, lease_until } => {
-                        if self.stored.state != PushState::Paused || self.stored.control.is_some() {
+                        if self.stored.status.state != PushState::Paused || self.stored.status.control.is_some() {
                             return;
                         }
                         if self.paused_from.is_some_and(|from| from != to) {
                             self.resumed_wrong = Some(format!("paused in {:?}, resumed in {to:?}", self.paused_from));
                         }
                         let mut next = self.stored.clone();
-                        next.state = to;
-                        next.lease_until = lease_until;
+                        next.status.state = to;
+                        next.holder.lease_until = lease_until;
                         self.write(next, "resume");
                         record = self.stored.clone();
                         continue;
@@ -1045,13 +1055,13 @@ stalled               | polled               | report Stalled
                         continue;
                     }
                     Effect::Stall(reason) => {
-                        if !self.stored.complete {
-                            self.stored.stalled = Some(reason);
+                        if !self.stored.status.complete {
+                            self.stored.holder.stalled = Some(reason);
                         }
                         continue;
                     }
                     Effect::Unstall(next) => {
-                        if self.stored.stalled.is_none() || self.stored.segment != next.segment {
+                        if self.stored.holder.stalled.is_none() || self.stored.holder.segment != next.holder.segment {
                             return;
                         }
                         self.write(*next, "unstall");
@@ -1083,7 +1093,7 @@ stalled               | polled               | report Stalled
                     self.arrive(Event::Woken, *crash, *chunk, *pass);
                 }
                 Op::Sweep { crash, chunk, pass } => {
-                    if self.stored.lease_until < self.now && !self.stored.state.is_final() {
+                    if self.stored.holder.lease_until < self.now && !self.stored.status.state.is_final() {
                         self.arrive(Event::Swept, *crash, *chunk, *pass);
                     }
                 }
@@ -1098,14 +1108,14 @@ stalled               | polled               | report Stalled
         fn drain(&mut self) {
             for _ in 0..2_000 {
                 let s = &self.stored;
-                if s.complete || s.state.is_final() {
+                if s.status.complete || s.status.state.is_final() {
                     return;
                 }
-                if s.stalled.is_some() {
+                if s.holder.stalled.is_some() {
                     let action =
                         if self.rollback_required { Action::Abort { rollback: Some(true) } } else { Action::Resume };
                     self.arrive(Event::Control(action), None, 4, true);
-                } else if s.state == PushState::Paused && s.control.is_none() {
+                } else if s.status.state == PushState::Paused && s.status.control.is_none() {
                     self.arrive(Event::Control(Action::Resume), None, 4, true);
                 }
                 self.now += 70_000;
@@ -1131,16 +1141,16 @@ stalled               | polled               | report Stalled
             proptest::prop_assert_eq!(&world.left_final, &None, "a final state left without a rollback: {:?}", end);
             proptest::prop_assert_eq!(&world.resumed_wrong, &None);
             if world.rollback_required {
-                proptest::prop_assert_eq!(end.state, PushState::RolledBack, "a rollback required did not end: {:?}", end);
+                proptest::prop_assert_eq!(end.status.state, PushState::RolledBack, "a rollback required did not end: {:?}", end);
             }
-            let sum = |f: fn(&PhaseCounts) -> u64| end.phases.iter().map(f).sum::<u64>();
-            proptest::prop_assert_eq!(end.targets, sum(|p| p.targets), "{:?}", end);
-            proptest::prop_assert_eq!(end.updated, sum(|p| p.updated), "{:?}", end);
-            for phase in &end.phases {
+            let sum = |f: fn(&PhaseCounts) -> u64| end.status.phases.iter().map(f).sum::<u64>();
+            proptest::prop_assert_eq!(end.status.counts.targets, sum(|p| p.targets), "{:?}", end);
+            proptest::prop_assert_eq!(end.status.counts.updated, sum(|p| p.updated), "{:?}", end);
+            for phase in &end.status.phases {
                 proptest::prop_assert!(phase.targets <= band, "a phase walked twice: {:?}", end);
             }
-            if end.state == PushState::Complete {
-                proptest::prop_assert!(end.phases.iter().all(|p| p.targets == band && p.judged), "{:?}", end);
+            if end.status.state == PushState::Complete {
+                proptest::prop_assert!(end.status.phases.iter().all(|p| p.targets == band && p.judged), "{:?}", end);
             }
         }
     }

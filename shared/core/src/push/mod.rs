@@ -5,6 +5,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod machine;
 pub mod quota;
+mod record;
 mod request;
 pub mod rollout;
 mod targets;
@@ -15,7 +16,8 @@ pub use engine::{
     run_phase_segment, run_segment,
 };
 pub use journal::JournalRef;
-pub use request::{PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
+pub use record::{Counts, Holder, PushDefinition, PushRecord, PushSummary, Status, StoredPush};
+pub use request::{MAX_LISTED_THINGS_BYTES, PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
 pub use rollout::{PhaseCounts, PushState, RollbackCounts};
 pub use targets::{Cursor, Page, Registry, Source, check_sources, sources_for};
 
@@ -140,175 +142,6 @@ pub enum Control {
     AbortRollback,
 }
 
-/// A push's record: what was asked, how far it got, and the totals so far. Kept in the push table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PushRecord {
-    pub push_id: String,
-    pub shadow_name: Option<String>,
-    pub dry_run: bool,
-    /// The validated request, so that every segment of the push works from the same plan.
-    pub request: Value,
-    /// A digest of the validated plan: the same push id with another request is refused.
-    #[serde(default)]
-    pub plan_digest: String,
-    /// The resolved target sources, in the order they are walked.
-    pub sources: Vec<Source>,
-    /// The last segment that claimed the push; each hand-off starts the next.
-    pub segment: u64,
-    /// The last segment that finished (and handed the rest on, unless the push is complete).
-    pub handed_off: u64,
-    /// Who holds the current segment (a random token per claim); kept after the segment is released, so that a
-    /// holder whose last write's answer was lost can tell the write was its own.
-    #[serde(default)]
-    pub owner: String,
-    /// Epoch ms. While a segment runs: its claim holds until then (renewed as it runs). After a release: by then the
-    /// next segment should have claimed the push, or the sweeper wakes it up again.
-    #[serde(default)]
-    pub lease_until: u64,
-    /// Epoch ms when the current segment was first claimed.
-    #[serde(default)]
-    pub segment_started_at: u64,
-    /// How many times the current segment was taken over from a holder that died.
-    #[serde(default)]
-    pub takeovers: u32,
-    /// Why the push stopped without completing (a segment that kept dying); the sweeper leaves it alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stalled: Option<String>,
-    /// Where the next segment starts; `None` once complete.
-    pub cursor: Option<Cursor>,
-    pub targets: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub failed: u64,
-    pub requests: u64,
-    pub throttled: u64,
-    pub complete: bool,
-    /// Epoch milliseconds.
-    pub started_at: u64,
-    pub finished_at: Option<u64>,
-    #[serde(default)]
-    pub state: PushState,
-    /// The rollout's current phase (1-based; 1 without a rollout).
-    #[serde(default = "first_phase")]
-    pub phase: u32,
-    /// Per-phase counts (empty without a rollout).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub phases: Vec<PhaseCounts>,
-    /// Epoch ms: while baking, when the current phase is judged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bake_until: Option<u64>,
-    /// An operator's pause or abort, not yet carried out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control: Option<Control>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub abort_reason: Option<String>,
-    /// The next segment treats every thing as uncertain: the last holder died before it could record (its push was
-    /// paused or aborted meanwhile).
-    #[serde(default)]
-    pub recheck: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<RollbackCounts>,
-    /// How many partitions the push's journal, failures and conflicts are spread over, decided when the push is
-    /// created ([`journal::shard_count`]); 0 (a record written before sharding): all in the push's own partition.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub journal_shards: u32,
-    /// DynamoDB requests of the push's segments refused for throughput (ProvisionedThroughputExceeded, throttling,
-    /// items left unprocessed), each retried.
-    #[serde(default)]
-    pub store_throttled: u64,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn first_phase() -> u32 {
-    1
-}
-
-/// What a push returns (and what its record says), with failures capped for the response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PushSummary {
-    pub push_id: String,
-    pub shadow_name: Option<String>,
-    pub dry_run: bool,
-    pub targets: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub failed: u64,
-    pub complete: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stalled: Option<String>,
-    pub failures: Vec<Failure>,
-    /// How many failures the record holds beyond those listed here.
-    pub failures_not_listed: u64,
-    pub started_at: u64,
-    pub finished_at: Option<u64>,
-    pub requests_per_second: f64,
-    pub throttled: u64,
-    pub state: PushState,
-    pub phase: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub phases: Vec<PhaseCounts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bake_until: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub control: Option<Control>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub abort_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<RollbackCounts>,
-    /// Things a rollback left alone because someone changed them since (capped like `failures`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub conflicts: Vec<Failure>,
-}
-
-impl PushRecord {
-    /// Where the push's journal, failures and conflicts are.
-    pub fn journal(&self) -> JournalRef<'_> {
-        JournalRef::new(&self.push_id, self.journal_shards)
-    }
-
-    /// The plan the push was started with (its validated request), or why it cannot be read.
-    pub fn plan(&self) -> Result<PushPlan, String> {
-        serde_json::from_value(self.request.clone())
-            .map_err(|e| format!("push {} has an unreadable plan: {e}", self.push_id))
-    }
-
-    pub fn summary(&self, failures: Vec<Failure>, conflicts: Vec<Failure>, cap: usize, now_ms: u64) -> PushSummary {
-        let shown: Vec<Failure> = failures.into_iter().take(cap).collect();
-        let end = self.finished_at.unwrap_or(now_ms);
-        let seconds = (end.saturating_sub(self.started_at) as f64 / 1000.0).max(0.001);
-        PushSummary {
-            push_id: self.push_id.clone(),
-            shadow_name: self.shadow_name.clone(),
-            dry_run: self.dry_run,
-            targets: self.targets,
-            updated: self.updated,
-            unchanged: self.unchanged,
-            failed: self.failed,
-            complete: self.complete,
-            stalled: self.stalled.clone(),
-            failures_not_listed: self.failed.saturating_sub(shown.len() as u64),
-            failures: shown,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            requests_per_second: (self.requests as f64 / seconds * 10.0).round() / 10.0,
-            throttled: self.throttled,
-            state: self.state,
-            phase: self.phase,
-            phases: self.phases.clone(),
-            bake_until: self.bake_until,
-            control: self.control,
-            abort_reason: self.abort_reason.clone(),
-            rollback: self.rollback.clone(),
-            conflicts: conflicts.into_iter().take(cap).collect(),
-        }
-    }
-}
-
 /// A claim on one segment of a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -322,10 +155,17 @@ pub struct Claim {
 
 /// Where push records go.
 pub trait PushStore: Sync {
-    /// Creates the record of a new push, its segment 1 claimed as the record says; `Ok(false)` when the push id
-    /// was used before.
-    fn create(&self, record: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
-    fn load(&self, push_id: &str) -> impl Future<Output = Result<Option<PushRecord>, ServiceError>> + Send;
+    /// Creates a new push, its definition and its record together (both or neither), its segment 1 claimed as the
+    /// record says; `Ok(false)` when the push id was used before.
+    fn create(
+        &self,
+        definition: &PushDefinition,
+        record: &PushRecord,
+    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    /// The push's definition and record.
+    fn load(&self, push_id: &str) -> impl Future<Output = Result<Option<StoredPush>, ServiceError>> + Send;
+    /// The push's record alone: for an arrival that holds its definition already.
+    fn load_record(&self, push_id: &str) -> impl Future<Output = Result<Option<PushRecord>, ServiceError>> + Send;
     /// Claims a segment, conditionally: the next one after a release, or the current one once its lease ran out
     /// (and it was taken over fewer than [`lifecycle::MAX_TAKEOVERS`] times). `Ok(false)` when another claimant won.
     fn claim(

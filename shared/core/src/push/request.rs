@@ -86,6 +86,10 @@ pub struct PushRequestError(pub Vec<(String, String)>);
 
 /// The longest `clientToken` AWS IoT accepts.
 pub const MAX_PUSH_ID_BYTES: usize = 64;
+/// The most that listed things (`targets.things`, each name's bytes and one byte of list overhead, as DynamoDB
+/// counts them) may take: the validated request is kept in one item of the push table, and a DynamoDB item holds at
+/// most 400 KB. The rest (the desired document, the rollout, the resolved sources) keeps 100 KB of room.
+pub const MAX_LISTED_THINGS_BYTES: usize = 300_000;
 const MAX_QUERY_BYTES: usize = 1024;
 
 /// Why `id` cannot name a push (it is sent as the updates' `clientToken`), when it cannot.
@@ -191,6 +195,21 @@ pub fn validate_request(
                 }
                 q => targets.query = q,
             }
+            let listed: usize = targets.things.iter().map(|t| t.as_str().len() + 1).sum();
+            if listed > MAX_LISTED_THINGS_BYTES {
+                let per_name = listed / targets.things.len().max(1);
+                fail(
+                    &mut errors,
+                    "targets.things",
+                    format!(
+                        "lists {} things in {listed} bytes; at most {MAX_LISTED_THINGS_BYTES} bytes (about {} names \
+                         of this length) fit, because a push's plan is kept in one DynamoDB item (400 KB): target a \
+                         larger fleet with targets.thingGroup or targets.query",
+                        targets.things.len(),
+                        MAX_LISTED_THINGS_BYTES / per_name.max(1)
+                    ),
+                );
+            }
             let any = raw.things.as_ref().is_some_and(|t| !t.is_empty())
                 || targets.thing_group.is_some()
                 || targets.query.is_some();
@@ -288,6 +307,22 @@ mod tests {
         let doc: Value = serde_json::from_str(&p.update_document()).expect("the update document is JSON");
         assert_eq!(doc["clientToken"], "fw-2026-11");
         assert_eq!(doc["state"]["desired"]["settings"]["temp"], 20);
+    }
+
+    /// Listed things beyond what the plan item holds are refused, naming the field, the count, the bytes and the
+    /// limit; up to the limit they are taken.
+    #[test]
+    fn listed_things_beyond_the_plan_item_are_refused() {
+        let things = |n: usize| (0..n).map(|i| format!("sensor-{i:08}")).collect::<Vec<_>>();
+        let errors = refused(json!({"desired": {"a": 1}, "targets": {"things": things(50_000)}}));
+        let (field, reason) = &errors[0];
+        assert_eq!(field, "targets.things");
+        assert!(reason.contains("50000 things in 800000 bytes"), "{reason}");
+        assert!(reason.contains(&format!("at most {MAX_LISTED_THINGS_BYTES} bytes")), "{reason}");
+        assert!(reason.contains("about 18750 names") && reason.contains("thingGroup"), "{reason}");
+        let fits = MAX_LISTED_THINGS_BYTES / 16;
+        assert_eq!(plan(json!({"desired": {"a": 1}, "targets": {"things": things(fits)}})).targets.things.len(), fits);
+        refused(json!({"desired": {"a": 1}, "targets": {"things": things(fits + 1)}}));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub enum Source {
 /// how many things of the source the pages before it held (so that a later segment can know them again), and
 /// things an earlier segment started but could not finish (they are done first).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Cursor {
     pub source: usize,
     pub token: Option<String>,
