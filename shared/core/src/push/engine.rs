@@ -296,8 +296,8 @@ pub struct Start {
     /// recorded before it is updated. A thing of an earlier band that no earlier phase took on (it joined the
     /// targets since) is pushed too, and judged with this phase.
     pub phase: Option<usize>,
-    /// When the push started (epoch ms): recorded previous values expire with the push.
-    pub started_at_ms: u64,
+    /// When recorded previous values expire (epoch s): with the push's other items.
+    pub expires_at: u64,
     /// How many shards the push's journal is spread over (the record's `journalShards`).
     pub journal_shards: u32,
 }
@@ -362,7 +362,7 @@ pub async fn run_phase_segment(
         journal,
         at: JournalRef::new(&plan.push_id, start.journal_shards),
         phase: p as u32 + 1,
-        started_at_ms: start.started_at_ms,
+        expires_at: start.expires_at,
     });
     let phase = PhaseWalk {
         plan,
@@ -692,7 +692,7 @@ struct Journaled<'a, J> {
     at: JournalRef<'a>,
     /// 1-based.
     phase: u32,
-    started_at_ms: u64,
+    expires_at: u64,
 }
 
 /// One thing: read and compare (when skipping unchanged things, or when its outcome is uncertain), then update.
@@ -777,7 +777,7 @@ async fn push_thing<J: Journal>(
                             pace.finish_by(),
                             Duration::ZERO,
                             pace.backoff,
-                            || j.journal.record_previous(j.at, j.started_at_ms, &entry),
+                            || j.journal.record_previous(j.at, j.expires_at, &entry),
                             |_| {},
                         )
                         .await;

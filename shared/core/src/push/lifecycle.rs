@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
+use super::retention::Kept;
 use super::rollout::{OnAbort, PushState, Verdict, judge};
 use super::{
     Control, Counts, Cursor, Holder, JournalOutcome, PushDefinition, PushPlan, PushRecord, SegmentOutcome, Status,
@@ -89,6 +90,7 @@ pub fn new_record(plan: &PushPlan, owner: String, started_at: u64, lease_until: 
             takeovers: 0,
             stalled: None,
         },
+        kept: Kept::default(),
     }
 }
 
@@ -434,6 +436,7 @@ mod tests {
             journal_shards: 0,
             status: Status { complete, ..Status::default() },
             holder: Holder { segment, handed_off, owner: "o".into(), lease_until, takeovers, ..Holder::default() },
+            kept: Kept::default(),
         }
     }
 

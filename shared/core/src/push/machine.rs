@@ -349,6 +349,7 @@ fn control(
 mod tests {
     use super::*;
     use crate::push::engine::JournalOutcome;
+    use crate::push::retention::Kept;
     use crate::push::rollout::RollbackCounts;
     use crate::push::{Counts, Cursor, Holder, PhaseCounts, Status, validate_request};
     use serde_json::json;
@@ -385,6 +386,7 @@ mod tests {
                 lease_until: NOW + 1_000,
                 ..Holder::default()
             },
+            kept: Kept::default(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod machine;
 pub mod quota;
 mod record;
 mod request;
+pub mod retention;
 pub mod rollout;
 mod targets;
 mod walker;
@@ -111,11 +112,12 @@ pub struct JournalPage {
 
 /// Where a rollout's previous values go: the push's journal, `at` ([`JournalRef`]: its id and its shards).
 pub trait Journal: Sync {
-    /// Records `entry` unless one is recorded for that thing already (the first reading is what the thing held).
+    /// Records `entry` unless one is recorded for that thing already (the first reading is what the thing held),
+    /// expiring at `expires_at` (epoch s, [`retention::Kept::expires_at`]) when the store keeps pushes for a time.
     fn record_previous(
         &self,
         at: JournalRef<'_>,
-        started_at_ms: u64,
+        expires_at: u64,
         entry: &Previous,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// One page of the entries of one phase (1-based), or of all, after the key `after`, from every shard.
@@ -222,12 +224,12 @@ pub trait PushStore: Sync {
     fn unstall(&self, next: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     /// Pushes not complete whose lease ran out before `now_ms`: a segment that died, or a hand-off nobody picked up.
     fn stale(&self, now_ms: u64, limit: usize) -> impl Future<Output = Result<Vec<String>, ServiceError>> + Send;
-    /// Records failed things (once each, each in its shard of the push's journal `at`), expiring with the push that
-    /// started at `started_at_ms`.
+    /// Records failed things (once each, each in its shard of the push's journal `at`), expiring at `expires_at`
+    /// (epoch s, [`retention::Kept::expires_at`]) when the store keeps pushes for a time.
     fn add_failures(
         &self,
         at: JournalRef<'_>,
-        started_at_ms: u64,
+        expires_at: u64,
         failures: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// Up to `limit` failures, from every shard.
@@ -240,7 +242,7 @@ pub trait PushStore: Sync {
     fn add_conflicts(
         &self,
         at: JournalRef<'_>,
-        started_at_ms: u64,
+        expires_at: u64,
         conflicts: &[Failure],
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// Up to `limit` conflicts, from every shard.
@@ -249,6 +251,24 @@ pub trait PushStore: Sync {
         at: JournalRef<'_>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+    /// How long the store keeps a push's items past now (seconds): `None` when they never expire.
+    fn retention_s(&self) -> Option<u64> {
+        None
+    }
+    /// Keeps `record`'s items (record, plan, journal, failures, conflicts) as [`retention::Kept::decide`] says at
+    /// `now_s`, `open` while the push is not final: marks the record's `keepingTo`, rewrites every item's
+    /// `expiresAt` (each journal partition paced under `partition_wps` writes a second), then sets `keptUntil`.
+    /// Returns the record's marks as they now stand.
+    fn keep(
+        &self,
+        record: &PushRecord,
+        now_s: u64,
+        open: bool,
+        partition_wps: u32,
+    ) -> impl Future<Output = Result<retention::Kept, ServiceError>> + Send {
+        let _ = (now_s, open, partition_wps);
+        std::future::ready(Ok(record.kept))
+    }
     /// How many of this store's requests the service refused for throughput so far, in this process (each was
     /// retried): a running count, read before and after a segment.
     fn throttled(&self) -> u64 {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::retention::Kept;
 use super::rollout::{PhaseCounts, PushState, RollbackCounts};
 use super::{Control, Cursor, Failure, JournalRef, PushPlan, Source};
 
@@ -143,6 +144,9 @@ pub struct PushRecord {
     pub status: Status,
     #[serde(flatten)]
     pub holder: Holder,
+    /// How long the push's items are kept (`keptUntil`, `keepingTo`): [`super::retention`].
+    #[serde(flatten)]
+    pub kept: Kept,
 }
 
 /// A push as stored: what it is, and its record.
@@ -246,6 +250,7 @@ mod tests {
                 takeovers: 1,
                 ..Holder::default()
             },
+            kept: Kept::default(),
         }
     }
 

@@ -1,0 +1,135 @@
+//! How long a push's items are kept: its record, plan, journal, failures and conflicts expire together (DynamoDB's
+//! TTL on `expiresAt`), and while the push is not final they are kept at least the retention past now.
+//!
+//! The record item carries `keptUntil` (epoch s): every other item of the push has `expiresAt >= keptUntil`. To
+//! extend, the record first takes a target `keepingTo` (from then on new items are written with it), the push's
+//! items are rewritten to it, then `keptUntil = keepingTo`. A walk that died leaves `keepingTo > keptUntil`: the
+//! next decision finishes it first.
+
+use serde::{Deserialize, Serialize};
+
+/// The record's retention marks (epoch seconds). Both absent on a record written before they existed, or never
+/// extended: its items expire `retention` after the push started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Kept {
+    /// Every item of the push has `expiresAt` at or past this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_until: Option<u64>,
+    /// An extension under way: items are being rewritten to this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keeping_to: Option<u64>,
+}
+
+/// What to do about a push's retention now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Its items are kept long enough.
+    Enough,
+    /// Rewrite every item's `expiresAt` to `to`; `mark` says whether the record must first take `keepingTo = to`
+    /// (false: a walk to `to` was started and died, and is finished now).
+    Extend { to: u64, mark: bool },
+}
+
+impl Kept {
+    /// Every item of the push expires at or after this (epoch s).
+    pub fn until(&self, started_at_ms: u64, retention_s: u64) -> u64 {
+        self.kept_until.unwrap_or(started_at_ms / 1000 + retention_s)
+    }
+
+    /// What a new item of the push is written with: the extension's target while one is under way, so that the
+    /// walk need not come back for it.
+    pub fn expires_at(&self, started_at_ms: u64, retention_s: u64) -> u64 {
+        self.until(started_at_ms, retention_s).max(self.keeping_to.unwrap_or(0))
+    }
+
+    /// The decision at a transition (a phase, a pause, a resume, an end) or a segment's start. An open push (`open`:
+    /// not final) is kept until at least `now + retention`: when short of it, extended to `now + 2 × retention`, so
+    /// that each item is rewritten at most once per `retention` the push stays open. A final push is kept
+    /// `retention` past its end: extended to `now + retention` when short of it. A walk that died is finished first.
+    pub fn decide(&self, started_at_ms: u64, retention_s: u64, now_s: u64, open: bool) -> Keep {
+        let until = self.until(started_at_ms, retention_s);
+        if let Some(to) = self.keeping_to.filter(|to| *to > until) {
+            if to >= now_s.saturating_add(retention_s) {
+                return Keep::Extend { to, mark: false };
+            }
+        }
+        let floor = now_s.saturating_add(retention_s);
+        if until.max(self.keeping_to.unwrap_or(0)) >= floor {
+            return Keep::Enough;
+        }
+        let to = if open { now_s.saturating_add(retention_s.saturating_mul(2)) } else { floor };
+        Keep::Extend { to, mark: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: u64 = 86_400;
+    const START_MS: u64 = 1_000_000_000;
+    const START: u64 = START_MS / 1000;
+
+    fn kept(until: Option<u64>, to: Option<u64>) -> Kept {
+        Kept { kept_until: until, keeping_to: to }
+    }
+
+    #[test]
+    fn decisions() {
+        // (marks, now, open) -> decision
+        let rows = [
+            // A new push: kept until start + R, enough while now + R is not past it.
+            (kept(None, None), START, true, Keep::Enough),
+            // An hour later, open: short of now + R; extended to now + 2R, marking the record first.
+            (kept(None, None), START + 3600, true, Keep::Extend { to: START + 3600 + 2 * R, mark: true }),
+            // Final an hour in: kept R past its end, not 2R.
+            (kept(None, None), START + 3600, false, Keep::Extend { to: START + 3600 + R, mark: true }),
+            // Extended before, still enough.
+            (kept(Some(START + 2 * R), None), START + R, true, Keep::Enough),
+            (kept(Some(START + 2 * R), None), START + R + 1, true, Keep::Extend { to: START + 3 * R + 1, mark: true }),
+            // A walk that died: finished with its own target, without marking again.
+            (
+                kept(Some(START + R), Some(START + 3 * R)),
+                START + R,
+                true,
+                Keep::Extend { to: START + 3 * R, mark: false },
+            ),
+            // A died walk's target now too short: a new, longer target.
+            (
+                kept(Some(START + R), Some(START + 2 * R)),
+                START + 2 * R,
+                true,
+                Keep::Extend { to: START + 4 * R, mark: true },
+            ),
+            // Ends within its kept time: nothing to do.
+            (kept(Some(START + 3 * R), None), START + R, false, Keep::Enough),
+        ];
+        for (i, (marks, now, open, want)) in rows.into_iter().enumerate() {
+            assert_eq!(marks.decide(START_MS, R, now, open), want, "row {i}: {marks:?} at {now}, open {open}");
+        }
+    }
+
+    #[test]
+    fn each_item_is_rewritten_at_most_once_per_retention_while_open() {
+        // Transitions every hour for 30 days: count the extensions.
+        let mut marks = Kept::default();
+        let mut extensions = 0;
+        for hour in 0..30 * 24 {
+            let now = START + hour * 3600;
+            if let Keep::Extend { to, .. } = marks.decide(START_MS, R, now, true) {
+                extensions += 1;
+                marks = kept(Some(to), None);
+            }
+            assert!(marks.until(START_MS, R) >= now + R, "kept past now + R at hour {hour}");
+        }
+        assert!(extensions <= 30, "{extensions} extensions in 30 days");
+    }
+
+    #[test]
+    fn new_items_take_the_target_of_a_walk_under_way() {
+        assert_eq!(kept(None, None).expires_at(START_MS, R), START + R);
+        assert_eq!(kept(Some(START + R), Some(START + 3 * R)).expires_at(START_MS, R), START + 3 * R);
+        assert_eq!(kept(Some(START + 3 * R), Some(START + 2 * R)).expires_at(START_MS, R), START + 3 * R);
+    }
+}
