@@ -442,6 +442,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         tracing::info!(push = %push_id, segment, "push continued");
                     }
                     at.record.holder.segment = segment;
+                    // Before the walk: its journal entries are written with the extended expiry.
+                    self.keep(config, &mut at.record, deadline).await?;
                     at.claim = Some((claim, asked));
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Claimed { segment, takeover })?
                 }
@@ -482,6 +484,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     };
                     at.record = totals;
                     at.claim = None;
+                    self.keep(config, &mut at.record, deadline).await?;
                     self.log_totals(&at.record, at.defined.plan.dry_run);
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Recorded)?
                 }
@@ -493,6 +496,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     }
                     tracing::info!(push = %push_id, ?control, state = ?next.status.state, "operator control carried out");
                     at.record = *next;
+                    self.keep(config, &mut at.record, deadline).await?;
                     Vec::new()
                 }
                 Effect::RequestControl(control) => {
@@ -517,6 +521,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         return self.load_record(&push_id, deadline).await;
                     }
                     tracing::info!(push = %push_id, state = ?to, "push resumed");
+                    // Paused is not final: kept as an open push.
+                    self.keep(config, &mut at.record, deadline).await?;
                     Vec::new()
                 }
                 Effect::HandOff { segment, delay_s } => {
@@ -608,7 +614,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         written_since: record.status.started_at / 1000,
                         takeover: uncertain,
                         phase,
-                        started_at_ms: record.status.started_at,
+                        expires_at: self.expires_at(record),
                         journal_shards: record.journal_shards,
                     };
                     let progress = |progress: &SegmentOutcome| {
@@ -722,9 +728,10 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         }
         let mut counters = Counters::new(Emitter::Push, &push::SEGMENT);
         let at = record.journal();
+        let expires_at = self.expires_at(record);
         match &outcome {
             Outcome::Push(out) => {
-                self.persist(deadline, || self.store.add_failures(at, record.status.started_at, &out.failures)).await?;
+                self.persist(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
                 counters.add(push::UPDATED, out.updated);
                 counters.add(push::UNCHANGED, out.unchanged);
                 counters.add(push::FAILED, out.failed);
@@ -736,9 +743,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 counters.add(push::THROTTLED, out.throttled);
             }
             Outcome::Rollback(out) => {
-                self.persist(deadline, || self.store.add_conflicts(at, record.status.started_at, &out.conflicts))
-                    .await?;
-                self.persist(deadline, || self.store.add_failures(at, record.status.started_at, &out.failures)).await?;
+                self.persist(deadline, || self.store.add_conflicts(at, expires_at, &out.conflicts)).await?;
+                self.persist(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
                 counters.add(push::THROTTLED, out.throttled);
             }
         }
@@ -786,6 +792,22 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             self.announce(sender).await;
         }
         Some(share)
+    }
+
+    /// Keeps the push's items (record, plan, journal) at least the retention past now, when it is short of that or
+    /// an extension died midway ([`shadow_core::push::retention`]): at each claim, and after each transition write.
+    async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) -> Result<(), PushError> {
+        let open = !record.status.state.is_final();
+        let now_s = now_ms() / 1000;
+        let current: &PushRecord = record;
+        let kept = self.persist(deadline, || self.store.keep(current, now_s, open, config.partition_wps)).await?;
+        record.kept = kept;
+        Ok(())
+    }
+
+    /// The `expiresAt` of the push's items written now (0 when the store keeps them for ever).
+    fn expires_at(&self, record: &PushRecord) -> u64 {
+        self.store.retention_s().map_or(0, |r| record.kept.expires_at(record.status.started_at, r))
     }
 
     /// Writes the record a segment ends with (released). `None`: the claim was lost before it could be written.

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::{
 };
 use futures::future::try_join_all;
 use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
+use shadow_core::push::retention::{Keep, Kept};
 use shadow_core::push::{
     Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
     PushStore, StoredPush, lifecycle,
@@ -42,8 +43,8 @@ const OPEN: &str = "open";
 pub struct DynamoPushStore {
     pub(crate) client: Client,
     pub(crate) table: String,
-    /// Records and failures expire this many days after the push started.
-    retention_days: Option<u32>,
+    /// A push's items are kept at least this long (seconds) past its last transition: `PUSH_RETENTION_DAYS`.
+    retention_s: Option<u64>,
     /// Every request of `client` refused for throughput.
     throttled: ThrottleCount,
 }
@@ -115,11 +116,19 @@ impl DynamoPushStore {
     /// A store on `client`, with a count of the requests DynamoDB refuses for throughput installed on it.
     pub fn new(client: Client, table: impl Into<String>, retention_days: Option<u32>) -> Self {
         let throttled = ThrottleCount::default();
-        Self { client: throttled.install(&client), table: table.into(), retention_days, throttled }
+        let retention_s = retention_days.map(|days| u64::from(days) * 86_400);
+        Self { client: throttled.install(&client), table: table.into(), retention_s, throttled }
     }
 
-    fn expires_at(&self, started_at_ms: u64) -> Option<AttributeValue> {
-        self.retention_days.map(|days| n(started_at_ms / 1000 + u64::from(days) * 86_400))
+    /// The same store keeping pushes `seconds` (rather than whole days): for a retention in a test's clock.
+    pub fn with_retention_seconds(mut self, seconds: u64) -> Self {
+        self.retention_s = Some(seconds);
+        self
+    }
+
+    /// The `expiresAt` of an item written now, when the store keeps pushes for a time.
+    fn expires(&self, expires_at: u64) -> Option<AttributeValue> {
+        self.retention_s.map(|_| n(expires_at))
     }
 }
 
@@ -192,7 +201,7 @@ impl DynamoPushStore {
 
 impl PushStore for DynamoPushStore {
     async fn create(&self, definition: &PushDefinition, record: &PushRecord) -> Result<bool, ServiceError> {
-        let expires = self.expires_at(record.status.started_at);
+        let expires = self.retention_s.map(|r| n(record.kept.expires_at(record.status.started_at, r)));
         let mut plan: Item = serde_dynamo::to_item(definition).map_err(|e| unrepresentable("TransactWriteItems", e))?;
         plan.extend(plan_key(&record.push_id));
         let mut hot: Item = serde_dynamo::to_item(record).map_err(|e| unrepresentable("TransactWriteItems", e))?;
@@ -555,10 +564,10 @@ impl PushStore for DynamoPushStore {
     async fn add_failures(
         &self,
         at: JournalRef<'_>,
-        started_at_ms: u64,
+        expires_at: u64,
         failures: &[Failure],
     ) -> Result<(), ServiceError> {
-        self.add_listed(at, started_at_ms, failures, FAILURE_PREFIX).await
+        self.add_listed(at, expires_at, failures, FAILURE_PREFIX).await
     }
 
     async fn failures(&self, at: JournalRef<'_>, limit: usize) -> Result<Vec<Failure>, ServiceError> {
@@ -568,10 +577,10 @@ impl PushStore for DynamoPushStore {
     async fn add_conflicts(
         &self,
         at: JournalRef<'_>,
-        started_at_ms: u64,
+        expires_at: u64,
         conflicts: &[Failure],
     ) -> Result<(), ServiceError> {
-        self.add_listed(at, started_at_ms, conflicts, CONFLICT_PREFIX).await
+        self.add_listed(at, expires_at, conflicts, CONFLICT_PREFIX).await
     }
 
     async fn conflicts(&self, at: JournalRef<'_>, limit: usize) -> Result<Vec<Failure>, ServiceError> {
@@ -581,6 +590,143 @@ impl PushStore for DynamoPushStore {
     fn throttled(&self) -> u64 {
         self.throttled.get()
     }
+
+    fn retention_s(&self) -> Option<u64> {
+        self.retention_s
+    }
+
+    async fn keep(
+        &self,
+        record: &PushRecord,
+        now_s: u64,
+        open: bool,
+        partition_wps: u32,
+    ) -> Result<Kept, ServiceError> {
+        let Some(retention) = self.retention_s else { return Ok(record.kept) };
+        let Keep::Extend { to, mark } = record.kept.decide(record.status.started_at, retention, now_s, open) else {
+            return Ok(record.kept);
+        };
+        let push = record.push_id.as_str();
+        if mark && !self.mark_keeping(push, to).await? {
+            // Another holder marked a later target meanwhile, or the record is gone: it walks (or will).
+            tracing::info!(push, keeping_to = to, outcome = "duplicate", "push retention already being extended");
+            return Ok(record.kept);
+        }
+        let rewritten = self.rewrite_expiry(record, to, partition_wps).await?;
+        self.mark_kept(push, to).await?;
+        tracing::info!(push, kept_until = to, items = rewritten, resumed = !mark, "push retention extended");
+        Ok(Kept { kept_until: Some(to), keeping_to: None })
+    }
+}
+
+impl DynamoPushStore {
+    /// Sets the record's `keepingTo` (and its own `expiresAt`) to `to`, unless a later target is there already:
+    /// from then on the push's new items are written with `to`. `Ok(false)` when it was not set.
+    async fn mark_keeping(&self, push_id: &str, to: u64) -> Result<bool, ServiceError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(record_key(push_id)))
+            .update_expression("SET keepingTo = :to, #ttl = :to")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(keepingTo) OR keepingTo < :to)")
+            .expression_attribute_names("#pk", tables::PARTITION_KEY)
+            .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
+            .expression_attribute_values(":to", n(to))
+            .send()
+            .await
+            .condition_held("UpdateItem")
+    }
+
+    /// The walk is done: `keptUntil = to`, and `keepingTo` removed unless a later target replaced it meanwhile.
+    async fn mark_kept(&self, push_id: &str, to: u64) -> Result<(), ServiceError> {
+        let done = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(record_key(push_id)))
+            .update_expression("SET keptUntil = :to, #ttl = :to REMOVE keepingTo")
+            .condition_expression("keepingTo = :to")
+            .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
+            .expression_attribute_values(":to", n(to))
+            .send()
+            .await
+            .condition_held("UpdateItem")?;
+        if !done {
+            // A later target is being walked to: the items are kept at least until `to` all the same.
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(record_key(push_id)))
+                .update_expression("SET keptUntil = :to")
+                .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(keptUntil) OR keptUntil < :to)")
+                .expression_attribute_names("#pk", tables::PARTITION_KEY)
+                .expression_attribute_values(":to", n(to))
+                .send()
+                .await
+                .condition_held("UpdateItem")?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites `expiresAt` to `to` on the push's plan item and every item of its journal's partitions that expires
+    /// before `to`: the partitions at once, each one's writes paced under `partition_wps` a second. Returns how
+    /// many items were rewritten.
+    async fn rewrite_expiry(&self, record: &PushRecord, to: u64, partition_wps: u32) -> Result<u64, ServiceError> {
+        let at = record.journal();
+        let plan = self.extend_item(plan_key(&record.push_id), to);
+        let walks =
+            at.shards().into_iter().map(|shard| self.extend_partition(journal_partition(at, shard), to, partition_wps));
+        let (plan, walked) = tokio::try_join!(plan, try_join_all(walks))?;
+        Ok(u64::from(plan) + walked.iter().sum::<u64>())
+    }
+
+    /// One partition's items that expire before `to`, each extended to `to`, one write after another at most
+    /// `wps` a second.
+    async fn extend_partition(&self, partition: String, to: u64, wps: u32) -> Result<u64, ServiceError> {
+        let period = std::time::Duration::from_secs(1) / wps.max(1);
+        let mut next = tokio::time::Instant::now();
+        let mut rewritten = 0;
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :p")
+            .filter_expression("#ttl < :to")
+            .projection_expression("#pk, #sk")
+            .expression_attribute_names("#pk", tables::PARTITION_KEY)
+            .expression_attribute_names("#sk", tables::SORT_KEY)
+            .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
+            .expression_attribute_values(":p", s(&partition))
+            .expression_attribute_values(":to", n(to))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let mut item = item.map_err(|e| service_error("Query", e))?;
+            let key: Item =
+                [tables::PARTITION_KEY, tables::SORT_KEY].into_iter().filter_map(|k| item.remove_entry(k)).collect();
+            tokio::time::sleep_until(next).await;
+            next = tokio::time::Instant::now().max(next) + period;
+            rewritten += u64::from(self.extend_item(key, to).await?);
+        }
+        Ok(rewritten)
+    }
+
+    /// `expiresAt = to` on one item that still exists and expires before `to`; `Ok(false)` when it did not.
+    async fn extend_item(&self, key: Item, to: u64) -> Result<bool, ServiceError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET #ttl = :to")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#ttl) OR #ttl < :to)")
+            .expression_attribute_names("#pk", tables::PARTITION_KEY)
+            .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
+            .expression_attribute_values(":to", n(to))
+            .send()
+            .await
+            .condition_held("UpdateItem")
+    }
 }
 
 impl DynamoPushStore {
@@ -588,12 +734,12 @@ impl DynamoPushStore {
     async fn add_listed(
         &self,
         at: JournalRef<'_>,
-        started_at_ms: u64,
+        expires_at: u64,
         failures: &[Failure],
         prefix: &str,
     ) -> Result<(), ServiceError> {
-        // Failures expire with their push record.
-        let expires_at = self.expires_at(started_at_ms);
+        // Failures expire with their push's other items.
+        let expires_at = self.expires(expires_at);
         let mut seen = HashSet::new();
         let mut requests = Vec::new();
         for failure in failures.iter().filter(|f| seen.insert(f.thing_name.as_str())) {
@@ -692,18 +838,13 @@ impl DynamoPushStore {
 }
 
 impl Journal for DynamoPushStore {
-    async fn record_previous(
-        &self,
-        at: JournalRef<'_>,
-        started_at_ms: u64,
-        entry: &Previous,
-    ) -> Result<(), ServiceError> {
+    async fn record_previous(&self, at: JournalRef<'_>, expires_at: u64, entry: &Previous) -> Result<(), ServiceError> {
         let partition = thing_partition(at, &entry.thing_name);
         let mut item = tables::key(&partition, &format!("{PREVIOUS_PREFIX}{}", entry.key()));
         item.insert("thingName".into(), s(&entry.thing_name));
         item.insert("phase".into(), n(u64::from(entry.phase)));
         item.insert("values".into(), s(&entry.values.to_string()));
-        if let Some(expires) = self.expires_at(started_at_ms) {
+        if let Some(expires) = self.expires(expires_at) {
             item.insert(tables::TTL_ATTRIBUTE.into(), expires);
         }
         // Recorded already (a retry of this thing): the first reading is what the thing held before the push.
