@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use shadow_core::push::{PushState, Status};
 
 /// Record attributes that are bookkeeping, not news for an operator.
-const INTERNAL: [&str; 14] = [
+const INTERNAL: [&str; 16] = [
     "pk",
     "sk",
     "request",
@@ -19,6 +19,8 @@ const INTERNAL: [&str; 14] = [
     "openPush",
     "pushList",
     "expiresAt",
+    "keptUntil",
+    "keepingTo",
     "handedOff",
     "takeovers",
 ];

@@ -1,17 +1,19 @@
 //! A push's items expire together, and follow the push: while it is open (running, baking, paused) its record, plan,
 //! journal and failures are kept at least the retention past its last transition; once it ends, the retention past
-//! its end. Against DynamoDB Local, through the push store, with a retention of seconds and the test's own "now".
+//! its end. Against DynamoDB Local, through the push store, with a retention of seconds and the test's own "now";
+//! and through shadow-push, with pushes recorded as if started hours ago.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use devstack::push::{PushFixture, push};
 use devstack::{Stack, unique};
 use serde_json::json;
 use shadow_aws::push_store::DynamoPushStore;
 use shadow_aws::tables;
 use shadow_core::push::lifecycle;
 use shadow_core::push::retention::Kept;
-use shadow_core::push::{Failure, Journal, Previous, PushRecord, PushStore, Source, validate_request};
+use shadow_core::push::{Failure, Journal, Previous, PushRecord, PushState, PushStore, Source, validate_request};
 
 /// The retention, in seconds of the test's clock.
 const R: u64 = 100;
@@ -181,4 +183,64 @@ async fn an_extension_cut_short_is_finished_by_the_next_attempt() {
     assert_eq!(push.record().await.kept, kept, "the record's marks once finished");
     let finished = push.expiries().await;
     assert!(finished.values().all(|e| *e == target), "every item at the target: {finished:?}");
+}
+
+/// A rollout paused `paused_for_h` hours after it started (epoch-hours ago, in the real clock), recorded as
+/// shadow-push leaves it (released, paused, one previous value in its journal), in `fx`'s table kept 1 day.
+async fn paused_rollout(fx: &PushFixture, started_h_ago: u64) -> String {
+    let store = DynamoPushStore::new(fx.stack.dynamodb(), fx.table.clone(), Some(1));
+    let push_id = unique("paused");
+    let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 1, "minThings": 1});
+    let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": ["t-1", "t-2"]},
+                         "rollout": rollout});
+    let plan = validate_request(&request, 4000, None).unwrap_or_else(|e| panic!("{e}"));
+    let started_ms = now_ms() - started_h_ago * 3_600_000;
+    let request = serde_json::to_value(&plan).expect("the plan as JSON");
+    let definition = lifecycle::definition(&plan, request, lifecycle::plan_digest(&plan), vec![Source::Things]);
+    let mut record = lifecycle::new_record(&plan, "owner-1".into(), started_ms, started_ms + 30_000);
+    record.journal_shards = 1;
+    record.status.state = PushState::Paused;
+    record.holder.handed_off = record.holder.segment;
+    assert!(store.create(&definition, &record).await.unwrap_or_else(|e| panic!("{e}")), "not created");
+    let entry = Previous { thing_name: "t-1".into(), phase: 1, values: json!({"mode": 0}) };
+    let expires_at = record.kept.expires_at(started_ms, 86_400);
+    store.record_previous(record.journal(), expires_at, &entry).await.unwrap_or_else(|e| panic!("{e}"));
+    push_id
+}
+
+/// Through shadow-push with `PUSH_RETENTION_DAYS=1`: a push paused 20 hours after it started (its items 4 hours from
+/// expiring) is resumed and its items kept a day past the resume; one paused 30 hours ago (its items expired) is
+/// refused, naming why, and left as it was.
+#[tokio::test]
+async fn shadow_push_extends_a_resumed_push_and_refuses_one_past_its_retention() {
+    let fx = PushFixture::new().await;
+    let function = fx.function(&[("PUSH_RETENTION_DAYS", "1")]).await;
+    let items = |push_id: String| {
+        let fx = &fx;
+        async move {
+            let got = fx.stack.dynamodb().scan().table_name(&fx.table).consistent_read(true).send().await;
+            let items = got.unwrap_or_else(|e| panic!("scan: {e:?}")).items.unwrap_or_default();
+            let of_push = |i: &HashMap<String, AttributeValue>| {
+                i.get(tables::PARTITION_KEY).and_then(|v| v.as_s().ok()).is_some_and(|pk| pk.starts_with(&push_id))
+            };
+            let expiry = |i: &HashMap<String, AttributeValue>| {
+                i.get(tables::TTL_ATTRIBUTE).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok())
+            };
+            items.iter().filter(|i| of_push(i)).map(expiry).collect::<Vec<_>>()
+        }
+    };
+
+    let kept = paused_rollout(&fx, 20).await;
+    let before = now_ms() / 1000;
+    let resumed = push(&function, &json!({"resumePush": kept})).await.unwrap_or_else(|e| panic!("resume: {e}"));
+    assert_eq!(resumed["state"], "running", "{resumed}");
+    let expiries = items(kept.clone()).await;
+    assert_eq!(expiries.len(), 3, "plan, record and a journal entry: {expiries:?}");
+    assert!(expiries.iter().all(|e| e.is_some_and(|e| e >= before + 86_400)), "a day past the resume: {expiries:?}");
+
+    let lapsed = paused_rollout(&fx, 30).await;
+    let refused = push(&function, &json!({"resumePush": lapsed})).await.err().map(|e| e.to_string());
+    let refused = refused.unwrap_or_else(|| panic!("a resume past the retention was taken"));
+    assert!(refused.contains("past its retention") && refused.contains("resumePush"), "{refused}");
+    assert_eq!(fx.record(&lapsed).await.map(|r| r["state"].clone()), Some(json!("paused")));
 }

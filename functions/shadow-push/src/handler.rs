@@ -19,6 +19,7 @@ use shadow_aws::Continuation;
 use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders, Share};
+use shadow_core::push::rollout::OnAbort;
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushDefinition, PushPlan, PushRecord, PushRequestError, PushStore,
     PushSummary, Registry, SegmentOutcome, Shadows, Source, Start, StoredPush, check_sources, journal,
@@ -805,6 +806,31 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         Ok(())
     }
 
+    /// Refuses what needs the push's items whole (a resume, a rollback) once they were kept until a moment past:
+    /// DynamoDB may have deleted some of them already.
+    fn refuse_lapsed(&self, record: &PushRecord, plan: &PushPlan, action: Action) -> Result<(), PushError> {
+        let needs_items = match action {
+            Action::Resume => true,
+            Action::Abort { rollback } => {
+                rollback.unwrap_or(plan.rollout.as_ref().is_some_and(|r| r.on_abort == OnAbort::Rollback))
+            }
+            Action::Pause => false,
+        };
+        let Some(retention) = self.store.retention_s().filter(|_| needs_items) else { return Ok(()) };
+        let Some(until) = record.kept.lapsed(record.status.started_at, retention, now_ms() / 1000) else {
+            return Ok(());
+        };
+        Err(refusal(machine::Refusal {
+            field: action.field(),
+            reason: format!(
+                "push {} was left {:?} past its retention: its items (record, plan, journal) were kept until {until}                  (epoch s) and DynamoDB may have deleted some of them since; it cannot {}. Start a new push",
+                record.push_id,
+                record.status.state,
+                if action == Action::Resume { "resume" } else { "roll back" }
+            ),
+        }))
+    }
+
     /// The `expiresAt` of the push's items written now (0 when the store keeps them for ever).
     fn expires_at(&self, record: &PushRecord) -> u64 {
         self.store.retention_s().map_or(0, |r| record.kept.expires_at(record.status.started_at, r))
@@ -867,6 +893,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         };
         let defined = Defined::of(definition)?;
         let plan = &defined.plan;
+        self.refuse_lapsed(&record, plan, action)?;
         let effects = self.step(config, &record, plan, machine::Event::Control(action))?;
         let requested = effects.iter().any(|e| matches!(e, Effect::RequestControl(_)));
         let mut record =

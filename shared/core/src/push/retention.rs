@@ -43,18 +43,25 @@ impl Kept {
         self.until(started_at_ms, retention_s).max(self.keeping_to.unwrap_or(0))
     }
 
+    /// When the push's items were kept until a moment already past at `now_s`, that moment: a push left paused,
+    /// stalled or aborted longer than its retention. DynamoDB may delete its items at any time from then (one by
+    /// one, within days), so what needs them whole (resuming, rolling back) is refused.
+    pub fn lapsed(&self, started_at_ms: u64, retention_s: u64, now_s: u64) -> Option<u64> {
+        let until = self.until(started_at_ms, retention_s);
+        (until <= now_s).then_some(until)
+    }
+
     /// The decision at a transition (a phase, a pause, a resume, an end) or a segment's start. An open push (`open`:
     /// not final) is kept until at least `now + retention`: when short of it, extended to `now + 2 × retention`, so
     /// that each item is rewritten at most once per `retention` the push stays open. A final push is kept
     /// `retention` past its end: extended to `now + retention` when short of it. A walk that died is finished first.
     pub fn decide(&self, started_at_ms: u64, retention_s: u64, now_s: u64, open: bool) -> Keep {
         let until = self.until(started_at_ms, retention_s);
-        if let Some(to) = self.keeping_to.filter(|to| *to > until) {
-            if to >= now_s.saturating_add(retention_s) {
-                return Keep::Extend { to, mark: false };
-            }
-        }
         let floor = now_s.saturating_add(retention_s);
+        // A walk that died, to a target that still covers now: finished, not restarted.
+        if let Some(to) = self.keeping_to.filter(|to| *to > until && *to >= floor) {
+            return Keep::Extend { to, mark: false };
+        }
         if until.max(self.keeping_to.unwrap_or(0)) >= floor {
             return Keep::Enough;
         }
@@ -124,6 +131,15 @@ mod tests {
             assert!(marks.until(START_MS, R) >= now + R, "kept past now + R at hour {hour}");
         }
         assert!(extensions <= 30, "{extensions} extensions in 30 days");
+    }
+
+    #[test]
+    fn a_push_left_past_its_retention_has_lapsed() {
+        assert_eq!(kept(None, None).lapsed(START_MS, R, START + R - 1), None);
+        assert_eq!(kept(None, None).lapsed(START_MS, R, START + R), Some(START + R));
+        assert_eq!(kept(Some(START + 3 * R), None).lapsed(START_MS, R, START + 2 * R), None);
+        // A walk that died: only `keptUntil` holds for every item.
+        assert_eq!(kept(Some(START + R), Some(START + 3 * R)).lapsed(START_MS, R, START + 2 * R), Some(START + R));
     }
 
     #[test]
