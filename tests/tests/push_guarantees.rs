@@ -103,7 +103,9 @@ async fn failure_items_expire_with_their_push() {
         .collect();
     let record = items.iter().find(|i| i["sk"] == "push").unwrap_or_else(|| panic!("no record in {items:?}"));
     let expires = record["expiresAt"].as_u64().unwrap_or_else(|| panic!("the record does not expire: {record}"));
-    assert_eq!(expires, record["startedAt"].as_u64().unwrap_or(0) / 1000 + 7 * 86_400);
+    // A new push is kept twice the retention from its start (docs/records.md, "How long a push is kept").
+    assert_eq!(expires, record["startedAt"].as_u64().unwrap_or(0) / 1000 + 2 * 7 * 86_400);
+    assert_eq!(record["keptUntil"].as_u64(), Some(expires), "{record}");
     let failures: Vec<&Value> =
         items.iter().filter(|i| i["sk"].as_str().is_some_and(|s| s.starts_with("failure#"))).collect();
     assert_eq!(failures.len(), 2, "{items:?}");

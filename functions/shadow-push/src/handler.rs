@@ -19,6 +19,7 @@ use shadow_aws::Continuation;
 use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders, Share};
+use shadow_core::push::retention::Kept;
 use shadow_core::push::rollout::OnAbort;
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushDefinition, PushPlan, PushRecord, PushRequestError, PushStore,
@@ -328,6 +329,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         };
         // Decided once: every segment, reader and rollback of the push finds its journal in these shards.
         record.journal_shards = journal::shard_count(plan.max_requests_per_second, config.partition_wps);
+        if let Some(retention) = self.store.retention_s() {
+            record.kept = Kept::at_creation(started_at, retention);
+        }
         if self.persist(deadline, || self.store.create(&definition, &record)).await? {
             tracing::info!(push = %plan.push_id, sources = definition.sources.len(), dry_run = plan.dry_run, ?begin, "push started");
             let defined = Defined { plan, sources: definition.sources };

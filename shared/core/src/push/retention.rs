@@ -32,6 +32,12 @@ pub enum Keep {
 }
 
 impl Kept {
+    /// A new push's marks: kept `2 × retention` from its start, as an extension would keep it. A push that ends
+    /// within `retention` of its start is then kept `retention` past its end without rewriting a single item.
+    pub fn at_creation(started_at_ms: u64, retention_s: u64) -> Self {
+        Self { kept_until: Some(started_at_ms / 1000 + retention_s.saturating_mul(2)), keeping_to: None }
+    }
+
     /// Every item of the push expires at or after this (epoch s).
     pub fn until(&self, started_at_ms: u64, retention_s: u64) -> u64 {
         self.kept_until.unwrap_or(started_at_ms / 1000 + retention_s)
@@ -86,7 +92,7 @@ mod tests {
     fn decisions() {
         // (marks, now, open) -> decision
         let rows = [
-            // A new push: kept until start + R, enough while now + R is not past it.
+            // A push recorded without marks: kept until start + R, enough while now + R is not past it.
             (kept(None, None), START, true, Keep::Enough),
             // An hour later, open: short of now + R; extended to now + 2R, marking the record first.
             (kept(None, None), START + 3600, true, Keep::Extend { to: START + 3600 + 2 * R, mark: true }),
@@ -115,6 +121,20 @@ mod tests {
         for (i, (marks, now, open, want)) in rows.into_iter().enumerate() {
             assert_eq!(marks.decide(START_MS, R, now, open), want, "row {i}: {marks:?} at {now}, open {open}");
         }
+    }
+
+    #[test]
+    fn a_push_that_ends_within_its_retention_rewrites_nothing() {
+        let created = Kept::at_creation(START_MS, R);
+        assert_eq!(created.kept_until, Some(START + 2 * R));
+        for now in [START, START + 3600, START + R] {
+            assert_eq!(created.decide(START_MS, R, now, false), Keep::Enough, "ended at {now}");
+            assert_eq!(created.decide(START_MS, R, now, true), Keep::Enough, "a transition at {now}");
+        }
+        assert_eq!(
+            created.decide(START_MS, R, START + R + 1, false),
+            Keep::Extend { to: START + 2 * R + 1, mark: true }
+        );
     }
 
     #[test]
