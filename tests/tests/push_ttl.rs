@@ -185,11 +185,11 @@ async fn an_extension_cut_short_is_finished_by_the_next_attempt() {
     assert!(finished.values().all(|e| *e == target), "every item at the target: {finished:?}");
 }
 
-/// A rollout paused `paused_for_h` hours after it started (epoch-hours ago, in the real clock), recorded as
-/// shadow-push leaves it (released, paused, one previous value in its journal), in `fx`'s table kept 1 day.
-async fn paused_rollout(fx: &PushFixture, started_h_ago: u64) -> String {
+/// A rollout that started `started_h_ago` hours ago (in the real clock), recorded as shadow-push leaves it between
+/// segments (released, in `state`, one previous value in its journal), in `fx`'s table kept 1 day.
+async fn rollout_at(fx: &PushFixture, started_h_ago: u64, state: PushState) -> String {
     let store = DynamoPushStore::new(fx.stack.dynamodb(), fx.table.clone(), Some(1));
-    let push_id = unique("paused");
+    let push_id = unique("held");
     let rollout = json!({"phases": [{"percent": 50}, {"percent": 100}], "bakeSeconds": 1, "minThings": 1});
     let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": ["t-1", "t-2"]},
                          "rollout": rollout});
@@ -199,7 +199,7 @@ async fn paused_rollout(fx: &PushFixture, started_h_ago: u64) -> String {
     let definition = lifecycle::definition(&plan, request, lifecycle::plan_digest(&plan), vec![Source::Things]);
     let mut record = lifecycle::new_record(&plan, "owner-1".into(), started_ms, started_ms + 30_000);
     record.journal_shards = 1;
-    record.status.state = PushState::Paused;
+    record.status.state = state;
     record.holder.handed_off = record.holder.segment;
     assert!(store.create(&definition, &record).await.unwrap_or_else(|e| panic!("{e}")), "not created");
     let entry = Previous { thing_name: "t-1".into(), phase: 1, values: json!({"mode": 0}) };
@@ -208,11 +208,11 @@ async fn paused_rollout(fx: &PushFixture, started_h_ago: u64) -> String {
     push_id
 }
 
-/// Through shadow-push with `PUSH_RETENTION_DAYS=1`: a push paused 20 hours after it started (its items 4 hours from
-/// expiring) is resumed and its items kept a day past the resume; one paused 30 hours ago (its items expired) is
-/// refused, naming why, and left as it was.
+/// Through shadow-push with `PUSH_RETENTION_DAYS=1`, pushes started 20 hours ago (their items 4 hours from
+/// expiring): one running is paused, one paused is resumed, and the items of each are then kept a day past that
+/// moment. One paused 30 hours ago (its items expired) is refused, naming why, and left as it was.
 #[tokio::test]
-async fn shadow_push_extends_a_resumed_push_and_refuses_one_past_its_retention() {
+async fn shadow_push_extends_a_push_at_pause_and_resume_and_refuses_one_past_its_retention() {
     let fx = PushFixture::new().await;
     let function = fx.function(&[("PUSH_RETENTION_DAYS", "1")]).await;
     let items = |push_id: String| {
@@ -230,7 +230,15 @@ async fn shadow_push_extends_a_resumed_push_and_refuses_one_past_its_retention()
         }
     };
 
-    let kept = paused_rollout(&fx, 20).await;
+    let running = rollout_at(&fx, 20, PushState::Running).await;
+    let before = now_ms() / 1000;
+    let paused = push(&function, &json!({"pausePush": running})).await.unwrap_or_else(|e| panic!("pause: {e}"));
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let expiries = items(running.clone()).await;
+    assert_eq!(expiries.len(), 3, "plan, record and a journal entry: {expiries:?}");
+    assert!(expiries.iter().all(|e| e.is_some_and(|e| e >= before + 86_400)), "a day past the pause: {expiries:?}");
+
+    let kept = rollout_at(&fx, 20, PushState::Paused).await;
     let before = now_ms() / 1000;
     let resumed = push(&function, &json!({"resumePush": kept})).await.unwrap_or_else(|e| panic!("resume: {e}"));
     assert_eq!(resumed["state"], "running", "{resumed}");
@@ -238,7 +246,7 @@ async fn shadow_push_extends_a_resumed_push_and_refuses_one_past_its_retention()
     assert_eq!(expiries.len(), 3, "plan, record and a journal entry: {expiries:?}");
     assert!(expiries.iter().all(|e| e.is_some_and(|e| e >= before + 86_400)), "a day past the resume: {expiries:?}");
 
-    let lapsed = paused_rollout(&fx, 30).await;
+    let lapsed = rollout_at(&fx, 30, PushState::Paused).await;
     let refused = push(&function, &json!({"resumePush": lapsed})).await.err().map(|e| e.to_string());
     let refused = refused.unwrap_or_else(|| panic!("a resume past the retention was taken"));
     assert!(refused.contains("past its retention") && refused.contains("resumePush"), "{refused}");

@@ -447,8 +447,6 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         tracing::info!(push = %push_id, segment, "push continued");
                     }
                     at.record.holder.segment = segment;
-                    // Before the walk: its journal entries are written with the extended expiry.
-                    self.keep(config, &mut at.record, deadline).await?;
                     at.claim = Some((claim, asked));
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Claimed { segment, takeover })?
                 }
@@ -489,7 +487,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     };
                     at.record = totals;
                     at.claim = None;
-                    self.keep(config, &mut at.record, deadline).await?;
+                    // Released: a long walk of the push's items holds no lease (a new phase, a bake and an end are
+                    // all segment ends).
+                    self.keep(config, &mut at.record, deadline).await;
                     self.log_totals(&at.record, at.defined.plan.dry_run);
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Recorded)?
                 }
@@ -501,7 +501,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     }
                     tracing::info!(push = %push_id, ?control, state = ?next.status.state, "operator control carried out");
                     at.record = *next;
-                    self.keep(config, &mut at.record, deadline).await?;
+                    self.keep(config, &mut at.record, deadline).await;
                     Vec::new()
                 }
                 Effect::RequestControl(control) => {
@@ -527,7 +527,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     }
                     tracing::info!(push = %push_id, state = ?to, "push resumed");
                     // Paused is not final: kept as an open push.
-                    self.keep(config, &mut at.record, deadline).await?;
+                    self.keep(config, &mut at.record, deadline).await;
                     Vec::new()
                 }
                 Effect::HandOff { segment, delay_s } => {
@@ -800,14 +800,20 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     }
 
     /// Keeps the push's items (record, plan, journal) at least the retention past now, when it is short of that or
-    /// an extension died midway ([`shadow_core::push::retention`]): at each claim, and after each transition write.
-    async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) -> Result<(), PushError> {
+    /// an extension died midway ([`shadow_core::push::retention`]): after each segment's record and each pause,
+    /// resume or abort, once written.
+    /// Not extended (the store failing past the deadline): the push goes on, and its next transition tries again,
+    /// finishing a walk left marked on the record first.
+    async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) {
         let open = !record.status.state.is_final();
         let now_s = now_ms() / 1000;
         let current: &PushRecord = record;
-        let kept = self.persist(deadline, || self.store.keep(current, now_s, open, config.partition_wps)).await?;
-        record.kept = kept;
-        Ok(())
+        match self.persist(deadline, || self.store.keep(current, now_s, open, config.partition_wps)).await {
+            Ok(kept) => record.kept = kept,
+            Err(e) => {
+                tracing::warn!(push = %record.push_id, error = ?e, outcome = "not_extended", "push retention not extended; the next transition retries");
+            }
+        }
     }
 
     /// Refuses what needs the push's items whole (a resume, a rollback) once they were kept until a moment past:
