@@ -481,21 +481,8 @@ impl Bench {
             };
             let meter = Meter::start(&self.root, function.pid_handle());
             let service = LambdaService::new(&function, sqs.clone(), &queue_url, timing);
-            let record = || async {
-                let got = db
-                    .get_item()
-                    .table_name(&table)
-                    .set_key(Some(push_store::record_key(&push_id)))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .ok()
-                    .and_then(|g| g.item);
-                got.and_then(|item| serde_dynamo::from_item::<_, Value>(item).ok()).unwrap_or(Value::Null)
-            };
-            let done = || async {
-                serde_json::from_value::<PushState>(record().await["state"].clone()).is_ok_and(PushState::is_final)
-            };
+            let record = || push_record(&db, &table, &push_id);
+            let done = || async { is_final(&record().await) };
             let started = Instant::now();
             let finished =
                 service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(600), done).await;
@@ -886,4 +873,23 @@ async fn main() {
         Ok(()) => println!("\nwritten: {}", path.display()),
         Err(e) => println!("\ncould not write {}: {e}", path.display()),
     }
+}
+
+/// A push's record item as JSON (`null` while it cannot be read).
+async fn push_record(db: &aws_sdk_dynamodb::Client, table: &str, push_id: &str) -> Value {
+    let got = db
+        .get_item()
+        .table_name(table)
+        .set_key(Some(push_store::record_key(push_id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .ok()
+        .and_then(|g| g.item);
+    got.and_then(|item| serde_dynamo::from_item::<_, Value>(item).ok()).unwrap_or(Value::Null)
+}
+
+/// Whether a push record says the push is over.
+fn is_final(record: &Value) -> bool {
+    serde_json::from_value::<PushState>(record["state"].clone()).is_ok_and(PushState::is_final)
 }

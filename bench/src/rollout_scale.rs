@@ -16,8 +16,7 @@ use devstack::lambda::LocalLambda;
 use devstack::service::{LambdaService, Timing};
 use devstack::unique;
 use serde_json::{Value, json};
-use shadow_aws::{push_store, tables};
-use shadow_core::push::PushState;
+use shadow_aws::tables;
 
 use crate::cost::{self, Line};
 use crate::dynamo_front::{DynamoFront, Limits as PartitionLimits};
@@ -120,21 +119,8 @@ impl Bench {
         };
         let timed = Timed::new(&function);
         let service = LambdaService::new(&timed, sqs.clone(), &queue_url, timing);
-        let record = || async {
-            let got = db
-                .get_item()
-                .table_name(&table)
-                .set_key(Some(push_store::record_key(&push_id)))
-                .consistent_read(true)
-                .send()
-                .await
-                .ok()
-                .and_then(|g| g.item);
-            got.and_then(|item| serde_dynamo::from_item::<_, Value>(item).ok()).unwrap_or(Value::Null)
-        };
-        let done = || async {
-            serde_json::from_value::<PushState>(record().await["state"].clone()).is_ok_and(PushState::is_final)
-        };
+        let record = || crate::push_record(&db, &table, &push_id);
+        let done = || async { crate::is_final(&record().await) };
         // The stand-in's counters over time: when the walk updated, and when only judging read.
         let timeline = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sampler = {
