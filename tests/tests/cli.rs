@@ -610,11 +610,14 @@ async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
         })
         .collect();
     store
-        .add_conflicts(JournalRef::new(&push_id, 0), now_ms(), &conflicts)
+        .add_conflicts(JournalRef::new(&push_id, 0), now_ms() / 1000 + 86_400, &conflicts)
         .await
         .expect("storing the rollback conflicts");
     let failure = Failure { thing_name: "broken".into(), code: "ThrottlingException".into(), message: "slow".into() };
-    store.add_failures(JournalRef::new(&push_id, 0), now_ms(), &[failure]).await.expect("storing the failure");
+    store
+        .add_failures(JournalRef::new(&push_id, 0), now_ms() / 1000 + 86_400, &[failure])
+        .await
+        .expect("storing the failure");
     let mut env = stack_env(&stack);
     env.insert("PUSH_TABLE".into(), table);
 
