@@ -6,7 +6,8 @@
 //! then reads the board and paces itself at its [`share`]: the quota water-filled over the live senders' caps (a push
 //! capped below an equal split leaves the rest to the others), but no more than what the others' announced rates
 //! leave, and no less than half of it: a push that starts goes at half its part until the running ones have slowed
-//! down (at their next renewal), so the account is asked for at most half a part too much meanwhile. It announces a
+//! down (the next time they read the board: shadow-push reads it twice a second while it sends, and at every
+//! renewal), so the account is asked for at most half a part too much meanwhile. It announces a
 //! new rate as soon as it takes it. An entry whose lease ran out (a
 //! holder that died without withdrawing) no longer counts.
 
