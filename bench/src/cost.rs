@@ -21,7 +21,7 @@ pub const DYNAMODB_WRITE_UNIT: f64 = 0.625 / 1e6;
 /// DynamoDB on-demand: $0.125 per million read request units (same page).
 pub const DYNAMODB_READ_UNIT: f64 = 0.125 / 1e6;
 /// SQS standard queues: $0.40 per million requests (each 64 KB chunk of a payload is a request).
-/// <https://aws.amazon.com/sqs/pricing/>, read 2026-12-07.
+/// <https://aws.amazon.com/sqs/pricing/>: not checked against that page (the figure long published there).
 pub const SQS_REQUEST: f64 = 0.40 / 1e6;
 /// Lambda on arm64: $0.0000133334 per GB-second (the first 7.5 billion GB-s a month).
 /// <https://aws.amazon.com/lambda/pricing/>, read 2026-12-07.
