@@ -855,7 +855,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         Err(refusal(machine::Refusal {
             field: action.field(),
             reason: format!(
-                "push {} was left {:?} past its retention: its items (record, plan, journal) were kept until {until}                  (epoch s) and DynamoDB may have deleted some of them since; it cannot {}. Start a new push",
+                "push {} was left {:?} past its retention: its items (record, plan, journal) were kept until {until} (epoch s) and DynamoDB may have deleted some of them since; it cannot {}. Start a new push",
                 record.push_id,
                 record.status.state,
                 if action == Action::Resume { "resume" } else { "roll back" }

@@ -76,7 +76,14 @@ impl Senders for DynamoPushStore {
         let mut senders = Vec::new();
         while let Some(item) = pages.next().await {
             let item = item.map_err(|e| service_error("Query", e))?;
-            senders.extend(sender(&item));
+            match sender(&item) {
+                Some(entry) => senders.push(entry),
+                // Not counted: the push that wrote it paces as if alone until it writes a whole entry again.
+                None => tracing::warn!(
+                    entry = ?item.get(tables::SORT_KEY).and_then(|v| v.as_s().ok()),
+                    "an entry on the board of senders lacks a field or holds a wrong type; it is not counted"
+                ),
+            }
         }
         Ok(senders)
     }
