@@ -67,6 +67,14 @@ pub fn time(text: &str) -> Result<u64, String> {
     crate::when::parse(text, crate::now_secs()).map_err(|e| e.to_string())
 }
 
+/// A dotted path into a shadow section (`settings.mode`): keys separated by dots, none empty.
+pub fn leaf_path(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.split('.').any(str::is_empty) {
+        return Err(format!("path {text:?} must be keys separated by dots (settings.mode), none of them empty"));
+    }
+    Ok(text.to_owned())
+}
+
 /// A thing's name by AWS IoT's rule (`shared/core/src/names.rs`).
 pub fn thing_name(text: &str) -> Result<String, String> {
     ThingName::parse(text).map(String::from).map_err(|e| format!("thing name {text:?} {e}"))

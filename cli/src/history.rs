@@ -33,6 +33,10 @@ pub struct HistoryArgs {
     /// time window, from its record in the push table.
     #[arg(long = "push", value_name = "ID", value_parser = checks::push_id)]
     push_id: Option<String>,
+    /// Only the events that touched this path (dotted from desired's or reported's root, `settings.mode`) or
+    /// anything under it, with that leaf's values.
+    #[arg(long, value_name = "PATH", value_parser = checks::leaf_path)]
+    path: Option<String>,
     /// Show at most this many events (0: all).
     #[arg(long, default_value = "100", value_name = "N", value_parser = checks::count_or_zero, allow_hyphen_values = true)]
     limit: usize,
@@ -152,7 +156,15 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
                 break 'pages;
             }
             let kind = event.get("kind").and_then(Value::as_str).unwrap_or("update");
-            let changes = replay.apply(kind, event.get("state"));
+            let mut changes = replay.apply(kind, event.get("state"));
+            if let Some(path) = &args.path {
+                let keep = |c: &Change| shadow_core::history::state::touches(&c.path, path) || c.path.is_empty();
+                changes.desired.retain(keep);
+                changes.reported.retain(keep);
+                if changes.desired.is_empty() && changes.reported.is_empty() && kind != "delete" {
+                    continue;
+                }
+            }
             shown += 1;
             let line = event_json(event, &changes.desired, &changes.reported);
             match ctx.format {
@@ -183,7 +195,11 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
     if shown == 0 {
         eprintln!(
             "no history for {shown_name}{} in table {table}",
-            if since.is_some() || until.is_some() || args.push_id.is_some() { " in this range" } else { "" }
+            if since.is_some() || until.is_some() || args.push_id.is_some() || args.path.is_some() {
+                " in this range (or touching --path)"
+            } else {
+                ""
+            }
         );
         return Ok(1);
     }

@@ -8,6 +8,7 @@ mod error;
 mod history;
 mod locate;
 mod output;
+mod point;
 mod progress;
 mod push;
 mod shadow;

@@ -6,12 +6,41 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use serde_json::{Map, Number, Value};
 use shadow_core::ShadowRef;
-use shadow_core::history::{HistoryRecord, HistoryStore, PutOutcome, partition_key, time_prefix};
+use shadow_core::history::{HistoryRecord, HistoryStore, PutOutcome, RecordKind, partition_key, time_prefix};
 use shadow_core::store::{FaultKind, ServiceError};
 
-use crate::sdk::service_error;
+use crate::sdk::{ConditionalWrite, service_error};
 use crate::tables::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use crate::writes;
+
+/// The sort key of a shadow's head: its newest snapshot or deletion, kept without expiry (a deletion's head expires
+/// with its retention). `~` sorts after every event's key (they start with 10 digits), so event reads stop below
+/// [`EVENTS_END`].
+pub const HEAD_SORT_KEY: &str = "~head";
+/// Every event's sort key is below this, and the head's above it.
+pub const EVENTS_END: &str = "~";
+/// The history table's index of events by version (keys only): `shadow get --version N` finds the item of
+/// version N with one Query, whatever the history's length.
+pub const VERSION_INDEX: &str = "by-version";
+/// Readers skip items past their expiry: DynamoDB deletes them only within about two days.
+const LIVE: &str = "attribute_not_exists(#exp) OR #exp > :now";
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// An item read back as the documented JSON attributes, with its sort key as `sk`.
+fn event_of(mut item: HashMap<String, AttributeValue>) -> Result<Value, ServiceError> {
+    item.remove(PARTITION_KEY);
+    let sk = item.remove(SORT_KEY);
+    let event: Value = serde_dynamo::from_item(item)
+        .map_err(|e| ServiceError::new("Query", FaultKind::Rejected, Some("UnreadableItem".into()), e))?;
+    let mut event = restore_numbers(event);
+    if let (Value::Object(fields), Some(AttributeValue::S(sk))) = (&mut event, sk) {
+        fields.insert("sk".into(), Value::String(sk));
+    }
+    Ok(event)
+}
 
 #[derive(Debug, Clone)]
 pub struct DynamoHistoryStore {
@@ -35,9 +64,14 @@ impl DynamoHistoryStore {
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("#pk = :pk")
+            .key_condition_expression("#pk = :pk AND #sk < :end")
+            .filter_expression(LIVE)
             .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
             .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
+            .expression_attribute_values(":end", AttributeValue::S(EVENTS_END.into()))
+            .expression_attribute_values(":now", AttributeValue::N(now_secs().to_string()))
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -76,9 +110,9 @@ impl DynamoHistoryStore {
     ) -> Result<HistoryPage, ServiceError> {
         let range = match (from, until) {
             (Some(_), Some(_)) => " AND #sk BETWEEN :from AND :to",
-            (Some(_), None) => " AND #sk >= :from",
+            (Some(_), None) => " AND #sk BETWEEN :from AND :end",
             (None, Some(_)) => " AND #sk < :to",
-            (None, None) => "",
+            (None, None) => " AND #sk < :end",
         };
         let mut query = self
             .client
@@ -88,9 +122,13 @@ impl DynamoHistoryStore {
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
             .set_exclusive_start_key(start)
+            .filter_expression(LIVE)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", AttributeValue::N(now_secs().to_string()))
             .limit(limit.max(1));
-        if !range.is_empty() {
-            query = query.expression_attribute_names("#sk", SORT_KEY);
+        if until.is_none() {
+            query = query.expression_attribute_values(":end", AttributeValue::S(EVENTS_END.into()));
         }
         if let Some(from) = from {
             query = query.expression_attribute_values(":from", AttributeValue::S(time_prefix(from)));
@@ -126,9 +164,14 @@ impl DynamoHistoryStore {
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("#pk = :pk")
+            .key_condition_expression("#pk = :pk AND #sk < :end")
+            .filter_expression(LIVE)
             .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
             .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
+            .expression_attribute_values(":end", AttributeValue::S(EVENTS_END.into()))
+            .expression_attribute_values(":now", AttributeValue::N(now_secs().to_string()))
             .scan_index_forward(false)
             .set_exclusive_start_key(start)
             .limit(limit.max(1))
@@ -144,6 +187,169 @@ impl DynamoHistoryStore {
             events.push(restore_numbers(event));
         }
         Ok(HistoryPage { events, next: page.last_evaluated_key.filter(|k| !k.is_empty()) })
+    }
+}
+
+/// What a point-in-time read costs: requests made and items read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCost {
+    pub requests: u32,
+    pub items: u32,
+}
+
+impl DynamoHistoryStore {
+    /// The items around the end of second `t`, for [`shadow_core::history::point::at_time`]: the last item at or
+    /// before it and the first after it (one item each, whatever their expiry: the core decides), and the head.
+    /// Three requests at once, each of at most one item.
+    pub async fn around(&self, shadow: &ShadowRef, t: u64) -> Result<(Vec<Value>, ReadCost), ServiceError> {
+        let pk = AttributeValue::S(partition_key(shadow));
+        let boundary = AttributeValue::S(time_prefix(t.saturating_add(1)));
+        let before = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk < :t")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":pk", pk.clone())
+            .expression_attribute_values(":t", boundary.clone())
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(1)
+            .send();
+        let after = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :t AND :end")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":pk", pk.clone())
+            .expression_attribute_values(":t", boundary)
+            .expression_attribute_values(":end", AttributeValue::S(EVENTS_END.into()))
+            .consistent_read(true)
+            .limit(1)
+            .send();
+        let head = self.head_request(shadow);
+        let (before, after, head) = futures::join!(before, after, head);
+        let mut found = Vec::new();
+        let mut label = |items: Option<Vec<HashMap<String, AttributeValue>>>, role: &str| -> Result<(), ServiceError> {
+            for item in items.unwrap_or_default() {
+                let mut event = event_of(item)?;
+                event["role"] = Value::String(role.to_owned());
+                found.push(event);
+            }
+            Ok(())
+        };
+        label(before.map_err(|e| service_error("Query", e))?.items, "before")?;
+        label(after.map_err(|e| service_error("Query", e))?.items, "after")?;
+        label(head?.map(|h| vec![h]), "head")?;
+        let items = found.len() as u32;
+        Ok((found, ReadCost { requests: 3, items }))
+    }
+
+    async fn head_request(&self, shadow: &ShadowRef) -> Result<Option<HashMap<String, AttributeValue>>, ServiceError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(crate::tables::key(&partition_key(shadow), HEAD_SORT_KEY)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("GetItem", e))?;
+        Ok(got.item.map(|mut head| {
+            // The head's version is `latestVersion` (out of the version index): readers get it as `version`.
+            if let Some(v) = head.remove("latestVersion") {
+                head.insert("version".into(), v);
+            }
+            head
+        }))
+    }
+
+    /// The shadow's head (its newest snapshot or deletion), as an event.
+    pub async fn head(&self, shadow: &ShadowRef) -> Result<Option<Value>, ServiceError> {
+        self.head_request(shadow).await?.map(event_of).transpose()
+    }
+
+    /// The item recorded with `version`, of the newest life of the shadow (versions restart after a shadow was
+    /// deleted for 48 hours), a snapshot rather than a change or a deletion of the same version: one Query of the
+    /// version index, then one GetItem. Also says how many earlier lives had that version.
+    pub async fn at_version(
+        &self,
+        shadow: &ShadowRef,
+        version: u64,
+    ) -> Result<(Option<Value>, usize, ReadCost), ServiceError> {
+        let keys = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(VERSION_INDEX)
+            .key_condition_expression("#pk = :pk AND #v = :v")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+            .send()
+            .await
+            .map_err(|e| service_error("Query", e))?;
+        let mut sks: Vec<String> = keys
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mut k| match k.remove(SORT_KEY) {
+                Some(AttributeValue::S(sk)) => Some(sk),
+                _ => None,
+            })
+            .collect();
+        let mut cost = ReadCost { requests: 1, items: sks.len() as u32 };
+        // The newest life's second: its items sort by time first; within it a snapshot before a change before a
+        // deletion.
+        sks.sort();
+        let Some(newest) = sks.last().map(|sk| sk.split('#').next().unwrap_or_default().to_owned()) else {
+            return Ok((None, 0, cost));
+        };
+        let earlier_lives = sks.iter().filter(|sk| !sk.starts_with(&newest)).count();
+        let rank = |sk: &&String| match sk.rsplit('-').next() {
+            Some("snapshot") => 0,
+            Some("update") => 1,
+            _ => 2,
+        };
+        let Some(sk) = sks.iter().filter(|sk| sk.starts_with(&newest)).min_by_key(rank) else {
+            return Ok((None, earlier_lives, cost));
+        };
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(crate::tables::key(&partition_key(shadow), sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("GetItem", e))?;
+        cost.requests += 1;
+        cost.items += u32::from(got.item.is_some());
+        Ok((got.item.map(event_of).transpose()?, earlier_lives, cost))
+    }
+
+    /// At most `limit` items at or before sort key `sk`, newest first (live or not: the caller decides), for a fold
+    /// back to a checkpoint or to say who wrote each value last.
+    pub async fn back_from(&self, shadow: &ShadowRef, sk: &str, limit: i32) -> Result<Vec<Value>, ServiceError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk <= :sk")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
+            .expression_attribute_values(":sk", AttributeValue::S(sk.to_owned()))
+            .scan_index_forward(false)
+            .limit(limit.max(1))
+            .send()
+            .await
+            .map_err(|e| service_error("Query", e))?;
+        page.items.unwrap_or_default().into_iter().map(event_of).collect()
     }
 }
 
@@ -243,7 +449,28 @@ pub fn item(record: &HistoryRecord) -> Result<HashMap<String, AttributeValue>, s
     if let Some(metadata) = &record.metadata {
         item.insert("metadata".to_owned(), serde_dynamo::to_attribute_value(storable_numbers(metadata))?);
     }
+    if let Some(previous) = &record.previous_state {
+        item.insert("previousState".to_owned(), serde_dynamo::to_attribute_value(storable_numbers(previous))?);
+    }
     Ok(item)
+}
+
+/// The head item for `record` (a snapshot or a deletion): the event's own attributes under the head's key, with
+/// `eventSk` (the event's sort key, which orders heads) and the version as `latestVersion` (so that the head stays
+/// out of the version index). Without `previousState`: the head is the document now, not before. A deletion's head
+/// expires with the event's retention; a document's never does, so a quiet shadow stays known.
+pub fn head_item(record: &HistoryRecord) -> Result<HashMap<String, AttributeValue>, serde_dynamo::Error> {
+    let mut head = item(record)?;
+    head.insert(SORT_KEY.to_owned(), AttributeValue::S(HEAD_SORT_KEY.to_owned()));
+    head.insert("eventSk".to_owned(), AttributeValue::S(record.sort_key()));
+    if let Some(version) = head.remove("version") {
+        head.insert("latestVersion".to_owned(), version);
+    }
+    head.remove("previousState");
+    if record.kind != RecordKind::Delete {
+        head.remove(TTL_ATTRIBUTE);
+    }
+    Ok(head)
 }
 
 impl HistoryStore for DynamoHistoryStore {
@@ -251,6 +478,24 @@ impl HistoryStore for DynamoHistoryStore {
         let item = item(record)
             .map_err(|e| ServiceError::new("PutItem", FaultKind::Rejected, Some("UnrepresentableState".into()), e))?;
         let written = writes::put_if_absent(&self.client, &self.table, item).await?;
+        // The head moves to this event unless it holds a later one. Done on a duplicate too: a retry after a crash
+        // between the two writes finds the event written and the head not yet moved.
+        if matches!(record.kind, RecordKind::Snapshot | RecordKind::Delete) {
+            let head = head_item(record).map_err(|e| {
+                ServiceError::new("PutItem", FaultKind::Rejected, Some("UnrepresentableState".into()), e)
+            })?;
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(head))
+                .condition_expression("attribute_not_exists(#pk) OR #event < :event")
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_names("#event", "eventSk")
+                .expression_attribute_values(":event", AttributeValue::S(record.sort_key()))
+                .send()
+                .await
+                .condition_held("PutItem")?;
+        }
         Ok(if written { PutOutcome::Written } else { PutOutcome::Duplicate })
     }
 }

@@ -100,14 +100,16 @@ pub struct TableSpec {
     pub indexes: &'static [IndexSpec],
 }
 
-/// shadow-history's table: one partition per thing and shadow, one item per distinct event.
+/// shadow-history's table: one partition per thing and shadow, one item per distinct event, and the shadow's head.
+/// Its index finds an event by version (`shadow get --version`): the head keeps its version as `latestVersion`,
+/// so only events are in it.
 pub const HISTORY: TableSpec = TableSpec {
     env_var: "HISTORY_TABLE",
     logical_id: "HistoryTable",
     partition_key: PARTITION_KEY,
     sort_key: SORT_KEY,
     ttl_attribute: TTL_ATTRIBUTE,
-    indexes: &[],
+    indexes: &[IndexSpec { name: crate::history::VERSION_INDEX, partition_key: PARTITION_KEY, sort_key: "version" }],
 };
 
 /// shadow-push's table: one partition per push (its record, its failures, its hand-off chunks).
@@ -162,10 +164,12 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
             .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
             .build()
             .map_err(|e| invalid("CreateTable", e))?;
-        create = create
-            .global_secondary_indexes(gsi)
-            .attribute_definitions(attr(index.partition_key, ScalarAttributeType::S)?)
-            .attribute_definitions(attr(index.sort_key, ScalarAttributeType::N)?);
+        create = create.global_secondary_indexes(gsi);
+        // An index may share the table's partition key, which is defined once.
+        if index.partition_key != spec.partition_key {
+            create = create.attribute_definitions(attr(index.partition_key, ScalarAttributeType::S)?);
+        }
+        create = create.attribute_definitions(attr(index.sort_key, ScalarAttributeType::N)?);
     }
     let created = create.send().await;
     match created {

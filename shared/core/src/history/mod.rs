@@ -4,6 +4,11 @@
 //! select `topic(3) AS thingName` (and, on named-shadow topics only, `topic(6) AS shadowName`). The payload itself
 //! never names the thing.
 
+#[cfg(test)]
+mod model_tests;
+pub mod point;
+pub mod state;
+
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -66,6 +71,9 @@ pub struct HistoryRecord {
     pub metadata: Option<Value>,
     /// For a snapshot: the version of the document it replaced.
     pub previous_version: Option<u64>,
+    /// For a snapshot: the document it replaced (`previous.state`), so that the document before this event stays
+    /// known for as long as this item is kept, even after the item of the version before has expired.
+    pub previous_state: Option<Value>,
 }
 
 const SECONDS_PER_DAY: u64 = 86_400;
@@ -127,17 +135,23 @@ pub fn record_from_event(event: &Value, options: &RecordOptions) -> Result<Histo
     };
     let received_at = unsigned(fields, "receivedAt", "receivedAt")?;
 
-    let (kind, version, state, metadata, previous_version) = match message {
+    let (kind, version, state, metadata, (previous_version, previous_state)) = match message {
         ShadowMessage::UpdateAccepted => {
             let version = required_version(fields, "version")?;
             let state = state_of(fields.get("state"), "state")?;
-            (RecordKind::Update, version, Some(state), fields.get("metadata"), None)
+            (RecordKind::Update, version, Some(state), fields.get("metadata"), (None, None))
         }
         ShadowMessage::UpdateDocuments => {
             let current = object(fields, "current")?;
             let previous = match fields.get("previous") {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(previous)) => unsigned(previous, "version", "previous.version")?,
+                None | Some(Value::Null) => (None, None),
+                Some(Value::Object(previous)) => (
+                    unsigned(previous, "version", "previous.version")?,
+                    match previous.get("state") {
+                        None | Some(Value::Null) => None,
+                        state => Some(state_of(state, "previous.state")?),
+                    },
+                ),
                 Some(other) => {
                     return Err(EventError::new("previous", format!("must be an object, found {}", type_name(other))));
                 }
@@ -146,7 +160,9 @@ pub fn record_from_event(event: &Value, options: &RecordOptions) -> Result<Histo
             let state = state_of(current.get("state"), "current.state")?;
             (RecordKind::Snapshot, version, Some(state), current.get("metadata"), previous)
         }
-        ShadowMessage::DeleteAccepted => (RecordKind::Delete, required_version(fields, "version")?, None, None, None),
+        ShadowMessage::DeleteAccepted => {
+            (RecordKind::Delete, required_version(fields, "version")?, None, None, (None, None))
+        }
     };
 
     Ok(HistoryRecord {
@@ -160,6 +176,7 @@ pub fn record_from_event(event: &Value, options: &RecordOptions) -> Result<Histo
         expires_at: options.retention_days.map(|days| timestamp.saturating_add(u64::from(days) * SECONDS_PER_DAY)),
         metadata: if options.store_metadata { metadata.cloned() } else { None },
         previous_version,
+        previous_state,
     })
 }
 
