@@ -116,7 +116,46 @@ impl SinceSearch {
         let timestamp = event.get("timestamp").and_then(Value::as_u64);
         match event.get("kind").and_then(Value::as_str).unwrap_or("update") {
             "delete" => self.give_up(),
-            "snapshot" => {}
+            // A snapshot of update/documents holds the document before and after: a key whose value differs was
+            // written by it. Without the document before (history from before it was kept), it says nothing.
+            "snapshot" => {
+                let empty = Value::Object(serde_json::Map::new());
+                let previous = match (event.get("previousState"), event.get("previousVersion")) {
+                    (Some(previous), _) => previous,
+                    // The shadow's first document: everything in it was written by it.
+                    (None, None) => &empty,
+                    (None, Some(_)) => return,
+                };
+                let leaf = |state: Option<&Value>, path: &[String]| {
+                    let mut at = state.and_then(|s| s.get("desired"))?;
+                    for key in path {
+                        at = at.get(key)?;
+                    }
+                    Some(at.clone())
+                };
+                let token = event.get("clientToken").and_then(Value::as_str);
+                let (found, by) = (&mut self.found, &mut self.by);
+                self.pending.retain(|(path, want)| {
+                    let (before, after) = (leaf(Some(previous), path), leaf(event.get("state"), path));
+                    let changed = match (&before, &after) {
+                        (Some(b), Some(a)) => !equal(b, a),
+                        (None, None) => false,
+                        _ => true,
+                    };
+                    if !changed {
+                        return true;
+                    }
+                    let since = match (&after, timestamp) {
+                        (Some(value), Some(t)) if equal(value, want) => Since::At(t),
+                        _ => Since::Unknown,
+                    };
+                    if let (Since::At(_), Some(token)) = (since, token) {
+                        by.insert(path.clone(), token.to_owned());
+                    }
+                    found.insert(path.clone(), since);
+                    false
+                });
+            }
             _ => {
                 let desired = match event.get("state") {
                     None => return,
@@ -349,13 +388,28 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_with_the_document_before_says_what_it_wrote() {
+        let keys = behind(&json!({"mode": 3, "url": "u"}), &json!({}));
+        let mut search = SinceSearch::new(&keys);
+        search.older(&json!({"kind": "snapshot", "timestamp": 600, "clientToken": "push-2", "previousVersion": 4,
+                             "previousState": {"desired": {"mode": 2, "url": "u"}},
+                             "state": {"desired": {"mode": 3, "url": "u"}}}));
+        assert_eq!(search.since(&keys[0]), Since::At(600));
+        assert_eq!(search.written_by(&keys[0]), Some("push-2"));
+        assert!(!search.done(), "url did not change there");
+        search.older(&json!({"kind": "snapshot", "timestamp": 500, "state": {"desired": {"url": "u"}}}));
+        assert_eq!(search.since(&keys[1]), Since::At(500), "the first document wrote everything in it");
+    }
+
+    #[test]
     fn since_is_the_newest_write_of_the_value_desired_holds() {
         let keys = behind(&json!({"settings": {"mode": 3, "temp": 21}, "url": "u"}), &json!({"settings": {}}));
         let mut search = SinceSearch::new(&keys);
         // Newest first: a report, a snapshot, the write of mode, an older write of url, the write of temp.
         for event in [
             json!({"kind": "update", "timestamp": 500, "state": {"reported": {"settings": {"mode": 2}}}}),
-            json!({"kind": "snapshot", "timestamp": 400, "state": {"desired": {"settings": {"mode": 3}}}}),
+            json!({"kind": "snapshot", "timestamp": 400, "previousVersion": 3,
+                   "state": {"desired": {"settings": {"mode": 3}}}}),
             json!({"kind": "update", "timestamp": 400, "clientToken": "push-1",
                    "state": {"desired": {"settings": {"mode": 3}}}}),
             update(300, json!({"url": "u", "settings": {"temp": 21}})),
