@@ -84,6 +84,29 @@ pub struct Replay {
 const SECTIONS: [&str; 2] = ["desired", "reported"];
 
 impl Replay {
+    /// What an event says the state was just before it: a snapshot's `previousState`, or nothing at all for the
+    /// shadow's first document (no `previousVersion`). Sections already known are kept.
+    pub fn know_before(&mut self, event: &Value) {
+        if event.get("kind").and_then(Value::as_str) != Some("snapshot") {
+            return;
+        }
+        let before = match (event.get("previousState"), event.get("previousVersion")) {
+            (Some(previous), _) => Some(previous),
+            (None, None) => None,
+            (None, Some(_)) => return,
+        };
+        for name in SECTIONS {
+            let section = match name {
+                "desired" => &mut self.desired,
+                _ => &mut self.reported,
+            };
+            if !section.complete {
+                let values = before.and_then(|b| b.get(name)).and_then(Value::as_object).cloned().unwrap_or_default();
+                *section = Section { values, complete: true };
+            }
+        }
+    }
+
     /// Applies one event (`kind`: `update`, `snapshot` or `delete`; `state`: its `state` attribute) and returns
     /// what it changed.
     pub fn apply(&mut self, kind: &str, state: Option<&Value>) -> EventChanges {
@@ -212,6 +235,8 @@ fn diff_maps(old: &Map<String, Value>, new: &Map<String, Value>, complete: bool,
         match (old.get(key), value) {
             (Some(Value::Object(o)), Value::Object(n)) => diff_maps(o, n, complete, &path, out),
             (Some(o), n) if o == n => {}
+            // A new object: its leaves, one by one, as an update that set them would show.
+            (None, Value::Object(n)) if !n.is_empty() => diff_maps(&Map::new(), n, complete, &path, out),
             _ => out.push(Change { path, from: before(old, key, complete), to: Some(value.clone()) }),
         }
     }

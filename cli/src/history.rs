@@ -147,6 +147,7 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
             if tokens.as_ref().is_some_and(|t| !t.iter().any(|t| token == Some(t.as_str()))) {
                 // Not the push's: replayed (later events are diffed against it), not shown.
                 let kind = event.get("kind").and_then(Value::as_str).unwrap_or("update");
+                replay.know_before(event);
                 replay.apply(kind, event.get("state"));
                 continue;
             }
@@ -156,6 +157,7 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
                 break 'pages;
             }
             let kind = event.get("kind").and_then(Value::as_str).unwrap_or("update");
+            replay.know_before(event);
             let mut changes = replay.apply(kind, event.get("state"));
             if let Some(path) = &args.path {
                 let keep = |c: &Change| shadow_core::history::state::touches(&c.path, path) || c.path.is_empty();

@@ -95,7 +95,7 @@ impl HistoryFixture {
         self.store.events(&shadow).await.expect("reading the shadow's history")
     }
 
-    /// How many items the table holds.
+    /// How many event items the table holds (each shadow's head aside).
     pub async fn count(&self) -> i32 {
         let mut total = 0;
         let mut pages = self
@@ -103,6 +103,12 @@ impl HistoryFixture {
             .dynamodb()
             .scan()
             .table_name(&self.table)
+            .filter_expression("#sk < :end")
+            .expression_attribute_names("#sk", tables::SORT_KEY)
+            .expression_attribute_values(
+                ":end",
+                aws_sdk_dynamodb::types::AttributeValue::S(shadow_aws::history::EVENTS_END.into()),
+            )
             .consistent_read(true)
             .select(aws_sdk_dynamodb::types::Select::Count)
             .into_paginator()

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, TRANSFER_ENCODING};
 use hyper::http::request::Parts;
-use hyper::{Request, Response, StatusCode, server::conn::http1, service::service_fn};
+use hyper::{Method, Request, Response, StatusCode, server::conn::http1, service::service_fn};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -113,6 +114,20 @@ impl Upstream {
                 (parts, Bytes::from(format!("upstream failed: {e}")))
             }
         }
+    }
+
+    /// A GET of the request's path and query with its headers (its signature names the account and the service) but
+    /// without its body: to read the resource the request is about to change, or has changed.
+    pub async fn get(&self, parts: &Parts) -> (hyper::http::response::Parts, Bytes) {
+        let (mut get, ()) = Request::new(()).into_parts();
+        get.method = Method::GET;
+        get.uri = parts.uri.clone();
+        get.headers = parts.headers.clone();
+        for name in [CONTENT_LENGTH, CONTENT_TYPE, CONTENT_ENCODING, TRANSFER_ENCODING, EXPECT] {
+            get.headers.remove(name);
+        }
+        get.headers.remove("content-md5");
+        self.forward(&get, Bytes::new()).await
     }
 }
 

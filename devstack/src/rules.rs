@@ -1,17 +1,30 @@
-//! A local stand-in for the IoT rules engine. moto has no MQTT broker, so nothing publishes `update/accepted`:
-//! this proxy sits in front of moto's data plane, and for every accepted `UpdateThingShadow` it builds the event the
-//! rule `SELECT *, topic() AS topic, timestamp() AS receivedAt` would deliver (the accepted document, the request's
-//! `clientToken`, the topic and the receive time) and hands it to a channel, as the rule's Lambda action would.
+//! A local stand-in for the IoT rules engine. moto has no MQTT broker, so nothing publishes the shadow topics: this
+//! proxy sits in front of moto's data plane and hands a channel what the template's rules
+//! `SELECT *, topic() AS topic, timestamp() AS receivedAt` would deliver, as their Lambda action would:
+//!
+//! - for every accepted `UpdateThingShadow` (`POST /things/<thing>/shadow[?name=<shadow>]`), the `update/documents`
+//!   message: the whole document before the update (`previous`, left out when the shadow did not exist or had been
+//!   deleted) and after it (`current`), each as `state` (`desired` / `reported`, no `delta`), `metadata` and
+//!   `version`; moto's `timestamp`, the request's `clientToken`, the topic and the receive time;
+//! - for every accepted `DeleteThingShadow` (`DELETE` of the same path), the `delete/accepted` message: moto's
+//!   `version` and `timestamp`, the topic and the receive time.
+//!
+//! Every other request, and a refused update or delete, passes through without an event. The documents are moto's
+//! own, read with `GetThingShadow`: per shadow, a lock is held around reading the document before, the update and
+//! reading the document after, so two updates of one shadow cannot interleave. The last document read is kept, and
+//! serves as the next update's `previous` when moto numbers that update one version above it (then no other write
+//! came between); a `previous` is never sent unless it is the document at the version below `current`'s.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::http::request::Parts;
-use hyper::{Method, Response};
-use serde_json::Value;
+use hyper::{Method, Response, StatusCode};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::http::{Reply, Server, Upstream, serve, serve_at};
@@ -21,16 +34,64 @@ pub struct RulesEngine {
     _server: Server,
 }
 
+/// A thing and its shadow's name (`None`: the classic shadow).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ShadowKey {
+    thing: String,
+    name: Option<String>,
+}
+
+impl ShadowKey {
+    /// The shadow's MQTT topic ending in `suffix` (`update/documents`, `delete/accepted`).
+    fn topic(&self, suffix: &str) -> String {
+        match &self.name {
+            Some(name) => format!("$aws/things/{}/shadow/name/{name}/{suffix}", self.thing),
+            None => format!("$aws/things/{}/shadow/{suffix}", self.thing),
+        }
+    }
+}
+
+/// Per shadow: its lock, guarding the last document read of it (`None`: not known).
+type Known = Arc<tokio::sync::Mutex<Option<Value>>>;
+
 struct Route {
     upstream: Upstream,
     events: mpsc::UnboundedSender<Value>,
+    shadows: Mutex<HashMap<ShadowKey, Known>>,
+}
+
+impl Route {
+    fn new(upstream: &str, events: mpsc::UnboundedSender<Value>) -> Self {
+        Self { upstream: Upstream::new(upstream), events, shadows: Mutex::default() }
+    }
+
+    /// The shadow's lock and last known document. Entries stay: removing one while a request waits on it would let
+    /// the next request take a second lock for the same shadow.
+    fn known(&self, shadow: &ShadowKey) -> Known {
+        let mut shadows = self.shadows.lock().unwrap_or_else(|e| e.into_inner());
+        shadows.entry(shadow.clone()).or_default().clone()
+    }
+
+    /// The shadow's document now, read with the request's path and signature: `Ok(None)` when moto has no such
+    /// shadow (never created, or deleted), `Err` when it could not be read.
+    async fn read(&self, parts: &Parts) -> Result<Option<Value>, String> {
+        let (answer, body) = self.upstream.get(parts).await;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => match serde_json::from_slice::<Value>(&body) {
+                Ok(document @ Value::Object(_)) => Ok(Some(document)),
+                _ => Err(format!("GetThingShadow answered {status} with no JSON object")),
+            },
+            status => Err(format!("GetThingShadow answered {status}: {}", String::from_utf8_lossy(&body))),
+        }
+    }
 }
 
 impl RulesEngine {
-    /// Proxies to the data plane at `upstream`; accepted updates arrive on the returned receiver.
+    /// Proxies to the data plane at `upstream`; the rules' events arrive on the returned receiver.
     pub async fn start(upstream: &str) -> (Self, mpsc::UnboundedReceiver<Value>) {
         let (events, receiver) = mpsc::unbounded_channel();
-        let route = Arc::new(Route { upstream: Upstream::new(upstream), events });
+        let route = Arc::new(Route::new(upstream, events));
         let server = serve(move |parts, body| handle(route.clone(), parts, body)).await;
         (Self { url: server.url(), _server: server }, receiver)
     }
@@ -38,52 +99,306 @@ impl RulesEngine {
     /// As [`RulesEngine::start`], on a fixed address (the long-running local stack's data-plane endpoint).
     pub async fn start_at(addr: SocketAddr, upstream: &str) -> std::io::Result<(Self, mpsc::UnboundedReceiver<Value>)> {
         let (events, receiver) = mpsc::unbounded_channel();
-        let route = Arc::new(Route { upstream: Upstream::new(upstream), events });
+        let route = Arc::new(Route::new(upstream, events));
         let server = serve_at(addr, move |parts, body| handle(route.clone(), parts, body)).await?;
         Ok((Self { url: server.url(), _server: server }, receiver))
     }
 }
 
-/// `/things/<thing>/shadow` (+ `?name=<shadow>`) -> the `update/accepted` topic.
-fn accepted_topic(path: &str, query: Option<&str>) -> Option<String> {
+/// `%XX` escapes decoded; `None` when they do not make UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+/// `/things/<thing>/shadow` (+ `?name=<shadow>`) -> the shadow it names.
+fn shadow_of(path: &str, query: Option<&str>) -> Option<ShadowKey> {
     let thing = path.strip_prefix("/things/")?.strip_suffix("/shadow")?;
-    let shadow = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")));
-    Some(match shadow {
-        Some(name) => format!("$aws/things/{thing}/shadow/name/{name}/update/accepted"),
-        None => format!("$aws/things/{thing}/shadow/update/accepted"),
-    })
+    if thing.is_empty() || thing.contains('/') {
+        return None;
+    }
+    let name = match query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name="))) {
+        Some(name) => Some(percent_decode(name)?),
+        None => None,
+    };
+    Some(ShadowKey { thing: percent_decode(thing)?, name })
+}
+
+/// A shadow document as `update/documents` carries it: `state` with `desired` and `reported` only (GetThingShadow's
+/// `delta` dropped; an absent section stays absent), `metadata` likewise, and `version`.
+fn document(shadow: &Value) -> Value {
+    let sections = |field: &str| -> Map<String, Value> {
+        let Some(Value::Object(all)) = shadow.get(field) else { return Map::new() };
+        all.iter()
+            .filter(|(k, _)| matches!(k.as_str(), "desired" | "reported"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut document = Map::new();
+    document.insert("state".into(), Value::Object(sections("state")));
+    document.insert("metadata".into(), Value::Object(sections("metadata")));
+    document.insert("version".into(), shadow.get("version").cloned().unwrap_or(Value::Null));
+    Value::Object(document)
+}
+
+/// The document before an update that moto numbered `version`: `before` if it is the one at `version - 1`, else
+/// nothing (the shadow did not exist, or what was known of it is not the document the update replaced).
+fn previous_of(before: Option<Value>, version: u64) -> Option<Value> {
+    before.filter(|doc| doc.get("version").and_then(Value::as_u64).is_some_and(|v| v.checked_add(1) == Some(version)))
+}
+
+/// The `update/documents` event of one update: documents before (if any) and after, as GetThingShadow gave them.
+fn documents_event(
+    previous: Option<&Value>,
+    current: &Value,
+    timestamp: Value,
+    client_token: Option<Value>,
+    topic: String,
+    received_at: u64,
+) -> Value {
+    let mut event = Map::new();
+    if let Some(previous) = previous {
+        event.insert("previous".into(), document(previous));
+    }
+    event.insert("current".into(), document(current));
+    event.insert("timestamp".into(), timestamp);
+    if let Some(token) = client_token {
+        event.insert("clientToken".into(), token);
+    }
+    event.insert("topic".into(), Value::String(topic));
+    event.insert("receivedAt".into(), Value::from(received_at));
+    Value::Object(event)
+}
+
+/// The `delete/accepted` event of one delete, from moto's answer (`{"version": N, "timestamp": S}`).
+fn deleted_event(answer: &Value, client_token: Option<Value>, topic: String, received_at: u64) -> Value {
+    let mut event = Map::new();
+    for field in ["version", "timestamp"] {
+        event.insert(field.into(), answer.get(field).cloned().unwrap_or(Value::Null));
+    }
+    if let Some(token) = client_token {
+        event.insert("clientToken".into(), token);
+    }
+    event.insert("topic".into(), Value::String(topic));
+    event.insert("receivedAt".into(), Value::from(received_at));
+    Value::Object(event)
+}
+
+/// The request's `clientToken`, which AWS echoes in the messages (moto's answers do not).
+fn client_token(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(body).ok()?.get("clientToken").filter(|t| !t.is_null()).cloned()
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn handle(route: Arc<Route>, parts: Parts, body: Bytes) -> Reply {
-    let topic = (parts.method == Method::POST).then(|| accepted_topic(parts.uri.path(), parts.uri.query())).flatten();
-    let client_token = serde_json::from_slice::<Value>(&body).ok().and_then(|b| b.get("clientToken").cloned());
-    let (answer, body) = route.upstream.forward(&parts, body).await;
-    if let (Some(topic), true) = (topic, answer.status.is_success())
-        && let Ok(Value::Object(mut accepted)) = serde_json::from_slice::<Value>(&body)
-    {
-        // AWS echoes the request's clientToken in update/accepted; moto's answer does not.
-        if let Some(token) = client_token {
-            accepted.entry("clientToken").or_insert(token);
-        }
-        accepted.insert("topic".into(), Value::String(topic));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        accepted.insert("receivedAt".into(), Value::from(now));
-        let _ = route.events.send(Value::Object(accepted));
-    }
+    let shadow = shadow_of(parts.uri.path(), parts.uri.query());
+    let (answer, body) = match (&parts.method, shadow) {
+        (&Method::POST, Some(shadow)) => update(&route, &shadow, &parts, body).await,
+        (&Method::DELETE, Some(shadow)) => delete(&route, &shadow, &parts, body).await,
+        _ => route.upstream.forward(&parts, body).await,
+    };
     Response::from_parts(answer, Full::new(body))
+}
+
+/// Forwards an update under the shadow's lock; when moto accepts it, sends its `update/documents` event.
+async fn update(
+    route: &Route,
+    shadow: &ShadowKey,
+    parts: &Parts,
+    request: Bytes,
+) -> (hyper::http::response::Parts, Bytes) {
+    let known = route.known(shadow);
+    let mut known = known.lock().await;
+    let token = client_token(&request);
+    let before = match known.take() {
+        Some(document) => Some(document),
+        None => route.read(parts).await.unwrap_or_else(|e| {
+            tracing::warn!(?shadow, error = %e, "could not read the shadow before its update: no `previous`");
+            None
+        }),
+    };
+    let (answer, body) = route.upstream.forward(parts, request).await;
+    if !answer.status.is_success() {
+        // moto refused it and changed nothing; what was known still holds (a version check guards it anyway).
+        *known = before;
+        return (answer, body);
+    }
+    let accepted = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let Some(version) = accepted.get("version").and_then(Value::as_u64) else {
+        tracing::warn!(?shadow, answer = %String::from_utf8_lossy(&body), "an accepted update without a version: no event");
+        return (answer, body);
+    };
+    let current = match route.read(parts).await {
+        Ok(Some(current)) if current.get("version").and_then(Value::as_u64) == Some(version) => current,
+        read => {
+            // Not readable, or another writer (past this proxy) came between: the document at `version` is gone.
+            tracing::warn!(?shadow, version, ?read, "could not read the document the update made: no event");
+            return (answer, body);
+        }
+    };
+    let previous = previous_of(before, version);
+    let timestamp = accepted.get("timestamp").or_else(|| current.get("timestamp")).cloned().unwrap_or(Value::Null);
+    let event =
+        documents_event(previous.as_ref(), &current, timestamp, token, shadow.topic("update/documents"), now_millis());
+    let _ = route.events.send(event);
+    *known = Some(current);
+    (answer, body)
+}
+
+/// Forwards a delete under the shadow's lock; when moto accepts it, sends its `delete/accepted` event.
+async fn delete(
+    route: &Route,
+    shadow: &ShadowKey,
+    parts: &Parts,
+    request: Bytes,
+) -> (hyper::http::response::Parts, Bytes) {
+    let known = route.known(shadow);
+    let mut known = known.lock().await;
+    let token = client_token(&request);
+    let (answer, body) = route.upstream.forward(parts, request).await;
+    *known = None;
+    if answer.status.is_success() {
+        let deleted = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+        let _ = route.events.send(deleted_event(&deleted, token, shadow.topic("delete/accepted"), now_millis()));
+    }
+    (answer, body)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
+    fn key(thing: &str, name: Option<&str>) -> ShadowKey {
+        ShadowKey { thing: thing.into(), name: name.map(str::to_owned) }
+    }
+
     #[test]
-    fn topics_of_update_requests() {
+    fn topics_of_shadow_requests() {
+        let named = shadow_of("/things/Test-Device/shadow", Some("name=test1"));
+        assert_eq!(named, Some(key("Test-Device", Some("test1"))));
+        let named = named.unwrap_or_else(|| key("", None));
+        assert_eq!(named.topic("update/documents"), "$aws/things/Test-Device/shadow/name/test1/update/documents");
+        assert_eq!(named.topic("delete/accepted"), "$aws/things/Test-Device/shadow/name/test1/delete/accepted");
+        let classic = shadow_of("/things/d/shadow", None);
+        assert_eq!(classic, Some(key("d", None)));
+        let classic = classic.unwrap_or_else(|| key("", Some("")));
+        assert_eq!(classic.topic("update/documents"), "$aws/things/d/shadow/update/documents");
+        assert_eq!(classic.topic("delete/accepted"), "$aws/things/d/shadow/delete/accepted");
+        // The SDK escapes `:` in the query.
+        assert_eq!(shadow_of("/things/d:1/shadow", Some("name=a%3Ab")), Some(key("d:1", Some("a:b"))));
+        assert_eq!(shadow_of("/api/things/shadow/ListNamedShadowsForThing/d", None), None);
+        assert_eq!(shadow_of("/things//shadow", None), None);
+        assert_eq!(shadow_of("/things/d/shadow", Some("name=%ZZ")), None);
+    }
+
+    #[test]
+    fn a_document_keeps_desired_and_reported_and_drops_delta() {
+        let got = json!({
+            "state": {"desired": {"a": 1, "b": 2}, "reported": {"a": 1}, "delta": {"b": 2}},
+            "metadata": {"desired": {"a": {"timestamp": 5}, "b": {"timestamp": 5}}, "reported": {"a": {"timestamp": 5}}},
+            "timestamp": 5,
+            "version": 3
+        });
         assert_eq!(
-            accepted_topic("/things/Test-Device/shadow", Some("name=test1")).as_deref(),
-            Some("$aws/things/Test-Device/shadow/name/test1/update/accepted")
+            document(&got),
+            json!({
+                "state": {"desired": {"a": 1, "b": 2}, "reported": {"a": 1}},
+                "metadata": {"desired": {"a": {"timestamp": 5}, "b": {"timestamp": 5}}, "reported": {"a": {"timestamp": 5}}},
+                "version": 3
+            })
         );
-        assert_eq!(accepted_topic("/things/d/shadow", None).as_deref(), Some("$aws/things/d/shadow/update/accepted"));
-        assert_eq!(accepted_topic("/api/things/shadow/ListNamedShadowsForThing/d", None), None);
+        // An absent section stays absent; moto's empty document (after `"state": null`) stays empty.
+        let only_desired = json!({"state": {"desired": {"x": 1}, "delta": {"x": 1}},
+                                  "metadata": {"desired": {"x": {"timestamp": 6}}}, "timestamp": 6, "version": 1});
+        assert_eq!(
+            document(&only_desired),
+            json!({"state": {"desired": {"x": 1}}, "metadata": {"desired": {"x": {"timestamp": 6}}}, "version": 1})
+        );
+        let empty = json!({"state": {}, "metadata": {}, "timestamp": 7, "version": 4});
+        assert_eq!(document(&empty), json!({"state": {}, "metadata": {}, "version": 4}));
+    }
+
+    #[test]
+    fn previous_is_only_the_document_one_version_below() {
+        let at = |version: u64| json!({"state": {"desired": {"v": version}}, "metadata": {}, "version": version});
+        assert_eq!(previous_of(Some(at(4)), 5), Some(at(4)));
+        assert_eq!(previous_of(Some(at(3)), 5), None, "a write came between");
+        assert_eq!(previous_of(Some(at(5)), 5), None);
+        assert_eq!(previous_of(Some(at(9)), 1), None, "the shadow was created anew");
+        assert_eq!(previous_of(None, 1), None);
+        assert_eq!(previous_of(Some(json!({"state": {}})), 1), None, "no version, no previous");
+    }
+
+    #[test]
+    fn documents_event_as_the_rule_delivers_it() {
+        let before = json!({"state": {"desired": {"a": 1}, "delta": {"a": 1}},
+                            "metadata": {"desired": {"a": {"timestamp": 10}}}, "timestamp": 10, "version": 1});
+        let after = json!({"state": {"desired": {"a": 1}, "reported": {"a": 1}},
+                           "metadata": {"desired": {"a": {"timestamp": 11}}, "reported": {"a": {"timestamp": 11}}},
+                           "timestamp": 11, "version": 2});
+        let topic = key("Test-Device", Some("test1")).topic("update/documents");
+        let event = documents_event(Some(&before), &after, json!(11), Some(json!("fw-1")), topic.clone(), 11_007);
+        assert_eq!(
+            event,
+            json!({
+                "previous": {"state": {"desired": {"a": 1}}, "metadata": {"desired": {"a": {"timestamp": 10}}}, "version": 1},
+                "current": {"state": {"desired": {"a": 1}, "reported": {"a": 1}},
+                            "metadata": {"desired": {"a": {"timestamp": 11}}, "reported": {"a": {"timestamp": 11}}},
+                            "version": 2},
+                "timestamp": 11,
+                "clientToken": "fw-1",
+                "topic": "$aws/things/Test-Device/shadow/name/test1/update/documents",
+                "receivedAt": 11_007
+            })
+        );
+        // shadow-history reads it as a snapshot replacing version 1.
+        let record = shadow_core::history::record_from_event(&event, &Default::default()).expect("a valid event");
+        assert_eq!(
+            (record.kind, record.version, record.previous_version),
+            (shadow_core::history::RecordKind::Snapshot, 2, Some(1))
+        );
+
+        // A new shadow: no `previous`, and no `clientToken` when the request had none.
+        let first = documents_event(None, &before, json!(10), None, topic, 10_001);
+        assert_eq!(first.get("previous"), None);
+        assert_eq!(first.get("clientToken"), None);
+        assert_eq!(first["current"]["state"], json!({"desired": {"a": 1}}));
+    }
+
+    #[test]
+    fn delete_event_from_motos_answer() {
+        let topic = key("d", None).topic("delete/accepted");
+        let event = deleted_event(&json!({"timestamp": 20, "version": 4}), None, topic, 20_003);
+        assert_eq!(
+            event,
+            json!({"version": 4, "timestamp": 20, "topic": "$aws/things/d/shadow/delete/accepted", "receivedAt": 20_003})
+        );
+        let record = shadow_core::history::record_from_event(&event, &Default::default()).expect("a valid event");
+        assert_eq!((record.kind, record.version), (shadow_core::history::RecordKind::Delete, 4));
+    }
+
+    #[test]
+    fn the_client_token_comes_from_the_request() {
+        assert_eq!(client_token(br#"{"state": {}, "clientToken": "t"}"#), Some(json!("t")));
+        assert_eq!(client_token(br#"{"state": {}, "clientToken": null}"#), None);
+        assert_eq!(client_token(br#"{"state": {}}"#), None);
+        assert_eq!(client_token(b""), None);
     }
 }

@@ -125,17 +125,17 @@ async fn history_across_two_pushes_and_device_reports_shows_what_each_changed() 
     assert_eq!(events[0]["clientToken"], first.as_str());
     assert_eq!(events[2]["clientToken"], second.as_str());
     assert_eq!(events[1]["clientToken"], Value::Null);
-    // The first push: the state before it is the shadow's creation, not known from history: "set".
+    // The first push created the shadow: its snapshot has no document before it, so every value is added.
     assert_eq!(
         events[0]["desired"],
-        json!([{"path": "settings.mode", "op": "set", "to": 1}, {"path": "settings.temp", "op": "set", "to": 20},
-               {"path": "url", "op": "set", "to": "a"}])
+        json!([{"path": "settings.mode", "op": "added", "to": 1}, {"path": "settings.temp", "op": "added", "to": 20},
+               {"path": "url", "op": "added", "to": "a"}])
     );
     assert_eq!(events[0]["reported"], json!([]));
     assert_eq!(events[1]["desired"], json!([]));
     assert_eq!(
         events[1]["reported"],
-        json!([{"path": "settings.mode", "op": "set", "to": 1}, {"path": "settings.temp", "op": "set", "to": 20}])
+        json!([{"path": "settings.mode", "op": "added", "to": 1}, {"path": "settings.temp", "op": "added", "to": 20}])
     );
     // The second push: only what it changed, with the value before.
     assert_eq!(

@@ -320,7 +320,12 @@ fn topic_rules_pass_topic_and_time_and_keep_their_errors() {
             }
         }
     }
-    for topic in ["$aws/things/+/shadow/name/+/update/accepted", "$aws/things/+/shadow/update/accepted"] {
+    for topic in [
+        "$aws/things/+/shadow/name/+/update/documents",
+        "$aws/things/+/shadow/update/documents",
+        "$aws/things/+/shadow/name/+/delete/accepted",
+        "$aws/things/+/shadow/delete/accepted",
+    ] {
         assert!(sources.iter().any(|s| s == topic), "no rule reads {topic} (rules read {sources:?})");
     }
 }

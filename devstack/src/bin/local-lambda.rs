@@ -139,7 +139,7 @@ async fn run() -> Result<(), Error> {
                 .send()
                 .await;
             match sent {
-                Ok(_) => tracing::debug!(%topic, "rule delivered update/accepted"),
+                Ok(_) => tracing::debug!(%topic, "rule delivered the event"),
                 // On AWS the rule's ErrorAction would get it.
                 Err(e) => {
                     tracing::warn!(%topic, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "rule could not invoke shadow-history")

@@ -56,7 +56,8 @@ impl Recorded {
             client_token: item.get("clientToken").and_then(Value::as_str).map(str::to_owned),
             metadata: present("metadata"),
             expires_at: number("expiresAt"),
-            sk: item.get("sk").and_then(Value::as_str).map(str::to_owned),
+            // A head names the event it copies: a walk back from it starts there.
+            sk: item.get("eventSk").or(item.get("sk")).and_then(Value::as_str).map(str::to_owned),
         })
     }
 

@@ -1,0 +1,224 @@
+//! A shadow as it was, end to end: a random sequence of updates and a deletion through the data plane the stack
+//! serves, recorded by shadow-history through the rules stand-in (update/documents and delete/accepted, as the
+//! template's rules route them), then `shadow-fleet shadow get --version N` for every version held against what
+//! GetThingShadow answered at that version, `--at` at chosen times, before the shadow existed and while it was
+//! deleted, and `shadow diff`.
+
+use std::time::Duration;
+
+use aws_smithy_types::Blob;
+use devstack::cli::run;
+use devstack::{Stack, unique};
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value, json};
+use shadow_aws::DynamoHistoryStore;
+use shadow_core::document::equal;
+use shadow_core::{ShadowName, ShadowRef, ThingName};
+
+const SHADOW: &str = "cfg";
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A random update: desired and/or reported, nested objects, nulls that delete a key or a subtree, arrays,
+/// numbers as integers and as floats of the same value. No `null` inside an object the update sets: moto keeps such
+/// a null in the document where AWS removes it (the core's property test holds nested nulls against AWS's rules).
+fn random_state(rng: &mut impl Rng) -> Value {
+    let value = |rng: &mut rand::rngs::StdRng| -> Value {
+        match rng.random_range(0..7) {
+            0 => Value::Null,
+            1 => json!(rng.random_range(0..5)),
+            2 => json!(f64::from(rng.random_range(0..5))),
+            3 => json!([rng.random_range(0..3), "x"]),
+            4 => json!({"mode": rng.random_range(0..3), "temp": rng.random_range(0..3)}),
+            5 => json!({"mode": f64::from(rng.random_range(0..3))}),
+            _ => json!(format!("s{}", rng.random_range(0..3))),
+        }
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rng.random());
+    let section = |rng: &mut rand::rngs::StdRng| {
+        let mut map = Map::new();
+        for _ in 0..rng.random_range(1..4) {
+            let key = ["a", "b", "settings"][rng.random_range(0..3)];
+            map.insert(key.to_owned(), value(rng));
+        }
+        Value::Object(map)
+    };
+    match rng.random_range(0..3) {
+        0 => json!({"desired": section(&mut rng)}),
+        1 => json!({"reported": section(&mut rng)}),
+        _ => json!({"desired": section(&mut rng), "reported": section(&mut rng)}),
+    }
+}
+
+/// `desired` and `reported` of a GetThingShadow answer (delta is derived; compared separately).
+fn sections(document: &Value) -> Value {
+    let state = &document["state"];
+    let mut out = Map::new();
+    for name in ["desired", "reported"] {
+        if let Some(section) = state.get(name).filter(|s| s.as_object().is_some_and(|m| !m.is_empty())) {
+            out.insert(name.to_owned(), section.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// moto puts `{}` in `delta` for a nested object whose values reported all holds (it compares the objects whole
+/// first); AWS documents delta as the keys that differ. Empty objects are dropped on both sides before comparing.
+fn without_empty_objects(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let kept: Map<String, Value> = map
+                .into_iter()
+                .map(|(k, v)| (k, without_empty_objects(v)))
+                .filter(|(_, v)| !v.as_object().is_some_and(Map::is_empty))
+                .collect();
+            if kept.is_empty() { Value::Null } else { Value::Object(kept) }
+        }
+        other => other,
+    }
+}
+
+async fn get(stack: &Stack, thing: &str) -> Option<Value> {
+    let got = stack.iot_data().get_thing_shadow().thing_name(thing).shadow_name(SHADOW).send().await.ok()?;
+    serde_json::from_slice(got.payload.as_ref().map(|b| b.as_ref()).unwrap_or_default()).ok()
+}
+
+async fn update(stack: &Stack, thing: &str, state: &Value) {
+    stack
+        .iot_data()
+        .update_thing_shadow()
+        .thing_name(thing)
+        .shadow_name(SHADOW)
+        .payload(Blob::new(json!({"state": state, "clientToken": "test-writer"}).to_string()))
+        .send()
+        .await
+        .expect("update_thing_shadow");
+}
+
+/// Waits (at most 60 s) until the history holds `events` items of the shadow.
+async fn recorded(stack: &Stack, thing: &str, events: usize) {
+    let store = DynamoHistoryStore::new(stack.dynamodb(), stack.var("HISTORY_TABLE"));
+    let shadow = ShadowRef {
+        thing: ThingName::parse(thing).expect("the thing's name"),
+        shadow: Some(ShadowName::parse(SHADOW).expect("the shadow's name")),
+    };
+    for _ in 0..600 {
+        if store.events(&shadow).await.map(|e| e.len()).unwrap_or(0) >= events {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("shadow-history did not record {events} events of {thing} within 60 s");
+}
+
+/// Sleeps into the next second, so that what follows has a later timestamp than what came before.
+async fn next_second() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    tokio::time::sleep(Duration::from_millis(1_050 - u64::from(now.subsec_millis()))).await;
+}
+
+#[tokio::test]
+async fn every_version_and_chosen_times_read_back_as_the_service_held_them() {
+    let stack = Stack::get();
+    let thing = unique("points");
+    stack.iot().create_thing().thing_name(&thing).send().await.expect("create_thing");
+    let seed: u64 = rand::rng().random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let before_creation = now_secs();
+    next_second().await;
+
+    // (version, the document GetThingShadow answered after it)
+    let mut held: Vec<(u64, Value)> = Vec::new();
+    let mut at_times: Vec<(u64, Value)> = Vec::new();
+    let mut events = 0;
+    for round in 0..3 {
+        for _ in 0..8 {
+            update(&stack, &thing, &random_state(&mut rng)).await;
+            events += 1;
+            let document = get(&stack, &thing).await.expect("the shadow after an update");
+            held.push((document["version"].as_u64().expect("a version"), document));
+        }
+        // The last document of this second is the answer for the whole second.
+        let (_, last) = held.last().cloned().expect("a version");
+        next_second().await;
+        at_times.push((now_secs() - 1, last));
+        if round == 1 {
+            break;
+        }
+    }
+    // A deletion that lasts a second, then the shadow again.
+    stack.iot_data().delete_thing_shadow().thing_name(&thing).shadow_name(SHADOW).send().await.expect("delete");
+    events += 1;
+    next_second().await;
+    let while_deleted = now_secs();
+    next_second().await;
+    for _ in 0..5 {
+        update(&stack, &thing, &random_state(&mut rng)).await;
+        events += 1;
+        let document = get(&stack, &thing).await.expect("the shadow after an update");
+        held.push((document["version"].as_u64().expect("a version"), document));
+    }
+    recorded(&stack, &thing, events).await;
+
+    for (version, document) in &held {
+        let v = version.to_string();
+        let got = run(&stack, &["shadow", "get", &thing, "--shadow", SHADOW, "--version", &v, "--output", "json"]);
+        assert_eq!(got.code, 0, "seed {seed}, version {v}: {}", got.stderr);
+        let line = got.lines().pop().unwrap_or_default();
+        assert!(
+            equal(&sections(&line), &sections(document)),
+            "seed {seed}, version {v}:\n  history: {}\n  service: {}",
+            sections(&line),
+            sections(document)
+        );
+        assert_eq!(line["version"], *version, "seed {seed}");
+        let delta = without_empty_objects(document["state"].get("delta").cloned().unwrap_or(Value::Null));
+        let got_delta = without_empty_objects(line["state"].get("delta").cloned().unwrap_or(Value::Null));
+        assert!(equal(&delta, &got_delta), "seed {seed}, version {v}: delta {got_delta} but the service's {delta}");
+    }
+
+    for (t, document) in &at_times {
+        let at = t.to_string();
+        let got = run(&stack, &["shadow", "get", &thing, "--shadow", SHADOW, "--at", &at, "--output", "json"]);
+        assert_eq!(got.code, 0, "seed {seed}, at {at}: {}", got.stderr);
+        let line = got.lines().pop().unwrap_or_default();
+        assert!(equal(&sections(&line), &sections(document)), "seed {seed}, at {at}: {line} but {document}");
+    }
+
+    let early = before_creation.to_string();
+    let got = run(&stack, &["shadow", "get", &thing, "--shadow", SHADOW, "--at", &early]);
+    assert_eq!(got.code, 1, "before the shadow existed: {}", got.stdout);
+    assert!(got.stderr.contains("did not exist"), "{}", got.stderr);
+    assert!(got.stdout.is_empty(), "never a document: {}", got.stdout);
+
+    let deleted = while_deleted.to_string();
+    let got = run(&stack, &["shadow", "get", &thing, "--shadow", SHADOW, "--at", &deleted]);
+    assert_eq!(got.code, 1, "while deleted: {}", got.stdout);
+    assert!(got.stderr.contains("deleted"), "{}", got.stderr);
+
+    let never = (held.iter().map(|(v, _)| *v).max().unwrap_or(0) + 100).to_string();
+    let got = run(&stack, &["shadow", "get", &thing, "--shadow", SHADOW, "--version", &never]);
+    assert_eq!(got.code, 1);
+    assert!(got.stderr.contains("never recorded"), "{}", got.stderr);
+
+    // What changed from the first version to now, leaf by leaf: each row's "after" is the current document's.
+    let first = format!("v{}", held[0].0);
+    let diff = run(&stack, &["shadow", "diff", &thing, "--shadow", SHADOW, "--from", &first, "--output", "json"]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    let current = sections(&held.last().expect("a version").1);
+    for row in diff.lines() {
+        let path = row["path"].as_str().unwrap_or_default();
+        let mut node = &current;
+        for key in path.split('.') {
+            node = node.get(key).unwrap_or(&Value::Null);
+        }
+        // An absent leaf: gone, or now an object (its leaves are rows of their own).
+        let held = if row["after"].is_null() { node.is_null() || node.is_object() } else { equal(node, &row["after"]) };
+        assert!(held, "seed {seed}: {path} is {node} now, diff says {}", row["after"]);
+        if !row["after"].is_null() {
+            assert_eq!(row["by"], "test-writer", "{row}");
+        }
+    }
+}
