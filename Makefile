@@ -72,7 +72,7 @@ build-tools:
 # checkov (.tools/checkov-venv) reads the template as SAM with --framework cloudformation (AWS::Serverless::Function,
 # Globals); its `serverless` framework is the Serverless Framework's serverless.yml and scans nothing here. It drops
 # every resource whose Condition is false with the parameters' defaults, so it scans two copies of template.yaml, line
-# for line the same, that switch the optional resources on: RecordDeletes=true, with QueuedIngestion false and true.
+# for line the same, that switch the optional resources on: RecordDeletes=true (its default), with QueuedIngestion false and true.
 # Offline: no API key and --skip-download/BC_SKIP_MAPPING (nothing sent to or fetched from Prisma Cloud), no PyPI
 # update check. It fails on any failed check and on a parse error; each suppression is in the template with its reason.
 CHECKOV := BC_API_KEY= BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE CKV_PARSE_ERROR_FAIL=TRUE \
@@ -82,10 +82,9 @@ lint-template:
 	.tools/venv/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 AWS_REGION=$${AWS_REGION:-ap-northeast-1} .tools/venv/bin/sam validate --lint
 	@mkdir -p .local/checkov/direct .local/checkov/queued
-	@sed -E '/^  RecordDeletes:$$/,/^    Default:/ s/"false"$$/"true"/' template.yaml >.local/checkov/direct/template.yaml
-	@sed -E '/^  (RecordDeletes|QueuedIngestion):$$/,/^    Default:/ s/"false"$$/"true"/' template.yaml \
-	  >.local/checkov/queued/template.yaml
-	@[[ $$(diff template.yaml .local/checkov/direct/template.yaml | grep -c '^>') == 1 && \
-	    $$(diff template.yaml .local/checkov/queued/template.yaml | grep -c '^>') == 2 ]] || \
-	  { echo 'lint-template: no Default: "false" to switch in RecordDeletes and QueuedIngestion' >&2; exit 1; }
+	@cp template.yaml .local/checkov/direct/template.yaml
+	@sed -E '/^  QueuedIngestion:$$/,/^    Default:/ s/"false"$$/"true"/' template.yaml >.local/checkov/queued/template.yaml
+	@[[ $$(grep -A2 '^  RecordDeletes:$$' template.yaml | grep -c 'Default: "true"') == 1 && \
+	    $$(diff template.yaml .local/checkov/queued/template.yaml | grep -c '^>') == 1 ]] || \
+	  { echo 'lint-template: RecordDeletes must default to "true" and QueuedIngestion have a Default: "false" to switch' >&2; exit 1; }
 	$(CHECKOV) -f .local/checkov/direct/template.yaml -f .local/checkov/queued/template.yaml
