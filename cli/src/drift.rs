@@ -19,8 +19,9 @@ use shadow_aws::{DataPlaneShadows, DynamoHistoryStore, IotRegistry};
 use shadow_core::drift::{
     IndexConfig, KeyBehind, Pacer, Since, SinceSearch, Tally, ThingDrift, behind, delta_query, group_query, parse_rate,
 };
+use shadow_core::history::point::Unknown;
 use shadow_core::push::{Registry, Shadows};
-use shadow_core::store::ServiceError;
+use shadow_core::store::{FaultKind, ServiceError};
 use shadow_core::{ShadowName, ShadowRef, ThingGroupName, ThingName};
 
 use crate::error::CliError;
@@ -58,6 +59,11 @@ pub struct DriftArgs {
     /// History events read per thing behind, newest first, to find since when (0: none).
     #[arg(long, default_value_t = 200, value_name = "N")]
     history_events: usize,
+    /// The fleet as of then: each target's shadow at the end of this time, from the history table (no shadow
+    /// reads; --max-tps paces the history reads). Same forms as `history --since`. The targets are the group's or
+    /// the query's things now.
+    #[arg(long, value_name = "TIME", value_parser = crate::checks::time)]
+    at: Option<u64>,
 }
 
 /// Which way the targets were read, and why.
@@ -140,7 +146,20 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
         }
     };
 
-    let path = choose_path(&iot, &targets, shadow_name.as_ref(), args.walk).await;
+    if args.at.is_some() && history.is_none() {
+        return Err(CliError::Usage(format!(
+            "--at reads the shadows as they were from the history table, and {} names none (--stack NAME or \
+             HISTORY_TABLE)",
+            ctx.locations.origin
+        )));
+    }
+    let path = match args.at {
+        // The fleet index holds only the shadows now.
+        Some(at) => Path::Walk {
+            reason: format!("--at {}: every target's shadow as of then, from the history", when::format_seconds(at)),
+        },
+        None => choose_path(&iot, &targets, shadow_name.as_ref(), args.walk).await,
+    };
     eprintln!("drift of {shadow_label}: {}", path.describe());
 
     let bar = if std::io::stderr().is_terminal() {
@@ -160,6 +179,7 @@ pub async fn run(ctx: &Context, args: DriftArgs) -> Result<i32, CliError> {
         history_events: args.history_events,
         pacer: Mutex::new(Pacer::new(args.max_tps)),
         history_failed: AtomicBool::new(false),
+        at: args.at,
     };
     // Enough requests in flight to reach the rate when a read takes up to 200 ms.
     let in_flight = ((args.max_tps * 0.2).ceil() as usize).clamp(1, 32);
@@ -353,12 +373,17 @@ struct Checker<'a> {
     pacer: Mutex<Pacer>,
     /// A history that cannot be read is said once, not for every thing.
     history_failed: AtomicBool,
+    /// `--at`: the shadows as of this time, from the history.
+    at: Option<u64>,
 }
 
 impl Checker<'_> {
     async fn check(&self, thing: ThingName) -> Checked {
         let at = self.pacer.lock().unwrap_or_else(|e| e.into_inner()).take(tokio::time::Instant::now().into_std());
         tokio::time::sleep_until(at.into()).await;
+        if let (Some(t), Some(store)) = (self.at, self.history) {
+            return self.check_then(store, thing, t).await;
+        }
         let read = self.shadows.desired(&thing, self.shadow).await;
         let drift = read.map(|state| match state {
             None => ThingDrift::NoShadow,
@@ -369,6 +394,51 @@ impl Checker<'_> {
         });
         let since = match &drift {
             Ok(ThingDrift::Behind(keys)) => self.since(&thing, keys).await,
+            _ => Vec::new(),
+        };
+        Checked { thing: thing.to_string(), drift, since }
+    }
+
+    /// `--at`: the thing's shadow at the end of `t`, from the history; since when, from the events before it.
+    async fn check_then(&self, store: &DynamoHistoryStore, thing: ThingName, t: u64) -> Checked {
+        let shadow = ShadowRef { thing: thing.clone(), shadow: self.shadow.cloned() };
+        let which = format!("{thing}");
+        let read = crate::point::read_or_unknown(store, &shadow, crate::point::At::Time(t), &which).await;
+        let unreadable =
+            |message: String| ServiceError::new("Query", FaultKind::Rejected, Some("NotKnown".into()), message);
+        let (drift, point) = match read {
+            Ok(Ok((point, _))) => {
+                let section =
+                    |s: Option<&serde_json::Map<String, Value>>| s.cloned().map_or(Value::Null, Value::Object);
+                let keys = behind(&section(point.state.desired.as_ref()), &section(point.state.reported.as_ref()));
+                let drift = if keys.is_empty() { ThingDrift::InSync } else { ThingDrift::Behind(keys) };
+                (Ok(drift), Some(point))
+            }
+            Ok(Err(Unknown::BeforeCreation { .. } | Unknown::Deleted { .. } | Unknown::NoHistory)) => {
+                (Ok(ThingDrift::NoShadow), None)
+            }
+            Ok(Err(unknown)) => (Err(unreadable(crate::point::explain(&unknown))), None),
+            Err(e) => (Err(unreadable(e.report())), None),
+        };
+        let since = match (&drift, &point) {
+            (Ok(ThingDrift::Behind(keys)), Some(point)) => {
+                let mut search = SinceSearch::new(keys);
+                if let Some(sk) = &point.sk
+                    && self.history_events > 0
+                {
+                    let limit = i32::try_from(self.history_events).unwrap_or(i32::MAX);
+                    if let Ok(events) = store.back_from(&shadow, sk, limit).await {
+                        for event in &events {
+                            search.older(event);
+                            if search.done() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                search.give_up();
+                keys.iter().map(|k| (search.since(k), search.written_by(k).map(str::to_owned))).collect()
+            }
             _ => Vec::new(),
         };
         Checked { thing: thing.to_string(), drift, since }

@@ -46,6 +46,18 @@ pub async fn read(
     at: At,
     which: &str,
 ) -> Result<(Point, ReadCost), CliError> {
+    read_or_unknown(store, shadow, at, which)
+        .await?
+        .map_err(|e| CliError::Failure(format!("{which} at {}: {}", at.describe(), explain(&e))))
+}
+
+/// The document at `at`, or what the history does not know (`Err` only when the history cannot be read).
+pub async fn read_or_unknown(
+    store: &DynamoHistoryStore,
+    shadow: &ShadowRef,
+    at: At,
+    which: &str,
+) -> Result<Result<(Point, ReadCost), Unknown>, CliError> {
     let now = now_secs();
     let failed = |e| CliError::service(format!("reading the history of {which}"))(e);
     let (answer, before, mut cost) = match at {
@@ -67,17 +79,16 @@ pub async fn read(
             (point::at_time(t, &read, now), read.before, cost)
         }
     };
-    let explain = |e: Unknown| CliError::Failure(format!("{which} at {}: {}", at.describe(), explain(&e)));
-    match answer.map_err(explain)? {
-        AtTime::Known(point) => Ok((point, cost)),
-        AtTime::Fold => {
+    match answer {
+        Err(unknown) => Ok(Err(unknown)),
+        Ok(AtTime::Known(point)) => Ok(Ok((point, cost))),
+        Ok(AtTime::Fold) => {
             let sk = before.and_then(|b| b.sk).unwrap_or_default();
             let items = store.back_from(shadow, &sk, FOLD_LIMIT as i32).await.map_err(failed)?;
             cost.requests += 1;
             cost.items += items.len() as u32;
             let older: Vec<Recorded> = records(&items)?.into_iter().filter(|r| point::live(r, now)).collect();
-            let point = point::fold(&older, FOLD_LIMIT).map_err(explain)?;
-            Ok((point, cost))
+            Ok(point::fold(&older, FOLD_LIMIT).map(|point| (point, cost)))
         }
     }
 }

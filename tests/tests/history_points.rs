@@ -222,3 +222,147 @@ async fn every_version_and_chosen_times_read_back_as_the_service_held_them() {
         }
     }
 }
+
+async fn set(stack: &Stack, thing: &str, state: Value, token: &str) {
+    stack
+        .iot_data()
+        .update_thing_shadow()
+        .thing_name(thing)
+        .shadow_name(SHADOW)
+        .payload(Blob::new(json!({"state": state, "clientToken": token}).to_string()))
+        .send()
+        .await
+        .expect("update_thing_shadow");
+}
+
+/// The things behind at `at` (epoch seconds), as `drift --at` says them: thing → its keys behind; and the things
+/// without a shadow then.
+fn drift_at(stack: &Stack, things: &[&str], at: u64) -> (std::collections::BTreeMap<String, Vec<String>>, Vec<String>) {
+    let at = at.to_string();
+    let mut args = vec!["drift", "--shadow", SHADOW, "--at", &at, "--output", "json"];
+    args.extend(things);
+    let got = run(stack, &args);
+    assert_eq!(got.code, 0, "drift --at {at}: {}", got.stderr);
+    let mut behind = std::collections::BTreeMap::new();
+    let mut none = Vec::new();
+    for line in got.lines() {
+        let thing = line["thing"].as_str().unwrap_or_default().to_owned();
+        match line["kind"].as_str() {
+            Some("thing") => {
+                let keys = line["keys"].as_array().cloned().unwrap_or_default();
+                behind.insert(thing, keys.iter().map(|k| k["key"].as_str().unwrap_or_default().to_owned()).collect());
+            }
+            Some("noShadow") => none.push(thing),
+            _ => {}
+        }
+    }
+    (behind, none)
+}
+
+#[tokio::test]
+async fn drift_at_a_time_is_the_fleet_as_the_history_knew_it_then() {
+    let stack = Stack::get();
+    let (a, b, c) = (unique("then-a"), unique("then-b"), unique("then-c"));
+    for thing in [&a, &b, &c] {
+        stack.iot().create_thing().thing_name(thing).send().await.expect("create_thing");
+    }
+    // Second 1: a and b are told mode 1. Second 2: a reports it. Second 3: a is told mode 2, c appears.
+    set(&stack, &a, json!({"desired": {"mode": 1}}), "push-1").await;
+    set(&stack, &b, json!({"desired": {"mode": 1}}), "push-1").await;
+    next_second().await;
+    let told = now_secs() - 1;
+    set(&stack, &a, json!({"reported": {"mode": 1.0}}), "device").await;
+    next_second().await;
+    let reported = now_secs() - 1;
+    set(&stack, &a, json!({"desired": {"mode": 2}}), "push-2").await;
+    set(&stack, &c, json!({"desired": {"mode": 2}, "reported": {"mode": 2}}), "push-2").await;
+    for (thing, events) in [(&a, 3), (&b, 1), (&c, 1)] {
+        recorded(&stack, thing, events).await;
+    }
+    let things = [a.as_str(), b.as_str(), c.as_str()];
+
+    let (behind, none) = drift_at(&stack, &things, told);
+    assert_eq!(behind.get(&a), Some(&vec!["mode".to_owned()]), "{behind:?}");
+    assert_eq!(behind.get(&b), Some(&vec!["mode".to_owned()]), "{behind:?}");
+    assert_eq!(none, vec![c.clone()], "c had no shadow then");
+
+    let (behind, none) = drift_at(&stack, &things, reported);
+    assert!(!behind.contains_key(&a), "a reported mode 1 (as 1.0) by then: {behind:?}");
+    assert!(behind.contains_key(&b), "{behind:?}");
+    assert_eq!(none, vec![c.clone()]);
+
+    let (behind, none) = drift_at(&stack, &things, now_secs() + 1);
+    assert!(behind.contains_key(&a) && behind.contains_key(&b) && !behind.contains_key(&c), "{behind:?}");
+    assert!(none.is_empty(), "{none:?}");
+}
+
+/// An `update/documents` event as the rule delivers it.
+fn documents(thing: &str, version: u64, timestamp: u64, previous: Option<Value>, current: Value) -> Value {
+    let mut event = json!({
+        "current": {"state": current, "metadata": {}, "version": version},
+        "timestamp": timestamp, "clientToken": format!("push-{version}"),
+        "topic": format!("$aws/things/{thing}/shadow/name/{SHADOW}/update/documents"),
+    });
+    if let Some(previous) = previous {
+        event["previous"] = json!({"state": previous, "metadata": {}, "version": version - 1});
+    }
+    event
+}
+
+#[tokio::test]
+async fn expired_items_are_never_read_even_before_dynamodb_deletes_them() {
+    let fixture = devstack::history::HistoryFixture::new().await;
+    // DynamoDB deletes expired items only within about two days: keep them here, as DynamoDB may.
+    let off = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+        .attribute_name("expiresAt")
+        .enabled(false)
+        .build()
+        .expect("a TTL specification");
+    fixture
+        .stack
+        .dynamodb()
+        .update_time_to_live()
+        .table_name(&fixture.table)
+        .time_to_live_specification(off)
+        .send()
+        .await
+        .expect("turning TTL off");
+    let history = fixture.function(&[("HISTORY_RETENTION_DAYS", "30")]).await;
+    let thing = unique("expired");
+    let day = 86_400;
+    let now = now_secs();
+    let (t1, t2, t3) = (now - 40 * day, now - 35 * day, now - 10 * day);
+    let mode = |m: u64| json!({"desired": {"mode": m}});
+    for event in [
+        documents(&thing, 1, t1, None, mode(1)),
+        documents(&thing, 2, t2, Some(mode(1)), mode(2)),
+        documents(&thing, 3, t3, Some(mode(2)), mode(3)),
+    ] {
+        history.invoke(&event, devstack::history::INVOKE_TIMEOUT).await.expect("invoking shadow-history");
+    }
+    assert_eq!(fixture.count().await, 3, "the expired items are still in the table");
+    let mut env = devstack::cli::stack_env(&fixture.stack);
+    env.insert("HISTORY_TABLE".into(), fixture.table.clone());
+    let cli = |args: &[&str]| devstack::cli::run_with(&env, args);
+
+    let listed = cli(&["history", &thing, "--shadow", SHADOW, "--output", "json"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let versions: Vec<u64> = listed.lines().iter().filter_map(|e| e["version"].as_u64()).collect();
+    assert_eq!(versions, [3], "history shows only what the retention keeps: {}", listed.stdout);
+
+    // 20 days ago: inside the retention; every item before it has expired, the next one holds the document.
+    let at = (now - 20 * day).to_string();
+    let got = cli(&["shadow", "get", &thing, "--shadow", SHADOW, "--at", &at, "--output", "json"]);
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    assert_eq!(got.lines()[0]["state"]["desired"], json!({"mode": 2}), "{}", got.stdout);
+
+    // 33 days ago: before the retained history, although an expired item of that time is still in the table.
+    let at = (now - 33 * day).to_string();
+    let got = cli(&["shadow", "get", &thing, "--shadow", SHADOW, "--at", &at]);
+    assert_eq!(got.code, 1, "never the expired document: {}", got.stdout);
+    assert!(got.stderr.contains("before the retained history"), "{}", got.stderr);
+
+    let got = cli(&["shadow", "get", &thing, "--shadow", SHADOW, "--version", "2"]);
+    assert_eq!(got.code, 1, "never the expired document: {}", got.stdout);
+    assert!(got.stderr.contains("past the history's retention"), "{}", got.stderr);
+}
