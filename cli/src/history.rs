@@ -10,7 +10,7 @@ use shadow_core::push::rollout::ROLLBACK_SUFFIX;
 use shadow_core::{ShadowName, ShadowRef, ThingName};
 
 use crate::checks;
-use crate::diff::{Change, Replay};
+use crate::diff::{Before, Change, Replay};
 use crate::error::CliError;
 use crate::output::{self, Format};
 use crate::{Context, now_secs, when};
@@ -95,6 +95,32 @@ fn event_json(event: &Value, desired: &[Change], reported: &[Change]) -> Value {
     })
 }
 
+/// The changes that touched `path` or anything under it. A change of an object above it (replaced or removed whole)
+/// is narrowed to the leaf: its value there before and after.
+fn narrow(changes: Vec<Change>, path: &str) -> Vec<Change> {
+    let below = |value: &serde_json::Value, rest: &str| rest.split('.').try_fold(value, |v, key| v.get(key)).cloned();
+    changes
+        .into_iter()
+        .filter_map(|c| {
+            let rest = if c.path.is_empty() { Some(path) } else { path.strip_prefix(&format!("{}.", c.path)) };
+            match rest {
+                // The change is above the path: the leaf's own values.
+                Some(rest) => {
+                    let from = match &c.from {
+                        Before::Was(v) => below(v, rest).map_or(Before::Absent, Before::Was),
+                        other => other.clone(),
+                    };
+                    let to = c.to.as_ref().and_then(|v| below(v, rest));
+                    let unchanged = matches!((&from, &to), (Before::Absent, None))
+                        || matches!((&from, &to), (Before::Was(a), Some(b)) if a == b);
+                    (!unchanged).then(|| Change { path: path.to_owned(), from, to })
+                }
+                None => shadow_core::history::state::touches(&c.path, path).then_some(c),
+            }
+        })
+        .collect()
+}
+
 fn changes_text(changes: &[Change]) -> String {
     changes.iter().map(Change::to_text).collect::<Vec<_>>().join("\n")
 }
@@ -160,9 +186,8 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<i32, CliError> {
             replay.know_before(event);
             let mut changes = replay.apply(kind, event.get("state"));
             if let Some(path) = &args.path {
-                let keep = |c: &Change| shadow_core::history::state::touches(&c.path, path) || c.path.is_empty();
-                changes.desired.retain(keep);
-                changes.reported.retain(keep);
+                changes.desired = narrow(std::mem::take(&mut changes.desired), path);
+                changes.reported = narrow(std::mem::take(&mut changes.reported), path);
                 if changes.desired.is_empty() && changes.reported.is_empty() && kind != "delete" {
                     continue;
                 }

@@ -366,3 +366,38 @@ async fn expired_items_are_never_read_even_before_dynamodb_deletes_them() {
     assert_eq!(got.code, 1, "never the expired document: {}", got.stdout);
     assert!(got.stderr.contains("past the history's retention"), "{}", got.stderr);
 }
+
+#[tokio::test]
+async fn history_of_one_path_shows_only_the_events_that_touched_it() {
+    let stack = Stack::get();
+    let thing = unique("path");
+    stack.iot().create_thing().thing_name(&thing).send().await.expect("create_thing");
+    set(&stack, &thing, json!({"desired": {"settings": {"mode": 1, "temp": 20}, "url": "a"}}), "push-1").await;
+    set(&stack, &thing, json!({"desired": {"url": "b"}}), "push-2").await;
+    set(&stack, &thing, json!({"desired": {"settings": {"temp": 21}}}), "push-3").await;
+    set(&stack, &thing, json!({"reported": {"settings": {"mode": 1}}}), "device").await;
+    set(&stack, &thing, json!({"desired": {"settings": null}}), "push-4").await;
+    recorded(&stack, &thing, 5).await;
+    let got = run(&stack, &["history", &thing, "--shadow", SHADOW, "--path", "settings.mode", "--output", "json"]);
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    let seen: Vec<(String, Value, Value)> = got
+        .lines()
+        .iter()
+        .map(|e| {
+            (e["clientToken"].as_str().unwrap_or_default().to_owned(), e["desired"].clone(), e["reported"].clone())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("push-1".to_owned(), json!([{"path": "settings.mode", "op": "added", "to": 1}]), json!([])),
+            ("device".to_owned(), json!([]), json!([{"path": "settings.mode", "op": "added", "to": 1}])),
+            ("push-4".to_owned(), json!([{"path": "settings.mode", "op": "removed", "from": 1}]), json!([])),
+        ],
+        "{}",
+        got.stdout
+    );
+    let bad = run(&stack, &["history", &thing, "--path", "settings..mode"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("settings..mode"), "{}", bad.stderr);
+}
