@@ -12,6 +12,7 @@ mod point;
 mod progress;
 mod push;
 mod shadow;
+mod view;
 mod when;
 
 use std::time::{SystemTime, UNIX_EPOCH};

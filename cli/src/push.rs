@@ -17,7 +17,7 @@ use crate::checks;
 use crate::error::CliError;
 use crate::output::{self, Format};
 use crate::progress::{Progress, compact, record_rows};
-use crate::{Context, now_ms, when};
+use crate::{Context, now_ms, view, when};
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
@@ -41,7 +41,9 @@ pub enum PushCommand {
         #[command(flatten)]
         watch: WatchOptions,
     },
-    /// The push's record; with --failures every failed thing, with --conflicts every thing a rollback left alone.
+    /// Where the push stands, for an operator: one row per phase with the gate's thresholds, the bake's end, what
+    /// happens next (--output json: the whole record); with --failures every failed thing, with --conflicts every
+    /// thing a rollback left alone.
     Show {
         #[arg(value_parser = checks::push_id)]
         push_id: String,
@@ -496,7 +498,24 @@ async fn show(ctx: &Context, push_id: &str, with_failures: bool, with_conflicts:
             output::json_line(&shown);
         }
         Format::Table => {
-            println!("{}", output::fields(&record_rows(&found)));
+            let view = view::describe(&found, now_ms()).map_err(CliError::Failure)?;
+            let fields = |rows: &[(String, String)]| {
+                let mut table = output::fields(rows);
+                // Not a terminal (a pipe, a file): lines a terminal of 120 columns shows whole.
+                if table.width().is_none() {
+                    table.set_width(120);
+                }
+                table
+            };
+            println!("{}", fields(&view.fields));
+            if !view.phases.is_empty() {
+                let mut phases = output::table(&view::PHASE_COLUMNS);
+                for row in view.phases {
+                    phases.add_row(row);
+                }
+                println!("{phases}");
+            }
+            println!("{}", fields(&view.after));
             if with_failures {
                 if failures.is_empty() {
                     println!("no failed things");
