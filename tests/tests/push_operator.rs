@@ -1,6 +1,6 @@
 //! The operator's view of pushes, the built `shadow-fleet` CLI against DynamoDB Local: `push show` of a rollout
 //! mid-bake and after an abort (the table's content: a row per phase, the gate, the bake's countdown, what happens
-//! next; `--output json` keeps the whole record). The records are
+//! next; `--output json` keeps the whole record), and `push list --state` across the whole table. The records are
 //! written by shadow-push's own store (`DynamoPushStore::create`) from records the core builds, in a push table of
 //! the test's own.
 
@@ -178,4 +178,77 @@ async fn push_show_is_an_operators_view_of_a_rollout_mid_bake_and_after_an_abort
     assert_eq!(phase_row(&shown, 2)[9], "not judged");
     assert!(!shown.stdout.contains("bake ends"), "{}", shown.stdout);
     assert!(field(&shown, "next").contains(&format!("shadow-fleet push abort {aborted_id} --rollback")));
+}
+
+#[tokio::test]
+async fn push_list_by_state_finds_every_push_in_that_state_across_the_table() {
+    let stack = Stack::get();
+    let now = now_ms();
+    let month_ago = now - 30 * 86_400_000;
+    let mut pushes = Vec::new();
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, started_at) in [
+        ("running", now - 60_000),
+        ("paused", now - 120_000),
+        ("paused-long-ago", month_ago),
+        ("stalled", now - 180_000),
+        ("rolling-back", now - 240_000),
+        ("complete", now - 300_000),
+        ("aborted", now - 360_000),
+        ("rolled-back", now - 420_000),
+    ] {
+        let id = unique(&format!("list-{name}"));
+        let (definition, mut record) = rollout(&id, "rollback", started_at);
+        match name {
+            "paused" | "paused-long-ago" => record.status.state = PushState::Paused,
+            "stalled" => record.holder.stalled = Some("segment 1 died 3 times".into()),
+            "rolling-back" => record.status.state = PushState::RollingBack,
+            "complete" | "aborted" | "rolled-back" => {
+                record.status.complete = true;
+                record.status.finished_at = Some(started_at + 1000);
+                record.status.state = match name {
+                    "complete" => PushState::Complete,
+                    "aborted" => PushState::Aborted,
+                    _ => PushState::RolledBack,
+                };
+            }
+            _ => {}
+        }
+        ids.insert(name, id);
+        pushes.push((definition, record));
+    }
+    let table = push_table(&stack, &pushes).await;
+    let env = env_for(&stack, &table);
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["push", "list", "--output", "json"];
+        all.extend_from_slice(args);
+        let run = run_with(&env, &all);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run.lines().iter().map(|r| r["pushId"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    let of = |names: &[&str]| -> Vec<String> { names.iter().map(|n| ids[n].clone()).collect() };
+
+    // Newest first, across the whole table (the paused push of a month ago too), without --since.
+    assert_eq!(listed(&["--state", "open"]), of(&["running", "paused", "stalled", "rolling-back", "paused-long-ago"]));
+    assert_eq!(listed(&["--state", "paused"]), of(&["paused", "paused-long-ago"]));
+    assert_eq!(listed(&["--state", "stalled"]), of(&["stalled"]));
+    assert_eq!(listed(&["--state", "rolling-back"]), of(&["rolling-back"]));
+    // --since and --limit still bound it; without --state the week's pushes, as before.
+    assert_eq!(listed(&["--state", "paused", "--since", "1d"]), of(&["paused"]));
+    assert_eq!(listed(&["--state", "open", "--limit", "2"]), of(&["running", "paused"]));
+    assert_eq!(listed(&[]).len(), 7, "the pushes of the last 7 days");
+
+    let table_run = run_with(&env, &["push", "list", "--state", "stalled"]);
+    assert_eq!(table_run.code, 0, "{}", table_run.stderr);
+    let row = table_run.stdout.lines().find(|l| l.contains(&ids["stalled"])).unwrap_or_default();
+    assert!(row.contains("stalled"), "{}", table_run.stdout);
+    let empty = unique("operator-empty");
+    let db = stack.dynamodb();
+    tables::ensure_table(&db, &empty, &tables::PUSH).await.expect("creating the push table");
+    let none = run_with(&env_for(&stack, &empty), &["push", "list", "--state", "rolling-back"]);
+    assert_eq!(none.code, 0, "{}", none.stderr);
+    assert!(none.stderr.contains(&format!("no rolling-back pushes in table {empty}")), "{}", none.stderr);
+    let bad = run_with(&env, &["push", "list", "--state", "sleeping"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("open") && bad.stderr.contains("rolling-back"), "{}", bad.stderr);
 }
