@@ -1,7 +1,8 @@
 //! `shadow-fleet dlq list|replay`, the built CLI on the local stack: a history event that failed shadow-history's
 //! asynchronous invocation and its two retries (its table was missing) lands in the on-failure queue as Lambda's
 //! record; once the cause is fixed its replay writes it, once, even from two copies of the message; a message whose
-//! replay fails again (an event shadow-history refuses) stays in the queue, with why.
+//! replay fails again (an event shadow-history refuses) stays in the queue, with why. A push start kept twice in
+//! PushDlq is replayed into one push.
 
 use std::time::Duration;
 
@@ -127,4 +128,55 @@ async fn a_failed_history_event_is_replayed_once_fixed_and_a_failing_one_stays()
     let none = run_with(&stack_env(&stack), &["dlq", "list", "--function", "push"]);
     assert_eq!(none.code, 1, "{}", none.stderr);
     assert!(none.stderr.contains("PUSH_DLQ_URL"), "{}", none.stderr);
+}
+
+/// A push start that failed its asynchronous invocation (a thing group missing then, say), kept twice in PushDlq:
+/// replayed against shadow-push, the first copy runs the push, the second is the same push id again and pushes
+/// nothing twice; both are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_push_start_is_replayed_once_and_its_copy_pushes_nothing_twice() {
+    let stack = Stack::get();
+    let sqs = stack.sqs();
+    let dlq = sqs.create_queue().queue_name(unique("push-dlq")).send().await.expect("create_queue");
+    let dlq = dlq.queue_url().unwrap_or_default().to_owned();
+    let things: Vec<String> = (0..2).map(|i| unique(&format!("dlq-push-{i}"))).collect();
+    for thing in &things {
+        stack.iot().create_thing().thing_name(thing).send().await.expect("create_thing");
+    }
+    let push_id = unique("dlq-push");
+    let request = json!({"pushId": push_id, "shadowName": "cfg", "desired": {"mode": 5},
+                         "targets": {"things": things}});
+    let record = json!({"requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+        "requestPayload": request,
+        "responsePayload": {"errorType": "Retryable.Targets", "errorMessage": "ListThingsInThingGroup throttled"}});
+    for _ in 0..2 {
+        sqs.send_message().queue_url(&dlq).message_body(record.to_string()).send().await.expect("send_message");
+    }
+    let mut cli = stack_env(&stack);
+    cli.insert("PUSH_DLQ_URL".into(), dlq.clone());
+    let listed = run_with(&cli, &["dlq", "list", "--function", "push", "--output", "json"]).lines();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|l| l["queue"] == "PushDlq" && l["why"] == "Retryable.Targets: ListThingsInThingGroup throttled")
+    );
+
+    let replayed = run_with(&cli, &["dlq", "replay", "--function", "push"]);
+    assert_eq!(replayed.code, 0, "{}\n{}", replayed.stdout, replayed.stderr);
+    assert!(replayed.stderr.contains("2 replayed and deleted, 0 kept"), "{}", replayed.stderr);
+    assert_eq!(messages_in(&stack, &dlq).await, 0);
+    // The push ran once: each thing's shadow is at version 1, with the push's value.
+    for thing in &things {
+        let doc = stack.iot_data().get_thing_shadow().thing_name(thing).shadow_name("cfg").send().await;
+        let doc: Value = doc
+            .ok()
+            .and_then(|d| d.payload().and_then(|p| serde_json::from_slice(p.as_ref()).ok()))
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            (doc["state"]["desired"]["mode"].clone(), doc["version"].clone()),
+            (json!(5), json!(1)),
+            "{thing}: {doc}"
+        );
+    }
 }
