@@ -14,6 +14,12 @@ pub struct Locations {
     pub history_table: Option<String>,
     pub push_table: Option<String>,
     pub push_function: Option<String>,
+    pub history_function: Option<String>,
+    /// The dead-letter and on-failure queues (`dlq`): URLs.
+    pub history_dlq: Option<String>,
+    pub rule_error_queue: Option<String>,
+    pub history_ingest_dlq: Option<String>,
+    pub push_dlq: Option<String>,
     /// The deployed shadow-push's request quota (the stack's `PushMaxTps` parameter, its `PUSH_MAX_TPS`); `None`
     /// without `--stack`.
     pub push_max_tps: Option<u32>,
@@ -23,6 +29,12 @@ pub struct Locations {
 const HISTORY_TABLE: (&str, &str) = ("HistoryTableName", "HISTORY_TABLE");
 const PUSH_TABLE: (&str, &str) = ("PushTableName", "PUSH_TABLE");
 const PUSH_FUNCTION: (&str, &str) = ("ShadowPushFunctionArn", "PUSH_FUNCTION_NAME");
+const HISTORY_FUNCTION: (&str, &str) = ("ShadowHistoryFunctionArn", "HISTORY_FUNCTION_NAME");
+const HISTORY_DLQ: (&str, &str) = ("HistoryDlqUrl", "HISTORY_DLQ_URL");
+const RULE_ERROR_QUEUE: (&str, &str) = ("RuleErrorQueueUrl", "RULE_ERROR_QUEUE_URL");
+/// Only with `QueuedIngestion=true`.
+const HISTORY_INGEST_DLQ: (&str, &str) = ("HistoryIngestDlqUrl", "HISTORY_INGEST_DLQ_URL");
+const PUSH_DLQ: (&str, &str) = ("PushDlqUrl", "PUSH_DLQ_URL");
 /// The stack parameter that sets shadow-push's `PUSH_MAX_TPS`.
 pub const PUSH_MAX_TPS_PARAMETER: &str = "PushMaxTps";
 
@@ -34,6 +46,11 @@ impl Locations {
             history_table: var(HISTORY_TABLE.1),
             push_table: var(PUSH_TABLE.1),
             push_function: var(PUSH_FUNCTION.1),
+            history_function: var(HISTORY_FUNCTION.1),
+            history_dlq: var(HISTORY_DLQ.1),
+            rule_error_queue: var(RULE_ERROR_QUEUE.1),
+            history_ingest_dlq: var(HISTORY_INGEST_DLQ.1),
+            push_dlq: var(PUSH_DLQ.1),
             push_max_tps: None,
         }
     }
@@ -86,6 +103,11 @@ impl Locations {
             history_table: output(HISTORY_TABLE.0),
             push_table: output(PUSH_TABLE.0),
             push_function: output(PUSH_FUNCTION.0),
+            history_function: output(HISTORY_FUNCTION.0),
+            history_dlq: output(HISTORY_DLQ.0),
+            rule_error_queue: output(RULE_ERROR_QUEUE.0),
+            history_ingest_dlq: output(HISTORY_INGEST_DLQ.0),
+            push_dlq: output(PUSH_DLQ.0),
         })
     }
 
@@ -108,5 +130,9 @@ impl Locations {
 
     pub fn push_function(&self) -> Result<String, CliError> {
         self.need(&self.push_function, PUSH_FUNCTION)
+    }
+
+    pub fn history_function(&self) -> Result<String, CliError> {
+        self.need(&self.history_function, HISTORY_FUNCTION)
     }
 }

@@ -3,6 +3,7 @@
 
 mod checks;
 mod diff;
+mod dlq;
 mod drift;
 mod error;
 mod history;
@@ -12,6 +13,7 @@ mod point;
 mod progress;
 mod push;
 mod shadow;
+mod view;
 mod when;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -66,6 +68,11 @@ enum Command {
     Shadow {
         #[command(subcommand)]
         command: shadow::ShadowCommand,
+    },
+    /// The messages a function's dead-letter and on-failure queues keep: why each failed, and their replay.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
     },
 }
 
@@ -143,6 +150,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::History(args) => history::run(&ctx, args).await,
         Command::Shadow { command } => shadow::run(&ctx, command).await,
         Command::Drift(args) => drift::run(&ctx, args).await,
+        Command::Dlq { command } => dlq::run(&ctx, command).await,
     }
 }
 

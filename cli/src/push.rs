@@ -11,13 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use shadow_aws::DynamoPushReader;
 use shadow_core::push::rollout::conflict_paths as conflict_paths_in;
-use shadow_core::push::{Failure, JournalRef, validate_request};
+use shadow_core::push::{Failure, JournalRef, PushState, validate_request};
 
 use crate::checks;
 use crate::error::CliError;
 use crate::output::{self, Format};
 use crate::progress::{Progress, compact, record_rows};
-use crate::{Context, now_ms, when};
+use crate::{Context, now_ms, view, when};
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
@@ -41,7 +41,9 @@ pub enum PushCommand {
         #[command(flatten)]
         watch: WatchOptions,
     },
-    /// The push's record; with --failures every failed thing, with --conflicts every thing a rollback left alone.
+    /// Where the push stands, for an operator: one row per phase with the gate's thresholds, the bake's end, what
+    /// happens next (--output json: the whole record); with --failures every failed thing, with --conflicts every
+    /// thing a rollback left alone.
     Show {
         #[arg(value_parser = checks::push_id)]
         push_id: String,
@@ -51,11 +53,16 @@ pub enum PushCommand {
         #[arg(long)]
         conflicts: bool,
     },
-    /// Recent pushes, newest first.
+    /// Recent pushes, newest first; with --state, the pushes in that state across the whole table.
     List {
-        /// Pushes started since (an age such as 7d or 12h, an RFC 3339 time, a date).
-        #[arg(long, default_value = "7d", value_name = "T", value_parser = checks::time)]
-        since: u64,
+        /// Pushes started since (an age such as 7d or 12h, an RFC 3339 time, a date); default 7d, or with --state
+        /// every push the table holds.
+        #[arg(long, value_name = "T", value_parser = checks::time)]
+        since: Option<u64>,
+        /// Only pushes in this state: open (not over: running, baking, paused, rolling back or stalled), paused,
+        /// stalled (nothing resumes it), rolling-back.
+        #[arg(long, value_enum, value_name = "STATE")]
+        state: Option<StateFilter>,
         /// At most this many (at least 1).
         #[arg(long, default_value = "50", value_parser = checks::count, allow_hyphen_values = true)]
         limit: usize,
@@ -84,6 +91,33 @@ pub enum PushCommand {
     },
 }
 
+/// The states `push list --state` selects, as an operator asks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateFilter {
+    /// Not over: running, baking, paused, rolling back, or stalled.
+    Open,
+    Paused,
+    /// Stopped after its segment kept dying: nothing resumes it but an operator.
+    Stalled,
+    RollingBack,
+}
+
+impl StateFilter {
+    /// Whether the push whose record (as JSON) is `record` is in this state.
+    pub fn holds(self, record: &Value) -> bool {
+        let stalled = record.get("stalled").is_some_and(|s| !s.is_null());
+        let complete = record.get("complete").and_then(Value::as_bool).unwrap_or(false);
+        let state = record.get("state").and_then(|s| serde_json::from_value::<PushState>(s.clone()).ok());
+        match self {
+            // Records of pushes from before rollouts name no state: `complete` says whether they are over.
+            Self::Open => stalled || state.map_or(!complete, |s| !s.is_final()),
+            Self::Paused => !stalled && state == Some(PushState::Paused),
+            Self::Stalled => stalled,
+            Self::RollingBack => state == Some(PushState::RollingBack),
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchOptions {
     /// Seconds between two reads of the record (0.05 to 60).
@@ -107,7 +141,10 @@ pub async fn run(ctx: &Context, command: PushCommand) -> Result<i32, CliError> {
         }
         PushCommand::Watch { push_id, watch: options } => watch(ctx, &push_id, Duration::ZERO, &options).await,
         PushCommand::Show { push_id, failures, conflicts } => show(ctx, &push_id, failures, conflicts).await,
-        PushCommand::List { since, limit } => list(ctx, since, limit).await,
+        PushCommand::List { since, state, limit } => {
+            let since = since.unwrap_or_else(|| if state.is_some() { 0 } else { crate::now_secs() - 7 * 86_400 });
+            list(ctx, since, state, limit).await
+        }
         PushCommand::Pause { push_id } => control(ctx, "pause", json!({"pausePush": push_id})).await,
         PushCommand::Resume { push_id } => control(ctx, "resume", json!({"resumePush": push_id})).await,
         PushCommand::Abort { push_id, rollback, no_rollback } => {
@@ -496,7 +533,24 @@ async fn show(ctx: &Context, push_id: &str, with_failures: bool, with_conflicts:
             output::json_line(&shown);
         }
         Format::Table => {
-            println!("{}", output::fields(&record_rows(&found)));
+            let view = view::describe(&found, now_ms()).map_err(CliError::Failure)?;
+            let fields = |rows: &[(String, String)]| {
+                let mut table = output::fields(rows);
+                // Not a terminal (a pipe, a file): lines a terminal of 120 columns shows whole.
+                if table.width().is_none() {
+                    table.set_width(120);
+                }
+                table
+            };
+            println!("{}", fields(&view.fields));
+            if !view.phases.is_empty() {
+                let mut phases = output::table(&view::PHASE_COLUMNS);
+                for row in view.phases {
+                    phases.add_row(row);
+                }
+                println!("{phases}");
+            }
+            println!("{}", fields(&view.after));
             if with_failures {
                 if failures.is_empty() {
                     println!("no failed things");
@@ -541,17 +595,25 @@ fn conflicts_table(conflicts: &[Failure]) -> comfy_table::Table {
     table
 }
 
-async fn list(ctx: &Context, since: u64, limit: usize) -> Result<i32, CliError> {
+async fn list(ctx: &Context, since: u64, state: Option<StateFilter>, limit: usize) -> Result<i32, CliError> {
     let (reader, table) = reader(ctx)?;
     let records = reader
-        .recent(since.saturating_mul(1000), limit)
+        .recent_where(since.saturating_mul(1000), limit, |r| state.is_none_or(|s| s.holds(r)))
         .await
         .map_err(CliError::service(format!("listing pushes in table {table}")))?;
     match ctx.format {
         Format::Json => records.iter().for_each(output::json_line),
         Format::Table => {
             if records.is_empty() {
-                eprintln!("no pushes since {}", when::format_seconds(since));
+                let which = state
+                    .and_then(|s| clap::ValueEnum::to_possible_value(&s))
+                    .map(|v| format!(" {}", v.get_name()))
+                    .unwrap_or_default();
+                if since == 0 {
+                    eprintln!("no{which} pushes in table {table}");
+                } else {
+                    eprintln!("no{which} pushes since {}", when::format_seconds(since));
+                }
                 return Ok(0);
             }
             let mut shown =
@@ -628,4 +690,52 @@ async fn control(ctx: &Context, action: &str, message: Value) -> Result<i32, Cli
         },
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_state_filter_takes_the_pushes_in_that_state() {
+        let record = |extra: Value| {
+            let mut r = json!({"pushId": "p", "complete": false});
+            if let (Some(r), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+                r.extend(e.clone());
+            }
+            r
+        };
+        let running = record(json!({"state": "running"}));
+        let baking = record(json!({"state": "baking", "complete": true}));
+        let paused = record(json!({"state": "paused"}));
+        let stalled = record(json!({"state": "running", "stalled": "segment 2 died 3 times"}));
+        let rolling_back = record(json!({"state": "rollingBack"}));
+        let complete = record(json!({"state": "complete", "complete": true}));
+        let aborted = record(json!({"state": "aborted"}));
+        let rolled_back = record(json!({"state": "rolledBack", "complete": true}));
+        let old_open = record(json!({}));
+        let old_done = record(json!({"complete": true}));
+        let all = [
+            ("running", &running),
+            ("baking", &baking),
+            ("paused", &paused),
+            ("stalled", &stalled),
+            ("rollingBack", &rolling_back),
+            ("complete", &complete),
+            ("aborted", &aborted),
+            ("rolledBack", &rolled_back),
+            ("no state, not complete", &old_open),
+            ("no state, complete", &old_done),
+        ];
+        let taken = |filter: StateFilter| -> Vec<&str> {
+            all.iter().filter(|(_, r)| filter.holds(r)).map(|(name, _)| *name).collect()
+        };
+        assert_eq!(
+            taken(StateFilter::Open),
+            ["running", "baking", "paused", "stalled", "rollingBack", "no state, not complete"]
+        );
+        assert_eq!(taken(StateFilter::Paused), ["paused"]);
+        assert_eq!(taken(StateFilter::Stalled), ["stalled"]);
+        assert_eq!(taken(StateFilter::RollingBack), ["rollingBack"]);
+    }
 }

@@ -480,7 +480,18 @@ fn the_operator_policies_read_and_steer_as_documented() {
     }
     let extra: Vec<String> =
         operator.iter().filter(|s| !read_only.contains(s)).flat_map(|s| strings(&s["Action"], "Action")).collect();
-    assert_eq!(extra, ["lambda:InvokeFunction", "dynamodb:UpdateItem"], "what the operator policy adds");
+    assert_eq!(
+        extra,
+        [
+            "lambda:InvokeFunction",
+            "dynamodb:UpdateItem",
+            "sqs:ReceiveMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:DeleteMessage",
+            "lambda:InvokeFunction"
+        ],
+        "what the operator policy adds: push start and controls, a control on the record, dlq list and replay"
+    );
     for (output, policy) in
         [("OperatorReadOnlyPolicyArn", "OperatorReadOnlyPolicy"), ("OperatorPolicyArn", "OperatorPolicy")]
     {

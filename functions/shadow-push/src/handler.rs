@@ -1166,7 +1166,9 @@ mod tests {
         }
     }
 
-    /// Every sample in events/push/ is a valid event, and every push request in it a valid request.
+    /// Every sample in events/push/ is a valid event, and every push request in it a valid request as the function
+    /// takes it when invoked directly (`cargo lambda invoke --data-file`, `aws lambda invoke`): with its own
+    /// `pushId`, or a scheduled run's.
     #[test]
     fn the_samples_are_valid() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/push");
@@ -1176,8 +1178,14 @@ mod tests {
             let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{:?}: {e}", entry.path()));
             match Event::parse(value) {
                 Ok(Event::Push(request) | Event::StartPush(request)) => {
-                    // The samples are the CLI's input: it names a push that has no id before it sends it.
-                    if let Err(e) = validate_request(&request, 400, Some(&|| "from-the-cli".into())) {
+                    if let Err(e) = validate_request(&request, 400, None) {
+                        panic!("{:?}: {e}", entry.path());
+                    }
+                }
+                Ok(Event::Scheduled { run, request }) => {
+                    let request =
+                        scheduled_request(request, &run).unwrap_or_else(|e| panic!("{:?}: {e}", entry.path()));
+                    if let Err(e) = validate_request(&request, 400, None) {
                         panic!("{:?}: {e}", entry.path());
                     }
                 }

@@ -150,8 +150,42 @@ impl DynamoPushReader {
 
     /// The records of pushes started at or after `since_ms`, newest first, at most `limit`.
     pub async fn recent(&self, since_ms: u64, limit: usize) -> Result<Vec<Value>, ServiceError> {
-        let mut ids = Vec::new();
+        self.recent_where(since_ms, limit, |_| true).await
+    }
+
+    /// The records of pushes started at or after `since_ms` that `keep` takes, newest first, at most `limit`: the
+    /// index is read a page at a time, and each page's records are read and kept or left before the next page
+    /// (`push list --state`: the table's few pushes a day, read whole when asked about every push it holds).
+    pub async fn recent_where(
+        &self,
+        since_ms: u64,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<Value>, ServiceError> {
+        let mut kept = Vec::new();
         let mut start = None;
+        while kept.len() < limit {
+            let wanted = limit - kept.len();
+            let (ids, next) = self.recent_ids(since_ms, wanted, start).await?;
+            kept.extend(self.records(&ids).await?.into_iter().filter(|r| keep(r)));
+            match next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        kept.truncate(limit);
+        Ok(kept)
+    }
+
+    /// Up to `limit` push ids from the `recent-pushes` index, newest first, from `start`; where the next page starts.
+    async fn recent_ids(
+        &self,
+        since_ms: u64,
+        limit: usize,
+        start: Option<PageKey>,
+    ) -> Result<(Vec<String>, Option<PageKey>), ServiceError> {
+        let mut ids = Vec::new();
+        let mut start = start;
         while ids.len() < limit {
             let page = self
                 .client
@@ -176,10 +210,14 @@ impl DynamoPushReader {
             ));
             match page.last_evaluated_key.filter(|k| !k.is_empty()) {
                 Some(next) => start = Some(next),
-                None => break,
+                None => return Ok((ids, None)),
             }
         }
-        ids.truncate(limit);
+        Ok((ids, start))
+    }
+
+    /// The records (each with its plan's attributes) of `ids`, in that order; a record that expired is left out.
+    async fn records(&self, ids: &[String]) -> Result<Vec<Value>, ServiceError> {
         let (mut records, mut plans): (HashMap<String, Value>, HashMap<String, Value>) = Default::default();
         // Each push's record item and plan item.
         for chunk in ids.chunks(BATCH_GET / 2) {

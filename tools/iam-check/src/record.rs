@@ -39,7 +39,7 @@ pub fn cli_recording(args: &[&str]) -> &'static str {
     }
     match words.as_slice() {
         ["history" | "drift", ..] | ["shadow", "get"] | ["push", "show" | "list" | "watch"] => CLI_READONLY,
-        ["push", "start" | "pause" | "resume" | "abort"] => CLI_OPERATOR,
+        ["push", "start" | "pause" | "resume" | "abort"] | ["dlq", "list" | "replay"] => CLI_OPERATOR,
         _ => CLI_UNCLASSIFIED,
     }
 }
@@ -169,6 +169,8 @@ mod tests {
             (&["--stack", "fleet", "push", "pause", "p1"], CLI_OPERATOR),
             (&["push", "resume", "p1"], CLI_OPERATOR),
             (&["push", "abort", "p1", "--rollback"], CLI_OPERATOR),
+            (&["dlq", "list", "--function", "history"], CLI_OPERATOR),
+            (&["--stack", "s", "dlq", "replay", "--function", "push"], CLI_OPERATOR),
             // A command nobody has classified yet: its calls are held against no policy, and iam-check says so.
             (&["push", "frobnicate"], CLI_UNCLASSIFIED),
             (&["drift", "--group", "prod", "--shadow", "cfg"], CLI_READONLY),

@@ -158,6 +158,16 @@ pub const CLI_LOCATIONS: [(&str, &str); 3] = [
     ("PUSH_FUNCTION_NAME", "ShadowPushFunctionArn"),
 ];
 
+/// The same for what only `dlq` reads: traced when the template has the output (a template without them has no
+/// dead-letter queues for the CLI to read).
+pub const CLI_DLQ_LOCATIONS: [(&str, &str); 5] = [
+    ("HISTORY_FUNCTION_NAME", "ShadowHistoryFunctionArn"),
+    ("HISTORY_DLQ_URL", "HistoryDlqUrl"),
+    ("RULE_ERROR_QUEUE_URL", "RuleErrorQueueUrl"),
+    ("HISTORY_INGEST_DLQ_URL", "HistoryIngestDlqUrl"),
+    ("PUSH_DLQ_URL", "PushDlqUrl"),
+];
+
 /// The template's `AWS::IAM::ManagedPolicy`s: the policies people attach to run the CLI. Each names the recordings
 /// of the CLI's calls it must allow under `Metadata: IamRecordings`.
 pub(crate) fn managed_policies(template: &Yaml) -> Vec<Function> {
@@ -198,6 +208,12 @@ pub(crate) fn managed_policies(template: &Yaml) -> Vec<Function> {
                     "{}: template.yaml has no output {output}, which the CLI reads (for {var}) with --stack",
                     policy.name
                 )),
+            }
+        }
+        for (var, output) in CLI_DLQ_LOCATIONS {
+            if let Some(value) = outputs.and_then(|o| o.get(output)).and_then(|o| o.get("Value")) {
+                policy.env.insert(var.to_owned(), value.clone());
+                policy.env.insert(output.to_owned(), value.clone());
             }
         }
         let props = resource.get("Properties").unwrap_or(&Yaml::Null);
