@@ -130,7 +130,8 @@ start_mqtt() {
   if listens "$mqtt_port"; then log "port $mqtt_port is taken by another process: set STACK_MQTT_PORT"; exit 1; fi
   write_mosquitto_conf
   log "starting mosquitto $(mosquitto -h 2>/dev/null | awk 'NR==1 {print $3}') on 127.0.0.1:$mqtt_port (MQTT over TLS)"
-  (exec setsid mosquitto -c "$mqtt_dir/mosquitto.conf" >"$logs/mqtt.log" 2>&1 </dev/null) &
+  # A thousand simulated devices are a thousand connections: more descriptors than the usual 1024, where allowed.
+  (ulimit -n 8192 2>/dev/null || true; exec setsid mosquitto -c "$mqtt_dir/mosquitto.conf" >"$logs/mqtt.log" 2>&1 </dev/null) &
   echo $! >"$state/mqtt.pid"
   local i
   for ((i = 0; i < 80; i++)); do

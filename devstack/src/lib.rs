@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod local_lambda;
 pub mod mqtt_ca;
 pub mod mqtt_device;
+pub mod mqtt_fleet;
 pub mod partition_front;
 pub mod push;
 pub mod quota_front;

@@ -363,12 +363,28 @@ fn now_millis() -> u64 {
 
 async fn handle(route: Arc<Route>, parts: Parts, body: Bytes) -> Reply {
     let shadow = shadow_of(parts.uri.path(), parts.uri.query());
-    let (answer, body) = match (&parts.method, shadow) {
-        (&Method::POST, Some(shadow)) => update(&route, &shadow, &parts, body).await,
-        (&Method::DELETE, Some(shadow)) => delete(&route, &shadow, &parts, body).await,
-        _ => route.upstream.forward(&parts, body).await,
+    let change = match (&parts.method, shadow) {
+        (&Method::POST, Some(shadow)) => Some((true, shadow)),
+        (&Method::DELETE, Some(shadow)) => Some((false, shadow)),
+        _ => None,
     };
-    Response::from_parts(answer, Full::new(body))
+    let Some((is_update, shadow)) = change else {
+        let (answer, body) = route.upstream.forward(&parts, body).await;
+        return Response::from_parts(answer, Full::new(body));
+    };
+    // In a task of its own: a caller that goes away (a Lambda timed out mid-request) must not cut a change that
+    // moto may already have made off from its messages and its rules' event.
+    let task = tokio::spawn(async move {
+        if is_update {
+            update(&route, &shadow, &parts, body).await
+        } else {
+            delete(&route, &shadow, &parts, body).await
+        }
+    });
+    match task.await {
+        Ok((answer, body)) => Response::from_parts(answer, Full::new(body)),
+        Err(e) => crate::http::reply(StatusCode::INTERNAL_SERVER_ERROR, format!("the stand-in failed: {e}")),
+    }
 }
 
 /// Forwards an update under the shadow's lock; when moto accepts it, publishes `update/accepted`,
