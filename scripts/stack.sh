@@ -155,7 +155,9 @@ build_functions() {
 }
 
 start_lambda() {
-  if alive lambda && answers "http://127.0.0.1:$lambda_port" && answers "http://127.0.0.1:$rules_port"; then return; fi
+  # A local Lambda started with other settings (a stack from before the broker, say) is restarted with these.
+  if alive lambda && answers "http://127.0.0.1:$lambda_port" && answers "http://127.0.0.1:$rules_port" &&
+    cmp -s "$env_file" "$state/lambda.env"; then return; fi
   stop lambda
   local port
   for port in "$lambda_port" "$rules_port"; do
@@ -170,6 +172,7 @@ start_lambda() {
     LOCAL_RULES_UPSTREAM=http://127.0.0.1:$moto_port SHOW_FUNCTION_LOGS=1 \
     exec setsid "$target_dir/debug/local-lambda" "$env_file" >"$logs/lambda.log" 2>&1 </dev/null) &
   echo $! >"$state/lambda.pid"
+  cp "$env_file" "$state/lambda.env"
   wait_for lambda "http://127.0.0.1:$lambda_port"
 }
 
