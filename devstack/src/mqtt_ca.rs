@@ -58,6 +58,16 @@ fn write(path: &Path, text: &str) -> Result<(), CaError> {
     std::fs::write(path, text).map_err(|source| CaError::Io { path: path.display().to_string(), source })
 }
 
+/// A private key, readable by its owner only.
+fn write_key(path: &Path, text: &str) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| CaError::Io { path: path.display().to_string(), source };
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)
+}
+
 impl LocalCa {
     /// The CA in `dir`, created there (with the broker's and the service's certificates) when `dir` has none yet.
     pub fn open_or_create(dir: &Path) -> Result<Self, CaError> {
@@ -65,18 +75,18 @@ impl LocalCa {
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         if !(cert_path.exists() && key_path.exists()) {
             let (certificate, key) = new_ca("shadow-fleet local CA")?;
-            write(&key_path, &key)?;
+            write_key(&key_path, &key)?;
             write(&cert_path, &certificate)?;
         }
         let ca = Self::open(dir)?;
         if !dir.join("broker.pem").exists() {
             let broker = ca.issue_server()?;
-            write(&dir.join("broker.key"), &broker.private_key)?;
+            write_key(&dir.join("broker.key"), &broker.private_key)?;
             write(&dir.join("broker.pem"), &broker.certificate)?;
         }
         if !dir.join("service.pem").exists() {
             let service = ca.issue_client(SERVICE_IDENTITY)?;
-            write(&dir.join("service.key"), &service.private_key)?;
+            write_key(&dir.join("service.key"), &service.private_key)?;
             write(&dir.join("service.pem"), &service.certificate)?;
         }
         Ok(ca)
@@ -115,7 +125,7 @@ impl LocalCa {
         std::fs::create_dir_all(out).map_err(|source| CaError::Io { path: out.display().to_string(), source })?;
         let paths = [out.join(CERTIFICATE_FILE), out.join(PRIVATE_KEY_FILE), out.join(ROOT_CA_FILE)];
         write(&paths[0], &issued.certificate)?;
-        write(&paths[1], &issued.private_key)?;
+        write_key(&paths[1], &issued.private_key)?;
         write(&paths[2], &self.certificate)?;
         Ok(paths)
     }
@@ -175,6 +185,9 @@ mod tests {
         let paths = ca.write_thing("Test-Device", &out).expect("a thing's certificate");
         let names: Vec<_> = paths.iter().filter_map(|p| p.file_name()?.to_str()).collect();
         assert_eq!(names, [CERTIFICATE_FILE, PRIVATE_KEY_FILE, ROOT_CA_FILE]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&paths[1]).map(|m| m.permissions().mode() & 0o777).ok();
+        assert_eq!(mode, Some(0o600), "the private key is its owner's only");
         assert!(ca.issue_thing("no/slash").is_err());
         assert!(ca.issue_thing("$shadow-service").is_err(), "nobody gets the service's identity");
         let _ = std::fs::remove_dir_all(dir);
