@@ -103,3 +103,54 @@ async fn two_hundred_mqtt_devices_gate_a_three_phase_rollout_and_its_rollback() 
         assert_ne!(firmware, "https://s3.com/firmware-2.bin", "{} ({:?}): {document}", fx.thing(i), kind_in(*phase, i));
     }
 }
+
+/// `fleet-local devices --group NAME --shadow S --kind K`, as a person runs it: its devices answer a push made over
+/// HTTP, each as its kind does, until it is interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_local_devices_answers_as_its_kind_does() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..4, "osaka").await;
+    fx.create_group("line", None, 0..3).await;
+    let binary = devstack::lambda::binary_path("fleet-local");
+    assert!(binary.exists(), "{} is not built: cargo build -p devstack --bins", binary.display());
+    let group = fx.group("line");
+    let args = ["devices", "--group", group.as_str(), "--shadow", SHADOW, "--kind", "clearing"];
+    let mut devices = tokio::process::Command::new(&binary)
+        .args(args)
+        .envs(&fx.stack.env)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting fleet-local devices");
+    let refused = std::process::Command::new(&binary)
+        .args(["devices", "--group", group.as_str(), "--kind", "eager"])
+        .envs(&fx.stack.env)
+        .output()
+        .expect("running fleet-local devices");
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("is not a kind"));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..4 {
+        fx.set_desired(&fx.thing(i), Some(SHADOW), json!({"interval": 30})).await;
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut done = 0;
+        for i in 0..3 {
+            let document = fx.shadow(&fx.thing(i), Some(SHADOW)).await.unwrap_or(Value::Null);
+            let reported = document["state"]["reported"]["interval"] == 30;
+            if reported && document["state"]["desired"].get("interval").is_none() {
+                done += 1;
+            }
+        }
+        if done == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the group's clearing devices did not answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The thing outside the group has no device.
+    let outside = fx.shadow(&fx.thing(3), Some(SHADOW)).await.unwrap_or(Value::Null);
+    assert_eq!(outside["state"].get("reported"), None, "{outside}");
+    let _ = devices.kill().await;
+}
