@@ -190,8 +190,8 @@ async fn story(stack: &Stack) -> Result<DemoReport, String> {
     let reported =
         answers.into_iter().collect::<Result<Vec<bool>, String>>()?.into_iter().filter(|r| *r).count() as u64;
     println!(
-        "\n3. devices: {reported} connected over MQTT (TLS, each with its own certificate), got their delta on {SHADOW} \
-         and reported the new state"
+        "\n3. devices: {FLEET} connected over MQTT (TLS, each with its own certificate); {reported} got their delta \
+         on {SHADOW} and reported the new state"
     );
 
     // shadow-history records asynchronously (the rules stand-in invokes it as the IoT Rule does): wait for it.
