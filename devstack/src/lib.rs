@@ -12,11 +12,15 @@ pub mod http;
 pub mod iam;
 pub mod lambda;
 pub mod local_lambda;
+pub mod mqtt_ca;
+pub mod mqtt_device;
+pub mod mqtt_fleet;
 pub mod partition_front;
 pub mod push;
 pub mod quota_front;
 pub mod rules;
 pub mod service;
+pub mod shadow_mqtt;
 pub mod stack;
 
 pub use stack::{Stack, unique};

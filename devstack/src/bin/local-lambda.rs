@@ -6,7 +6,9 @@
 //! - the hand-off queue (`PUSH_QUEUE_URL`) drained into shadow-push as the event source mapping drains it, and the
 //!   sweeper's schedule (`{"sweepPushes": true}` every minute);
 //! - the rules-engine stand-in in front of moto's data plane: every accepted shadow update is invoked on
-//!   shadow-history asynchronously through this Invoke API, as the IoT rule's Lambda action does.
+//!   shadow-history asynchronously through this Invoke API, as the IoT rule's Lambda action does;
+//! - the Device Shadow service's MQTT topics on the stack's broker (`IOT_MQTT_ENDPOINT`, `IOT_MQTT_PORT`, with the
+//!   service's certificate from `LOCAL_MQTT_DIR`), on the same shadows and through the same stand-in.
 //!
 //! `local-lambda SETTINGS_FILE` (the stack's `.local/stack.env`: the functions' environment, and
 //! `HISTORY_FUNCTION_NAME`, `PUSH_FUNCTION_NAME`, `PUSH_QUEUE_URL`). Where it listens: `LOCAL_LAMBDA_ADDR` (the
@@ -20,7 +22,8 @@ use std::time::Duration;
 use aws_smithy_types::Blob;
 use devstack::lambda::binary_path;
 use devstack::local_lambda::{Deployment, FunctionSpec, LocalLambdaService, QueueMapping, Schedule, StartError};
-use devstack::rules::RulesEngine;
+use devstack::mqtt_ca::{CaError, LocalCa};
+use devstack::rules::{BrokerLink, RulesEngine};
 use devstack::service::Timing;
 use devstack::stack::{StackDown, read_env};
 use serde_json::json;
@@ -66,6 +69,8 @@ enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("the local CA in LOCAL_MQTT_DIR")]
+    Ca(#[from] CaError),
     #[error("waiting for a signal")]
     Signal(#[source] std::io::Error),
 }
@@ -120,7 +125,25 @@ async fn run() -> Result<(), Error> {
         region: settings.get("AWS_REGION").cloned().unwrap_or_else(|| "ap-northeast-1".into()),
     };
     let service = LocalLambdaService::start(lambda_addr, deployment).await?;
-    let (rules, mut accepted) = RulesEngine::start_at(rules_addr, &upstream)
+    let region = settings.get("AWS_REGION").cloned().unwrap_or_else(|| "ap-northeast-1".into());
+    let broker =
+        match (settings.get("IOT_MQTT_ENDPOINT"), settings.get("IOT_MQTT_PORT"), settings.get("LOCAL_MQTT_DIR")) {
+            (Some(host), Some(port), Some(dir)) => {
+                let port = port.parse().map_err(|_| Error::Address { name: "IOT_MQTT_PORT", value: port.clone() })?;
+                let ca = LocalCa::open(std::path::Path::new(dir))?;
+                let service = ca.service()?;
+                Some(BrokerLink {
+                    host: host.clone(),
+                    port,
+                    ca: ca.certificate().to_owned(),
+                    certificate: service.certificate,
+                    private_key: service.private_key,
+                    region: region.clone(),
+                })
+            }
+            _ => None,
+        };
+    let (rules, mut accepted) = RulesEngine::start_at(rules_addr, &upstream, broker)
         .await
         .map_err(|source| Error::Rules { addr: rules_addr, source })?;
 
