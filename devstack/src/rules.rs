@@ -369,6 +369,12 @@ async fn handle(route: Arc<Route>, parts: Parts, body: Bytes) -> Reply {
         _ => None,
     };
     let Some((is_update, shadow)) = change else {
+        // A read of a shadow waits for the changes it arrived after, as the shadow service orders one shadow's
+        // requests: a change sent before it (perhaps by a caller that went away) is never read around.
+        let _order = match (&parts.method, shadow_of(parts.uri.path(), parts.uri.query())) {
+            (&Method::GET, Some(shadow)) => Some(route.known(&shadow).lock_owned().await),
+            _ => None,
+        };
         let (answer, body) = route.upstream.forward(&parts, body).await;
         return Response::from_parts(answer, Full::new(body));
     };
