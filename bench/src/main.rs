@@ -5,6 +5,7 @@
 mod cli_history;
 mod cost;
 mod dynamo_front;
+mod history_at;
 mod meter;
 mod rollout_scale;
 mod standin;
@@ -685,6 +686,57 @@ impl Bench {
 }
 
 impl Bench {
+    /// `shadow-fleet shadow get --at T | --version N` of a 100 000-event shadow at its start, middle and end: in
+    /// process and as the release binary, against the fold of the whole partition. A wrong answer fails the bench.
+    async fn history_at(&mut self) {
+        let env = self.env(&[]);
+        let f = history_at::run(&self.stack, &self.root, &env).await;
+        for p in &f.points {
+            let t = format!("t0+{}", p.version);
+            for (flag, value, read) in [("--at", t, &p.at), ("--version", p.version.to_string(), &p.at_version)] {
+                let point = format!("{flag} {value} ({})", p.name);
+                self.row(
+                    &format!("shadow get {point}, in process, ms (median of 21) / fold peer (of 3)"),
+                    read.ms,
+                    Some(p.fold_ms),
+                    Some(p.fold_ms / read.ms.max(0.001)),
+                    "-",
+                    None,
+                );
+                self.row(
+                    &format!(
+                        "shadow get {point}, items read ({} requests) / fold peer ({} pages)",
+                        read.requests, p.fold_requests
+                    ),
+                    f64::from(read.items),
+                    Some(p.fold_items as f64),
+                    Some(p.fold_items as f64 / f64::from(read.items.max(1))),
+                    "-",
+                    None,
+                );
+                self.row(
+                    &format!("shadow get {point}, in process, first call (cold), ms"),
+                    read.cold_ms,
+                    None,
+                    None,
+                    "-",
+                    None,
+                );
+                self.row(
+                    &format!("shadow-fleet shadow get {point}, process, ms (median of 11)"),
+                    read.cli_ms,
+                    None,
+                    None,
+                    "-",
+                    None,
+                );
+            }
+        }
+        self.results.push(("history_at".into(), f.report));
+    }
+}
+
+impl Bench {
     /// What a history event costs on AWS, measured: the release shadow-history behind a DynamoDB front that counts
     /// its requests and units (DynamoDB Local's own ConsumedCapacity, from the real items), each invocation timed,
     /// direct (a rule's Lambda action per event) and in SQS batches of 10 (the queued ingestion).
@@ -780,6 +832,263 @@ impl Bench {
     }
 }
 
+/// The write units of one PutItem, from DynamoDB Local's ConsumedCapacity (`ReturnConsumedCapacity: INDEXES`):
+/// the total, the table's part, and the version index's part when it says one.
+fn put_units(consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let total = consumed.and_then(|c| c.capacity_units);
+    let table = consumed.and_then(|c| c.table.as_ref()).and_then(|t| t.capacity_units);
+    let index = consumed
+        .and_then(|c| c.global_secondary_indexes.as_ref())
+        .and_then(|m| m.get(shadow_aws::history::VERSION_INDEX))
+        .and_then(|i| i.capacity_units);
+    (total, table, index)
+}
+
+impl Bench {
+    /// What recording an `update/documents` event writes, measured: each PutItem with `ReturnConsumedCapacity:
+    /// INDEXES` on DynamoDB Local, for the same events recorded two ways:
+    /// - old: the change alone, as the `update/accepted` event of the same update (one conditional PutItem), in a
+    ///   table without the version index (the table before point-in-time reads);
+    /// - new: the snapshot item (the document after and before), the head's conditional PutItem (as
+    ///   `DynamoHistoryStore::put_new` makes them), and the `by-version` index entry the snapshot item adds.
+    ///
+    /// Two kinds of shadow: the bench's small settings document, and one whose first report also carries a 600-byte
+    /// string that later changes leave alone (the old recording writes it once; every snapshot holds it twice, the
+    /// head once). Beside them, what the old recording costs in today's table (a rule still on `update/accepted`):
+    /// its items have a version too, so each is in the index as well.
+    async fn history_write_cost(&mut self) {
+        use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+        use shadow_core::history::state::ShadowState;
+        use shadow_core::history::{RecordOptions, record_from_event};
+
+        const SHADOWS: u64 = 50;
+        const VERSIONS: u64 = 20;
+        let db = self.stack.dynamodb();
+        let old_table = unique("bench-history-old");
+        let old_spec = tables::TableSpec { indexes: &[], ..tables::HISTORY };
+        tables::ensure_table(&db, &old_table, &old_spec).await.expect("creating the old history table");
+        let new_table = unique("bench-history");
+        tables::ensure_table(&db, &new_table, &tables::HISTORY).await.expect("creating the history table");
+        let accepted_table = unique("bench-history-accepted");
+        tables::ensure_table(&db, &accepted_table, &tables::HISTORY).await.expect("creating the history table");
+        let events = SHADOWS * VERSIONS;
+        let price = cost::DYNAMODB_WRITE_UNIT;
+        let mut figures = json!({"events_per_document": events, "usd_per_write_unit": price,
+                                 "measured_with": "PutItem ReturnConsumedCapacity=INDEXES on DynamoDB Local"});
+        let settings = |k: u64| json!({"mode": k % 3, "temp": 18 + k % 7});
+        for (size, padding) in [("settings only", 0usize), ("settings + 600 B info", 600)] {
+            let prefix = unique("cost-documents");
+            let now = devstack::history::now_secs();
+            // Sums over the events: units by part, bytes by item, and how the index's units were found.
+            let (mut old_units, mut event_units, mut head_units, mut index_units) = (0.0, 0.0, 0.0, 0.0);
+            let mut accepted_today_units = 0.0;
+            let (mut old_bytes, mut event_bytes, mut head_bytes, mut entry_bytes, mut state_bytes) = (0, 0, 0, 0, 0);
+            let (mut index_reported, mut index_computed) = (0u64, 0u64);
+            for s in 0..SHADOWS {
+                let thing = format!("{prefix}-{s}");
+                let mut document = ShadowState::default();
+                for version in 1..=VERSIONS {
+                    let timestamp = now + version;
+                    // A push of desired settings, then the device's report of it, in turn.
+                    let change = if version % 2 == 1 {
+                        json!({"desired": {"settings": settings(version)}})
+                    } else {
+                        let mut reported = json!({"settings": settings(version - 1), "fw": "1.2.3"});
+                        if version == 2 && padding > 0 {
+                            reported["info"] = json!("x".repeat(padding));
+                        }
+                        json!({"reported": reported})
+                    };
+                    let state_of = |d: &ShadowState| {
+                        let mut state = d.to_json();
+                        if let Some(fields) = state.as_object_mut() {
+                            fields.remove("delta");
+                        }
+                        state
+                    };
+                    let previous = (version > 1).then(|| state_of(&document));
+                    document.apply_update(&change);
+                    let current = state_of(&document);
+                    state_bytes += current.to_string().len();
+
+                    // Old: the change, recorded from update/accepted.
+                    let accepted = devstack::history::update(&thing, Some("cfg"), version, timestamp, change);
+                    let record = record_from_event(&accepted, &RecordOptions::default()).expect("recording");
+                    let item = shadow_aws::history::item(&record).expect("the record's item");
+                    old_bytes += tables::item_size(&item);
+                    let put = db
+                        .put_item()
+                        .table_name(&accepted_table)
+                        .set_item(Some(item.clone()))
+                        .condition_expression("attribute_not_exists(#pk)")
+                        .expression_attribute_names("#pk", tables::PARTITION_KEY)
+                        .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                        .send()
+                        .await
+                        .expect("the old recording's PutItem in today's table");
+                    let (total, _, _) = put_units(put.consumed_capacity.as_ref());
+                    accepted_today_units += total.expect("DynamoDB Local reports no ConsumedCapacity for PutItem");
+                    let put = db
+                        .put_item()
+                        .table_name(&old_table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(#pk)")
+                        .expression_attribute_names("#pk", tables::PARTITION_KEY)
+                        .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                        .send()
+                        .await
+                        .expect("the old recording's PutItem");
+                    let (total, _, _) = put_units(put.consumed_capacity.as_ref());
+                    old_units += total.expect("DynamoDB Local reports no ConsumedCapacity for PutItem");
+
+                    // New: the snapshot of update/documents, then the head.
+                    let mut documents = json!({
+                        "current": {"state": current, "version": version},
+                        "timestamp": timestamp, "receivedAt": timestamp * 1000 + 5,
+                        "topic": format!("$aws/things/{thing}/shadow/name/cfg/update/documents"),
+                    });
+                    if let Some(previous) = previous {
+                        documents["previous"] = json!({"state": previous, "version": version - 1});
+                    }
+                    let record = record_from_event(&documents, &RecordOptions::default()).expect("recording");
+                    let item = shadow_aws::history::item(&record).expect("the record's item");
+                    event_bytes += tables::item_size(&item);
+                    // The index entry: keys only (the table's keys and the index's).
+                    let entry: std::collections::HashMap<String, AttributeValue> = item
+                        .iter()
+                        .filter(|(k, _)| [tables::PARTITION_KEY, tables::SORT_KEY, "version"].contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let entry_size = tables::item_size(&entry);
+                    entry_bytes += entry_size;
+                    let put = db
+                        .put_item()
+                        .table_name(&new_table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(#pk)")
+                        .expression_attribute_names("#pk", tables::PARTITION_KEY)
+                        .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                        .send()
+                        .await
+                        .expect("the snapshot's PutItem");
+                    let (total, table, index) = put_units(put.consumed_capacity.as_ref());
+                    let total = total.expect("DynamoDB Local reports no ConsumedCapacity for PutItem");
+                    let table = table.unwrap_or(total);
+                    event_units += table;
+                    match index {
+                        Some(units) => {
+                            index_units += units;
+                            index_reported += 1;
+                        }
+                        None if total > table => {
+                            index_units += total - table;
+                            index_reported += 1;
+                        }
+                        None => {
+                            // Billed as one more write of the entry's size, rounded up to 1 KB.
+                            index_units += entry_size.div_ceil(1024).max(1) as f64;
+                            index_computed += 1;
+                        }
+                    }
+                    let head = shadow_aws::history::head_item(&record).expect("the head item");
+                    head_bytes += tables::item_size(&head);
+                    let put = db
+                        .put_item()
+                        .table_name(&new_table)
+                        .set_item(Some(head))
+                        .condition_expression("attribute_not_exists(#pk) OR #event < :event")
+                        .expression_attribute_names("#pk", tables::PARTITION_KEY)
+                        .expression_attribute_names("#event", "eventSk")
+                        .expression_attribute_values(":event", AttributeValue::S(record.sort_key()))
+                        .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                        .send()
+                        .await
+                        .expect("the head's PutItem");
+                    let (total, _, _) = put_units(put.consumed_capacity.as_ref());
+                    head_units += total.expect("DynamoDB Local reports no ConsumedCapacity for PutItem");
+                }
+            }
+            let per = |x: f64| x / events as f64;
+            let bytes = |x: usize| x as f64 / events as f64;
+            let old = per(old_units);
+            let new = per(event_units + head_units + index_units);
+            let (old_usd, new_usd) = (old * price * 1e6, new * price * 1e6);
+            let source = if index_computed == 0 {
+                "reported by DynamoDB Local: ConsumedCapacity.GlobalSecondaryIndexes".to_owned()
+            } else if index_reported == 0 {
+                "NOT reported by DynamoDB Local: computed from the keys-only entry's size (tables::item_size), \
+                 rounded up to 1 KB"
+                    .to_owned()
+            } else {
+                format!("reported for {index_reported} events, computed from the entry's size for {index_computed}")
+            };
+            println!(
+                "  {size} ({:.0} B of state): old: the change's item {:.0} B = {:.2} units; new: the snapshot \
+                 item {:.0} B = {:.2}, the head {:.0} B = {:.2}, the by-version entry {:.0} B = {:.2} ({source})",
+                bytes(state_bytes),
+                bytes(old_bytes),
+                old,
+                bytes(event_bytes),
+                per(event_units),
+                bytes(head_bytes),
+                per(head_units),
+                bytes(entry_bytes),
+                per(index_units),
+            );
+            println!(
+                "  {size}: the old recording in today's table (update/accepted items are in the version index too): \
+                 {:.2} units, USD {:.2} per million events",
+                per(accepted_today_units),
+                per(accepted_today_units) * price * 1e6,
+            );
+            self.row(
+                &format!("history write units per update/documents event, {size}: new / old (ratio new/old)"),
+                new,
+                Some(old),
+                Some(new / old.max(1e-9)),
+                "-",
+                None,
+            );
+            self.row(
+                &format!("history DynamoDB writes, USD per million events, {size}: new / old"),
+                new_usd,
+                Some(old_usd),
+                Some(new_usd / old_usd.max(1e-9)),
+                "-",
+                None,
+            );
+            self.row(
+                &format!("history DynamoDB writes, USD per million events, {size}: new - old"),
+                new_usd - old_usd,
+                None,
+                None,
+                "-",
+                None,
+            );
+            figures[size] = json!({
+                "state_bytes_avg": bytes(state_bytes),
+                "old": {"what": "update/accepted: one conditional PutItem of the change, no version index",
+                        "item_bytes_avg": bytes(old_bytes), "write_units_per_event": old,
+                        "usd_per_million_events": old_usd},
+                "new": {"what": "update/documents: the snapshot item (state and previousState), the head's conditional PutItem, the by-version index entry",
+                        "event_item_bytes_avg": bytes(event_bytes), "event_item_units": per(event_units),
+                        "head_bytes_avg": bytes(head_bytes), "head_units": per(head_units),
+                        "index_entry_bytes_avg": bytes(entry_bytes), "index_units": per(index_units),
+                        "index_units_source": source,
+                        "write_units_per_event": new, "usd_per_million_events": new_usd},
+                "difference_usd_per_million_events": new_usd - old_usd,
+                "old_in_todays_table": {"what": "update/accepted items in the table with the by-version index",
+                                        "write_units_per_event": per(accepted_today_units),
+                                        "usd_per_million_events": per(accepted_today_units) * price * 1e6},
+            });
+        }
+        self.results.push(("history_write_cost".into(), figures));
+        let _ = db.delete_table().table_name(old_table).send().await;
+        let _ = db.delete_table().table_name(new_table).send().await;
+        let _ = db.delete_table().table_name(accepted_table).send().await;
+    }
+}
+
 fn zip_size(path: &Path) -> u64 {
     let script = "import io,sys,zipfile\nb=io.BytesIO()\nz=zipfile.ZipFile(b,'w',zipfile.ZIP_DEFLATED,compresslevel=9)\nz.write(sys.argv[1],'bootstrap')\nz.close()\nprint(len(b.getvalue()))";
     std::process::Command::new("python3")
@@ -844,10 +1153,16 @@ async fn main() {
     if only.is_empty() || only == "history" || only == "history-cost" {
         println!("- history cost per event ...");
         bench.history_cost().await;
+        println!("- history write units per update/documents event, old recording vs new ...");
+        bench.history_write_cost().await;
     }
     if only.is_empty() || only == "cli" {
         println!("- shadow-fleet history, first page of {} events ...", cli_history::EVENTS);
         bench.cli_history().await;
+    }
+    if only.is_empty() || only == "history-at" {
+        println!("- shadow-fleet shadow get --at / --version, one shadow of {} events ...", history_at::EVENTS);
+        bench.history_at().await;
     }
     let header = ["metric", "ours", "peer", "ratio", "target", "", "bound (CPU over the run)"];
     let widths: Vec<usize> =
