@@ -38,7 +38,7 @@ pub fn cli_recording(args: &[&str]) -> &'static str {
         }
     }
     match words.as_slice() {
-        ["history" | "drift", ..] | ["shadow", "get"] | ["push", "show" | "list" | "watch"] => CLI_READONLY,
+        ["history" | "drift", ..] | ["shadow", "get" | "diff"] | ["push", "show" | "list" | "watch"] => CLI_READONLY,
         ["push", "start" | "pause" | "resume" | "abort"] | ["dlq", "list" | "replay"] => CLI_OPERATOR,
         _ => CLI_UNCLASSIFIED,
     }
