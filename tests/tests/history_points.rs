@@ -65,14 +65,15 @@ fn sections(document: &Value) -> Value {
 }
 
 /// moto puts `{}` in `delta` for a nested object whose values reported all holds (it compares the objects whole
-/// first); AWS documents delta as the keys that differ. Empty objects are dropped on both sides before comparing.
+/// first), and sometimes a `null` (which no shadow can hold); AWS documents delta as the keys that differ. Empty
+/// objects and nulls are dropped on both sides before comparing.
 fn without_empty_objects(value: Value) -> Value {
     match value {
         Value::Object(map) => {
             let kept: Map<String, Value> = map
                 .into_iter()
                 .map(|(k, v)| (k, without_empty_objects(v)))
-                .filter(|(_, v)| !v.as_object().is_some_and(Map::is_empty))
+                .filter(|(_, v)| !v.is_null() && !v.as_object().is_some_and(Map::is_empty))
                 .collect();
             if kept.is_empty() { Value::Null } else { Value::Object(kept) }
         }
