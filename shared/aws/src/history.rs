@@ -332,8 +332,8 @@ impl DynamoHistoryStore {
         Ok((got.item.map(event_of).transpose()?, earlier_lives, cost))
     }
 
-    /// At most `limit` items at or before sort key `sk`, newest first (live or not: the caller decides), for a fold
-    /// back to a checkpoint or to say who wrote each value last.
+    /// The live items among the `limit` at or before sort key `sk`, newest first (expired ones are filtered, as in
+    /// every history read), for a fold back to a checkpoint, to say who wrote each value last, or since when.
     pub async fn back_from(&self, shadow: &ShadowRef, sk: &str, limit: i32) -> Result<Vec<Value>, ServiceError> {
         let page = self
             .client
@@ -344,6 +344,9 @@ impl DynamoHistoryStore {
             .expression_attribute_names("#sk", SORT_KEY)
             .expression_attribute_values(":pk", AttributeValue::S(partition_key(shadow)))
             .expression_attribute_values(":sk", AttributeValue::S(sk.to_owned()))
+            .filter_expression(LIVE)
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", AttributeValue::N(now_secs().to_string()))
             .scan_index_forward(false)
             .limit(limit.max(1))
             .send()
