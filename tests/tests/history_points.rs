@@ -402,3 +402,30 @@ async fn history_of_one_path_shows_only_the_events_that_touched_it() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("settings..mode"), "{}", bad.stderr);
 }
+
+/// shadow-history dies right after it wrote an event's item, before the head: Lambda's retry finds the item (a
+/// duplicate) and moves the head then, so the shadow now is known from the head.
+#[tokio::test]
+async fn killed_between_the_event_and_the_head_the_retry_moves_the_head() {
+    let fixture = devstack::history::HistoryFixture::new().await;
+    let history = fixture.function(&[]).await;
+    let thing = unique("head");
+    let now = now_secs();
+    let event = documents(&thing, 1, now - 60, None, json!({"desired": {"mode": 1}}));
+    let record = shadow_core::history::record_from_event(&event, &Default::default()).expect("a record");
+    let item = shadow_aws::history::item(&record).expect("the event's item");
+    // The first attempt's only write: the event's item (as the function's first PutItem makes it).
+    let written = shadow_aws::writes::put_if_absent(&fixture.stack.dynamodb(), &fixture.table, item).await;
+    assert!(written.expect("writing the item"));
+    let shadow = ShadowRef {
+        thing: ThingName::parse(thing.as_str()).expect("the thing's name"),
+        shadow: Some(ShadowName::parse(SHADOW).expect("the shadow's name")),
+    };
+    assert!(fixture.store.head(&shadow).await.expect("reading the head").is_none(), "no head before the retry");
+
+    let answer = history.invoke(&event, devstack::history::INVOKE_TIMEOUT).await.expect("the retry");
+    assert_eq!(answer["outcome"], "duplicate", "{answer}");
+    let head = fixture.store.head(&shadow).await.expect("reading the head").expect("the retry wrote the head");
+    assert_eq!((head["version"].clone(), head["state"]["desired"].clone()), (json!(1), json!({"mode": 1})));
+    assert_eq!(fixture.count().await, 1, "still one event");
+}
