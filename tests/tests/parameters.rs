@@ -154,6 +154,10 @@ fn reference(template: &Value) -> String {
         let name = scalar(name);
         let field = |key: &str| spec.get(key).map(scalar).unwrap_or_default();
         let allowed = match (spec.get("AllowedValues"), spec.get("MinValue"), spec.get("MaxValue")) {
+            // A `|` would end the table's cell, even in code.
+            _ if spec.get("AllowedPattern").is_some() => {
+                format!("matching `{}`", field("AllowedPattern").replace('|', "\\|"))
+            }
             (Some(values), _, _) => scalar(values),
             (None, Some(min), Some(max)) => format!("{} to {}", scalar(min), scalar(max)),
             (None, Some(min), None) => format!("at least {}", scalar(min)),
@@ -180,6 +184,16 @@ fn reference(template: &Value) -> String {
         let becomes = if becomes.is_empty() { "nothing (unused)".to_owned() } else { becomes.join("; ") };
         let meaning = field("Description").replace('|', "\\|").replace('<', "&lt;").replace('\n', " ");
         out.push(format!("| `{name}` | {} | {default} | {allowed} | {configured} | {becomes} |", meaning.trim()));
+    }
+    out.push(String::new());
+    out.push("Refused at `sam deploy` whatever each value alone allows (the template's `Rules`):".to_owned());
+    out.push(String::new());
+    let rules = template.get("Rules").and_then(Value::as_mapping).into_iter().flatten();
+    for (name, rule) in rules {
+        for assertion in rule.get("Assertions").and_then(Value::as_sequence).into_iter().flatten() {
+            let said = assertion.get("AssertDescription").map(scalar).unwrap_or_default();
+            out.push(format!("- `{}`: {}", scalar(name), said.replace('\n', " ").trim()));
+        }
     }
     out.push(String::new());
     out.push(END.to_owned());
@@ -241,5 +255,133 @@ fn every_parameter_is_described_grouped_and_used() {
             }
         }
         assert!(!found.is_empty(), "{name} is used nowhere in the template");
+    }
+}
+
+/// A rule's intrinsic evaluated as CloudFormation does at deploy, over the parameters' values (defaults, then
+/// `given`): `!Ref`, `!Equals`, `!Not`, `!And`, `!Or`, `!Contains`. Anything else is a test failure.
+fn evaluate(value: &Value, parameters: &BTreeMap<String, String>) -> Value {
+    let Value::Tagged(tagged) = value else { return value.clone() };
+    let args = |n: usize| -> Vec<Value> {
+        let items = tagged.value.as_sequence().unwrap_or_else(|| panic!("{} takes a list: {value:?}", tagged.tag));
+        assert_eq!(items.len(), n, "{} takes {n} arguments: {value:?}", tagged.tag);
+        items.iter().map(|v| evaluate(v, parameters)).collect()
+    };
+    let truth = |v: &Value| v.as_bool().unwrap_or_else(|| panic!("not a condition: {v:?}"));
+    match tagged.tag.to_string().as_str() {
+        "!Ref" => {
+            let name = scalar(&tagged.value);
+            Value::String(parameters.get(&name).cloned().unwrap_or_else(|| panic!("!Ref {name}: no such parameter")))
+        }
+        "!Equals" => {
+            let a = args(2);
+            Value::Bool(scalar(&a[0]) == scalar(&a[1]))
+        }
+        "!Not" => Value::Bool(!truth(&args(1)[0])),
+        "!Contains" => {
+            let a = args(2);
+            let list = a[0].as_sequence().unwrap_or_else(|| panic!("!Contains needs a list: {value:?}"));
+            Value::Bool(list.iter().any(|item| scalar(item) == scalar(&a[1])))
+        }
+        "!And" | "!Or" => {
+            let items = tagged.value.as_sequence().expect("!And / !Or take a list");
+            let results: Vec<bool> = items.iter().map(|v| truth(&evaluate(v, parameters))).collect();
+            Value::Bool(if tagged.tag == "!And" { results.iter().all(|r| *r) } else { results.iter().any(|r| *r) })
+        }
+        other => panic!("the rules' evaluator does not know {other}: {value:?}"),
+    }
+}
+
+/// What CloudFormation would refuse for these parameter values (over the defaults): each value's own constraints
+/// (`AllowedValues`, `AllowedPattern`, `MinValue`, `MaxValue`), then every rule's failed assertions, each as the
+/// message it gives.
+fn refusals(template: &Value, given: &[(&str, &str)]) -> Vec<String> {
+    let specs = template.get("Parameters").and_then(Value::as_mapping).expect("Parameters");
+    let mut values: BTreeMap<String, String> =
+        specs.iter().map(|(name, spec)| (scalar(name), spec.get("Default").map(scalar).unwrap_or_default())).collect();
+    for (name, value) in given {
+        assert!(values.contains_key(*name), "no parameter {name}");
+        values.insert((*name).to_owned(), (*value).to_owned());
+    }
+    let mut refused = Vec::new();
+    for (name, spec) in specs {
+        let name = scalar(name);
+        let value = &values[&name];
+        let said = || spec.get("ConstraintDescription").map(scalar).unwrap_or_else(|| format!("{name}: {value}"));
+        if let Some(allowed) = spec.get("AllowedValues").and_then(Value::as_sequence)
+            && !allowed.iter().any(|a| scalar(a) == *value)
+        {
+            refused.push(said());
+        }
+        if let Some(pattern) = spec.get("AllowedPattern").map(scalar) {
+            // CloudFormation matches the whole value.
+            let whole = regex_lite::Regex::new(&format!("^(?:{pattern})$")).expect("an AllowedPattern that compiles");
+            if !whole.is_match(value) {
+                refused.push(said());
+            }
+        }
+        if spec.get("Type").map(scalar).as_deref() == Some("Number") {
+            let Ok(number) = value.parse::<f64>() else {
+                refused.push(format!("{name}: {value:?} is not a number"));
+                continue;
+            };
+            let bound = |key: &str| spec.get(key).map(scalar).and_then(|b| b.parse::<f64>().ok());
+            if bound("MinValue").is_some_and(|min| number < min) || bound("MaxValue").is_some_and(|max| number > max) {
+                refused.push(said());
+            }
+        }
+    }
+    for (_, rule) in template.get("Rules").and_then(Value::as_mapping).into_iter().flatten() {
+        let applies = rule.get("RuleCondition").is_none_or(|c| evaluate(c, &values) == Value::Bool(true));
+        for assertion in rule.get("Assertions").and_then(Value::as_sequence).into_iter().flatten().filter(|_| applies) {
+            if evaluate(&assertion["Assert"], &values) != Value::Bool(true) {
+                refused.push(scalar(&assertion["AssertDescription"]));
+            }
+        }
+    }
+    refused
+}
+
+/// The defaults and both samconfig environments deploy; each rule and pattern refuses the values AWS would refuse
+/// later (or that would starve shadow-push), with a message that names the parameter, and lets the values next to
+/// them through.
+#[test]
+fn parameter_values_aws_would_refuse_are_refused_at_deploy_by_name() {
+    let template = template();
+    for env in ["default", "prod"] {
+        let given = overrides(env);
+        let given: Vec<(&str, &str)> = given.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(refusals(&template, &given), Vec::<String>::new(), "samconfig's {env} is refused");
+    }
+    let refused = [
+        (vec![("QueuedIngestion", "true"), ("HistoryReservedConcurrency", "1")], "HistoryReservedConcurrency"),
+        (vec![("HistoryReservedConcurrency", "1001")], "HistoryReservedConcurrency"),
+        (vec![("PushReservedConcurrency", "1")], "PushReservedConcurrency"),
+        (vec![("PushReservedConcurrency", "2")], "PushReservedConcurrency"),
+        (vec![("PushScheduleEnabled", "true"), ("PushScheduleTimezone", "")], "PushScheduleTimezone"),
+        (vec![("PushScheduleEnabled", "true"), ("PushScheduleInput", "")], "PushScheduleInput"),
+        (vec![("PushScheduleExpression", "every day")], "PushScheduleExpression"),
+        (vec![("IotDataEndpoint", "https://abc-ats.iot.ap-northeast-1.amazonaws.com")], "IotDataEndpoint"),
+        (vec![("AlarmTopicArn", "alarms")], "AlarmTopicArn"),
+    ];
+    for (given, named) in refused {
+        let said = refusals(&template, &given);
+        assert_eq!(said.len(), 1, "{given:?}: refused {said:?}");
+        assert!(said[0].starts_with(named), "{given:?}: the refusal does not start with {named}: {said:?}");
+    }
+    let accepted = [
+        vec![("QueuedIngestion", "true"), ("HistoryReservedConcurrency", "0")],
+        vec![("QueuedIngestion", "true"), ("HistoryReservedConcurrency", "2")],
+        vec![("QueuedIngestion", "true"), ("HistoryReservedConcurrency", "1000")],
+        vec![("QueuedIngestion", "false"), ("HistoryReservedConcurrency", "1")],
+        vec![("PushReservedConcurrency", "0")],
+        vec![("PushReservedConcurrency", "3")],
+        vec![("PushScheduleEnabled", "true"), ("PushScheduleExpression", "cron(0 3 * * ? *)")],
+        vec![("PushScheduleEnabled", "false"), ("PushScheduleTimezone", "")],
+        vec![("IotDataEndpoint", "abc123-ats.iot.ap-northeast-1.amazonaws.com")],
+        vec![("AlarmTopicArn", "arn:aws:sns:ap-northeast-1:123456789012:fleet-alarms")],
+    ];
+    for given in accepted {
+        assert_eq!(refusals(&template, &given), Vec::<String>::new(), "{given:?} is refused");
     }
 }
