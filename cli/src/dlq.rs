@@ -260,6 +260,15 @@ pub async fn run(ctx: &Context, command: DlqCommand) -> Result<i32, CliError> {
     }
 }
 
+/// How long a replay waits for the function: a history event is recorded within shadow-history's timeout (30 s); a
+/// push's message runs a whole segment, up to shadow-push's timeout (900 s), then hands off.
+fn replay_within(function: Function) -> std::time::Duration {
+    match function {
+        Function::History => crate::INVOKE_WITHIN,
+        Function::Push => std::time::Duration::from_secs(960),
+    }
+}
+
 async fn replay(
     ctx: &Context,
     sqs: &aws_sdk_sqs::Client,
@@ -287,6 +296,8 @@ async fn replay(
                         .function_name(&target)
                         .invocation_type(InvocationType::RequestResponse)
                         .payload(Blob::new(payload.to_string()))
+                        .customize()
+                        .config_override(crate::invoke_timeouts(replay_within(function)))
                         .send()
                         .await;
                     match invoked {

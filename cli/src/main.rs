@@ -16,8 +16,9 @@ mod shadow;
 mod view;
 mod when;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use clap::{Parser, Subcommand};
@@ -102,7 +103,7 @@ pub fn now_secs() -> u64 {
 /// its region unless the environment or `--region` gives one; `--region` is the region. Region and credentials are
 /// checked first, so their absence is said plainly.
 async fn sdk_config(profile: Option<&str>, region: Option<&str>) -> Result<SdkConfig, CliError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(call_timeouts(CALL_WITHIN));
     if let Some(profile) = profile {
         let credentials = aws_config::profile::ProfileFileCredentialsProvider::builder().profile_name(profile).build();
         loader = loader.profile_name(profile).credentials_provider(credentials);
@@ -136,6 +137,36 @@ async fn sdk_config(profile: Option<&str>, region: Option<&str>) -> Result<SdkCo
         }));
     }
     Ok(config)
+}
+
+/// How long one AWS call may take, its SDK retries included; an attempt gets a third of it. A person waits on every
+/// call, and an endpoint that does not answer must end in an error that says so, not a hung terminal.
+pub const CALL_WITHIN: Duration = Duration::from_secs(60);
+
+/// How long `push start`, `push pause|resume|abort` and a replay of a history event wait for the function's answer:
+/// shadow-push answers a start within PUSH_ANSWER_MS (20 s by default) and a control within its 8 s wait, plus a
+/// cold start and the record's write.
+pub const INVOKE_WITHIN: Duration = Duration::from_secs(45);
+
+/// Connect in 5 s; each attempt at most a third of `within`; all attempts together `within`.
+pub fn call_timeouts(within: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(within / 3)
+        .operation_timeout(within)
+        .build()
+}
+
+/// The same for a synchronous Lambda invocation that may take `within`: an attempt may take all of it, so one that
+/// times out is not tried again (a throttled one still is, within the same bound).
+pub fn invoke_timeouts(within: Duration) -> aws_sdk_lambda::config::Builder {
+    aws_sdk_lambda::config::Builder::default().timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(within)
+            .operation_timeout(within)
+            .build(),
+    )
 }
 
 async fn run(cli: Cli) -> Result<i32, CliError> {

@@ -209,10 +209,21 @@ async fn start(ctx: &Context, path: &str) -> Result<String, CliError> {
         .function_name(&function)
         .invocation_type(InvocationType::RequestResponse)
         .payload(Blob::new(json!({"startPush": request}).to_string()))
+        .customize()
+        .config_override(crate::invoke_timeouts(crate::INVOKE_WITHIN))
         .send()
         .await;
     let answer = match invoked {
         Ok(answer) => answer,
+        Err(aws_sdk_lambda::error::SdkError::TimeoutError(_)) => {
+            return Err(CliError::Failure(format!(
+                "shadow-push did not answer within {} s: push {} may or may not have been recorded; see \
+                 shadow-fleet push show {}, or run the same command again (with the same pushId it is the same push)",
+                crate::INVOKE_WITHIN.as_secs(),
+                plan.push_id,
+                plan.push_id
+            )));
+        }
         Err(e) if e.as_service_error().is_some_and(|s| s.is_too_many_requests_exception()) => {
             return Err(CliError::Failure(format!(
                 "push {} was not started: shadow-push is at its concurrency limit (segments of other pushes hold \
@@ -657,6 +668,8 @@ async fn control(ctx: &Context, action: &str, message: Value) -> Result<i32, Cli
         .function_name(&function)
         .invocation_type(InvocationType::RequestResponse)
         .payload(Blob::new(message.to_string()))
+        .customize()
+        .config_override(crate::invoke_timeouts(crate::INVOKE_WITHIN))
         .send()
         .await;
     let answer = match invoked {

@@ -51,6 +51,11 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Self {
+        Self::with(TIMING, &[]).await
+    }
+
+    /// With the function's invocations on `timing`, and `extra` settings (or endpoints) in its environment.
+    async fn with(timing: Timing, extra: &[(&str, &str)]) -> Self {
         let fx = PushFixture::new().await;
         let dlq_url = fx
             .stack
@@ -73,11 +78,12 @@ impl Setup {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let spec = FunctionSpec {
             name: "shadow-push".into(),
             binary: binary("shadow-push"),
             env,
-            timing: TIMING,
+            timing,
             concurrency: 2,
             on_failure: Some(dlq_url.clone()),
         };
@@ -361,4 +367,35 @@ async fn a_start_while_shadow_push_is_throttled_says_so_and_starts_nothing() {
     );
     assert_eq!(setup.invocations(), Vec::<(String, bool)>::new());
     assert_eq!(setup.fx.record(&push_id).await, None);
+}
+
+/// A registry that answers every call with ThrottlingException (a proxy in front of moto's IoT) while shadow-push's
+/// invocation could wait a minute: the synchronous start answers within PUSH_ANSWER_MS (3 s here) that it is still
+/// waiting for the registry, exit 1, and nothing was started; the CLI does not wait for the function's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_held_by_registry_throttling_answers_within_its_bound_and_says_what_it_waits_for() {
+    use devstack::fault_proxy::{FaultProxy, Faults, Service};
+    let iot = devstack::stack::Stack::get().var("AWS_ENDPOINT_URL_IOT");
+    // The registry's restJson1 throttling answer is the data plane's: HTTP 429, ThrottlingException.
+    let registry = FaultProxy::start(&iot, Service::IotDataPlane, Faults::throttling(1.0)).await;
+    let long = Timing { timeout: Duration::from_secs(60), visibility: Duration::from_secs(180), ..TIMING };
+    let setup = Setup::with(long, &[("AWS_ENDPOINT_URL_IOT", registry.url.as_str()), ("PUSH_ANSWER_MS", "3000")]).await;
+    // The group need not exist: its check is what the registry holds back.
+    let group = setup.fx.group("prod");
+    let push_id = unique("held");
+    let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"thingGroup": group}});
+
+    let started = setup.start(&request, &[]);
+    assert_eq!(started.code, 1, "stdout: {}\nstderr: {}", started.stdout, started.stderr);
+    assert!(started.took < WITHIN, "took {:?}: {}", started.took, started.stderr);
+    assert!(registry.counts.throttled() >= 2, "the registry was asked {} times", registry.counts.throttled());
+    assert!(
+        started.stderr.contains("no answer within 3 s: still waiting for the registry")
+            && started.stderr.contains("ThrottlingException")
+            && started.stderr.contains("run the same command again"),
+        "{}",
+        started.stderr
+    );
+    assert_eq!(setup.fx.record(&push_id).await, None, "a start not answered left a record");
+    assert_eq!(setup.invocations(), [("sync".to_owned(), false)], "one synchronous invocation, no retry");
 }

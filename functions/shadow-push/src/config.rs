@@ -35,6 +35,10 @@ pub struct Config {
     /// `PUSH_HANDOFF_GRACE_MS` (default 120 000): how long a released push waits for its hand-off message to be
     /// picked up before the sweeper wakes it again.
     pub hand_off_grace_ms: u64,
+    /// `PUSH_ANSWER_MS` (default 20 000, at least 1 000): how long a synchronous start or control (the CLI's) may
+    /// wait on the registry and the store before it answers with what it was waiting for. The CLI waits for the
+    /// answer this long plus a cold start.
+    pub answer_within_ms: u64,
 }
 
 impl Config {
@@ -56,6 +60,7 @@ impl Config {
             partition_wps,
             lease_ms,
             hand_off_grace_ms: settings.parsed::<u64>("PUSH_HANDOFF_GRACE_MS")?.unwrap_or(120_000),
+            answer_within_ms: settings.at_least::<u64>("PUSH_ANSWER_MS", 1_000)?.unwrap_or(20_000),
             table: settings.required("PUSH_TABLE")?,
             queue_url: settings.required("PUSH_QUEUE_URL")?,
             max_tps,
@@ -90,6 +95,7 @@ mod tests {
                 lease_ms: 30_000,
                 partition_wps: 500,
                 hand_off_grace_ms: 120_000,
+                answer_within_ms: 20_000,
             })
         );
         assert_eq!(
@@ -108,6 +114,7 @@ mod tests {
             ("PUSH_CONCURRENCY", "0", 1),
             ("PUSH_LEASE_MS", "299", 300),
             ("PUSH_PARTITION_WPS", "0", 1),
+            ("PUSH_ANSWER_MS", "999", 1_000),
         ] {
             let got =
                 Config::from_settings(&HashMap::from([("PUSH_TABLE", "t"), ("PUSH_QUEUE_URL", "q"), (name, low)]));

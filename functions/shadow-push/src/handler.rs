@@ -65,6 +65,14 @@ pub enum PushError {
     Store(#[source] GaveUp<ServiceError>),
     #[error("resolving targets")]
     Targets(#[source] GaveUp<ServiceError>),
+    /// A synchronous start that reached its answer bound (`PUSH_ANSWER_MS`) waiting on `what`.
+    #[error("no answer within {within_s} s: still waiting for {what}; nothing was started")]
+    NotAnswered {
+        what: &'static str,
+        within_s: u64,
+        #[source]
+        last: GaveUp<ServiceError>,
+    },
     #[error("could not serialize {0}")]
     Serialize(&'static str, #[source] serde_json::Error),
 }
@@ -77,6 +85,7 @@ impl Retryable for PushError {
             | Self::UnknownPush(_)
             | Self::UnknownTargets(_)
             | Self::Serialize(..) => false,
+            Self::NotAnswered { .. } => true,
             Self::Store(e) | Self::Targets(e) => match e {
                 GaveUp::OutOfTime { .. } => true,
                 GaveUp::Final(e) => e.is_retryable(),
@@ -94,6 +103,7 @@ impl From<PushError> for Diagnostic {
             PushError::UnknownTargets(_) => "UnknownTargets",
             PushError::Store(_) => "Store",
             PushError::Targets(_) => "Targets",
+            PushError::NotAnswered { .. } => "NotAnswered",
             PushError::Serialize(..) => "Serialize",
         };
         shadow_runtime::error::diagnostic(kind, &error)
@@ -297,24 +307,43 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             tracing::warn!(outcome = "rejected", error = %e, "push request refused");
         })?;
         let digest = lifecycle::plan_digest(&plan);
+        // Someone waits on a queued start's answer (the CLI): what comes before the record is written waits for the
+        // registry and the store at most PUSH_ANSWER_MS, then says what it was waiting for. Nothing is written by
+        // then, so the same request again starts afresh.
+        let answer_by = match begin {
+            Begin::Queued => deadline.min(Instant::now() + Duration::from_millis(config.answer_within_ms)),
+            Begin::Here => deadline,
+        };
+        let waited = |what: &'static str, wrap: fn(GaveUp<ServiceError>) -> PushError| {
+            move |last: GaveUp<ServiceError>| match (&last, begin) {
+                (GaveUp::OutOfTime { .. }, Begin::Queued) => {
+                    tracing::warn!(waiting_for = what, error = %last, "start not answered within PUSH_ANSWER_MS");
+                    PushError::NotAnswered { what, within_s: config.answer_within_ms.div_ceil(1000), last }
+                }
+                _ => wrap(last),
+            }
+        };
         // A push id used before: a retry of that push (Lambda's async retry, a caller's retry, a scheduled run).
         if request.get("pushId").is_some()
-            && let Some(existing) = self.persist(deadline, || self.store.load(&plan.push_id)).await?
+            && let Some(existing) =
+                retry_until(answer_by, Duration::ZERO, Backoff::default(), || self.store.load(&plan.push_id), |_| {})
+                    .await
+                    .map_err(waited("the push table (reading the push id)", PushError::Store))?
         {
             return self.retried(config, existing, &digest, begin, deadline).await;
         }
         let unwalkable =
-            retry_until(deadline, Duration::ZERO, Backoff::default(), || check_sources(&plan, &self.registry), |_| {})
+            retry_until(answer_by, Duration::ZERO, Backoff::default(), || check_sources(&plan, &self.registry), |_| {})
                 .await
-                .map_err(PushError::Targets)?;
+                .map_err(waited("the registry (checking the target sources)", PushError::Targets))?;
         if let Some(why) = unwalkable {
             tracing::warn!(push = %plan.push_id, outcome = "rejected", reason = %why, "push targets cannot be walked");
             return Err(PushError::UnknownTargets(why));
         }
         let sources =
-            retry_until(deadline, Duration::ZERO, Backoff::default(), || sources_for(&plan, &self.registry), |_| {})
+            retry_until(answer_by, Duration::ZERO, Backoff::default(), || sources_for(&plan, &self.registry), |_| {})
                 .await
-                .map_err(PushError::Targets)?;
+                .map_err(waited("the registry (listing the target sources)", PushError::Targets))?;
         // The lease the record will hold is counted from here, before the write: the segment's own view of it may
         // end earlier than the stored one, never later.
         let asked = Instant::now();
