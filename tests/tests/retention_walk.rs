@@ -1,5 +1,5 @@
 //! The retention walk (a push's items rewritten to a later `expiresAt`) within the invocation's deadline: paced in
-//! write units per partition, stopped before the deadline with where it got left on the record, resumed from there
+//! write units per partition, stopped before the deadline with where it got left beside the record, resumed from there
 //! by the next attempt; and killed between the record's `keepingTo` mark and its first item, finished by the next
 //! attempt. Against DynamoDB Local through the push store, and through shadow-push on the local stack.
 
@@ -93,19 +93,18 @@ async fn expiries(stack: &Stack, table: &str, push_id: &str) -> HashMap<(String,
     }
 }
 
-/// The record's `keptThrough`, as shadow-push leaves it.
+/// Where the push's retention walk got, as saved beside its record (its `kept` item).
 async fn kept_through(stack: &Stack, table: &str, push_id: &str) -> Option<Through> {
     let got = stack
         .dynamodb()
         .get_item()
         .table_name(table)
-        .set_key(Some(shadow_aws::push_store::record_key(push_id)))
+        .set_key(Some(shadow_aws::push_store::kept_key(push_id)))
         .consistent_read(true)
         .send()
         .await
         .unwrap_or_else(|e| panic!("get_item: {e:?}"));
-    let value = got.item.and_then(|mut i| i.remove("keptThrough"))?;
-    Some(serde_dynamo::from_attribute_value(value).unwrap_or_else(|e| panic!("keptThrough: {e}")))
+    Some(serde_dynamo::from_item(got.item?).unwrap_or_else(|e| panic!("the kept item: {e}")))
 }
 
 /// Through the store: a walk of entries of about 3 KB (4 write units each) at 40 units a second per partition
@@ -121,6 +120,7 @@ async fn a_walk_is_paced_in_write_units_stops_in_time_and_resumes_where_it_got()
     tables::ensure_table(&stack.dynamodb(), &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
     let store = DynamoPushStore::new(stack.dynamodb(), table.clone(), Some(1)).with_retention_seconds(R);
     let (push_id, _) = push_at(&stack, &table, R, 0, &["t-1".into()], ENTRIES, 3000).await;
+    assert_eq!(kept_through(&stack, &table, &push_id).await, None);
     let record = store.load_record(&push_id).await.unwrap_or_else(|e| panic!("{e}")).expect("no record");
     let start = record.status.started_at / 1000;
     // Ended well past its start: its items are kept R past that end.
@@ -136,7 +136,8 @@ async fn a_walk_is_paced_in_write_units_stops_in_time_and_resumes_where_it_got()
     assert_eq!(kept.keeping_to, Some(target), "stopped under way: {kept:?}");
     assert!(kept.walking(record.status.started_at, R).is_some(), "{kept:?}");
     assert!(first < Duration::from_millis(2500), "stopped {first:?} after it began, its time was 1.5 s");
-    let through = kept_through(&stack, &table, &push_id).await.unwrap_or_else(|| panic!("no keptThrough left"));
+    let through =
+        kept_through(&stack, &table, &push_id).await.unwrap_or_else(|| panic!("where the walk got was not saved"));
     assert_eq!(through.to, target);
     let shard = format!("{push_id}#0");
     let after = through.after(&shard).unwrap_or_else(|| panic!("no position in {shard}: {through:?}")).to_owned();
@@ -159,7 +160,6 @@ async fn a_walk_is_paced_in_write_units_stops_in_time_and_resumes_where_it_got()
     assert_eq!(kept, Kept { kept_until: Some(target), keeping_to: None });
     let items = expiries(&stack, &table, &push_id).await;
     assert!(items.values().all(|e| *e >= target), "an item left expiring early: {items:?}");
-    assert_eq!(kept_through(&stack, &table, &push_id).await, None, "keptThrough left once finished");
     // The rest, 4 units each at 40 a second: 0.1 s between one write and the next.
     let rest = (ENTRIES - done) as u32;
     assert!(
@@ -243,7 +243,7 @@ async fn a_walk_longer_than_an_invocation_stops_before_the_deadline_and_is_finis
     let kept_until = record["keptUntil"].as_u64().unwrap_or(0);
     assert!(kept_until >= before + DAY, "kept until {kept_until}, not a day past {before}: {record}");
     let items = expiries(&fx.stack, &fx.table, &push_id).await;
-    assert_eq!(items.len(), 302, "plan, record and 300 entries");
+    assert_eq!(items.len(), 303, "plan, record, where the walk got and 300 entries: {items:?}");
     let early: Vec<_> = items.iter().filter(|(_, e)| **e < kept_until).collect();
     assert!(early.is_empty(), "{} items expire before keptUntil {kept_until}: {early:?}", early.len());
     assert!(invocations.len() >= 3, "the walk and the push in {} invocations: {trail:?}", invocations.len());

@@ -40,8 +40,9 @@ const JOURNAL_PAGE: u32 = 100;
 /// Present (with the value [`OPEN`]) on the record of a push that is not complete nor stalled: the key of the
 /// sparse index the sweeper queries, sorted by `leaseUntil`.
 const OPEN_ATTRIBUTE: &str = tables::OPEN_PUSHES_KEY;
-/// The record's attribute holding where a retention walk got ([`Through`]).
-const THROUGH_ATTRIBUTE: &str = "keptThrough";
+/// The sort key of the push's item that holds where a retention walk got ([`Through`]): beside the record rather
+/// than on it, so that the record's every write stays under 1 KB however many partitions the walk has passed.
+pub const KEPT: &str = "kept";
 /// How often a retention walk saves where it got, beside when it stops: what a walk killed outright walks again.
 const THROUGH_EVERY: Duration = Duration::from_secs(10);
 const OPEN: &str = "open";
@@ -142,6 +143,11 @@ impl DynamoPushStore {
 /// The key of a push's record item.
 pub fn record_key(push_id: &str) -> HashMap<String, AttributeValue> {
     tables::key(push_id, RECORD)
+}
+
+/// The key of the item holding where a push's retention walk got.
+pub fn kept_key(push_id: &str) -> HashMap<String, AttributeValue> {
+    tables::key(push_id, KEPT)
 }
 
 /// The key of a push's plan item.
@@ -669,7 +675,7 @@ impl DynamoPushStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(record_key(push_id)))
-            .update_expression("SET keepingTo = :to, #ttl = :to REMOVE keptThrough")
+            .update_expression("SET keepingTo = :to, #ttl = :to")
             .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(keepingTo) OR keepingTo < :to)")
             .expression_attribute_names("#pk", tables::PARTITION_KEY)
             .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
@@ -686,7 +692,7 @@ impl DynamoPushStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(record_key(push_id)))
-            .update_expression("SET keptUntil = :to, #ttl = :to REMOVE keepingTo, keptThrough")
+            .update_expression("SET keptUntil = :to, #ttl = :to REMOVE keepingTo")
             .condition_expression("keepingTo = :to")
             .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
             .expression_attribute_values(":to", n(to))
@@ -710,35 +716,36 @@ impl DynamoPushStore {
         Ok(())
     }
 
-    /// Where the record says a walk got (`keptThrough`), if anywhere.
+    /// Where a walk got, as last saved (`None`: never saved).
     async fn kept_through(&self, push_id: &str) -> Result<Option<Through>, ServiceError> {
         let got = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(record_key(push_id)))
+            .set_key(Some(kept_key(push_id)))
             .consistent_read(true)
-            .projection_expression(THROUGH_ATTRIBUTE)
+            .projection_expression("#to, #after")
+            .expression_attribute_names("#to", "to")
+            .expression_attribute_names("#after", "after")
             .send()
             .await
             .map_err(|e| service_error("GetItem", e))?;
-        got.item
-            .and_then(|mut item| item.remove(THROUGH_ATTRIBUTE))
-            .map(|v| serde_dynamo::from_attribute_value(v).map_err(|e| unrepresentable("GetItem", e)))
-            .transpose()
+        got.item.map(|item| serde_dynamo::from_item(item).map_err(|e| unrepresentable("GetItem", e))).transpose()
     }
 
-    /// Leaves where a walk got on the record, while it still walks to that target (`keepingTo`): a later target, or a
-    /// walk finished meanwhile, leaves it as it is.
+    /// Saves where a walk got, unless a walk to a later target saved its own already. The item expires with the
+    /// target, as the push's other items.
     async fn save_through(&self, push_id: &str, through: &Through) -> Result<bool, ServiceError> {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(record_key(push_id)))
-            .update_expression("SET #through = :through")
-            .condition_expression("keepingTo = :to")
-            .expression_attribute_names("#through", THROUGH_ATTRIBUTE)
-            .expression_attribute_values(":through", attribute("UpdateItem", through)?)
+            .set_key(Some(kept_key(push_id)))
+            .update_expression("SET #to = :to, #after = :after, #ttl = :to")
+            .condition_expression("attribute_not_exists(#to) OR #to <= :to")
+            .expression_attribute_names("#to", "to")
+            .expression_attribute_names("#after", "after")
+            .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
+            .expression_attribute_values(":after", attribute("UpdateItem", &through.after)?)
             .expression_attribute_values(":to", n(through.to))
             .send()
             .await
@@ -752,8 +759,11 @@ impl DynamoPushStore {
     async fn rewrite_expiry(&self, record: &PushRecord, walk: &Walk<'_>) -> Result<(u64, bool), ServiceError> {
         let at = record.journal();
         let plan = self.extend_item(plan_key(&record.push_id), walk.to);
+        // Where an earlier walk got, if saved: kept as long as the rest (in a sharded push's own partition, which
+        // no partition's walk passes).
+        let kept = self.extend_item(kept_key(&record.push_id), walk.to);
         let walks = at.shards().into_iter().map(|shard| self.extend_partition(journal_partition(at, shard), walk));
-        let (plan, walked) = tokio::try_join!(plan, try_join_all(walks))?;
+        let (plan, _, walked) = tokio::try_join!(plan, kept, try_join_all(walks))?;
         let rewritten = u64::from(plan) + walked.iter().map(|(n, _)| n).sum::<u64>();
         Ok((rewritten, walked.iter().all(|(_, done)| *done)))
     }

@@ -6,8 +6,8 @@
 //! items are rewritten to it, then `keptUntil = keepingTo`. A walk that died leaves `keepingTo > keptUntil`: the
 //! next decision finishes it first.
 //!
-//! A walk stops before the invocation's deadline rather than being killed by it: it leaves where it got on the record
-//! ([`Through`], `keptThrough`), and the next attempt resumes from there.
+//! A walk stops before the invocation's deadline rather than being killed by it: it leaves where it got beside the
+//! record ([`Through`]), and the next attempt resumes from there.
 
 use std::collections::BTreeMap;
 
@@ -87,7 +87,7 @@ impl Kept {
     }
 }
 
-/// Where a walk to a target got (`keptThrough` on the record, written as the walk goes and when it stops): per
+/// Where a walk to a target got (an item of its own beside the record, written as the walk goes and when it stops): per
 /// partition of the push's items, the last sort key rewritten. Each partition is walked in key order, so every item
 /// of it up to that key that expired before the target was rewritten; the next attempt queries after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
