@@ -837,8 +837,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     /// pause, resume or abort, once written; and on an arrival at a push no segment follows (ended, paused,
     /// stalled) that has a walk under way.
     /// The walk stops before the invocation's deadline, leaving time for what follows it (the hand-off, the answer),
-    /// and leaves where it got on the record: the next transition resumes it, and a push no segment follows is woken
-    /// (a hand-off message) to resume it.
+    /// and leaves where it got beside the record: the next transition resumes it, and a push no segment follows is
+    /// woken (a hand-off message) to resume it.
     /// Not extended (the store failing past the deadline): the push goes on, and its next transition tries again,
     /// finishing a walk left marked on the record first.
     async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) {
@@ -1110,13 +1110,13 @@ fn log_share(push_id: &str, segment: u64, share: &Share) {
     );
 }
 
-/// Reads go at the share of their own quota that the push's update rate is of the update quota.
 /// The time kept back from a retention walk for what follows it in the invocation (the hand-off and the answer), of
 /// the `remaining` time: a tenth, at least 500 ms and at most 5 s.
 fn after_walk(remaining: Duration) -> Duration {
     (remaining / 10).clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
+/// Reads go at the share of their own quota that the push's update rate is of the update quota.
 fn scaled(read_tps: u32, rate: u32, max_tps: u32) -> u32 {
     ((u64::from(read_tps) * u64::from(rate)).div_ceil(u64::from(max_tps.max(1)))).max(1) as u32
 }

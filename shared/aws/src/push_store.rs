@@ -770,7 +770,7 @@ impl DynamoPushStore {
 
     /// One partition's items that expire before the walk's target, after where the walk got in it, each extended to
     /// the target, one write after another at most `wps` write units a second (each item's own units, by its size).
-    /// Where it gets is saved on the record every [`THROUGH_EVERY`]. Stops before a write that would start past the
+    /// Where it gets is saved beside the record every [`THROUGH_EVERY`]. Stops before a write that would start past the
     /// walk's time: `(rewritten, false)`.
     async fn extend_partition(&self, partition: String, walk: &Walk<'_>) -> Result<(u64, bool), ServiceError> {
         let unit = Duration::from_secs(1) / walk.wps.max(1);
