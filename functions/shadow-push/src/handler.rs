@@ -844,7 +844,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) {
         let open = !record.status.state.is_final();
         let now_s = now_ms() / 1000;
-        let stop_at = deadline - after_walk(deadline.saturating_duration_since(Instant::now()));
+        let kept_back = after_walk(deadline.saturating_duration_since(Instant::now()));
+        let stop_at = deadline.checked_sub(kept_back).unwrap_or_else(Instant::now);
         let current: &PushRecord = record;
         let kept = self
             .persist(deadline, || {
@@ -1158,6 +1159,15 @@ fn refusal(refused: machine::Refusal) -> PushError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retention_walk_leaves_time_for_what_follows_it() {
+        let ms = Duration::from_millis;
+        // (time left, kept back): a tenth, at least 500 ms (a 3 s invocation's segment end), at most 5 s.
+        for (left, kept) in [(ms(600), ms(500)), (ms(3000), ms(500)), (ms(20_000), ms(2000)), (ms(900_000), ms(5000))] {
+            assert_eq!(after_walk(left), kept, "{left:?} left");
+        }
+    }
 
     #[test]
     fn events_are_told_apart() {
