@@ -32,6 +32,8 @@ pub enum Step {
     ApplyControl,
     /// A paused push resumed (DynamoDB UpdateItem conditional on `paused`).
     Resume,
+    /// The record's retention mark, before its items are walked (DynamoDB UpdateItem setting `keepingTo`).
+    KeepMark,
 }
 
 impl Step {
@@ -40,9 +42,12 @@ impl Step {
         match self {
             Self::ShadowRequest | Self::RollbackUpdate => "AWS_ENDPOINT_URL_IOT_DATA_PLANE",
             Self::HandOff => "AWS_ENDPOINT_URL_SQS",
-            Self::RecordSegment | Self::CreatePush | Self::JournalWrite | Self::ApplyControl | Self::Resume => {
-                "AWS_ENDPOINT_URL_DYNAMODB"
-            }
+            Self::RecordSegment
+            | Self::CreatePush
+            | Self::JournalWrite
+            | Self::ApplyControl
+            | Self::Resume
+            | Self::KeepMark => "AWS_ENDPOINT_URL_DYNAMODB",
         }
     }
 
@@ -66,6 +71,9 @@ impl Step {
             }
             Self::Resume => {
                 target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("#state = :paused")
+            }
+            Self::KeepMark => {
+                target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("SET keepingTo")
             }
             Self::HandOff => {
                 target.ends_with(".SendMessage") || String::from_utf8_lossy(body).contains("Action=SendMessage")

@@ -461,6 +461,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     ) -> Result<PushRecord, PushError> {
         let mut queue: VecDeque<Effect> = effects.into();
         let push_id = at.record.push_id.clone();
+        // Whether this invocation has walked the push's retention already (then it has no time left for it).
+        let mut kept_here = false;
         while let Some(effect) = queue.pop_front() {
             let next = match effect {
                 Effect::Claim { segment, takeover } => {
@@ -519,6 +521,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     // Released: a long walk of the push's items holds no lease (a new phase, a bake and an end are
                     // all segment ends).
                     self.keep(config, &mut at.record, deadline).await;
+                    kept_here = true;
                     self.log_totals(&at.record, at.defined.plan.dry_run);
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Recorded)?
                 }
@@ -531,6 +534,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     tracing::info!(push = %push_id, ?control, state = ?next.status.state, "operator control carried out");
                     at.record = *next;
                     self.keep(config, &mut at.record, deadline).await;
+                    kept_here = true;
                     Vec::new()
                 }
                 Effect::RequestControl(control) => {
@@ -557,6 +561,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     tracing::info!(push = %push_id, state = ?to, "push resumed");
                     // Paused is not final: kept as an open push.
                     self.keep(config, &mut at.record, deadline).await;
+                    kept_here = true;
                     Vec::new()
                 }
                 Effect::HandOff { segment, delay_s } => {
@@ -581,6 +586,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     Vec::new()
                 }
                 Effect::Report(report) => {
+                    // An arrival at a push no segment follows finishes a retention walk left under way on it.
+                    let unfollowed =
+                        matches!(report, machine::Report::Final | machine::Report::Paused | machine::Report::Stalled);
+                    if unfollowed && !kept_here && self.walking(&at.record).is_some() {
+                        self.keep(config, &mut at.record, deadline).await;
+                    }
                     tracing::info!(push = %push_id, ?report, state = ?at.record.status.state, "push reported");
                     return self.load_record(&push_id, deadline).await;
                 }
@@ -851,20 +862,49 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     }
 
     /// Keeps the push's items (record, plan, journal) at least the retention past now, when it is short of that or
-    /// an extension died midway ([`shadow_core::push::retention`]): after each segment's record and each pause,
-    /// resume or abort, once written.
+    /// an extension stopped or died midway ([`shadow_core::push::retention`]): after each segment's record and each
+    /// pause, resume or abort, once written; and on an arrival at a push no segment follows (ended, paused,
+    /// stalled) that has a walk under way.
+    /// The walk stops before the invocation's deadline, leaving time for what follows it (the hand-off, the answer),
+    /// and leaves where it got beside the record: the next transition resumes it, and a push no segment follows is
+    /// woken (a hand-off message) to resume it.
     /// Not extended (the store failing past the deadline): the push goes on, and its next transition tries again,
     /// finishing a walk left marked on the record first.
     async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) {
         let open = !record.status.state.is_final();
         let now_s = now_ms() / 1000;
+        let kept_back = after_walk(deadline.saturating_duration_since(Instant::now()));
+        let stop_at = deadline.checked_sub(kept_back).unwrap_or_else(Instant::now);
         let current: &PushRecord = record;
-        match self.persist(deadline, || self.store.keep(current, now_s, open, config.partition_wps)).await {
+        let kept = self
+            .persist(deadline, || {
+                let within = Some(stop_at.saturating_duration_since(Instant::now()));
+                self.store.keep_within(current, now_s, open, config.partition_wps, within)
+            })
+            .await;
+        match kept {
             Ok(kept) => record.kept = kept,
             Err(e) => {
                 tracing::warn!(push = %record.push_id, error = ?e, outcome = "not_extended", "push retention not extended; the next transition retries");
+                return;
             }
         }
+        let state = record.status.state;
+        let followed =
+            !state.is_final() && state != shadow_core::push::PushState::Paused && record.holder.stalled.is_none();
+        let Some(to) = self.walking(record).filter(|_| !followed) else { return };
+        let (push_id, segment) = (record.push_id.as_str(), record.holder.segment);
+        match self.persist(deadline, || self.hand_off.hand_off(push_id, segment, 0)).await {
+            Ok(()) => tracing::info!(push = %push_id, keeping_to = to, "push woken to resume its retention walk"),
+            Err(e) => {
+                tracing::warn!(push = %push_id, keeping_to = to, error = ?e, outcome = "not_extended", "push retention walk stopped and not handed on; the next arrival resumes it");
+            }
+        }
+    }
+
+    /// The target of a retention walk under way on `record` (stopped, or died), if any.
+    fn walking(&self, record: &PushRecord) -> Option<u64> {
+        self.store.retention_s().and_then(|r| record.kept.walking(record.status.started_at, r))
     }
 
     /// Refuses what needs the push's items whole (a resume, a rollback) once they were kept until a moment past:
@@ -1100,6 +1140,12 @@ fn log_share(push_id: &str, segment: u64, share: &Share) {
     );
 }
 
+/// The time kept back from a retention walk for what follows it in the invocation (the hand-off and the answer), of
+/// the `remaining` time: a tenth, at least 500 ms and at most 5 s.
+fn after_walk(remaining: Duration) -> Duration {
+    (remaining / 10).clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
+
 /// Reads go at the share of their own quota that the push's update rate is of the update quota.
 fn scaled(read_tps: u32, rate: u32, max_tps: u32) -> u32 {
     ((u64::from(read_tps) * u64::from(rate)).div_ceil(u64::from(max_tps.max(1)))).max(1) as u32
@@ -1142,6 +1188,15 @@ fn refusal(refused: machine::Refusal) -> PushError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retention_walk_leaves_time_for_what_follows_it() {
+        let ms = Duration::from_millis;
+        // (time left, kept back): a tenth, at least 500 ms (a 3 s invocation's segment end), at most 5 s.
+        for (left, kept) in [(ms(600), ms(500)), (ms(3000), ms(500)), (ms(20_000), ms(2000)), (ms(900_000), ms(5000))] {
+            assert_eq!(after_walk(left), kept, "{left:?} left");
+        }
+    }
 
     #[test]
     fn events_are_told_apart() {

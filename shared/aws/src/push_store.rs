@@ -2,6 +2,8 @@
 //! failures and conflicts spread over the push's shards (`<pushId>#<n>`). Layout in docs/records.md ("Push records").
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::{
     Client,
@@ -11,12 +13,13 @@ use aws_sdk_dynamodb::{
 };
 use futures::future::try_join_all;
 use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
-use shadow_core::push::retention::{Keep, Kept};
+use shadow_core::push::retention::{Keep, Kept, Through};
 use shadow_core::push::{
     Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
     PushStore, StoredPush, lifecycle,
 };
 use shadow_core::store::{FaultKind, ServiceError};
+use tokio::time::Instant;
 
 use crate::sdk::{ConditionalWrite, service_error};
 use crate::throttles::ThrottleCount;
@@ -37,6 +40,11 @@ const JOURNAL_PAGE: u32 = 100;
 /// Present (with the value [`OPEN`]) on the record of a push that is not complete nor stalled: the key of the
 /// sparse index the sweeper queries, sorted by `leaseUntil`.
 const OPEN_ATTRIBUTE: &str = tables::OPEN_PUSHES_KEY;
+/// The sort key of the push's item that holds where a retention walk got ([`Through`]): beside the record rather
+/// than on it, so that the record's every write stays under 1 KB however many partitions the walk has passed.
+pub const KEPT: &str = "kept";
+/// How often a retention walk saves where it got, beside when it stops: what a walk killed outright walks again.
+const THROUGH_EVERY: Duration = Duration::from_secs(10);
 const OPEN: &str = "open";
 
 #[derive(Debug, Clone)]
@@ -135,6 +143,11 @@ impl DynamoPushStore {
 /// The key of a push's record item.
 pub fn record_key(push_id: &str) -> HashMap<String, AttributeValue> {
     tables::key(push_id, RECORD)
+}
+
+/// The key of the item holding where a push's retention walk got.
+pub fn kept_key(push_id: &str) -> HashMap<String, AttributeValue> {
+    tables::key(push_id, KEPT)
 }
 
 /// The key of a push's plan item.
@@ -595,13 +608,15 @@ impl PushStore for DynamoPushStore {
         self.retention_s
     }
 
-    async fn keep(
+    async fn keep_within(
         &self,
         record: &PushRecord,
         now_s: u64,
         open: bool,
         partition_wps: u32,
+        within: Option<Duration>,
     ) -> Result<Kept, ServiceError> {
+        let stop_at = within.map(|w| Instant::now() + w);
         let Some(retention) = self.retention_s else { return Ok(record.kept) };
         let Keep::Extend { to, mark } = record.kept.decide(record.status.started_at, retention, now_s, open) else {
             return Ok(record.kept);
@@ -612,10 +627,43 @@ impl PushStore for DynamoPushStore {
             tracing::info!(push, keeping_to = to, outcome = "duplicate", "push retention already being extended");
             return Ok(record.kept);
         }
-        let rewritten = self.rewrite_expiry(record, to, partition_wps).await?;
+        let through = if mark { Through::start(to) } else { Through::resuming(self.kept_through(push).await?, to) };
+        let walk = Walk { push_id: push, to, wps: partition_wps, stop_at, through: Mutex::new(through) };
+        let (rewritten, done) = self.rewrite_expiry(record, &walk).await?;
+        if !done {
+            // Where it got, for the next attempt; a later target marked meanwhile is walked from its own start.
+            let through = walk.through.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            self.save_through(push, &through).await?;
+            tracing::info!(
+                push,
+                keeping_to = to,
+                items = rewritten,
+                resumed = !mark,
+                outcome = "stopped",
+                "push retention walk stopped before the deadline; the next attempt resumes it"
+            );
+            return Ok(Kept { keeping_to: Some(to), ..record.kept });
+        }
         self.mark_kept(push, to).await?;
         tracing::info!(push, kept_until = to, items = rewritten, resumed = !mark, "push retention extended");
         Ok(Kept { kept_until: Some(to), keeping_to: None })
+    }
+}
+
+/// A walk of a push's items to a target, shared by its partitions' walks.
+struct Walk<'a> {
+    push_id: &'a str,
+    to: u64,
+    /// Write units a second per partition.
+    wps: u32,
+    /// When to stop (the invocation's deadline less what follows the walk).
+    stop_at: Option<Instant>,
+    through: Mutex<Through>,
+}
+
+impl Walk<'_> {
+    fn out_of_time(&self, at: Instant) -> bool {
+        self.stop_at.is_some_and(|stop| at >= stop)
     }
 }
 
@@ -668,48 +716,107 @@ impl DynamoPushStore {
         Ok(())
     }
 
-    /// Rewrites `expiresAt` to `to` on the push's plan item and every item of its journal's partitions that expires
-    /// before `to`: the partitions at once, each one's writes paced under `partition_wps` a second. Returns how
-    /// many items were rewritten.
-    async fn rewrite_expiry(&self, record: &PushRecord, to: u64, partition_wps: u32) -> Result<u64, ServiceError> {
-        let at = record.journal();
-        let plan = self.extend_item(plan_key(&record.push_id), to);
-        let walks =
-            at.shards().into_iter().map(|shard| self.extend_partition(journal_partition(at, shard), to, partition_wps));
-        let (plan, walked) = tokio::try_join!(plan, try_join_all(walks))?;
-        Ok(u64::from(plan) + walked.iter().sum::<u64>())
+    /// Where a walk got, as last saved (`None`: never saved).
+    async fn kept_through(&self, push_id: &str) -> Result<Option<Through>, ServiceError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(kept_key(push_id)))
+            .consistent_read(true)
+            .projection_expression("#to, #after")
+            .expression_attribute_names("#to", "to")
+            .expression_attribute_names("#after", "after")
+            .send()
+            .await
+            .map_err(|e| service_error("GetItem", e))?;
+        got.item.map(|item| serde_dynamo::from_item(item).map_err(|e| unrepresentable("GetItem", e))).transpose()
     }
 
-    /// One partition's items that expire before `to`, each extended to `to`, one write after another at most
-    /// `wps` a second.
-    async fn extend_partition(&self, partition: String, to: u64, wps: u32) -> Result<u64, ServiceError> {
-        let period = std::time::Duration::from_secs(1) / wps.max(1);
-        let mut next = tokio::time::Instant::now();
+    /// Saves where a walk got, unless a walk to a later target saved its own already. The item expires with the
+    /// target, as the push's other items.
+    async fn save_through(&self, push_id: &str, through: &Through) -> Result<bool, ServiceError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(kept_key(push_id)))
+            .update_expression("SET #to = :to, #after = :after, #ttl = :to")
+            .condition_expression("attribute_not_exists(#to) OR #to <= :to")
+            .expression_attribute_names("#to", "to")
+            .expression_attribute_names("#after", "after")
+            .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
+            .expression_attribute_values(":after", attribute("UpdateItem", &through.after)?)
+            .expression_attribute_values(":to", n(through.to))
+            .send()
+            .await
+            .condition_held("UpdateItem")
+    }
+
+    /// Rewrites `expiresAt` to the walk's target on the push's plan item and every item of its journal's partitions
+    /// that expires before it: the partitions at once, each one's writes paced under `wps` write units a second,
+    /// each from where the walk got before. Returns how many items were rewritten, and whether every partition was
+    /// walked to its end (not: stopped at the walk's time).
+    async fn rewrite_expiry(&self, record: &PushRecord, walk: &Walk<'_>) -> Result<(u64, bool), ServiceError> {
+        let at = record.journal();
+        let plan = self.extend_item(plan_key(&record.push_id), walk.to);
+        // Where an earlier walk got, if saved: kept as long as the rest (in a sharded push's own partition, which
+        // no partition's walk passes).
+        let kept = self.extend_item(kept_key(&record.push_id), walk.to);
+        let walks = at.shards().into_iter().map(|shard| self.extend_partition(journal_partition(at, shard), walk));
+        let (plan, _, walked) = tokio::try_join!(plan, kept, try_join_all(walks))?;
+        let rewritten = u64::from(plan) + walked.iter().map(|(n, _)| n).sum::<u64>();
+        Ok((rewritten, walked.iter().all(|(_, done)| *done)))
+    }
+
+    /// One partition's items that expire before the walk's target, after where the walk got in it, each extended to
+    /// the target, one write after another at most `wps` write units a second (each item's own units, by its size).
+    /// Where it gets is saved beside the record every [`THROUGH_EVERY`]. Stops before a write that would start past the
+    /// walk's time: `(rewritten, false)`.
+    async fn extend_partition(&self, partition: String, walk: &Walk<'_>) -> Result<(u64, bool), ServiceError> {
+        let unit = Duration::from_secs(1) / walk.wps.max(1);
+        let mut next = Instant::now();
+        let mut saved = Instant::now();
         let mut rewritten = 0;
+        let after = walk.through.lock().unwrap_or_else(|e| e.into_inner()).after(&partition).map(str::to_owned);
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :p")
             .filter_expression("#ttl < :to")
-            .projection_expression("#pk, #sk")
             .expression_attribute_names("#pk", tables::PARTITION_KEY)
-            .expression_attribute_names("#sk", tables::SORT_KEY)
             .expression_attribute_names("#ttl", tables::TTL_ATTRIBUTE)
             .expression_attribute_values(":p", s(&partition))
-            .expression_attribute_values(":to", n(to))
+            .expression_attribute_values(":to", n(walk.to))
+            .set_exclusive_start_key(after.map(|sk| tables::key(&partition, &sk)))
             .into_paginator()
             .items()
             .send();
         while let Some(item) = pages.next().await {
             let mut item = item.map_err(|e| service_error("Query", e))?;
+            if walk.out_of_time(next.max(Instant::now())) {
+                return Ok((rewritten, false));
+            }
+            // Paced by the units this item's write takes (the items read whole: a Query's read units are counted on
+            // the whole items, whatever it projects).
+            let units = tables::write_units(tables::item_size(&item)) as u32;
             let key: Item =
                 [tables::PARTITION_KEY, tables::SORT_KEY].into_iter().filter_map(|k| item.remove_entry(k)).collect();
+            let sort_key = key.get(tables::SORT_KEY).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
             tokio::time::sleep_until(next).await;
-            next = tokio::time::Instant::now().max(next) + period;
-            rewritten += u64::from(self.extend_item(key, to).await?);
+            next = Instant::now().max(next) + unit * units;
+            rewritten += u64::from(self.extend_item(key, walk.to).await?);
+            let through = {
+                let mut through = walk.through.lock().unwrap_or_else(|e| e.into_inner());
+                through.passed(&partition, sort_key);
+                (saved.elapsed() >= THROUGH_EVERY).then(|| through.clone())
+            };
+            if let Some(through) = through {
+                self.save_through(walk.push_id, &through).await?;
+                saved = Instant::now();
+            }
         }
-        Ok(rewritten)
+        Ok((rewritten, true))
     }
 
     /// `expiresAt = to` on one item that still exists and expires before `to`; `Ok(false)` when it did not.

@@ -257,8 +257,8 @@ pub trait PushStore: Sync {
     }
     /// Keeps `record`'s items (record, plan, journal, failures, conflicts) as [`retention::Kept::decide`] says at
     /// `now_s`, `open` while the push is not final: marks the record's `keepingTo`, rewrites every item's
-    /// `expiresAt` (each journal partition paced under `partition_wps` writes a second), then sets `keptUntil`.
-    /// Returns the record's marks as they now stand.
+    /// `expiresAt` (each journal partition paced under `partition_wps` write units a second), then sets
+    /// `keptUntil`. Returns the record's marks as they now stand. With no time limit: [`PushStore::keep_within`].
     fn keep(
         &self,
         record: &PushRecord,
@@ -266,7 +266,20 @@ pub trait PushStore: Sync {
         open: bool,
         partition_wps: u32,
     ) -> impl Future<Output = Result<retention::Kept, ServiceError>> + Send {
-        let _ = (now_s, open, partition_wps);
+        self.keep_within(record, now_s, open, partition_wps, None)
+    }
+    /// [`PushStore::keep`], its walk stopped once `within` has passed: it then leaves where it got on the record
+    /// ([`retention::Through`]) and returns marks with `keepingTo` still past `keptUntil`
+    /// ([`retention::Kept::walking`]); the next call resumes it from there.
+    fn keep_within(
+        &self,
+        record: &PushRecord,
+        now_s: u64,
+        open: bool,
+        partition_wps: u32,
+        within: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<retention::Kept, ServiceError>> + Send {
+        let _ = (now_s, open, partition_wps, within);
         std::future::ready(Ok(record.kept))
     }
     /// How many of this store's requests the service refused for throughput so far, in this process (each was

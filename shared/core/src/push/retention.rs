@@ -5,6 +5,11 @@
 //! extend, the record first takes a target `keepingTo` (from then on new items are written with it), the push's
 //! items are rewritten to it, then `keptUntil = keepingTo`. A walk that died leaves `keepingTo > keptUntil`: the
 //! next decision finishes it first.
+//!
+//! A walk stops before the invocation's deadline rather than being killed by it: it leaves where it got beside the
+//! record ([`Through`]), and the next attempt resumes from there.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +32,8 @@ pub enum Keep {
     /// Its items are kept long enough.
     Enough,
     /// Rewrite every item's `expiresAt` to `to`; `mark` says whether the record must first take `keepingTo = to`
-    /// (false: a walk to `to` was started and died, and is finished now).
+    /// (false: a walk to `to` was started and stopped or died, and is finished now, from where the record's
+    /// [`Through`] says it got).
     Extend { to: u64, mark: bool },
 }
 
@@ -57,6 +63,11 @@ impl Kept {
         (until <= now_s).then_some(until)
     }
 
+    /// The target of an extension under way (started and not finished: stopped at a deadline, or died), if any.
+    pub fn walking(&self, started_at_ms: u64, retention_s: u64) -> Option<u64> {
+        self.keeping_to.filter(|to| *to > self.until(started_at_ms, retention_s))
+    }
+
     /// The decision at a transition (a phase, a pause, a resume, an end) or a segment's start. An open push (`open`:
     /// not final) is kept until at least `now + retention`: when short of it, extended to `now + 2 × retention`, so
     /// that each item is rewritten at most once per `retention` the push stays open. A final push is kept
@@ -73,6 +84,42 @@ impl Kept {
         }
         let to = if open { now_s.saturating_add(retention_s.saturating_mul(2)) } else { floor };
         Keep::Extend { to, mark: true }
+    }
+}
+
+/// Where a walk to a target got (an item of its own beside the record, written as the walk goes and when it stops): per
+/// partition of the push's items, the last sort key rewritten. Each partition is walked in key order, so every item
+/// of it up to that key that expired before the target was rewritten; the next attempt queries after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Through {
+    /// The target these positions were walked to.
+    pub to: u64,
+    /// Partition key → the last sort key rewritten there.
+    #[serde(default)]
+    pub after: BTreeMap<String, String>,
+}
+
+impl Through {
+    /// A walk to `to` from the start of every partition.
+    pub fn start(to: u64) -> Self {
+        Self { to, after: BTreeMap::new() }
+    }
+
+    /// Positions read from the record for a walk to `to`: kept when they are that walk's, else the start (a walk to
+    /// another target rewrites every item again).
+    pub fn resuming(recorded: Option<Self>, to: u64) -> Self {
+        recorded.filter(|t| t.to == to).unwrap_or_else(|| Self::start(to))
+    }
+
+    /// The sort key `partition`'s walk resumes after (`None`: from its start).
+    pub fn after(&self, partition: &str) -> Option<&str> {
+        self.after.get(partition).map(String::as_str)
+    }
+
+    /// `partition`'s walk rewrote (or passed) the item with sort key `key`.
+    pub fn passed(&mut self, partition: &str, key: String) {
+        self.after.insert(partition.to_owned(), key);
     }
 }
 
@@ -160,6 +207,26 @@ mod tests {
         assert_eq!(kept(Some(START + 3 * R), None).lapsed(START_MS, R, START + 2 * R), None);
         // A walk that died: only `keptUntil` holds for every item.
         assert_eq!(kept(Some(START + R), Some(START + 3 * R)).lapsed(START_MS, R, START + 2 * R), Some(START + R));
+    }
+
+    #[test]
+    fn a_walk_under_way_and_where_it_resumes() {
+        assert_eq!(kept(None, None).walking(START_MS, R), None);
+        assert_eq!(kept(Some(START + R), Some(START + 3 * R)).walking(START_MS, R), Some(START + 3 * R));
+        assert_eq!(kept(None, Some(START + 3 * R)).walking(START_MS, R), Some(START + 3 * R));
+        // Finished (the target no later than what every item is kept until): nothing under way.
+        assert_eq!(kept(Some(START + 3 * R), Some(START + 2 * R)).walking(START_MS, R), None);
+
+        let mut through = Through::start(START + 3 * R);
+        through.passed("p#0", "previous#1#b".into());
+        through.passed("p#0", "previous#1#c".into());
+        assert_eq!(through.after("p#0"), Some("previous#1#c"));
+        assert_eq!(through.after("p#1"), None);
+        let resumed = Through::resuming(Some(through.clone()), START + 3 * R);
+        assert_eq!(resumed, through, "the same target: resumed where it got");
+        let other = Through::resuming(Some(through), START + 4 * R);
+        assert_eq!(other, Through::start(START + 4 * R), "another target: from the start");
+        assert_eq!(Through::resuming(None, START + R), Through::start(START + R));
     }
 
     #[test]

@@ -1,0 +1,250 @@
+//! The retention walk (a push's items rewritten to a later `expiresAt`) within the invocation's deadline: paced in
+//! write units per partition, stopped before the deadline with where it got left beside the record, resumed from there
+//! by the next attempt; and killed between the record's `keepingTo` mark and its first item, finished by the next
+//! attempt. Against DynamoDB Local through the push store, and through shadow-push on the local stack.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::push::{PushFixture, push};
+use devstack::service::{LambdaService, Timing};
+use devstack::{Stack, unique};
+use serde_json::{Value, json};
+use shadow_aws::push_store::DynamoPushStore;
+use shadow_aws::tables;
+use shadow_core::push::lifecycle;
+use shadow_core::push::retention::{Kept, Through};
+use shadow_core::push::{Journal, Previous, PushRecord, PushState, PushStore, Source, validate_request};
+
+const DAY: u64 = 86_400;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A value of about `bytes` bytes: a journal entry of a large `desired`.
+fn blob(bytes: usize) -> Value {
+    json!({"firmware": "x".repeat(bytes)})
+}
+
+/// A push of `things` started `started_s_ago` seconds ago, recorded as shadow-push leaves it between segments
+/// (released, running, its journal in one shard), with `entries` previous values of about `entry_bytes` each written
+/// as shadow-push writes them (expiring with the record's marks, kept `retention_s`).
+async fn push_at(
+    stack: &Stack,
+    table: &str,
+    retention_s: u64,
+    started_s_ago: u64,
+    things: &[String],
+    entries: usize,
+    entry_bytes: usize,
+) -> (String, PushRecord) {
+    let store = DynamoPushStore::new(stack.dynamodb(), table.to_owned(), Some(1)).with_retention_seconds(retention_s);
+    let push_id = unique("walk");
+    let request = json!({"pushId": push_id, "desired": {"mode": 1}, "targets": {"things": things},
+                         "maxRequestsPerSecond": 2});
+    let plan = validate_request(&request, 4000, None).unwrap_or_else(|e| panic!("{e}"));
+    let started_ms = now_ms() - started_s_ago * 1000;
+    let request = serde_json::to_value(&plan).expect("the plan as JSON");
+    let definition = lifecycle::definition(&plan, request, lifecycle::plan_digest(&plan), vec![Source::Things]);
+    let mut record = lifecycle::new_record(&plan, "owner-1".into(), started_ms, started_ms + 30_000);
+    record.journal_shards = 1;
+    record.status.state = PushState::Running;
+    record.holder.handed_off = record.holder.segment;
+    assert!(store.create(&definition, &record).await.unwrap_or_else(|e| panic!("{e}")), "not created");
+    let expires_at = record.kept.expires_at(started_ms, retention_s);
+    for i in 0..entries {
+        let entry = Previous { thing_name: format!("old-{i:04}"), phase: 1, values: blob(entry_bytes) };
+        store.record_previous(record.journal(), expires_at, &entry).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    (push_id, record)
+}
+
+/// Every item of `push_id` in `table`: (partition key, sort key) → `expiresAt`.
+async fn expiries(stack: &Stack, table: &str, push_id: &str) -> HashMap<(String, String), u64> {
+    let mut out = HashMap::new();
+    let mut start = None;
+    loop {
+        let page = stack
+            .dynamodb()
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("scan: {e:?}"));
+        let text = |item: &HashMap<String, AttributeValue>, k: &str| {
+            item.get(k).and_then(|v| v.as_s().ok().or_else(|| v.as_n().ok())).cloned().unwrap_or_default()
+        };
+        for item in page.items.unwrap_or_default() {
+            let pk = text(&item, tables::PARTITION_KEY);
+            if pk.starts_with(push_id) {
+                let expiry = text(&item, tables::TTL_ATTRIBUTE).parse().unwrap_or(0);
+                out.insert((pk, text(&item, tables::SORT_KEY)), expiry);
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return out;
+        }
+    }
+}
+
+/// Where the push's retention walk got, as saved beside its record (its `kept` item).
+async fn kept_through(stack: &Stack, table: &str, push_id: &str) -> Option<Through> {
+    let got = stack
+        .dynamodb()
+        .get_item()
+        .table_name(table)
+        .set_key(Some(shadow_aws::push_store::kept_key(push_id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get_item: {e:?}"));
+    Some(serde_dynamo::from_item(got.item?).unwrap_or_else(|e| panic!("the kept item: {e}")))
+}
+
+/// Through the store: a walk of entries of about 3 KB (4 write units each) at 40 units a second per partition
+/// takes 4 units a write, not one: stopped after 1.5 s it has rewritten at most 15 of 40, leaves where it got on
+/// the record (every entry up to there rewritten, none after), and the next call resumes there and finishes.
+#[tokio::test]
+async fn a_walk_is_paced_in_write_units_stops_in_time_and_resumes_where_it_got() {
+    const R: u64 = 100;
+    const ENTRIES: usize = 40;
+    const WPS: u32 = 40;
+    let stack = Stack::get();
+    let table = unique("walk-units");
+    tables::ensure_table(&stack.dynamodb(), &table, &tables::PUSH).await.unwrap_or_else(|e| panic!("{e}"));
+    let store = DynamoPushStore::new(stack.dynamodb(), table.clone(), Some(1)).with_retention_seconds(R);
+    let (push_id, _) = push_at(&stack, &table, R, 0, &["t-1".into()], ENTRIES, 3000).await;
+    assert_eq!(kept_through(&stack, &table, &push_id).await, None);
+    let record = store.load_record(&push_id).await.unwrap_or_else(|e| panic!("{e}")).expect("no record");
+    let start = record.status.started_at / 1000;
+    // Ended well past its start: its items are kept R past that end.
+    let ended_at = start + 3 * R;
+    let target = ended_at + R;
+
+    let began = Instant::now();
+    let kept = store
+        .keep_within(&record, ended_at, false, WPS, Some(Duration::from_millis(1500)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = began.elapsed();
+    assert_eq!(kept.keeping_to, Some(target), "stopped under way: {kept:?}");
+    assert!(kept.walking(record.status.started_at, R).is_some(), "{kept:?}");
+    assert!(first < Duration::from_millis(2500), "stopped {first:?} after it began, its time was 1.5 s");
+    let through =
+        kept_through(&stack, &table, &push_id).await.unwrap_or_else(|| panic!("where the walk got was not saved"));
+    assert_eq!(through.to, target);
+    let shard = format!("{push_id}#0");
+    let after = through.after(&shard).unwrap_or_else(|| panic!("no position in {shard}: {through:?}")).to_owned();
+    let items = expiries(&stack, &table, &push_id).await;
+    let journal: Vec<(&String, &u64)> =
+        items.iter().filter(|((pk, _), _)| *pk == shard).map(|((_, sk), e)| (sk, e)).collect();
+    assert_eq!(journal.len(), ENTRIES);
+    let done = journal.iter().filter(|(_, e)| **e == target).count();
+    // 4 units a write at 40 a second: 10 writes a second, so about 15 in 1.5 s (40 if paced by items).
+    assert!((1..=17).contains(&done), "{done} of {ENTRIES} entries rewritten in {first:?}");
+    for (sk, e) in &journal {
+        assert_eq!(**e == target, **sk <= after, "{sk} expires at {e}; the walk got to {after}");
+    }
+
+    let record = store.load_record(&push_id).await.unwrap_or_else(|e| panic!("{e}")).expect("no record");
+    assert_eq!(record.kept, Kept { kept_until: record.kept.kept_until, keeping_to: Some(target) });
+    let resumed = Instant::now();
+    let kept = store.keep_within(&record, ended_at, false, WPS, None).await.unwrap_or_else(|e| panic!("{e}"));
+    let second = resumed.elapsed();
+    assert_eq!(kept, Kept { kept_until: Some(target), keeping_to: None });
+    let items = expiries(&stack, &table, &push_id).await;
+    assert!(items.values().all(|e| *e >= target), "an item left expiring early: {items:?}");
+    // The rest, 4 units each at 40 a second: 0.1 s between one write and the next.
+    let rest = (ENTRIES - done) as u32;
+    assert!(
+        second >= Duration::from_millis(90) * (rest - 1),
+        "{rest} entries rewritten in {second:?}: not paced in units"
+    );
+}
+
+/// shadow-push killed right after it marks a paused push's record `keepingTo` (before the walk's first item): the
+/// pause's retry finds the mark and finishes the walk; no item is left expiring before `keptUntil`.
+#[tokio::test]
+async fn killed_between_the_mark_and_the_first_item_the_next_attempt_finishes_the_walk() {
+    let fx = PushFixture::new().await;
+    let point = CrashPoint { step: Step::KeepMark, nth: 1, delivered: true, repeat: false };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
+    let function =
+        fx.function(&[("PUSH_RETENTION_DAYS", "1"), ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
+    proxy.watch(function.pid_handle());
+    // Started 20 hours ago: its items expire in 4 hours, short of a day past the pause.
+    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], 30, 500).await;
+    let before = now_ms() / 1000;
+
+    let killed = push(&function, &json!({"pausePush": push_id})).await;
+    assert!(proxy.fired(), "never killed at the mark: {killed:?}");
+    assert!(killed.is_err(), "answered although killed: {killed:?}");
+    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(marked["state"], "paused", "{marked}");
+    let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
+    let early = expiries(&fx.stack, &fx.table, &push_id).await.into_values().filter(|e| *e < target).count();
+    assert_eq!(early, 31, "the plan and 30 entries not yet rewritten when killed");
+
+    let paused = push(&function, &json!({"pausePush": push_id})).await.unwrap_or_else(|e| panic!("retry: {e}"));
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let kept_until = record["keptUntil"].as_u64().unwrap_or(0);
+    assert!(kept_until >= before + DAY && record.get("keepingTo").is_none(), "walk not finished: {record}");
+    let items = expiries(&fx.stack, &fx.table, &push_id).await;
+    let early: Vec<_> = items.iter().filter(|(_, e)| **e < kept_until).collect();
+    assert!(early.is_empty(), "{} items expire before keptUntil {kept_until}: {early:?}", early.len());
+}
+
+/// A walk longer than an invocation (300 entries of about 1.5 KB, 2 write units each, at 100 units a second: 6 s;
+/// invocations of 3 s), started at a segment's end: every invocation answers before its deadline, the push is
+/// handed on and completes, and later invocations finish the walk; every item ends at or past `keptUntil`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_longer_than_an_invocation_stops_before_the_deadline_and_is_finished_later() {
+    let fx = PushFixture::new().await;
+    fx.create_things(0..6, "walk").await;
+    let things: Vec<String> = (0..6).map(|i| fx.thing(i)).collect();
+    let function = fx
+        .function(&[
+            ("PUSH_RETENTION_DAYS", "1"),
+            ("PUSH_PARTITION_WPS", "100"),
+            ("PUSH_LEASE_MS", "2000"),
+            ("PUSH_HANDOFF_GRACE_MS", "1500"),
+        ])
+        .await;
+    let (push_id, record) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &things, 300, 1500).await;
+    let wake = json!({"continuePush": push_id, "segment": record.holder.segment + 1});
+    let before = now_ms() / 1000;
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, Timing::SCALED);
+    let done = || async {
+        fx.record(&push_id).await.is_some_and(|r| {
+            r["complete"] == json!(true) && r["keptUntil"].as_u64().is_some() && r.get("keepingTo").is_none()
+        })
+    };
+    let began = Instant::now();
+    let finished = service.run_until(&wake, &json!({"sweepPushes": true}), Duration::from_secs(60), done).await;
+    let took = began.elapsed();
+    println!("the push and its walk: {took:?}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let invocations = service.invocations();
+    let trail: Vec<String> = invocations
+        .iter()
+        .map(|i| format!("{}: {}", i.source, i.answer.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into())))
+        .collect();
+    assert!(finished, "not complete with its walk finished after 60 s: {record}; invocations: {trail:?}");
+    let failed: Vec<&String> = trail.iter().filter(|t| !t.ends_with(": ok")).collect();
+    assert!(failed.is_empty(), "invocations that did not answer in time: {failed:?} of {trail:?}");
+    assert_eq!(record["updated"], json!(6), "{record}");
+    let kept_until = record["keptUntil"].as_u64().unwrap_or(0);
+    assert!(kept_until >= before + DAY, "kept until {kept_until}, not a day past {before}: {record}");
+    let items = expiries(&fx.stack, &fx.table, &push_id).await;
+    assert_eq!(items.len(), 303, "plan, record, where the walk got and 300 entries: {items:?}");
+    let early: Vec<_> = items.iter().filter(|(_, e)| **e < kept_until).collect();
+    assert!(early.is_empty(), "{} items expire before keptUntil {kept_until}: {early:?}", early.len());
+    assert!(invocations.len() >= 3, "the walk and the push in {} invocations: {trail:?}", invocations.len());
+}
