@@ -63,6 +63,14 @@ impl Limiter {
         next.max(now.checked_sub(self.tolerance()).unwrap_or(now)).max(now)
     }
 
+    /// Moves the next slot to a random point of the coming interval.
+    fn stagger(&self) {
+        use rand::Rng;
+        let interval = self.interval_ns.load(Ordering::Relaxed);
+        let offset = rand::rng().random_range(0..interval.max(1));
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + Duration::from_nanos(offset);
+    }
+
     /// Takes the next slot if it comes before `stop`; returns when it may be used.
     fn take_before(&self, stop: Instant) -> Option<Instant> {
         let now = Instant::now();
@@ -186,6 +194,14 @@ impl Pace {
     pub fn set_rates(&self, updates: f64, reads: f64) {
         self.limiter.set_rate(updates);
         self.reads.set_rate(reads);
+    }
+
+    /// Starts each limiter at a random point of its first interval: pushes that start together, at equal shares,
+    /// then do not send in step (each interval's requests of all of them arriving at once, a burst that the account's
+    /// token bucket answers in part with 429s).
+    pub fn stagger(&self) {
+        self.limiter.stagger();
+        self.reads.stagger();
     }
 
     /// The rates updates and reads are paced at now.
