@@ -602,13 +602,15 @@ fn finish(mut out: SegmentOutcome, stats: &Stats) -> SegmentOutcome {
     out
 }
 
-/// Whether the registry refused a page token: `InvalidRequestException` (what IoT answers for a token it does not
-/// take) or a code that names the token. Only asked of a request that sent a saved token.
+/// Whether the registry refused a page token. Asked only of a request that sent a saved token, which differs from
+/// the source's first request (that the start checked) by the token alone: `InvalidRequestException`, the one client
+/// error ListThingsInThingGroup and SearchIndex document besides throttling and the ones about the group or the
+/// query, or a code that names a next token as other AWS APIs answer (`InvalidNextTokenException`).
 fn refused_token(e: &ServiceError) -> bool {
     e.kind == FaultKind::Rejected
-        && e.code
-            .as_deref()
-            .is_some_and(|c| c == "InvalidRequestException" || c.contains("Token") || c.contains("token"))
+        && e.code.as_deref().is_some_and(|c| {
+            matches!(c, "InvalidRequestException" | "InvalidNextTokenException" | "InvalidTokenException")
+        })
 }
 
 fn describe(source: &Source) -> String {
