@@ -69,7 +69,9 @@ pub struct Sender {
     pub until_ms: u64,
     /// Its caps.
     pub caps: Rates,
-    /// The rates it paces at, as of its last announcement: 0 before it took its first share.
+    /// The rates it paces at, as of its last announcement; before it took its first share, all it may take
+    /// ([`Quota::provisional`]). Not less than what its holder sends, but for the moment between the announcement
+    /// of a lower rate and the holder taking it.
     pub pace: Rates,
 }
 
