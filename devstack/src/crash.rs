@@ -32,6 +32,9 @@ pub enum Step {
     ApplyControl,
     /// A paused push resumed (DynamoDB UpdateItem conditional on `paused`).
     Resume,
+    /// An entry put on the board of senders (DynamoDB PutItem in the `#senders` partition): the first is a
+    /// segment's provisional announcement.
+    Announce,
 }
 
 impl Step {
@@ -40,9 +43,12 @@ impl Step {
         match self {
             Self::ShadowRequest | Self::RollbackUpdate => "AWS_ENDPOINT_URL_IOT_DATA_PLANE",
             Self::HandOff => "AWS_ENDPOINT_URL_SQS",
-            Self::RecordSegment | Self::CreatePush | Self::JournalWrite | Self::ApplyControl | Self::Resume => {
-                "AWS_ENDPOINT_URL_DYNAMODB"
-            }
+            Self::RecordSegment
+            | Self::CreatePush
+            | Self::JournalWrite
+            | Self::ApplyControl
+            | Self::Resume
+            | Self::Announce => "AWS_ENDPOINT_URL_DYNAMODB",
         }
     }
 
@@ -67,6 +73,7 @@ impl Step {
             Self::Resume => {
                 target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("#state = :paused")
             }
+            Self::Announce => target.ends_with(".PutItem") && String::from_utf8_lossy(body).contains("\"#senders\""),
             Self::HandOff => {
                 target.ends_with(".SendMessage") || String::from_utf8_lossy(body).contains("Action=SendMessage")
             }
