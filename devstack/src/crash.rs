@@ -34,6 +34,9 @@ pub enum Step {
     Resume,
     /// The record's retention mark, before its items are walked (DynamoDB UpdateItem setting `keepingTo`).
     KeepMark,
+    /// An entry put on the board of senders (DynamoDB PutItem in the `#senders` partition): the first is a
+    /// segment's provisional announcement.
+    Announce,
 }
 
 impl Step {
@@ -47,7 +50,8 @@ impl Step {
             | Self::JournalWrite
             | Self::ApplyControl
             | Self::Resume
-            | Self::KeepMark => "AWS_ENDPOINT_URL_DYNAMODB",
+            | Self::KeepMark
+            | Self::Announce => "AWS_ENDPOINT_URL_DYNAMODB",
         }
     }
 
@@ -75,6 +79,7 @@ impl Step {
             Self::KeepMark => {
                 target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("SET keepingTo")
             }
+            Self::Announce => target.ends_with(".PutItem") && String::from_utf8_lossy(body).contains("\"#senders\""),
             Self::HandOff => {
                 target.ends_with(".SendMessage") || String::from_utf8_lossy(body).contains("Action=SendMessage")
             }

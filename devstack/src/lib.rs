@@ -18,6 +18,7 @@ pub mod mqtt_fleet;
 pub mod partition_front;
 pub mod push;
 pub mod quota_front;
+pub mod registry_front;
 pub mod rules;
 pub mod service;
 pub mod shadow_mqtt;

@@ -14,6 +14,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 const THINGS: usize = 8;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 const CONCURRENCY: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +146,48 @@ async fn killed_while_recording_a_segment_and_while_handing_off() {
         }
     }
     all(scenarios).await;
+}
+
+/// Killed right after its provisional entry on the board of senders lands (all it may take, before its first look):
+/// the entry counts for no longer than a renewal's interval (2 s of a 6-second lease), not for a lease as a running
+/// holder's entry does, and the push completes on a takeover, every thing written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_right_after_its_provisional_announcement() {
+    use shadow_core::push::quota::Senders;
+    let fx = PushFixture::new().await;
+    fx.create_things(0..4, "announce").await;
+    let point = CrashPoint { step: Step::Announce, nth: 1, delivered: true, repeat: false };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
+    let env =
+        [("PUSH_LEASE_MS", "6000"), ("PUSH_HANDOFF_GRACE_MS", "1500"), ("PUSH_MAX_TPS", "40"), ("PUSH_READ_TPS", "40")];
+    let dying = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]].concat()).await;
+    proxy.watch(dying.pid_handle());
+    let push_id = unique("announce");
+    let things: Vec<String> = (0..4).map(|i| fx.thing(i)).collect();
+    let request = json!({"pushId": push_id, "desired": {"mode": 3}, "targets": {"things": things}});
+    let sent = now_ms();
+    let died = push(&dying, &request).await;
+    assert!(proxy.fired() && died.is_err(), "the process was not killed at its announcement: {died:?}");
+    let store = shadow_aws::DynamoPushStore::new(fx.stack.dynamodb(), &fx.table, None);
+    let board = store.senders().await.expect("reading the board");
+    let entry = board.iter().find(|s| s.push_id == push_id).unwrap_or_else(|| panic!("no entry: {board:?}"));
+    assert_eq!((entry.pace.updates, entry.pace.reads), (40.0, 40.0), "provisional: all it may take: {entry:?}");
+    let held = entry.until_ms.saturating_sub(sent);
+    assert!(held <= 2_000 + 1_000, "the provisional entry holds {held} ms from the start, past a renewal's 2 s");
+
+    // Lambda's retry of the event finds the lease running; the sweeper wakes it once it has run out.
+    let healthy = fx.function(&env).await;
+    let service = LambdaService::new(&healthy, fx.stack.sqs(), &fx.queue_url, Timing::SCALED);
+    let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == true) };
+    let done = service.run_until(&request, &json!({"sweepPushes": true}), Duration::from_secs(60), complete).await;
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert!(done, "not complete: {record}");
+    for thing in &things {
+        let doc = fx.shadow(thing, None).await.unwrap_or(Value::Null);
+        assert_eq!((doc["state"]["desired"]["mode"].clone(), doc["version"].clone()), (json!(3), json!(1)), "{thing}");
+    }
+    let left = store.senders().await.expect("reading the board");
+    assert!(left.iter().all(|s| s.push_id != push_id), "the completed push is still on the board: {left:?}");
 }
 
 /// A push whose every invocation dies (out of memory on it, say) is taken over a few times, then marked stalled with

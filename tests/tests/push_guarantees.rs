@@ -168,6 +168,58 @@ async fn a_thing_in_two_sources_is_pushed_once_across_hand_offs() {
     assert_eq!(versions(&fx, 0..12).await, vec![Some(1); 12], "a thing was pushed twice");
 }
 
+/// A group paged 5 things at a time by a registry stand-in whose page tokens last 2 s, pushed in segments of about
+/// 2 s, each taken up 2.5 s after the last one ended (a slow hand-off, a pause): every saved token is refused when
+/// the next segment uses it. Each segment lists the group again from its start and goes on after what the push did:
+/// every thing pushed once, none skipped, nothing failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_page_token_lists_the_group_again_and_pushes_every_thing_once() {
+    use devstack::registry_front::RegistryFront;
+    const THINGS: usize = 24;
+    let fx = PushFixture::new().await;
+    fx.create_things(0..THINGS, "tokens").await;
+    fx.create_group("prod", None, 0..THINGS).await;
+    let registry = RegistryFront::start(&fx.stack.var("AWS_ENDPOINT_URL_IOT"), 5, Duration::from_secs(2)).await;
+    let function = fx
+        .function(&[
+            ("AWS_ENDPOINT_URL_IOT", registry.url.as_str()),
+            ("PUSH_CONCURRENCY", "2"),
+            ("PUSH_LEASE_MS", "2000"),
+        ])
+        .await;
+    let push_id = unique("tokens");
+    let req = json!({"pushId": push_id, "desired": {"mode": 5}, "targets": {"thingGroup": fx.group("prod")},
+                     "skipUnchanged": false, "maxRequestsPerSecond": 6});
+    let segment = Duration::from_secs(2);
+    let first = function.invoke(&req, segment).await.unwrap_or_else(|e| panic!("the first segment: {e}"));
+    assert_eq!(first["complete"], false, "the push needed no hand-off: {first}");
+    let mut record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let mut saved = 0;
+    for _ in 0..30 {
+        if record["complete"] == true {
+            break;
+        }
+        saved += u32::from(record["cursor"]["token"].is_string());
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let next = record["segment"].as_u64().unwrap_or(0) + 1;
+        let wake = json!({"continuePush": push_id, "segment": next});
+        function.invoke(&wake, segment).await.unwrap_or_else(|e| panic!("segment {next}: {e}"));
+        record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    }
+    assert_eq!(record["complete"], true, "not complete: {record}");
+    assert_eq!(
+        (record["targets"].clone(), record["updated"].clone(), record["failed"].clone()),
+        (json!(THINGS), json!(THINGS), json!(0)),
+        "{record}"
+    );
+    assert_eq!(versions(&fx, 0..THINGS).await, vec![Some(1); THINGS], "a thing pushed twice, or not at all");
+    assert!(
+        saved >= 2 && registry.counts.refused() >= 2,
+        "{saved} tokens saved, {} refused",
+        registry.counts.refused()
+    );
+}
+
 /// Without a configured data endpoint, shadow-push asks the registry for the account's (`DescribeEndpoint`
 /// `iot:Data-ATS`) once, at cold start; with one configured, it asks nothing.
 #[tokio::test]

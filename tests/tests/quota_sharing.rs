@@ -133,6 +133,70 @@ async fn pushes_that_cannot_see_each_other_take_the_quota_twice() {
     assert!(all > 0.10, "{:.1} % answered 429 (updates {updates:.3}, reads {reads:.3})", 100.0 * all);
 }
 
+/// Five pushes started within 100 ms, each in its own execution: none can have seen the others' shares when it took
+/// its own. In their first seconds, while each takes its first share, the account is asked for no more than the
+/// promise's half part too much: at most 10 % of the requests the front sees in that window are answered 429.
+#[tokio::test]
+async fn five_pushes_started_together_stay_within_the_quota_from_their_first_request() {
+    const PUSHES: usize = 5;
+    /// Things per push: 2 × 40 × 5 requests at 40/s per API keep all five sending for about 5 s.
+    const EACH: usize = 40;
+    /// The window measured from the first shadow request the front sees: the first looks at the board, and the
+    /// first renewal (every 2 s).
+    const FIRST: Duration = Duration::from_secs(1);
+    let fx = PushFixture::new().await;
+    fx.create_things(0..PUSHES * EACH, "x").await;
+    let front = QuotaFront::start(
+        &fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"),
+        Quotas::new(f64::from(QUOTA), f64::from(QUOTA)),
+    )
+    .await;
+    let functions = futures::future::join_all((0..PUSHES).map(|_| function(&fx, &front))).await;
+    // Each execution warmed by a push of one thing of its own, one after another: the five then start within
+    // milliseconds of each other, not a process start apart.
+    fx.create_things(PUSHES * EACH..PUSHES * EACH + PUSHES, "warm").await;
+    for (p, f) in functions.iter().enumerate() {
+        let warm = request(&fx, PUSHES * EACH + p..PUSHES * EACH + p + 1);
+        let summary = push(f, &warm).await.expect("invoking a warm-up push");
+        assert_eq!(summary["complete"], true, "{summary}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let requests: Vec<Value> = (0..PUSHES).map(|p| request(&fx, p * EACH..(p + 1) * EACH)).collect();
+    let counts = front.counts.clone();
+    let seen = |c: &devstack::quota_front::FrontCounts| {
+        (c.updates.admitted() + c.reads.admitted(), c.updates.refused() + c.reads.refused())
+    };
+    let before = seen(&counts);
+    // The front's counts over the pushes' first seconds: from the first shadow request it sees.
+    let window = async move {
+        let waiting = Instant::now();
+        while seen(&counts) == before {
+            assert!(waiting.elapsed() < Duration::from_secs(60), "no shadow request reached the front");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(FIRST).await;
+        let (admitted, refused) = seen(&counts);
+        (admitted - before.0, refused - before.1)
+    };
+    let started = Instant::now();
+    let pushes = futures::future::join_all(functions.iter().zip(&requests).map(|(f, r)| push(f, r)));
+    let (summaries, (admitted, refused)) = tokio::join!(pushes, window);
+    for summary in summaries {
+        let summary = summary.expect("invoking a push");
+        assert_eq!(summary["complete"], true, "{summary}");
+        assert_eq!((summary["updated"].clone(), summary["failed"].clone()), (json!(EACH), json!(0)), "{summary}");
+    }
+    check_updated(&fx, 0..PUSHES * EACH).await;
+    let share = refused as f64 / (admitted + refused).max(1) as f64;
+    eprintln!(
+        "first {FIRST:?}: {admitted} admitted, {refused} refused ({:.1} %); all: {:.1} % refused; {:.1} s",
+        100.0 * share,
+        100.0 * front.counts.refused_share(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(share <= 0.10, "{:.1} % of the first seconds' shadow requests answered 429", 100.0 * share);
+}
+
 /// The board in DynamoDB Local: one entry per push (a takeover's announcement replaces its holder's), read whole and
 /// consistently, taken off only by the holder that announced it.
 #[tokio::test]

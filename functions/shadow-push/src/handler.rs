@@ -631,21 +631,24 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let uncertain = claim.takeover || record.status.recheck;
         // The account's quotas are shared with the other pushes sending now: this segment's share, from the board.
         let quota = Quota::new(config.max_tps, config.read_tps, config.headroom_percent);
+        let caps = Rates::of(plan, &work, read_rate);
         let mut sender = Sender {
             push_id: push_id.clone(),
             owner: claim.owner.clone(),
             until_ms: claim.lease_until_ms,
-            caps: Rates::of(plan, &work, read_rate),
-            // Nothing yet: the running pushes keep their rates until they see this one.
-            pace: Rates::default(),
+            caps,
+            // All it may take, until it has taken its share: a push that reads the board meanwhile counts it so.
+            pace: quota.provisional(caps),
         };
-        let mut share = match self.share_out(quota, &mut sender).await {
+        let provisional_until = now_ms() + timing.renew_every_ms();
+        let mut share = match self.first_share(quota, &mut sender, provisional_until).await {
             Some(share) => share,
             None => quota::share(quota, &push_id, sender.caps, &[], now_ms()),
         };
         // What the next announcement says it sends (already announced when the board was read).
         sender.pace = share.pace(sender.caps);
         pace.set_rates(share.updates, share.reads);
+        pace.stagger();
         log_share(&push_id, segment, &share);
         let sends = sender.caps.sends();
         let started = std::time::Instant::now();
@@ -726,10 +729,23 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             // The board is read more often than the lease is renewed: a push that starts beside this one is seen
             // within BOARD_LOOK_EVERY, which bounds how long the account is asked for more than its quota.
             let look = every.min(BOARD_LOOK_EVERY);
+            let mut next_renewal = Instant::now() + every;
+            // Just started, it looks more often: a push that starts a moment after this one took its share sees this
+            // one at once, but this one sees it only at its next look.
+            let early_until = (Instant::now() + look).min(next_renewal);
+            while sends && Instant::now() + EARLY_LOOK_EVERY < early_until {
+                tokio::time::sleep(EARLY_LOOK_EVERY).await;
+                if let Some(next) = self.look_at_board(quota, &mut sender).await
+                    && next != share
+                {
+                    share = next;
+                    pace.set_rates(share.updates, share.reads);
+                    log_share(&push_id, segment, &share);
+                }
+            }
             // Renewals keep their cadence: the board's requests after one do not push the next one back.
             let mut ticks = tokio::time::interval_at(Instant::now() + look, look);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut next_renewal = Instant::now() + every;
             loop {
                 ticks.tick().await;
                 let asked = Instant::now();
@@ -840,6 +856,34 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         }
         self.announce(sender).await;
         self.look_at_board(quota, sender).await
+    }
+
+    /// A segment's first share. Its entry goes on the board with provisional rates (all it may take) and a short
+    /// lease (`provisional_until`: a holder that dies now holds them no longer than a renewal's interval), then the
+    /// board is read twice, one round trip apart: a push that announced itself while the first read was on its way is
+    /// seen by the second, so pushes that start within a round trip of each other all see each other. The share is
+    /// taken from the second read and announced with the holder's lease. `None` when the board cannot be read (the
+    /// entry keeps its provisional rates until it lapses or the next renewal announces again).
+    async fn first_share(&self, quota: Quota, sender: &mut Sender, provisional_until: u64) -> Option<Share> {
+        if !sender.caps.sends() {
+            return None;
+        }
+        let lease_until = sender.until_ms;
+        sender.until_ms = lease_until.min(provisional_until);
+        self.announce(sender).await;
+        let first = self.store.senders().await;
+        let board = match (first, self.store.senders().await) {
+            (_, Ok(board)) | (Ok(board), Err(_)) => board,
+            (Err(_), Err(e)) => {
+                tracing::warn!(push = %sender.push_id, error = %e, "could not read the board of senders");
+                return None;
+            }
+        };
+        let share = quota::share(quota, &sender.push_id, sender.caps, &board, now_ms());
+        sender.pace = share.pace(sender.caps);
+        sender.until_ms = lease_until;
+        self.announce(sender).await;
+        Some(share)
     }
 
     /// Reads the board and takes this segment's share, announcing its new rates when they changed (its entry's lease
@@ -1128,6 +1172,10 @@ enum Outcome {
 /// How often a sending segment reads the board of senders between its lease renewals: one consistent Query of a
 /// partition of a few hundred bytes (1 read unit), twice a second per running push.
 const BOARD_LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// How often a segment reads the board in its first [`BOARD_LOOK_EVERY`]: pushes often start together (a schedule,
+/// an operator's several starts), and one that took its share alone sees the others within this.
+const EARLY_LOOK_EVERY: Duration = Duration::from_millis(100);
 
 fn log_share(push_id: &str, segment: u64, share: &Share) {
     tracing::info!(

@@ -63,6 +63,14 @@ impl Limiter {
         next.max(now.checked_sub(self.tolerance()).unwrap_or(now)).max(now)
     }
 
+    /// Moves the next slot to a random point of the coming interval.
+    fn stagger(&self) {
+        use rand::Rng;
+        let interval = self.interval_ns.load(Ordering::Relaxed);
+        let offset = rand::rng().random_range(0..interval.max(1));
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + Duration::from_nanos(offset);
+    }
+
     /// Takes the next slot if it comes before `stop`; returns when it may be used.
     fn take_before(&self, stop: Instant) -> Option<Instant> {
         let now = Instant::now();
@@ -186,6 +194,14 @@ impl Pace {
     pub fn set_rates(&self, updates: f64, reads: f64) {
         self.limiter.set_rate(updates);
         self.reads.set_rate(reads);
+    }
+
+    /// Starts each limiter at a random point of its first interval: pushes that start together, at equal shares,
+    /// then do not send in step (each interval's requests of all of them arriving at once, a burst that the account's
+    /// token bucket answers in part with 429s).
+    pub fn stagger(&self) {
+        self.limiter.stagger();
+        self.reads.stagger();
     }
 
     /// The rates updates and reads are paced at now.
@@ -410,6 +426,15 @@ struct PhaseState<P> {
 }
 
 impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
+    /// A source that failed for good: reported as its failure, and walked no further (an empty last page).
+    fn source_failed(&self, state: &mut PhaseState<P>, source: usize, e: &ServiceError) -> Page<String> {
+        let failure = Failure::from_error(describe(&self.sources[source]), e);
+        tracing::error!(source = %failure.thing_name, error = %e, "target source failed");
+        state.out.failed += 1;
+        state.out.failures.push(failure);
+        Page { items: Vec::new(), next: None, restarted: false }
+    }
+
     /// A late joiner (a thing of an earlier band) counts as a target of this phase once it is taken on; the things
     /// of the band are counted when the walk meets them.
     fn late(&self, name: &str) -> bool {
@@ -452,15 +477,20 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
 
     async fn page(&self, state: &mut Self::State, source: usize, token: Option<&str>) -> Result<Page<String>, ()> {
         match fetch(self.plan, &self.sources[source], token, self.registry, self.pace, &self.stats).await {
-            Ok(page) => Ok(Page { items: page.things, next: page.next }),
+            Ok(page) => Ok(Page { items: page.things, next: page.next, restarted: false }),
             Err(GaveUp::OutOfTime { .. }) => Err(()),
-            Err(GaveUp::Final(e)) => {
-                let failure = Failure::from_error(describe(&self.sources[source]), &e);
-                tracing::error!(source = %failure.thing_name, error = %e, "target source failed");
-                state.out.failed += 1;
-                state.out.failures.push(failure);
-                Ok(Page { items: Vec::new(), next: None })
+            // A saved page token the registry no longer takes (AWS documents no lifetime for them): the source is
+            // listed again from its start, and the walk skips what the cursor counts before its position.
+            Err(GaveUp::Final(e)) if token.is_some() && refused_token(&e) => {
+                tracing::warn!(source = %describe(&self.sources[source]), error = %e,
+                    "the registry refused a saved page token; listing the source again from its start");
+                match fetch(self.plan, &self.sources[source], None, self.registry, self.pace, &self.stats).await {
+                    Ok(page) => Ok(Page { items: page.things, next: page.next, restarted: true }),
+                    Err(GaveUp::OutOfTime { .. }) => Err(()),
+                    Err(GaveUp::Final(e)) => Ok(self.source_failed(state, source, &e)),
+                }
             }
+            Err(GaveUp::Final(e)) => Ok(self.source_failed(state, source, &e)),
         }
     }
 
@@ -570,6 +600,17 @@ fn finish(mut out: SegmentOutcome, stats: &Stats) -> SegmentOutcome {
     out.requests = stats.requests.load(Ordering::Relaxed);
     out.throttled = stats.throttled.load(Ordering::Relaxed);
     out
+}
+
+/// Whether the registry refused a page token. Asked only of a request that sent a saved token, which differs from
+/// the source's first request (that the start checked) by the token alone: `InvalidRequestException`, the one client
+/// error ListThingsInThingGroup and SearchIndex document besides throttling and the ones about the group or the
+/// query, or a code that names a next token as other AWS APIs answer (`InvalidNextTokenException`).
+fn refused_token(e: &ServiceError) -> bool {
+    e.kind == FaultKind::Rejected
+        && e.code.as_deref().is_some_and(|c| {
+            matches!(c, "InvalidRequestException" | "InvalidNextTokenException" | "InvalidTokenException")
+        })
 }
 
 fn describe(source: &Source) -> String {
@@ -940,7 +981,7 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
         )
         .await;
         match page {
-            Ok(page) => Ok(Page { items: page.entries, next: page.next }),
+            Ok(page) => Ok(Page { items: page.entries, next: page.next, restarted: false }),
             Err(e) => {
                 tracing::warn!(error = ?e, "journal page not read; handing on");
                 Err(())
@@ -1181,21 +1222,34 @@ mod tests {
         search: Vec<String>,
         calls: AtomicU64,
         page_size: usize,
+        /// Page tokens are refused (`InvalidRequestException`) once older than this, from `epoch`.
+        token_ttl: Option<(Duration, Instant)>,
     }
 
     impl FakeRegistry {
-        fn paged(&self, things: &[String], token: Option<&str>) -> Page {
+        fn paged(&self, things: &[String], token: Option<&str>) -> Result<Page, ServiceError> {
             self.calls.fetch_add(1, Ordering::Relaxed);
-            let start: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
+            let (position, issued) = token.and_then(|t| t.split_once('@')).unwrap_or(("0", "0"));
+            if let (Some((ttl, epoch)), Some(_)) = (self.token_ttl, token)
+                && Instant::now().saturating_duration_since(epoch).as_millis()
+                    > issued.parse::<u128>().unwrap_or(0) + ttl.as_millis()
+            {
+                let code = Some("InvalidRequestException".into());
+                return Err(ServiceError::new("L", FaultKind::Rejected, code, "invalid token"));
+            }
+            let now =
+                self.token_ttl.map_or(0, |(_, epoch)| Instant::now().saturating_duration_since(epoch).as_millis());
+            let start: usize = position.parse().unwrap_or(0);
             let end = (start + self.page_size).min(things.len());
-            Page { things: things[start..end].to_vec(), next: (end < things.len()).then(|| end.to_string()) }
+            let next = (end < things.len()).then(|| format!("{end}@{now}"));
+            Ok(Page { things: things[start..end].to_vec(), next })
         }
     }
 
     impl Registry for FakeRegistry {
         async fn things_in_group(&self, group: &ThingGroupName, token: Option<&str>) -> Result<Page, ServiceError> {
             match self.groups.get(group.as_str()) {
-                Some(things) => Ok(self.paged(things, token)),
+                Some(things) => self.paged(things, token),
                 None => Err(ServiceError::new(
                     "L",
                     FaultKind::Rejected,
@@ -1208,7 +1262,7 @@ mod tests {
             Ok(self.children.iter().filter_map(|c| ThingGroupName::parse(c.as_str()).ok()).collect())
         }
         async fn search(&self, _: &str, token: Option<&str>) -> Result<Page, ServiceError> {
-            Ok(self.paged(&self.search, token))
+            self.paged(&self.search, token)
         }
     }
 
@@ -1244,6 +1298,7 @@ mod tests {
             search: [names("c", 3), names("s", 4)].concat(),
             calls: AtomicU64::new(0),
             page_size: 3,
+            token_ttl: None,
         }
     }
 
@@ -1645,6 +1700,41 @@ mod tests {
             "pushed twice: {:?}",
             updates.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
         );
+    }
+
+    /// Page tokens that expire between segments (a pause, a slow hand-off), in a group and in a query after it:
+    /// each source is listed again from its start, and every thing is pushed once, none skipped.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_page_token_lists_the_source_again_and_skips_what_was_done() {
+        let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 30));
+        registry.search = names("s", 20);
+        registry.token_ttl = Some((Duration::from_secs(1), Instant::now()));
+        let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod", "query": "q"}}));
+        let (mut cursor, mut segments, mut targets, mut refused) = (Cursor::default(), 0, 0, 0);
+        loop {
+            segments += 1;
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let pace = Pace::new(100_000, 4, deadline, Duration::from_millis(200), Duration::from_millis(50));
+            let out = run_with(&plan, &shadows, &registry, &pace, Start { cursor, ..Start::default() }).await;
+            targets += out.targets;
+            assert_eq!(out.failed, 0, "segment {segments}: {:?}", out.failures);
+            match out.cursor {
+                Some(next) => cursor = next,
+                None => break,
+            }
+            // The next segment comes after the saved token's lifetime.
+            refused += u32::from(cursor.token.is_some());
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert!(segments < 100, "no progress");
+        }
+        assert!(refused >= 2, "too few saved tokens were refused ({refused} in {segments} segments)");
+        assert_eq!(targets, 50);
+        let updates = shadows.updates();
+        assert_eq!(updates.len(), 50, "things skipped");
+        let twice: Vec<_> = updates.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "pushed twice: {twice:?}");
     }
 
     /// A cursor past the last source with a few things to redo lists nothing.

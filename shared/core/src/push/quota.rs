@@ -8,8 +8,10 @@
 //! leave, and no less than half of it: a push that starts goes at half its part until the running ones have slowed
 //! down (the next time they read the board: shadow-push reads it twice a second while it sends, and at every
 //! renewal), so the account is asked for at most half a part too much meanwhile. It announces a
-//! new rate as soon as it takes it. An entry whose lease ran out (a
-//! holder that died without withdrawing) no longer counts.
+//! new rate before it takes it, and a segment that starts announces [`Quota::provisional`] rates (all it may take)
+//! before its first look, so an entry never says less than its holder sends: pushes that start together count each
+//! other at all they may take, and each takes at most half its part until they see each other's shares. An entry
+//! whose lease ran out (a holder that died without withdrawing) no longer counts.
 
 use std::future::Future;
 
@@ -67,7 +69,9 @@ pub struct Sender {
     pub until_ms: u64,
     /// Its caps.
     pub caps: Rates,
-    /// The rates it paces at, as of its last announcement: 0 before it took its first share.
+    /// The rates it paces at, as of its last announcement; before it took its first share, all it may take
+    /// ([`Quota::provisional`]). Not less than what its holder sends, but for the moment between the announcement
+    /// of a lower rate and the holder taking it.
     pub pace: Rates,
 }
 
@@ -84,6 +88,15 @@ impl Quota {
     pub fn new(max_tps: u32, read_tps: u32, headroom_percent: u32) -> Self {
         let left = f64::from(100 - headroom_percent.min(100)) / 100.0;
         Self { updates: f64::from(max_tps) * left, reads: f64::from(read_tps) * left }
+    }
+
+    /// What a segment with `caps` announces before its first look at the board: the most its first [`share`] can be
+    /// (its caps, none above the quota). Every entry then says at least what its holder sends, from the moment it is
+    /// on the board: a push that reads the board while another is starting counts the starter at all it may take,
+    /// never at nothing.
+    pub fn provisional(&self, caps: Rates) -> Rates {
+        let most = |cap: f64, quota: f64| cap.min(quota.max(MIN_RATE));
+        Rates { updates: most(caps.updates, self.updates), reads: most(caps.reads, self.reads) }
     }
 }
 
@@ -336,6 +349,119 @@ mod tests {
         let want = water_fill(400.0, &board.iter().map(|s| s.caps.updates).collect::<Vec<_>>());
         let got: Vec<f64> = board.iter().map(|s| s.pace.updates).collect();
         assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-6), "{got:?}, want {want:?}");
+    }
+
+    /// Pushes that start on an idle board, their three steps in the order given (a push's n-th appearance is its
+    /// n-th step): announce the provisional rates; read the board and take the share (it sends from then on); announce
+    /// the share. An order is "together" when every announcement comes before every look: each then sees all the
+    /// others. The most asked at once; the bound it must stay under (the quota, and half a part more per push that
+    /// looked beside others: its part among the pushes on the board when it looked; the quota alone when the order was
+    /// together); whether it was together.
+    fn starts(quota: Quota, caps: &[f64], order: &[usize]) -> (f64, f64, bool) {
+        let mut board: Vec<Sender> = Vec::new();
+        let mut steps = vec![0u8; caps.len()];
+        let mut sends = vec![0.0f64; caps.len()];
+        let mut taken: Vec<Option<Share>> = vec![None; caps.len()];
+        let (mut worst, mut bound) = (0.0f64, quota.updates);
+        let announced_all = |steps: &[u8]| steps.iter().all(|s| *s > 0);
+        let together = order.iter().enumerate().all(|(k, &i)| {
+            // A look (second step) comes after every push's first step.
+            let nth = order[..=k].iter().filter(|j| **j == i).count();
+            let mut before = vec![0u8; caps.len()];
+            order[..k].iter().for_each(|j| before[*j] += 1);
+            nth != 2 || announced_all(&before)
+        });
+        for &i in order {
+            let id = format!("p{i}");
+            let mine = Rates { updates: caps[i], reads: caps[i] };
+            match steps[i] {
+                0 => board.push(Sender {
+                    pace: quota.provisional(mine),
+                    ..sender(&id, 10_000, (caps[i], caps[i]), (0.0, 0.0))
+                }),
+                1 => {
+                    let on_board: Vec<f64> = board.iter().map(|s| s.caps.updates).collect();
+                    let me = board.iter().position(|s| s.push_id == id).unwrap_or(0);
+                    // A push alone on the board takes no more than the quota; one beside others, at most half its
+                    // part beyond what they leave.
+                    if on_board.len() > 1 {
+                        bound += water_fill(quota.updates, &on_board)[me] / 2.0;
+                    }
+                    let got = share(quota, &id, mine, &board, 0);
+                    sends[i] = got.pace(mine).updates;
+                    taken[i] = Some(got);
+                }
+                _ => {
+                    if let (Some(entry), Some(got)) = (board.iter_mut().find(|s| s.push_id == id), taken[i]) {
+                        entry.pace = got.pace(mine);
+                    }
+                }
+            }
+            steps[i] += 1;
+            worst = worst.max(sends.iter().sum());
+        }
+        if together {
+            bound = quota.updates;
+        }
+        (worst, bound, together)
+    }
+
+    /// Every order of `n` pushes' three steps (exhaustive for up to 3 pushes), else `sample` random ones.
+    fn orders(n: usize, sample: usize) -> Vec<Vec<usize>> {
+        fn go(left: &mut Vec<u8>, order: &mut Vec<usize>, all: &mut Vec<Vec<usize>>) {
+            if left.iter().all(|l| *l == 0) {
+                all.push(order.clone());
+                return;
+            }
+            for i in 0..left.len() {
+                if left[i] > 0 {
+                    left[i] -= 1;
+                    order.push(i);
+                    go(left, order, all);
+                    order.pop();
+                    left[i] += 1;
+                }
+            }
+        }
+        let mut all = Vec::new();
+        if n <= 3 {
+            go(&mut vec![3; n], &mut Vec::new(), &mut all);
+            return all;
+        }
+        let mut seed = 11u64;
+        for k in 0..sample {
+            let mut order: Vec<usize> = (0..3 * n).map(|j| j % n).collect();
+            for j in (1..order.len()).rev() {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                order.swap(j, (seed >> 33) as usize % (j + 1));
+            }
+            // Every tenth order: all announce first, then look and settle in a random order.
+            if k % 10 == 0 {
+                let mut first = vec![true; n];
+                let rest = order.iter().copied().filter(|i| !std::mem::replace(&mut first[*i], false));
+                order = (0..n).chain(rest.collect::<Vec<_>>()).collect();
+            }
+            all.push(order);
+        }
+        all
+    }
+
+    #[test]
+    fn pushes_that_start_together_ask_for_no_more_than_the_quota_and_half_a_part_each_otherwise() {
+        let quota = Quota::new(400, 400, 0);
+        for caps in [&[400.0, 400.0][..], &[400.0, 120.0, 400.0], &[400.0; 5], &[400.0, 30.0, 400.0, 120.0, 400.0]] {
+            let (mut together_seen, mut worst_together) = (0, 0.0f64);
+            for order in orders(caps.len(), 20_000) {
+                let (worst, bound, together) = starts(quota, caps, &order);
+                assert!(worst <= bound + 1e-6, "{caps:?} started as {order:?}: {worst} asked, over {bound}");
+                if together {
+                    together_seen += 1;
+                    worst_together = worst_together.max(worst);
+                }
+            }
+            assert!(together_seen > 0, "{caps:?}: no order together");
+            assert!(worst_together <= 400.0 + 1e-6, "{caps:?}: {worst_together}");
+        }
     }
 
     #[test]

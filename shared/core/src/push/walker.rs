@@ -16,6 +16,9 @@ use super::engine::{Pace, Request};
 pub(super) struct Page<I> {
     pub items: Vec<I>,
     pub next: Option<String>,
+    /// The source's first page, read in place of the page at a saved token the source refused: the things the
+    /// cursor counts before its position (`walked` and `offset`) are skipped from the start of the listing.
+    pub restarted: bool,
 }
 
 /// What a walk makes of one item: a thing to start, an outcome known at once, or nothing to do.
@@ -120,6 +123,10 @@ pub(super) async fn walk<W: Walk>(
             left = Some(at.clone());
             break;
         };
+        if page.restarted {
+            at.offset = at.offset.saturating_add(usize::try_from(at.walked).unwrap_or(usize::MAX));
+            (at.token, at.walked) = (None, 0);
+        }
         let len = page.items.len();
         for item in page.items.into_iter().skip(at.offset) {
             if !admit(&mut in_flight, pace, walk.first(), |done| tally(state, &mut redo, done)).await {
@@ -136,7 +143,8 @@ pub(super) async fn walk<W: Walk>(
         match page.next {
             Some(next) => {
                 at.walked += len as u64;
-                (at.token, at.offset) = (Some(next), 0);
+                // Past this page; a skip longer than the page (a restarted listing) goes on into the next.
+                (at.token, at.offset) = (Some(next), at.offset.saturating_sub(len));
             }
             None => (at.source, at.token, at.offset, at.walked) = (at.source + 1, None, 0, 0),
         }
