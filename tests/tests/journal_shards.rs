@@ -159,7 +159,6 @@ async fn push_through(
             ("AWS_ENDPOINT_URL_DYNAMODB", front.url.as_str()),
             ("PUSH_MAX_TPS", rate_text.as_str()),
             ("PUSH_READ_TPS", rate_text.as_str()),
-            ("PUSH_CONCURRENCY", "32"),
             ("PUSH_PARTITION_WPS", wps),
         ])
         .await;
