@@ -495,3 +495,50 @@ async fn the_front_refuses_a_partitions_writes_over_its_limit_as_dynamodb_does()
     let stored = direct.scan().table_name(&table).send().await.expect("scan").count();
     assert_eq!(stored, 5 + 5 + 1);
 }
+
+/// The front counts write units as DynamoDB bills them: a put by the item it writes, an update or a delete by the item
+/// stored, a unit per KB rounded up; a partition's second's worth of units admitted, the write that does not fit
+/// refused.
+#[tokio::test]
+async fn the_front_counts_write_units_as_dynamodb_bills_them() {
+    let stack = devstack::Stack::get();
+    let table = unique("units");
+    shadow_aws::tables::ensure_table(&stack.dynamodb(), &table, &shadow_aws::tables::PUSH).await.expect("table");
+    let front = PartitionFront::start(&stack.var("AWS_ENDPOINT_URL_DYNAMODB"), 8).await;
+    let direct = stack.dynamodb();
+    let client = aws_sdk_dynamodb::Client::from_conf(direct.config().to_builder().endpoint_url(&front.url).build());
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    // pk 2 + 5, sk 2 + 1, values 6 + 2900: 2916 bytes, 3 units.
+    let item = |pk: &str, sk: &str| {
+        [("pk", s(pk)), ("sk", s(sk)), ("values", s(&"v".repeat(2900)))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let put =
+        |pk: &'static str, sk: &'static str| client.put_item().table_name(&table).set_item(Some(item(pk, sk))).send();
+    put("large", "a").await.expect("3 of 8 units");
+    put("large", "b").await.expect("3 of the 5 left");
+    let third = put("large", "c").await;
+    let code = third.err().and_then(|e| e.into_service_error().meta().code().map(str::to_owned));
+    assert_eq!(code.as_deref(), Some("ProvisionedThroughputExceededException"), "3 units do not fit in the 2 left");
+    // An update and a delete of a stored 3 KB item take its 3 units, even though their requests are small.
+    direct.put_item().table_name(&table).set_item(Some(item("other", "x"))).send().await.expect("a direct put");
+    let key = |pk: &str| [("pk", s(pk)), ("sk", s("x"))].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    client
+        .update_item()
+        .table_name(&table)
+        .set_key(Some(key("other")))
+        .update_expression("SET n = :n")
+        .expression_attribute_values(":n", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("an update of 3 units");
+    client.delete_item().table_name(&table).set_key(Some(key("other"))).send().await.expect("a delete of 3 units");
+    client.delete_item().table_name(&table).set_key(Some(key("other"))).send().await.expect("nothing stored: 1 unit");
+    let counts = front.counts();
+    let large = counts["large"];
+    assert_eq!((large.admitted, large.admitted_units, large.refused, large.refused_units), (2, 6, 1, 3), "{counts:?}");
+    let other = counts["other"];
+    assert_eq!((other.admitted, other.admitted_units, other.refused), (3, 3 + 3 + 1, 0), "{counts:?}");
+}
