@@ -143,6 +143,165 @@ async fn a_rollout_at_the_quota_keeps_every_partition_under_its_write_limit() {
     assert!(counted <= total, "the record counts only what DynamoDB refused: {counted} > {total}");
 }
 
+/// A push of `desired` to every thing of the fixture's `group` at `rate` a second (a rollout of one phase, no bake,
+/// when `rollout`), through `front`; `wps` is `PUSH_PARTITION_WPS`. The record, and how long the invocation took.
+async fn push_through(
+    fx: &PushFixture,
+    group: &str,
+    front: &PartitionFront,
+    rate: u32,
+    wps: &str,
+    desired: Value,
+    rollout: bool,
+) -> (Value, Duration) {
+    let rate_text = rate.to_string();
+    let function = fx
+        .function(&[
+            ("AWS_ENDPOINT_URL_DYNAMODB", front.url.as_str()),
+            ("PUSH_MAX_TPS", rate_text.as_str()),
+            ("PUSH_READ_TPS", rate_text.as_str()),
+            ("PUSH_PARTITION_WPS", wps),
+        ])
+        .await;
+    let push_id = unique(if rollout { "units" } else { "plain" });
+    let mut request = json!({"pushId": push_id, "desired": desired, "targets": {"thingGroup": fx.group(group)},
+                             "maxRequestsPerSecond": rate});
+    if rollout {
+        request["rollout"] = json!({"phases": [{"percent": 100}], "bakeSeconds": 0, "minThings": 1});
+    }
+    let started = Instant::now();
+    push(&function, &request).await.expect("invoking shadow-push");
+    let took = started.elapsed();
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    (record, took)
+}
+
+/// The journal entries (previous values) of `push_id` in the push table, over every shard.
+async fn entries(fx: &PushFixture, push_id: &str) -> usize {
+    let found = partitions(fx, push_id).await;
+    shards_of(&found, push_id).iter().map(|pk| found[pk].get("previous").copied().unwrap_or(0)).sum()
+}
+
+/// The journal writes of `push_id` through `front`: admitted, their units, refused, and the most units asked of one
+/// partition in any second.
+fn journal_writes(front: &PartitionFront, push_id: &str) -> (u64, u64, u64, usize) {
+    let counts = front.counts();
+    let journal: Vec<(&String, _)> = counts.iter().filter(|(pk, _)| pk.starts_with(&format!("{push_id}#"))).collect();
+    let written = journal.iter().map(|(_, c)| c.admitted).sum();
+    let units = journal.iter().map(|(_, c)| c.admitted_units).sum();
+    let refused = journal.iter().map(|(_, c)| c.refused).sum();
+    let hottest = journal.iter().map(|(pk, _)| front.peak_asked_per_second(pk)).max().unwrap_or(0);
+    (written, units, refused, hottest)
+}
+
+/// A rollout whose journal entries are about 3 KB (the things' previous value of a 3 KB setting) at a quota of 10/s,
+/// under a partition limit counted in write units (20 a second, `PUSH_PARTITION_WPS` half of it, as its default is
+/// of DynamoDB's 1000): its journal is spread so that no partition is asked more than its limit, at most 1 % of its
+/// writes are refused, and its walk keeps at least 0.8 of the pace of a plain push of the same fleet. The quota is
+/// one that moto serves with room to spare on a loaded machine (a rollout makes three requests a thing, a plain push
+/// one); the limit is scaled down less than the quota (from AWS's 4000/s) so that a partition still takes a few
+/// entries a second, as DynamoDB's takes hundreds. Then a rollout of a small value over 40 of those 3 KB ones, whose
+/// entries are larger than its pushed values let its shards expect: they are paced, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_of_large_entries_keeps_every_partition_under_its_write_units() {
+    const THINGS: usize = 100;
+    const FEW: usize = 40;
+    const RATE: u32 = 10;
+    const LIMIT: u32 = 20;
+    const WPS: &str = "10";
+    let fx = PushFixture::new().await;
+    fx.create_things(0..THINGS, "tokyo").await;
+    fx.create_group("prod", None, 0..THINGS).await;
+    fx.create_group("few", None, 0..FEW).await;
+    let setting = |value: String| json!({"settings": {"image": value}});
+    let large = |c: char| setting(c.to_string().repeat(3100));
+    let front = PartitionFront::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), LIMIT).await;
+
+    // A plain push first: every thing then holds a 3 KB value, the one the rollout's journal keeps.
+    let (plain, plain_took) = push_through(&fx, "prod", &front, RATE, WPS, large('a'), false).await;
+    assert_eq!(plain["updated"], THINGS, "{plain}");
+    let (rollout, took) = push_through(&fx, "prod", &front, RATE, WPS, large('b'), true).await;
+    assert_eq!(rollout["phases"][0]["updated"], THINGS, "every thing pushed in one invocation: {rollout}");
+    let push_id = rollout["pushId"].as_str().unwrap_or_default().to_owned();
+    let (written, units, refused, hottest) = journal_writes(&front, &push_id);
+    let pace = plain_took.as_secs_f64() / took.as_secs_f64();
+    eprintln!(
+        "{THINGS} things at {RATE}/s, entries of {:.1} units, {LIMIT} units/s a partition: {} shards, {refused} of \
+         {} journal writes refused, at most {hottest} units asked of one partition in a second; plain push {:.1} s, \
+         rollout {:.1} s ({pace:.2} of the plain pace), {} DynamoDB requests throttled (record)",
+        units as f64 / written.max(1) as f64,
+        rollout["journalShards"],
+        written + refused,
+        plain_took.as_secs_f64(),
+        took.as_secs_f64(),
+        rollout["storeThrottled"],
+    );
+    // A put sent again (its answer lost under load) is admitted again and finds the entry there.
+    assert_eq!(entries(&fx, &push_id).await, THINGS, "one entry per thing");
+    assert!(units >= 3 * written, "entries of about 3 KB take 3 units or more: {units} for {written}");
+    // A quiet partition may be asked a second's worth at once (its bucket), then its rate.
+    assert!(hottest <= 2 * LIMIT as usize, "a partition asked {hottest} units in one second, over {LIMIT}/s");
+    assert!(refused * 100 <= written + refused, "{refused} of {} journal writes refused", written + refused);
+    assert!(pace >= 0.8, "the rollout walked at {pace:.2} of a plain push's pace");
+
+    // Pushed values of a few bytes, previous ones of 3 KB: shards for entries of one unit, entries of four.
+    let (small, took) = push_through(&fx, "few", &front, RATE, WPS, setting("c".into()), true).await;
+    assert_eq!(small["phases"][0]["updated"], FEW, "{small}");
+    let push_id = small["pushId"].as_str().unwrap_or_default().to_owned();
+    let (written, units, refused, hottest) = journal_writes(&front, &push_id);
+    eprintln!(
+        "small values over large ones: {} shards, entries of {:.1} units, {refused} of {} journal writes refused, at \
+         most {hottest} units asked of one partition in a second, rollout {:.1} s",
+        small["journalShards"],
+        units as f64 / written.max(1) as f64,
+        written + refused,
+        took.as_secs_f64(),
+    );
+    assert_eq!(small["journalShards"], 1, "{small}");
+    assert_eq!(entries(&fx, &push_id).await, FEW, "one entry per thing");
+    assert!(hottest <= 2 * LIMIT as usize, "a partition asked {hottest} units in one second, over {LIMIT}/s");
+    assert!(refused * 100 <= written + refused, "{refused} of {} journal writes refused", written + refused);
+}
+
+/// A push whose every thing fails, its failures written at the segment's end through a front that admits 20 write
+/// units a second a partition (`PUSH_PARTITION_WPS` half of it): they go to their 3 shards in batches paced in write
+/// units, none refused, every one listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_written_paced_in_write_units() {
+    const MISSING: usize = 150;
+    const LIMIT: u32 = 20;
+    let fx = PushFixture::new().await;
+    let front = PartitionFront::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), LIMIT).await;
+    let function = fx
+        .function(&[
+            ("AWS_ENDPOINT_URL_DYNAMODB", front.url.as_str()),
+            ("PUSH_MAX_TPS", "25"),
+            ("PUSH_PARTITION_WPS", "10"),
+        ])
+        .await;
+    let push_id = unique("failing");
+    let missing: Vec<String> = (0..MISSING).map(|i| format!("{}-missing-{i:03}", fx.prefix)).collect();
+    let request = json!({"pushId": push_id, "desired": {"settings": {"mode": 7}}, "targets": {"things": missing},
+                         "maxRequestsPerSecond": 25});
+    let answer = push(&function, &request).await.expect("invoking shadow-push");
+    assert_eq!(answer["failed"], MISSING, "{answer}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(record["journalShards"], 3, "{record}");
+    let (written, units, refused, hottest) = journal_writes(&front, &push_id);
+    eprintln!(
+        "{MISSING} failures over 3 shards at {LIMIT} units/s a partition: {written} written ({units} units), \
+         {refused} refused, at most {hottest} units asked of one partition in a second, {} DynamoDB requests \
+         throttled (record)",
+        record["storeThrottled"]
+    );
+    assert_eq!(written, MISSING as u64, "{:?}", front.counts());
+    assert_eq!(refused, 0, "failure writes refused: {:?}", front.counts());
+    assert!(hottest <= 2 * LIMIT as usize, "a partition asked {hottest} units in one second, over {LIMIT}/s");
+    let store = shadow_aws::DynamoPushStore::new(fx.stack.dynamodb(), fx.table.clone(), None);
+    let all = store.failures(JournalRef::new(&push_id, 3), 1000).await.expect("reading the failures");
+    assert_eq!(all.len(), MISSING, "every failure listed");
+}
+
 /// A rollout over 4 shards whose devices half stay silent: the judgment counts every thing of every shard, the
 /// phase fails and is rolled back, and the rollback puts back every thing of every shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,4 +505,52 @@ async fn the_front_refuses_a_partitions_writes_over_its_limit_as_dynamodb_does()
     // What was admitted is in DynamoDB Local, and nothing else.
     let stored = direct.scan().table_name(&table).send().await.expect("scan").count();
     assert_eq!(stored, 5 + 5 + 1);
+}
+
+/// The front counts write units as DynamoDB bills them: a put by the item it writes, an update or a delete by the item
+/// stored, a unit per KB rounded up. At 1 unit a second, a full bucket admits a write of 3 units (into debt) and
+/// refuses the next for 3 s: each write's units are read from the counts.
+#[tokio::test]
+async fn the_front_counts_write_units_as_dynamodb_bills_them() {
+    let stack = devstack::Stack::get();
+    let table = unique("units");
+    shadow_aws::tables::ensure_table(&stack.dynamodb(), &table, &shadow_aws::tables::PUSH).await.expect("table");
+    let front = PartitionFront::start(&stack.var("AWS_ENDPOINT_URL_DYNAMODB"), 1).await;
+    let direct = stack.dynamodb();
+    let client = aws_sdk_dynamodb::Client::from_conf(direct.config().to_builder().endpoint_url(&front.url).build());
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    // pk 2 + 5, sk 2 + 1, values 6 + 2900: 2916 bytes, 3 units.
+    let item = |pk: &str| {
+        [("pk", s(pk)), ("sk", s("x")), ("values", s(&"v".repeat(2900)))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let key = |pk: &str| [("pk", s(pk)), ("sk", s("x"))].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let put = |pk: &'static str| client.put_item().table_name(&table).set_item(Some(item(pk))).send();
+    put("large").await.expect("a full bucket admits a write of 3 units");
+    let again = put("large").await.err().and_then(|e| e.into_service_error().meta().code().map(str::to_owned));
+    assert_eq!(again.as_deref(), Some("ProvisionedThroughputExceededException"), "in debt for 3 s");
+    // An update and a delete of a stored 3 KB item take its 3 units, though their requests are small.
+    direct.put_item().table_name(&table).set_item(Some(item("stored"))).send().await.expect("a direct put");
+    client
+        .update_item()
+        .table_name(&table)
+        .set_key(Some(key("stored")))
+        .update_expression("SET n = :n")
+        .expression_attribute_values(":n", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("an update of a full bucket");
+    let delete = client.delete_item().table_name(&table).set_key(Some(key("stored"))).send().await;
+    assert!(delete.is_err(), "the update's 3 units leave none for the delete");
+    client.delete_item().table_name(&table).set_key(Some(key("empty"))).send().await.expect("nothing stored: 1 unit");
+    let counts = front.counts();
+    let units = |pk: &str| {
+        let c = counts[pk];
+        (c.admitted, c.admitted_units, c.refused, c.refused_units)
+    };
+    assert_eq!(units("large"), (1, 3, 1, 3), "{counts:?}");
+    assert_eq!(units("stored"), (1, 3, 1, 3), "{counts:?}");
+    assert_eq!(units("empty"), (1, 1, 0, 0), "{counts:?}");
 }

@@ -28,9 +28,11 @@ pub struct Config {
     /// lease). A holder that dies is taken over this long after its last renewal, well before Lambda's first async
     /// retry (about a minute). Shorter only in tests.
     pub lease_ms: u64,
-    /// `PUSH_PARTITION_WPS` (default 500, half of DynamoDB's 1000 writes/s per partition key value): the writes per
-    /// second one partition of a push's journal is given. A new push spreads its journal, failures and conflicts
-    /// over `ceil(rate / PUSH_PARTITION_WPS)` partitions.
+    /// `PUSH_PARTITION_WPS` (default 500, half of DynamoDB's 1000 write units/s per partition key value): the write
+    /// units per second one partition of a push's journal is given. A new push spreads its journal, failures and
+    /// conflicts over `ceil(rate × units of an entry / PUSH_PARTITION_WPS)` partitions
+    /// (`shadow_core::push::journal::shards_for`), and each process writes any one partition at most twice this (at
+    /// most 1000) units a second.
     pub partition_wps: u32,
     /// `PUSH_HANDOFF_GRACE_MS` (default 120 000): how long a released push waits for its hand-off message to be
     /// picked up before the sweeper wakes it again.

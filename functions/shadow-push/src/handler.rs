@@ -357,7 +357,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             Begin::Queued => lifecycle::queued_record(&plan, started_at, timing(config)),
         };
         // Decided once: every segment, reader and rollback of the push finds its journal in these shards.
-        record.journal_shards = journal::shard_count(plan.max_requests_per_second, config.partition_wps);
+        record.journal_shards = journal::shards_for(&plan, config.partition_wps);
         if let Some(retention) = self.store.retention_s() {
             record.kept = Kept::at_creation(started_at, retention);
         }

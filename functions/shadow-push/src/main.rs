@@ -17,7 +17,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let services = handler::Services {
         shadows: DataPlaneShadows::connect(&sdk, config.data_endpoint.as_deref(), &iot).await?,
         registry: IotRegistry::new(iot),
-        store: DynamoPushStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table, config.retention_days),
+        store: DynamoPushStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table, config.retention_days)
+            .with_partition_pacing(shadow_core::push::journal::pacing_units(config.partition_wps)),
         hand_off: SqsHandOff::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url),
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Payload>| services.handle(&config, event))).await

@@ -2,7 +2,7 @@
 //! failures and conflicts spread over the push's shards (`<pushId>#<n>`). Layout in docs/records.md ("Push records").
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::{
@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, Put, ReturnValue, TransactWriteItem},
 };
 use futures::future::try_join_all;
-use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
+use shadow_core::push::journal::{PartitionPacer, ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::retention::{Keep, Kept, Through};
 use shadow_core::push::{
     Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
@@ -55,6 +55,15 @@ pub struct DynamoPushStore {
     retention_s: Option<u64>,
     /// Every request of `client` refused for throughput.
     throttled: ThrottleCount,
+    /// The journal's, failures' and conflicts' writes, paced in write units per partition (none: unpaced).
+    pacer: Option<Arc<Pacing>>,
+}
+
+/// A [`PartitionPacer`] on this process's clock.
+#[derive(Debug)]
+struct Pacing {
+    origin: tokio::time::Instant,
+    pacer: Mutex<PartitionPacer>,
 }
 
 fn unrepresentable(operation: &'static str, e: serde_dynamo::Error) -> ServiceError {
@@ -125,7 +134,29 @@ impl DynamoPushStore {
     pub fn new(client: Client, table: impl Into<String>, retention_days: Option<u32>) -> Self {
         let throttled = ThrottleCount::default();
         let retention_s = retention_days.map(|days| u64::from(days) * 86_400);
-        Self { client: throttled.install(&client), table: table.into(), retention_s, throttled }
+        Self { client: throttled.install(&client), table: table.into(), retention_s, throttled, pacer: None }
+    }
+
+    /// The same store writing a push's journal entries, failures and conflicts at most `units_per_second` write
+    /// units a second to any one partition ([`shadow_core::push::journal::pacing_units`]).
+    pub fn with_partition_pacing(mut self, units_per_second: u32) -> Self {
+        let pacer = Mutex::new(PartitionPacer::new(units_per_second));
+        self.pacer = Some(Arc::new(Pacing { origin: tokio::time::Instant::now(), pacer }));
+        self
+    }
+
+    /// Waits until every partition of `writes` (partition, write units) has room for them, taking their units.
+    async fn pace(&self, writes: impl IntoIterator<Item = (String, u32)>) {
+        let Some(pacing) = &self.pacer else { return };
+        let now = pacing.origin.elapsed();
+        let wait = {
+            let mut pacer = pacing.pacer.lock().unwrap_or_else(|e| e.into_inner());
+            writes.into_iter().map(|(partition, units)| pacer.take(&partition, units, now)).max().unwrap_or_default()
+        };
+        if !wait.is_zero() {
+            tracing::debug!(wait_ms = wait.as_millis() as u64, "journal write paced");
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// The same store keeping pushes `seconds` (rather than whole days): for a retention in a test's clock.
@@ -857,9 +888,17 @@ impl DynamoPushStore {
             if let Some(expires) = expires_at.clone() {
                 item.insert(tables::TTL_ATTRIBUTE.into(), expires);
             }
-            requests.push(writes::put_request(item)?);
+            let units = writes::write_units(&item);
+            requests.push(((partition, units), writes::put_request(item)?));
         }
-        writes::batch_write(&self.client, &self.table, requests).await
+        // One batch at a time, each sent once its partitions have room for its items.
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            let (paced, batch): (Vec<_>, Vec<_>) = requests.by_ref().take(writes::BATCH_LIMIT).unzip();
+            self.pace(paced).await;
+            writes::batch_write(&self.client, &self.table, batch).await?;
+        }
+        Ok(())
     }
 
     /// Up to `limit` listed things under `prefix`: every shard queried at once (up to `limit` each), in thing
@@ -954,6 +993,7 @@ impl Journal for DynamoPushStore {
         if let Some(expires) = self.expires(expires_at) {
             item.insert(tables::TTL_ATTRIBUTE.into(), expires);
         }
+        self.pace([(partition, writes::write_units(&item))]).await;
         // Recorded already (a retry of this thing): the first reading is what the thing held before the push.
         writes::put_if_absent(&self.client, &self.table, item).await?;
         Ok(())
