@@ -33,6 +33,8 @@ const PUSH_QUOTA: f64 = 4000.0;
 const PEER_PUSH_THINGS: usize = 20_000;
 const ROLLOUT_THINGS: usize = 20_000;
 const HISTORY_EVENTS: u64 = 10_000;
+/// Fewer history events, to try `fleet-bench history` out quickly (the figures are the 10 000's only at the default).
+const HISTORY_EVENTS_VAR: &str = "FLEET_BENCH_HISTORY_EVENTS";
 const SEED_DESIRED: &str = r#"{"settings":{"mode":1,"temp":20},"firmware_url":"https://s3.com/firmware.bin"}"#;
 
 struct Bench {
@@ -602,6 +604,8 @@ impl Bench {
         let table = unique("bench-history");
         tables::ensure_table(&db, &table, &tables::HISTORY).await.expect("creating the history table");
         let env = self.env(&[("HISTORY_TABLE", table.clone())]);
+        let events_wanted: u64 =
+            std::env::var(HISTORY_EVENTS_VAR).ok().and_then(|n| n.parse().ok()).unwrap_or(HISTORY_EVENTS);
         let mut figures = json!({});
         let mut events_per_second = std::collections::HashMap::new();
         let mut usages = std::collections::HashMap::new();
@@ -627,7 +631,7 @@ impl Bench {
             let prefix = unique(&format!("{who}-{}", if batched { "sqs" } else { "direct" }));
             // Recent timestamps: with retention on, DynamoDB Local's TTL sweeper would delete old events as they land.
             let now = devstack::history::now_secs();
-            let events: Vec<Value> = (0..HISTORY_EVENTS)
+            let events: Vec<Value> = (0..events_wanted)
                 .map(|i| {
                     devstack::history::update(
                         &format!("{prefix}-{}", i % 100),
@@ -659,11 +663,11 @@ impl Bench {
             lambda.stop().await;
             drop(cap);
             let mode = if batched { "sqs_batch_10" } else { "direct" };
-            let rate = HISTORY_EVENTS as f64 / seconds;
+            let rate = events_wanted as f64 / seconds;
             events_per_second.insert((capped, who, batched), rate);
             // CPU seconds per 1000 events are CPU-ms per event.
-            let cpu_ms = cpu / (HISTORY_EVENTS as f64 / 1000.0);
-            let figure = json!({"events": HISTORY_EVENTS, "seconds": seconds, "events_per_second": rate,
+            let cpu_ms = cpu / (events_wanted as f64 / 1000.0);
+            let figure = json!({"events": events_wanted, "seconds": seconds, "events_per_second": rate,
                                 "cpu_seconds_per_1000": cpu_ms, "cpu_ms_per_event": cpu_ms, "failures": failures,
                                 "usage": usage.to_json(), "bound": usage.describe()});
             if capped {
@@ -823,6 +827,7 @@ impl Bench {
                     )
                 })
                 .collect();
+            let cpu_before = lambda.cpu_time().unwrap_or_default();
             let (mut invocations, mut billed, mut failures) = (0u64, 0.0f64, 0usize);
             let mut timed = async |payload: &Value| {
                 let started = Instant::now();
@@ -843,6 +848,8 @@ impl Bench {
                 }
             }
             let cap_seen = cap.describe();
+            let capped = if cap.is_capped() { "capped" } else { "UNCAPPED" };
+            let cpu = lambda.cpu_time().unwrap_or_default().saturating_sub(cpu_before).as_secs_f64();
             lambda.stop().await;
             drop(cap);
             assert_eq!(failures, 0, "history events failed while measuring their cost");
@@ -881,11 +888,23 @@ impl Bench {
                 None,
             );
             if let Some(row) = self.rows.last_mut() {
-                row[6] = cap_seen;
+                row[6] = cap_seen.clone();
+            }
+            self.row(
+                &format!("per history event, {mode}: CPU-ms ({capped})"),
+                per(cpu) * 1000.0,
+                None,
+                None,
+                "-",
+                None,
+            );
+            if let Some(row) = self.rows.last_mut() {
+                row[6] = cap_seen.clone();
             }
             figures[mode] = json!({"dynamodb_write_requests": writes, "dynamodb_write_units": write_units,
                                    "dynamodb_read_requests": reads, "dynamodb_read_units": read_units,
                                    "lambda_invocations": invocations, "lambda_billed_seconds": billed,
+                                   "cpu_ms_per_event": per(cpu) * 1000.0, "cpu_cap": cap_seen,
                                    "cost_per_million_events": bill});
         }
         self.results.push(("history_cost".into(), figures));

@@ -150,11 +150,12 @@ impl Usage {
     }
 }
 
-/// The emulators' pids from the stack's state directory (`.local/<name>.pid`).
+/// The emulators' pids from the stack's state directory (`.local/<name>.pid`, or `$STACK_STATE_DIR`).
 fn emulator_pids(root: &Path) -> Vec<String> {
+    let state = root.join(std::env::var_os("STACK_STATE_DIR").unwrap_or_else(|| ".local".into()));
     ["dynamodb", "moto"]
         .iter()
-        .filter_map(|name| std::fs::read_to_string(root.join(".local").join(format!("{name}.pid"))).ok())
+        .filter_map(|name| std::fs::read_to_string(state.join(format!("{name}.pid"))).ok())
         .map(|pid| pid.trim().to_owned())
         .collect()
 }
