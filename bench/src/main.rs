@@ -4,6 +4,7 @@
 
 mod cli_history;
 mod cost;
+mod cpu_cap;
 mod dynamo_front;
 mod history_at;
 mod meter;
@@ -21,6 +22,7 @@ use shadow_aws::{push_store, tables};
 use shadow_core::push::PushState;
 use tokio::process::Command;
 
+use cpu_cap::CpuCap;
 use dynamo_front::DynamoFront;
 use meter::{Meter, Usage};
 use standin::{Limits, StandIn};
@@ -31,6 +33,8 @@ const PUSH_QUOTA: f64 = 4000.0;
 const PEER_PUSH_THINGS: usize = 20_000;
 const ROLLOUT_THINGS: usize = 20_000;
 const HISTORY_EVENTS: u64 = 10_000;
+/// Fewer history events, to try `fleet-bench history` out quickly (the figures are the 10 000's only at the default).
+const HISTORY_EVENTS_VAR: &str = "FLEET_BENCH_HISTORY_EVENTS";
 const SEED_DESIRED: &str = r#"{"settings":{"mode":1,"temp":20},"firmware_url":"https://s3.com/firmware.bin"}"#;
 
 struct Bench {
@@ -102,13 +106,35 @@ impl Bench {
         command
     }
 
+    /// A Python handler under `awslambdaric`, inside `cap`.
+    fn python_in(&self, handler: &str, cap: &CpuCap) -> Command {
+        let mut command = cap.command(&self.python);
+        command.args(["-m", "awslambdaric", handler]).current_dir(&self.peers);
+        command
+    }
+
     /// Our release binary; `FLEET_BENCH_BIN_DIR` points at another build of it (to compare release profiles).
-    async fn ours(&self, name: &str, env: &[(String, String)]) -> LocalLambda {
-        let path = match std::env::var_os("FLEET_BENCH_BIN_DIR") {
+    fn our_binary(name: &str) -> PathBuf {
+        match std::env::var_os("FLEET_BENCH_BIN_DIR") {
             Some(dir) => PathBuf::from(dir).join(name),
             None => devstack::lambda::binary(name),
-        };
-        LocalLambda::start_binary(path, name, env).await
+        }
+    }
+
+    async fn ours(&self, name: &str, env: &[(String, String)]) -> LocalLambda {
+        LocalLambda::start_binary(Self::our_binary(name), name, env).await
+    }
+
+    /// Our release binary inside `cap`.
+    async fn ours_in(&self, name: &str, env: &[(String, String)], cap: &CpuCap) -> LocalLambda {
+        LocalLambda::start_command(cap.command(Self::our_binary(name)), name, env).await
+    }
+
+    /// The CPU cap the run asks for ([`cpu_cap::CAP_VAR`]) for the template's function `logical`: Lambda's share
+    /// at its `MemorySize`, or none.
+    fn cap(&self, name: &str, logical: &str) -> CpuCap {
+        let memory_mb = cost::template_memory_mb(&self.root, logical).unwrap_or_else(|e| panic!("{e}"));
+        CpuCap::for_run(name, memory_mb)
     }
 
     /// Median time to the first poll for an event, over `COLD_STARTS` fresh processes.
@@ -258,7 +284,8 @@ impl Bench {
             ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", standin.url.clone()),
             ("AWS_ENDPOINT_URL_IOT", standin.url.clone()),
         ]);
-        let push = self.ours("shadow-push", &env).await;
+        let cap = self.cap("shadow-push", "ShadowPushFunction");
+        let push = self.ours_in("shadow-push", &env, &cap).await;
         let mut request = json!({"pushId": unique("bench-push"),
                                  "desired": serde_json::from_str::<Value>(SEED_DESIRED).unwrap_or_default()});
         if let (Some(r), Some(fields)) = (request.as_object_mut(), fields.as_object()) {
@@ -268,7 +295,7 @@ impl Bench {
         let started = Instant::now();
         let summary = push.invoke(&request, Duration::from_secs(900)).await.expect("push");
         let seconds = started.elapsed().as_secs_f64();
-        let usage = meter.finish();
+        let usage = meter.finish().capped_by(&cap);
         let rss = push.peak_rss().unwrap_or(0);
         push.stop().await;
         (summary, seconds, rss, usage)
@@ -577,19 +604,34 @@ impl Bench {
         let table = unique("bench-history");
         tables::ensure_table(&db, &table, &tables::HISTORY).await.expect("creating the history table");
         let env = self.env(&[("HISTORY_TABLE", table.clone())]);
+        let events_wanted: u64 =
+            std::env::var(HISTORY_EVENTS_VAR).ok().and_then(|n| n.parse().ok()).unwrap_or(HISTORY_EVENTS);
         let mut figures = json!({});
         let mut events_per_second = std::collections::HashMap::new();
         let mut usages = std::collections::HashMap::new();
-        for (who, batched) in [("ours", false), ("ours", true), ("peer", false), ("peer", true)] {
+        // Both sides under Lambda's CPU share at the template's MemorySize (FLEET_BENCH_CPU_CAP=none: whole
+        // cores), then both on whole cores.
+        let runs = [("ours", false), ("ours", true), ("peer", false), ("peer", true)];
+        let capped_first = std::env::var(cpu_cap::CAP_VAR).as_deref() != Ok("none");
+        let caps: &[bool] = if capped_first { &[true, false] } else { &[false] };
+        for (capped, (who, batched)) in caps.iter().flat_map(|c| runs.iter().map(move |r| (*c, *r))) {
+            let cap = if capped {
+                self.cap("shadow-history", "ShadowHistoryFunction")
+            } else {
+                CpuCap::none(0, "the uncapped run")
+            };
             let lambda = match who {
-                "ours" => self.ours("shadow-history", &env).await,
-                _ => LocalLambda::start_command(self.python("history_handler.handler"), "shadow-history", &env).await,
+                "ours" => self.ours_in("shadow-history", &env, &cap).await,
+                _ => {
+                    let python = self.python_in("history_handler.handler", &cap);
+                    LocalLambda::start_command(python, "shadow-history", &env).await
+                }
             };
             lambda.wait_ready(Duration::from_secs(30)).await.expect("the function's cold start");
             let prefix = unique(&format!("{who}-{}", if batched { "sqs" } else { "direct" }));
             // Recent timestamps: with retention on, DynamoDB Local's TTL sweeper would delete old events as they land.
             let now = devstack::history::now_secs();
-            let events: Vec<Value> = (0..HISTORY_EVENTS)
+            let events: Vec<Value> = (0..events_wanted)
                 .map(|i| {
                     devstack::history::update(
                         &format!("{prefix}-{}", i % 100),
@@ -616,42 +658,58 @@ impl Bench {
                 }
             }
             let seconds = started.elapsed().as_secs_f64();
-            let usage = meter.finish();
+            let usage = if capped { meter.finish().capped_by(&cap) } else { meter.finish() };
             let cpu = lambda.cpu_time().unwrap_or_default().saturating_sub(cpu_before).as_secs_f64();
             lambda.stop().await;
+            drop(cap);
             let mode = if batched { "sqs_batch_10" } else { "direct" };
-            let rate = HISTORY_EVENTS as f64 / seconds;
-            events_per_second.insert((who, batched), rate);
-            figures[mode][who] = json!({"events": HISTORY_EVENTS, "seconds": seconds, "events_per_second": rate,
-                                        "cpu_seconds_per_1000": cpu / (HISTORY_EVENTS as f64 / 1000.0), "failures": failures,
-                                        "usage": usage.to_json(), "bound": usage.describe()});
-            usages.insert((who, batched), usage);
+            let rate = events_wanted as f64 / seconds;
+            events_per_second.insert((capped, who, batched), rate);
+            // CPU seconds per 1000 events are CPU-ms per event.
+            let cpu_ms = cpu / (events_wanted as f64 / 1000.0);
+            let figure = json!({"events": events_wanted, "seconds": seconds, "events_per_second": rate,
+                                "cpu_seconds_per_1000": cpu_ms, "cpu_ms_per_event": cpu_ms, "failures": failures,
+                                "usage": usage.to_json(), "bound": usage.describe()});
+            if capped {
+                figures["capped"][mode][who] = figure;
+            } else {
+                figures[mode][who] = figure;
+            }
+            usages.insert((capped, who, batched), usage);
         }
-        for (batched, mode) in [(false, "direct"), (true, "sqs_batch_10")] {
-            let ours = events_per_second.get(&("ours", batched)).copied().unwrap_or(0.0);
-            let peer = events_per_second.get(&("peer", batched)).copied().unwrap_or(0.0);
+        for (capped, (batched, mode)) in
+            caps.iter().flat_map(|c| [(false, "direct"), (true, "sqs_batch_10")].map(|m| (*c, m)))
+        {
+            let under = if capped { "capped" } else { "uncapped" };
+            let ours = events_per_second.get(&(capped, "ours", batched)).copied().unwrap_or(0.0);
+            let peer = events_per_second.get(&(capped, "peer", batched)).copied().unwrap_or(0.0);
             let ratio = ours / peer.max(1e-9);
             self.row(
-                &format!("history events/s, {mode}"),
+                &format!("history events/s, {mode} ({under})"),
                 ours,
                 Some(peer),
                 Some(ratio),
                 ">= 2x peer",
                 Some(ratio >= 2.0),
             );
-            if let Some(usage) = usages.get(&("ours", batched)) {
+            if let Some(usage) = usages.get(&(capped, "ours", batched)) {
                 self.bound(&usage.clone());
             }
-            let cpu_ours = figures[mode]["ours"]["cpu_seconds_per_1000"].as_f64().unwrap_or(0.0);
-            let cpu_peer = figures[mode]["peer"]["cpu_seconds_per_1000"].as_f64().unwrap_or(0.0);
+            let at = if capped { &figures["capped"][mode] } else { &figures[mode] };
+            let cpu_ours = at["ours"]["cpu_ms_per_event"].as_f64().unwrap_or(0.0);
+            let cpu_peer = at["peer"]["cpu_ms_per_event"].as_f64().unwrap_or(0.0);
+            let ratio = cpu_peer / cpu_ours.max(1e-9);
             self.row(
-                &format!("history CPU s per 1000 events, {mode}"),
+                &format!("history CPU-ms per event, {mode} ({under})"),
                 cpu_ours,
                 Some(cpu_peer),
-                Some(cpu_peer / cpu_ours.max(1e-9)),
-                "-",
-                None,
+                Some(ratio),
+                if batched { "-" } else { ">= 4x less" },
+                (!batched).then_some(ratio >= 4.0),
             );
+            if let (Some(usage), Some(row)) = (usages.get(&(capped, "peer", batched)), self.rows.last_mut()) {
+                row[6] = format!("peer: {}", usage.describe());
+            }
         }
         self.results.push(("history".into(), figures));
         let _ = db.delete_table().table_name(table).send().await;
@@ -750,7 +808,9 @@ impl Bench {
         let memory_mb = cost::template_memory_mb(&self.root, "ShadowHistoryFunction").unwrap_or_else(|e| panic!("{e}"));
         let mut figures = json!({"events": EVENTS, "memory_mb": memory_mb});
         for batched in [false, true] {
-            let lambda = self.ours("shadow-history", &env).await;
+            let cap = self.cap("shadow-history", "ShadowHistoryFunction");
+            figures["cpu_cap"] = cap.to_json();
+            let lambda = self.ours_in("shadow-history", &env, &cap).await;
             lambda.wait_ready(Duration::from_secs(30)).await.expect("the function's cold start");
             let counts = &front.counts;
             let before = (counts.write_requests(), counts.write_units(), counts.read_requests(), counts.read_units());
@@ -767,6 +827,7 @@ impl Bench {
                     )
                 })
                 .collect();
+            let cpu_before = lambda.cpu_time().unwrap_or_default();
             let (mut invocations, mut billed, mut failures) = (0u64, 0.0f64, 0usize);
             let mut timed = async |payload: &Value| {
                 let started = Instant::now();
@@ -786,7 +847,11 @@ impl Bench {
                     failures += usize::from(timed(event).await.is_err());
                 }
             }
+            let cap_seen = cap.describe();
+            let capped = if cap.is_capped() { "capped" } else { "UNCAPPED" };
+            let cpu = lambda.cpu_time().unwrap_or_default().saturating_sub(cpu_before).as_secs_f64();
             lambda.stop().await;
+            drop(cap);
             assert_eq!(failures, 0, "history events failed while measuring their cost");
             let per = |n: f64| n / EVENTS as f64;
             let writes = per((counts.write_requests() - before.0) as f64);
@@ -822,9 +887,24 @@ impl Bench {
                 "-",
                 None,
             );
+            if let Some(row) = self.rows.last_mut() {
+                row[6] = cap_seen.clone();
+            }
+            self.row(
+                &format!("per history event, {mode}: CPU-ms ({capped})"),
+                per(cpu) * 1000.0,
+                None,
+                None,
+                "-",
+                None,
+            );
+            if let Some(row) = self.rows.last_mut() {
+                row[6] = cap_seen.clone();
+            }
             figures[mode] = json!({"dynamodb_write_requests": writes, "dynamodb_write_units": write_units,
                                    "dynamodb_read_requests": reads, "dynamodb_read_units": read_units,
                                    "lambda_invocations": invocations, "lambda_billed_seconds": billed,
+                                   "cpu_ms_per_event": per(cpu) * 1000.0, "cpu_cap": cap_seen,
                                    "cost_per_million_events": bill});
         }
         self.results.push(("history_cost".into(), figures));

@@ -94,6 +94,11 @@ pub struct Usage {
     pub seconds: f64,
     /// The function's processes' CPU, in cores (CPU seconds per second of the run).
     pub function_cores: f64,
+    /// The function's processes' CPU over the run, in seconds.
+    pub function_cpu_seconds: f64,
+    /// The CPU cap the function ran under, and how often it throttled ([`crate::cpu_cap::CpuCap::describe`]).
+    pub cap: Option<String>,
+    pub cap_json: Value,
     /// This process's CPU (the stand-ins it hosts, and the bench's own driving), in cores.
     pub bench_cores: f64,
     /// DynamoDB Local's and moto's CPU, in cores.
@@ -109,6 +114,13 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The same usage, with the cap the function ran under.
+    pub fn capped_by(mut self, cap: &crate::cpu_cap::CpuCap) -> Self {
+        self.cap = Some(cap.describe());
+        self.cap_json = cap.to_json();
+        self
+    }
+
     pub fn machine_bound(&self) -> bool {
         self.machine_busy >= MACHINE_BOUND
     }
@@ -116,8 +128,9 @@ impl Usage {
     /// One line for the table: the function's cores, the stand-ins', the machine's busy share and load.
     pub fn describe(&self) -> String {
         let bound = if self.machine_bound() { ": MACHINE-BOUND" } else { "" };
+        let cap = self.cap.as_ref().map(|c| format!("; {c}")).unwrap_or_default();
         format!(
-            "fn {:.2} cores, stand-ins+bench {:.2}, emulators {:.2}, machine {:.0}% busy of {} (load {:.1}){bound}",
+            "fn {:.2} cores, stand-ins+bench {:.2}, emulators {:.2}, machine {:.0}% busy of {} (load {:.1}){bound}{cap}",
             self.function_cores,
             self.bench_cores,
             self.emulator_cores,
@@ -128,7 +141,8 @@ impl Usage {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({"seconds": self.seconds, "function_cores": self.function_cores, "bench_and_standin_cores": self.bench_cores,
+        json!({"seconds": self.seconds, "function_cores": self.function_cores,
+               "function_cpu_seconds": self.function_cpu_seconds, "cpu_cap": self.cap_json, "bench_and_standin_cores": self.bench_cores,
                "emulator_cores": self.emulator_cores, "machine_busy_share": self.machine_busy, "cores": self.cores,
                "load_mean": self.load_mean, "load_max": self.load_max, "machine_bound": self.machine_bound(),
                "function_peak_rss_mb": self.peak_rss as f64 / 1048576.0,
@@ -136,11 +150,12 @@ impl Usage {
     }
 }
 
-/// The emulators' pids from the stack's state directory (`.local/<name>.pid`).
+/// The emulators' pids from the stack's state directory (`.local/<name>.pid`, or `$STACK_STATE_DIR`).
 fn emulator_pids(root: &Path) -> Vec<String> {
+    let state = root.join(std::env::var_os("STACK_STATE_DIR").unwrap_or_else(|| ".local".into()));
     ["dynamodb", "moto"]
         .iter()
-        .filter_map(|name| std::fs::read_to_string(root.join(".local").join(format!("{name}.pid"))).ok())
+        .filter_map(|name| std::fs::read_to_string(state.join(format!("{name}.pid"))).ok())
         .map(|pid| pid.trim().to_owned())
         .collect()
 }
@@ -203,6 +218,9 @@ impl Meter {
         Usage {
             seconds,
             function_cores: per_second(s.function.ticks()),
+            function_cpu_seconds: s.function.ticks() as f64 / TICKS_PER_SECOND,
+            cap: None,
+            cap_json: Value::Null,
             bench_cores: bench,
             emulator_cores: per_second(emulators),
             machine_busy,

@@ -102,7 +102,11 @@ impl Bench {
             ("AWS_ENDPOINT_URL_DYNAMODB", front.url.clone()),
             ("AWS_ENDPOINT_URL_SQS", sqs_front.url()),
         ]);
-        let function = LocalLambda::start_capturing("shadow-push", &env).await;
+        // Lambda's CPU share at the template's MemorySize (FLEET_BENCH_CPU_CAP=none: a whole core).
+        let cap = self.cap("shadow-push", "ShadowPushFunction");
+        let function =
+            LocalLambda::start_command_capturing(cap.command(Self::our_binary("shadow-push")), "shadow-push", &env)
+                .await;
         let pid = function.pid_handle();
         let push_id = unique("bench-scale");
         let request = json!({"pushId": push_id,
@@ -139,11 +143,12 @@ impl Bench {
         let started = Instant::now();
         let finished = service.run_until(&request, &json!({"sweepPushes": true}), LIMIT, done).await;
         let seconds = started.elapsed().as_secs_f64();
-        let usage = meter.finish();
+        let usage = meter.finish().capped_by(&cap);
         sampler.abort();
         let hwm = function.peak_rss().unwrap_or(0);
         let logs = function.logs().map(|l| l.lines()).unwrap_or_default();
         function.stop().await;
+        drop(cap);
         let summary = record().await;
         assert!(finished, "the rollout of {things} things did not finish: {summary}");
 
@@ -197,8 +202,10 @@ impl Bench {
         let jobs = cost::IOT_JOB_EXECUTION * 1e6;
 
         let bound = usage.describe();
+        let capped = if usage.cap_json["capped"] == json!(true) { "capped" } else { "UNCAPPED" };
+        let cpu_ms_per_thing = per(usage.function_cpu_seconds) * 1000.0;
         self.row(
-            &format!("rollout-scale: walk things/s / update quota ({things}, 3 phases)"),
+            &format!("rollout-scale: walk things/s / update quota ({things}, 3 phases, {capped})"),
             walk_efficiency,
             None,
             None,
@@ -250,6 +257,8 @@ impl Bench {
         );
         self.row("per updated thing: SQS requests", per(sqs_requests as f64), None, None, "-", None);
         self.row("per updated thing: Lambda ms", per(lambda_seconds) * 1000.0, None, None, "-", None);
+        self.row(&format!("per updated thing: shadow-push CPU-ms ({capped})"), cpu_ms_per_thing, None, None, "-", None);
+        self.bound(&usage);
         self.row(
             "cost per million updated things, USD (vs AWS IoT Jobs)",
             total,
@@ -271,6 +280,7 @@ impl Bench {
                 "updates": updates, "reads": reads, "listings": listings, "shadow_operations_metered": metered,
                 "shadow_429s": throttled_429,
                 "walk_efficiency": walk_efficiency, "overall_efficiency": overall,
+                "function_cpu_ms_per_updated_thing": cpu_ms_per_thing,
                 "journal_writes_accepted": journal_accepted, "journal_writes_refused": journal_refused,
                 "journal_throttling": journal_throttling,
                 "dynamodb": dynamo.to_json(),

@@ -231,6 +231,12 @@ impl LocalLambda {
         Self::start_with(Command::new(binary(name)), name, env, Some(FunctionLogs::default())).await
     }
 
+    /// As [`LocalLambda::start_capturing`], with a command of the caller's (one that starts the binary inside a CPU
+    /// cap, say).
+    pub async fn start_command_capturing(command: Command, name: &str, env: &[(String, String)]) -> Self {
+        Self::start_with(command, name, env, Some(FunctionLogs::default())).await
+    }
+
     /// What the function wrote on stdout, when started with [`LocalLambda::start_capturing`].
     pub fn logs(&self) -> Option<&FunctionLogs> {
         self.logs.as_ref()
