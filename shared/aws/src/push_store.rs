@@ -830,7 +830,7 @@ impl DynamoPushStore {
             }
             // Paced by the units this item's write takes (the items read whole: a Query's read units are counted on
             // the whole items, whatever it projects).
-            let units = tables::write_units(tables::item_size(&item)) as u32;
+            let units = writes::write_units(&item);
             let key: Item =
                 [tables::PARTITION_KEY, tables::SORT_KEY].into_iter().filter_map(|k| item.remove_entry(k)).collect();
             let sort_key = key.get(tables::SORT_KEY).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();

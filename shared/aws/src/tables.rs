@@ -41,15 +41,6 @@ pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
     item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
 }
 
-/// DynamoDB's write unit: one write of an item up to 1 KB; a larger item takes one unit per KB or part of one.
-pub const WRITE_UNIT_BYTES: usize = 1024;
-
-/// The write units a write of an item of `bytes` takes ([`item_size`]; an update, the larger of the item before and
-/// after): at least one.
-pub fn write_units(bytes: usize) -> u64 {
-    bytes.div_ceil(WRITE_UNIT_BYTES).max(1) as u64
-}
-
 fn value_size(value: &AttributeValue) -> usize {
     match value {
         AttributeValue::S(s) => s.len(),
@@ -206,11 +197,6 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn write_units_are_counted_per_started_kilobyte() {
-        assert_eq!([0, 1, 1024, 1025, 3 * 1024, 8 * 1024 + 1].map(write_units), [1, 1, 1, 2, 3, 9]);
-    }
 
     #[test]
     fn item_sizes_count_names_and_values_as_dynamodb_does() {

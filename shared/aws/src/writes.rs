@@ -12,7 +12,7 @@ use shadow_core::push::journal::units_of;
 use shadow_core::store::{FaultKind, ServiceError};
 
 use crate::sdk::{ConditionalWrite, service_error};
-use crate::tables::PARTITION_KEY;
+use crate::tables::{PARTITION_KEY, item_size};
 
 /// BatchWriteItem's limit of requests in one call.
 pub const BATCH_LIMIT: usize = 25;
@@ -80,33 +80,6 @@ pub async fn batch_write(client: &Client, table: &str, requests: Vec<WriteReques
     Ok(())
 }
 
-/// The size DynamoDB gives `item`: each attribute's name (UTF-8 bytes) and value. A string is its UTF-8 bytes, a
-/// binary its bytes, a number about one byte per two significant digits and one more, a boolean or null one byte,
-/// a set the sum of its elements, a list or a map 3 bytes and one a member beside its members (a map's with their
-/// names).
-pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
-    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
-}
-
-fn number_size(n: &str) -> usize {
-    n.trim_start_matches(['-', '0', '.']).chars().filter(char::is_ascii_digit).count() / 2 + 1
-}
-
-fn value_size(value: &AttributeValue) -> usize {
-    match value {
-        AttributeValue::S(s) => s.len(),
-        AttributeValue::N(n) => number_size(n),
-        AttributeValue::B(b) => b.as_ref().len(),
-        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
-        AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
-        AttributeValue::Ns(set) => set.iter().map(|n| number_size(n)).sum(),
-        AttributeValue::Bs(set) => set.iter().map(|b| b.as_ref().len()).sum(),
-        AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
-        AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),
-        _ => 0,
-    }
-}
-
 /// The write units a put of `item` takes: its size rounded up to 1 KB, at least 1.
 pub fn write_units(item: &HashMap<String, AttributeValue>) -> u32 {
     units_of(item_size(item))
@@ -129,8 +102,9 @@ mod tests {
             ("ok".to_owned(), AttributeValue::Bool(true)),
             ("m".to_owned(), AttributeValue::M(inner)),
         ]);
-        // pk 2+8, n 1+(5/2+1), ok 2+1, m 1 + 3 + k (1+1+3) + l (1+1 + 3 + (1+1) + (1+2)).
-        assert_eq!(item_size(&item), 10 + 4 + 3 + (1 + 3 + 5 + 10));
+        // pk 2+8, n 1 + (5 significant digits: 3, +1, +1 for the sign), ok 2+1,
+        // m 1 + 3 + k (1+1+3) + l (1+1 + 3 + (1+1) + (1+2)).
+        assert_eq!(item_size(&item), 10 + 6 + 3 + (1 + 3 + 5 + 10));
         assert_eq!(write_units(&HashMap::new()), 1);
         assert_eq!(write_units(&HashMap::from([("pk".to_owned(), s(&"x".repeat(1022)))])), 1);
         assert_eq!(write_units(&HashMap::from([("pk".to_owned(), s(&"x".repeat(1023)))])), 2);
