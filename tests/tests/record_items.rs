@@ -160,6 +160,7 @@ async fn the_record_of_a_rollout_rolling_back_stays_under_1_kb() {
         offset: 0,
         walked: 512_413,
         redo: Vec::new(),
+        ..Cursor::default()
     });
     next.holder.handed_off = 1;
     next.holder.lease_until = now_ms() + TIMING.hand_off_grace_ms;

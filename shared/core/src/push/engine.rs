@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::quota::MIN_RATE;
 use super::rollout::{RollbackCounts, Rollout, conflict_message, previous_values, rollback_leaves};
 use super::targets::{Seen, page};
-use super::walker::{self, Page, Take, Walk};
+use super::walker::{self, Meeting, Page, Take, Walk};
 use super::{Cursor, Failure, Journal, JournalPage, JournalRef, Previous, PushPlan, Registry, Shadows, Source};
 use crate::document::{holds, written_since};
 use crate::names::ThingName;
@@ -278,6 +278,9 @@ pub enum ThingOutcome {
     Unfinished,
     /// A rollout's thing of an earlier band that an earlier phase took on already: not counted again.
     TakenEarlier,
+    /// A thing met again after a refused page token that holds the pushed values: walked before (or holding them
+    /// already when it joined), not counted again.
+    MetAgain,
 }
 
 /// The counts of one segment, and where the next one starts (`cursor: None` when the push is complete).
@@ -441,21 +444,36 @@ impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
         self.band.is_some_and(|(rollout, phase)| rollout.phase_of(&self.plan.push_id, name) < phase)
     }
 
-    fn parse(name: String) -> Take<ThingName, (String, ThingOutcome)> {
+    fn parse(name: String) -> Take<ThingName, (String, ThingOutcome, bool)> {
         match ThingName::parse(name.as_str()) {
             Ok(thing) => Take::Start(thing),
             Err(e) => {
                 let outcome = invalid_name(&name, &e);
-                Take::Done((name, outcome))
+                Take::Done((name, outcome, false))
             }
         }
+    }
+
+    /// Whether a thing of `source` is to be taken on: not met in an earlier source, and of the phase's band or an
+    /// earlier one.
+    fn admits(&self, state: &mut PhaseState<P>, source: usize, name: &str) -> bool {
+        if state.seen.contains(name) {
+            return false;
+        }
+        // A source has no duplicates of its own: remember its things only if a later source could repeat them.
+        if source + 1 < self.sources.len() {
+            state.seen.insert(name);
+        }
+        // Later bands wait for their phase; earlier ones are looked up in the journal (push_thing).
+        self.band.is_none_or(|(rollout, phase)| rollout.phase_of(&self.plan.push_id, name) <= phase)
     }
 }
 
 impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for PhaseWalk<'_, S, R, J, P> {
     type Item = String;
     type Entry = ThingName;
-    type Done = (String, ThingOutcome);
+    /// The thing, its outcome, and whether it was met again after a refused page token.
+    type Done = (String, ThingOutcome, bool);
     type State = PhaseState<P>;
 
     fn sources(&self) -> usize {
@@ -495,17 +513,7 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
     }
 
     fn take(&self, state: &mut Self::State, source: usize, name: String) -> Take<ThingName, Self::Done> {
-        if state.seen.contains(&name) {
-            return Take::Skip;
-        }
-        // A source has no duplicates of its own: remember its things only if a later source could repeat them.
-        if source + 1 < self.sources.len() {
-            state.seen.insert(&name);
-        }
-        // Later bands wait for their phase; earlier ones are looked up in the journal (push_thing).
-        if let Some((rollout, phase)) = self.band
-            && rollout.phase_of(&self.plan.push_id, &name) > phase
-        {
+        if !self.admits(state, source, &name) {
             return Take::Skip;
         }
         if !self.late(&name) {
@@ -514,24 +522,37 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
         Self::parse(name)
     }
 
-    fn start(&self, thing: ThingName, uncertain: bool) -> impl Future<Output = Self::Done> + '_ {
-        push_thing(
+    // Counted as a target only if it turns out not to have been walked before (tally).
+    fn take_again(&self, state: &mut Self::State, source: usize, name: String) -> Take<ThingName, Self::Done> {
+        match ThingName::parse(name.as_str()) {
+            Ok(thing) if self.admits(state, source, &name) => Take::Start(thing),
+            // Not admitted, or a name already reported as invalid when it was first met.
+            _ => Take::Skip,
+        }
+    }
+
+    async fn start(&self, thing: ThingName, meeting: Meeting) -> Self::Done {
+        let (name, outcome) = push_thing(
             self.plan,
             thing,
             &self.document,
             self.since,
-            uncertain,
+            meeting,
             self.shadows,
             self.journal.as_ref(),
             self.pace,
             &self.stats,
         )
+        .await;
+        (name, outcome, meeting == Meeting::Again)
     }
 
-    fn tally(&self, state: &mut Self::State, (name, outcome): Self::Done) -> Option<String> {
+    fn tally(&self, state: &mut Self::State, (name, outcome, again): Self::Done) -> Option<(String, Meeting)> {
         let out = &mut state.out;
-        let counted = !matches!(outcome, ThingOutcome::Unfinished | ThingOutcome::TakenEarlier);
-        if counted && self.late(&name) {
+        let counted =
+            !matches!(outcome, ThingOutcome::Unfinished | ThingOutcome::TakenEarlier | ThingOutcome::MetAgain);
+        // A thing met again that was not walked before joined the source meanwhile: a target now.
+        if counted && (again || self.late(&name)) {
             out.targets += 1;
         }
         let redo = match outcome {
@@ -548,8 +569,8 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
                 out.failures.push(failure);
                 None
             }
-            ThingOutcome::Unfinished => Some(name),
-            ThingOutcome::TakenEarlier => None,
+            ThingOutcome::Unfinished => Some((name, if again { Meeting::Again } else { Meeting::Uncertain })),
+            ThingOutcome::TakenEarlier | ThingOutcome::MetAgain => None,
         };
         (state.progress)(out);
         redo
@@ -752,7 +773,7 @@ async fn push_thing<J: Journal>(
     thing: ThingName,
     document: &str,
     since: Option<u64>,
-    mut uncertain: bool,
+    meeting: Meeting,
     shadows: &impl Shadows,
     journal: Option<&Journaled<'_, J>>,
     pace: &Pace,
@@ -760,6 +781,8 @@ async fn push_thing<J: Journal>(
 ) -> (String, ThingOutcome) {
     let shadow = plan.shadow_name.as_ref();
     let name = thing.to_string();
+    let again = meeting == Meeting::Again;
+    let mut uncertain = meeting != Meeting::First;
     // A thing of an earlier band: an earlier phase took it on when its journal holds it (from its own band's phase
     // to this one's, as a late joiner is recorded in the phase that found it).
     let band = plan.rollout.as_ref().map(|r| r.phase_of(&plan.push_id, &name) as u32 + 1);
@@ -784,12 +807,17 @@ async fn push_thing<J: Journal>(
     loop {
         let recognise = uncertain && since.is_some();
         let mut at_version = None;
-        if plan.skip_unchanged || recognise || journal.is_some() {
+        if plan.skip_unchanged || recognise || journal.is_some() || again {
             match paced(pace, stats, Request::Read, started, false, || shadows.desired(&thing, shadow)).await {
                 Ok(current) => {
                     let current = current.unwrap_or_default();
                     let state = Some(&current.state).filter(|s| !s.is_null());
                     if holds(state, &plan.desired) {
+                        // Met again after a refused page token: walked before, or it joined holding the values.
+                        if again {
+                            tracing::debug!(thing = %name, "met again, holding the pushed values");
+                            return (name, ThingOutcome::MetAgain);
+                        }
                         if recognise && since.is_some_and(|t| written_since(Some(&current.metadata), &plan.desired, t))
                         {
                             tracing::debug!(thing = %name, outcome = "updated", "already updated by this push");
@@ -993,11 +1021,12 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
         Take::Start(entry)
     }
 
-    fn start(&self, entry: Previous, uncertain: bool) -> impl Future<Output = JournalThing> + '_ {
+    fn start(&self, entry: Previous, meeting: Meeting) -> impl Future<Output = JournalThing> + '_ {
+        let uncertain = meeting != Meeting::First;
         journal_thing(self.plan, self.walk, entry, uncertain, self.shadows, self.pace, &self.stats)
     }
 
-    fn tally(&self, out: &mut JournalOutcome, done: JournalThing) -> Option<String> {
+    fn tally(&self, out: &mut JournalOutcome, done: JournalThing) -> Option<(String, Meeting)> {
         match done {
             JournalThing::Converged => out.converged += 1,
             JournalThing::Pending => out.pending += 1,
@@ -1013,7 +1042,7 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
                 out.rollback.failed += 1;
                 out.failures.push(f);
             }
-            JournalThing::Unfinished(key) => return Some(key),
+            JournalThing::Unfinished(key) => return Some((key, Meeting::Uncertain)),
         }
         None
     }
@@ -1705,7 +1734,7 @@ mod tests {
     /// Page tokens that expire between segments (a pause, a slow hand-off), in a group and in a query after it:
     /// each source is listed again from its start, and every thing is pushed once, none skipped.
     #[tokio::test(start_paused = true)]
-    async fn a_refused_page_token_lists_the_source_again_and_skips_what_was_done() {
+    async fn a_refused_page_token_lists_the_source_again_and_meets_again_what_was_done() {
         let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
         let mut registry = registry();
         registry.groups.insert("prod".into(), names("g", 30));
@@ -1735,6 +1764,50 @@ mod tests {
         assert_eq!(updates.len(), 50, "things skipped");
         let twice: Vec<_> = updates.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "pushed twice: {twice:?}");
+    }
+
+    /// A group whose members change between the listing that saved a token and the one that replaces it: a thing
+    /// that joined at the front, and one of those walked before that left. Every member is pushed once: the joiner
+    /// is not skipped and no thing walked before is pushed again (a skip by position would do both).
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_page_token_after_the_group_changed_pushes_each_member_once() {
+        let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+        let mut registry = registry();
+        registry.groups.insert("prod".into(), names("g", 30));
+        registry.token_ttl = Some((Duration::from_secs(1), Instant::now()));
+        for skip_unchanged in [false, true] {
+            let plan = request(json!({"skipUnchanged": skip_unchanged, "targets": {"thingGroup": "prod"}}));
+            let shadows = FakeShadows { delay: shadows.delay, ..Default::default() };
+            registry.groups.insert("prod".into(), names("g", 30));
+            let (mut cursor, mut segments, mut targets, mut updated) = (Cursor::default(), 0, 0, 0);
+            loop {
+                segments += 1;
+                let deadline = Instant::now() + Duration::from_millis(500);
+                let pace = Pace::new(100_000, 4, deadline, Duration::from_millis(200), Duration::from_millis(50));
+                let out = run_with(&plan, &shadows, &registry, &pace, Start { cursor, ..Start::default() }).await;
+                (targets, updated) = (targets + out.targets, updated + out.updated);
+                match out.cursor {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+                if segments == 1 {
+                    assert!(cursor.token.is_some() && cursor.walked >= 6, "{cursor:?}");
+                    // Between the listings: one joins at the front, one walked already leaves.
+                    let members = registry.groups.get_mut("prod").expect("the group");
+                    members.insert(0, "a-joiner".into());
+                    members.retain(|m| m != "g1");
+                }
+                tokio::time::advance(Duration::from_secs(2)).await;
+                assert!(segments < 100, "no progress");
+            }
+            let updates = shadows.updates();
+            let twice: Vec<_> = updates.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(twice.is_empty(), "skipUnchanged {skip_unchanged}: pushed twice: {twice:?}");
+            assert!(updates.contains_key("a-joiner"), "skipUnchanged {skip_unchanged}: the joiner was skipped");
+            // All 30 first members (g1 before it left) and the joiner.
+            assert_eq!(updates.len(), 31, "skipUnchanged {skip_unchanged}: {updates:?}");
+            assert_eq!((targets, updated), (31, 31), "skipUnchanged {skip_unchanged}");
+        }
     }
 
     /// A cursor past the last source with a few things to redo lists nothing.

@@ -55,6 +55,24 @@ pub struct Cursor {
     pub walked: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redo: Vec<String>,
+    /// Things of this source to meet again from here: the registry refused a saved page token, so the source is
+    /// listed again from its start, and its first `again` things are the ones walked before (as far as the
+    /// listing's order holds). Each is looked at, not skipped: one that holds the pushed values is done, one that
+    /// does not (it joined the source meanwhile) is pushed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub again: u64,
+    /// This source's listing is one started again after a refused token: a token refused in it is not met again
+    /// from the start (the walk would never gain ground if every token were refused), its things before the
+    /// position are skipped by their position.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relisted: bool,
+    /// Things met again (`again`) that a segment could not finish: done first, and met again as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redo_again: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The sources of `plan`, in walking order: listed things, the group and its children, the query.
@@ -171,7 +189,16 @@ mod tests {
 
     #[test]
     fn cursor_round_trips() {
-        let c = Cursor { source: 2, token: Some("t".into()), offset: 7, walked: 500, redo: vec!["x".into()] };
+        let c = Cursor {
+            source: 2,
+            token: Some("t".into()),
+            offset: 7,
+            walked: 500,
+            redo: vec!["x".into()],
+            again: 3,
+            relisted: true,
+            redo_again: vec!["y".into()],
+        };
         let json = serde_json::to_string(&c).unwrap_or_default();
         assert_eq!(serde_json::from_str::<Cursor>(&json).ok(), Some(c));
         let s = vec![

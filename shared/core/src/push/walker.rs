@@ -17,8 +17,17 @@ pub(super) struct Page<I> {
     pub items: Vec<I>,
     pub next: Option<String>,
     /// The source's first page, read in place of the page at a saved token the source refused: the things the
-    /// cursor counts before its position (`walked` and `offset`) are skipped from the start of the listing.
+    /// cursor counts before its position (`walked` and `offset`) are met again ([`Walk::take_again`]).
     pub restarted: bool,
+}
+
+/// How a thing is met: for the first time, after something that may have reached its shadow already (a takeover,
+/// a cut-off attempt), or again after a refused page token (walked before, unless it joined meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Meeting {
+    First,
+    Uncertain,
+    Again,
 }
 
 /// What a walk makes of one item: a thing to start, an outcome known at once, or nothing to do.
@@ -62,10 +71,16 @@ pub(super) trait Walk {
     ) -> impl Future<Output = Result<Page<Self::Item>, ()>>;
     /// Takes on one item of a page of `source`.
     fn take(&self, state: &mut Self::State, source: usize, item: Self::Item) -> Take<Self::Entry, Self::Done>;
-    /// Starts one thing; `uncertain`: an earlier attempt may have reached its shadow.
-    fn start(&self, entry: Self::Entry, uncertain: bool) -> impl Future<Output = Self::Done> + '_;
-    /// Counts one outcome: `Some(key)` when the thing is to be redone by the next segment.
-    fn tally(&self, state: &mut Self::State, done: Self::Done) -> Option<String>;
+    /// Takes on an item met again after a refused page token ([`Cursor::again`]): walked before, most likely.
+    /// Only a walk whose sources can refuse a token meets one.
+    fn take_again(&self, _state: &mut Self::State, _source: usize, _item: Self::Item) -> Take<Self::Entry, Self::Done> {
+        Take::Skip
+    }
+    /// Starts one thing as `meeting` says.
+    fn start(&self, entry: Self::Entry, meeting: Meeting) -> impl Future<Output = Self::Done> + '_;
+    /// Counts one outcome: `Some(key)` when the thing is to be redone by the next segment, with whether it was met
+    /// again.
+    fn tally(&self, state: &mut Self::State, done: Self::Done) -> Option<(String, Meeting)>;
 }
 
 /// Walks `walk` from `cursor` until done or until it is time to hand off; `takeover`: every thing walked is
@@ -79,29 +94,36 @@ pub(super) async fn walk<W: Walk>(
     takeover: bool,
 ) -> Option<Cursor> {
     let sources = walk.sources();
-    let Cursor { source, token, offset, walked, redo: earlier } = cursor;
-    let mut at = Cursor { source, token, offset, walked, redo: Vec::new() };
+    let Cursor { source, token, offset, walked, redo: earlier_redo, again, relisted, redo_again } = cursor;
+    let mut at = Cursor { source, token, offset, walked, again, relisted, ..Cursor::default() };
+    let first = if takeover { Meeting::Uncertain } else { Meeting::First };
     let mut in_flight = FuturesUnordered::new();
-    let mut redo = Vec::new();
+    // Things left to redo, each with how it is to be met again.
+    let mut redo: Vec<(String, Meeting)> = Vec::new();
     let mut left = None;
-    let tally = |state: &mut W::State, redo: &mut Vec<String>, done: W::Done| redo.extend(walk.tally(state, done));
+    let tally = |state: &mut W::State, redo: &mut Vec<(String, Meeting)>, done: W::Done| {
+        redo.extend(walk.tally(state, done));
+    };
 
     // Things an earlier segment took on but could not finish go first: they are known targets, so they make
-    // progress even when the walk below cannot.
+    // progress even when the walk below cannot. One met again stays one met again.
     let mut stopped = false;
-    let mut earlier = earlier.into_iter();
-    for key in earlier.by_ref() {
+    let mut earlier = earlier_redo
+        .into_iter()
+        .map(|key| (key, Meeting::Uncertain))
+        .chain(redo_again.into_iter().map(|key| (key, Meeting::Again)));
+    for (key, meeting) in earlier.by_ref() {
         if !admit(&mut in_flight, pace, Request::Read, |done| tally(state, &mut redo, done)).await {
-            redo.push(key);
+            redo.push((key, meeting));
             stopped = true;
             break;
         }
         match walk.redo(state, key.clone()).await {
-            Ok(Take::Start(entry)) => in_flight.push(walk.start(entry, true)),
+            Ok(Take::Start(entry)) => in_flight.push(walk.start(entry, meeting)),
             Ok(Take::Done(done)) => tally(state, &mut redo, done),
             Ok(Take::Skip) => {}
             Err(()) => {
-                redo.push(key);
+                redo.push((key, meeting));
                 stopped = true;
                 break;
             }
@@ -124,7 +146,15 @@ pub(super) async fn walk<W: Walk>(
             break;
         };
         if page.restarted {
-            at.offset = at.offset.saturating_add(usize::try_from(at.walked).unwrap_or(usize::MAX));
+            let before = usize::try_from(at.walked).unwrap_or(usize::MAX).saturating_add(at.offset);
+            if !at.relisted {
+                // Everything walked before the refused token is met again, from the listing's start.
+                (at.again, at.offset, at.relisted) = (before as u64, 0, true);
+            } else {
+                // Refused again while meeting things again: what this listing went through is skipped by its
+                // position (so that the walk always gains ground), and the rest is met again as planned.
+                at.offset = before;
+            }
             (at.token, at.walked) = (None, 0);
         }
         let len = page.items.len();
@@ -134,8 +164,14 @@ pub(super) async fn walk<W: Walk>(
                 break 'walk;
             }
             at.offset += 1;
-            match walk.take(state, at.source, item) {
-                Take::Start(entry) => in_flight.push(walk.start(entry, takeover)),
+            let (taken, meeting) = if at.again > 0 {
+                at.again -= 1;
+                (walk.take_again(state, at.source, item), Meeting::Again)
+            } else {
+                (walk.take(state, at.source, item), first)
+            };
+            match taken {
+                Take::Start(entry) => in_flight.push(walk.start(entry, meeting)),
                 Take::Done(done) => tally(state, &mut redo, done),
                 Take::Skip => {}
             }
@@ -143,10 +179,13 @@ pub(super) async fn walk<W: Walk>(
         match page.next {
             Some(next) => {
                 at.walked += len as u64;
-                // Past this page; a skip longer than the page (a restarted listing) goes on into the next.
+                // Past this page; a skip longer than the page (a listing restarted) goes on into the next.
                 (at.token, at.offset) = (Some(next), at.offset.saturating_sub(len));
             }
-            None => (at.source, at.token, at.offset, at.walked) = (at.source + 1, None, 0, 0),
+            None => {
+                (at.source, at.token, at.offset, at.walked) = (at.source + 1, None, 0, 0);
+                (at.again, at.relisted) = (0, false);
+            }
         }
     }
     while let Some(done) = in_flight.next().await {
@@ -154,7 +193,12 @@ pub(super) async fn walk<W: Walk>(
     }
     if !redo.is_empty() {
         let left = left.get_or_insert_with(|| Cursor { source: sources, ..Cursor::default() });
-        left.redo = redo;
+        for (key, meeting) in redo {
+            match meeting {
+                Meeting::Again => left.redo_again.push(key),
+                Meeting::First | Meeting::Uncertain => left.redo.push(key),
+            }
+        }
     }
     left
 }
