@@ -9,13 +9,14 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shadow_aws::Continuation;
+use shadow_core::clock::Clock;
 use shadow_core::push::lifecycle::{self, LeaseTiming, Work};
 use shadow_core::push::machine::{self, Action, Effect};
 use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders, Share};
@@ -48,6 +49,8 @@ pub struct Services<S, R, P, H> {
     pub registry: R,
     pub store: P,
     pub hand_off: H,
+    /// The wall clock records are written in: the system's, or a simulation's.
+    pub clock: Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,16 +225,11 @@ impl Event {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A fresh claim token.
-fn token() -> String {
-    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
-}
-
 impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Services<S, R, P, H> {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub async fn handle(&self, config: &Config, event: LambdaEvent<Payload>) -> Result<Value, PushError> {
         let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
         let payload = event.payload.json().map_err(|e| PushError::InvalidEvent(e.to_string()))?;
@@ -347,8 +345,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         // The lease the record will hold is counted from here, before the write: the segment's own view of it may
         // end earlier than the stored one, never later.
         let asked = Instant::now();
-        let started_at = now_ms();
-        let owner = token();
+        let started_at = self.now_ms();
+        let owner = shadow_core::chance::token();
         let lease_until = started_at + config.lease_ms;
         let request = to_json("the push plan", &plan)?;
         let definition = lifecycle::definition(&plan, request, digest.clone(), sources);
@@ -447,7 +445,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         plan: &PushPlan,
         event: machine::Event<'_>,
     ) -> Result<Vec<Effect>, PushError> {
-        machine::step(record, plan, event, now_ms(), timing(config)).map_err(refusal)
+        machine::step(record, plan, event, self.now_ms(), timing(config)).map_err(refusal)
     }
 
     /// Carries out `effects` in order, feeding each result back to the state machine, until it reports. A
@@ -467,8 +465,13 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             let next = match effect {
                 Effect::Claim { segment, takeover } => {
                     let asked = Instant::now();
-                    let claim = Claim { segment, owner: token(), lease_until_ms: now_ms() + config.lease_ms, takeover };
-                    if !self.persist(deadline, || self.store.claim(&push_id, &claim, now_ms())).await? {
+                    let claim = Claim {
+                        segment,
+                        owner: shadow_core::chance::token(),
+                        lease_until_ms: self.now_ms() + config.lease_ms,
+                        takeover,
+                    };
+                    if !self.persist(deadline, || self.store.claim(&push_id, &claim, self.now_ms())).await? {
                         tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
                         return self.load_record(&push_id, deadline).await;
                     }
@@ -526,7 +529,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Recorded)?
                 }
                 Effect::CarryOut { control, next } => {
-                    let now = now_ms();
+                    let now = self.now_ms();
                     if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
                         tracing::info!(push = %push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
                         return self.load_record(&push_id, deadline).await;
@@ -640,10 +643,10 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             // All it may take, until it has taken its share: a push that reads the board meanwhile counts it so.
             pace: quota.provisional(caps),
         };
-        let provisional_until = now_ms() + timing.renew_every_ms();
+        let provisional_until = self.now_ms() + timing.renew_every_ms();
         let mut share = match self.first_share(quota, &mut sender, provisional_until).await {
             Some(share) => share,
-            None => quota::share(quota, &push_id, sender.caps, &[], now_ms()),
+            None => quota::share(quota, &push_id, sender.caps, &[], self.now_ms()),
         };
         // What the next announcement says it sends (already announced when the board was read).
         sender.pace = share.pace(sender.caps);
@@ -761,7 +764,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     continue;
                 }
                 next_renewal += every;
-                match self.store.renew(&push_id, segment, &claim.owner, now_ms() + timing.lease_ms).await {
+                match self.store.renew(&push_id, segment, &claim.owner, self.now_ms() + timing.lease_ms).await {
                     Ok(Some(control)) => {
                         pace.lease().extend(asked + lease_ms);
                         if let Some(control) = control
@@ -771,7 +774,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                             pace.lease().halt();
                         }
                         // Pushes that started or ended since: the share follows at every renewal.
-                        sender.until_ms = now_ms() + timing.lease_ms;
+                        sender.until_ms = self.now_ms() + timing.lease_ms;
                         if let Some(next) = self.share_out(quota, &mut sender).await
                             && next != share
                         {
@@ -879,7 +882,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 return None;
             }
         };
-        let share = quota::share(quota, &sender.push_id, sender.caps, &board, now_ms());
+        let share = quota::share(quota, &sender.push_id, sender.caps, &board, self.now_ms());
         sender.pace = share.pace(sender.caps);
         sender.until_ms = lease_until;
         self.announce(sender).await;
@@ -896,7 +899,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 return None;
             }
         };
-        let share = quota::share(quota, &sender.push_id, sender.caps, &board, now_ms());
+        let share = quota::share(quota, &sender.push_id, sender.caps, &board, self.now_ms());
         let pace = share.pace(sender.caps);
         if pace != sender.pace {
             sender.pace = pace;
@@ -916,7 +919,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     /// finishing a walk left marked on the record first.
     async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) {
         let open = !record.status.state.is_final();
-        let now_s = now_ms() / 1000;
+        let now_s = self.now_ms() / 1000;
         let kept_back = after_walk(deadline.saturating_duration_since(Instant::now()));
         let stop_at = deadline.checked_sub(kept_back).unwrap_or_else(Instant::now);
         let current: &PushRecord = record;
@@ -962,7 +965,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             Action::Pause => false,
         };
         let Some(retention) = self.store.retention_s().filter(|_| needs_items) else { return Ok(()) };
-        let Some(until) = record.kept.lapsed(record.status.started_at, retention, now_ms() / 1000) else {
+        let Some(until) = record.kept.lapsed(record.status.started_at, retention, self.now_ms() / 1000) else {
             return Ok(());
         };
         Err(refusal(machine::Refusal {
@@ -1077,7 +1080,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
 
     /// Wakes every push whose lease ran out: a segment that died, or a hand-off that was never picked up.
     async fn sweep(&self, config: &Config, deadline: Instant) -> Result<Value, PushError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let stale = self.persist(deadline, || self.store.stale(now, SWEEP_LIMIT)).await?;
         let mut woken = Vec::new();
         for push_id in stale {
@@ -1111,7 +1114,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         } else {
             Vec::new()
         };
-        Ok(record.summary(plan, failures, conflicts, RESPONSE_FAILURES, now_ms()))
+        Ok(record.summary(plan, failures, conflicts, RESPONSE_FAILURES, self.now_ms()))
     }
 }
 

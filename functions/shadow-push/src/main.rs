@@ -1,11 +1,9 @@
 //! shadow-push: pushes desired settings to a fleet through the IoT data plane, paced under the account's quota,
 //! handing long pushes on to itself through its queue.
 
-mod config;
-mod handler;
-
 use lambda_runtime::{LambdaEvent, service_fn};
 use shadow_aws::{DataPlaneShadows, DynamoPushStore, IotRegistry, SqsHandOff};
+use shadow_push::{config, handler};
 use shadow_runtime::event::Payload;
 
 // mimalloc, not glibc's malloc: allocation took about a quarter of the CPU per pushed thing (docs/benchmarks.md,
@@ -27,6 +25,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         store: DynamoPushStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table, config.retention_days)
             .with_partition_pacing(shadow_core::push::journal::pacing_units(config.partition_wps)),
         hand_off: SqsHandOff::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url),
+        clock: shadow_core::clock::Clock::system(),
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Payload>| services.handle(&config, event))).await
 }

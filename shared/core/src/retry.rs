@@ -129,7 +129,7 @@ where
             Err(_) => return Err(GaveUp::OutOfTime { last: None, attempts: attempt + 1 }),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(delay) = backoff.delay_within(attempt, remaining, reserve, &mut rand::rng()) else {
+        let Some(delay) = crate::chance::with(|rng| backoff.delay_within(attempt, remaining, reserve, rng)) else {
             return Err(GaveUp::OutOfTime { last: Some(error), attempts: attempt + 1 });
         };
         on_retry(&error);

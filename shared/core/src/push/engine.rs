@@ -67,7 +67,7 @@ impl Limiter {
     fn stagger(&self) {
         use rand::Rng;
         let interval = self.interval_ns.load(Ordering::Relaxed);
-        let offset = rand::rng().random_range(0..interval.max(1));
+        let offset = crate::chance::with(|rng| rng.random_range(0..interval.max(1)));
         *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + Duration::from_nanos(offset);
     }
 
@@ -880,7 +880,7 @@ async fn push_thing<J: Journal>(
             Err(GaveUp::Final(e)) if e.kind == FaultKind::Transient && looks < 5 => {
                 tracing::debug!(thing = %name, error = %e, "update may have been applied; reading again");
                 uncertain = true;
-                tokio::time::sleep(pace.backoff.delay(looks, &mut rand::rng())).await;
+                tokio::time::sleep(crate::chance::with(|rng| pace.backoff.delay(looks, rng))).await;
             }
             Err(e) => return (name.clone(), gave_up(&name, e)),
         }
