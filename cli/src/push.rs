@@ -350,7 +350,9 @@ async fn written_directly(ctx: &Context, action: &str, message: &Value) -> Resul
     };
     // The timing matters only to segments' events, not to a control's.
     let timing = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 60_000 };
-    let effects = machine::step(&record, &plan, Event::Control(act), now_ms(), timing)
+    // The CLI writes no retention walk: the function refuses what the retention forbids when it carries it out.
+    let at = machine::Context { now_ms: now_ms(), timing, retention_s: None };
+    let effects = machine::step(&record, &plan, Event::Control(act), at)
         .map_err(|r| CliError::Failure(format!("shadow-push would refuse to {action}: {r}")))?;
     for effect in effects {
         if let Effect::RequestControl(control) = effect {

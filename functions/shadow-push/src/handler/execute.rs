@@ -2,6 +2,7 @@
 //! hand-offs, stalls), feeding each result back to it.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use shadow_core::push::lifecycle::LeaseTiming;
 use shadow_core::push::machine::{self, Effect};
@@ -17,7 +18,7 @@ use super::{PushError, Services};
 use crate::config::Config;
 
 impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Services<S, R, P, H> {
-    /// One step of the state machine, at the function's lease timing.
+    /// One step of the state machine, at the function's lease timing and the store's retention.
     pub(super) fn step(
         &self,
         config: &Config,
@@ -25,22 +26,27 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         plan: &PushPlan,
         event: machine::Event<'_>,
     ) -> Result<Vec<Effect>, PushError> {
-        machine::step(record, plan, event, self.now_ms(), timing(config)).map_err(refusal)
+        let at =
+            machine::Context { now_ms: self.now_ms(), timing: timing(config), retention_s: self.store.retention_s() };
+        machine::step(record, plan, event, at).map_err(refusal)
     }
 
     /// Carries out `effects` in order, feeding each result back to the state machine, until it reports. A
-    /// conditional write whose condition fails drops the effects after it: the push moved on elsewhere.
+    /// conditional write whose condition fails drops the effects after it: the push moved on elsewhere (a record
+    /// write or a control request then feeds the record as it stands back to the machine). The loop branches on
+    /// effects and on what the services answered, never on the record's state: that is the machine's.
     pub(super) async fn carry(
         &self,
         config: &Config,
         mut at: Carrying<'_>,
         effects: Vec<Effect>,
         deadline: Instant,
-    ) -> Result<PushRecord, PushError> {
+    ) -> Result<Carried, PushError> {
         let mut queue: VecDeque<Effect> = effects.into();
         let push_id = at.record.push_id.clone();
-        // Whether this invocation has walked the push's retention already (then it has no time left for it).
-        let mut kept_here = false;
+        let mut woken = None;
+        // When the first poll of a control request's answer began.
+        let mut polling_since: Option<Instant> = None;
         while let Some(effect) = queue.pop_front() {
             let next = match effect {
                 Effect::Claim { segment, takeover } => {
@@ -53,159 +59,145 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     };
                     if !self.persist(deadline, || self.store.claim(&push_id, &claim, self.now_ms())).await? {
                         tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
-                        return self.load_record(&push_id, deadline).await;
+                        break;
                     }
                     if takeover {
                         tracing::warn!(push = %push_id, segment, outcome = "takeover", "segment taken over from a holder that died");
                     } else {
                         tracing::info!(push = %push_id, segment, "push continued");
                     }
-                    at.record.holder.segment = segment;
                     at.claim = Some((claim, asked));
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Claimed { segment, takeover })?
                 }
-                Effect::Walk(work) => {
+                Effect::Run { run, uncertain } => {
                     let Some((claim, claimed_at)) = at.claim.clone() else {
-                        return Err(PushError::InvalidEvent(format!("push {push_id}: a walk without a claim")));
+                        return Err(PushError::InvalidEvent(format!("push {push_id}: a run without a claim")));
                     };
-                    let Some(outcome) = self.walk(config, &at, work, &claim, claimed_at, deadline).await? else {
+                    let Some(outcome) =
+                        self.walk(config, &at, (run, uncertain), (&claim, claimed_at), deadline).await?
+                    else {
                         // The claim was lost: whoever holds the push now redoes this segment from its cursor;
                         // recording it would count it twice.
-                        return self.load_record(&push_id, deadline).await;
+                        break;
                     };
-                    let walked = match &outcome {
-                        Outcome::Push(out) => machine::Walked::Push(out),
-                        Outcome::Judge(out) => machine::Walked::Judge(out),
-                        Outcome::Rollback(out) => machine::Walked::Rollback(out),
+                    let ran = match &outcome {
+                        Outcome::Push(out) => machine::Ran::Push(out),
+                        Outcome::Judge(out) => machine::Ran::Judge(out),
+                        Outcome::Rollback(out) => machine::Ran::Rollback(out),
                     };
-                    let event = machine::Event::Ended { segment: claim.segment, takeover: claim.takeover, walked };
+                    let event = machine::Event::Ended { segment: claim.segment, takeover: claim.takeover, ran };
                     self.step(config, &at.record, &at.defined.plan, event)?
                 }
                 Effect::Record(next) => {
-                    let Some((claim, _)) = at.claim.as_ref() else {
+                    let Some((claim, _)) = at.claim.take() else {
                         return Err(PushError::InvalidEvent(format!("push {push_id}: a record without a claim")));
                     };
-                    if next.status.state != at.record.status.state || next.status.phase != at.record.status.phase {
-                        tracing::info!(
-                            push = %push_id,
-                            segment = next.holder.segment,
-                            from = ?at.record.status.state,
-                            to = ?next.status.state,
-                            phase = next.status.phase,
-                            abort_reason = next.status.abort_reason.as_deref().unwrap_or("-"),
-                            "push state"
-                        );
-                    }
-                    let Some(totals) = self.write_segment(&next, claim, deadline).await? else {
-                        return self.load_record(&push_id, deadline).await;
+                    tracing::info!(
+                        push = %push_id,
+                        segment = next.holder.segment,
+                        from = ?at.record.status.state,
+                        to = ?next.status.state,
+                        phase = next.status.phase,
+                        abort_reason = next.status.abort_reason.as_deref().unwrap_or("-"),
+                        "push state"
+                    );
+                    let written = self.persist(deadline, || self.store.finish_segment(&next, &claim.owner)).await?;
+                    let event = match written {
+                        Some(totals) => {
+                            at.record = totals;
+                            self.log_totals(&at.record, at.defined.plan.dry_run);
+                            machine::Event::Recorded
+                        }
+                        // The condition failed: an earlier attempt of this very write took effect and its answer was
+                        // lost, or the claim was lost. The record as it stands tells which.
+                        None => {
+                            at.record = self.load_record(&push_id, deadline).await?;
+                            machine::Event::NotRecorded { segment: next.holder.segment, owner: &claim.owner }
+                        }
                     };
-                    at.record = totals;
-                    at.claim = None;
-                    // Released: a long walk of the push's items holds no lease (a new phase, a bake and an end are
-                    // all segment ends).
-                    self.keep(config, &mut at.record, deadline).await;
-                    kept_here = true;
-                    self.log_totals(&at.record, at.defined.plan.dry_run);
-                    self.step(config, &at.record, &at.defined.plan, machine::Event::Recorded)?
+                    self.step(config, &at.record, &at.defined.plan, event)?
                 }
                 Effect::CarryOut { control, next } => {
                     let now = self.now_ms();
                     if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
                         tracing::info!(push = %push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
-                        return self.load_record(&push_id, deadline).await;
+                        break;
                     }
                     tracing::info!(push = %push_id, ?control, state = ?next.status.state, "operator control carried out");
                     at.record = *next;
-                    self.keep(config, &mut at.record, deadline).await;
-                    kept_here = true;
                     Vec::new()
                 }
                 Effect::RequestControl(control) => {
-                    if !self.persist(deadline, || self.store.request_control(&push_id, control)).await? {
-                        let current = self.load_record(&push_id, deadline).await?;
-                        if current.status.control != Some(control) {
-                            return Err(refusal(machine::Refusal {
-                                field: control.field(),
-                                reason: format!(
-                                    "push {push_id} is {:?} and cannot take it now (another control is pending, or \
-                                     it moved on)",
-                                    current.status.state
-                                ),
-                            }));
-                        }
+                    if self.persist(deadline, || self.store.request_control(&push_id, control)).await? {
+                        tracing::info!(push = %push_id, ?control, "operator control requested");
+                        Vec::new()
+                    } else {
+                        at.record = self.load_record(&push_id, deadline).await?;
+                        let event = machine::Event::NotRequested(control);
+                        self.step(config, &at.record, &at.defined.plan, event)?
                     }
-                    tracing::info!(push = %push_id, ?control, "operator control requested");
-                    Vec::new()
                 }
                 Effect::Resume { to, lease_until } => {
                     if !self.persist(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
-                        return self.load_record(&push_id, deadline).await;
+                        break;
                     }
                     tracing::info!(push = %push_id, state = ?to, "push resumed");
-                    // Paused is not final: kept as an open push.
-                    self.keep(config, &mut at.record, deadline).await;
-                    kept_here = true;
                     Vec::new()
                 }
                 Effect::HandOff { segment, delay_s } => {
-                    if let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment, delay_s)).await
-                    {
-                        // The push is released: Lambda's retry of this invocation, or the sweeper after the grace,
-                        // wakes it.
-                        tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
-                    }
+                    self.send_hand_off(&push_id, segment, delay_s, deadline).await;
                     Vec::new()
+                }
+                Effect::Wake { segment } => {
+                    tracing::warn!(push = %push_id, segment, outcome = "woken", "push woken through the queue");
+                    self.send_hand_off(&push_id, segment, 0, deadline).await;
+                    woken = Some(segment);
+                    Vec::new()
+                }
+                Effect::Extend { open } => match self.keep(config, &at.record, open, deadline).await {
+                    Some(kept) => {
+                        at.record.kept = kept;
+                        self.step(config, &at.record, &at.defined.plan, machine::Event::Extended)?
+                    }
+                    None => Vec::new(),
+                },
+                Effect::Poll { after_ms } => {
+                    let since = *polling_since.get_or_insert_with(Instant::now);
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    at.record = self.load_record(&push_id, deadline).await?;
+                    let waited_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.step(config, &at.record, &at.defined.plan, machine::Event::Polled { waited_ms })?
                 }
                 Effect::Unstall(next) => {
                     if !self.persist(deadline, || self.store.unstall(&next)).await? {
-                        return self.load_record(&push_id, deadline).await;
+                        break;
                     }
                     tracing::info!(push = %push_id, segment = next.holder.segment, "stalled push resumed");
                     at.record = *next;
                     Vec::new()
                 }
-                Effect::Stall(reason) => {
-                    self.stall(&push_id, at.record.holder.segment, &reason, deadline).await?;
+                Effect::Stall { segment, reason } => {
+                    self.stall(&push_id, segment, &reason, deadline).await?;
                     Vec::new()
                 }
                 Effect::Report(report) => {
-                    // An arrival at a push no segment follows finishes a retention walk left under way on it.
-                    let unfollowed =
-                        matches!(report, machine::Report::Final | machine::Report::Paused | machine::Report::Stalled);
-                    if unfollowed && !kept_here && self.walking(&at.record).is_some() {
-                        self.keep(config, &mut at.record, deadline).await;
-                    }
                     tracing::info!(push = %push_id, ?report, state = ?at.record.status.state, "push reported");
-                    return self.load_record(&push_id, deadline).await;
+                    break;
                 }
             };
             for effect in next.into_iter().rev() {
                 queue.push_front(effect);
             }
         }
-        self.load_record(&push_id, deadline).await
+        Ok(Carried { record: self.load_record(&push_id, deadline).await?, woken })
     }
 
-    /// Writes the record a segment ends with (released). `None`: the claim was lost before it could be written.
-    async fn write_segment(
-        &self,
-        next: &PushRecord,
-        claim: &Claim,
-        deadline: Instant,
-    ) -> Result<Option<PushRecord>, PushError> {
-        let push_id = &next.push_id;
-        let segment = next.holder.segment;
-        if let Some(totals) = self.persist(deadline, || self.store.finish_segment(next, &claim.owner)).await? {
-            return Ok(Some(totals));
+    /// Sends the message that wakes `segment` after `delay_s`. Not sent (the queue failing past the deadline): the
+    /// push is released, and Lambda's retry of this invocation, or the sweeper after the grace, wakes it.
+    async fn send_hand_off(&self, push_id: &str, segment: u64, delay_s: u32, deadline: Instant) {
+        if let Err(e) = self.persist(deadline, || self.hand_off.hand_off(push_id, segment, delay_s)).await {
+            tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
         }
-        // The condition failed: either an earlier attempt of this very write succeeded and its answer was lost (the
-        // record then shows this segment released by this owner), or the claim was lost.
-        let current = self.load_record(push_id, deadline).await?;
-        if current.holder.owner != claim.owner || current.holder.handed_off < segment {
-            tracing::error!(push = %push_id, segment, "claim lost before the segment was recorded");
-            return Ok(None);
-        }
-        Ok(Some(current))
     }
 
     /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
@@ -225,6 +217,12 @@ pub(super) struct Carrying<'a> {
     pub(super) record: PushRecord,
     pub(super) defined: &'a Defined,
     pub(super) claim: Option<(Claim, Instant)>,
+}
+
+/// What carrying effects out left: the record as it stands after them, and the segment a wake-up was sent for.
+pub(super) struct Carried {
+    pub(super) record: PushRecord,
+    pub(super) woken: Option<u64>,
 }
 
 pub(super) fn timing(config: &Config) -> LeaseTiming {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shadow_core::push::lifecycle::Work;
+use shadow_core::push::lifecycle::Run;
 use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders};
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushStore, Registry, SegmentOutcome, Shadows, Start,
@@ -21,15 +21,15 @@ use crate::config::Config;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Services<S, R, P, H> {
-    /// Walks one claimed segment from the record's cursor (pushing a phase, judging it, or rolling back), renewing
-    /// its claim as it goes; records its failures and conflicts. `None`: the claim was lost.
+    /// Walks one claimed segment (`claimed`: the claim, and when it was asked for) from the record's cursor (pushing
+    /// a phase, judging it, or rolling back; `uncertain`: after a takeover, every thing walked is checked before it
+    /// is updated), renewing its claim as it goes; records its failures and conflicts. `None`: the claim was lost.
     pub(super) async fn walk(
         &self,
         config: &Config,
         at: &Carrying<'_>,
-        work: Work,
-        claim: &Claim,
-        claimed_at: Instant,
+        (run, uncertain): (Run, bool),
+        (claim, claimed_at): (&Claim, Instant),
         deadline: Instant,
     ) -> Result<Option<Outcome>, PushError> {
         let (record, plan) = (&at.record, &at.defined.plan);
@@ -45,11 +45,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             .with_read_rate(read_rate)
             .with_lease(claimed_at + lease_ms, lease_ms / 3);
         let cursor = record.status.cursor.clone().unwrap_or_default();
-        // Taking over from a holder that died, or after one: every thing walked is checked before it is updated.
-        let uncertain = claim.takeover || record.status.recheck;
         // The account's quotas are shared with the other pushes sending now: this segment's share, from the board.
         let quota = Quota::new(config.max_tps, config.read_tps, config.headroom_percent);
-        let caps = Rates::of(plan, &work, read_rate);
+        let caps = Rates::of(plan, &run, read_rate);
         let mut sender = Sender {
             push_id: push_id.clone(),
             owner: claim.owner.clone(),
@@ -73,8 +71,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let mut last_log = started;
         let store_throttled = self.store.throttled();
         let segment_run = async {
-            match work {
-                Work::Push { phase } => {
+            match run {
+                Run::Push { phase } => {
                     let start = Start {
                         cursor,
                         written_since: record.status.started_at / 1000,
@@ -114,7 +112,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     .await;
                     Outcome::Push(out)
                 }
-                Work::Judge { phase } => Outcome::Judge(
+                Run::Judge { phase } => Outcome::Judge(
                     run_journal_segment(
                         plan,
                         JournalWalk::Judge { phase },
@@ -127,7 +125,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     )
                     .await,
                 ),
-                Work::Rollback | Work::Bake { .. } => Outcome::Rollback(
+                Run::Rollback => Outcome::Rollback(
                     run_journal_segment(
                         plan,
                         JournalWalk::Rollback,

@@ -148,7 +148,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
         let effects = self.step(config, &record, &defined.plan, arrival)?;
-        let record = self.carry(config, Carrying { record, defined, claim: None }, effects, deadline).await?;
+        let record = self.carry(config, Carrying { record, defined, claim: None }, effects, deadline).await?.record;
         self.summary(&record, &defined.plan, deadline).await
     }
 
@@ -165,7 +165,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let event = machine::Event::Claimed { segment: claim.segment, takeover: claim.takeover };
         let effects = self.step(config, &record, &defined.plan, event)?;
         let carrying = Carrying { record, defined, claim: Some((claim, claimed_at)) };
-        let record = self.carry(config, carrying, effects, deadline).await?;
+        let record = self.carry(config, carrying, effects, deadline).await?.record;
         self.summary(&record, &defined.plan, deadline).await
     }
 }

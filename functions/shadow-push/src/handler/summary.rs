@@ -34,13 +34,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         plan: &PushPlan,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let rollback_failed = record.status.rollback.as_ref().is_some_and(|r| r.failed > 0);
-        let failures = if record.status.counts.failed > 0 || rollback_failed {
+        let failures = if record.has_failures() {
             self.persist(deadline, || self.store.failures(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
-        let conflicts = if record.status.rollback.as_ref().is_some_and(|r| r.conflicts > 0) {
+        let conflicts = if record.has_conflicts() {
             self.persist(deadline, || self.store.conflicts(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()

@@ -1,7 +1,7 @@
 //! The sweeper's round: wakes every push whose lease ran out.
 
 use serde_json::{Value, json};
-use shadow_core::push::machine::{self, Effect};
+use shadow_core::push::machine;
 use shadow_core::push::quota::Senders;
 use shadow_core::push::{HandOff, Journal, PushStore, Registry, Shadows, StoredPush};
 use shadow_runtime::metrics::{Counters, Emitter, push};
@@ -28,11 +28,11 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             };
             let defined = Defined::of(definition)?;
             let effects = self.step(config, &record, &defined.plan, machine::Event::Swept)?;
-            if let Some(Effect::HandOff { segment, .. }) = effects.first() {
-                tracing::warn!(push = %push_id, segment, outcome = "woken", "stale push woken");
+            let carried =
+                self.carry(config, Carrying { record, defined: &defined, claim: None }, effects, deadline).await?;
+            if carried.woken.is_some() {
                 woken.push(push_id.clone());
             }
-            self.carry(config, Carrying { record, defined: &defined, claim: None }, effects, deadline).await?;
         }
         let mut counters = Counters::new(Emitter::Push, &[push::WOKEN]);
         counters.add(push::WOKEN, woken.len() as u64);

@@ -150,21 +150,24 @@ pub fn next_step(record: &PushRecord, now_ms: u64) -> Step {
     Step::Stalled(format!("inconsistent record: segment {} after {}", record.holder.segment, record.holder.handed_off))
 }
 
-/// What a claimed segment does, by the record's state.
+/// What a claimed segment does, by the record's state: run a walk, or release at once for the rest of a bake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
-    /// Push the things of the current phase (`phase`, 0-based, with a rollout; every thing without).
-    Push {
-        phase: Option<usize>,
-    },
+    Run(Run),
     /// The bake is not over: release at once, and wake the push again in `delay_s` seconds.
     Bake {
         delay_s: u32,
     },
+}
+
+/// The walk a claimed segment runs from the record's cursor: never a bake (a bake walks nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// Push the things of the current phase (`phase`, 0-based, with a rollout; every thing without).
+    Push { phase: Option<usize> },
     /// Judge phase `phase` (1-based): read the things it updated.
-    Judge {
-        phase: u32,
-    },
+    Judge { phase: u32 },
+    /// Restore the journal's previous values.
     Rollback,
 }
 
@@ -175,10 +178,12 @@ pub fn work(record: &PushRecord, plan: &PushPlan, now_ms: u64) -> Work {
             Some(until) if until > now_ms => {
                 Work::Bake { delay_s: (until - now_ms).div_ceil(1000).clamp(1, MAX_DELAY_S) as u32 }
             }
-            _ => Work::Judge { phase: record.status.phase },
+            _ => Work::Run(Run::Judge { phase: record.status.phase }),
         },
-        PushState::RollingBack => Work::Rollback,
-        _ => Work::Push { phase: plan.rollout.as_ref().map(|_| record.status.phase.saturating_sub(1) as usize) },
+        PushState::RollingBack => Work::Run(Run::Rollback),
+        _ => Work::Run(Run::Push {
+            phase: plan.rollout.as_ref().map(|_| record.status.phase.saturating_sub(1) as usize),
+        }),
     }
 }
 
@@ -497,7 +502,7 @@ mod tests {
         let timing = LeaseTiming { lease_ms: 30_000, hand_off_grace_ms: 1_000 };
         let mut r = record(1, 0, 0, 0, false);
         r.status.phases = vec![PhaseCounts { percent: 50.0, ..Default::default() }, PhaseCounts::default()];
-        assert_eq!(work(&r, &plan, 0), Work::Push { phase: Some(0) });
+        assert_eq!(work(&r, &plan, 0), Work::Run(Run::Push { phase: Some(0) }));
         let pushed = SegmentOutcome { targets: 4, updated: 4, ..Default::default() };
         let baking = after_push(&r, &plan, 1, &pushed, false, 10_000, timing);
         assert_eq!(
@@ -509,7 +514,7 @@ mod tests {
         assert_eq!(work(&baking, &plan, 10_000), Work::Bake { delay_s: 60 });
         let stepped = after_bake_step(&baking, 2, 60, 10_000, timing);
         assert_eq!(stepped.holder.lease_until, 10_000 + 1_000 + 60_000, "the sweeper waits for the delayed message");
-        assert_eq!(work(&stepped, &plan, 70_000), Work::Judge { phase: 1 });
+        assert_eq!(work(&stepped, &plan, 70_000), Work::Run(Run::Judge { phase: 1 }));
         let converged = JournalOutcome { converged: 4, ..Default::default() };
         let next = after_judge(&stepped, &plan, 3, &converged, 71_000, timing);
         assert_eq!(
@@ -521,7 +526,7 @@ mod tests {
         let aborted = after_judge(&stepped, &plan, 3, &silent, 71_000, timing);
         assert_eq!(aborted.status.state, PushState::RollingBack);
         assert!(aborted.status.abort_reason.as_deref().is_some_and(|r| r.starts_with("phase 1")), "{aborted:?}");
-        assert_eq!(work(&aborted, &plan, 71_000), Work::Rollback);
+        assert_eq!(work(&aborted, &plan, 71_000), Work::Run(Run::Rollback));
     }
 
     #[test]

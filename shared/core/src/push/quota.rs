@@ -18,7 +18,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use super::PushPlan;
-use super::lifecycle::Work;
+use super::lifecycle::Run;
 use crate::store::ServiceError;
 
 /// Requests per second, per shadow API: what a segment may send (its caps, `0` for an API it does not call), or what
@@ -33,15 +33,14 @@ pub struct Rates {
 }
 
 impl Rates {
-    /// What a segment doing `work` for `plan` may send: its update cap (`maxRequestsPerSecond`) unless it writes no
+    /// What a segment running `run` for `plan` may send: its update cap (`maxRequestsPerSecond`) unless it writes no
     /// shadow (judging, a dry run), and `read_cap` for reads. Every walk may read: skip checks, a rollout's journal,
     /// and a thing whose update failed with a 5xx or a version conflict is read again even in a plain push.
-    pub fn of(plan: &PushPlan, work: &Work, read_cap: u32) -> Self {
-        let (updates, reads) = match work {
-            Work::Push { .. } => (!plan.dry_run, true),
-            Work::Judge { .. } => (false, true),
-            Work::Rollback => (true, true),
-            Work::Bake { .. } => (false, false),
+    pub fn of(plan: &PushPlan, run: &Run, read_cap: u32) -> Self {
+        let (updates, reads) = match run {
+            Run::Push { .. } => (!plan.dry_run, true),
+            Run::Judge { .. } => (false, true),
+            Run::Rollback => (true, true),
         };
         let cap = |sends: bool, cap: u32| if sends { f64::from(cap) } else { 0.0 };
         Self { updates: cap(updates, plan.max_requests_per_second), reads: cap(reads, read_cap) }
@@ -487,7 +486,7 @@ mod tests {
             }
             validate_request(&request, 400, None).unwrap_or_else(|e| panic!("{e}"))
         };
-        let push = Work::Push { phase: None };
+        let push = Run::Push { phase: None };
         let default = plan(json!({}));
         assert_eq!(Rates::of(&default, &push, 300), Rates { updates: 200.0, reads: 300.0 });
         // A plain push reads too: a thing whose update may have been applied (a 5xx) is read again.
@@ -495,8 +494,7 @@ mod tests {
         assert_eq!(Rates::of(&plain, &push, 300), Rates { updates: 200.0, reads: 300.0 });
         let dry = plan(json!({"dryRun": true}));
         assert_eq!(Rates::of(&dry, &push, 300), Rates { updates: 0.0, reads: 300.0 });
-        assert_eq!(Rates::of(&plain, &Work::Judge { phase: 1 }, 300), Rates { updates: 0.0, reads: 300.0 });
-        assert_eq!(Rates::of(&plain, &Work::Rollback, 300), Rates { updates: 200.0, reads: 300.0 });
-        assert!(!Rates::of(&plain, &Work::Bake { delay_s: 5 }, 300).sends());
+        assert_eq!(Rates::of(&plain, &Run::Judge { phase: 1 }, 300), Rates { updates: 0.0, reads: 300.0 });
+        assert_eq!(Rates::of(&plain, &Run::Rollback, 300), Rates { updates: 200.0, reads: 300.0 });
     }
 }

@@ -186,6 +186,16 @@ impl PushRecord {
         JournalRef::new(&self.push_id, self.journal_shards)
     }
 
+    /// Whether the push recorded failed things (its pushes, or its rollback's): the summary lists them.
+    pub fn has_failures(&self) -> bool {
+        self.status.counts.failed > 0 || self.status.rollback.as_ref().is_some_and(|r| r.failed > 0)
+    }
+
+    /// Whether its rollback left things alone (another writer changed them): the summary lists them.
+    pub fn has_conflicts(&self) -> bool {
+        self.status.rollback.as_ref().is_some_and(|r| r.conflicts > 0)
+    }
+
     /// The push's answer: its status, with at most `cap` of its failures and conflicts listed.
     pub fn summary(
         &self,
