@@ -11,7 +11,7 @@ use shadow_runtime::metrics::{Counters, Emitter, push};
 use tokio::time::Instant;
 
 use super::error::refusal;
-use super::segment::Outcome;
+use super::segment::SegmentRunOutcome;
 use super::start::Defined;
 use super::{PushError, Services};
 use crate::config::Config;
@@ -25,7 +25,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         plan: &PushPlan,
         event: machine::Event<'_>,
     ) -> Result<Vec<Effect>, PushError> {
-        machine::step(record, plan, event, self.now_ms(), timing(config)).map_err(refusal)
+        machine::step(record, plan, event, self.now_ms(), lease_timing(config)).map_err(refusal)
     }
 
     /// Carries out `effects` in order, feeding each result back to the state machine, until it reports. A
@@ -51,7 +51,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         lease_until_ms: self.now_ms() + config.lease_ms,
                         takeover,
                     };
-                    if !self.persist(deadline, || self.store.claim(&push_id, &claim, self.now_ms())).await? {
+                    if !self.with_retries(deadline, || self.store.claim(&push_id, &claim, self.now_ms())).await? {
                         tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
                         return self.load_record(&push_id, deadline).await;
                     }
@@ -68,15 +68,15 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     let Some((claim, claimed_at)) = at.claim.clone() else {
                         return Err(PushError::InvalidEvent(format!("push {push_id}: a walk without a claim")));
                     };
-                    let Some(outcome) = self.walk(config, &at, work, &claim, claimed_at, deadline).await? else {
+                    let Some(outcome) = self.run_segment(config, &at, work, &claim, claimed_at, deadline).await? else {
                         // The claim was lost: whoever holds the push now redoes this segment from its cursor;
                         // recording it would count it twice.
                         return self.load_record(&push_id, deadline).await;
                     };
                     let walked = match &outcome {
-                        Outcome::Push(out) => machine::Walked::Push(out),
-                        Outcome::Judge(out) => machine::Walked::Judge(out),
-                        Outcome::Rollback(out) => machine::Walked::Rollback(out),
+                        SegmentRunOutcome::Push(out) => machine::Walked::Push(out),
+                        SegmentRunOutcome::Judge(out) => machine::Walked::Judge(out),
+                        SegmentRunOutcome::Rollback(out) => machine::Walked::Rollback(out),
                     };
                     let event = machine::Event::Ended { segment: claim.segment, takeover: claim.takeover, walked };
                     self.step(config, &at.record, &at.defined.plan, event)?
@@ -103,25 +103,25 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     at.claim = None;
                     // Released: a long walk of the push's items holds no lease (a new phase, a bake and an end are
                     // all segment ends).
-                    self.keep(config, &mut at.record, deadline).await;
+                    self.extend_retention(config, &mut at.record, deadline).await;
                     kept_here = true;
                     self.log_totals(&at.record, at.defined.plan.dry_run);
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Recorded)?
                 }
                 Effect::CarryOut { control, next } => {
                     let now = self.now_ms();
-                    if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
+                    if !self.with_retries(deadline, || self.store.apply_control(&next, control, now)).await? {
                         tracing::info!(push = %push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
                         return self.load_record(&push_id, deadline).await;
                     }
                     tracing::info!(push = %push_id, ?control, state = ?next.status.state, "operator control carried out");
                     at.record = *next;
-                    self.keep(config, &mut at.record, deadline).await;
+                    self.extend_retention(config, &mut at.record, deadline).await;
                     kept_here = true;
                     Vec::new()
                 }
                 Effect::RequestControl(control) => {
-                    if !self.persist(deadline, || self.store.request_control(&push_id, control)).await? {
+                    if !self.with_retries(deadline, || self.store.request_control(&push_id, control)).await? {
                         let current = self.load_record(&push_id, deadline).await?;
                         if current.status.control != Some(control) {
                             return Err(refusal(machine::Refusal {
@@ -138,17 +138,18 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     Vec::new()
                 }
                 Effect::Resume { to, lease_until } => {
-                    if !self.persist(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
+                    if !self.with_retries(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
                         return self.load_record(&push_id, deadline).await;
                     }
                     tracing::info!(push = %push_id, state = ?to, "push resumed");
                     // Paused is not final: kept as an open push.
-                    self.keep(config, &mut at.record, deadline).await;
+                    self.extend_retention(config, &mut at.record, deadline).await;
                     kept_here = true;
                     Vec::new()
                 }
                 Effect::HandOff { segment, delay_s } => {
-                    if let Err(e) = self.persist(deadline, || self.hand_off.hand_off(&push_id, segment, delay_s)).await
+                    if let Err(e) =
+                        self.with_retries(deadline, || self.hand_off.hand_off(&push_id, segment, delay_s)).await
                     {
                         // The push is released: Lambda's retry of this invocation, or the sweeper after the grace,
                         // wakes it.
@@ -157,7 +158,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     Vec::new()
                 }
                 Effect::Unstall(next) => {
-                    if !self.persist(deadline, || self.store.unstall(&next)).await? {
+                    if !self.with_retries(deadline, || self.store.unstall(&next)).await? {
                         return self.load_record(&push_id, deadline).await;
                     }
                     tracing::info!(push = %push_id, segment = next.holder.segment, "stalled push resumed");
@@ -172,8 +173,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     // An arrival at a push no segment follows finishes a retention walk left under way on it.
                     let unfollowed =
                         matches!(report, machine::Report::Final | machine::Report::Paused | machine::Report::Stalled);
-                    if unfollowed && !kept_here && self.walking(&at.record).is_some() {
-                        self.keep(config, &mut at.record, deadline).await;
+                    if unfollowed && !kept_here && self.retention_walk_to(&at.record).is_some() {
+                        self.extend_retention(config, &mut at.record, deadline).await;
                     }
                     tracing::info!(push = %push_id, ?report, state = ?at.record.status.state, "push reported");
                     return self.load_record(&push_id, deadline).await;
@@ -195,7 +196,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     ) -> Result<Option<PushRecord>, PushError> {
         let push_id = &next.push_id;
         let segment = next.holder.segment;
-        if let Some(totals) = self.persist(deadline, || self.store.finish_segment(next, &claim.owner)).await? {
+        if let Some(totals) = self.with_retries(deadline, || self.store.finish_segment(next, &claim.owner)).await? {
             return Ok(Some(totals));
         }
         // The condition failed: either an earlier attempt of this very write succeeded and its answer was lost (the
@@ -210,7 +211,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
 
     /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
     async fn stall(&self, push_id: &str, segment: u64, reason: &str, deadline: Instant) -> Result<(), PushError> {
-        self.persist(deadline, || self.store.stall(push_id, segment, reason)).await?;
+        self.with_retries(deadline, || self.store.stall(push_id, segment, reason)).await?;
         let mut counters = Counters::new(Emitter::Push, &[push::STALLED]);
         counters.add(push::STALLED, 1);
         counters.emit();
@@ -227,6 +228,6 @@ pub(super) struct Carrying<'a> {
     pub(super) claim: Option<(Claim, Instant)>,
 }
 
-pub(super) fn timing(config: &Config) -> LeaseTiming {
+pub(super) fn lease_timing(config: &Config) -> LeaseTiming {
     LeaseTiming { lease_ms: config.lease_ms, hand_off_grace_ms: config.hand_off_grace_ms }
 }

@@ -23,14 +23,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     /// woken (a hand-off message) to resume it.
     /// Not extended (the store failing past the deadline): the push goes on, and its next transition tries again,
     /// finishing a walk left marked on the record first.
-    pub(super) async fn keep(&self, config: &Config, record: &mut PushRecord, deadline: Instant) {
+    pub(super) async fn extend_retention(&self, config: &Config, record: &mut PushRecord, deadline: Instant) {
         let open = !record.status.state.is_final();
         let now_s = self.now_ms() / 1000;
-        let kept_back = after_walk(deadline.saturating_duration_since(Instant::now()));
+        let kept_back = after_retention_walk(deadline.saturating_duration_since(Instant::now()));
         let stop_at = deadline.checked_sub(kept_back).unwrap_or_else(Instant::now);
         let current: &PushRecord = record;
         let kept = self
-            .persist(deadline, || {
+            .with_retries(deadline, || {
                 let within = Some(stop_at.saturating_duration_since(Instant::now()));
                 self.store.keep_within(current, now_s, open, config.partition_wps, within)
             })
@@ -45,9 +45,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let state = record.status.state;
         let followed =
             !state.is_final() && state != shadow_core::push::PushState::Paused && record.holder.stalled.is_none();
-        let Some(to) = self.walking(record).filter(|_| !followed) else { return };
+        let Some(to) = self.retention_walk_to(record).filter(|_| !followed) else { return };
         let (push_id, segment) = (record.push_id.as_str(), record.holder.segment);
-        match self.persist(deadline, || self.hand_off.hand_off(push_id, segment, 0)).await {
+        match self.with_retries(deadline, || self.hand_off.hand_off(push_id, segment, 0)).await {
             Ok(()) => tracing::info!(push = %push_id, keeping_to = to, "push woken to resume its retention walk"),
             Err(e) => {
                 tracing::warn!(push = %push_id, keeping_to = to, error = ?e, outcome = "not_extended", "push retention walk stopped and not handed on; the next arrival resumes it");
@@ -56,7 +56,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     }
 
     /// The target of a retention walk under way on `record` (stopped, or died), if any.
-    pub(super) fn walking(&self, record: &PushRecord) -> Option<u64> {
+    pub(super) fn retention_walk_to(&self, record: &PushRecord) -> Option<u64> {
         self.store.retention_s().and_then(|r| record.kept.walking(record.status.started_at, r))
     }
 
@@ -93,7 +93,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
 
 /// The time kept back from a retention walk for what follows it in the invocation (the hand-off and the answer), of
 /// the `remaining` time: a tenth, at least 500 ms and at most 5 s.
-fn after_walk(remaining: Duration) -> Duration {
+fn after_retention_walk(remaining: Duration) -> Duration {
     (remaining / 10).clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
@@ -106,7 +106,7 @@ mod tests {
         let ms = Duration::from_millis;
         // (time left, kept back): a tenth, at least 500 ms (a 3 s invocation's segment end), at most 5 s.
         for (left, kept) in [(ms(600), ms(500)), (ms(3000), ms(500)), (ms(20_000), ms(2000)), (ms(900_000), ms(5000))] {
-            assert_eq!(after_walk(left), kept, "{left:?} left");
+            assert_eq!(after_retention_walk(left), kept, "{left:?} left");
         }
     }
 }

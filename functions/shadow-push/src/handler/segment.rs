@@ -13,7 +13,7 @@ use shadow_runtime::metrics::{Counters, Emitter, push};
 use tokio::time::Instant;
 
 use super::board::log_share;
-use super::execute::{Carrying, timing};
+use super::execute::{Carrying, lease_timing};
 use super::renewal::Renewal;
 use super::{PushError, Services};
 use crate::config::Config;
@@ -23,7 +23,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Services<S, R, P, H> {
     /// Walks one claimed segment from the record's cursor (pushing a phase, judging it, or rolling back), renewing
     /// its claim as it goes; records its failures and conflicts. `None`: the claim was lost.
-    pub(super) async fn walk(
+    pub(super) async fn run_segment(
         &self,
         config: &Config,
         at: &Carrying<'_>,
@@ -31,11 +31,11 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         claim: &Claim,
         claimed_at: Instant,
         deadline: Instant,
-    ) -> Result<Option<Outcome>, PushError> {
+    ) -> Result<Option<SegmentRunOutcome>, PushError> {
         let (record, plan) = (&at.record, &at.defined.plan);
         let push_id = record.push_id.clone();
         let segment = claim.segment;
-        let timing = timing(config);
+        let timing = lease_timing(config);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let hand_off_margin = (remaining / 5).clamp(Duration::from_millis(500), Duration::from_secs(20));
         let reserve = (remaining / 10).clamp(Duration::from_millis(300), Duration::from_secs(5));
@@ -112,9 +112,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         progress,
                     )
                     .await;
-                    Outcome::Push(out)
+                    SegmentRunOutcome::Push(out)
                 }
-                Work::Judge { phase } => Outcome::Judge(
+                Work::Judge { phase } => SegmentRunOutcome::Judge(
                     run_journal_segment(
                         plan,
                         JournalWalk::Judge { phase },
@@ -127,7 +127,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     )
                     .await,
                 ),
-                Work::Rollback | Work::Bake { .. } => Outcome::Rollback(
+                Work::Rollback | Work::Bake { .. } => SegmentRunOutcome::Rollback(
                     run_journal_segment(
                         plan,
                         JournalWalk::Rollback,
@@ -171,21 +171,21 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let at = record.journal();
         let expires_at = self.expires_at(record);
         match &outcome {
-            Outcome::Push(out) => {
-                self.persist(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
+            SegmentRunOutcome::Push(out) => {
+                self.with_retries(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
                 counters.add(push::UPDATED, out.updated);
                 counters.add(push::UNCHANGED, out.unchanged);
                 counters.add(push::FAILED, out.failed);
                 counters.add(push::THROTTLED, out.throttled);
             }
-            Outcome::Judge(out) => {
+            SegmentRunOutcome::Judge(out) => {
                 counters.add(push::CONVERGED, out.converged);
                 counters.add(push::PENDING, out.pending);
                 counters.add(push::THROTTLED, out.throttled);
             }
-            Outcome::Rollback(out) => {
-                self.persist(deadline, || self.store.add_conflicts(at, expires_at, &out.conflicts)).await?;
-                self.persist(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
+            SegmentRunOutcome::Rollback(out) => {
+                self.with_retries(deadline, || self.store.add_conflicts(at, expires_at, &out.conflicts)).await?;
+                self.with_retries(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
                 counters.add(push::THROTTLED, out.throttled);
             }
         }
@@ -193,8 +193,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         // and counted apart from the shadow requests' 429s.
         let store_throttled = self.store.throttled().saturating_sub(store_throttled);
         match &mut outcome {
-            Outcome::Push(out) => out.store_throttled = store_throttled,
-            Outcome::Judge(out) | Outcome::Rollback(out) => out.store_throttled = store_throttled,
+            SegmentRunOutcome::Push(out) => out.store_throttled = store_throttled,
+            SegmentRunOutcome::Judge(out) | SegmentRunOutcome::Rollback(out) => out.store_throttled = store_throttled,
         }
         if store_throttled > 0 {
             tracing::warn!(push = %push_id, segment, store_throttled, "DynamoDB throttled requests of the segment");
@@ -205,8 +205,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     }
 }
 
-/// What a segment did.
-pub(super) enum Outcome {
+/// What a segment did ([`Services::run_segment`]), by its kind of work.
+pub(super) enum SegmentRunOutcome {
     Push(SegmentOutcome),
     Judge(shadow_core::push::JournalOutcome),
     Rollback(shadow_core::push::JournalOutcome),

@@ -36,12 +36,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     ) -> Result<PushSummary, PushError> {
         let rollback_failed = record.status.rollback.as_ref().is_some_and(|r| r.failed > 0);
         let failures = if record.status.counts.failed > 0 || rollback_failed {
-            self.persist(deadline, || self.store.failures(record.journal(), RESPONSE_FAILURES)).await?
+            self.with_retries(deadline, || self.store.failures(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
         let conflicts = if record.status.rollback.as_ref().is_some_and(|r| r.conflicts > 0) {
-            self.persist(deadline, || self.store.conflicts(record.journal(), RESPONSE_FAILURES)).await?
+            self.with_retries(deadline, || self.store.conflicts(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
