@@ -23,7 +23,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         action: Action,
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
-        let Some(StoredPush { definition, record }) = self.persist(deadline, || self.store.load(push_id)).await? else {
+        let Some(StoredPush { definition, record }) = self.with_retries(deadline, || self.store.load(push_id)).await?
+        else {
             return Err(refusal(machine::Refusal {
                 field: action.field(),
                 reason: format!("names no push: {push_id:?} has no record"),

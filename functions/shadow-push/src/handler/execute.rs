@@ -12,7 +12,7 @@ use shadow_runtime::metrics::{Counters, Emitter, push};
 use tokio::time::Instant;
 
 use super::error::refusal;
-use super::segment::Outcome;
+use super::segment::SegmentRunOutcome;
 use super::start::Defined;
 use super::{PushError, Services};
 use crate::config::Config;
@@ -26,8 +26,11 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         plan: &PushPlan,
         event: machine::Event<'_>,
     ) -> Result<Vec<Effect>, PushError> {
-        let at =
-            machine::Context { now_ms: self.now_ms(), timing: timing(config), retention_s: self.store.retention_s() };
+        let at = machine::Context {
+            now_ms: self.now_ms(),
+            timing: lease_timing(config),
+            retention_s: self.store.retention_s(),
+        };
         machine::step(record, plan, event, at).map_err(refusal)
     }
 
@@ -57,7 +60,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         lease_until_ms: self.now_ms() + config.lease_ms,
                         takeover,
                     };
-                    if !self.persist(deadline, || self.store.claim(&push_id, &claim, self.now_ms())).await? {
+                    if !self.with_retries(deadline, || self.store.claim(&push_id, &claim, self.now_ms())).await? {
                         tracing::info!(push = %push_id, segment, outcome = "duplicate", "segment claimed by another invocation");
                         break;
                     }
@@ -74,16 +77,16 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         return Err(PushError::InvalidEvent(format!("push {push_id}: a run without a claim")));
                     };
                     let Some(outcome) =
-                        self.walk(config, &at, (run, uncertain), (&claim, claimed_at), deadline).await?
+                        self.run_segment(config, &at, (run, uncertain), (&claim, claimed_at), deadline).await?
                     else {
                         // The claim was lost: whoever holds the push now redoes this segment from its cursor;
                         // recording it would count it twice.
                         break;
                     };
                     let ran = match &outcome {
-                        Outcome::Push(out) => machine::Ran::Push(out),
-                        Outcome::Judge(out) => machine::Ran::Judge(out),
-                        Outcome::Rollback(out) => machine::Ran::Rollback(out),
+                        SegmentRunOutcome::Push(out) => machine::Ran::Push(out),
+                        SegmentRunOutcome::Judge(out) => machine::Ran::Judge(out),
+                        SegmentRunOutcome::Rollback(out) => machine::Ran::Rollback(out),
                     };
                     let event = machine::Event::Ended { segment: claim.segment, takeover: claim.takeover, ran };
                     self.step(config, &at.record, &at.defined.plan, event)?
@@ -101,7 +104,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         abort_reason = next.status.abort_reason.as_deref().unwrap_or("-"),
                         "push state"
                     );
-                    let written = self.persist(deadline, || self.store.finish_segment(&next, &claim.owner)).await?;
+                    let written =
+                        self.with_retries(deadline, || self.store.finish_segment(&next, &claim.owner)).await?;
                     let event = match written {
                         Some(totals) => {
                             at.record = totals;
@@ -119,7 +123,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 }
                 Effect::CarryOut { control, next } => {
                     let now = self.now_ms();
-                    if !self.persist(deadline, || self.store.apply_control(&next, control, now)).await? {
+                    if !self.with_retries(deadline, || self.store.apply_control(&next, control, now)).await? {
                         tracing::info!(push = %push_id, ?control, outcome = "duplicate", "control carried out elsewhere");
                         break;
                     }
@@ -128,7 +132,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     Vec::new()
                 }
                 Effect::RequestControl(control) => {
-                    if self.persist(deadline, || self.store.request_control(&push_id, control)).await? {
+                    if self.with_retries(deadline, || self.store.request_control(&push_id, control)).await? {
                         tracing::info!(push = %push_id, ?control, "operator control requested");
                         Vec::new()
                     } else {
@@ -138,7 +142,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     }
                 }
                 Effect::Resume { to, lease_until } => {
-                    if !self.persist(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
+                    if !self.with_retries(deadline, || self.store.resume(&push_id, to, lease_until)).await? {
                         break;
                     }
                     tracing::info!(push = %push_id, state = ?to, "push resumed");
@@ -154,7 +158,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     woken = Some(segment);
                     Vec::new()
                 }
-                Effect::Extend { open } => match self.keep(config, &at.record, open, deadline).await {
+                Effect::Extend { open } => match self.extend_retention(config, &at.record, open, deadline).await {
                     Some(kept) => {
                         at.record.kept = kept;
                         self.step(config, &at.record, &at.defined.plan, machine::Event::Extended)?
@@ -169,7 +173,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     self.step(config, &at.record, &at.defined.plan, machine::Event::Polled { waited_ms })?
                 }
                 Effect::Unstall(next) => {
-                    if !self.persist(deadline, || self.store.unstall(&next)).await? {
+                    if !self.with_retries(deadline, || self.store.unstall(&next)).await? {
                         break;
                     }
                     tracing::info!(push = %push_id, segment = next.holder.segment, "stalled push resumed");
@@ -195,14 +199,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     /// Sends the message that wakes `segment` after `delay_s`. Not sent (the queue failing past the deadline): the
     /// push is released, and Lambda's retry of this invocation, or the sweeper after the grace, wakes it.
     async fn send_hand_off(&self, push_id: &str, segment: u64, delay_s: u32, deadline: Instant) {
-        if let Err(e) = self.persist(deadline, || self.hand_off.hand_off(push_id, segment, delay_s)).await {
+        if let Err(e) = self.with_retries(deadline, || self.hand_off.hand_off(push_id, segment, delay_s)).await {
             tracing::warn!(push = %push_id, segment, error = ?e, "hand-off not sent; the sweeper will wake the push");
         }
     }
 
     /// Marks a push that cannot go on as stalled: it leaves the sweeper's index, and the `stalled` metric alarms.
     async fn stall(&self, push_id: &str, segment: u64, reason: &str, deadline: Instant) -> Result<(), PushError> {
-        self.persist(deadline, || self.store.stall(push_id, segment, reason)).await?;
+        self.with_retries(deadline, || self.store.stall(push_id, segment, reason)).await?;
         let mut counters = Counters::new(Emitter::Push, &[push::STALLED]);
         counters.add(push::STALLED, 1);
         counters.emit();
@@ -225,6 +229,6 @@ pub(super) struct Carried {
     pub(super) woken: Option<u64>,
 }
 
-pub(super) fn timing(config: &Config) -> LeaseTiming {
+pub(super) fn lease_timing(config: &Config) -> LeaseTiming {
     LeaseTiming { lease_ms: config.lease_ms, hand_off_grace_ms: config.hand_off_grace_ms }
 }

@@ -97,7 +97,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         }
     }
 
-    async fn persist<T, F: Future<Output = Result<T, ServiceError>>>(
+    /// Any call that fails with a [`ServiceError`] (the store's reads and writes, loads included; a hand-off), retried
+    /// while it is worth it and time is left before `deadline`; given up, a [`PushError::Store`].
+    async fn with_retries<T, F: Future<Output = Result<T, ServiceError>>>(
         &self,
         deadline: Instant,
         op: impl FnMut() -> F,
@@ -107,14 +109,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
 
     /// The push's definition and record.
     async fn load(&self, push_id: &str, deadline: Instant) -> Result<StoredPush, PushError> {
-        self.persist(deadline, || self.store.load(push_id))
+        self.with_retries(deadline, || self.store.load(push_id))
             .await?
             .ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
     }
 
     /// The push's record alone: an arrival that holds the definition already rereads only what changes.
     async fn load_record(&self, push_id: &str, deadline: Instant) -> Result<PushRecord, PushError> {
-        self.persist(deadline, || self.store.load_record(push_id))
+        self.with_retries(deadline, || self.store.load_record(push_id))
             .await?
             .ok_or_else(|| PushError::UnknownPush(push_id.to_owned()))
     }

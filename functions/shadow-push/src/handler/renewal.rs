@@ -27,8 +27,8 @@ pub(super) struct Renewal<'a> {
 }
 
 impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Services<S, R, P, H> {
-    /// Runs beside a segment's walk until the claim is lost (the pace is told at once, and this returns); the
-    /// walk ends on its own otherwise, and this is dropped with it.
+    /// Runs beside a segment ([`Services::run_segment`]) until the claim is lost (the pace is told at once, and this
+    /// returns); the segment ends on its own otherwise, and this is dropped with it.
     pub(super) async fn heartbeat(&self, renewal: Renewal<'_>) {
         let Renewal { push_id, segment, owner, timing, quota, sends, pace, mut sender, mut share } = renewal;
         let lease_ms = Duration::from_millis(timing.lease_ms);

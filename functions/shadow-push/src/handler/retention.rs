@@ -18,7 +18,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     /// deadline, leaving time for what follows it (the hand-off, the answer), and leaves where it got beside the
     /// record. Returns the record's marks as they now stand; `None` when the store failed past the deadline (the push
     /// goes on, and its next transition tries again, finishing a walk left marked on the record first).
-    pub(super) async fn keep(
+    pub(super) async fn extend_retention(
         &self,
         config: &Config,
         record: &PushRecord,
@@ -26,10 +26,10 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         deadline: Instant,
     ) -> Option<Kept> {
         let now_s = self.now_ms() / 1000;
-        let kept_back = after_walk(deadline.saturating_duration_since(Instant::now()));
+        let kept_back = after_retention_walk(deadline.saturating_duration_since(Instant::now()));
         let stop_at = deadline.checked_sub(kept_back).unwrap_or_else(Instant::now);
         let kept = self
-            .persist(deadline, || {
+            .with_retries(deadline, || {
                 let within = Some(stop_at.saturating_duration_since(Instant::now()));
                 self.store.keep_within(record, now_s, open, config.partition_wps, within)
             })
@@ -51,7 +51,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
 
 /// The time kept back from a retention walk for what follows it in the invocation (the hand-off and the answer), of
 /// the `remaining` time: a tenth, at least 500 ms and at most 5 s.
-fn after_walk(remaining: Duration) -> Duration {
+fn after_retention_walk(remaining: Duration) -> Duration {
     (remaining / 10).clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
@@ -64,7 +64,7 @@ mod tests {
         let ms = Duration::from_millis;
         // (time left, kept back): a tenth, at least 500 ms (a 3 s invocation's segment end), at most 5 s.
         for (left, kept) in [(ms(600), ms(500)), (ms(3000), ms(500)), (ms(20_000), ms(2000)), (ms(900_000), ms(5000))] {
-            assert_eq!(after_walk(left), kept, "{left:?} left");
+            assert_eq!(after_retention_walk(left), kept, "{left:?} left");
         }
     }
 }

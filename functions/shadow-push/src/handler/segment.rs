@@ -13,7 +13,7 @@ use shadow_runtime::metrics::{Counters, Emitter, push};
 use tokio::time::Instant;
 
 use super::board::log_share;
-use super::execute::{Carrying, timing};
+use super::execute::{Carrying, lease_timing};
 use super::renewal::Renewal;
 use super::{PushError, Services};
 use crate::config::Config;
@@ -24,18 +24,18 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     /// Walks one claimed segment (`claimed`: the claim, and when it was asked for) from the record's cursor (pushing
     /// a phase, judging it, or rolling back; `uncertain`: after a takeover, every thing walked is checked before it
     /// is updated), renewing its claim as it goes; records its failures and conflicts. `None`: the claim was lost.
-    pub(super) async fn walk(
+    pub(super) async fn run_segment(
         &self,
         config: &Config,
         at: &Carrying<'_>,
         (run, uncertain): (Run, bool),
         (claim, claimed_at): (&Claim, Instant),
         deadline: Instant,
-    ) -> Result<Option<Outcome>, PushError> {
+    ) -> Result<Option<SegmentRunOutcome>, PushError> {
         let (record, plan) = (&at.record, &at.defined.plan);
         let push_id = record.push_id.clone();
         let segment = claim.segment;
-        let timing = timing(config);
+        let timing = lease_timing(config);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let hand_off_margin = (remaining / 5).clamp(Duration::from_millis(500), Duration::from_secs(20));
         let reserve = (remaining / 10).clamp(Duration::from_millis(300), Duration::from_secs(5));
@@ -110,9 +110,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         progress,
                     )
                     .await;
-                    Outcome::Push(out)
+                    SegmentRunOutcome::Push(out)
                 }
-                Run::Judge { phase } => Outcome::Judge(
+                Run::Judge { phase } => SegmentRunOutcome::Judge(
                     run_journal_segment(
                         plan,
                         JournalWalk::Judge { phase },
@@ -125,7 +125,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     )
                     .await,
                 ),
-                Run::Rollback => Outcome::Rollback(
+                Run::Rollback => SegmentRunOutcome::Rollback(
                     run_journal_segment(
                         plan,
                         JournalWalk::Rollback,
@@ -169,21 +169,21 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let at = record.journal();
         let expires_at = self.expires_at(record);
         match &outcome {
-            Outcome::Push(out) => {
-                self.persist(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
+            SegmentRunOutcome::Push(out) => {
+                self.with_retries(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
                 counters.add(push::UPDATED, out.updated);
                 counters.add(push::UNCHANGED, out.unchanged);
                 counters.add(push::FAILED, out.failed);
                 counters.add(push::THROTTLED, out.throttled);
             }
-            Outcome::Judge(out) => {
+            SegmentRunOutcome::Judge(out) => {
                 counters.add(push::CONVERGED, out.converged);
                 counters.add(push::PENDING, out.pending);
                 counters.add(push::THROTTLED, out.throttled);
             }
-            Outcome::Rollback(out) => {
-                self.persist(deadline, || self.store.add_conflicts(at, expires_at, &out.conflicts)).await?;
-                self.persist(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
+            SegmentRunOutcome::Rollback(out) => {
+                self.with_retries(deadline, || self.store.add_conflicts(at, expires_at, &out.conflicts)).await?;
+                self.with_retries(deadline, || self.store.add_failures(at, expires_at, &out.failures)).await?;
                 counters.add(push::THROTTLED, out.throttled);
             }
         }
@@ -191,8 +191,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         // and counted apart from the shadow requests' 429s.
         let store_throttled = self.store.throttled().saturating_sub(store_throttled);
         match &mut outcome {
-            Outcome::Push(out) => out.store_throttled = store_throttled,
-            Outcome::Judge(out) | Outcome::Rollback(out) => out.store_throttled = store_throttled,
+            SegmentRunOutcome::Push(out) => out.store_throttled = store_throttled,
+            SegmentRunOutcome::Judge(out) | SegmentRunOutcome::Rollback(out) => out.store_throttled = store_throttled,
         }
         if store_throttled > 0 {
             tracing::warn!(push = %push_id, segment, store_throttled, "DynamoDB throttled requests of the segment");
@@ -204,7 +204,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
 }
 
 /// What a segment did.
-pub(super) enum Outcome {
+pub(super) enum SegmentRunOutcome {
     Push(SegmentOutcome),
     Judge(shadow_core::push::JournalOutcome),
     Rollback(shadow_core::push::JournalOutcome),

@@ -16,7 +16,7 @@ use shadow_core::retry::{Backoff, GaveUp, retry_until};
 use shadow_core::store::ServiceError;
 use tokio::time::Instant;
 
-use super::execute::{Carrying, timing};
+use super::execute::{Carrying, lease_timing};
 use super::{PushError, Services, to_json};
 use crate::config::Config;
 
@@ -79,20 +79,20 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let definition = lifecycle::definition(&plan, request, digest.clone(), sources);
         let mut record = match begin {
             Begin::Here => lifecycle::new_record(&plan, owner.clone(), started_at, lease_until),
-            Begin::Queued => lifecycle::queued_record(&plan, started_at, timing(config)),
+            Begin::Queued => lifecycle::queued_record(&plan, started_at, lease_timing(config)),
         };
         // Decided once: every segment, reader and rollback of the push finds its journal in these shards.
         record.journal_shards = journal::shards_for(&plan, config.partition_wps);
         if let Some(retention) = self.store.retention_s() {
             record.kept = Kept::at_creation(started_at, retention);
         }
-        if self.persist(deadline, || self.store.create(&definition, &record)).await? {
+        if self.with_retries(deadline, || self.store.create(&definition, &record)).await? {
             tracing::info!(push = %plan.push_id, sources = definition.sources.len(), dry_run = plan.dry_run, ?begin, "push started");
             let defined = Defined { plan, sources: definition.sources };
             return match begin {
                 Begin::Here => {
                     let claim = Claim { segment: 1, owner, lease_until_ms: lease_until, takeover: false };
-                    self.run(config, &defined, record, claim, asked, deadline).await
+                    self.run_first_segment(config, &defined, record, claim, asked, deadline).await
                 }
                 Begin::Queued => self.wake_record(config, &defined, record, machine::Event::Asked, deadline).await,
             };
@@ -153,7 +153,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     }
 
     /// Runs the first segment of a push just created (the creation is its claim).
-    async fn run(
+    async fn run_first_segment(
         &self,
         config: &Config,
         defined: &Defined,

@@ -35,12 +35,12 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         deadline: Instant,
     ) -> Result<PushSummary, PushError> {
         let failures = if record.has_failures() {
-            self.persist(deadline, || self.store.failures(record.journal(), RESPONSE_FAILURES)).await?
+            self.with_retries(deadline, || self.store.failures(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };
         let conflicts = if record.has_conflicts() {
-            self.persist(deadline, || self.store.conflicts(record.journal(), RESPONSE_FAILURES)).await?
+            self.with_retries(deadline, || self.store.conflicts(record.journal(), RESPONSE_FAILURES)).await?
         } else {
             Vec::new()
         };

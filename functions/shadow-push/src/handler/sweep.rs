@@ -19,10 +19,11 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     /// Wakes every push whose lease ran out: a segment that died, or a hand-off that was never picked up.
     pub(super) async fn sweep(&self, config: &Config, deadline: Instant) -> Result<Value, PushError> {
         let now = self.now_ms();
-        let stale = self.persist(deadline, || self.store.stale(now, SWEEP_LIMIT)).await?;
+        let stale = self.with_retries(deadline, || self.store.stale(now, SWEEP_LIMIT)).await?;
         let mut woken = Vec::new();
         for push_id in stale {
-            let Some(StoredPush { definition, record }) = self.persist(deadline, || self.store.load(&push_id)).await?
+            let Some(StoredPush { definition, record }) =
+                self.with_retries(deadline, || self.store.load(&push_id)).await?
             else {
                 continue;
             };
