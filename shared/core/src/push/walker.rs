@@ -10,7 +10,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::Cursor;
-use super::engine::{Pace, Request};
+use super::pace::{Pace, Request};
 
 /// One page of a source: its items, and the token of the next page (`None`: the source ends here).
 pub(super) struct Page<I> {

@@ -1,0 +1,243 @@
+//! The walk over a push's journal: judging a phase (has each thing it updated converged?) or rolling back
+//! (putting each updated thing back to its previous values), paced like a push segment.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::engine::JournalOutcome;
+use super::pace::{Pace, Request, Stats, paced};
+use super::rollout::{conflict_message, rollback_leaves};
+use super::thing::CONFLICT;
+use super::walker::{self, Meeting, Page, Take, Walk};
+use super::{Cursor, Failure, Journal, JournalRef, Previous, PushPlan, Shadows};
+use crate::document::holds;
+use crate::names::ThingName;
+use crate::retry::{GaveUp, retry_until};
+use crate::store::FaultKind;
+
+/// What a walk over a push's recorded previous values does to each thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalWalk {
+    /// Reads each thing phase `phase` (1-based) updated, and counts whether its `reported` holds the pushed values.
+    Judge { phase: u32 },
+    /// Puts each updated thing back to its previous values, unless someone changed it since.
+    Rollback,
+}
+
+enum JournalThing {
+    Converged,
+    Pending,
+    Refused,
+    NotJudged,
+    Restored,
+    Untouched,
+    Conflict(Failure),
+    Failed(Failure),
+    /// Out of time: the next segment does it again (its key).
+    Unfinished(String),
+}
+
+/// Walks the push's recorded previous values (one phase's, to judge it; all, to roll back) from `cursor`, paced
+/// like a push segment, until done or until it is time to hand off. `takeover`: a holder died in this walk, so a
+/// thing found already put back may be its work (counted as restored). `journal_shards`: the record's.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_journal_segment(
+    plan: &PushPlan,
+    walk: JournalWalk,
+    cursor: Cursor,
+    takeover: bool,
+    shadows: &impl Shadows,
+    journal: &impl Journal,
+    journal_shards: u32,
+    pace: &Pace,
+) -> JournalOutcome {
+    let at = JournalRef::new(&plan.push_id, journal_shards);
+    let journaled = JournalWalker { plan, walk, shadows, journal, at, pace, stats: Stats::default() };
+    let mut out = JournalOutcome::default();
+    out.cursor = walker::walk(&journaled, &mut out, pace, cursor, takeover).await;
+    out.requests = journaled.stats.requests.load(Ordering::Relaxed);
+    out.throttled = journaled.stats.throttled.load(Ordering::Relaxed);
+    out
+}
+
+/// A judging or rollback segment's walk: one source, the journal's entries (of one phase, or all).
+struct JournalWalker<'a, S, J> {
+    plan: &'a PushPlan,
+    walk: JournalWalk,
+    shadows: &'a S,
+    journal: &'a J,
+    at: JournalRef<'a>,
+    pace: &'a Pace,
+    stats: Stats,
+}
+
+impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
+    type Item = Previous;
+    type Entry = Previous;
+    type Done = JournalThing;
+    type State = JournalOutcome;
+
+    fn sources(&self) -> usize {
+        1
+    }
+
+    fn first(&self) -> Request {
+        Request::Read
+    }
+
+    async fn redo(&self, _: &mut JournalOutcome, key: String) -> Result<Take<Previous, JournalThing>, ()> {
+        let found = retry_until(
+            self.pace.finish_by(),
+            Duration::ZERO,
+            self.pace.backoff,
+            || self.journal.previous(self.at, &key),
+            |_| {},
+        )
+        .await;
+        match found {
+            Ok(Some(entry)) => Ok(Take::Start(entry)),
+            Ok(None) => Ok(Take::Skip),
+            Err(_) => Err(()),
+        }
+    }
+
+    async fn page(&self, _: &mut JournalOutcome, _: usize, token: Option<&str>) -> Result<Page<Previous>, ()> {
+        let phase = match self.walk {
+            JournalWalk::Judge { phase } => Some(phase),
+            JournalWalk::Rollback => None,
+        };
+        let page = retry_until(
+            self.pace.deadline,
+            self.pace.reserve,
+            self.pace.backoff,
+            || self.journal.previous_page(self.at, phase, token),
+            |_| {},
+        )
+        .await;
+        match page {
+            Ok(page) => Ok(Page { items: page.entries, next: page.next, restarted: false }),
+            Err(e) => {
+                tracing::warn!(error = ?e, "journal page not read; handing on");
+                Err(())
+            }
+        }
+    }
+
+    fn take(&self, _: &mut JournalOutcome, _: usize, entry: Previous) -> Take<Previous, JournalThing> {
+        Take::Start(entry)
+    }
+
+    fn start(&self, entry: Previous, meeting: Meeting) -> impl Future<Output = JournalThing> + '_ {
+        let uncertain = meeting != Meeting::First;
+        journal_thing(self.plan, self.walk, entry, uncertain, self.shadows, self.pace, &self.stats)
+    }
+
+    fn tally(&self, out: &mut JournalOutcome, done: JournalThing) -> Option<(String, Meeting)> {
+        match done {
+            JournalThing::Converged => out.converged += 1,
+            JournalThing::Pending => out.pending += 1,
+            JournalThing::Refused => out.refused += 1,
+            JournalThing::NotJudged => out.not_judged += 1,
+            JournalThing::Restored => out.rollback.restored += 1,
+            JournalThing::Untouched => out.rollback.untouched += 1,
+            JournalThing::Conflict(f) => {
+                out.rollback.conflicts += 1;
+                out.conflicts.push(f);
+            }
+            JournalThing::Failed(f) => {
+                out.rollback.failed += 1;
+                out.failures.push(f);
+            }
+            JournalThing::Unfinished(key) => return Some((key, Meeting::Uncertain)),
+        }
+        None
+    }
+}
+
+/// Judges or puts back one thing. A rollback reads first and writes at the version read: a thing that already
+/// holds its previous values is left alone (its update never landed, or an earlier attempt put it back), one whose
+/// `desired` no longer holds this push's values was changed by someone else since and is a conflict.
+async fn journal_thing(
+    plan: &PushPlan,
+    walk: JournalWalk,
+    entry: Previous,
+    uncertain: bool,
+    shadows: &impl Shadows,
+    pace: &Pace,
+    stats: &Stats,
+) -> JournalThing {
+    let shadow = plan.shadow_name.as_ref();
+    let key = entry.key();
+    let Ok(thing) = ThingName::parse(entry.thing_name.as_str()) else { return JournalThing::NotJudged };
+    let mut started = false;
+    for _look in 0..5 {
+        let current = match paced(pace, stats, Request::Read, started, false, || shadows.desired(&thing, shadow)).await
+        {
+            // A deleted shadow holds nothing of the push: judged as refused (failed).
+            Ok(None) if matches!(walk, JournalWalk::Judge { .. }) => return JournalThing::Refused,
+            Ok(current) => current.unwrap_or_default(),
+            Err(GaveUp::OutOfTime { .. }) => return JournalThing::Unfinished(key),
+            Err(GaveUp::Final(e)) => {
+                return match walk {
+                    // Not known to have converged.
+                    JournalWalk::Judge { .. } => JournalThing::Pending,
+                    JournalWalk::Rollback => JournalThing::Failed(Failure::from_error(entry.thing_name, &e)),
+                };
+            }
+        };
+        started = true;
+        let state = Some(&current.state).filter(|s| !s.is_null());
+        match walk {
+            // Converged: `reported` holds every pushed leaf, whatever `desired` holds now (a device may apply,
+            // report and clear `desired`). Pending while `desired` still holds the push's values; refused after it
+            // was changed away from them.
+            JournalWalk::Judge { .. } => {
+                let reported = Some(&current.reported).filter(|r| !r.is_null());
+                return if holds(reported, &plan.desired) {
+                    JournalThing::Converged
+                } else if holds(state, &plan.desired) {
+                    JournalThing::Pending
+                } else {
+                    JournalThing::Refused
+                };
+            }
+            JournalWalk::Rollback => {
+                // Leaf by leaf: only the leaves this push wrote, each put back where it still holds the pushed
+                // value; a leaf changed since by another writer is left alone and listed.
+                let back = rollback_leaves(state, &plan.desired, &entry.values);
+                let conflict = (!back.conflicts.is_empty()).then(|| Failure {
+                    thing_name: entry.thing_name.clone(),
+                    code: "RollbackConflict".into(),
+                    message: conflict_message(&back.conflicts),
+                });
+                if back.desired.is_empty() {
+                    if let Some(conflict) = conflict {
+                        tracing::info!(thing = %entry.thing_name, outcome = "conflict", "changed since the push; left alone");
+                        return JournalThing::Conflict(conflict);
+                    }
+                    return if uncertain { JournalThing::Restored } else { JournalThing::Untouched };
+                }
+                let document = plan.rollback_document(&serde_json::Value::Object(back.desired), current.version);
+                let updated =
+                    paced(pace, stats, Request::Update, true, true, || shadows.update(&thing, shadow, &document)).await;
+                match updated {
+                    Ok(()) => return conflict.map_or(JournalThing::Restored, JournalThing::Conflict),
+                    Err(GaveUp::OutOfTime { .. }) => return JournalThing::Unfinished(key),
+                    // Written meanwhile (409), or perhaps applied (5xx): read again.
+                    Err(GaveUp::Final(e)) if e.code.as_deref() == Some(CONFLICT) || e.kind == FaultKind::Transient => {
+                        tracing::debug!(thing = %entry.thing_name, error = %e, "rollback: reading again");
+                    }
+                    Err(GaveUp::Final(e)) => return JournalThing::Failed(Failure::from_error(entry.thing_name, &e)),
+                }
+            }
+        }
+    }
+    JournalThing::Failed(Failure {
+        thing_name: entry.thing_name,
+        code: "RollbackContended".into(),
+        message: "written by someone else on every attempt".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
