@@ -24,7 +24,7 @@ use shadow_core::push::retention::Kept;
 use shadow_core::push::rollout::OnAbort;
 use shadow_core::push::{
     Claim, HandOff, Journal, JournalWalk, Pace, PushDefinition, PushPlan, PushRecord, PushRequestError, PushStore,
-    PushSummary, Registry, SegmentOutcome, Shadows, Source, Start, StoredPush, check_sources, journal,
+    PushSummary, Registry, Segment, SegmentOutcome, Shadows, Source, Start, StoredPush, check_sources, journal,
     run_journal_segment, run_phase_segment, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
@@ -658,6 +658,15 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let mut last_log = started;
         let store_throttled = self.store.throttled();
         let segment_run = async {
+            let context = Segment {
+                plan,
+                sources: &at.defined.sources,
+                shadows: &self.shadows,
+                registry: &self.registry,
+                journal: &self.store,
+                journal_shards: record.journal_shards,
+                pace: &pace,
+            };
             match work {
                 Work::Push { phase } => {
                     let start = Start {
@@ -666,7 +675,6 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                         takeover: uncertain,
                         phase,
                         expires_at: self.expires_at(record),
-                        journal_shards: record.journal_shards,
                     };
                     let progress = |progress: &SegmentOutcome| {
                         if last_log.elapsed() >= PROGRESS_EVERY {
@@ -686,45 +694,15 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                             );
                         }
                     };
-                    let out = run_phase_segment(
-                        plan,
-                        &at.defined.sources,
-                        start,
-                        &self.shadows,
-                        &self.registry,
-                        &self.store,
-                        &pace,
-                        progress,
-                    )
-                    .await;
+                    let out = run_phase_segment(&context, start, progress).await;
                     Outcome::Push(out)
                 }
-                Work::Judge { phase } => Outcome::Judge(
-                    run_journal_segment(
-                        plan,
-                        JournalWalk::Judge { phase },
-                        cursor,
-                        uncertain,
-                        &self.shadows,
-                        &self.store,
-                        record.journal_shards,
-                        &pace,
-                    )
-                    .await,
-                ),
-                Work::Rollback | Work::Bake { .. } => Outcome::Rollback(
-                    run_journal_segment(
-                        plan,
-                        JournalWalk::Rollback,
-                        cursor,
-                        uncertain,
-                        &self.shadows,
-                        &self.store,
-                        record.journal_shards,
-                        &pace,
-                    )
-                    .await,
-                ),
+                Work::Judge { phase } => {
+                    Outcome::Judge(run_journal_segment(&context, JournalWalk::Judge { phase }, cursor, uncertain).await)
+                }
+                Work::Rollback | Work::Bake { .. } => {
+                    Outcome::Rollback(run_journal_segment(&context, JournalWalk::Rollback, cursor, uncertain).await)
+                }
             }
         };
         let heartbeat = async {

@@ -2,9 +2,33 @@
 //! ([`super::phase`]), the judge-or-rollback walk over the journal ([`super::journal_walk`]), one thing's protocol
 //! ([`super::thing`]) and the pacing of every request ([`super::pace`]).
 
+use super::pace::Pace;
 use super::rollout::RollbackCounts;
-use super::{Cursor, Failure, Journal, JournalPage, JournalRef, Previous};
+use super::{Cursor, Failure, Journal, JournalPage, JournalRef, Previous, PushPlan, Source};
 use crate::store::ServiceError;
+
+/// What a segment works with, whichever walk it runs: the push's plan and its targets' sources, the services it
+/// calls, where the push's journal is, and the pace every request keeps.
+pub struct Segment<'a, S, R, J> {
+    pub plan: &'a PushPlan,
+    /// The targets' sources, as resolved for the push (a phase walk's; a walk over the journal reads the journal).
+    pub sources: &'a [Source],
+    pub shadows: &'a S,
+    /// The registry the sources are listed from (a phase walk's).
+    pub registry: &'a R,
+    /// Where a rollout's previous values are recorded and read back.
+    pub journal: &'a J,
+    /// How many shards the push's journal is spread over (the record's `journalShards`).
+    pub journal_shards: u32,
+    pub pace: &'a Pace,
+}
+
+impl<S, R, J> Segment<'_, S, R, J> {
+    /// Where the push's journal entries are.
+    pub(super) fn journal_at(&self) -> JournalRef<'_> {
+        JournalRef::new(&self.plan.push_id, self.journal_shards)
+    }
+}
 
 /// What happened to one thing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +81,6 @@ pub struct Start {
     pub phase: Option<usize>,
     /// When recorded previous values expire (epoch s): with the push's other items.
     pub expires_at: u64,
-    /// How many shards the push's journal is spread over (the record's `journalShards`).
-    pub journal_shards: u32,
 }
 
 /// A journal for pushes without a rollout: nothing is recorded, nothing read back.

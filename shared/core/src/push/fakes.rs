@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use crate::names::{ShadowName, ThingGroupName, ThingName};
 use crate::push::{
-    Cursor, DesiredState, Journal, JournalPage, JournalRef, Pace, Page, Previous, PushPlan, Registry, SegmentOutcome,
-    Shadows, Start, run_segment, validate_request,
+    Cursor, DesiredState, Journal, JournalPage, JournalRef, NoJournal, Pace, Page, Previous, PushPlan, Registry,
+    Segment, SegmentOutcome, Shadows, Start, run_segment, validate_request,
 };
 use crate::store::{FaultKind, ServiceError};
 
@@ -167,7 +167,12 @@ pub(crate) async fn run_with(
     start: Start,
 ) -> SegmentOutcome {
     let sources = super::sources_for(plan, registry).await.expect("resolving the sources");
-    run_segment(plan, &sources, start, shadows, registry, pace, |_| {}).await
+    run_segment(
+        &Segment { plan, sources: &sources, shadows, registry, journal: &NoJournal, journal_shards: 1, pace },
+        start,
+        |_| {},
+    )
+    .await
 }
 
 pub(crate) async fn run(

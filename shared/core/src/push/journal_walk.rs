@@ -4,12 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::engine::JournalOutcome;
-use super::pace::{Pace, Request, Stats, paced};
+use super::engine::{JournalOutcome, Segment};
+use super::pace::{Request, Stage, Stats, paced};
 use super::rollout::{conflict_message, rollback_leaves};
 use super::thing::CONFLICT;
 use super::walker::{self, Meeting, Page, Take, Walk};
-use super::{Cursor, Failure, Journal, JournalRef, Previous, PushPlan, Shadows};
+use super::{Cursor, Failure, Journal, JournalRef, Previous, Shadows};
 use crate::document::holds;
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
@@ -39,39 +39,31 @@ enum JournalThing {
 
 /// Walks the push's recorded previous values (one phase's, to judge it; all, to roll back) from `cursor`, paced
 /// like a push segment, until done or until it is time to hand off. `takeover`: a holder died in this walk, so a
-/// thing found already put back may be its work (counted as restored). `journal_shards`: the record's.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_journal_segment(
-    plan: &PushPlan,
+/// thing found already put back may be its work (counted as restored). The segment's sources and registry are not
+/// used.
+pub async fn run_journal_segment<S: Shadows, R, J: Journal>(
+    segment: &Segment<'_, S, R, J>,
     walk: JournalWalk,
     cursor: Cursor,
     takeover: bool,
-    shadows: &impl Shadows,
-    journal: &impl Journal,
-    journal_shards: u32,
-    pace: &Pace,
 ) -> JournalOutcome {
-    let at = JournalRef::new(&plan.push_id, journal_shards);
-    let journaled = JournalWalker { plan, walk, shadows, journal, at, pace, stats: Stats::default() };
+    let journaled = JournalWalker { segment, walk, at: segment.journal_at(), stats: Stats::default() };
     let mut out = JournalOutcome::default();
-    out.cursor = walker::walk(&journaled, &mut out, pace, cursor, takeover).await;
+    out.cursor = walker::walk(&journaled, &mut out, segment.pace, cursor, takeover).await;
     out.requests = journaled.stats.requests.load(Ordering::Relaxed);
     out.throttled = journaled.stats.throttled.load(Ordering::Relaxed);
     out
 }
 
 /// A judging or rollback segment's walk: one source, the journal's entries (of one phase, or all).
-struct JournalWalker<'a, S, J> {
-    plan: &'a PushPlan,
+struct JournalWalker<'a, S, R, J> {
+    segment: &'a Segment<'a, S, R, J>,
     walk: JournalWalk,
-    shadows: &'a S,
-    journal: &'a J,
     at: JournalRef<'a>,
-    pace: &'a Pace,
     stats: Stats,
 }
 
-impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
+impl<S: Shadows, R, J: Journal> Walk for JournalWalker<'_, S, R, J> {
     type Item = Previous;
     type Entry = Previous;
     type Done = JournalThing;
@@ -87,10 +79,10 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
 
     async fn redo(&self, _: &mut JournalOutcome, key: String) -> Result<Take<Previous, JournalThing>, ()> {
         let found = retry_until(
-            self.pace.finish_by(),
+            self.segment.pace.finish_by(),
             Duration::ZERO,
-            self.pace.backoff,
-            || self.journal.previous(self.at, &key),
+            self.segment.pace.backoff,
+            || self.segment.journal.previous(self.at, &key),
             |_| {},
         )
         .await;
@@ -107,10 +99,10 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
             JournalWalk::Rollback => None,
         };
         let page = retry_until(
-            self.pace.deadline,
-            self.pace.reserve,
-            self.pace.backoff,
-            || self.journal.previous_page(self.at, phase, token),
+            self.segment.pace.deadline,
+            self.segment.pace.reserve,
+            self.segment.pace.backoff,
+            || self.segment.journal.previous_page(self.at, phase, token),
             |_| {},
         )
         .await;
@@ -129,7 +121,7 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
 
     fn start(&self, entry: Previous, meeting: Meeting) -> impl Future<Output = JournalThing> + '_ {
         let uncertain = meeting != Meeting::First;
-        journal_thing(self.plan, self.walk, entry, uncertain, self.shadows, self.pace, &self.stats)
+        journal_thing(self, entry, uncertain)
     }
 
     fn tally(&self, out: &mut JournalOutcome, done: JournalThing) -> Option<(String, Meeting)> {
@@ -157,22 +149,19 @@ impl<S: Shadows, J: Journal> Walk for JournalWalker<'_, S, J> {
 /// Judges or puts back one thing. A rollback reads first and writes at the version read: a thing that already
 /// holds its previous values is left alone (its update never landed, or an earlier attempt put it back), one whose
 /// `desired` no longer holds this push's values was changed by someone else since and is a conflict.
-async fn journal_thing(
-    plan: &PushPlan,
-    walk: JournalWalk,
+async fn journal_thing<S: Shadows, R, J>(
+    walker: &JournalWalker<'_, S, R, J>,
     entry: Previous,
     uncertain: bool,
-    shadows: &impl Shadows,
-    pace: &Pace,
-    stats: &Stats,
 ) -> JournalThing {
+    let Segment { plan, shadows, pace, .. } = *walker.segment;
+    let (walk, stats) = (walker.walk, &walker.stats);
     let shadow = plan.shadow_name.as_ref();
     let key = entry.key();
     let Ok(thing) = ThingName::parse(entry.thing_name.as_str()) else { return JournalThing::NotJudged };
-    let mut started = false;
+    let mut stage = Stage::First;
     for _look in 0..5 {
-        let current = match paced(pace, stats, Request::Read, started, false, || shadows.desired(&thing, shadow)).await
-        {
+        let current = match paced(pace, stats, Request::Read, stage, || shadows.desired(&thing, shadow)).await {
             // A deleted shadow holds nothing of the push: judged as refused (failed).
             Ok(None) if matches!(walk, JournalWalk::Judge { .. }) => return JournalThing::Refused,
             Ok(current) => current.unwrap_or_default(),
@@ -185,7 +174,7 @@ async fn journal_thing(
                 };
             }
         };
-        started = true;
+        stage = Stage::UnderWay;
         let state = Some(&current.state).filter(|s| !s.is_null());
         match walk {
             // Converged: `reported` holds every pushed leaf, whatever `desired` holds now (a device may apply,
@@ -219,7 +208,8 @@ async fn journal_thing(
                 }
                 let document = plan.rollback_document(&serde_json::Value::Object(back.desired), current.version);
                 let updated =
-                    paced(pace, stats, Request::Update, true, true, || shadows.update(&thing, shadow, &document)).await;
+                    paced(pace, stats, Request::Update, Stage::UnderWay, || shadows.update(&thing, shadow, &document))
+                        .await;
                 match updated {
                     Ok(()) => return conflict.map_or(JournalThing::Restored, JournalThing::Conflict),
                     Err(GaveUp::OutOfTime { .. }) => return JournalThing::Unfinished(key),

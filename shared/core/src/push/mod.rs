@@ -18,7 +18,7 @@ mod targets;
 mod thing;
 mod walker;
 
-pub use engine::{JournalOutcome, NoJournal, SegmentOutcome, Start, ThingOutcome};
+pub use engine::{JournalOutcome, NoJournal, Segment, SegmentOutcome, Start, ThingOutcome};
 pub use journal::JournalRef;
 pub use journal_walk::{JournalWalk, run_journal_segment};
 pub use pace::{Lease, Pace};

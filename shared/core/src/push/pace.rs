@@ -282,25 +282,32 @@ impl Retryable for Attempt {
     }
 }
 
-/// Retries `op` to the deadline, every attempt waiting for a request slot, counting requests and throttles.
-/// A thing's first request takes no slot after the stop (the thing is then handed back, unfinished, having sent
-/// nothing); a thing already under way (`started`, or a retry) may go on until the reserve before the deadline, so
-/// that what a segment started, it finishes.
+/// Where a thing stands when it sends a request: its first request takes no slot after the stop (the thing is then
+/// handed back, unfinished, having sent nothing); a thing already under way (or a retry) may go on until the reserve
+/// before the deadline, so that what a segment started, it finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    First,
+    UnderWay,
+}
+
+/// Retries `op` to the deadline, every attempt waiting for a request slot, counting requests and throttles; the
+/// thing's `stage` says until when its first attempt may take a slot.
 ///
-/// With `ambiguous_ends`, a fault that leaves unknown whether the request took effect (a 5xx, a timeout) is not
-/// retried here but returned as final, for the caller to look first (an update is not idempotent).
+/// An update's fault that leaves unknown whether it took effect (a 5xx, a timeout) is not retried here but returned
+/// as final, for the caller to look first (an update is not idempotent); a read's is retried.
 pub(super) async fn paced<T, Fut>(
     pace: &Pace,
     stats: &Stats,
     kind: Request,
-    started: bool,
-    ambiguous_ends: bool,
+    stage: Stage,
     mut op: impl FnMut() -> Fut,
 ) -> Result<T, GaveUp<ServiceError>>
 where
     Fut: Future<Output = Result<T, ServiceError>>,
 {
-    let mut first = !started;
+    let ambiguous_ends = kind == Request::Update;
+    let mut first = stage == Stage::First;
     let attempt = || {
         let request = op();
         let until = if first { pace.stop_at() } else { pace.finish_by() };

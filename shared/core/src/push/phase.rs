@@ -4,63 +4,56 @@
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
-use super::engine::{NoJournal, SegmentOutcome, Start, ThingOutcome};
-use super::pace::{Pace, Request, Stats};
+use super::engine::{NoJournal, Segment, SegmentOutcome, Start, ThingOutcome};
+use super::pace::{Request, Stats};
 use super::rollout::Rollout;
 use super::targets::{Seen, page};
-use super::thing::{Journaled, push_thing};
+use super::thing::{Journaled, Pushing, push_thing};
 use super::walker::{self, Meeting, Page, Take, Walk};
-use super::{Cursor, Failure, Journal, JournalRef, PushPlan, Registry, Shadows, Source};
+use super::{Cursor, Failure, Journal, Registry, Shadows, Source};
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
 use crate::store::{FaultKind, ServiceError};
 
-/// Pushes `plan` to the things of `sources`, from `start`, until done or until it is time to hand off.
+/// Pushes the segment's plan to the things of its sources, from `start`, until done or until it is time to hand off.
 /// `progress` is called after every thing. Registry errors that stay past the deadline end the segment early with
 /// a cursor (nothing is lost); a registry error that is final (an unknown group, a bad query) is reported as a
 /// failure of that source, and the other sources go on.
-pub async fn run_segment(
-    plan: &PushPlan,
-    sources: &[Source],
+pub async fn run_segment<S: Shadows, R: Registry>(
+    segment: &Segment<'_, S, R, NoJournal>,
     start: Start,
-    shadows: &impl Shadows,
-    registry: &impl Registry,
-    pace: &Pace,
     progress: impl FnMut(&SegmentOutcome),
 ) -> SegmentOutcome {
-    run_phase_segment(plan, sources, start, shadows, registry, &NoJournal, pace, progress).await
+    run_phase_segment(segment, start, progress).await
 }
 
 /// [`run_segment`] for a rollout's phase (`start.phase`): only the things of the phase's band are taken on, and
-/// each thing's previous values go to `journal` before it is updated.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_phase_segment(
-    plan: &PushPlan,
-    sources: &[Source],
+/// each thing's previous values go to the segment's journal before it is updated.
+pub async fn run_phase_segment<S: Shadows, R: Registry, J: Journal>(
+    segment: &Segment<'_, S, R, J>,
     start: Start,
-    shadows: &impl Shadows,
-    registry: &impl Registry,
-    journal: &impl Journal,
-    pace: &Pace,
     progress: impl FnMut(&SegmentOutcome),
 ) -> SegmentOutcome {
+    let Segment { plan, pace, .. } = *segment;
     let band = start.phase.and_then(|p| plan.rollout.as_ref().map(|r| (r, p)));
     let journal = band.map(|(_, p)| Journaled {
-        journal,
-        at: JournalRef::new(&plan.push_id, start.journal_shards),
+        journal: segment.journal,
+        at: segment.journal_at(),
         phase: p as u32 + 1,
         expires_at: start.expires_at,
     });
-    let phase = PhaseWalk {
-        plan,
-        sources,
-        registry,
-        shadows,
+    let stats = Stats::default();
+    let thing = Pushing {
+        segment,
+        stats: &stats,
         journal,
-        pace,
-        stats: Stats::default(),
         document: plan.update_document(),
         since: (!plan.dry_run).then_some(start.written_since),
+    };
+    let phase = PhaseWalk {
+        segment,
+        stats: &stats,
+        thing,
         band,
         // The first request of the next thing: a read when things are compared first.
         first: if plan.skip_unchanged || band.is_some() || start.takeover { Request::Read } else { Request::Update },
@@ -68,20 +61,15 @@ pub async fn run_phase_segment(
     };
     let mut state = PhaseState { out: SegmentOutcome::default(), seen: Seen::default(), progress };
     let cursor = walker::walk(&phase, &mut state, pace, start.cursor, start.takeover).await;
-    finish(SegmentOutcome { cursor, ..state.out }, &phase.stats)
+    finish(SegmentOutcome { cursor, ..state.out }, &stats)
 }
 
 /// A push segment's walk: the targets' sources, each thing of the phase's band pushed (and journaled, in a rollout).
 struct PhaseWalk<'a, S, R, J, P> {
-    plan: &'a PushPlan,
-    sources: &'a [Source],
-    registry: &'a R,
-    shadows: &'a S,
-    journal: Option<Journaled<'a, J>>,
-    pace: &'a Pace,
-    stats: Stats,
-    document: String,
-    since: Option<u64>,
+    segment: &'a Segment<'a, S, R, J>,
+    stats: &'a Stats,
+    /// What each thing is pushed with.
+    thing: Pushing<'a, S, R, J>,
     /// A rollout's plan and phase (0-based).
     band: Option<(&'a Rollout, usize)>,
     first: Request,
@@ -99,7 +87,7 @@ struct PhaseState<P> {
 impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
     /// A source that failed for good: reported as its failure, and walked no further (an empty last page).
     fn source_failed(&self, state: &mut PhaseState<P>, source: usize, e: &ServiceError) -> Page<String> {
-        let failure = Failure::from_error(describe(&self.sources[source]), e);
+        let failure = Failure::from_error(describe(&self.segment.sources[source]), e);
         tracing::error!(source = %failure.thing_name, error = %e, "target source failed");
         state.out.failed += 1;
         state.out.failures.push(failure);
@@ -109,7 +97,7 @@ impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
     /// A late joiner (a thing of an earlier band) counts as a target of this phase once it is taken on; the things
     /// of the band are counted when the walk meets them.
     fn late(&self, name: &str) -> bool {
-        self.band.is_some_and(|(rollout, phase)| rollout.phase_of(&self.plan.push_id, name) < phase)
+        self.band.is_some_and(|(rollout, phase)| rollout.phase_of(&self.segment.plan.push_id, name) < phase)
     }
 
     fn parse(name: String) -> Take<ThingName, (String, ThingOutcome, bool)> {
@@ -129,11 +117,11 @@ impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
             return false;
         }
         // A source has no duplicates of its own: remember its things only if a later source could repeat them.
-        if source + 1 < self.sources.len() {
+        if source + 1 < self.segment.sources.len() {
             state.seen.insert(name);
         }
         // Later bands wait for their phase; earlier ones are looked up in the journal (push_thing).
-        self.band.is_none_or(|(rollout, phase)| rollout.phase_of(&self.plan.push_id, name) <= phase)
+        self.band.is_none_or(|(rollout, phase)| rollout.phase_of(&self.segment.plan.push_id, name) <= phase)
     }
 }
 
@@ -145,7 +133,7 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
     type State = PhaseState<P>;
 
     fn sources(&self) -> usize {
-        self.sources.len()
+        self.segment.sources.len()
     }
 
     fn first(&self) -> Request {
@@ -153,7 +141,7 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
     }
 
     async fn resume(&self, state: &mut Self::State, at: &Cursor) -> Result<(), ()> {
-        remember_walked(self.plan, self.sources, at, self.registry, self.pace, &self.stats, &mut state.seen).await
+        remember_walked(self.segment, self.stats, at, &mut state.seen).await
     }
 
     // Things to redo are known targets: they need no de-duplication.
@@ -162,15 +150,15 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
     }
 
     async fn page(&self, state: &mut Self::State, source: usize, token: Option<&str>) -> Result<Page<String>, ()> {
-        match fetch(self.plan, &self.sources[source], token, self.registry, self.pace, &self.stats).await {
+        match fetch(self.segment, self.stats, &self.segment.sources[source], token).await {
             Ok(page) => Ok(Page { items: page.things, next: page.next, restarted: false }),
             Err(GaveUp::OutOfTime { .. }) => Err(()),
             // A saved page token the registry no longer takes (AWS documents no lifetime for them): the source is
             // listed again from its start, and the walk skips what the cursor counts before its position.
             Err(GaveUp::Final(e)) if token.is_some() && refused_token(&e) => {
-                tracing::warn!(source = %describe(&self.sources[source]), error = %e,
+                tracing::warn!(source = %describe(&self.segment.sources[source]), error = %e,
                     "the registry refused a saved page token; listing the source again from its start");
-                match fetch(self.plan, &self.sources[source], None, self.registry, self.pace, &self.stats).await {
+                match fetch(self.segment, self.stats, &self.segment.sources[source], None).await {
                     Ok(page) => Ok(Page { items: page.things, next: page.next, restarted: true }),
                     Err(GaveUp::OutOfTime { .. }) => Err(()),
                     Err(GaveUp::Final(e)) => Ok(self.source_failed(state, source, &e)),
@@ -200,18 +188,7 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
     }
 
     async fn start(&self, thing: ThingName, meeting: Meeting) -> Self::Done {
-        let (name, outcome) = push_thing(
-            self.plan,
-            thing,
-            &self.document,
-            self.since,
-            meeting,
-            self.shadows,
-            self.journal.as_ref(),
-            self.pace,
-            &self.stats,
-        )
-        .await;
+        let (name, outcome) = push_thing(&self.thing, thing, meeting).await;
         (name, outcome, meeting == Meeting::Again)
     }
 
@@ -248,21 +225,19 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
 /// Things earlier segments walked, known again so that a thing in two sources is still pushed once: every thing of
 /// the sources before the cursor, and the things of the cursor's source before it (when a later source could
 /// repeat them). Listing only; `Err` when time ran out first.
-async fn remember_walked(
-    plan: &PushPlan,
-    sources: &[Source],
-    walk: &Cursor,
-    registry: &impl Registry,
-    pace: &Pace,
+async fn remember_walked<S, R: Registry, J>(
+    segment: &Segment<'_, S, R, J>,
     stats: &Stats,
+    walk: &Cursor,
     seen: &mut Seen,
 ) -> Result<(), ()> {
+    let sources = segment.sources;
     let in_current = if walk.source + 1 < sources.len() { walk.walked + walk.offset as u64 } else { 0 };
     for (i, source) in sources.iter().enumerate().take(walk.source + 1) {
         let mut wanted = if i < walk.source { u64::MAX } else { in_current };
         let mut token: Option<String> = None;
         while wanted > 0 {
-            match fetch(plan, source, token.as_deref(), registry, pace, stats).await {
+            match fetch(segment, stats, source, token.as_deref()).await {
                 Ok(p) => {
                     for thing in p.things.iter().take(usize::try_from(wanted).unwrap_or(usize::MAX)) {
                         seen.insert(thing);
@@ -318,14 +293,14 @@ fn invalid_name(name: &str, e: &crate::names::NameError) -> ThingOutcome {
     })
 }
 
-async fn fetch(
-    plan: &PushPlan,
+/// One page of a source, retried to the deadline, counting throttles.
+async fn fetch<S, R: Registry, J>(
+    segment: &Segment<'_, S, R, J>,
+    stats: &Stats,
     source: &Source,
     token: Option<&str>,
-    registry: &impl Registry,
-    pace: &Pace,
-    stats: &Stats,
 ) -> Result<super::Page, GaveUp<ServiceError>> {
+    let Segment { plan, registry, pace, .. } = *segment;
     retry_until(
         pace.deadline,
         pace.reserve,

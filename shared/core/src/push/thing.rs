@@ -4,15 +4,27 @@
 
 use std::time::Duration;
 
-use super::engine::ThingOutcome;
-use super::pace::{Pace, Request, Stats, paced};
+use super::engine::{Segment, ThingOutcome};
+use super::pace::{Request, Stage, Stats, paced};
 use super::rollout::previous_values;
 use super::walker::Meeting;
-use super::{Failure, Journal, JournalRef, Previous, PushPlan, Shadows};
+use super::{Failure, Journal, JournalRef, Previous, Shadows};
 use crate::document::{holds, written_since};
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
 use crate::store::{FaultKind, ServiceError};
+
+/// What each thing of a push segment is pushed with.
+pub(super) struct Pushing<'a, S, R, J> {
+    pub(super) segment: &'a Segment<'a, S, R, J>,
+    pub(super) stats: &'a Stats,
+    /// A rollout's phase: where each thing's previous values are recorded before it is updated.
+    pub(super) journal: Option<Journaled<'a, J>>,
+    /// The update document.
+    pub(super) document: String,
+    /// When the push started (epoch s), to recognise its own updates; `None` in a dry run.
+    pub(super) since: Option<u64>,
+}
 
 /// Where a rollout's segment records each thing's previous values.
 pub(super) struct Journaled<'a, J> {
@@ -33,18 +45,14 @@ pub(super) struct Journaled<'a, J> {
 /// updated it. Otherwise it is updated at the version just read, so that if the earlier update lands first, AWS
 /// refuses this one (409) and the thing is read again. Throttling (429) says the update was not applied: it is
 /// retried as it is.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn push_thing<J: Journal>(
-    plan: &PushPlan,
+pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
+    pushing: &Pushing<'_, S, R, J>,
     thing: ThingName,
-    document: &str,
-    since: Option<u64>,
     meeting: Meeting,
-    shadows: &impl Shadows,
-    journal: Option<&Journaled<'_, J>>,
-    pace: &Pace,
-    stats: &Stats,
 ) -> (String, ThingOutcome) {
+    let Segment { plan, shadows, pace, .. } = *pushing.segment;
+    let (document, since, journal, stats) =
+        (pushing.document.as_str(), pushing.since, pushing.journal.as_ref(), pushing.stats);
     let shadow = plan.shadow_name.as_ref();
     let name = thing.to_string();
     let again = meeting == Meeting::Again;
@@ -69,12 +77,12 @@ pub(super) async fn push_thing<J: Journal>(
             }
         }
     }
-    let (mut looks, mut started) = (0u32, false);
+    let (mut looks, mut stage) = (0u32, Stage::First);
     loop {
         let recognise = uncertain && since.is_some();
         let mut at_version = None;
         if plan.skip_unchanged || recognise || journal.is_some() || again {
-            match paced(pace, stats, Request::Read, started, false, || shadows.desired(&thing, shadow)).await {
+            match paced(pace, stats, Request::Read, stage, || shadows.desired(&thing, shadow)).await {
                 Ok(current) => {
                     let current = current.unwrap_or_default();
                     let state = Some(&current.state).filter(|s| !s.is_null());
@@ -123,16 +131,15 @@ pub(super) async fn push_thing<J: Journal>(
                 }
                 Err(e) => return (name.clone(), gave_up(&name, e)),
             }
-            started = true;
+            stage = Stage::UnderWay;
         }
         if plan.dry_run {
             return (name, ThingOutcome::WouldUpdate);
         }
         let versioned = at_version.map(|v| plan.update_document_at(v));
         let document = versioned.as_deref().unwrap_or(document);
-        let outcome =
-            paced(pace, stats, Request::Update, started, true, || shadows.update(&thing, shadow, document)).await;
-        started = true;
+        let outcome = paced(pace, stats, Request::Update, stage, || shadows.update(&thing, shadow, document)).await;
+        stage = Stage::UnderWay;
         match outcome {
             Ok(()) => {
                 tracing::debug!(thing = %name, outcome = "updated", checked = recognise, "updated");

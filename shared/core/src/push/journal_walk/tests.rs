@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::push::fakes::*;
-use crate::push::validate_request;
+use crate::push::{Pace, Segment, validate_request};
 
 /// A rollback over a journal read in pages, with empty pages between, and segments too short for it: every
 /// thing is put back, once.
@@ -32,14 +32,18 @@ async fn a_journal_walk_goes_on_past_empty_pages_and_across_hand_offs() {
     let pace =
         Pace::new(100_000, 4, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
     let judge = run_journal_segment(
-        &plan,
+        &Segment {
+            plan: &plan,
+            sources: &[],
+            shadows: &shadows,
+            registry: &(),
+            journal: &journal,
+            journal_shards: 1,
+            pace: &pace,
+        },
         JournalWalk::Judge { phase: 1 },
         Cursor::default(),
         false,
-        &shadows,
-        &journal,
-        1,
-        &pace,
     )
     .await;
     judged += judge.pending;
@@ -48,7 +52,21 @@ async fn a_journal_walk_goes_on_past_empty_pages_and_across_hand_offs() {
         segments += 1;
         let deadline = Instant::now() + Duration::from_millis(600);
         let pace = Pace::new(100_000, 2, deadline, Duration::from_millis(200), Duration::from_millis(50));
-        let out = run_journal_segment(&plan, JournalWalk::Rollback, at, false, &shadows, &journal, 1, &pace).await;
+        let out = run_journal_segment(
+            &Segment {
+                plan: &plan,
+                sources: &[],
+                shadows: &shadows,
+                registry: &(),
+                journal: &journal,
+                journal_shards: 1,
+                pace: &pace,
+            },
+            JournalWalk::Rollback,
+            at,
+            false,
+        )
+        .await;
         assert!(out.failures.is_empty() && out.conflicts.is_empty(), "{out:?}");
         restored += out.rollback.restored;
         cursor = out.cursor;
@@ -83,14 +101,18 @@ async fn a_journal_walk_sees_every_shard_across_hand_offs() {
     let pace =
         Pace::new(100_000, 4, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
     let judge = run_journal_segment(
-        &plan,
+        &Segment {
+            plan: &plan,
+            sources: &[],
+            shadows: &shadows,
+            registry: &(),
+            journal: &journal,
+            journal_shards: 5,
+            pace: &pace,
+        },
         JournalWalk::Judge { phase: 2 },
         Cursor::default(),
         false,
-        &shadows,
-        &journal,
-        5,
-        &pace,
     )
     .await;
     assert_eq!((judge.pending, &judge.cursor), (20, &None), "{judge:?}");
@@ -99,7 +121,21 @@ async fn a_journal_walk_sees_every_shard_across_hand_offs() {
         segments += 1;
         let deadline = Instant::now() + Duration::from_millis(700);
         let pace = Pace::new(100_000, 2, deadline, Duration::from_millis(200), Duration::from_millis(50));
-        let out = run_journal_segment(&plan, JournalWalk::Rollback, from, false, &shadows, &journal, 5, &pace).await;
+        let out = run_journal_segment(
+            &Segment {
+                plan: &plan,
+                sources: &[],
+                shadows: &shadows,
+                registry: &(),
+                journal: &journal,
+                journal_shards: 5,
+                pace: &pace,
+            },
+            JournalWalk::Rollback,
+            from,
+            false,
+        )
+        .await;
         assert!(out.failures.is_empty() && out.conflicts.is_empty(), "{out:?}");
         restored += out.rollback.restored;
         cursor = out.cursor;

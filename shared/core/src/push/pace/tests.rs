@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::push::fakes::*;
-use crate::push::{Start, run_segment};
+use crate::push::{NoJournal, Segment, Start, run_segment};
 
 /// 8 requests/s with 64 in flight and 3-second invocations: no segment runs to its deadline, and the push ends.
 /// A push's share of the quota changes while it runs: the next slots are spaced at the new rate, none of the
@@ -69,7 +69,16 @@ async fn a_lost_lease_stops_the_segment() {
     let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod"}}));
     let pace = Pace::new(50, 4, Instant::now() + Duration::from_secs(60), Duration::from_millis(200), Duration::ZERO);
     let sources = super::super::sources_for(&plan, &registry).await.expect("resolving the sources");
-    let run = run_segment(&plan, &sources, Start::default(), &shadows, &registry, &pace, |_| {});
+    let segment = Segment {
+        plan: &plan,
+        sources: &sources,
+        shadows: &shadows,
+        registry: &registry,
+        journal: &NoJournal,
+        journal_shards: 1,
+        pace: &pace,
+    };
+    let run = run_segment(&segment, Start::default(), |_| {});
     let lose = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         pace.lease().lose();
@@ -98,7 +107,16 @@ async fn a_lease_not_renewed_ends_the_segment_in_time() {
         Pace::new(100, 8, Instant::now() + Duration::from_secs(900), Duration::from_millis(500), Duration::ZERO);
     short.lease = lease;
     let sources = super::super::sources_for(&plan, &registry).await.expect("resolving the sources");
-    let out = run_segment(&plan, &sources, Start::default(), &shadows, &registry, &short, |_| {}).await;
+    let segment = Segment {
+        plan: &plan,
+        sources: &sources,
+        shadows: &shadows,
+        registry: &registry,
+        journal: &NoJournal,
+        journal_shards: 1,
+        pace: &short,
+    };
+    let out = run_segment(&segment, Start::default(), |_| {}).await;
     assert!(Instant::now() <= short.lease().until(), "ran past its lease");
     assert!((140..=160).contains(&out.updated), "{}", out.updated);
 }

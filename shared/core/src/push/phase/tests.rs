@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::push::fakes::*;
-use crate::push::validate_request;
+use crate::push::{Pace, PushPlan, Segment, validate_request};
 
 /// A start checks each source with one request, whatever its size (the paging is the segments'); a group that
 /// does not exist is refused with a sentence that names it.
@@ -43,7 +43,12 @@ async fn run_phase(
         Duration::from_millis(50),
     );
     let start = Start { phase: Some(phase), ..Start::default() };
-    let out = run_phase_segment(plan, &sources, start, shadows, registry, journal, &pace, |_| {}).await;
+    let out = run_phase_segment(
+        &Segment { plan, sources: &sources, shadows, registry, journal, journal_shards: 1, pace: &pace },
+        start,
+        |_| {},
+    )
+    .await;
     assert_eq!(out.cursor, None, "one segment is enough: {out:?}");
     out
 }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::names::ShadowName;
 use crate::push::fakes::*;
-use crate::push::{Cursor, DesiredState, Start};
+use crate::push::{Cursor, DesiredState, Pace, Start};
 
 /// Taking over a dead segment: the things it updated are recognised by their write time and not updated again.
 #[tokio::test(start_paused = true)]
