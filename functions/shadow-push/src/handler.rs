@@ -23,8 +23,8 @@ use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders, Share};
 use shadow_core::push::retention::Kept;
 use shadow_core::push::rollout::OnAbort;
 use shadow_core::push::{
-    Claim, HandOff, Journal, JournalWalk, Pace, PushDefinition, PushPlan, PushRecord, PushRequestError, PushStore,
-    PushSummary, Registry, Segment, SegmentOutcome, Shadows, Source, Start, StoredPush, check_sources, journal,
+    Claim, HandOff, Journal, JudgeOrRollback, Pace, PushDefinition, PushPlan, PushRecord, PushRequestError, PushStore,
+    PushSummary, Registry, Segment, SegmentOutcome, SegmentStart, Shadows, Source, StoredPush, check_sources, journal,
     run_journal_segment, run_phase_segment, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, Retryable, retry_until};
@@ -669,7 +669,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             };
             match work {
                 Work::Push { phase } => {
-                    let start = Start {
+                    let start = SegmentStart {
                         cursor,
                         written_since: record.status.started_at / 1000,
                         takeover: uncertain,
@@ -697,11 +697,11 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                     let out = run_phase_segment(&context, start, progress).await;
                     Outcome::Push(out)
                 }
-                Work::Judge { phase } => {
-                    Outcome::Judge(run_journal_segment(&context, JournalWalk::Judge { phase }, cursor, uncertain).await)
-                }
+                Work::Judge { phase } => Outcome::Judge(
+                    run_journal_segment(&context, JudgeOrRollback::Judge { phase }, cursor, uncertain).await,
+                ),
                 Work::Rollback | Work::Bake { .. } => {
-                    Outcome::Rollback(run_journal_segment(&context, JournalWalk::Rollback, cursor, uncertain).await)
+                    Outcome::Rollback(run_journal_segment(&context, JudgeOrRollback::Rollback, cursor, uncertain).await)
                 }
             }
         };

@@ -66,7 +66,7 @@ pub struct SegmentOutcome {
 
 /// Where a segment starts.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Start {
+pub struct SegmentStart {
     pub cursor: Cursor,
     /// When the push started (epoch seconds). A thing whose outcome is uncertain (one to redo, whose last request
     /// may have reached the shadow; or any thing of a segment taken over from a holder that died) is read first:

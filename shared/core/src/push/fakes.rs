@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::names::{ShadowName, ThingGroupName, ThingName};
 use crate::push::{
     Cursor, DesiredState, Journal, JournalPage, JournalRef, NoJournal, Pace, Page, Previous, PushPlan, Registry,
-    Segment, SegmentOutcome, Shadows, Start, run_segment, validate_request,
+    Segment, SegmentOutcome, SegmentStart, Shadows, run_segment, validate_request,
 };
 use crate::store::{FaultKind, ServiceError};
 
@@ -164,7 +164,7 @@ pub(crate) async fn run_with(
     shadows: &impl Shadows,
     registry: &FakeRegistry,
     pace: &Pace,
-    start: Start,
+    start: SegmentStart,
 ) -> SegmentOutcome {
     let sources = super::sources_for(plan, registry).await.expect("resolving the sources");
     run_segment(
@@ -183,7 +183,7 @@ pub(crate) async fn run(
     start: Cursor,
 ) -> SegmentOutcome {
     let pace = Pace::new(100_000, 8, Instant::now() + budget, Duration::from_millis(200), Duration::from_millis(50));
-    run_with(plan, shadows, registry, &pace, Start { cursor: start, ..Start::default() }).await
+    run_with(plan, shadows, registry, &pace, SegmentStart { cursor: start, ..SegmentStart::default() }).await
 }
 
 pub(crate) fn request(extra: Value) -> PushPlan {
@@ -206,7 +206,7 @@ pub(crate) async fn to_completion(
     loop {
         segments += 1;
         let pace = pace();
-        let out = run_with(plan, shadows, registry, &pace, Start { cursor, ..Start::default() }).await;
+        let out = run_with(plan, shadows, registry, &pace, SegmentStart { cursor, ..SegmentStart::default() }).await;
         assert!(Instant::now() < pace.deadline, "segment {segments} ran to its deadline");
         targets += out.targets;
         match out.cursor {

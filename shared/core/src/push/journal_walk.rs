@@ -8,7 +8,7 @@ use super::engine::{JournalOutcome, Segment};
 use super::pace::{Request, Stage, Stats, paced};
 use super::rollout::{conflict_message, rollback_leaves};
 use super::thing::CONFLICT;
-use super::walker::{self, Meeting, Page, Take, Walk};
+use super::walker::{self, Course, Meeting, Page, Take};
 use super::{Cursor, Failure, Journal, JournalRef, Previous, Shadows};
 use crate::document::holds;
 use crate::names::ThingName;
@@ -17,14 +17,15 @@ use crate::store::FaultKind;
 
 /// What a walk over a push's recorded previous values does to each thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JournalWalk {
+pub enum JudgeOrRollback {
     /// Reads each thing phase `phase` (1-based) updated, and counts whether its `reported` holds the pushed values.
     Judge { phase: u32 },
     /// Puts each updated thing back to its previous values, unless someone changed it since.
     Rollback,
 }
 
-enum JournalThing {
+/// What became of one journal entry's thing.
+enum EntryOutcome {
     Converged,
     Pending,
     Refused,
@@ -43,30 +44,30 @@ enum JournalThing {
 /// used.
 pub async fn run_journal_segment<S: Shadows, R, J: Journal>(
     segment: &Segment<'_, S, R, J>,
-    walk: JournalWalk,
+    mode: JudgeOrRollback,
     cursor: Cursor,
     takeover: bool,
 ) -> JournalOutcome {
-    let journaled = JournalWalker { segment, walk, at: segment.journal_at(), stats: Stats::default() };
+    let course = JournalCourse { segment, mode, at: segment.journal_at(), stats: Stats::default() };
     let mut out = JournalOutcome::default();
-    out.cursor = walker::walk(&journaled, &mut out, segment.pace, cursor, takeover).await;
-    out.requests = journaled.stats.requests.load(Ordering::Relaxed);
-    out.throttled = journaled.stats.throttled.load(Ordering::Relaxed);
+    out.cursor = walker::follow(&course, &mut out, segment.pace, cursor, takeover).await;
+    out.requests = course.stats.requests.load(Ordering::Relaxed);
+    out.throttled = course.stats.throttled.load(Ordering::Relaxed);
     out
 }
 
-/// A judging or rollback segment's walk: one source, the journal's entries (of one phase, or all).
-struct JournalWalker<'a, S, R, J> {
+/// A judging or rollback segment's course: one source, the journal's entries (of one phase, or all).
+struct JournalCourse<'a, S, R, J> {
     segment: &'a Segment<'a, S, R, J>,
-    walk: JournalWalk,
+    mode: JudgeOrRollback,
     at: JournalRef<'a>,
     stats: Stats,
 }
 
-impl<S: Shadows, R, J: Journal> Walk for JournalWalker<'_, S, R, J> {
+impl<S: Shadows, R, J: Journal> Course for JournalCourse<'_, S, R, J> {
     type Item = Previous;
     type Entry = Previous;
-    type Done = JournalThing;
+    type Done = EntryOutcome;
     type State = JournalOutcome;
 
     fn sources(&self) -> usize {
@@ -77,7 +78,7 @@ impl<S: Shadows, R, J: Journal> Walk for JournalWalker<'_, S, R, J> {
         Request::Read
     }
 
-    async fn redo(&self, _: &mut JournalOutcome, key: String) -> Result<Take<Previous, JournalThing>, ()> {
+    async fn redo(&self, _: &mut JournalOutcome, key: String) -> Result<Take<Previous, EntryOutcome>, ()> {
         let found = retry_until(
             self.segment.pace.finish_by(),
             Duration::ZERO,
@@ -94,9 +95,9 @@ impl<S: Shadows, R, J: Journal> Walk for JournalWalker<'_, S, R, J> {
     }
 
     async fn page(&self, _: &mut JournalOutcome, _: usize, token: Option<&str>) -> Result<Page<Previous>, ()> {
-        let phase = match self.walk {
-            JournalWalk::Judge { phase } => Some(phase),
-            JournalWalk::Rollback => None,
+        let phase = match self.mode {
+            JudgeOrRollback::Judge { phase } => Some(phase),
+            JudgeOrRollback::Rollback => None,
         };
         let page = retry_until(
             self.segment.pace.deadline,
@@ -115,32 +116,32 @@ impl<S: Shadows, R, J: Journal> Walk for JournalWalker<'_, S, R, J> {
         }
     }
 
-    fn take(&self, _: &mut JournalOutcome, _: usize, entry: Previous) -> Take<Previous, JournalThing> {
+    fn take(&self, _: &mut JournalOutcome, _: usize, entry: Previous) -> Take<Previous, EntryOutcome> {
         Take::Start(entry)
     }
 
-    fn start(&self, entry: Previous, meeting: Meeting) -> impl Future<Output = JournalThing> + '_ {
+    fn start(&self, entry: Previous, meeting: Meeting) -> impl Future<Output = EntryOutcome> + '_ {
         let uncertain = meeting != Meeting::First;
-        journal_thing(self, entry, uncertain)
+        judge_or_put_back(self, entry, uncertain)
     }
 
-    fn tally(&self, out: &mut JournalOutcome, done: JournalThing) -> Option<(String, Meeting)> {
+    fn tally(&self, out: &mut JournalOutcome, done: EntryOutcome) -> Option<(String, Meeting)> {
         match done {
-            JournalThing::Converged => out.converged += 1,
-            JournalThing::Pending => out.pending += 1,
-            JournalThing::Refused => out.refused += 1,
-            JournalThing::NotJudged => out.not_judged += 1,
-            JournalThing::Restored => out.rollback.restored += 1,
-            JournalThing::Untouched => out.rollback.untouched += 1,
-            JournalThing::Conflict(f) => {
+            EntryOutcome::Converged => out.converged += 1,
+            EntryOutcome::Pending => out.pending += 1,
+            EntryOutcome::Refused => out.refused += 1,
+            EntryOutcome::NotJudged => out.not_judged += 1,
+            EntryOutcome::Restored => out.rollback.restored += 1,
+            EntryOutcome::Untouched => out.rollback.untouched += 1,
+            EntryOutcome::Conflict(f) => {
                 out.rollback.conflicts += 1;
                 out.conflicts.push(f);
             }
-            JournalThing::Failed(f) => {
+            EntryOutcome::Failed(f) => {
                 out.rollback.failed += 1;
                 out.failures.push(f);
             }
-            JournalThing::Unfinished(key) => return Some((key, Meeting::Uncertain)),
+            EntryOutcome::Unfinished(key) => return Some((key, Meeting::Uncertain)),
         }
         None
     }
@@ -149,48 +150,48 @@ impl<S: Shadows, R, J: Journal> Walk for JournalWalker<'_, S, R, J> {
 /// Judges or puts back one thing. A rollback reads first and writes at the version read: a thing that already
 /// holds its previous values is left alone (its update never landed, or an earlier attempt put it back), one whose
 /// `desired` no longer holds this push's values was changed by someone else since and is a conflict.
-async fn journal_thing<S: Shadows, R, J>(
-    walker: &JournalWalker<'_, S, R, J>,
+async fn judge_or_put_back<S: Shadows, R, J>(
+    course: &JournalCourse<'_, S, R, J>,
     entry: Previous,
     uncertain: bool,
-) -> JournalThing {
-    let Segment { plan, shadows, pace, .. } = *walker.segment;
-    let (walk, stats) = (walker.walk, &walker.stats);
+) -> EntryOutcome {
+    let Segment { plan, shadows, pace, .. } = *course.segment;
+    let (mode, stats) = (course.mode, &course.stats);
     let shadow = plan.shadow_name.as_ref();
     let key = entry.key();
-    let Ok(thing) = ThingName::parse(entry.thing_name.as_str()) else { return JournalThing::NotJudged };
+    let Ok(thing) = ThingName::parse(entry.thing_name.as_str()) else { return EntryOutcome::NotJudged };
     let mut stage = Stage::First;
     for _look in 0..5 {
         let current = match paced(pace, stats, Request::Read, stage, || shadows.desired(&thing, shadow)).await {
             // A deleted shadow holds nothing of the push: judged as refused (failed).
-            Ok(None) if matches!(walk, JournalWalk::Judge { .. }) => return JournalThing::Refused,
+            Ok(None) if matches!(mode, JudgeOrRollback::Judge { .. }) => return EntryOutcome::Refused,
             Ok(current) => current.unwrap_or_default(),
-            Err(GaveUp::OutOfTime { .. }) => return JournalThing::Unfinished(key),
+            Err(GaveUp::OutOfTime { .. }) => return EntryOutcome::Unfinished(key),
             Err(GaveUp::Final(e)) => {
-                return match walk {
+                return match mode {
                     // Not known to have converged.
-                    JournalWalk::Judge { .. } => JournalThing::Pending,
-                    JournalWalk::Rollback => JournalThing::Failed(Failure::from_error(entry.thing_name, &e)),
+                    JudgeOrRollback::Judge { .. } => EntryOutcome::Pending,
+                    JudgeOrRollback::Rollback => EntryOutcome::Failed(Failure::from_error(entry.thing_name, &e)),
                 };
             }
         };
         stage = Stage::UnderWay;
         let state = Some(&current.state).filter(|s| !s.is_null());
-        match walk {
+        match mode {
             // Converged: `reported` holds every pushed leaf, whatever `desired` holds now (a device may apply,
             // report and clear `desired`). Pending while `desired` still holds the push's values; refused after it
             // was changed away from them.
-            JournalWalk::Judge { .. } => {
+            JudgeOrRollback::Judge { .. } => {
                 let reported = Some(&current.reported).filter(|r| !r.is_null());
                 return if holds(reported, &plan.desired) {
-                    JournalThing::Converged
+                    EntryOutcome::Converged
                 } else if holds(state, &plan.desired) {
-                    JournalThing::Pending
+                    EntryOutcome::Pending
                 } else {
-                    JournalThing::Refused
+                    EntryOutcome::Refused
                 };
             }
-            JournalWalk::Rollback => {
+            JudgeOrRollback::Rollback => {
                 // Leaf by leaf: only the leaves this push wrote, each put back where it still holds the pushed
                 // value; a leaf changed since by another writer is left alone and listed.
                 let back = rollback_leaves(state, &plan.desired, &entry.values);
@@ -202,27 +203,27 @@ async fn journal_thing<S: Shadows, R, J>(
                 if back.desired.is_empty() {
                     if let Some(conflict) = conflict {
                         tracing::info!(thing = %entry.thing_name, outcome = "conflict", "changed since the push; left alone");
-                        return JournalThing::Conflict(conflict);
+                        return EntryOutcome::Conflict(conflict);
                     }
-                    return if uncertain { JournalThing::Restored } else { JournalThing::Untouched };
+                    return if uncertain { EntryOutcome::Restored } else { EntryOutcome::Untouched };
                 }
                 let document = plan.rollback_document(&serde_json::Value::Object(back.desired), current.version);
                 let updated =
                     paced(pace, stats, Request::Update, Stage::UnderWay, || shadows.update(&thing, shadow, &document))
                         .await;
                 match updated {
-                    Ok(()) => return conflict.map_or(JournalThing::Restored, JournalThing::Conflict),
-                    Err(GaveUp::OutOfTime { .. }) => return JournalThing::Unfinished(key),
+                    Ok(()) => return conflict.map_or(EntryOutcome::Restored, EntryOutcome::Conflict),
+                    Err(GaveUp::OutOfTime { .. }) => return EntryOutcome::Unfinished(key),
                     // Written meanwhile (409), or perhaps applied (5xx): read again.
                     Err(GaveUp::Final(e)) if e.code.as_deref() == Some(CONFLICT) || e.kind == FaultKind::Transient => {
                         tracing::debug!(thing = %entry.thing_name, error = %e, "rollback: reading again");
                     }
-                    Err(GaveUp::Final(e)) => return JournalThing::Failed(Failure::from_error(entry.thing_name, &e)),
+                    Err(GaveUp::Final(e)) => return EntryOutcome::Failed(Failure::from_error(entry.thing_name, &e)),
                 }
             }
         }
     }
-    JournalThing::Failed(Failure {
+    EntryOutcome::Failed(Failure {
         thing_name: entry.thing_name,
         code: "RollbackContended".into(),
         message: "written by someone else on every attempt".into(),

@@ -18,9 +18,9 @@ mod targets;
 mod thing;
 mod walker;
 
-pub use engine::{JournalOutcome, NoJournal, Segment, SegmentOutcome, Start, ThingOutcome};
+pub use engine::{JournalOutcome, NoJournal, Segment, SegmentOutcome, SegmentStart, ThingOutcome};
 pub use journal::JournalRef;
-pub use journal_walk::{JournalWalk, run_journal_segment};
+pub use journal_walk::{JudgeOrRollback, run_journal_segment};
 pub use pace::{Lease, Pace};
 pub use phase::{run_phase_segment, run_segment};
 pub use record::{Counts, Holder, PushDefinition, PushRecord, PushSummary, Status, StoredPush};

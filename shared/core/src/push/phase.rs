@@ -4,12 +4,12 @@
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
-use super::engine::{NoJournal, Segment, SegmentOutcome, Start, ThingOutcome};
+use super::engine::{NoJournal, Segment, SegmentOutcome, SegmentStart, ThingOutcome};
 use super::pace::{Request, Stats};
 use super::rollout::Rollout;
 use super::targets::{Seen, page};
 use super::thing::{Journaled, Pushing, push_thing};
-use super::walker::{self, Meeting, Page, Take, Walk};
+use super::walker::{self, Course, Meeting, Page, Take};
 use super::{Cursor, Failure, Journal, Registry, Shadows, Source};
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
@@ -21,7 +21,7 @@ use crate::store::{FaultKind, ServiceError};
 /// failure of that source, and the other sources go on.
 pub async fn run_segment<S: Shadows, R: Registry>(
     segment: &Segment<'_, S, R, NoJournal>,
-    start: Start,
+    start: SegmentStart,
     progress: impl FnMut(&SegmentOutcome),
 ) -> SegmentOutcome {
     run_phase_segment(segment, start, progress).await
@@ -31,7 +31,7 @@ pub async fn run_segment<S: Shadows, R: Registry>(
 /// each thing's previous values go to the segment's journal before it is updated.
 pub async fn run_phase_segment<S: Shadows, R: Registry, J: Journal>(
     segment: &Segment<'_, S, R, J>,
-    start: Start,
+    start: SegmentStart,
     progress: impl FnMut(&SegmentOutcome),
 ) -> SegmentOutcome {
     let Segment { plan, pace, .. } = *segment;
@@ -50,7 +50,7 @@ pub async fn run_phase_segment<S: Shadows, R: Registry, J: Journal>(
         document: plan.update_document(),
         since: (!plan.dry_run).then_some(start.written_since),
     };
-    let phase = PhaseWalk {
+    let phase = PhaseCourse {
         segment,
         stats: &stats,
         thing,
@@ -60,12 +60,12 @@ pub async fn run_phase_segment<S: Shadows, R: Registry, J: Journal>(
         progress: PhantomData,
     };
     let mut state = PhaseState { out: SegmentOutcome::default(), seen: Seen::default(), progress };
-    let cursor = walker::walk(&phase, &mut state, pace, start.cursor, start.takeover).await;
+    let cursor = walker::follow(&phase, &mut state, pace, start.cursor, start.takeover).await;
     finish(SegmentOutcome { cursor, ..state.out }, &stats)
 }
 
-/// A push segment's walk: the targets' sources, each thing of the phase's band pushed (and journaled, in a rollout).
-struct PhaseWalk<'a, S, R, J, P> {
+/// A push segment's course: the targets' sources, each thing of the phase's band pushed (and journaled, in a rollout).
+struct PhaseCourse<'a, S, R, J, P> {
     segment: &'a Segment<'a, S, R, J>,
     stats: &'a Stats,
     /// What each thing is pushed with.
@@ -84,7 +84,7 @@ struct PhaseState<P> {
     progress: P,
 }
 
-impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
+impl<S, R, J, P> PhaseCourse<'_, S, R, J, P> {
     /// A source that failed for good: reported as its failure, and walked no further (an empty last page).
     fn source_failed(&self, state: &mut PhaseState<P>, source: usize, e: &ServiceError) -> Page<String> {
         let failure = Failure::from_error(describe(&self.segment.sources[source]), e);
@@ -125,7 +125,7 @@ impl<S, R, J, P> PhaseWalk<'_, S, R, J, P> {
     }
 }
 
-impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for PhaseWalk<'_, S, R, J, P> {
+impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Course for PhaseCourse<'_, S, R, J, P> {
     type Item = String;
     type Entry = ThingName;
     /// The thing, its outcome, and whether it was met again after a refused page token.
@@ -228,13 +228,13 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Walk for Ph
 async fn remember_walked<S, R: Registry, J>(
     segment: &Segment<'_, S, R, J>,
     stats: &Stats,
-    walk: &Cursor,
+    at: &Cursor,
     seen: &mut Seen,
 ) -> Result<(), ()> {
     let sources = segment.sources;
-    let in_current = if walk.source + 1 < sources.len() { walk.walked + walk.offset as u64 } else { 0 };
-    for (i, source) in sources.iter().enumerate().take(walk.source + 1) {
-        let mut wanted = if i < walk.source { u64::MAX } else { in_current };
+    let in_current = if at.source + 1 < sources.len() { at.walked + at.offset as u64 } else { 0 };
+    for (i, source) in sources.iter().enumerate().take(at.source + 1) {
+        let mut wanted = if i < at.source { u64::MAX } else { in_current };
         let mut token: Option<String> = None;
         while wanted > 0 {
             match fetch(segment, stats, source, token.as_deref()).await {

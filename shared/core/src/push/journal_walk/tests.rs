@@ -41,7 +41,7 @@ async fn a_journal_walk_goes_on_past_empty_pages_and_across_hand_offs() {
             journal_shards: 1,
             pace: &pace,
         },
-        JournalWalk::Judge { phase: 1 },
+        JudgeOrRollback::Judge { phase: 1 },
         Cursor::default(),
         false,
     )
@@ -62,7 +62,7 @@ async fn a_journal_walk_goes_on_past_empty_pages_and_across_hand_offs() {
                 journal_shards: 1,
                 pace: &pace,
             },
-            JournalWalk::Rollback,
+            JudgeOrRollback::Rollback,
             at,
             false,
         )
@@ -110,7 +110,7 @@ async fn a_journal_walk_sees_every_shard_across_hand_offs() {
             journal_shards: 5,
             pace: &pace,
         },
-        JournalWalk::Judge { phase: 2 },
+        JudgeOrRollback::Judge { phase: 2 },
         Cursor::default(),
         false,
     )
@@ -131,7 +131,7 @@ async fn a_journal_walk_sees_every_shard_across_hand_offs() {
                 journal_shards: 5,
                 pace: &pace,
             },
-            JournalWalk::Rollback,
+            JudgeOrRollback::Rollback,
             from,
             false,
         )

@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::push::fakes::*;
-use crate::push::{NoJournal, Segment, Start, run_segment};
+use crate::push::{NoJournal, Segment, SegmentStart, run_segment};
 
 /// 8 requests/s with 64 in flight and 3-second invocations: no segment runs to its deadline, and the push ends.
 /// A push's share of the quota changes while it runs: the next slots are spaced at the new rate, none of the
@@ -78,7 +78,7 @@ async fn a_lost_lease_stops_the_segment() {
         journal_shards: 1,
         pace: &pace,
     };
-    let run = run_segment(&segment, Start::default(), |_| {});
+    let run = run_segment(&segment, SegmentStart::default(), |_| {});
     let lose = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         pace.lease().lose();
@@ -116,7 +116,7 @@ async fn a_lease_not_renewed_ends_the_segment_in_time() {
         journal_shards: 1,
         pace: &short,
     };
-    let out = run_segment(&segment, Start::default(), |_| {}).await;
+    let out = run_segment(&segment, SegmentStart::default(), |_| {}).await;
     assert!(Instant::now() <= short.lease().until(), "ran past its lease");
     assert!((140..=160).contains(&out.updated), "{}", out.updated);
 }

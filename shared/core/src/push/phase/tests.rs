@@ -42,7 +42,7 @@ async fn run_phase(
         Duration::from_millis(200),
         Duration::from_millis(50),
     );
-    let start = Start { phase: Some(phase), ..Start::default() };
+    let start = SegmentStart { phase: Some(phase), ..SegmentStart::default() };
     let out = run_phase_segment(
         &Segment { plan, sources: &sources, shadows, registry, journal, journal_shards: 1, pace: &pace },
         start,
@@ -195,7 +195,7 @@ async fn a_refused_page_token_lists_the_source_again_and_meets_again_what_was_do
         segments += 1;
         let deadline = Instant::now() + Duration::from_millis(500);
         let pace = Pace::new(100_000, 4, deadline, Duration::from_millis(200), Duration::from_millis(50));
-        let out = run_with(&plan, &shadows, &registry, &pace, Start { cursor, ..Start::default() }).await;
+        let out = run_with(&plan, &shadows, &registry, &pace, SegmentStart { cursor, ..SegmentStart::default() }).await;
         targets += out.targets;
         assert_eq!(out.failed, 0, "segment {segments}: {:?}", out.failures);
         match out.cursor {
@@ -233,7 +233,8 @@ async fn a_refused_page_token_after_the_group_changed_pushes_each_member_once() 
             segments += 1;
             let deadline = Instant::now() + Duration::from_millis(500);
             let pace = Pace::new(100_000, 4, deadline, Duration::from_millis(200), Duration::from_millis(50));
-            let out = run_with(&plan, &shadows, &registry, &pace, Start { cursor, ..Start::default() }).await;
+            let out =
+                run_with(&plan, &shadows, &registry, &pace, SegmentStart { cursor, ..SegmentStart::default() }).await;
             (targets, updated) = (targets + out.targets, updated + out.updated);
             match out.cursor {
                 Some(next) => cursor = next,

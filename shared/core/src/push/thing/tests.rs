@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::names::ShadowName;
 use crate::push::fakes::*;
-use crate::push::{Cursor, DesiredState, Pace, Start};
+use crate::push::{Cursor, DesiredState, Pace, SegmentStart};
 
 /// Taking over a dead segment: the things it updated are recognised by their write time and not updated again.
 #[tokio::test(start_paused = true)]
@@ -25,7 +25,8 @@ async fn a_takeover_recognises_what_the_dead_segment_did() {
         shadows.set(&format!("g{i}"), json!({"settings": {"mode": 1}}));
     }
     let pace = Pace::new(1000, 8, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
-    let start = Start { cursor: Cursor::default(), written_since: 1000, takeover: true, ..Start::default() };
+    let start =
+        SegmentStart { cursor: Cursor::default(), written_since: 1000, takeover: true, ..SegmentStart::default() };
     let out = run_with(&plan, &shadows, &registry, &pace, start).await;
     assert_eq!((out.targets, out.updated, out.unchanged), (10, 10, 0), "{out:?}");
     let updates = shadows.updates();
@@ -50,7 +51,7 @@ async fn things_to_redo_are_checked_before_they_are_updated_again() {
         &shadows,
         &registry,
         &pace,
-        Start { cursor, written_since: 1000, takeover: false, ..Start::default() },
+        SegmentStart { cursor, written_since: 1000, takeover: false, ..SegmentStart::default() },
     )
     .await;
     assert_eq!((out.updated, out.cursor.clone()), (2, None), "{out:?}");
@@ -94,7 +95,7 @@ async fn a_late_update_is_not_applied_twice() {
         &shadows,
         &registry,
         &pace,
-        Start { cursor, written_since: 1000, takeover: false, ..Start::default() },
+        SegmentStart { cursor, written_since: 1000, takeover: false, ..SegmentStart::default() },
     )
     .await;
     assert_eq!((out.updated, out.failed), (1, 0), "{out:?}");
@@ -131,7 +132,8 @@ async fn an_update_whose_answer_was_lost_is_not_sent_again() {
     let registry = registry();
     let plan = request(json!({"skipUnchanged": false, "targets": {"things": ["a"]}}));
     let pace = Pace::new(1000, 8, Instant::now() + Duration::from_secs(30), Duration::from_millis(200), Duration::ZERO);
-    let start = Start { cursor: Cursor::default(), written_since: 1000, takeover: false, ..Start::default() };
+    let start =
+        SegmentStart { cursor: Cursor::default(), written_since: 1000, takeover: false, ..SegmentStart::default() };
     let out = run_with(&plan, &shadows, &registry, &pace, start).await;
     assert_eq!((out.updated, out.failed), (1, 0), "{out:?}");
     assert_eq!(shadows.inner.updates().get("a"), Some(&1), "sent again");
