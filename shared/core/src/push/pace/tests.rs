@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -138,4 +139,49 @@ async fn a_very_slow_rate_still_makes_progress_every_segment() {
     // 16 requests at 2/s in 3-second invocations.
     assert!(segments <= 8, "{segments} segments");
     assert!(shadows.updates().values().all(|n| *n == 1));
+}
+
+/// Past the stop (the hand-off margin before the deadline), a thing's first request takes no slot and is not sent,
+/// while a thing under way still sends until the reserve before the deadline.
+#[tokio::test(start_paused = true)]
+async fn after_the_stop_only_a_thing_under_way_sends() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pace = Pace::new(100, 1, deadline, Duration::from_secs(5), Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let stats = Stats::default();
+    let sent = AtomicU64::new(0);
+    let op = || async {
+        sent.fetch_add(1, Ordering::Relaxed);
+        Ok::<(), ServiceError>(())
+    };
+    let first = paced(&pace, &stats, Request::Update, Stage::First, op).await;
+    assert!(matches!(first, Err(GaveUp::OutOfTime { attempts: 0, .. })), "{first:?}");
+    assert_eq!(sent.load(Ordering::Relaxed), 0, "a first request sent after the stop");
+    let under_way = paced(&pace, &stats, Request::Update, Stage::UnderWay, op).await;
+    assert!(under_way.is_ok(), "{under_way:?}");
+    assert_eq!(sent.load(Ordering::Relaxed), 1);
+}
+
+/// A 5xx leaves unknown whether an update took effect: it is returned at once, for the caller to look first; a
+/// read's 5xx is retried.
+#[tokio::test(start_paused = true)]
+async fn an_updates_transient_fault_is_returned_and_a_reads_is_retried() {
+    let pace = Pace::new(100, 1, Instant::now() + Duration::from_secs(10), Duration::from_millis(200), Duration::ZERO);
+    let stats = Stats::default();
+    let calls = AtomicU64::new(0);
+    let fails_once = || {
+        let n = calls.fetch_add(1, Ordering::Relaxed);
+        async move {
+            match n {
+                0 => Err(ServiceError::new("X", FaultKind::Transient, Some("InternalFailure".into()), "lost")),
+                _ => Ok(()),
+            }
+        }
+    };
+    let read = paced(&pace, &stats, Request::Read, Stage::First, fails_once).await;
+    assert!(read.is_ok(), "{read:?}");
+    assert_eq!(calls.swap(0, Ordering::Relaxed), 2, "the read is retried");
+    let update = paced(&pace, &stats, Request::Update, Stage::First, fails_once).await;
+    assert!(matches!(&update, Err(GaveUp::Final(e)) if e.kind == FaultKind::Transient), "{update:?}");
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "the update is not sent again");
 }
