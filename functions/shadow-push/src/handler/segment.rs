@@ -6,8 +6,8 @@ use std::time::Duration;
 use shadow_core::push::lifecycle::Run;
 use shadow_core::push::quota::{self, Quota, Rates, Sender, Senders};
 use shadow_core::push::{
-    Claim, HandOff, Journal, JournalWalk, Pace, PushStore, Registry, SegmentOutcome, Shadows, Start,
-    run_journal_segment, run_phase_segment,
+    Claim, HandOff, Journal, JudgeOrRollback, Pace, PushStore, Registry, Segment, SegmentOutcome, SegmentStart,
+    Shadows, run_journal_segment, run_phase_segment,
 };
 use shadow_runtime::metrics::{Counters, Emitter, push};
 use tokio::time::Instant;
@@ -71,15 +71,23 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let mut last_log = started;
         let store_throttled = self.store.throttled();
         let segment_run = async {
+            let context = Segment {
+                plan,
+                sources: &at.defined.sources,
+                shadows: &self.shadows,
+                registry: &self.registry,
+                journal: &self.store,
+                journal_shards: record.journal_shards,
+                pace: &pace,
+            };
             match run {
                 Run::Push { phase } => {
-                    let start = Start {
+                    let start = SegmentStart {
                         cursor,
                         written_since: record.status.started_at / 1000,
                         takeover: uncertain,
                         phase,
                         expires_at: self.expires_at(record),
-                        journal_shards: record.journal_shards,
                     };
                     let progress = |progress: &SegmentOutcome| {
                         if last_log.elapsed() >= PROGRESS_EVERY {
@@ -99,44 +107,14 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                             );
                         }
                     };
-                    let out = run_phase_segment(
-                        plan,
-                        &at.defined.sources,
-                        start,
-                        &self.shadows,
-                        &self.registry,
-                        &self.store,
-                        &pace,
-                        progress,
-                    )
-                    .await;
+                    let out = run_phase_segment(&context, start, progress).await;
                     SegmentRunOutcome::Push(out)
                 }
                 Run::Judge { phase } => SegmentRunOutcome::Judge(
-                    run_journal_segment(
-                        plan,
-                        JournalWalk::Judge { phase },
-                        cursor,
-                        uncertain,
-                        &self.shadows,
-                        &self.store,
-                        record.journal_shards,
-                        &pace,
-                    )
-                    .await,
+                    run_journal_segment(&context, JudgeOrRollback::Judge { phase }, cursor, uncertain).await,
                 ),
                 Run::Rollback => SegmentRunOutcome::Rollback(
-                    run_journal_segment(
-                        plan,
-                        JournalWalk::Rollback,
-                        cursor,
-                        uncertain,
-                        &self.shadows,
-                        &self.store,
-                        record.journal_shards,
-                        &pace,
-                    )
-                    .await,
+                    run_journal_segment(&context, JudgeOrRollback::Rollback, cursor, uncertain).await,
                 ),
             }
         };

@@ -1,22 +1,28 @@
 //! Pushing desired settings to a fleet: the request, its targets, the pacing engine, and the record it leaves.
 
 mod engine;
+#[cfg(test)]
+mod fakes;
 pub mod journal;
+mod journal_walk;
 pub mod lifecycle;
 pub mod machine;
+mod pace;
+mod phase;
 pub mod quota;
 mod record;
 mod request;
 pub mod retention;
 pub mod rollout;
 mod targets;
+mod thing;
 mod walker;
 
-pub use engine::{
-    JournalOutcome, JournalWalk, Lease, NoJournal, Pace, SegmentOutcome, Start, ThingOutcome, run_journal_segment,
-    run_phase_segment, run_segment,
-};
+pub use engine::{JournalOutcome, NoJournal, Segment, SegmentOutcome, SegmentStart, ThingOutcome};
 pub use journal::JournalRef;
+pub use journal_walk::{JudgeOrRollback, run_journal_segment};
+pub use pace::{Lease, Pace};
+pub use phase::{run_phase_segment, run_segment};
 pub use record::{Counts, Holder, PushDefinition, PushRecord, PushSummary, Status, StoredPush};
 pub use request::{MAX_LISTED_THINGS_BYTES, PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
 pub use rollout::{PhaseCounts, PushState, RollbackCounts};

@@ -1,7 +1,7 @@
 //! The one loop every walk of a push runs, whether it pushes a phase, judges one or rolls back: the things an
 //! earlier segment left to redo go first, then pages from the cursor, source after source; each thing is admitted
 //! under the pace before it starts, the things in flight are drained at the end, and what is left becomes the next
-//! segment's cursor. What a walk reads and what it does to each thing is its [`Walk`].
+//! segment's cursor ([`follow`]). What a walk reads and what it does to each thing is its [`Course`].
 
 use std::future::Future;
 
@@ -10,14 +10,14 @@ use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::Cursor;
-use super::engine::{Pace, Request};
+use super::pace::{Pace, Request};
 
 /// One page of a source: its items, and the token of the next page (`None`: the source ends here).
 pub(super) struct Page<I> {
     pub items: Vec<I>,
     pub next: Option<String>,
     /// The source's first page, read in place of the page at a saved token the source refused: the things the
-    /// cursor counts before its position (`walked` and `offset`) are met again ([`Walk::take_again`]).
+    /// cursor counts before its position (`walked` and `offset`) are met again ([`Course::take_again`]).
     pub restarted: bool,
 }
 
@@ -37,9 +37,10 @@ pub(super) enum Take<E, D> {
     Skip,
 }
 
-/// What a walk reads and what it does to each thing; [`walk`] is the loop. `State` is what the walk counts and
-/// remembers as it goes; the things in flight borrow the walk only, so the loop can hand the state to each call.
-pub(super) trait Walk {
+/// A course: what a walk reads and what it does to each thing; [`follow`] is the loop. `State` is what the walk
+/// counts and remembers as it goes; the things in flight borrow the course only, so the loop can hand the state to
+/// each call.
+pub(super) trait Course {
     type Item;
     /// A thing taken on, ready to start.
     type Entry;
@@ -83,17 +84,17 @@ pub(super) trait Walk {
     fn tally(&self, state: &mut Self::State, done: Self::Done) -> Option<(String, Meeting)>;
 }
 
-/// Walks `walk` from `cursor` until done or until it is time to hand off; `takeover`: every thing walked is
+/// Follows `course` from `cursor` until done or until it is time to hand off; `takeover`: every thing walked is
 /// uncertain. The next segment's cursor, or `None` when the walk is done. A walk that is done but left things to
 /// redo has a cursor past its last source, with only those things.
-pub(super) async fn walk<W: Walk>(
-    walk: &W,
-    state: &mut W::State,
+pub(super) async fn follow<C: Course>(
+    course: &C,
+    state: &mut C::State,
     pace: &Pace,
     cursor: Cursor,
     takeover: bool,
 ) -> Option<Cursor> {
-    let sources = walk.sources();
+    let sources = course.sources();
     let Cursor { source, token, offset, walked, redo: earlier_redo, again, relisted, redo_again } = cursor;
     let mut at = Cursor { source, token, offset, walked, again, relisted, ..Cursor::default() };
     let first = if takeover { Meeting::Uncertain } else { Meeting::First };
@@ -101,8 +102,8 @@ pub(super) async fn walk<W: Walk>(
     // Things left to redo, each with how it is to be met again.
     let mut redo: Vec<(String, Meeting)> = Vec::new();
     let mut left = None;
-    let tally = |state: &mut W::State, redo: &mut Vec<(String, Meeting)>, done: W::Done| {
-        redo.extend(walk.tally(state, done));
+    let tally = |state: &mut C::State, redo: &mut Vec<(String, Meeting)>, done: C::Done| {
+        redo.extend(course.tally(state, done));
     };
 
     // Things an earlier segment took on but could not finish go first: they are known targets, so they make
@@ -118,8 +119,8 @@ pub(super) async fn walk<W: Walk>(
             stopped = true;
             break;
         }
-        match walk.redo(state, key.clone()).await {
-            Ok(Take::Start(entry)) => in_flight.push(walk.start(entry, meeting)),
+        match course.redo(state, key.clone()).await {
+            Ok(Take::Start(entry)) => in_flight.push(course.start(entry, meeting)),
             Ok(Take::Done(done)) => tally(state, &mut redo, done),
             Ok(Take::Skip) => {}
             Err(()) => {
@@ -130,18 +131,18 @@ pub(super) async fn walk<W: Walk>(
         }
     }
     redo.extend(earlier);
-    if at.source < sources && (stopped || !redo.is_empty() || walk.resume(state, &at).await.is_err()) {
+    if at.source < sources && (stopped || !redo.is_empty() || course.resume(state, &at).await.is_err()) {
         // Out of time before the walk could go on.
         left = Some(at.clone());
         stopped = true;
     }
 
-    'walk: while !stopped && at.source < sources {
+    'pages: while !stopped && at.source < sources {
         if Instant::now() >= pace.stop_at() {
             left = Some(at.clone());
             break;
         }
-        let Ok(page) = walk.page(state, at.source, at.token.as_deref()).await else {
+        let Ok(page) = course.page(state, at.source, at.token.as_deref()).await else {
             left = Some(at.clone());
             break;
         };
@@ -159,19 +160,19 @@ pub(super) async fn walk<W: Walk>(
         }
         let len = page.items.len();
         for item in page.items.into_iter().skip(at.offset) {
-            if !admit(&mut in_flight, pace, walk.first(), |done| tally(state, &mut redo, done)).await {
+            if !admit(&mut in_flight, pace, course.first(), |done| tally(state, &mut redo, done)).await {
                 left = Some(at.clone());
-                break 'walk;
+                break 'pages;
             }
             at.offset += 1;
             let (taken, meeting) = if at.again > 0 {
                 at.again -= 1;
-                (walk.take_again(state, at.source, item), Meeting::Again)
+                (course.take_again(state, at.source, item), Meeting::Again)
             } else {
-                (walk.take(state, at.source, item), first)
+                (course.take(state, at.source, item), first)
             };
             match taken {
-                Take::Start(entry) => in_flight.push(walk.start(entry, meeting)),
+                Take::Start(entry) => in_flight.push(course.start(entry, meeting)),
                 Take::Done(done) => tally(state, &mut redo, done),
                 Take::Skip => {}
             }
