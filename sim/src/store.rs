@@ -24,8 +24,8 @@ use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::quota::{Sender, Senders};
 use shadow_core::push::retention::{Keep, Kept, Through};
 use shadow_core::push::{
-    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
-    PushStore, StoredPush, lifecycle,
+    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushLists, PushRecord,
+    PushRecords, PushState, Retention, StoredPush, lifecycle,
 };
 use shadow_core::store::{FaultKind, ServiceError};
 use tokio::time::Instant;
@@ -245,7 +245,7 @@ struct Table {
     board: BTreeMap<String, Sender>,
     writes: Vec<Write>,
     faults: Option<Faults>,
-    /// Injected faults of kind [`FaultKind::Throttled`]: what [`PushStore::throttled`] counts.
+    /// Injected faults of kind [`FaultKind::Throttled`]: what [`PushRecords::throttled`] counts.
     throttled: u64,
 }
 
@@ -474,7 +474,7 @@ impl MemoryStore {
     }
 }
 
-impl PushStore for MemoryStore {
+impl PushRecords for MemoryStore {
     async fn create(&self, definition: &PushDefinition, record: &PushRecord) -> Result<bool, ServiceError> {
         let push_id = record.push_id.as_str();
         let size = serde_json::to_vec(definition).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -692,6 +692,12 @@ impl PushStore for MemoryStore {
         })
     }
 
+    fn throttled(&self) -> u64 {
+        self.lock().throttled
+    }
+}
+
+impl PushLists for MemoryStore {
     async fn add_failures(
         &self,
         at: JournalRef<'_>,
@@ -717,7 +723,9 @@ impl PushStore for MemoryStore {
     async fn conflicts(&self, at: JournalRef<'_>, limit: usize) -> Result<Vec<Failure>, ServiceError> {
         self.listed(Op::Conflicts, at, limit, CONFLICT_PREFIX)
     }
+}
 
+impl Retention for MemoryStore {
     fn retention_s(&self) -> Option<u64> {
         self.retention_s
     }
@@ -751,10 +759,6 @@ impl PushStore for MemoryStore {
         }
         self.mark_kept(push, to)?;
         Ok(Kept { kept_until: Some(to), keeping_to: None })
-    }
-
-    fn throttled(&self) -> u64 {
-        self.lock().throttled
     }
 }
 
