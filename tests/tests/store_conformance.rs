@@ -210,6 +210,8 @@ async fn script<S: PushStore + Journal + Senders>(store: &S, base: u64) -> Vec<S
     run.note("record b's segment 1", b, "Ok(Some(PushRecord", written.map_err(fail)).await;
     let asked = store.request_control(b, Control::Pause).await.map_err(fail);
     run.note("pause b", b, "Ok(true)", asked).await;
+    let claimed = store.claim(b, &claim(2, "p2", t(30_000), false), t(14_000)).await.map_err(fail);
+    run.note("claim b's free segment 2 with a pause asked", b, "Ok(false)", claimed).await;
     let record = load(store, b).await;
     let paused = recorded(&record, 1, PushState::Paused, t(20_000));
     let applied = store.apply_control(&paused, Control::Abort, t(15_000)).await.map_err(fail);
@@ -246,16 +248,24 @@ async fn script<S: PushStore + Journal + Senders>(store: &S, base: u64) -> Vec<S
     let claimed = store.claim(b, &claim(2, "p3", t(80_000), false), t(71_000)).await.map_err(fail);
     run.note("claim the unstalled push", b, "Ok(true)", claimed).await;
 
-    // The sweeper's list: open pushes whose lease ran out, by lease; the aborted push left it.
+    // A complete push is claimed no more, and leaves the sweeper's list (open pushes whose lease ran out, by lease;
+    // the aborted push left it too).
     let c = "push-c";
     let created = store.create(&definition(c), &new_record(c, base, "q1", t(50_000), 0)).await.map_err(fail);
     run.note("create push c", c, "Ok(true)", created).await;
+    let record = load(store, c).await;
+    let written = store.finish_segment(&recorded(&record, 1, PushState::Complete, t(30_000)), "q1").await;
+    run.note("record c complete", c, "Ok(Some(PushRecord", written.map_err(fail)).await;
+    let claimed = store.claim(c, &claim(2, "q2", t(40_000), false), t(31_000)).await.map_err(fail);
+    run.note("claim a complete push", c, "Ok(false)", claimed).await;
+    let asked = store.request_control(c, Control::AbortRollback).await.map_err(fail);
+    run.note("roll back a complete push", c, "Ok(false)", asked).await;
     let stale = store.stale(t(60_000), 10).await.map_err(fail);
-    run.note("stale before b's lease ran out", c, r#"Ok(["push-c"])"#, stale).await;
+    run.note("stale before b's lease ran out", c, "Ok([])", stale).await;
     let stale = store.stale(t(90_000), 10).await.map_err(fail);
-    run.note("stale after both", c, r#"Ok(["push-c", "push-b"])"#, stale).await;
-    let stale = store.stale(t(90_000), 1).await.map_err(fail);
-    run.note("stale, one", c, r#"Ok(["push-c"])"#, stale).await;
+    run.note("stale after b's lease ran out", c, r#"Ok(["push-b"])"#, stale).await;
+    let stale = store.stale(t(90_000), 0).await.map_err(fail);
+    run.note("stale, none asked", c, "Ok([])", stale).await;
 
     // Failures and conflicts, each written twice; journal entries recorded twice.
     let at = JournalRef::new(a, 3);
