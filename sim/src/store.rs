@@ -1084,6 +1084,38 @@ mod tests {
         assert_eq!(renew.record.map(|r| r.holder.lease_until), Some(8_000));
     }
 
+    /// On tokio's paused clock a walk stopped by its time rewrites exactly the items its pace allows (at 10 a
+    /// second, those starting at 0, 100 and 200 ms of 250), and the next call finishes it from there.
+    #[tokio::test(start_paused = true)]
+    async fn a_retention_walk_stops_where_its_pace_says_and_resumes_there() {
+        const R: u64 = 3600;
+        let store = MemoryStore::new().with_retention_seconds(R);
+        let mut first = record("p", 5_000);
+        first.journal_shards = 1;
+        store.create(&definition("p"), &first).await.expect("created");
+        let until = first.kept.expires_at(first.status.started_at, R);
+        for i in 0..20 {
+            let entry = Previous { thing_name: format!("t{i:02}"), phase: 1, values: serde_json::json!({"v": i}) };
+            store.record_previous(first.journal(), until, &entry).await.expect("recorded");
+        }
+        let now_s = first.status.started_at / 1000 + 2_000;
+        let to = now_s + 2 * R;
+        let journal = |store: &MemoryStore| {
+            let expiries = store.expiries(first.journal());
+            let entries = expiries.iter().filter(|((p, _), _)| p == "p#0");
+            entries.filter(|(_, e)| **e == Some(to)).count()
+        };
+        let kept = store.keep_within(&first, now_s, true, 10, Some(Duration::from_millis(250))).await.expect("walked");
+        assert_eq!(kept, Kept { kept_until: None, keeping_to: Some(to) });
+        assert_eq!(journal(&store), 3, "three entries in 250 ms at 10 a second");
+        let marked = store.peek("p").expect("there");
+        assert_eq!(marked.kept.keeping_to, Some(to));
+        let kept = store.keep_within(&marked, now_s, true, 1000, None).await.expect("walked");
+        assert_eq!(kept, Kept { kept_until: Some(to), keeping_to: None });
+        assert_eq!(journal(&store), 20, "the rest, resumed");
+        assert_eq!(store.peek("p").expect("there").kept, kept);
+    }
+
     #[tokio::test]
     async fn failures_are_kept_once_each_in_their_shards() {
         let store = MemoryStore::new();
