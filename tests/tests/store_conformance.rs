@@ -254,12 +254,18 @@ async fn script<S: PushStore + Journal + Senders>(store: &S, base: u64) -> Vec<S
     let created = store.create(&definition(c), &new_record(c, base, "q1", t(50_000), 0)).await.map_err(fail);
     run.note("create push c", c, "Ok(true)", created).await;
     let record = load(store, c).await;
+    let asked = store.request_control(c, Control::Pause).await.map_err(fail);
+    run.note("pause c while its segment runs", c, "Ok(true)", asked).await;
     let written = store.finish_segment(&recorded(&record, 1, PushState::Complete, t(30_000)), "q1").await;
+    let control = written.as_ref().ok().map(|r| r.as_ref().map(|r| r.status.control));
     run.note("record c complete", c, "Ok(Some(PushRecord", written.map_err(fail)).await;
+    run.note("the record written carries the pause", c, "Some(Some(Some(Pause)))", control).await;
     let claimed = store.claim(c, &claim(2, "q2", t(40_000), false), t(31_000)).await.map_err(fail);
     run.note("claim a complete push", c, "Ok(false)", claimed).await;
     let asked = store.request_control(c, Control::AbortRollback).await.map_err(fail);
     run.note("roll back a complete push", c, "Ok(false)", asked).await;
+    let asked = store.request_control(c, Control::Abort).await.map_err(fail);
+    run.note("abort a complete push", c, "Ok(false)", asked).await;
     let stale = store.stale(t(60_000), 10).await.map_err(fail);
     run.note("stale before b's lease ran out", c, "Ok([])", stale).await;
     let stale = store.stale(t(90_000), 10).await.map_err(fail);
