@@ -88,6 +88,22 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the call writes (a [`Fault::Lost`] on it leaves the write made); reads answer or fail.
+    pub fn writes(self) -> bool {
+        !matches!(
+            self,
+            Self::Load
+                | Self::LoadRecord
+                | Self::Stale
+                | Self::Failures
+                | Self::Conflicts
+                | Self::PreviousPage
+                | Self::Previous
+                | Self::KeptThrough
+                | Self::Senders
+        )
+    }
+
     /// The DynamoDB operation `DynamoPushStore` makes for it: the [`ServiceError::operation`] of its faults.
     pub fn operation(self) -> &'static str {
         match self {
@@ -396,7 +412,8 @@ impl MemoryStore {
     }
 
     /// Writes failures or conflicts under `prefix`, once each, each in its thing's shard: put (replacing an item
-    /// written before), in batches of [`BATCH_LIMIT`], each batch a call of its own.
+    /// written before), in batches of [`BATCH_LIMIT`], each batch a call of its own. Not paced per partition (no
+    /// partition here has a write limit).
     fn add_listed(
         &self,
         op: Op,
@@ -1075,6 +1092,7 @@ mod tests {
         let e = store.renew("p", 1, "o1", 8_000).await.expect_err("throttled");
         assert_eq!((e.kind, e.operation), (FaultKind::Throttled, "UpdateItem"));
         assert_eq!((store.peek("p").expect("there").holder.lease_until, store.throttled()), (5_000, 1));
+        assert!(Op::Renew.writes() && !Op::LoadRecord.writes());
         store.set_faults(Box::new(|op| (op == Op::Renew).then(|| Fault::timed_out(op))));
         store.renew("p", 1, "o1", 8_000).await.expect_err("its answer lost");
         assert_eq!(store.peek("p").expect("there").holder.lease_until, 8_000, "the write took effect");
