@@ -6,9 +6,11 @@
 //! controls, carrying them out, resume, stall, unstall, the sweeper's list, retention walks (complete, stopped by
 //! their time and resumed), the board of senders, failures, conflicts and journal entries written twice.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use devstack::{Stack, unique};
 use fleet_sim::store::MemoryStore;
 use serde_json::json;
@@ -400,5 +402,37 @@ async fn conformance() {
             step.expected
         );
     }
+    // What the walks rewrote, which no port reads: every item of the walked pushes expires at the same moment in both.
+    for push_id in ["push-k", "push-w"] {
+        let in_memory = memory.expiries(JournalRef::new(push_id, 1));
+        let in_dynamodb = expiries(&stack, &table, push_id).await;
+        assert_eq!(in_memory, in_dynamodb, "{push_id}'s items' expiresAt: memory (left), DynamoDB Local (right)");
+        let until: std::collections::BTreeSet<_> = in_memory.values().collect();
+        assert!(in_memory.len() >= 5 && until.len() == 1, "{push_id}'s items expire together: {in_memory:?}");
+    }
     println!("{} steps, the same from DynamoDB Local and from memory", expected.len());
+}
+
+/// The `expiresAt` of every item of `push_id`'s partition and its journal's one shard, by partition and sort key.
+async fn expiries(stack: &Stack, table: &str, push_id: &str) -> BTreeMap<(String, String), Option<u64>> {
+    let mut all = BTreeMap::new();
+    for partition in [push_id.to_owned(), format!("{push_id}#0")] {
+        let items = stack
+            .dynamodb()
+            .query()
+            .table_name(table)
+            .key_condition_expression("#pk = :p")
+            .expression_attribute_names("#pk", tables::PARTITION_KEY)
+            .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("querying {partition}: {e}"));
+        for item in items.items() {
+            let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let expires = item.get(tables::TTL_ATTRIBUTE).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+            all.insert((text(tables::PARTITION_KEY), text(tables::SORT_KEY)), expires);
+        }
+    }
+    all
 }
