@@ -269,7 +269,7 @@ async fn same_request_again(
     plan: &shadow_core::push::PushPlan,
     quota_known: bool,
 ) -> Result<bool, CliError> {
-    use shadow_core::push::PushStore;
+    use shadow_core::push::PushRecords;
     let Some(table) = ctx.locations.push_table.clone() else { return Ok(false) };
     let store = shadow_aws::DynamoPushStore::new(ctx.dynamodb(), table.clone(), None);
     let existing = store
@@ -333,7 +333,7 @@ where
 /// (at most 3 s) and stops; a push that no segment holds (baking, or between segments) carries it out at its next
 /// arrival, before anything else.
 async fn written_directly(ctx: &Context, action: &str, message: &Value) -> Result<i32, CliError> {
-    use shadow_core::push::PushStore;
+    use shadow_core::push::PushRecords;
     use shadow_core::push::lifecycle::LeaseTiming;
     use shadow_core::push::machine::{self, Action, Effect, Event};
     let field = if action == "pause" { "pausePush" } else { "abortPush" };

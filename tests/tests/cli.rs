@@ -595,7 +595,7 @@ async fn numeric_options_and_ids_are_checked_before_anything_is_read() {
 #[tokio::test]
 async fn every_conflict_of_a_rollback_is_shown_with_its_paths() {
     use shadow_core::push::rollout::conflict_message;
-    use shadow_core::push::{Failure, JournalRef, PushStore};
+    use shadow_core::push::{Failure, JournalRef, PushLists};
     let stack = Stack::get();
     let push_id = unique("cli-conflicts");
     let table = push_table_with(&stack, &[json!({"pushId": push_id, "state": "rolledBack", "complete": false})]).await;

@@ -15,7 +15,7 @@ use devstack::service::{LambdaService, Timing};
 use devstack::unique;
 use serde_json::{Value, json};
 use shadow_core::push::journal::shard_of;
-use shadow_core::push::{JournalRef, PushStore};
+use shadow_core::push::{JournalRef, PushLists};
 
 const TIMING: Timing = Timing {
     timeout: Duration::from_secs(5),

@@ -9,7 +9,7 @@ use devstack::{Stack, unique};
 use serde_json::json;
 use shadow_aws::{DynamoPushStore, tables};
 use shadow_core::push::lifecycle::{new_record, plan_digest};
-use shadow_core::push::{PhaseCounts, PushDefinition, PushRecord, PushState, PushStore, validate_request};
+use shadow_core::push::{PhaseCounts, PushDefinition, PushRecord, PushRecords, PushState, validate_request};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

@@ -13,7 +13,9 @@ use shadow_aws::push_store::DynamoPushStore;
 use shadow_aws::tables;
 use shadow_core::push::lifecycle;
 use shadow_core::push::retention::Kept;
-use shadow_core::push::{Failure, Journal, Previous, PushRecord, PushState, PushStore, Source, validate_request};
+use shadow_core::push::{
+    Failure, Journal, Previous, PushLists, PushRecord, PushRecords, PushState, Retention, Source, validate_request,
+};
 
 /// The retention, in seconds of the test's clock.
 const R: u64 = 100;

@@ -16,7 +16,7 @@ use shadow_aws::{DynamoPushReader, tables};
 use shadow_core::names::ThingGroupName;
 use shadow_core::push::lifecycle::{self, LeaseTiming};
 use shadow_core::push::{
-    Counts, Cursor, MAX_LISTED_THINGS_BYTES, PhaseCounts, PushDefinition, PushPlan, PushRecord, PushState, PushStore,
+    Counts, Cursor, MAX_LISTED_THINGS_BYTES, PhaseCounts, PushDefinition, PushPlan, PushRecord, PushRecords, PushState,
     RollbackCounts, SegmentOutcome, Source, StoredPush, validate_request,
 };
 

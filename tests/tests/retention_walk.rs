@@ -16,7 +16,7 @@ use shadow_aws::push_store::DynamoPushStore;
 use shadow_aws::tables;
 use shadow_core::push::lifecycle;
 use shadow_core::push::retention::{Kept, Through};
-use shadow_core::push::{Journal, Previous, PushRecord, PushState, PushStore, Source, validate_request};
+use shadow_core::push::{Journal, Previous, PushRecord, PushRecords, PushState, Retention, Source, validate_request};
 
 const DAY: u64 = 86_400;
 

@@ -15,8 +15,8 @@ use futures::future::try_join_all;
 use shadow_core::push::journal::{PartitionPacer, ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::retention::{Keep, Kept, Through};
 use shadow_core::push::{
-    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
-    PushStore, StoredPush, lifecycle,
+    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushLists, PushRecord,
+    PushRecords, PushState, Retention, StoredPush, lifecycle,
 };
 use shadow_core::store::{FaultKind, ServiceError};
 use tokio::time::Instant;
@@ -243,7 +243,7 @@ impl DynamoPushStore {
     }
 }
 
-impl PushStore for DynamoPushStore {
+impl PushRecords for DynamoPushStore {
     async fn create(&self, definition: &PushDefinition, record: &PushRecord) -> Result<bool, ServiceError> {
         let expires = self.retention_s.map(|r| n(record.kept.expires_at(record.status.started_at, r)));
         let mut plan: Item = serde_dynamo::to_item(definition).map_err(|e| unrepresentable("TransactWriteItems", e))?;
@@ -605,6 +605,12 @@ impl PushStore for DynamoPushStore {
         Ok(ids)
     }
 
+    fn throttled(&self) -> u64 {
+        self.throttled.get()
+    }
+}
+
+impl PushLists for DynamoPushStore {
     async fn add_failures(
         &self,
         at: JournalRef<'_>,
@@ -630,11 +636,9 @@ impl PushStore for DynamoPushStore {
     async fn conflicts(&self, at: JournalRef<'_>, limit: usize) -> Result<Vec<Failure>, ServiceError> {
         self.listed(at, limit, CONFLICT_PREFIX).await
     }
+}
 
-    fn throttled(&self) -> u64 {
-        self.throttled.get()
-    }
-
+impl Retention for DynamoPushStore {
     fn retention_s(&self) -> Option<u64> {
         self.retention_s
     }

@@ -161,8 +161,16 @@ pub struct Claim {
     pub takeover: bool,
 }
 
-/// Where push records go.
-pub trait PushStore: Sync {
+/// Where push records go: every port of the push store together. Implemented for any store that implements each:
+/// [`PushRecords`] (a push's record: its claims, segments and controls), [`PushLists`] (its failures and
+/// conflicts) and [`Retention`] (how long its items are kept). Its journal ([`Journal`]) and the board of senders
+/// ([`quota::Senders`]) are ports of their own.
+pub trait PushStore: PushRecords + PushLists + Retention {}
+
+impl<T: PushRecords + PushLists + Retention> PushStore for T {}
+
+/// A push's record and plan: created together, then claimed, renewed, recorded and controlled by conditional writes.
+pub trait PushRecords: Sync {
     /// Creates a new push, its definition and its record together (both or neither), its segment 1 claimed as the
     /// record says; `Ok(false)` when the push id was used before.
     fn create(
@@ -230,6 +238,16 @@ pub trait PushStore: Sync {
     fn unstall(&self, next: &PushRecord) -> impl Future<Output = Result<bool, ServiceError>> + Send;
     /// Pushes not complete whose lease ran out before `now_ms`: a segment that died, or a hand-off nobody picked up.
     fn stale(&self, now_ms: u64, limit: usize) -> impl Future<Output = Result<Vec<String>, ServiceError>> + Send;
+    /// How many of this store's requests the service refused for throughput so far, in this process (each was
+    /// retried): a running count, read before and after a segment.
+    fn throttled(&self) -> u64 {
+        0
+    }
+}
+
+/// The things a push could not push (failures) and those a rollback left alone (conflicts), spread over the shards
+/// of its journal.
+pub trait PushLists: Sync {
     /// Records failed things (once each, each in its shard of the push's journal `at`), expiring at `expires_at`
     /// (epoch s, [`retention::Kept::expires_at`]) when the store keeps pushes for a time.
     fn add_failures(
@@ -257,6 +275,10 @@ pub trait PushStore: Sync {
         at: JournalRef<'_>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Failure>, ServiceError>> + Send;
+}
+
+/// How long a push's items (record, plan, journal, failures, conflicts) are kept.
+pub trait Retention: Sync {
     /// How long the store keeps a push's items past now (seconds): `None` when they never expire.
     fn retention_s(&self) -> Option<u64> {
         None
@@ -264,7 +286,7 @@ pub trait PushStore: Sync {
     /// Keeps `record`'s items (record, plan, journal, failures, conflicts) as [`retention::Kept::decide`] says at
     /// `now_s`, `open` while the push is not final: marks the record's `keepingTo`, rewrites every item's
     /// `expiresAt` (each journal partition paced under `partition_wps` write units a second), then sets
-    /// `keptUntil`. Returns the record's marks as they now stand. With no time limit: [`PushStore::keep_within`].
+    /// `keptUntil`. Returns the record's marks as they now stand. With no time limit: [`Retention::keep_within`].
     fn keep(
         &self,
         record: &PushRecord,
@@ -274,7 +296,7 @@ pub trait PushStore: Sync {
     ) -> impl Future<Output = Result<retention::Kept, ServiceError>> + Send {
         self.keep_within(record, now_s, open, partition_wps, None)
     }
-    /// [`PushStore::keep`], its walk stopped once `within` has passed: it then leaves where it got on the record
+    /// [`Retention::keep`], its walk stopped once `within` has passed: it then leaves where it got on the record
     /// ([`retention::Through`]) and returns marks with `keepingTo` still past `keptUntil`
     /// ([`retention::Kept::walking`]); the next call resumes it from there.
     fn keep_within(
@@ -287,11 +309,6 @@ pub trait PushStore: Sync {
     ) -> impl Future<Output = Result<retention::Kept, ServiceError>> + Send {
         let _ = (now_s, open, partition_wps, within);
         std::future::ready(Ok(record.kept))
-    }
-    /// How many of this store's requests the service refused for throughput so far, in this process (each was
-    /// retried): a running count, read before and after a segment.
-    fn throttled(&self) -> u64 {
-        0
     }
 }
 
