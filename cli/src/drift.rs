@@ -21,7 +21,7 @@ use shadow_core::drift::{
 };
 use shadow_core::history::point::Unknown;
 use shadow_core::push::{Registry, Shadows};
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 use shadow_core::{ShadowName, ShadowRef, ThingGroupName, ThingName};
 
 use crate::error::CliError;

@@ -2,7 +2,7 @@
 
 use std::error::Error as StdError;
 
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

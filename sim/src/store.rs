@@ -24,10 +24,10 @@ use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::quota::{Sender, Senders};
 use shadow_core::push::retention::{Keep, Kept, Through};
 use shadow_core::push::{
-    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushLists, PushRecord,
+    Claim, Control, Failure, Journal, JournalEntry, JournalPage, JournalRef, PushDefinition, PushLists, PushRecord,
     PushRecords, PushState, Retention, StoredPush, lifecycle,
 };
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 use tokio::time::Instant;
 
 /// The sort key of a push's record.
@@ -199,7 +199,7 @@ enum Body {
     Record(Box<RecordItem>),
     Plan(Box<PushDefinition>),
     Kept(Through),
-    Previous(Previous),
+    Previous(JournalEntry),
     Listed(Failure),
 }
 
@@ -475,7 +475,7 @@ impl MemoryStore {
             Some(a) => Bound::Excluded(key(partition, &format!("{PREVIOUS_PREFIX}{a}"))),
             None => Bound::Included(key(partition, prefix)),
         };
-        let entries: Vec<Previous> = table
+        let entries: Vec<JournalEntry> = table
             .items
             .range((start, Bound::Unbounded))
             .take_while(|((p, _), _)| p == partition)
@@ -486,7 +486,7 @@ impl MemoryStore {
             })
             .take(limit as usize)
             .collect();
-        let last = (entries.len() == limit as usize).then(|| entries.last().map(Previous::key)).flatten();
+        let last = (entries.len() == limit as usize).then(|| entries.last().map(JournalEntry::key)).flatten();
         ShardPage { entries, last }
     }
 }
@@ -747,7 +747,7 @@ impl Retention for MemoryStore {
         self.retention_s
     }
 
-    async fn keep_within(
+    async fn extend_within(
         &self,
         record: &PushRecord,
         now_s: u64,
@@ -945,7 +945,12 @@ impl MemoryStore {
 }
 
 impl Journal for MemoryStore {
-    async fn record_previous(&self, at: JournalRef<'_>, expires_at: u64, entry: &Previous) -> Result<(), ServiceError> {
+    async fn record_previous(
+        &self,
+        at: JournalRef<'_>,
+        expires_at: u64,
+        entry: &JournalEntry,
+    ) -> Result<(), ServiceError> {
         let k = key(&thing_partition(at, &entry.thing_name), &format!("{PREVIOUS_PREFIX}{}", entry.key()));
         let mut table = self.lock();
         let fault = table.fault(Op::RecordPrevious);
@@ -982,7 +987,7 @@ impl Journal for MemoryStore {
         })
     }
 
-    async fn previous(&self, at: JournalRef<'_>, key_: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, at: JournalRef<'_>, key_: &str) -> Result<Option<JournalEntry>, ServiceError> {
         // The key is `<phase:03>#<thing>`: the thing picks the shard.
         let thing = key_.split_once('#').map_or(key_, |(_, thing)| thing);
         let k = key(&thing_partition(at, thing), &format!("{PREVIOUS_PREFIX}{key_}"));
@@ -1113,7 +1118,7 @@ mod tests {
         store.create(&definition("p"), &first).await.expect("created");
         let until = first.kept.expires_at(first.status.started_at, R);
         for i in 0..20 {
-            let entry = Previous { thing_name: format!("t{i:02}"), phase: 1, values: serde_json::json!({"v": i}) };
+            let entry = JournalEntry { thing_name: format!("t{i:02}"), phase: 1, values: serde_json::json!({"v": i}) };
             store.record_previous(first.journal(), until, &entry).await.expect("recorded");
         }
         let now_s = first.status.started_at / 1000 + 2_000;
@@ -1123,12 +1128,13 @@ mod tests {
             let entries = expiries.iter().filter(|((p, _), _)| p == "p#0");
             entries.filter(|(_, e)| **e == Some(to)).count()
         };
-        let kept = store.keep_within(&first, now_s, true, 10, Some(Duration::from_millis(250))).await.expect("walked");
+        let kept =
+            store.extend_within(&first, now_s, true, 10, Some(Duration::from_millis(250))).await.expect("walked");
         assert_eq!(kept, Kept { kept_until: None, keeping_to: Some(to) });
         assert_eq!(journal(&store), 3, "three entries in 250 ms at 10 a second");
         let marked = store.peek("p").expect("there");
         assert_eq!(marked.kept.keeping_to, Some(to));
-        let kept = store.keep_within(&marked, now_s, true, 1000, None).await.expect("walked");
+        let kept = store.extend_within(&marked, now_s, true, 1000, None).await.expect("walked");
         assert_eq!(kept, Kept { kept_until: Some(to), keeping_to: None });
         assert_eq!(journal(&store), 20, "the rest, resumed");
         assert_eq!(store.peek("p").expect("there").kept, kept);

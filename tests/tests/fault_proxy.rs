@@ -5,7 +5,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use devstack::fault_proxy::{FaultProxy, Faults, Service};
 use devstack::{Stack, unique};
 use shadow_aws::{sdk::service_error, tables};
-use shadow_core::store::FaultKind;
+use shadow_core::service::FaultKind;
 
 #[tokio::test]
 async fn dynamodb_throttling_is_seen_as_throttling() {

@@ -14,7 +14,7 @@ use shadow_aws::tables;
 use shadow_core::push::lifecycle;
 use shadow_core::push::retention::Kept;
 use shadow_core::push::{
-    Failure, Journal, Previous, PushLists, PushRecord, PushRecords, PushState, Retention, Source, validate_request,
+    Failure, Journal, JournalEntry, PushLists, PushRecord, PushRecords, PushState, Retention, Source, validate_request,
 };
 
 /// The retention, in seconds of the test's clock.
@@ -72,7 +72,7 @@ impl Push {
     async fn write_journal(&self, record: &PushRecord, things: &[String]) {
         let expires_at = record.kept.expires_at(record.status.started_at, R);
         for thing in things {
-            let entry = Previous { thing_name: thing.clone(), phase: 1, values: json!({"mode": 0}) };
+            let entry = JournalEntry { thing_name: thing.clone(), phase: 1, values: json!({"mode": 0}) };
             self.store.record_previous(record.journal(), expires_at, &entry).await.unwrap_or_else(|e| panic!("{e}"));
         }
         let failures: Vec<Failure> = things
@@ -110,7 +110,7 @@ impl Push {
 
     async fn keep(&self, now_s: u64, open: bool) -> Kept {
         let record = self.record().await;
-        self.store.keep(&record, now_s, open, WPS).await.unwrap_or_else(|e| panic!("{e}"))
+        self.store.extend(&record, now_s, open, WPS).await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -204,7 +204,7 @@ async fn rollout_at(fx: &PushFixture, started_h_ago: u64, state: PushState) -> S
     record.status.state = state;
     record.holder.handed_off = record.holder.segment;
     assert!(store.create(&definition, &record).await.unwrap_or_else(|e| panic!("{e}")), "not created");
-    let entry = Previous { thing_name: "t-1".into(), phase: 1, values: json!({"mode": 0}) };
+    let entry = JournalEntry { thing_name: "t-1".into(), phase: 1, values: json!({"mode": 0}) };
     let expires_at = record.kept.expires_at(started_ms, 86_400);
     store.record_previous(record.journal(), expires_at, &entry).await.unwrap_or_else(|e| panic!("{e}"));
     push_id

@@ -16,7 +16,9 @@ use shadow_aws::push_store::DynamoPushStore;
 use shadow_aws::tables;
 use shadow_core::push::lifecycle;
 use shadow_core::push::retention::{Kept, Through};
-use shadow_core::push::{Journal, Previous, PushRecord, PushRecords, PushState, Retention, Source, validate_request};
+use shadow_core::push::{
+    Journal, JournalEntry, PushRecord, PushRecords, PushState, Retention, Source, validate_request,
+};
 
 const DAY: u64 = 86_400;
 
@@ -56,7 +58,7 @@ async fn push_at(
     assert!(store.create(&definition, &record).await.unwrap_or_else(|e| panic!("{e}")), "not created");
     let expires_at = record.kept.expires_at(started_ms, retention_s);
     for i in 0..entries {
-        let entry = Previous { thing_name: format!("old-{i:04}"), phase: 1, values: blob(entry_bytes) };
+        let entry = JournalEntry { thing_name: format!("old-{i:04}"), phase: 1, values: blob(entry_bytes) };
         store.record_previous(record.journal(), expires_at, &entry).await.unwrap_or_else(|e| panic!("{e}"));
     }
     (push_id, record)
@@ -129,7 +131,7 @@ async fn a_walk_is_paced_in_write_units_stops_in_time_and_resumes_where_it_got()
 
     let began = Instant::now();
     let kept = store
-        .keep_within(&record, ended_at, false, WPS, Some(Duration::from_millis(1500)))
+        .extend_within(&record, ended_at, false, WPS, Some(Duration::from_millis(1500)))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let first = began.elapsed();
@@ -155,7 +157,7 @@ async fn a_walk_is_paced_in_write_units_stops_in_time_and_resumes_where_it_got()
     let record = store.load_record(&push_id).await.unwrap_or_else(|e| panic!("{e}")).expect("no record");
     assert_eq!(record.kept, Kept { kept_until: record.kept.kept_until, keeping_to: Some(target) });
     let resumed = Instant::now();
-    let kept = store.keep_within(&record, ended_at, false, WPS, None).await.unwrap_or_else(|e| panic!("{e}"));
+    let kept = store.extend_within(&record, ended_at, false, WPS, None).await.unwrap_or_else(|e| panic!("{e}"));
     let second = resumed.elapsed();
     assert_eq!(kept, Kept { kept_until: Some(target), keeping_to: None });
     let items = expiries(&stack, &table, &push_id).await;

@@ -18,7 +18,7 @@ use shadow_aws::push_store::DynamoPushStore;
 use shadow_aws::tables;
 use shadow_core::push::quota::{Rates, Sender, Senders};
 use shadow_core::push::{
-    Claim, Control, Counts, Cursor, Failure, Holder, Journal, JournalRef, Previous, PushDefinition, PushRecord,
+    Claim, Control, Counts, Cursor, Failure, Holder, Journal, JournalEntry, JournalRef, PushDefinition, PushRecord,
     PushState, PushStore, Status, lifecycle, retention::Kept,
 };
 
@@ -115,7 +115,7 @@ async fn load<S: PushStore>(store: &S, push_id: &str) -> PushRecord {
 async fn script<S: PushStore + Journal + Senders>(store: &S, base: u64) -> Vec<Step> {
     let mut run = Run { store, steps: Vec::new() };
     let t = |offset: u64| base + offset;
-    let fail = |e: shadow_core::store::ServiceError| -> String { panic!("{e}") };
+    let fail = |e: shadow_core::service::ServiceError| -> String { panic!("{e}") };
 
     // A push is created with its plan, once.
     let a = "push-a";
@@ -294,7 +294,7 @@ async fn script<S: PushStore + Journal + Senders>(store: &S, base: u64) -> Vec<S
     let read = store.failures(JournalRef::new(c, 0), 10).await.map_err(fail);
     run.note("no failures", c, "Ok([])", read).await;
     for (thing, value) in [("t-1", 1), ("t-1", 2), ("t-2", 3), ("t-9", 4)] {
-        let entry = Previous {
+        let entry = JournalEntry {
             thing_name: thing.into(),
             phase: if thing == "t-9" { 2 } else { 1 },
             values: json!({"mode": value}),
@@ -303,11 +303,11 @@ async fn script<S: PushStore + Journal + Senders>(store: &S, base: u64) -> Vec<S
         run.note(format!("journal {thing} = {value}"), a, "Ok(())", recorded).await;
     }
     let page = store.previous_page(at, Some(1), None).await.map_err(fail).map(|p| (p.entries, p.next));
-    run.note("phase 1's journal", a, "Ok(([Previous", page).await;
+    run.note("phase 1's journal", a, "Ok(([JournalEntry", page).await;
     let page = store.previous_page(at, None, Some("001#t-2")).await.map_err(fail).map(|p| (p.entries, p.next));
-    run.note("the journal after 001#t-2", a, "Ok(([Previous", page).await;
+    run.note("the journal after 001#t-2", a, "Ok(([JournalEntry", page).await;
     let entry = store.previous(at, "001#t-1").await.map_err(fail);
-    run.note("t-1's entry", a, "Ok(Some(Previous", entry).await;
+    run.note("t-1's entry", a, "Ok(Some(JournalEntry", entry).await;
 
     // The board of senders.
     let announced = store.announce(&sender(a, "s1", t(5_000))).await.map_err(fail);
@@ -333,24 +333,24 @@ async fn script<S: PushStore + Journal + Senders>(store: &S, base: u64) -> Vec<S
         run.note(format!("create {push_id}"), push_id, "Ok(true)", created).await;
         let expires = record.kept.expires_at(base, RETENTION_S);
         for i in 0..entries {
-            let entry = Previous { thing_name: format!("thing-{i:03}"), phase: 1, values: json!({"mode": i}) };
+            let entry = JournalEntry { thing_name: format!("thing-{i:03}"), phase: 1, values: json!({"mode": i}) };
             store.record_previous(record.journal(), expires, &entry).await.map_err(fail).ok();
         }
     }
     let record = load(store, "push-k").await;
-    let kept = store.keep_within(&record, now_s, true, 1000, None).await.map_err(fail);
+    let kept = store.extend_within(&record, now_s, true, 1000, None).await.map_err(fail);
     run.note("extend push-k", "push-k", "Ok(Kept { kept_until: Some(", kept).await;
     let record = load(store, "push-k").await;
-    let kept = store.keep_within(&record, now_s, true, 1000, None).await.map_err(fail);
+    let kept = store.extend_within(&record, now_s, true, 1000, None).await.map_err(fail);
     run.note("extend push-k again: enough", "push-k", "Ok(Kept { kept_until: Some(", kept).await;
     let record = load(store, "push-w").await;
-    let kept = store.keep_within(&record, now_s, true, 10, Some(Duration::from_millis(250))).await.map_err(fail);
+    let kept = store.extend_within(&record, now_s, true, 10, Some(Duration::from_millis(250))).await.map_err(fail);
     run.note("extend push-w, stopped by its time", "push-w", "Ok(Kept { kept_until: None, keeping_to: Some(", kept)
         .await;
     let record = load(store, "push-w").await;
-    let kept = store.keep_within(&record, now_s, true, 1000, None).await.map_err(fail);
+    let kept = store.extend_within(&record, now_s, true, 1000, None).await.map_err(fail);
     run.note("extend push-w, resumed", "push-w", "Ok(Kept { kept_until: Some(", kept).await;
-    let kept = store.keep_within(&record, now_s, true, 1000, None).await.map_err(fail);
+    let kept = store.extend_within(&record, now_s, true, 1000, None).await.map_err(fail);
     run.note("extend push-w from its old marks", "push-w", "Ok(Kept {", kept).await;
 
     run.steps

@@ -11,7 +11,7 @@ use hyper::StatusCode;
 use serde_json::{Value, json};
 use shadow_aws::sdk::ConditionalWrite;
 use shadow_aws::{tables, writes};
-use shadow_core::store::FaultKind;
+use shadow_core::service::FaultKind;
 
 async fn table(stack: &Stack, name: &str) -> String {
     let table = unique(name);

@@ -8,7 +8,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
 use shadow_core::history::{EventError, HistoryRecord, HistoryStore, PutOutcome, record_from_event, store_record};
 use shadow_core::retry::{GaveUp, Retryable};
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 use shadow_runtime::event::Payload;
 use shadow_runtime::metrics::{Counters, Emitter, history};
 use tokio::time::Instant;

@@ -3,7 +3,7 @@
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 use shadow_core::push::HandOff;
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 
 use crate::sdk::service_error;
 

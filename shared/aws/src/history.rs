@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use serde_json::{Map, Number, Value};
 use shadow_core::ShadowRef;
 use shadow_core::history::{HistoryRecord, HistoryStore, PutOutcome, RecordKind, partition_key, time_prefix};
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 
 use crate::sdk::{ConditionalWrite, service_error};
 use crate::tables::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};

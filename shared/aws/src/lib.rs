@@ -1,5 +1,5 @@
 //! shadow-fleet's AWS adapters. Each implements a small trait of `shadow-core` over one AWS service, and turns the
-//! SDK's errors into `shadow_core::store::ServiceError`, keeping the SDK error as the source.
+//! SDK's errors into `shadow_core::service::ServiceError`, keeping the SDK error as the source.
 
 pub mod handoff;
 pub mod history;

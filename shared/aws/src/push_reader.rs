@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::{
 use futures::future::try_join_all;
 use serde_json::Value;
 use shadow_core::push::{Failure, JournalRef};
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 
 use crate::push_store::{CONFLICT_PREFIX, FAILURE_PREFIX, PLAN, RECORD, journal_partition, plan_key, record_key};
 use crate::sdk::service_error;

@@ -15,10 +15,10 @@ use futures::future::try_join_all;
 use shadow_core::push::journal::{PartitionPacer, ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::retention::{Keep, Kept, Through};
 use shadow_core::push::{
-    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushLists, PushRecord,
+    Claim, Control, Failure, Journal, JournalEntry, JournalPage, JournalRef, PushDefinition, PushLists, PushRecord,
     PushRecords, PushState, Retention, StoredPush, lifecycle,
 };
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 use tokio::time::Instant;
 
 use crate::sdk::{ConditionalWrite, service_error};
@@ -643,7 +643,7 @@ impl Retention for DynamoPushStore {
         self.retention_s
     }
 
-    async fn keep_within(
+    async fn extend_within(
         &self,
         record: &PushRecord,
         now_s: u64,
@@ -941,9 +941,9 @@ impl DynamoPushStore {
 }
 
 /// A recorded entry's item: the values as JSON text, so that every number reads back exactly as the shadow had it.
-fn previous_entry(item: &HashMap<String, AttributeValue>) -> Option<Previous> {
+fn previous_entry(item: &HashMap<String, AttributeValue>) -> Option<JournalEntry> {
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
-    Some(Previous {
+    Some(JournalEntry {
         thing_name: text("thingName")?.clone(),
         phase: item.get("phase").and_then(|v| v.as_n().ok()).and_then(|p| p.parse().ok())?,
         values: serde_json::from_str(text("values")?).ok()?,
@@ -976,7 +976,7 @@ impl DynamoPushStore {
             .send()
             .await
             .map_err(|e| service_error("Query", e))?;
-        let entries: Vec<Previous> = page.items().iter().filter_map(previous_entry).collect();
+        let entries: Vec<JournalEntry> = page.items().iter().filter_map(previous_entry).collect();
         let last = page
             .last_evaluated_key()
             .and_then(|k| k.get(tables::SORT_KEY))
@@ -988,7 +988,12 @@ impl DynamoPushStore {
 }
 
 impl Journal for DynamoPushStore {
-    async fn record_previous(&self, at: JournalRef<'_>, expires_at: u64, entry: &Previous) -> Result<(), ServiceError> {
+    async fn record_previous(
+        &self,
+        at: JournalRef<'_>,
+        expires_at: u64,
+        entry: &JournalEntry,
+    ) -> Result<(), ServiceError> {
         let partition = thing_partition(at, &entry.thing_name);
         let mut item = tables::key(&partition, &format!("{PREVIOUS_PREFIX}{}", entry.key()));
         item.insert("thingName".into(), s(&entry.thing_name));
@@ -1021,7 +1026,7 @@ impl Journal for DynamoPushStore {
         Ok(merge_pages(try_join_all(reads).await?))
     }
 
-    async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<JournalEntry>, ServiceError> {
         // The key is `<phase:03>#<thing>`: the thing picks the shard.
         let thing = key.split_once('#').map_or(key, |(_, thing)| thing);
         let partition = thing_partition(at, thing);

@@ -3,7 +3,7 @@
 use aws_sdk_iot::Client;
 use shadow_core::ThingGroupName;
 use shadow_core::push::{Page, Registry};
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 
 use crate::sdk::service_error;
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use shadow_core::push::quota::{Rates, Sender, Senders};
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 
 use crate::push_store::DynamoPushStore;
 use crate::sdk::{ConditionalWrite, service_error};

@@ -3,7 +3,7 @@
 use aws_sdk_iotdataplane::{Client, primitives::Blob};
 use serde_json::Value;
 use shadow_core::push::{DesiredState, Shadows};
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 use shadow_core::{ShadowName, ThingName};
 
 use crate::sdk::service_error;

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::{
         ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
     },
 };
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 
 use crate::sdk::service_error;
 

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, PutRequest, WriteRequest},
 };
 use shadow_core::push::journal::units_of;
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 
 use crate::sdk::{ConditionalWrite, service_error};
 use crate::tables::{PARTITION_KEY, item_size};

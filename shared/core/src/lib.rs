@@ -9,7 +9,7 @@ pub mod history;
 pub mod names;
 pub mod push;
 pub mod retry;
-pub mod store;
+pub mod service;
 pub mod topic;
 
 pub use names::{NameError, ShadowName, ShadowRef, ThingGroupName, ThingName};

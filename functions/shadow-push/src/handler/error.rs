@@ -4,7 +4,7 @@ use lambda_runtime::Diagnostic;
 use shadow_core::push::PushRequestError;
 use shadow_core::push::machine;
 use shadow_core::retry::{GaveUp, Retryable};
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {

@@ -10,8 +10,8 @@
 mod board;
 mod control;
 mod error;
-mod event;
 mod execute;
+mod invocation;
 mod renewal;
 mod retention;
 mod segment;
@@ -30,13 +30,13 @@ use shadow_core::clock::Clock;
 use shadow_core::push::quota::Senders;
 use shadow_core::push::{HandOff, Journal, PushRecord, PushStore, Registry, Shadows, StoredPush};
 use shadow_core::retry::{Backoff, Retryable, retry_until};
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 use shadow_runtime::event::Payload;
 use tokio::time::Instant;
 
 use crate::config::Config;
 pub use error::PushError;
-use event::{Event, scheduled_request};
+use invocation::{Invocation, scheduled_request};
 use start::Begin;
 
 const NO_DEADLINE: Duration = Duration::from_secs(900);
@@ -58,8 +58,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     pub async fn handle(&self, config: &Config, event: LambdaEvent<Payload>) -> Result<Value, PushError> {
         let deadline = shadow_runtime::deadline::deadline(&event.context, NO_DEADLINE);
         let payload = event.payload.json().map_err(|e| PushError::InvalidEvent(e.to_string()))?;
-        match Event::parse(payload)? {
-            Event::Queue(batch) => {
+        match Invocation::parse(payload)? {
+            Invocation::Queue(batch) => {
                 let mut response = SqsBatchResponse::default();
                 for message in batch.records {
                     let id = message.message_id.clone().unwrap_or_default();
@@ -79,19 +79,19 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 }
                 to_json("the batch response", &response)
             }
-            Event::Wake(c) => to_json("the push summary", &self.wake(config, &c.continue_push, deadline).await?),
-            Event::Sweep => self.sweep(config, deadline).await,
-            Event::Scheduled { run, request } => {
+            Invocation::Wake(c) => to_json("the push summary", &self.wake(config, &c.continue_push, deadline).await?),
+            Invocation::Sweep => self.sweep(config, deadline).await,
+            Invocation::Scheduled { run, request } => {
                 let request = scheduled_request(request, &run)?;
                 to_json("the push summary", &self.start(config, &request, Begin::Here, deadline).await?)
             }
-            Event::Push(request) => {
+            Invocation::Push(request) => {
                 to_json("the push summary", &self.start(config, &request, Begin::Here, deadline).await?)
             }
-            Event::StartPush(request) => {
+            Invocation::StartPush(request) => {
                 to_json("the push summary", &self.start(config, &request, Begin::Queued, deadline).await?)
             }
-            Event::Control { push_id, action } => {
+            Invocation::Control { push_id, action } => {
                 to_json("the push summary", &self.control(config, &push_id, action, deadline).await?)
             }
         }

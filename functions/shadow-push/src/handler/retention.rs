@@ -31,7 +31,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let kept = self
             .with_retries(deadline, || {
                 let within = Some(stop_at.saturating_duration_since(Instant::now()));
-                self.store.keep_within(record, now_s, open, config.partition_wps, within)
+                self.store.extend_within(record, now_s, open, config.partition_wps, within)
             })
             .await;
         match kept {

@@ -13,7 +13,7 @@ use shadow_core::push::{
     Shadows, Source, StoredPush, check_sources, journal, sources_for, validate_request,
 };
 use shadow_core::retry::{Backoff, GaveUp, retry_until};
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 use tokio::time::Instant;
 
 use super::execute::{Carrying, lease_timing};

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::names::{ShadowName, ShadowRef, ThingName};
 use crate::retry::{Backoff, GaveUp, retry_until};
-use crate::store::ServiceError;
+use crate::service::ServiceError;
 use crate::topic::{CLASSIC_SIXTH_LEVELS, ShadowMessage, ShadowTopic};
 
 /// What a history item records.

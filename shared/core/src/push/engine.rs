@@ -4,8 +4,8 @@
 
 use super::pace::Pace;
 use super::rollout::RollbackCounts;
-use super::{Cursor, Failure, Journal, JournalPage, JournalRef, Previous, PushPlan, Source};
-use crate::store::ServiceError;
+use super::{Cursor, Failure, Journal, JournalEntry, JournalPage, JournalRef, PushPlan, Source};
+use crate::service::ServiceError;
 
 /// What a segment works with, whichever walk it runs: the push's plan and its targets' sources, the services it
 /// calls, where the push's journal is, and the pace every request keeps.
@@ -87,7 +87,7 @@ pub struct SegmentStart {
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    async fn record_previous(&self, _: JournalRef<'_>, _: u64, _: &Previous) -> Result<(), ServiceError> {
+    async fn record_previous(&self, _: JournalRef<'_>, _: u64, _: &JournalEntry) -> Result<(), ServiceError> {
         Ok(())
     }
     async fn previous_page(
@@ -98,7 +98,7 @@ impl Journal for NoJournal {
     ) -> Result<JournalPage, ServiceError> {
         Ok(JournalPage::default())
     }
-    async fn previous(&self, _: JournalRef<'_>, _: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, _: JournalRef<'_>, _: &str) -> Result<Option<JournalEntry>, ServiceError> {
         Ok(None)
     }
 }

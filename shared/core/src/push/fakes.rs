@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use crate::names::{ShadowName, ThingGroupName, ThingName};
 use crate::push::{
-    Cursor, DesiredState, Journal, JournalPage, JournalRef, NoJournal, Pace, Page, Previous, PushPlan, Registry,
+    Cursor, DesiredState, Journal, JournalEntry, JournalPage, JournalRef, NoJournal, Pace, Page, PushPlan, Registry,
     Segment, SegmentOutcome, SegmentStart, Shadows, run_segment, validate_request,
 };
-use crate::store::{FaultKind, ServiceError};
+use crate::service::{FaultKind, ServiceError};
 
 /// In-memory shadows: desired documents with per-key write times, an update count per thing, a share of
 /// throttled calls, and a latency (on tokio's clock).
@@ -220,10 +220,10 @@ pub(crate) async fn to_completion(
 /// An in-memory journal: entries by key, put-if-absent as the table's. With a page size, pages are read as a
 /// query reads them, and an empty page with a next key comes between any two (as DynamoDB may answer).
 #[derive(Default)]
-pub(crate) struct FakeJournal(pub(crate) Mutex<std::collections::BTreeMap<String, Previous>>, pub(crate) usize);
+pub(crate) struct FakeJournal(pub(crate) Mutex<std::collections::BTreeMap<String, JournalEntry>>, pub(crate) usize);
 
 impl Journal for FakeJournal {
-    async fn record_previous(&self, _: JournalRef<'_>, _: u64, entry: &Previous) -> Result<(), ServiceError> {
+    async fn record_previous(&self, _: JournalRef<'_>, _: u64, entry: &JournalEntry) -> Result<(), ServiceError> {
         if let Ok(mut j) = self.0.lock() {
             j.entry(entry.key()).or_insert_with(|| entry.clone());
         }
@@ -249,18 +249,18 @@ impl Journal for FakeJournal {
         let mut left = journal
             .into_iter()
             .filter(|(key, e)| after.as_ref().is_none_or(|a| key > a) && phase.is_none_or(|p| e.phase == p));
-        let entries: Vec<Previous> = left.by_ref().take(self.1).map(|(_, e)| e).collect();
-        let next = entries.last().filter(|_| left.next().is_some()).map(Previous::key);
+        let entries: Vec<JournalEntry> = left.by_ref().take(self.1).map(|(_, e)| e).collect();
+        let next = entries.last().filter(|_| left.next().is_some()).map(JournalEntry::key);
         Ok(JournalPage { entries, next })
     }
-    async fn previous(&self, _: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, _: JournalRef<'_>, key: &str) -> Result<Option<JournalEntry>, ServiceError> {
         Ok(self.0.lock().ok().and_then(|j| j.get(key).cloned()))
     }
 }
 
 /// A journal in shards, in memory, read as the push store reads it: each shard a page of at most 2 entries
 /// after the key, the pages merged ([`super::journal::merge_pages`]).
-pub(crate) struct ShardedJournal(pub(crate) Mutex<Vec<std::collections::BTreeMap<String, Previous>>>);
+pub(crate) struct ShardedJournal(pub(crate) Mutex<Vec<std::collections::BTreeMap<String, JournalEntry>>>);
 
 impl ShardedJournal {
     pub(crate) fn new(shards: usize) -> Self {
@@ -269,7 +269,7 @@ impl ShardedJournal {
 }
 
 impl Journal for ShardedJournal {
-    async fn record_previous(&self, at: JournalRef<'_>, _: u64, entry: &Previous) -> Result<(), ServiceError> {
+    async fn record_previous(&self, at: JournalRef<'_>, _: u64, entry: &JournalEntry) -> Result<(), ServiceError> {
         let shard = at.shard_of(&entry.thing_name).unwrap_or(0) as usize;
         if let Ok(mut shards) = self.0.lock() {
             shards[shard].entry(entry.key()).or_insert_with(|| entry.clone());
@@ -290,14 +290,14 @@ impl Journal for ShardedJournal {
                 let mut left = shard
                     .into_values()
                     .filter(|e| after.is_none_or(|a| e.key().as_str() > a) && phase.is_none_or(|p| e.phase == p));
-                let entries: Vec<Previous> = left.by_ref().take(2).collect();
-                let last = entries.last().filter(|_| left.next().is_some()).map(Previous::key);
+                let entries: Vec<JournalEntry> = left.by_ref().take(2).collect();
+                let last = entries.last().filter(|_| left.next().is_some()).map(JournalEntry::key);
                 ShardPage { entries, last }
             })
             .collect();
         Ok(merge_pages(pages))
     }
-    async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<JournalEntry>, ServiceError> {
         let thing = key.split_once('#').map_or(key, |(_, t)| t);
         let shard = at.shard_of(thing).unwrap_or(0) as usize;
         Ok(self.0.lock().ok().and_then(|s| s[shard].get(key).cloned()))

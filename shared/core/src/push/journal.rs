@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::request::MAX_PUSH_ID_BYTES;
-use super::{JournalPage, Previous, PushPlan};
+use super::{JournalEntry, JournalPage, PushPlan};
 
 /// The longest thing name AWS IoT accepts, in bytes.
 const THING_NAME_BYTES: usize = 128;
@@ -167,7 +167,7 @@ pub fn per_shard_limit(page: u32, shards: u32) -> u32 {
 /// `LastEvaluatedKey`) when it has more.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardPage {
-    pub entries: Vec<Previous>,
+    pub entries: Vec<JournalEntry>,
     pub last: Option<String>,
 }
 
@@ -177,9 +177,9 @@ pub struct ShardPage {
 /// repeated.
 pub fn merge_pages(pages: Vec<ShardPage>) -> JournalPage {
     let next = pages.iter().filter_map(|p| p.last.clone()).min();
-    let mut entries: Vec<Previous> =
+    let mut entries: Vec<JournalEntry> =
         pages.into_iter().flat_map(|p| p.entries).filter(|e| next.as_ref().is_none_or(|cut| e.key() <= *cut)).collect();
-    entries.sort_by_key(Previous::key);
+    entries.sort_by_key(JournalEntry::key);
     JournalPage { entries, next }
 }
 
@@ -336,34 +336,34 @@ mod tests {
         assert_eq!(pacer.take("busy", 1, secs(2.0)), Duration::ZERO);
     }
 
-    fn entry(phase: u32, thing: &str) -> Previous {
-        Previous { thing_name: thing.into(), phase, values: json!(null) }
+    fn entry(phase: u32, thing: &str) -> JournalEntry {
+        JournalEntry { thing_name: thing.into(), phase, values: json!(null) }
     }
 
     /// The adapter's reading, in memory: each shard sorted by key, `limit` entries after `after`.
-    fn read(shards: &[Vec<Previous>], after: Option<&str>, limit: usize) -> JournalPage {
+    fn read(shards: &[Vec<JournalEntry>], after: Option<&str>, limit: usize) -> JournalPage {
         let pages = shards
             .iter()
             .map(|shard| {
-                let rest: Vec<Previous> =
+                let rest: Vec<JournalEntry> =
                     shard.iter().filter(|e| after.is_none_or(|a| e.key().as_str() > a)).cloned().collect();
-                let entries: Vec<Previous> = rest.iter().take(limit).cloned().collect();
-                let last = (rest.len() > limit).then(|| entries.last().map(Previous::key)).flatten();
+                let entries: Vec<JournalEntry> = rest.iter().take(limit).cloned().collect();
+                let last = (rest.len() > limit).then(|| entries.last().map(JournalEntry::key)).flatten();
                 ShardPage { entries, last }
             })
             .collect();
         merge_pages(pages)
     }
 
-    fn sharded(things: &BTreeSet<(u32, String)>, shards: u32) -> Vec<Vec<Previous>> {
-        let mut by_shard: BTreeMap<u32, Vec<Previous>> = (0..shards).map(|s| (s, Vec::new())).collect();
+    fn sharded(things: &BTreeSet<(u32, String)>, shards: u32) -> Vec<Vec<JournalEntry>> {
+        let mut by_shard: BTreeMap<u32, Vec<JournalEntry>> = (0..shards).map(|s| (s, Vec::new())).collect();
         for (phase, thing) in things {
             by_shard.entry(shard_of(thing, shards)).or_default().push(entry(*phase, thing));
         }
         by_shard
             .into_values()
             .map(|mut v| {
-                v.sort_by_key(Previous::key);
+                v.sort_by_key(JournalEntry::key);
                 v
             })
             .collect()
@@ -377,7 +377,7 @@ mod tests {
         loop {
             let page = read(&shards, after.as_deref(), 10);
             assert!(!page.entries.is_empty() || page.next.is_none(), "a page without entries that has more");
-            seen.extend(page.entries.iter().map(Previous::key));
+            seen.extend(page.entries.iter().map(JournalEntry::key));
             pages += 1;
             match page.next {
                 Some(next) => after = Some(next),
@@ -398,7 +398,7 @@ mod tests {
             ShardPage { entries: vec![entry(1, "b"), entry(1, "d")], last: None },
             ShardPage { entries: vec![entry(1, "bb")], last: Some("001#bb".into()) },
         ]);
-        let keys: Vec<String> = page.entries.iter().map(Previous::key).collect();
+        let keys: Vec<String> = page.entries.iter().map(JournalEntry::key).collect();
         assert_eq!(keys, ["001#a", "001#b", "001#bb"]);
         assert_eq!(page.next.as_deref(), Some("001#bb"));
         let last = merge_pages(vec![ShardPage { entries: vec![entry(2, "z")], last: None }, ShardPage::default()]);
@@ -418,7 +418,7 @@ mod tests {
             let (mut seen, mut after) = (Vec::new(), None::<String>);
             for _ in 0..=things.len() + 1 {
                 let page = read(&by_shard, after.as_deref(), limit);
-                seen.extend(page.entries.iter().map(Previous::key));
+                seen.extend(page.entries.iter().map(JournalEntry::key));
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,

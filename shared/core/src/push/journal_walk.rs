@@ -9,11 +9,11 @@ use super::pace::{Request, Stage, Stats, paced};
 use super::rollout::{conflict_message, rollback_leaves};
 use super::thing::CONFLICT;
 use super::walker::{self, Course, Meeting, Page, Take};
-use super::{Cursor, Failure, Journal, JournalRef, Previous, Shadows};
+use super::{Cursor, Failure, Journal, JournalEntry, JournalRef, Shadows};
 use crate::document::holds;
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
-use crate::store::FaultKind;
+use crate::service::FaultKind;
 
 /// What a walk over a push's recorded previous values does to each thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +65,8 @@ struct JournalCourse<'a, S, R, J> {
 }
 
 impl<S: Shadows, R, J: Journal> Course for JournalCourse<'_, S, R, J> {
-    type Item = Previous;
-    type Entry = Previous;
+    type Item = JournalEntry;
+    type Entry = JournalEntry;
     type Done = EntryOutcome;
     type State = JournalOutcome;
 
@@ -78,7 +78,7 @@ impl<S: Shadows, R, J: Journal> Course for JournalCourse<'_, S, R, J> {
         Request::Read
     }
 
-    async fn redo(&self, _: &mut JournalOutcome, key: String) -> Result<Take<Previous, EntryOutcome>, ()> {
+    async fn redo(&self, _: &mut JournalOutcome, key: String) -> Result<Take<JournalEntry, EntryOutcome>, ()> {
         let found = retry_until(
             self.segment.pace.finish_by(),
             Duration::ZERO,
@@ -94,7 +94,7 @@ impl<S: Shadows, R, J: Journal> Course for JournalCourse<'_, S, R, J> {
         }
     }
 
-    async fn page(&self, _: &mut JournalOutcome, _: usize, token: Option<&str>) -> Result<Page<Previous>, ()> {
+    async fn page(&self, _: &mut JournalOutcome, _: usize, token: Option<&str>) -> Result<Page<JournalEntry>, ()> {
         let phase = match self.mode {
             JudgeOrRollback::Judge { phase } => Some(phase),
             JudgeOrRollback::Rollback => None,
@@ -116,11 +116,11 @@ impl<S: Shadows, R, J: Journal> Course for JournalCourse<'_, S, R, J> {
         }
     }
 
-    fn take(&self, _: &mut JournalOutcome, _: usize, entry: Previous) -> Take<Previous, EntryOutcome> {
+    fn take(&self, _: &mut JournalOutcome, _: usize, entry: JournalEntry) -> Take<JournalEntry, EntryOutcome> {
         Take::Start(entry)
     }
 
-    fn start(&self, entry: Previous, meeting: Meeting) -> impl Future<Output = EntryOutcome> + '_ {
+    fn start(&self, entry: JournalEntry, meeting: Meeting) -> impl Future<Output = EntryOutcome> + '_ {
         let uncertain = meeting != Meeting::First;
         judge_or_put_back(self, entry, uncertain)
     }
@@ -152,7 +152,7 @@ impl<S: Shadows, R, J: Journal> Course for JournalCourse<'_, S, R, J> {
 /// `desired` no longer holds this push's values was changed by someone else since and is a conflict.
 async fn judge_or_put_back<S: Shadows, R, J>(
     course: &JournalCourse<'_, S, R, J>,
-    entry: Previous,
+    entry: JournalEntry,
     uncertain: bool,
 ) -> EntryOutcome {
     let Segment { plan, shadows, pace, .. } = *course.segment;

@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
+use super::record::PushState;
 use super::retention::Kept;
-use super::rollout::{OnAbort, PushState, Verdict, judge};
+use super::rollout::{OnAbort, Verdict, judge};
 use super::{
     Control, Counts, Cursor, Holder, JournalOutcome, PushDefinition, PushPlan, PushRecord, SegmentOutcome, Status,
 };

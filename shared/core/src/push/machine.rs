@@ -14,7 +14,8 @@
 use super::PushPlan;
 use super::engine::{JournalOutcome, SegmentOutcome};
 use super::lifecycle::{self, LeaseTiming, MAX_DELAY_S, Run, Step, Work};
-use super::rollout::{OnAbort, PushState};
+use super::record::PushState;
+use super::rollout::OnAbort;
 use super::{Control, PushRecord};
 
 /// How long an operator's control request waits for the push to carry it out before answering with it pending.

@@ -23,16 +23,16 @@ pub use journal::JournalRef;
 pub use journal_walk::{JudgeOrRollback, run_journal_segment};
 pub use pace::{Lease, Pace};
 pub use phase::{run_phase_segment, run_segment};
-pub use record::{Counts, Holder, PushDefinition, PushRecord, PushSummary, Status, StoredPush};
+pub use record::{Counts, Holder, PushDefinition, PushRecord, PushState, PushSummary, Status, StoredPush};
 pub use request::{MAX_LISTED_THINGS_BYTES, PushPlan, PushRequestError, Targets, push_id_problem, validate_request};
-pub use rollout::{PhaseCounts, PushState, RollbackCounts};
+pub use rollout::{PhaseCounts, RollbackCounts};
 pub use targets::{Cursor, Page, Registry, Source, check_sources, sources_for};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::names::{ShadowName, ThingName};
-use crate::store::ServiceError;
+use crate::service::ServiceError;
 
 /// A shadow's `desired` section and its metadata (per-key `timestamp`s, epoch seconds), and its `reported` section.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,14 +95,14 @@ impl Failure {
 /// recorded before the update: rollback sends it back, judging reads the things it lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Previous {
+pub struct JournalEntry {
     pub thing_name: String,
     /// The rollout's phase (1-based).
     pub phase: u32,
     pub values: Value,
 }
 
-impl Previous {
+impl JournalEntry {
     /// Its key among the push's entries: sorted by phase, then thing.
     pub fn key(&self) -> String {
         format!("{:03}#{}", self.phase, self.thing_name)
@@ -112,7 +112,7 @@ impl Previous {
 /// One page of recorded previous values, and the key to read the next page after.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JournalPage {
-    pub entries: Vec<Previous>,
+    pub entries: Vec<JournalEntry>,
     pub next: Option<String>,
 }
 
@@ -124,7 +124,7 @@ pub trait Journal: Sync {
         &self,
         at: JournalRef<'_>,
         expires_at: u64,
-        entry: &Previous,
+        entry: &JournalEntry,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// One page of the entries of one phase (1-based), or of all, after the key `after`, from every shard.
     fn previous_page(
@@ -133,12 +133,12 @@ pub trait Journal: Sync {
         phase: Option<u32>,
         after: Option<&str>,
     ) -> impl Future<Output = Result<JournalPage, ServiceError>> + Send;
-    /// One entry by its key ([`Previous::key`]).
+    /// One entry by its key ([`JournalEntry::key`]).
     fn previous(
         &self,
         at: JournalRef<'_>,
         key: &str,
-    ) -> impl Future<Output = Result<Option<Previous>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Option<JournalEntry>, ServiceError>> + Send;
 }
 
 /// An operator's request to a running push, kept on its record until a segment or an arrival carries it out.
@@ -286,20 +286,20 @@ pub trait Retention: Sync {
     /// Keeps `record`'s items (record, plan, journal, failures, conflicts) as [`retention::Kept::decide`] says at
     /// `now_s`, `open` while the push is not final: marks the record's `keepingTo`, rewrites every item's
     /// `expiresAt` (each journal partition paced under `partition_wps` write units a second), then sets
-    /// `keptUntil`. Returns the record's marks as they now stand. With no time limit: [`Retention::keep_within`].
-    fn keep(
+    /// `keptUntil`. Returns the record's marks as they now stand. With no time limit: [`Retention::extend_within`].
+    fn extend(
         &self,
         record: &PushRecord,
         now_s: u64,
         open: bool,
         partition_wps: u32,
     ) -> impl Future<Output = Result<retention::Kept, ServiceError>> + Send {
-        self.keep_within(record, now_s, open, partition_wps, None)
+        self.extend_within(record, now_s, open, partition_wps, None)
     }
-    /// [`Retention::keep`], its walk stopped once `within` has passed: it then leaves where it got on the record
+    /// [`Retention::extend`], its walk stopped once `within` has passed: it then leaves where it got on the record
     /// ([`retention::Through`]) and returns marks with `keepingTo` still past `keptUntil`
     /// ([`retention::Kept::walking`]); the next call resumes it from there.
-    fn keep_within(
+    fn extend_within(
         &self,
         record: &PushRecord,
         now_s: u64,
@@ -326,7 +326,7 @@ pub trait HandOff: Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::FaultKind;
+    use crate::service::FaultKind;
 
     #[derive(Debug, thiserror::Error)]
     #[error("service error")]

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::quota::MIN_RATE;
 use crate::retry::{Backoff, GaveUp, Retryable, retry_until};
-use crate::store::{FaultKind, ServiceError};
+use crate::service::{FaultKind, ServiceError};
 
 /// A token bucket on tokio's clock: requests are given evenly spaced slots, with a burst of 1/20 s worth of slots.
 /// A caller learns its slot before it waits, so nothing waits for a slot past the time it may still send. Its rate

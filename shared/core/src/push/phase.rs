@@ -13,7 +13,7 @@ use super::walker::{self, Course, Meeting, Page, Take};
 use super::{Cursor, Failure, Journal, Registry, Shadows, Source};
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
-use crate::store::{FaultKind, ServiceError};
+use crate::service::{FaultKind, ServiceError};
 
 /// Pushes the segment's plan to the things of its sources, from `start`, until done or until it is time to hand off.
 /// `progress` is called after every thing. Registry errors that stay past the deadline end the segment early with

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PushPlan;
 use super::lifecycle::Run;
-use crate::store::ServiceError;
+use crate::service::ServiceError;
 
 /// Requests per second, per shadow API: what a segment may send (its caps, `0` for an API it does not call), or what
 /// it paces at now.

@@ -6,8 +6,47 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::retention::Kept;
-use super::rollout::{PhaseCounts, PushState, RollbackCounts};
+use super::rollout::{PhaseCounts, RollbackCounts};
 use super::{Control, Cursor, Failure, JournalRef, PushPlan, Source};
+
+/// A push's state, as its record and its answer give it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PushState {
+    /// Pushing the current phase.
+    #[default]
+    Running,
+    /// Waiting after the current phase's updates, then judging it.
+    Baking,
+    /// Stopped by an operator until resumed; the cursor and phase are kept.
+    Paused,
+    /// Stopped for good, keeping what was pushed.
+    Aborted,
+    /// Putting the updated things back.
+    RollingBack,
+    RolledBack,
+    Complete,
+}
+
+impl PushState {
+    /// The state's name, as records, answers and the CLI give it (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Baking => "baking",
+            Self::Paused => "paused",
+            Self::Aborted => "aborted",
+            Self::RollingBack => "rollingBack",
+            Self::RolledBack => "rolledBack",
+            Self::Complete => "complete",
+        }
+    }
+
+    /// No segment runs again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Aborted | Self::RolledBack | Self::Complete)
+    }
+}
 
 /// What a push is: its validated request and the target sources resolved at its start. Written once, when the
 /// push is created; every segment works from it.
@@ -266,6 +305,15 @@ mod tests {
 
     /// The record is one flat document (the hot item's attributes): every concern's fields side by side, under the
     /// names the table and the CLI know.
+    #[test]
+    fn a_state_name_is_its_serde_name() {
+        use PushState::*;
+        for state in [Running, Baking, Paused, Aborted, RollingBack, RolledBack, Complete] {
+            assert_eq!(serde_json::to_value(state).ok(), Some(json!(state.as_str())), "{state:?}");
+            assert_eq!(serde_json::from_value::<PushState>(json!(state.as_str())).ok(), Some(state));
+        }
+    }
+
     #[test]
     fn the_record_is_flat_and_reads_back_whole() {
         let r = record();

@@ -137,45 +137,6 @@ impl Rollout {
     }
 }
 
-/// A push's state, as its record and its answer give it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum PushState {
-    /// Pushing the current phase.
-    #[default]
-    Running,
-    /// Waiting after the current phase's updates, then judging it.
-    Baking,
-    /// Stopped by an operator until resumed; the cursor and phase are kept.
-    Paused,
-    /// Stopped for good, keeping what was pushed.
-    Aborted,
-    /// Putting the updated things back.
-    RollingBack,
-    RolledBack,
-    Complete,
-}
-
-impl PushState {
-    /// The state's name, as records, answers and the CLI give it (its serde name).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Baking => "baking",
-            Self::Paused => "paused",
-            Self::Aborted => "aborted",
-            Self::RollingBack => "rollingBack",
-            Self::RolledBack => "rolledBack",
-            Self::Complete => "complete",
-        }
-    }
-
-    /// No segment runs again.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Aborted | Self::RolledBack | Self::Complete)
-    }
-}
-
 /// The counts of one phase.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -358,15 +319,6 @@ mod tests {
     use super::*;
     use crate::document::holds;
     use serde_json::json;
-
-    #[test]
-    fn a_state_name_is_its_serde_name() {
-        use PushState::*;
-        for state in [Running, Baking, Paused, Aborted, RollingBack, RolledBack, Complete] {
-            assert_eq!(serde_json::to_value(state).ok(), Some(json!(state.as_str())), "{state:?}");
-            assert_eq!(serde_json::from_value::<PushState>(json!(state.as_str())).ok(), Some(state));
-        }
-    }
 
     #[test]
     fn a_conflict_message_names_its_paths_and_reads_back() {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PushPlan;
 use crate::names::ThingGroupName;
-use crate::store::ServiceError;
+use crate::service::ServiceError;
 
 /// The IoT registry, as far as resolving targets needs it.
 pub trait Registry: Sync {
@@ -99,7 +99,7 @@ pub async fn sources_for(plan: &PushPlan, registry: &impl Registry) -> Result<Ve
 /// segments: a million-thing group is checked in one request, not listed.
 pub async fn check_sources(plan: &PushPlan, registry: &impl Registry) -> Result<Option<String>, ServiceError> {
     let refused = |e: &ServiceError, codes: &[&str]| {
-        e.kind == crate::store::FaultKind::Rejected && e.code.as_deref().is_some_and(|c| codes.contains(&c))
+        e.kind == crate::service::FaultKind::Rejected && e.code.as_deref().is_some_and(|c| codes.contains(&c))
     };
     if let Some(group) = &plan.targets.thing_group {
         match registry.things_in_group(group, None).await {

@@ -8,11 +8,11 @@ use super::engine::{Segment, ThingOutcome};
 use super::pace::{Request, Stage, Stats, paced};
 use super::rollout::previous_values;
 use super::walker::Meeting;
-use super::{Failure, Journal, JournalRef, Previous, Shadows};
+use super::{Failure, Journal, JournalEntry, JournalRef, Shadows};
 use crate::document::{holds, written_since};
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
-use crate::store::{FaultKind, ServiceError};
+use crate::service::{FaultKind, ServiceError};
 
 /// What each thing of a push segment is pushed with.
 pub(super) struct Pushing<'a, S, R, J> {
@@ -66,7 +66,7 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
     };
     if let Some((j, band)) = earlier {
         for phase in band..j.phase {
-            let key = Previous { thing_name: name.clone(), phase, values: serde_json::Value::Null }.key();
+            let key = JournalEntry { thing_name: name.clone(), phase, values: serde_json::Value::Null }.key();
             let found =
                 retry_until(pace.finish_by(), Duration::ZERO, pace.backoff, || j.journal.previous(j.at, &key), |_| {})
                     .await;
@@ -111,7 +111,7 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
                     if let Some(j) = journal
                         && !plan.dry_run
                     {
-                        let entry = Previous {
+                        let entry = JournalEntry {
                             thing_name: name.clone(),
                             phase: j.phase,
                             values: previous_values(state, &plan.desired),

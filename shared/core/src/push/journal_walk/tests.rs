@@ -20,7 +20,7 @@ async fn a_journal_walk_goes_on_past_empty_pages_and_across_hand_offs() {
     let fleet = names("t", 14);
     for (i, name) in fleet.iter().enumerate() {
         shadows.set(name, json!({"settings": {"mode": 1}}));
-        let entry = Previous {
+        let entry = JournalEntry {
             thing_name: name.clone(),
             phase: 1 + (i % 2) as u32,
             values: json!({"settings": {"mode": null}}),
@@ -93,7 +93,8 @@ async fn a_journal_walk_sees_every_shard_across_hand_offs() {
     let fleet = names("t", 40);
     for (i, name) in fleet.iter().enumerate() {
         shadows.set(name, json!({"settings": {"mode": 1}}));
-        let entry = Previous { thing_name: name.clone(), phase: 1 + (i % 2) as u32, values: json!({"settings": null}) };
+        let entry =
+            JournalEntry { thing_name: name.clone(), phase: 1 + (i % 2) as u32, values: json!({"settings": null}) };
         journal.record_previous(at, 0, &entry).await.expect("recording the previous values");
     }
     let used = journal.0.lock().map(|s| s.iter().filter(|shard| !shard.is_empty()).count()).unwrap_or(0);

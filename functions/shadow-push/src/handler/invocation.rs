@@ -12,7 +12,7 @@ use super::PushError;
 
 /// What an invocation carries.
 #[derive(Debug)]
-pub(super) enum Event {
+pub(super) enum Invocation {
     /// Hand-off messages from the push queue, through the event source mapping.
     Queue(SqsEvent),
     /// A hand-off message invoked directly.
@@ -89,7 +89,7 @@ struct SweepRequest {
     sweep_pushes: Value,
 }
 
-impl Event {
+impl Invocation {
     pub(super) fn parse(payload: Value) -> Result<Self, PushError> {
         let invalid = |what: &str, e: serde_json::Error| PushError::InvalidEvent(format!("{what}: {e}"));
         let has = |key: &str| payload.get(key).is_some();
@@ -158,18 +158,19 @@ mod tests {
 
     #[test]
     fn events_are_told_apart() {
-        assert!(matches!(Event::parse(json!({"Records": []})), Ok(Event::Queue(_))));
-        assert!(matches!(Event::parse(json!({"continuePush": "p", "segment": 2})), Ok(Event::Wake(_))));
-        assert!(matches!(Event::parse(json!({"sweepPushes": true})), Ok(Event::Sweep)));
+        assert!(matches!(Invocation::parse(json!({"Records": []})), Ok(Invocation::Queue(_))));
+        assert!(matches!(Invocation::parse(json!({"continuePush": "p", "segment": 2})), Ok(Invocation::Wake(_))));
+        assert!(matches!(Invocation::parse(json!({"sweepPushes": true})), Ok(Invocation::Sweep)));
         assert!(matches!(
-            Event::parse(json!({"scheduledRun": "2026-11-27T03:00:00Z", "request": {}})),
-            Ok(Event::Scheduled { .. })
+            Invocation::parse(json!({"scheduledRun": "2026-11-27T03:00:00Z", "request": {}})),
+            Ok(Invocation::Scheduled { .. })
         ));
-        assert!(matches!(Event::parse(json!({"desired": {}})), Ok(Event::Push(_))));
-        assert!(matches!(Event::parse(json!({"startPush": {"desired": {}}})), Ok(Event::StartPush(_))));
-        let bad = Event::parse(json!({"startPush": {}, "colour": 1})).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(matches!(Invocation::parse(json!({"desired": {}})), Ok(Invocation::Push(_))));
+        assert!(matches!(Invocation::parse(json!({"startPush": {"desired": {}}})), Ok(Invocation::StartPush(_))));
+        let bad =
+            Invocation::parse(json!({"startPush": {}, "colour": 1})).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(bad.contains("startPush") && bad.contains("colour"), "{bad}");
-        let bad = Event::parse(json!({"continuePush": 5})).err().map(|e| e.to_string()).unwrap_or_default();
+        let bad = Invocation::parse(json!({"continuePush": 5})).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(bad.contains("continuePush"), "{bad}");
     }
 
@@ -189,12 +190,12 @@ mod tests {
 
     #[test]
     fn control_messages_are_validated() {
-        let parsed = |v: Value| Event::parse(v).map_err(|e| e.to_string());
-        assert!(matches!(parsed(json!({"pausePush": "p"})), Ok(Event::Control { action: Action::Pause, .. })));
-        assert!(matches!(parsed(json!({"resumePush": "p"})), Ok(Event::Control { action: Action::Resume, .. })));
+        let parsed = |v: Value| Invocation::parse(v).map_err(|e| e.to_string());
+        assert!(matches!(parsed(json!({"pausePush": "p"})), Ok(Invocation::Control { action: Action::Pause, .. })));
+        assert!(matches!(parsed(json!({"resumePush": "p"})), Ok(Invocation::Control { action: Action::Resume, .. })));
         assert!(matches!(
             parsed(json!({"abortPush": "p", "rollback": true})),
-            Ok(Event::Control { action: Action::Abort { rollback: Some(true) }, .. })
+            Ok(Invocation::Control { action: Action::Abort { rollback: Some(true) }, .. })
         ));
         for (bad, field) in [
             (json!({"pausePush": "p", "rollback": true}), "rollback"),
@@ -218,13 +219,13 @@ mod tests {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{:?}: {e}", entry.path()));
-            match Event::parse(value) {
-                Ok(Event::Push(request) | Event::StartPush(request)) => {
+            match Invocation::parse(value) {
+                Ok(Invocation::Push(request) | Invocation::StartPush(request)) => {
                     if let Err(e) = validate_request(&request, 400, None) {
                         panic!("{:?}: {e}", entry.path());
                     }
                 }
-                Ok(Event::Scheduled { run, request }) => {
+                Ok(Invocation::Scheduled { run, request }) => {
                     let request =
                         scheduled_request(request, &run).unwrap_or_else(|e| panic!("{:?}: {e}", entry.path()));
                     if let Err(e) = validate_request(&request, 400, None) {
