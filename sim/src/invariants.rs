@@ -94,25 +94,28 @@ fn pushed_writes<'a>(facts: &'a Facts, push_id: &'a str) -> impl Iterator<Item =
     facts.writes.iter().filter(move |w| w.token == push_id)
 }
 
-/// No thing is updated twice by one push (a thing belongs to one phase; a retry of an update whose answer was lost
-/// reads first, and a takeover checks what it walks).
+/// No thing is updated twice by one push: a thing belongs to one phase, a retry of an update whose answer was lost
+/// reads first, and a takeover checks what it walks. Updating again is a retry of the push (its same `clientToken`)
+/// only where another writer changed the thing since (a device that put its own value back): an update that finds
+/// every pushed leaf still as this push wrote it is a second update.
 fn once_per_push(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
-        let mut by_thing: BTreeMap<&str, Vec<&Write>> = BTreeMap::new();
+        let mut earlier: BTreeMap<&str, &Write> = BTreeMap::new();
         for w in pushed_writes(facts, &p.id) {
-            by_thing.entry(&w.thing).or_default().push(w);
-        }
-        for (thing, writes) in by_thing {
-            if writes.len() > 1 {
-                let when: Vec<String> =
-                    writes.iter().map(|w| format!("{} ms by invocation {}", w.at_ms, w.invocation)).collect();
+            if let Some(first) = earlier.get(w.thing.as_str())
+                && w.overwrote.iter().all(|(_, writer)| writer.as_deref() == Some(p.id.as_str()))
+            {
                 violation(
                     facts,
                     found,
                     "no thing updated twice in one phase",
-                    format!("{thing} was updated {} times by {}: at {}", writes.len(), p.id, when.join(", ")),
+                    format!(
+                        "{} was updated by {} at {} ms (invocation {}) and again at {} ms (invocation {}), nobody else writing it between",
+                        w.thing, p.id, first.at_ms, first.invocation, w.at_ms, w.invocation
+                    ),
                 );
             }
+            earlier.entry(&w.thing).or_insert(w);
         }
     }
 }
@@ -165,19 +168,27 @@ fn rollback_touches_only_its_own(facts: &Facts, found: &mut Vec<Violation>) {
                         "a rollback never touches another writer's leaf",
                         format!("{token} set {leaf} of {} at {} ms, a leaf the push never set", w.thing, w.at_ms),
                     );
-                } else if writer.as_deref() != Some(p.id.as_str()) {
-                    violation(
-                        facts,
-                        found,
-                        "a rollback never touches another writer's leaf",
-                        format!(
-                            "{token} set {leaf} of {} at {} ms, last written by {} (not {})",
-                            w.thing,
-                            w.at_ms,
-                            writer.as_deref().unwrap_or("nobody"),
-                            p.id
-                        ),
-                    );
+                } else {
+                    // The data plane keeps values, not writers: a leaf holding the push's value (written by the
+                    // push, or put back to it by another push's rollback) is the push's to put back.
+                    let path: Vec<String> = leaf.split('.').map(str::to_owned).collect();
+                    let held = devices::get(&w.before, &path);
+                    let pushed_value = devices::get(&p.request["desired"], &path);
+                    if held != pushed_value {
+                        violation(
+                            facts,
+                            found,
+                            "a rollback never touches another writer's leaf",
+                            format!(
+                                "{token} set {leaf} of {} at {} ms, which held {} (last written by {}), not the pushed {}",
+                                w.thing,
+                                w.at_ms,
+                                held.map_or("nothing".to_owned(), ToString::to_string),
+                                writer.as_deref().unwrap_or("nobody"),
+                                pushed_value.map_or("nothing".to_owned(), ToString::to_string),
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -292,14 +303,14 @@ fn no_write_after_claim_lost(facts: &Facts, found: &mut Vec<Violation>) {
                 );
                 continue;
             };
-            let since = notes
+            // The notes after that claim (in the order the writes took effect) up to the shadow write.
+            let claimed_at = notes
                 .iter()
-                .rev()
-                .find(|n| n.at_ms <= w.at_ms && n.invocation == w.invocation && claim_owner(n) == Some(owner.as_str()))
-                .map_or(0, |n| n.at_ms);
+                .rposition(|n| n.at_ms <= w.at_ms && n.invocation == w.invocation && claim_owner(n) == Some(owner.as_str()))
+                .unwrap_or(0);
             let mut lease_until = 0;
             let mut lost = None;
-            for n in notes.iter().filter(|n| n.at_ms >= since && n.at_ms <= w.at_ms) {
+            for n in notes[claimed_at..].iter().filter(|n| n.at_ms <= w.at_ms) {
                 match &n.what {
                     Noted::Created { owner: o, lease_until_ms, .. } | Noted::Claimed { owner: o, lease_until_ms, .. }
                         if *o == owner =>

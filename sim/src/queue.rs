@@ -34,6 +34,8 @@ impl Message {
 struct State {
     waiting: Vec<Message>,
     sent: u64,
+    /// Every call to send, refused or not.
+    asked: u64,
 }
 
 #[derive(Clone)]
@@ -87,7 +89,14 @@ impl SimQueue {
 impl HandOff for SimQueue {
     async fn hand_off(&self, push_id: &str, segment: u64, delay_s: u32) -> Result<(), ServiceError> {
         let key = format!("queue:{push_id}:{segment}");
-        let n = self.state.lock().map(|s| s.sent).unwrap_or(0);
+        let n = self
+            .state
+            .lock()
+            .map(|mut s| {
+                s.asked += 1;
+                s.asked * 3
+            })
+            .unwrap_or(0);
         if self.dice.chance(&key, n, self.fail_percent) {
             self.trace.line(format!("queue: hand-off of {push_id} segment {segment} refused (invocation {})", invocation()));
             return Err(ServiceError::new("SendMessage", FaultKind::Transient, None, "the simulated queue failed"));

@@ -1,6 +1,7 @@
 //! A witness in front of the push store: every store call passes through to the store unchanged, and every write
 //! that took effect is noted with the invocation that made it (claims, renewals, releases, controls, resumes,
-//! stalls), for the invariants to read.
+//! stalls), for the invariants to read; a write whose answer was lost (an injected timeout) is noted too, from the
+//! store's own log of writes that took effect.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +13,32 @@ use shadow_core::push::{
 };
 use shadow_core::store::ServiceError;
 
+use crate::store::{MemoryStore, Op};
 use crate::trace::{Trace, invocation};
+
+/// What the witness asks of the store beyond its ports: a push's record now, read outside any invocation (no fault
+/// injected, nothing logged), and whether a write took effect although its caller got an error.
+pub trait Peek {
+    fn peek(&self, push_id: &str) -> Option<PushRecord>;
+    /// How many writes took effect so far.
+    fn effects(&self) -> usize;
+    /// Whether a write `op` of `push_id` took effect after the first `since`.
+    fn took_effect(&self, since: usize, op: Op, push_id: &str) -> bool;
+}
+
+impl Peek for MemoryStore {
+    fn peek(&self, push_id: &str) -> Option<PushRecord> {
+        MemoryStore::peek(self, push_id)
+    }
+
+    fn effects(&self) -> usize {
+        self.writes().len()
+    }
+
+    fn took_effect(&self, since: usize, op: Op, push_id: &str) -> bool {
+        self.writes().iter().skip(since).any(|w| w.op == op && w.push_id == push_id)
+    }
+}
 
 /// A store write that took effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +100,15 @@ pub struct Witness<P> {
     trace: Trace,
 }
 
-impl<P> Witness<P> {
+impl<P: Peek> Witness<P> {
+    /// Whether a call answered `result` took effect: `ok` says it from the answer; after an error, the store's log.
+    fn took<T>(&self, result: &Result<T, ServiceError>, ok: impl FnOnce(&T) -> bool, since: usize, op: Op, push_id: &str) -> bool {
+        match result {
+            Ok(v) => ok(v),
+            Err(_) => self.store.took_effect(since, op, push_id),
+        }
+    }
+
     pub fn new(store: P, trace: Trace) -> Self {
         Self { store, notes: Arc::default(), trace }
     }
@@ -82,6 +116,12 @@ impl<P> Witness<P> {
     /// A handle on the notes, to read while the world runs.
     pub fn notes(&self) -> Arc<Mutex<Vec<Note>>> {
         self.notes.clone()
+    }
+
+    fn note_if(&self, took: bool, what: impl FnOnce() -> Noted) {
+        if took {
+            self.note(what());
+        }
     }
 
     fn note(&self, what: Noted) {
@@ -94,18 +134,17 @@ impl<P> Witness<P> {
     }
 }
 
-impl<P: PushStore + Send> PushStore for Witness<P> {
+impl<P: PushStore + Peek + Send> PushStore for Witness<P> {
     async fn create(&self, definition: &PushDefinition, record: &PushRecord) -> Result<bool, ServiceError> {
-        let created = self.store.create(definition, record).await?;
-        if created {
-            self.note(Noted::Created {
-                push_id: record.push_id.clone(),
-                owner: record.holder.owner.clone(),
-                lease_until_ms: record.holder.lease_until,
-                state: record.status.state,
-            });
-        }
-        Ok(created)
+        let since = self.store.effects();
+        let created = self.store.create(definition, record).await;
+        self.note_if(self.took(&created, |c| *c, since, Op::Create, &record.push_id), || Noted::Created {
+            push_id: record.push_id.clone(),
+            owner: record.holder.owner.clone(),
+            lease_until_ms: record.holder.lease_until,
+            state: record.status.state,
+        });
+        created
     }
 
     async fn load(&self, push_id: &str) -> Result<Option<StoredPush>, ServiceError> {
@@ -117,17 +156,16 @@ impl<P: PushStore + Send> PushStore for Witness<P> {
     }
 
     async fn claim(&self, push_id: &str, claim: &Claim, now_ms: u64) -> Result<bool, ServiceError> {
-        let claimed = self.store.claim(push_id, claim, now_ms).await?;
-        if claimed {
-            self.note(Noted::Claimed {
-                push_id: push_id.to_owned(),
-                segment: claim.segment,
-                owner: claim.owner.clone(),
-                lease_until_ms: claim.lease_until_ms,
-                takeover: claim.takeover,
-            });
-        }
-        Ok(claimed)
+        let since = self.store.effects();
+        let claimed = self.store.claim(push_id, claim, now_ms).await;
+        self.note_if(self.took(&claimed, |c| *c, since, Op::Claim, push_id), || Noted::Claimed {
+            push_id: push_id.to_owned(),
+            segment: claim.segment,
+            owner: claim.owner.clone(),
+            lease_until_ms: claim.lease_until_ms,
+            takeover: claim.takeover,
+        });
+        claimed
     }
 
     async fn renew(
@@ -137,63 +175,80 @@ impl<P: PushStore + Send> PushStore for Witness<P> {
         owner: &str,
         lease_until_ms: u64,
     ) -> Result<Option<Option<Control>>, ServiceError> {
-        let renewed = self.store.renew(push_id, segment, owner, lease_until_ms).await?;
-        if let Some(control) = renewed {
-            self.note(Noted::Renewed { push_id: push_id.to_owned(), owner: owner.to_owned(), lease_until_ms, control });
-        }
-        Ok(renewed)
+        let since = self.store.effects();
+        let renewed = self.store.renew(push_id, segment, owner, lease_until_ms).await;
+        self.note_if(self.took(&renewed, Option::is_some, since, Op::Renew, push_id), || Noted::Renewed {
+            push_id: push_id.to_owned(),
+            owner: owner.to_owned(),
+            lease_until_ms,
+            control: renewed.as_ref().ok().copied().flatten().flatten(),
+        });
+        renewed
     }
 
     async fn finish_segment(&self, next: &PushRecord, owner: &str) -> Result<Option<PushRecord>, ServiceError> {
-        let written = self.store.finish_segment(next, owner).await?;
-        if let Some(record) = &written {
-            self.note(Noted::Released {
-                push_id: next.push_id.clone(),
-                owner: owner.to_owned(),
-                segment: next.holder.segment,
-                state: record.status.state,
-                recheck: record.status.recheck,
-            });
-        }
-        Ok(written)
+        let since = self.store.effects();
+        let written = self.store.finish_segment(next, owner).await;
+        let took = self.took(&written, Option::is_some, since, Op::FinishSegment, &next.push_id);
+        let record = written.as_ref().ok().cloned().flatten().unwrap_or_else(|| next.clone());
+        self.note_if(took, || Noted::Released {
+            push_id: next.push_id.clone(),
+            owner: owner.to_owned(),
+            segment: next.holder.segment,
+            state: record.status.state,
+            recheck: record.status.recheck,
+        });
+        written
     }
 
     async fn request_control(&self, push_id: &str, control: Control) -> Result<bool, ServiceError> {
-        let requested = self.store.request_control(push_id, control).await?;
-        if requested {
-            self.note(Noted::ControlRequested { push_id: push_id.to_owned(), control });
-        }
-        Ok(requested)
+        let since = self.store.effects();
+        let requested = self.store.request_control(push_id, control).await;
+        self.note_if(self.took(&requested, |r| *r, since, Op::RequestControl, push_id), || {
+            Noted::ControlRequested { push_id: push_id.to_owned(), control }
+        });
+        requested
     }
 
     async fn apply_control(&self, next: &PushRecord, control: Control, now_ms: u64) -> Result<bool, ServiceError> {
-        let applied = self.store.apply_control(next, control, now_ms).await?;
-        if applied {
-            self.note(Noted::ControlApplied { push_id: next.push_id.clone(), control, state: next.status.state });
-        }
-        Ok(applied)
+        let since = self.store.effects();
+        let applied = self.store.apply_control(next, control, now_ms).await;
+        self.note_if(self.took(&applied, |a| *a, since, Op::ApplyControl, &next.push_id), || Noted::ControlApplied {
+            push_id: next.push_id.clone(),
+            control,
+            state: next.status.state,
+        });
+        applied
     }
 
     async fn resume(&self, push_id: &str, state: PushState, lease_until_ms: u64) -> Result<bool, ServiceError> {
-        let resumed = self.store.resume(push_id, state, lease_until_ms).await?;
-        if resumed {
-            self.note(Noted::Resumed { push_id: push_id.to_owned(), state });
-        }
-        Ok(resumed)
+        let since = self.store.effects();
+        let resumed = self.store.resume(push_id, state, lease_until_ms).await;
+        self.note_if(self.took(&resumed, |r| *r, since, Op::Resume, push_id), || Noted::Resumed {
+            push_id: push_id.to_owned(),
+            state,
+        });
+        resumed
     }
 
     async fn stall(&self, push_id: &str, segment: u64, reason: &str) -> Result<(), ServiceError> {
-        self.store.stall(push_id, segment, reason).await?;
-        self.note(Noted::Stalled { push_id: push_id.to_owned(), segment });
-        Ok(())
+        let since = self.store.effects();
+        let stalled = self.store.stall(push_id, segment, reason).await;
+        self.note_if(self.took(&stalled, |()| true, since, Op::Stall, push_id), || Noted::Stalled {
+            push_id: push_id.to_owned(),
+            segment,
+        });
+        stalled
     }
 
     async fn unstall(&self, next: &PushRecord) -> Result<bool, ServiceError> {
-        let unstalled = self.store.unstall(next).await?;
-        if unstalled {
-            self.note(Noted::Unstalled { push_id: next.push_id.clone(), state: next.status.state });
-        }
-        Ok(unstalled)
+        let since = self.store.effects();
+        let unstalled = self.store.unstall(next).await;
+        self.note_if(self.took(&unstalled, |u| *u, since, Op::Unstall, &next.push_id), || Noted::Unstalled {
+            push_id: next.push_id.clone(),
+            state: next.status.state,
+        });
+        unstalled
     }
 
     async fn stale(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, ServiceError> {
@@ -250,7 +305,7 @@ impl<P: PushStore + Send> PushStore for Witness<P> {
     }
 }
 
-impl<P: Journal + Send> Journal for Witness<P> {
+impl<P: Journal + Peek + Send> Journal for Witness<P> {
     async fn record_previous(&self, at: JournalRef<'_>, expires_at: u64, entry: &Previous) -> Result<(), ServiceError> {
         self.store.record_previous(at, expires_at, entry).await
     }
@@ -269,7 +324,7 @@ impl<P: Journal + Send> Journal for Witness<P> {
     }
 }
 
-impl<P: Senders + Send> Senders for Witness<P> {
+impl<P: Senders + Peek + Send> Senders for Witness<P> {
     async fn announce(&self, sender: &Sender) -> Result<(), ServiceError> {
         self.store.announce(sender).await
     }

@@ -26,7 +26,7 @@ use crate::queue::{Message, SimQueue};
 use crate::registry::SimRegistry;
 use crate::shadows::SimShadows;
 use crate::trace::{INVOCATION, Trace};
-use crate::witness::Witness;
+use crate::witness::{Peek, Witness};
 
 /// The epoch the world's clock starts at (ms).
 pub const EPOCH_MS: u64 = 1_800_000_000_000;
@@ -64,10 +64,6 @@ pub trait StoreFactory {
     fn build(&self, seed: u64) -> Self::Store;
 }
 
-/// A push's record as the store holds it now, read outside any invocation (no fault injected, nothing counted).
-pub trait Peek {
-    fn peek(&self, push_id: &str) -> Option<PushRecord>;
-}
 
 /// A push of the world: its request, when it starts, and what its operator does.
 #[derive(Debug, Clone)]
@@ -85,7 +81,7 @@ struct PlannedPush {
 enum Why {
     Start { push: usize, attempt: u32 },
     Queue(Message),
-    Control(String),
+    Control,
     Sweep,
 }
 
@@ -334,7 +330,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                     .find_map(|k| control.get(*k).and_then(Value::as_str))
                     .unwrap_or_default()
                     .to_owned();
-                running.push(self.invoke(Why::Control(push_id.clone()), control, Some(push_id)));
+                running.push(self.invoke(Why::Control, control, Some(push_id)));
             }
             while joiners.front().is_some_and(|(at, _)| *at <= now) {
                 let Some((_, thing)) = joiners.pop_front() else { break };
@@ -357,7 +353,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             if !resumed_all && now >= WORLD_MS / 2 {
                 resumed_all = true;
                 for p in self.pushes.clone() {
-                    running.push(self.invoke(Why::Control(p.id.clone()), json!({"resumePush": p.id}), Some(p.id.clone())));
+                    running.push(self.invoke(Why::Control, json!({"resumePush": p.id}), Some(p.id.clone())));
                 }
             }
             // Invocations that ended.
@@ -395,9 +391,11 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             r.handle.abort();
         }
         let ran_ms = self.trace.now();
-        let mut facts = self.facts();
-        facts.finals = self.finals().await;
-        violations.extend(invariants::at_end(&facts));
+        if violations.is_empty() {
+            let mut facts = self.facts();
+            facts.finals = self.finals().await;
+            violations.extend(invariants::at_end(&facts));
+        }
         Run { seed: self.seed, trace: self.trace.render(), violations, ran_ms }
     }
 
@@ -409,7 +407,10 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             self.invoked_for.borrow_mut().insert(id, push);
         }
         let key = format!("invocation:{id}");
-        let timeout_ms = self.dice.between(&key, 0, 3_000, LONGEST_INVOCATION_MS);
+        // Whole tens of ms: the handler's deadline arrives through the wall clock (shadow_runtime::deadline), within a
+        // millisecond of the simulated one, and its fractions of it (hand-off margin, reserve) then fall within the
+        // same millisecond tick at every run.
+        let timeout_ms = self.dice.between(&key, 0, 300, LONGEST_INVOCATION_MS / 10) * 10;
         let kill_ms = if self.dice.chance(&key, 1, self.crash_percent) {
             self.dice.between(&key, 2, 0, timeout_ms)
         } else {
@@ -421,7 +422,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
         ));
         let mut context = Context::default();
         context.request_id = format!("sim-{id}");
-        context.deadline = wall_ms() + timeout_ms;
+        context.deadline = wall_ms() + timeout_ms + 1;
         let event = LambdaEvent::new(Payload::from(payload), context);
         let (services, config) = (self.services.clone(), self.config.clone());
         let run = INVOCATION.scope(id, async move {
@@ -459,7 +460,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                     retries.push((at, *push, attempt + 1));
                 }
             }
-            Why::Control(_) | Why::Sweep => {}
+            Why::Control | Why::Sweep => {}
         }
     }
 
@@ -526,4 +527,41 @@ fn wall_ms() -> u64 {
 fn short(v: &Value) -> String {
     let text = v.to_string();
     if text.len() > 160 { format!("{}…", &text[..text.char_indices().nth(160).map_or(text.len(), |(i, _)| i)]) } else { text }
+}
+
+/// The in-memory push store, failing a few calls of each kind as the seed says: throttled (nothing written), or
+/// timed out after the write took effect (its answer lost).
+pub struct MemoryStores {
+    /// Percent of calls that fail.
+    pub fault_percent: u64,
+}
+
+impl StoreFactory for MemoryStores {
+    type Store = crate::store::MemoryStore;
+
+    fn build(&self, seed: u64) -> Self::Store {
+        let store = crate::store::MemoryStore::new();
+        let dice = Dice::new(seed);
+        let percent = self.fault_percent;
+        let mut calls: BTreeMap<crate::store::Op, u64> = BTreeMap::new();
+        store.set_faults(Box::new(move |op| {
+            let n = calls.entry(op).or_default();
+            *n += 1;
+            let key = format!("store:{op:?}");
+            if !dice.chance(&key, *n, percent) {
+                return None;
+            }
+            Some(if dice.chance(&key, *n + 1_000_000, 50) {
+                crate::store::Fault::throttled(op)
+            } else {
+                crate::store::Fault::timed_out(op)
+            })
+        }));
+        store
+    }
+}
+
+/// Runs the world of `seed` on the in-memory store, with its faults.
+pub fn run_seed(seed: u64) -> Run {
+    run(seed, &MemoryStores { fault_percent: 2 })
 }
