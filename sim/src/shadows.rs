@@ -255,11 +255,12 @@ impl Shadows for SimShadows {
         thing: &ThingName,
         _shadow: Option<&ShadowName>,
     ) -> Result<Option<DesiredState>, ServiceError> {
-        let n = self.count(thing.as_str());
-        self.latency(thing.as_str(), n).await;
+        let key = format!("{thing}:{}", invocation());
+        let n = self.count(&key);
+        self.latency(&key, n).await;
         self.admit("GetThingShadow", false)?;
         let found = self.state.lock().map_err(|_| poisoned("GetThingShadow"))?.shadows.get(thing.as_str()).cloned();
-        self.latency(thing.as_str(), n + 1_000_000).await;
+        self.latency(&key, n + 1_000_000).await;
         Ok(found.map(|s| DesiredState {
             state: Value::Object(s.desired),
             metadata: Value::Object(s.metadata),
@@ -269,8 +270,10 @@ impl Shadows for SimShadows {
     }
 
     async fn update(&self, thing: &ThingName, _shadow: Option<&ShadowName>, document: &str) -> Result<(), ServiceError> {
-        let n = self.count(thing.as_str());
-        self.latency(thing.as_str(), n).await;
+        // Keyed by thing and invocation: invocations that reach one thing together do not change each other's draws.
+        let key = format!("{thing}:{}", invocation());
+        let n = self.count(&key);
+        self.latency(&key, n).await;
         self.admit("UpdateThingShadow", true)?;
         let document: Value = serde_json::from_str(document).map_err(|e| {
             ServiceError::new("UpdateThingShadow", FaultKind::Rejected, Some("InvalidRequestException".into()), e)
@@ -279,7 +282,7 @@ impl Shadows for SimShadows {
         let state = document.get("state").cloned().unwrap_or(Value::Null);
         self.apply(thing.as_str(), &token, &state, document.get("version").and_then(Value::as_u64))?;
         // The answer may be lost on its way back: the invocation may die here, the update applied.
-        self.latency(thing.as_str(), n + 1_000_000).await;
+        self.latency(&key, n + 1_000_000).await;
         Ok(())
     }
 }
