@@ -12,7 +12,7 @@ use shadow_core::push::rollout::ROLLBACK_SUFFIX;
 
 use crate::devices;
 use crate::registry::Listing;
-use crate::shadows::{Second, Write};
+use crate::shadows::{Read, Second, Write};
 use crate::witness::{Note, Noted};
 
 /// A request may still land this long after the segment that sent it stopped starting requests (the simulated
@@ -52,6 +52,7 @@ pub struct Facts {
     pub pushes: Vec<PushFacts>,
     pub notes: Vec<Note>,
     pub writes: Vec<Write>,
+    pub reads: Vec<Read>,
     pub seconds: BTreeMap<u64, Second>,
     pub update_quota: u32,
     pub renew_every_ms: u64,
@@ -195,8 +196,9 @@ fn rollback_touches_only_its_own(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
-/// A rolled-back push left every leaf it set either restored to what the thing held before the push, or changed
-/// since by another writer.
+/// A rolled-back push left every leaf it set either restored to what the push recorded of the thing before it
+/// updated it (what the updating invocation last read of it: a rollout reads each thing, journals it, then updates
+/// it), or changed since by another writer.
 fn rollback_restores(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let Some(record) = facts.finals.get(&p.id) else { continue };
@@ -220,7 +222,13 @@ fn rollback_restores(facts: &Facts, found: &mut Vec<Violation>) {
                         format!("{} rolled back, but {leaf} of {} still holds its value", p.id, first.thing),
                     );
                 } else if last.token == token {
-                    let before = devices::get(&first.before, &path).cloned().unwrap_or(Value::Null);
+                    let recorded = facts
+                        .reads
+                        .iter()
+                        .rev()
+                        .find(|r| r.invocation == first.invocation && r.thing == first.thing && r.at_ms <= first.at_ms)
+                        .map_or(&first.before, |r| &r.desired);
+                    let before = devices::get(recorded, &path).cloned().unwrap_or(Value::Null);
                     let now = devices::get(&last.after, &path).cloned().unwrap_or(Value::Null);
                     if before != now {
                         violation(
@@ -228,7 +236,7 @@ fn rollback_restores(facts: &Facts, found: &mut Vec<Violation>) {
                             found,
                             "a rollback restores what was recorded",
                             format!(
-                                "{}: {leaf} held {before} before {}, and its rollback left {now}",
+                                "{}: {leaf} was recorded as {before} before {} updated it, and its rollback left {now}",
                                 first.thing, p.id
                             ),
                         );
@@ -239,8 +247,9 @@ fn rollback_restores(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
-/// After an operator's pause or abort is on the record, a segment sending for the push stops at its next renewal:
-/// no update of the push's lands later than that renewal (and what it had in flight), until a resume.
+/// After an operator's pause or abort is on the record, a segment sending for the push stops at its next renewal
+/// (the first that reads the control back): no update of the push's lands later than that renewal (and what it had
+/// in flight), until a resume.
 fn control_within_one_renewal(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let notes: Vec<&Note> = facts.notes.iter().filter(|n| n.what.push_id() == p.id).collect();
@@ -254,7 +263,7 @@ fn control_within_one_renewal(facts: &Facts, found: &mut Vec<Violation>) {
                 let Some(owner) = owner_at(&notes, w.invocation, w.at_ms) else { continue };
                 let renewed = notes.iter().find(|m| {
                     m.at_ms > n.at_ms
-                        && matches!(&m.what, Noted::Renewed { owner: o, .. } if *o == owner)
+                        && matches!(&m.what, Noted::Renewed { owner: o, control: Some(_), .. } if *o == owner)
                 });
                 if let Some(r) = renewed
                     && w.at_ms > r.at_ms + IN_FLIGHT_MS
@@ -264,7 +273,7 @@ fn control_within_one_renewal(facts: &Facts, found: &mut Vec<Violation>) {
                         found,
                         "a control takes effect within one renewal",
                         format!(
-                            "{control:?} of {} requested at {} ms, renewed by its holder at {} ms, yet {} was updated at {} ms (invocation {})",
+                            "{control:?} of {} requested at {} ms, read back by its holder's renewal at {} ms, yet {} was updated at {} ms (invocation {})",
                             p.id, n.at_ms, r.at_ms, w.thing, w.at_ms, w.invocation
                         ),
                     );

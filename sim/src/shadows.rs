@@ -38,6 +38,15 @@ pub struct Write {
     pub overwrote: Vec<(String, Option<String>)>,
 }
 
+/// One answered read: what the invocation saw of `desired`.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub at_ms: u64,
+    pub invocation: u64,
+    pub thing: String,
+    pub desired: Value,
+}
+
 /// Requests made in one simulated second, accepted or not.
 #[derive(Debug, Clone, Default)]
 pub struct Second {
@@ -65,6 +74,7 @@ struct State {
     calls: BTreeMap<String, u64>,
     seconds: BTreeMap<u64, Second>,
     writes: Vec<Write>,
+    reads: Vec<Read>,
 }
 
 /// The data plane, shared by every invocation, device and check of a world.
@@ -107,6 +117,11 @@ impl SimShadows {
     /// Every accepted write so far, in order.
     pub fn writes(&self) -> Vec<Write> {
         self.state.lock().map(|s| s.writes.clone()).unwrap_or_default()
+    }
+
+    /// Every answered read so far, in order.
+    pub fn reads(&self) -> Vec<Read> {
+        self.state.lock().map(|s| s.reads.clone()).unwrap_or_default()
     }
 
     /// The requests of every simulated second so far.
@@ -259,7 +274,14 @@ impl Shadows for SimShadows {
         let n = self.count(&key);
         self.latency(&key, n).await;
         self.admit("GetThingShadow", false)?;
-        let found = self.state.lock().map_err(|_| poisoned("GetThingShadow"))?.shadows.get(thing.as_str()).cloned();
+        let found = {
+            let mut s = self.state.lock().map_err(|_| poisoned("GetThingShadow"))?;
+            let found = s.shadows.get(thing.as_str()).cloned();
+            let desired = Value::Object(found.as_ref().map(|f| f.desired.clone()).unwrap_or_default());
+            let read = Read { at_ms: self.trace.now(), invocation: invocation(), thing: thing.to_string(), desired };
+            s.reads.push(read);
+            found
+        };
         self.latency(&key, n + 1_000_000).await;
         Ok(found.map(|s| DesiredState {
             state: Value::Object(s.desired),

@@ -484,6 +484,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             pushes,
             notes,
             writes: self.shadows.writes(),
+            reads: self.shadows.reads(),
             seconds: self.shadows.seconds(),
             update_quota: self.shadows.update_quota(),
             renew_every_ms: LEASE_MS / 3,
