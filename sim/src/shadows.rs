@@ -280,6 +280,8 @@ impl Shadows for SimShadows {
             let desired = Value::Object(found.as_ref().map(|f| f.desired.clone()).unwrap_or_default());
             let read = Read { at_ms: self.trace.now(), invocation: invocation(), thing: thing.to_string(), desired };
             s.reads.push(read);
+            drop(s);
+            self.trace.line(format!("{thing}: read (invocation {})", invocation()));
             found
         };
         self.latency(&key, n + 1_000_000).await;

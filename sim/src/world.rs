@@ -239,6 +239,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                 "desired": {"fw": format!("v{}", p + 1), "cfg": {"level": p + 1}},
                 "targets": targets,
                 "maxRequestsPerSecond": d.between(&key, 3, 4, 20),
+                "skipUnchanged": d.chance(&key, 17, 50),
             });
             if d.chance(&key, 4, 60) {
                 let phases = if d.chance(&key, 5, 50) { json!([{"percent": 50}, {"percent": 100}]) } else {
