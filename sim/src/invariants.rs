@@ -248,8 +248,8 @@ fn rollback_restores(facts: &Facts, found: &mut Vec<Violation>) {
 }
 
 /// After an operator's pause or abort is on the record, a segment sending for the push stops at its next renewal
-/// (the first that reads the control back): no update of the push's lands later than that renewal (and what it had
-/// in flight), until a resume.
+/// (the first that reads the control back): no update of the push's lands later than that renewal, until a resume,
+/// but the things it had in flight (docs/shadow-push.md: it "lets its things in flight finish").
 fn control_within_one_renewal(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let notes: Vec<&Note> = facts.notes.iter().filter(|n| n.what.push_id() == p.id).collect();
@@ -265,8 +265,18 @@ fn control_within_one_renewal(facts: &Facts, found: &mut Vec<Violation>) {
                     m.at_ms > n.at_ms
                         && matches!(&m.what, Noted::Renewed { owner: o, control: Some(_), .. } if *o == owner)
                 });
+                // In flight: the thing was read before the renewal (its update then waits for its paced slot), or
+                // its update was waiting for a slot (one interval at the push's rate) and then on its way.
+                let rate = p.request["maxRequestsPerSecond"].as_u64().unwrap_or(1).max(1);
+                let read_before = |r: &Note| {
+                    facts.reads.iter().any(|read| {
+                        read.invocation == w.invocation && read.thing == w.thing && read.at_ms <= r.at_ms
+                            && pushed_writes(facts, &p.id).all(|o| o.thing != w.thing || o.at_ms >= w.at_ms || o.at_ms < read.at_ms)
+                    })
+                };
                 if let Some(r) = renewed
-                    && w.at_ms > r.at_ms + IN_FLIGHT_MS
+                    && w.at_ms > r.at_ms + IN_FLIGHT_MS + 1000 / rate
+                    && !read_before(r)
                 {
                     violation(
                         facts,

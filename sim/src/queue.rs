@@ -109,7 +109,9 @@ impl HandOff for SimQueue {
             invocation()
         ));
         if self.dice.chance(&key, n + 1, self.duplicate_percent) {
-            let again = due + self.dice.between(&key, n + 2, 0, 3_000);
+            // Half the duplicates arrive together with the first delivery (two pollers took it at once).
+            let spread = if self.dice.chance(&key, n + 3, 50) { 20 } else { 3_000 };
+            let again = due + self.dice.between(&key, n + 2, 0, spread);
             let twin = self.send(push_id, segment, again);
             self.trace.line(format!("queue: m{id} also delivered as m{twin}, at {again} ms"));
         }
