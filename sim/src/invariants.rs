@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::Value;
-use shadow_core::push::{PushRecord, PushState};
 use shadow_core::push::rollout::ROLLBACK_SUFFIX;
+use shadow_core::push::{PushRecord, PushState};
 
 use crate::devices;
 use crate::registry::Listing;
@@ -82,6 +82,7 @@ pub fn online(facts: &Facts) -> Vec<Violation> {
 pub fn at_end(facts: &Facts) -> Vec<Violation> {
     let mut found = online(facts);
     no_target_skipped(facts, &mut found);
+    counts_agree(facts, &mut found);
     rollback_restores(facts, &mut found);
     every_push_finishes(facts, &mut found);
     found
@@ -270,8 +271,11 @@ fn control_within_one_renewal(facts: &Facts, found: &mut Vec<Violation>) {
                 let rate = p.request["maxRequestsPerSecond"].as_u64().unwrap_or(1).max(1);
                 let read_before = |r: &Note| {
                     facts.reads.iter().any(|read| {
-                        read.invocation == w.invocation && read.thing == w.thing && read.at_ms <= r.at_ms
-                            && pushed_writes(facts, &p.id).all(|o| o.thing != w.thing || o.at_ms >= w.at_ms || o.at_ms < read.at_ms)
+                        read.invocation == w.invocation
+                            && read.thing == w.thing
+                            && read.at_ms <= r.at_ms
+                            && pushed_writes(facts, &p.id)
+                                .all(|o| o.thing != w.thing || o.at_ms >= w.at_ms || o.at_ms < read.at_ms)
                     })
                 };
                 if let Some(r) = renewed
@@ -295,15 +299,11 @@ fn control_within_one_renewal(facts: &Facts, found: &mut Vec<Violation>) {
 
 /// The owner token of `invocation`'s latest claim on the push before `at_ms`.
 fn owner_at(notes: &[&Note], invocation: u64, at_ms: u64) -> Option<String> {
-    notes
-        .iter()
-        .rev()
-        .filter(|n| n.invocation == invocation && n.at_ms <= at_ms)
-        .find_map(|n| match &n.what {
-            Noted::Claimed { owner, .. } => Some(owner.clone()),
-            Noted::Created { owner, .. } if !owner.is_empty() => Some(owner.clone()),
-            _ => None,
-        })
+    notes.iter().rev().filter(|n| n.invocation == invocation && n.at_ms <= at_ms).find_map(|n| match &n.what {
+        Noted::Claimed { owner, .. } => Some(owner.clone()),
+        Noted::Created { owner, .. } if !owner.is_empty() => Some(owner.clone()),
+        _ => None,
+    })
 }
 
 /// Every shadow write of a push (its updates and its rollback's) is made by an invocation that holds the push's
@@ -318,20 +318,26 @@ fn no_write_after_claim_lost(facts: &Facts, found: &mut Vec<Violation>) {
                     facts,
                     found,
                     "no write succeeds after its claim was lost",
-                    format!("{} of {} at {} ms by invocation {}, which never claimed the push", w.token, w.thing, w.at_ms, w.invocation),
+                    format!(
+                        "{} of {} at {} ms by invocation {}, which never claimed the push",
+                        w.token, w.thing, w.at_ms, w.invocation
+                    ),
                 );
                 continue;
             };
             // The notes after that claim (in the order the writes took effect) up to the shadow write.
             let claimed_at = notes
                 .iter()
-                .rposition(|n| n.at_ms <= w.at_ms && n.invocation == w.invocation && claim_owner(n) == Some(owner.as_str()))
+                .rposition(|n| {
+                    n.at_ms <= w.at_ms && n.invocation == w.invocation && claim_owner(n) == Some(owner.as_str())
+                })
                 .unwrap_or(0);
             let mut lease_until = 0;
             let mut lost = None;
             for n in notes[claimed_at..].iter().filter(|n| n.at_ms <= w.at_ms) {
                 match &n.what {
-                    Noted::Created { owner: o, lease_until_ms, .. } | Noted::Claimed { owner: o, lease_until_ms, .. }
+                    Noted::Created { owner: o, lease_until_ms, .. }
+                    | Noted::Claimed { owner: o, lease_until_ms, .. }
                         if *o == owner =>
                     {
                         lease_until = lease_until.max(*lease_until_ms);
@@ -340,7 +346,10 @@ fn no_write_after_claim_lost(facts: &Facts, found: &mut Vec<Violation>) {
                         lease_until = lease_until.max(*lease_until_ms);
                     }
                     Noted::Claimed { owner: o, .. } if *o != owner => {
-                        lost.get_or_insert(format!("claimed by another invocation ({}) at {} ms", n.invocation, n.at_ms));
+                        lost.get_or_insert(format!(
+                            "claimed by another invocation ({}) at {} ms",
+                            n.invocation, n.at_ms
+                        ));
                     }
                     Noted::Released { owner: o, .. } if *o == owner => {
                         lost.get_or_insert(format!("released at {} ms", n.at_ms));
@@ -357,7 +366,10 @@ fn no_write_after_claim_lost(facts: &Facts, found: &mut Vec<Violation>) {
                     facts,
                     found,
                     "no write succeeds after its claim was lost",
-                    format!("{} wrote {} at {} ms (invocation {}), its claim {lost}", w.token, w.thing, w.at_ms, w.invocation),
+                    format!(
+                        "{} wrote {} at {} ms (invocation {}), its claim {lost}",
+                        w.token, w.thing, w.at_ms, w.invocation
+                    ),
                 );
             }
         }
@@ -430,7 +442,49 @@ fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
                     facts,
                     found,
                     "no target skipped",
-                    format!("{} completed ({} targets counted) without updating {thing}", p.id, record.status.counts.targets),
+                    format!(
+                        "{} completed ({} targets counted) without updating {thing}",
+                        p.id, record.status.counts.targets
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A complete push's counts say what the data plane saw: every thing it updated counted as updated, and the totals
+/// the sums of its phases'. (A thing a device changed after the push updated it, met again after a refused page
+/// token, is updated and counted again: `updated` may exceed the things.)
+fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
+    for p in &facts.pushes {
+        let Some(record) = facts.finals.get(&p.id) else { continue };
+        if record.status.state != PushState::Complete {
+            continue;
+        }
+        let mut things: Vec<&str> = pushed_writes(facts, &p.id).map(|w| w.thing.as_str()).collect();
+        things.sort_unstable();
+        things.dedup();
+        let counts = &record.status.counts;
+        if counts.updated < things.len() as u64 {
+            violation(
+                facts,
+                found,
+                "the counts agree with what was written",
+                format!("{} counted {} updated, and updated {} things: {things:?}", p.id, counts.updated, things.len()),
+            );
+        }
+        let phases = &record.status.phases;
+        if !phases.is_empty() {
+            let (targets, updated) = phases.iter().fold((0, 0), |(t, u), phase| (t + phase.targets, u + phase.updated));
+            if (targets, updated) != (counts.targets, counts.updated) {
+                violation(
+                    facts,
+                    found,
+                    "the counts agree with what was written",
+                    format!(
+                        "{}: {} targets and {} updated, its phases {targets} and {updated}",
+                        p.id, counts.targets, counts.updated
+                    ),
                 );
             }
         }

@@ -98,7 +98,8 @@ impl HandOff for SimQueue {
             })
             .unwrap_or(0);
         if self.dice.chance(&key, n, self.fail_percent) {
-            self.trace.line(format!("queue: hand-off of {push_id} segment {segment} refused (invocation {})", invocation()));
+            self.trace
+                .line(format!("queue: hand-off of {push_id} segment {segment} refused (invocation {})", invocation()));
             return Err(ServiceError::new("SendMessage", FaultKind::Transient, None, "the simulated queue failed"));
         }
         let now = self.trace.now();

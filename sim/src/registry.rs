@@ -63,7 +63,9 @@ impl SimRegistry {
         s.groups
             .get(group)
             .map(|m| {
-                m.iter().map(|t| (t.clone(), s.joined.get(&(group.to_owned(), t.clone())).copied().unwrap_or(0))).collect()
+                m.iter()
+                    .map(|t| (t.clone(), s.joined.get(&(group.to_owned(), t.clone())).copied().unwrap_or(0)))
+                    .collect()
             })
             .unwrap_or_default()
     }
@@ -76,7 +78,8 @@ impl Registry for SimRegistry {
         let (offset, issued) = match token {
             None => (0, now),
             Some(t) => {
-                let parsed = t.split_once('@').and_then(|(o, i)| Some((o.parse::<usize>().ok()?, i.parse::<u64>().ok()?)));
+                let parsed =
+                    t.split_once('@').and_then(|(o, i)| Some((o.parse::<usize>().ok()?, i.parse::<u64>().ok()?)));
                 let Some((offset, issued)) = parsed else {
                     return Err(refused(format!("the token {t:?} is not one this registry gave")));
                 };

@@ -293,7 +293,12 @@ impl Shadows for SimShadows {
         }))
     }
 
-    async fn update(&self, thing: &ThingName, _shadow: Option<&ShadowName>, document: &str) -> Result<(), ServiceError> {
+    async fn update(
+        &self,
+        thing: &ThingName,
+        _shadow: Option<&ShadowName>,
+        document: &str,
+    ) -> Result<(), ServiceError> {
         // Keyed by thing and invocation: invocations that reach one thing together do not change each other's draws.
         let key = format!("{thing}:{}", invocation());
         let n = self.count(&key);

@@ -44,16 +44,54 @@ impl Peek for MemoryStore {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Noted {
     /// A push created with its first segment claimed (or queued, `owner` empty).
-    Created { push_id: String, owner: String, lease_until_ms: u64, state: PushState },
-    Claimed { push_id: String, segment: u64, owner: String, lease_until_ms: u64, takeover: bool },
-    Renewed { push_id: String, owner: String, lease_until_ms: u64, control: Option<Control> },
+    Created {
+        push_id: String,
+        owner: String,
+        lease_until_ms: u64,
+        state: PushState,
+    },
+    Claimed {
+        push_id: String,
+        segment: u64,
+        owner: String,
+        lease_until_ms: u64,
+        takeover: bool,
+    },
+    Renewed {
+        push_id: String,
+        owner: String,
+        lease_until_ms: u64,
+        control: Option<Control>,
+    },
     /// A segment recorded and released.
-    Released { push_id: String, owner: String, segment: u64, state: PushState, recheck: bool },
-    ControlRequested { push_id: String, control: Control },
-    ControlApplied { push_id: String, control: Control, state: PushState },
-    Resumed { push_id: String, state: PushState },
-    Stalled { push_id: String, segment: u64 },
-    Unstalled { push_id: String, state: PushState },
+    Released {
+        push_id: String,
+        owner: String,
+        segment: u64,
+        state: PushState,
+        recheck: bool,
+    },
+    ControlRequested {
+        push_id: String,
+        control: Control,
+    },
+    ControlApplied {
+        push_id: String,
+        control: Control,
+        state: PushState,
+    },
+    Resumed {
+        push_id: String,
+        state: PushState,
+    },
+    Stalled {
+        push_id: String,
+        segment: u64,
+    },
+    Unstalled {
+        push_id: String,
+        state: PushState,
+    },
 }
 
 impl Noted {
@@ -102,7 +140,14 @@ pub struct Witness<P> {
 
 impl<P: Peek> Witness<P> {
     /// Whether a call answered `result` took effect: `ok` says it from the answer; after an error, the store's log.
-    fn took<T>(&self, result: &Result<T, ServiceError>, ok: impl FnOnce(&T) -> bool, since: usize, op: Op, push_id: &str) -> bool {
+    fn took<T>(
+        &self,
+        result: &Result<T, ServiceError>,
+        ok: impl FnOnce(&T) -> bool,
+        since: usize,
+        op: Op,
+        push_id: &str,
+    ) -> bool {
         match result {
             Ok(v) => ok(v),
             Err(_) => self.store.took_effect(since, op, push_id),
@@ -204,8 +249,9 @@ impl<P: PushStore + Peek + Send> PushStore for Witness<P> {
     async fn request_control(&self, push_id: &str, control: Control) -> Result<bool, ServiceError> {
         let since = self.store.effects();
         let requested = self.store.request_control(push_id, control).await;
-        self.note_if(self.took(&requested, |r| *r, since, Op::RequestControl, push_id), || {
-            Noted::ControlRequested { push_id: push_id.to_owned(), control }
+        self.note_if(self.took(&requested, |r| *r, since, Op::RequestControl, push_id), || Noted::ControlRequested {
+            push_id: push_id.to_owned(),
+            control,
         });
         requested
     }
@@ -296,7 +342,13 @@ impl<P: PushStore + Peek + Send> PushStore for Witness<P> {
         self.store.keep_within(record, now_s, open, partition_wps, within).await
     }
 
-    async fn keep(&self, record: &PushRecord, now_s: u64, open: bool, partition_wps: u32) -> Result<Kept, ServiceError> {
+    async fn keep(
+        &self,
+        record: &PushRecord,
+        now_s: u64,
+        open: bool,
+        partition_wps: u32,
+    ) -> Result<Kept, ServiceError> {
         self.store.keep(record, now_s, open, partition_wps).await
     }
 

@@ -66,7 +66,6 @@ pub trait StoreFactory {
     fn build(&self, seed: u64) -> Self::Store;
 }
 
-
 /// A push of the world: its request, when it starts, and what its operator does.
 #[derive(Debug, Clone)]
 struct PlannedPush {
@@ -227,7 +226,10 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                 1 => {
                     let listed: Vec<String> =
                         (0..things).filter(|i| d.chance(&key, 100 + i, 60)).map(|i| format!("thing-{i:02}")).collect();
-                    targets.insert("things".into(), json!(if listed.is_empty() { vec!["thing-00".to_owned()] } else { listed }));
+                    targets.insert(
+                        "things".into(),
+                        json!(if listed.is_empty() { vec!["thing-00".to_owned()] } else { listed }),
+                    );
                 }
                 _ => {
                     targets.insert("thingGroup".into(), json!(GROUP));
@@ -242,7 +244,9 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                 "skipUnchanged": d.chance(&key, 17, 50),
             });
             if d.chance(&key, 4, 60) {
-                let phases = if d.chance(&key, 5, 50) { json!([{"percent": 50}, {"percent": 100}]) } else {
+                let phases = if d.chance(&key, 5, 50) {
+                    json!([{"percent": 50}, {"percent": 100}])
+                } else {
                     json!([{"percent": 25}, {"percent": 60}, {"percent": 100}])
                 };
                 request["rollout"] = json!({
@@ -273,7 +277,13 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             self.pushes.push(PlannedPush { id, request, start_ms, queued: d.chance(&key, 16, 30), controls });
         }
         for (i, p) in self.pushes.iter().enumerate() {
-            self.trace.line(format!("world: push {} at {} ms{}: {}", i, p.start_ms, if p.queued { " (startPush)" } else { "" }, p.request));
+            self.trace.line(format!(
+                "world: push {} at {} ms{}: {}",
+                i,
+                p.start_ms,
+                if p.queued { " (startPush)" } else { "" },
+                p.request
+            ));
             for (at, c) in &p.controls {
                 self.trace.line(format!("world: operator at {at} ms: {c}"));
             }
@@ -379,7 +389,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             }
             running = still;
             ticks += 1;
-            if ticks % CHECK_EVERY == 0 {
+            if ticks.is_multiple_of(CHECK_EVERY) {
                 let online = invariants::online(&self.facts());
                 if !online.is_empty() {
                     violations.extend(online);
@@ -387,7 +397,10 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                 }
             }
             let finished = self.all_final().await;
-            if (finished && running.is_empty() && self.queue.is_empty() && retries.is_empty()
+            if (finished
+                && running.is_empty()
+                && self.queue.is_empty()
+                && retries.is_empty()
                 && started.iter().all(|s| *s)
                 && controls.is_empty())
                 || now >= WORLD_MS
@@ -465,7 +478,8 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             }
             Why::Start { push, attempt } => {
                 if !matches!(ended, Ended::Answered(_)) && *attempt < 2 && !self.pushes[*push].queued {
-                    let at = self.trace.now() + self.dice.between(&format!("retry:{push}"), u64::from(*attempt), 2_000, 8_000);
+                    let at = self.trace.now()
+                        + self.dice.between(&format!("retry:{push}"), u64::from(*attempt), 2_000, 8_000);
                     retries.push((at, *push, attempt + 1));
                 }
             }
@@ -475,11 +489,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
 
     fn facts(&self) -> Facts {
         let notes = self.notes.lock().map(|n| n.clone()).unwrap_or_default();
-        let pushes = self
-            .pushes
-            .iter()
-            .map(|p| PushFacts { id: p.id.clone(), request: p.request.clone() })
-            .collect();
+        let pushes = self.pushes.iter().map(|p| PushFacts { id: p.id.clone(), request: p.request.clone() }).collect();
         Facts {
             seed: self.seed,
             pushes,
@@ -536,7 +546,11 @@ fn wall_ms() -> u64 {
 
 fn short(v: &Value) -> String {
     let text = v.to_string();
-    if text.len() > 160 { format!("{}…", &text[..text.char_indices().nth(160).map_or(text.len(), |(i, _)| i)]) } else { text }
+    if text.len() > 160 {
+        format!("{}…", &text[..text.char_indices().nth(160).map_or(text.len(), |(i, _)| i)])
+    } else {
+        text
+    }
 }
 
 /// The in-memory push store, failing a few calls of each kind as the seed says: throttled (nothing written), or
