@@ -59,6 +59,9 @@ mod tests {
         let _ = dice.below("b", 1, 1000);
         assert_eq!(dice.below("a", 1, 1000), a);
         assert_ne!((0..20).map(|i| dice.below("a", i, 1000)).collect::<Vec<_>>(), vec![a; 20]);
+        let draws = |key: &str| (0..20).map(|i| dice.below(key, i, 1000)).collect::<Vec<_>>();
+        assert_ne!(draws("a"), draws("b"), "another key, other draws");
+        assert_ne!(draws("a"), (0..20).map(|i| Dice::new(8).below("a", i, 1000)).collect::<Vec<_>>(), "another seed");
         assert!((0..100).all(|i| (3..=5).contains(&dice.between("x", i, 3, 5))));
         assert_eq!(dice.below("a", 1, 0), 0);
     }

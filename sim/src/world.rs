@@ -35,8 +35,8 @@ pub const GROUP: &str = "fleet";
 /// The lease the function runs with: short, so that takeovers happen.
 pub const LEASE_MS: u64 = 3_000;
 /// The account's quotas (requests a second).
-pub const UPDATE_QUOTA: u32 = 25;
-pub const READ_QUOTA: u32 = 25;
+pub const UPDATE_QUOTA: u32 = 10;
+pub const READ_QUOTA: u32 = 10;
 /// The world stops by then (simulated ms); operators resume paused and stalled pushes at half of it.
 const WORLD_MS: u64 = 600_000;
 /// How often the world looks at what is due.
@@ -202,7 +202,12 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
     /// controls.
     fn build_fleet_and_pushes(&mut self, bake_ms: u64) {
         let d = self.dice;
-        let things = d.between("world:things", 0, 4, 12);
+        // One world in five has a fleet large enough for pushes to share the quota for seconds.
+        let things = if d.chance("world:large", 0, 20) {
+            d.between("world:things", 0, 20, 40)
+        } else {
+            d.between("world:things", 0, 4, 12)
+        };
         for i in 0..things {
             let name = format!("thing-{i:02}");
             self.shadows.add(&name, kind(d, &name), &json!({"fw": "v0", "cfg": {"level": 0}}));
@@ -240,7 +245,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                 "pushId": id,
                 "desired": {"fw": format!("v{}", p + 1), "cfg": {"level": p + 1}},
                 "targets": targets,
-                "maxRequestsPerSecond": d.between(&key, 3, 4, 20),
+                "maxRequestsPerSecond": d.between(&key, 3, 2, u64::from(UPDATE_QUOTA)),
                 "skipUnchanged": d.chance(&key, 17, 50),
             });
             if d.chance(&key, 4, 60) {
