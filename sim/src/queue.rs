@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use shadow_core::push::HandOff;
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 
 use crate::dice::Dice;
 use crate::trace::{Trace, invocation};

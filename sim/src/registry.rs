@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shadow_core::names::ThingGroupName;
 use shadow_core::push::{Page, Registry};
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 
 use crate::trace::{Trace, invocation};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use shadow_core::names::{ShadowName, ThingName};
 use shadow_core::push::{DesiredState, Shadows};
-use shadow_core::store::{FaultKind, ServiceError};
+use shadow_core::service::{FaultKind, ServiceError};
 
 use crate::devices::{self, Kind};
 use crate::dice::Dice;

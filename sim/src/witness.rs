@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use shadow_core::push::quota::{Sender, Senders};
 use shadow_core::push::retention::Kept;
 use shadow_core::push::{
-    Claim, Control, Failure, Journal, JournalPage, JournalRef, Previous, PushDefinition, PushRecord, PushState,
-    PushStore, StoredPush,
+    Claim, Control, Failure, Journal, JournalEntry, JournalPage, JournalRef, PushDefinition, PushLists, PushRecord,
+    PushRecords, PushState, PushStore, Retention, StoredPush,
 };
-use shadow_core::store::ServiceError;
+use shadow_core::service::ServiceError;
 
 use crate::store::{MemoryStore, Op};
 use crate::trace::{Trace, invocation};
@@ -179,7 +179,7 @@ impl<P: Peek> Witness<P> {
     }
 }
 
-impl<P: PushStore + Peek + Send> PushStore for Witness<P> {
+impl<P: PushStore + Peek + Send> PushRecords for Witness<P> {
     async fn create(&self, definition: &PushDefinition, record: &PushRecord) -> Result<bool, ServiceError> {
         let since = self.store.effects();
         let created = self.store.create(definition, record).await;
@@ -301,6 +301,12 @@ impl<P: PushStore + Peek + Send> PushStore for Witness<P> {
         self.store.stale(now_ms, limit).await
     }
 
+    fn throttled(&self) -> u64 {
+        self.store.throttled()
+    }
+}
+
+impl<P: PushStore + Peek + Send> PushLists for Witness<P> {
     async fn add_failures(
         &self,
         at: JournalRef<'_>,
@@ -326,12 +332,14 @@ impl<P: PushStore + Peek + Send> PushStore for Witness<P> {
     async fn conflicts(&self, at: JournalRef<'_>, limit: usize) -> Result<Vec<Failure>, ServiceError> {
         self.store.conflicts(at, limit).await
     }
+}
 
+impl<P: PushStore + Peek + Send> Retention for Witness<P> {
     fn retention_s(&self) -> Option<u64> {
         self.store.retention_s()
     }
 
-    async fn keep_within(
+    async fn extend_within(
         &self,
         record: &PushRecord,
         now_s: u64,
@@ -339,26 +347,27 @@ impl<P: PushStore + Peek + Send> PushStore for Witness<P> {
         partition_wps: u32,
         within: Option<std::time::Duration>,
     ) -> Result<Kept, ServiceError> {
-        self.store.keep_within(record, now_s, open, partition_wps, within).await
+        self.store.extend_within(record, now_s, open, partition_wps, within).await
     }
 
-    async fn keep(
+    async fn extend(
         &self,
         record: &PushRecord,
         now_s: u64,
         open: bool,
         partition_wps: u32,
     ) -> Result<Kept, ServiceError> {
-        self.store.keep(record, now_s, open, partition_wps).await
-    }
-
-    fn throttled(&self) -> u64 {
-        self.store.throttled()
+        self.store.extend(record, now_s, open, partition_wps).await
     }
 }
 
 impl<P: Journal + Peek + Send> Journal for Witness<P> {
-    async fn record_previous(&self, at: JournalRef<'_>, expires_at: u64, entry: &Previous) -> Result<(), ServiceError> {
+    async fn record_previous(
+        &self,
+        at: JournalRef<'_>,
+        expires_at: u64,
+        entry: &JournalEntry,
+    ) -> Result<(), ServiceError> {
         self.store.record_previous(at, expires_at, entry).await
     }
 
@@ -371,7 +380,7 @@ impl<P: Journal + Peek + Send> Journal for Witness<P> {
         self.store.previous_page(at, phase, after).await
     }
 
-    async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<Previous>, ServiceError> {
+    async fn previous(&self, at: JournalRef<'_>, key: &str) -> Result<Option<JournalEntry>, ServiceError> {
         self.store.previous(at, key).await
     }
 }
