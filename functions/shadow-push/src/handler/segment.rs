@@ -131,7 +131,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         };
         let heartbeat = self.heartbeat(renewal);
         tokio::pin!(segment_run);
+        // Biased: polled in this order, not at random, so that a simulation's seed replays the same run.
         let mut outcome = tokio::select! {
+            biased;
             outcome = &mut segment_run => outcome,
             // The claim was lost: the engine stops starting requests at once; let those in flight end.
             () = heartbeat => segment_run.await,

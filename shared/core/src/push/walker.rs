@@ -231,7 +231,10 @@ where
         if room && next <= now {
             return true;
         }
+        // Biased: a finished request is taken before the next slot, in this order rather than at random, so that a
+        // simulation's seed replays the same walk.
         tokio::select! {
+            biased;
             Some(finished) = in_flight.next(), if !in_flight.is_empty() => done(finished),
             () = tokio::time::sleep_until(next), if room => {}
         }
