@@ -73,6 +73,7 @@ pub fn online(facts: &Facts) -> Vec<Violation> {
     final_stays_final(facts, &mut found);
     rollback_touches_only_its_own(facts, &mut found);
     control_within_one_renewal(facts, &mut found);
+    resumed_where_paused(facts, &mut found);
     no_write_after_claim_lost(facts, &mut found);
     within_the_quota(facts, &mut found);
     found
@@ -85,6 +86,7 @@ pub fn at_end(facts: &Facts) -> Vec<Violation> {
     counts_agree(facts, &mut found);
     rollback_restores(facts, &mut found);
     every_push_finishes(facts, &mut found);
+    rollback_ends_rolled_back(facts, &mut found);
     found
 }
 
@@ -492,6 +494,62 @@ fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
 }
 
 /// Every push created ends in a final state (the operators resume what is paused or stalled half way).
+/// A paused push resumes in the state it was paused from (running, baking, or rolling back): the pause keeps where
+/// the push stood, and a resume puts it back there, not in another phase of its life.
+fn resumed_where_paused(facts: &Facts, found: &mut Vec<Violation>) {
+    for p in &facts.pushes {
+        let (mut last, mut paused_from): (Option<PushState>, Option<PushState>) = (None, None);
+        for n in facts.notes.iter().filter(|n| n.what.push_id() == p.id) {
+            let Some(state) = n.what.state() else { continue };
+            match (&n.what, state) {
+                (_, PushState::Paused) if paused_from.is_none() => paused_from = last,
+                (Noted::Resumed { .. }, resumed) => {
+                    if let Some(from) = paused_from.take()
+                        && from != resumed
+                    {
+                        violation(
+                            facts,
+                            found,
+                            "a resume returns to where the pause was",
+                            format!(
+                                "{} was paused from {from:?} and resumed in {resumed:?} at {} ms (invocation {})",
+                                p.id, n.at_ms, n.invocation
+                            ),
+                        );
+                    }
+                }
+                _ => {}
+            }
+            if state != PushState::Paused {
+                paused_from = None;
+                last = Some(state);
+            }
+        }
+    }
+}
+
+/// A push that started rolling back ends rolled back: a rollback can be paused and resumed, never abandoned.
+fn rollback_ends_rolled_back(facts: &Facts, found: &mut Vec<Violation>) {
+    for (id, record) in &facts.finals {
+        let rolling =
+            facts.notes.iter().find(|n| n.what.push_id() == id && n.what.state() == Some(PushState::RollingBack));
+        if let Some(n) = rolling
+            && record.status.state.is_final()
+            && record.status.state != PushState::RolledBack
+        {
+            violation(
+                facts,
+                found,
+                "a rollback, once started, ends rolled back",
+                format!(
+                    "{id} was rolling back at {} ms (invocation {}) and ended {:?}",
+                    n.at_ms, n.invocation, record.status.state
+                ),
+            );
+        }
+    }
+}
+
 fn every_push_finishes(facts: &Facts, found: &mut Vec<Violation>) {
     for (id, record) in &facts.finals {
         if !record.status.state.is_final() {
