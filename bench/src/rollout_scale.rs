@@ -5,7 +5,7 @@
 //!
 //! It reports the walk's things/s ÷ the quota, the journal writes refused, the function's RSS over the run, what
 //! each updated thing cost in requests and units (the stand-ins' counters, the function's invocations timed), and
-//! that bill at us-east-1 prices next to AWS IoT Jobs' price for the same fleet.
+//! that bill at the default region's prices ([`cost::DEFAULT`]) next to AWS IoT Jobs' price for the same fleet.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,32 +174,49 @@ impl Bench {
         let memory_mb = cost::template_memory_mb(&self.root, "ShadowPushFunction").unwrap_or_else(|e| panic!("{e}"));
         let gb_seconds = lambda_seconds * f64::from(memory_mb) / 1024.0;
         let dynamo = &front.counts;
-        let (total, bill) = cost::bill(&[
-            Line {
-                what: "shadow operations (reads + updates, per KB)",
-                per_unit: per(metered as f64),
-                price: cost::SHADOW_OR_REGISTRY_OPERATION,
-            },
-            Line {
-                what: "registry: ListThingsInThingGroup pages",
-                per_unit: per(listings as f64),
-                price: cost::SHADOW_OR_REGISTRY_OPERATION,
-            },
-            Line {
-                what: "DynamoDB write units",
-                per_unit: per(dynamo.write_units()),
-                price: cost::DYNAMODB_WRITE_UNIT,
-            },
-            Line { what: "DynamoDB read units", per_unit: per(dynamo.read_units()), price: cost::DYNAMODB_READ_UNIT },
-            Line {
-                what: "SQS requests (hand-offs: send, receive, delete)",
-                per_unit: per(sqs_requests as f64),
-                price: cost::SQS_REQUEST,
-            },
-            Line { what: "Lambda requests", per_unit: per(invocations as f64), price: cost::LAMBDA_REQUEST },
-            Line { what: "Lambda GB-seconds (arm64)", per_unit: per(gb_seconds), price: cost::LAMBDA_ARM_GB_SECOND },
-        ]);
-        let jobs = cost::IOT_JOB_EXECUTION * 1e6;
+        let (total, bill) = cost::bill(
+            cost::DEFAULT_REGION,
+            &[
+                Line {
+                    what: "shadow operations (reads + updates, per KB)",
+                    per_unit: per(metered as f64),
+                    price: cost::DEFAULT.shadow_or_registry_operation,
+                },
+                Line {
+                    what: "registry: ListThingsInThingGroup pages",
+                    per_unit: per(listings as f64),
+                    price: cost::DEFAULT.shadow_or_registry_operation,
+                },
+                Line {
+                    what: "DynamoDB write units",
+                    per_unit: per(dynamo.write_units()),
+                    price: cost::DEFAULT.dynamodb_write_unit,
+                },
+                Line {
+                    what: "DynamoDB read units",
+                    per_unit: per(dynamo.read_units()),
+                    price: cost::DEFAULT.dynamodb_read_unit,
+                },
+                Line {
+                    what: "SQS requests (hand-offs: send, receive, delete)",
+                    per_unit: per(sqs_requests as f64),
+                    price: cost::DEFAULT.sqs_request,
+                },
+                Line {
+                    what: "Lambda requests",
+                    per_unit: per(invocations as f64),
+                    price: cost::DEFAULT.lambda_request,
+                },
+                Line {
+                    what: "Lambda GB-seconds (arm64)",
+                    per_unit: per(gb_seconds),
+                    price: cost::DEFAULT.lambda_arm_gb_second,
+                },
+            ],
+        );
+        let jobs = cost::DEFAULT.iot_job_execution.usd * 1e6;
+        let per_sweep = if sweeps > 0 { sweep_seconds / sweeps as f64 } else { 0.0 };
+        let (sweeper, sweeper_bill) = cost::sweeper_per_month(&cost::DEFAULT, per_sweep, memory_mb);
 
         let bound = usage.describe();
         let capped = if usage.cap_json["capped"] == json!(true) { "capped" } else { "UNCAPPED" };
@@ -260,13 +277,16 @@ impl Bench {
         self.row(&format!("per updated thing: shadow-push CPU-ms ({capped})"), cpu_ms_per_thing, None, None, "-", None);
         self.bound(&usage);
         self.row(
-            "cost per million updated things, USD (vs AWS IoT Jobs)",
+            &format!("cost per million updated things, USD in {} (vs AWS IoT Jobs)", cost::DEFAULT_REGION.code()),
             total,
             Some(jobs),
             Some(jobs / total.max(1e-9)),
             "-",
             None,
         );
+        let sweeper_row =
+            format!("the sweeper a month, USD in {} ({sweeps} sweeps measured)", cost::DEFAULT_REGION.code());
+        self.row(&sweeper_row, sweeper, None, None, "-", None);
         let timeline_every = TIMELINE_EVERY.as_secs_f64();
         self.results.push((
             "rollout_scale".into(),
@@ -294,6 +314,7 @@ impl Bench {
                 "peak_rss_mb": mb(usage.peak_rss.max(hwm)),
                 "usage": usage.to_json(), "bound": bound,
                 "cost_per_million_updated_things": bill, "iot_jobs_per_million_things_usd": jobs,
+                "sweeper_per_month": sweeper_bill,
             }),
         ));
         let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
