@@ -136,6 +136,17 @@ pub const fn prices(region: Region) -> Prices {
 /// The default region's prices: the ones the bench bills with.
 pub const DEFAULT: Prices = prices(DEFAULT_REGION);
 
+// The default region's prices by name, as the bench's bills use them.
+pub const SHADOW_OR_REGISTRY_OPERATION: Price = DEFAULT.shadow_or_registry_operation;
+pub const RULE_TRIGGERED: Price = DEFAULT.rule_triggered;
+pub const RULE_ACTION: Price = DEFAULT.rule_action;
+pub const DYNAMODB_WRITE_UNIT: Price = DEFAULT.dynamodb_write_unit;
+pub const DYNAMODB_READ_UNIT: Price = DEFAULT.dynamodb_read_unit;
+pub const SQS_REQUEST: Price = DEFAULT.sqs_request;
+pub const LAMBDA_ARM_GB_SECOND: Price = DEFAULT.lambda_arm_gb_second;
+pub const LAMBDA_REQUEST: Price = DEFAULT.lambda_request;
+pub const IOT_JOB_EXECUTION: Price = DEFAULT.iot_job_execution;
+
 /// `MemorySize` of `function` (a logical id) in template.yaml, in MB.
 pub fn template_memory_mb(root: &Path, function: &str) -> Result<u32, String> {
     let path = root.join("template.yaml");
@@ -165,9 +176,14 @@ impl Line {
     }
 }
 
+/// [`bill_in`] the default region.
+pub fn bill(lines: &[Line]) -> (f64, Value) {
+    bill_in(DEFAULT_REGION, lines)
+}
+
 /// The lines, their total per million units of work, as JSON: the region billed, each line's price with the region
 /// it was read for, and the lines priced in another region (no price of `region`'s own was found for them).
-pub fn bill(region: Region, lines: &[Line]) -> (f64, Value) {
+pub fn bill_in(region: Region, lines: &[Line]) -> (f64, Value) {
     let total: f64 = lines.iter().map(Line::per_million).sum();
     let items: Vec<Value> = lines
         .iter()
@@ -220,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_bill_multiplies_counts_by_prices() {
-        let (total, _) = bill(
+        let (total, _) = bill_in(
             Region::UsEast1,
             &[
                 Line { what: "shadow", per_unit: 3.0, price: us_east_1::SHADOW_OR_REGISTRY_OPERATION },
@@ -237,7 +253,7 @@ mod tests {
             Line { what: "shadow", per_unit: 3.0, price: tokyo.shadow_or_registry_operation },
             Line { what: "sweeps", per_unit: 1.0, price: tokyo.scheduler_invocation },
         ];
-        let (_, json) = bill(Region::ApNortheast1, &lines);
+        let (_, json) = bill_in(Region::ApNortheast1, &lines);
         assert_eq!(json["region"], "ap-northeast-1");
         assert_eq!(json["lines"][0]["price_region"], "us-east-1", "{json}");
         assert_eq!(json["lines"][1]["price_region"], "ap-northeast-1", "{json}");
@@ -247,7 +263,7 @@ mod tests {
             "{json}"
         );
         // Billed in us-east-1, the same us-east-1 price is the region's own, and Tokyo's Scheduler price is not.
-        let (_, json) = bill(Region::UsEast1, &lines);
+        let (_, json) = bill_in(Region::UsEast1, &lines);
         assert_eq!(
             json["priced_in_another_region"],
             json!([{"what": "sweeps", "price_region": "ap-northeast-1"}]),

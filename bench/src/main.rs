@@ -861,44 +861,25 @@ impl Bench {
             let gb_seconds = per(billed) * f64::from(memory_mb) / 1024.0;
             let mode = if batched { "sqs_batch_10" } else { "direct" };
             let mut lines = vec![
-                cost::Line { what: "IoT rules triggered", per_unit: 1.0, price: cost::DEFAULT.rule_triggered },
-                cost::Line { what: "IoT rule actions executed", per_unit: 1.0, price: cost::DEFAULT.rule_action },
-                cost::Line {
-                    what: "Lambda requests",
-                    per_unit: per(invocations as f64),
-                    price: cost::DEFAULT.lambda_request,
-                },
+                cost::Line { what: "IoT rules triggered", per_unit: 1.0, price: cost::RULE_TRIGGERED },
+                cost::Line { what: "IoT rule actions executed", per_unit: 1.0, price: cost::RULE_ACTION },
+                cost::Line { what: "Lambda requests", per_unit: per(invocations as f64), price: cost::LAMBDA_REQUEST },
                 cost::Line {
                     what: "Lambda GB-seconds (arm64)",
                     per_unit: gb_seconds,
-                    price: cost::DEFAULT.lambda_arm_gb_second,
+                    price: cost::LAMBDA_ARM_GB_SECOND,
                 },
-                cost::Line {
-                    what: "DynamoDB write units",
-                    per_unit: write_units,
-                    price: cost::DEFAULT.dynamodb_write_unit,
-                },
-                cost::Line {
-                    what: "DynamoDB read units",
-                    per_unit: read_units,
-                    price: cost::DEFAULT.dynamodb_read_unit,
-                },
+                cost::Line { what: "DynamoDB write units", per_unit: write_units, price: cost::DYNAMODB_WRITE_UNIT },
+                cost::Line { what: "DynamoDB read units", per_unit: read_units, price: cost::DYNAMODB_READ_UNIT },
             ];
             if batched {
                 // The rule's SendMessage per event; the event source mapping's receive and delete per batch.
                 let sqs = 1.0 + 2.0 * per(invocations as f64);
-                lines.push(cost::Line { what: "SQS requests", per_unit: sqs, price: cost::DEFAULT.sqs_request });
+                lines.push(cost::Line { what: "SQS requests", per_unit: sqs, price: cost::SQS_REQUEST });
             }
-            let (total, bill) = cost::bill(cost::DEFAULT_REGION, &lines);
-            let region = cost::DEFAULT_REGION.code();
-            self.row(
-                &format!("cost per million history events, {mode}, USD in {region}"),
-                total,
-                None,
-                None,
-                "-",
-                None,
-            );
+            let (total, bill) = cost::bill(&lines);
+            let row = format!("cost per million history events, {mode}, USD in {}", cost::DEFAULT_REGION.code());
+            self.row(&row, total, None, None, "-", None);
             self.row(
                 &format!("per history event, {mode}: DynamoDB write units / Lambda ms"),
                 write_units,
@@ -972,8 +953,7 @@ impl Bench {
         let accepted_table = unique("bench-history-accepted");
         tables::ensure_table(&db, &accepted_table, &tables::HISTORY).await.expect("creating the history table");
         let events = SHADOWS * VERSIONS;
-        let price = cost::DEFAULT.dynamodb_write_unit.usd;
-        let price_region = cost::DEFAULT.dynamodb_write_unit.region.code();
+        let (price, price_region) = (cost::DYNAMODB_WRITE_UNIT.usd, cost::DYNAMODB_WRITE_UNIT.region.code());
         let mut figures = json!({"events_per_document": events, "usd_per_write_unit": price, "price_region": price_region,
                                  "measured_with": "PutItem ReturnConsumedCapacity=INDEXES on DynamoDB Local"});
         let settings = |k: u64| json!({"mode": k % 3, "temp": 18 + k % 7});

@@ -174,47 +174,32 @@ impl Bench {
         let memory_mb = cost::template_memory_mb(&self.root, "ShadowPushFunction").unwrap_or_else(|e| panic!("{e}"));
         let gb_seconds = lambda_seconds * f64::from(memory_mb) / 1024.0;
         let dynamo = &front.counts;
-        let (total, bill) = cost::bill(
-            cost::DEFAULT_REGION,
-            &[
-                Line {
-                    what: "shadow operations (reads + updates, per KB)",
-                    per_unit: per(metered as f64),
-                    price: cost::DEFAULT.shadow_or_registry_operation,
-                },
-                Line {
-                    what: "registry: ListThingsInThingGroup pages",
-                    per_unit: per(listings as f64),
-                    price: cost::DEFAULT.shadow_or_registry_operation,
-                },
-                Line {
-                    what: "DynamoDB write units",
-                    per_unit: per(dynamo.write_units()),
-                    price: cost::DEFAULT.dynamodb_write_unit,
-                },
-                Line {
-                    what: "DynamoDB read units",
-                    per_unit: per(dynamo.read_units()),
-                    price: cost::DEFAULT.dynamodb_read_unit,
-                },
-                Line {
-                    what: "SQS requests (hand-offs: send, receive, delete)",
-                    per_unit: per(sqs_requests as f64),
-                    price: cost::DEFAULT.sqs_request,
-                },
-                Line {
-                    what: "Lambda requests",
-                    per_unit: per(invocations as f64),
-                    price: cost::DEFAULT.lambda_request,
-                },
-                Line {
-                    what: "Lambda GB-seconds (arm64)",
-                    per_unit: per(gb_seconds),
-                    price: cost::DEFAULT.lambda_arm_gb_second,
-                },
-            ],
-        );
-        let jobs = cost::DEFAULT.iot_job_execution.usd * 1e6;
+        let (total, bill) = cost::bill(&[
+            Line {
+                what: "shadow operations (reads + updates, per KB)",
+                per_unit: per(metered as f64),
+                price: cost::SHADOW_OR_REGISTRY_OPERATION,
+            },
+            Line {
+                what: "registry: ListThingsInThingGroup pages",
+                per_unit: per(listings as f64),
+                price: cost::SHADOW_OR_REGISTRY_OPERATION,
+            },
+            Line {
+                what: "DynamoDB write units",
+                per_unit: per(dynamo.write_units()),
+                price: cost::DYNAMODB_WRITE_UNIT,
+            },
+            Line { what: "DynamoDB read units", per_unit: per(dynamo.read_units()), price: cost::DYNAMODB_READ_UNIT },
+            Line {
+                what: "SQS requests (hand-offs: send, receive, delete)",
+                per_unit: per(sqs_requests as f64),
+                price: cost::SQS_REQUEST,
+            },
+            Line { what: "Lambda requests", per_unit: per(invocations as f64), price: cost::LAMBDA_REQUEST },
+            Line { what: "Lambda GB-seconds (arm64)", per_unit: per(gb_seconds), price: cost::LAMBDA_ARM_GB_SECOND },
+        ]);
+        let jobs = cost::IOT_JOB_EXECUTION.usd * 1e6;
         let per_sweep = if sweeps > 0 { sweep_seconds / sweeps as f64 } else { 0.0 };
         let (sweeper, sweeper_bill) = cost::sweeper_per_month(&cost::DEFAULT, per_sweep, memory_mb);
 
