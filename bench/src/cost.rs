@@ -1,37 +1,151 @@
-//! us-east-1 list prices, each with where it was read and when, and the measured counts they multiply.
+//! List prices, each with the region it holds in, where it was read and when, and the measured counts they multiply.
+//! The bench bills in [`DEFAULT_REGION`], the region samconfig.toml deploys to, with [`AP_NORTHEAST_1`]: Tokyo's own
+//! price where one was found in a citable source, else us-east-1's, which keeps [`Region::UsEast1`] in its
+//! [`Price::region`] so that every bill names the lines priced in another region.
 //! Free tiers and volume tiers are left out: these are the first-tier prices a new workload pays.
 
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-/// AWS IoT Core, Device Shadow and registry: $1.25 per million operations, each metered per 1 KB of the shadow
-/// record (an 1.5 KB document is two operations); registry calls such as ListThingsInThingGroup are operations
-/// too. <https://aws.amazon.com/iot-core/pricing/> and its "additional metering details", read 2026-12-07.
-pub const SHADOW_OR_REGISTRY_OPERATION: f64 = 1.25 / 1e6;
-/// AWS IoT Core rules engine: $0.15 per million rules triggered. <https://aws.amazon.com/iot-core/pricing/>
-/// (the price this project quotes; the page's tables render from a template, and the copy reached on 2026-12-07
-/// did not show the figure itself: check it there).
-pub const RULE_TRIGGERED: f64 = 0.15 / 1e6;
-/// AWS IoT Core rules engine: $0.15 per million actions executed (same page and caveat as [`RULE_TRIGGERED`]).
-pub const RULE_ACTION: f64 = 0.15 / 1e6;
-/// DynamoDB on-demand, Standard table class: $0.625 per million write request units (after the November 2024
-/// price cut). <https://aws.amazon.com/dynamodb/pricing/on-demand/>, read 2026-12-07.
-pub const DYNAMODB_WRITE_UNIT: f64 = 0.625 / 1e6;
-/// DynamoDB on-demand: $0.125 per million read request units (same page).
-pub const DYNAMODB_READ_UNIT: f64 = 0.125 / 1e6;
-/// SQS standard queues: $0.40 per million requests (each 64 KB chunk of a payload is a request).
-/// <https://aws.amazon.com/sqs/pricing/>: not checked against that page (the figure long published there).
-pub const SQS_REQUEST: f64 = 0.40 / 1e6;
-/// Lambda on arm64: $0.0000133334 per GB-second (the first 7.5 billion GB-s a month).
-/// <https://aws.amazon.com/lambda/pricing/>, read 2026-12-07.
-pub const LAMBDA_ARM_GB_SECOND: f64 = 0.000_013_333_4;
-/// Lambda: $0.20 per million requests (same page).
-pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
-/// AWS IoT Device Management Jobs: $0.003 per remote action (a job execution on one thing), the first 250 000 a
-/// month; later volumes are cheaper per action. <https://aws.amazon.com/iot-device-management/pricing/>, read
-/// 2026-12-07.
-pub const IOT_JOB_EXECUTION: f64 = 0.003;
+/// A region whose prices are written here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    UsEast1,
+    ApNortheast1,
+}
+
+impl Region {
+    pub const fn code(self) -> &'static str {
+        match self {
+            Region::UsEast1 => "us-east-1",
+            Region::ApNortheast1 => "ap-northeast-1",
+        }
+    }
+}
+
+/// The region samconfig.toml deploys to; its prices are the ones the bench reports.
+pub const DEFAULT_REGION: Region = Region::ApNortheast1;
+
+/// A list price: USD per unit, and the region whose price it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    pub usd: f64,
+    pub region: Region,
+}
+
+/// us-east-1 list prices.
+pub mod us_east_1 {
+    use super::{Price, Region};
+
+    const fn usd(usd: f64) -> Price {
+        Price { usd, region: Region::UsEast1 }
+    }
+
+    /// AWS IoT Core, Device Shadow and registry: $1.25 per million operations, each metered per 1 KB of the shadow
+    /// record (an 1.5 KB document is two operations); registry calls such as ListThingsInThingGroup are operations
+    /// too. <https://aws.amazon.com/iot-core/pricing/> and its "additional metering details", read 2026-12-07.
+    pub const SHADOW_OR_REGISTRY_OPERATION: Price = usd(1.25 / 1e6);
+    /// AWS IoT Core rules engine: $0.15 per million rules triggered. <https://aws.amazon.com/iot-core/pricing/>
+    /// (the price this project quotes; the page's tables render from a template, and the copy reached on 2026-12-07
+    /// did not show the figure itself: check it there).
+    pub const RULE_TRIGGERED: Price = usd(0.15 / 1e6);
+    /// AWS IoT Core rules engine: $0.15 per million actions executed (same page and caveat as [`RULE_TRIGGERED`]).
+    pub const RULE_ACTION: Price = usd(0.15 / 1e6);
+    /// DynamoDB on-demand, Standard table class: $0.625 per million write request units (after the November 2024
+    /// price cut). <https://aws.amazon.com/dynamodb/pricing/on-demand/>, read 2026-12-07.
+    pub const DYNAMODB_WRITE_UNIT: Price = usd(0.625 / 1e6);
+    /// DynamoDB on-demand: $0.125 per million read request units (same page).
+    pub const DYNAMODB_READ_UNIT: Price = usd(0.125 / 1e6);
+    /// SQS standard queues: $0.40 per million requests (each 64 KB chunk of a payload is a request).
+    /// <https://aws.amazon.com/sqs/pricing/>: not checked against that page (the figure long published there).
+    pub const SQS_REQUEST: Price = usd(0.40 / 1e6);
+    /// Lambda on arm64: $0.0000133334 per GB-second (the first 7.5 billion GB-s a month).
+    /// <https://aws.amazon.com/lambda/pricing/>, read 2026-12-07.
+    pub const LAMBDA_ARM_GB_SECOND: Price = usd(0.000_013_333_4);
+    /// Lambda: $0.20 per million requests (same page).
+    pub const LAMBDA_REQUEST: Price = usd(0.20 / 1e6);
+    /// AWS IoT Device Management Jobs: $0.003 per remote action (a job execution on one thing), the first 250 000 a
+    /// month; later volumes are cheaper per action. <https://aws.amazon.com/iot-device-management/pricing/>, read
+    /// 2026-12-07.
+    pub const IOT_JOB_EXECUTION: Price = usd(0.003);
+    /// EventBridge Scheduler: $1.00 per million scheduled invocations after the first 14 million a month
+    /// (<https://aws.amazon.com/eventbridge/pricing/>: the figure this project quoted, not re-read here).
+    pub const SCHEDULER_INVOCATION: Price = usd(1.00 / 1e6);
+}
+
+/// ap-northeast-1 (Tokyo) list prices found in a citable source. The pricing pages render their region tables
+/// from JSON at run time, so the copies read did not show Tokyo's figures; the ones here come from the AWS Price
+/// List itself.
+pub mod ap_northeast_1 {
+    use super::{Price, Region};
+
+    /// EventBridge Scheduler in Asia Pacific (Tokyo): $1.25 per million scheduled invocations after the first
+    /// 14 million a month (usage type `APN1-ScheduledInvocation`, price list effective 2024-10-01). The AWS Price
+    /// List's `AWSEvents` offer as kept by
+    /// <https://huggingface.co/datasets/labofsahil/aws-pricing-dataset/raw/18779999a001e7aaaa0d18e08a3b665d2ec74895/AWSEvents.csv>
+    /// (row SKU `29C3758CBCYNXH8B`, rate `AGTZK4FFDN`: "$1.25 per million scheduled invocations in Asia Pacific
+    /// (Tokyo)"), read 2026-12-08.
+    pub const SCHEDULER_INVOCATION: Price = Price { usd: 1.25 / 1e6, region: Region::ApNortheast1 };
+}
+
+/// The prices a bill multiplies by, for one region.
+#[derive(Clone, Copy, Debug)]
+pub struct Prices {
+    pub region: Region,
+    pub shadow_or_registry_operation: Price,
+    pub rule_triggered: Price,
+    pub rule_action: Price,
+    pub dynamodb_write_unit: Price,
+    pub dynamodb_read_unit: Price,
+    pub sqs_request: Price,
+    pub lambda_arm_gb_second: Price,
+    pub lambda_request: Price,
+    pub iot_job_execution: Price,
+    pub scheduler_invocation: Price,
+}
+
+pub const US_EAST_1: Prices = Prices {
+    region: Region::UsEast1,
+    shadow_or_registry_operation: us_east_1::SHADOW_OR_REGISTRY_OPERATION,
+    rule_triggered: us_east_1::RULE_TRIGGERED,
+    rule_action: us_east_1::RULE_ACTION,
+    dynamodb_write_unit: us_east_1::DYNAMODB_WRITE_UNIT,
+    dynamodb_read_unit: us_east_1::DYNAMODB_READ_UNIT,
+    sqs_request: us_east_1::SQS_REQUEST,
+    lambda_arm_gb_second: us_east_1::LAMBDA_ARM_GB_SECOND,
+    lambda_request: us_east_1::LAMBDA_REQUEST,
+    iot_job_execution: us_east_1::IOT_JOB_EXECUTION,
+    scheduler_invocation: us_east_1::SCHEDULER_INVOCATION,
+};
+
+/// Tokyo: its own price where one was found ([`ap_northeast_1`]); us-east-1's for the rest (IoT Core's shadow,
+/// registry and rules prices, DynamoDB's, SQS's, Lambda's and IoT Jobs'), each keeping its region so that the
+/// bill says so. Replace a us-east-1 price with Tokyo's here once it is read from a source that says it is Tokyo's.
+pub const AP_NORTHEAST_1: Prices =
+    Prices { region: Region::ApNortheast1, scheduler_invocation: ap_northeast_1::SCHEDULER_INVOCATION, ..US_EAST_1 };
+
+/// The prices of `region`.
+pub const fn prices(region: Region) -> Prices {
+    match region {
+        Region::UsEast1 => US_EAST_1,
+        Region::ApNortheast1 => AP_NORTHEAST_1,
+    }
+}
+
+/// The default region's prices: the ones the bench bills with.
+pub const DEFAULT: Prices = prices(DEFAULT_REGION);
+
+// The default region's prices by name, as the bench's bills use them.
+pub const SHADOW_OR_REGISTRY_OPERATION: Price = DEFAULT.shadow_or_registry_operation;
+pub const RULE_TRIGGERED: Price = DEFAULT.rule_triggered;
+pub const RULE_ACTION: Price = DEFAULT.rule_action;
+pub const DYNAMODB_WRITE_UNIT: Price = DEFAULT.dynamodb_write_unit;
+pub const DYNAMODB_READ_UNIT: Price = DEFAULT.dynamodb_read_unit;
+pub const SQS_REQUEST: Price = DEFAULT.sqs_request;
+pub const LAMBDA_ARM_GB_SECOND: Price = DEFAULT.lambda_arm_gb_second;
+pub const LAMBDA_REQUEST: Price = DEFAULT.lambda_request;
+pub const IOT_JOB_EXECUTION: Price = DEFAULT.iot_job_execution;
 
 /// `MemorySize` of `function` (a logical id) in template.yaml, in MB.
 pub fn template_memory_mb(root: &Path, function: &str) -> Result<u32, String> {
@@ -53,23 +167,67 @@ pub fn template_memory_mb(root: &Path, function: &str) -> Result<u32, String> {
 pub struct Line {
     pub what: &'static str,
     pub per_unit: f64,
-    pub price: f64,
+    pub price: Price,
 }
 
 impl Line {
     pub fn per_million(&self) -> f64 {
-        self.per_unit * self.price * 1e6
+        self.per_unit * self.price.usd * 1e6
     }
 }
 
-/// The lines, their total per million units of work, as JSON.
+/// [`bill_in`] the default region.
 pub fn bill(lines: &[Line]) -> (f64, Value) {
+    bill_in(DEFAULT_REGION, lines)
+}
+
+/// The lines, their total per million units of work, as JSON: the region billed, each line's price with the region
+/// it was read for, and the lines priced in another region (no price of `region`'s own was found for them).
+pub fn bill_in(region: Region, lines: &[Line]) -> (f64, Value) {
     let total: f64 = lines.iter().map(Line::per_million).sum();
     let items: Vec<Value> = lines
         .iter()
-        .map(|l| json!({"what": l.what, "per_unit": l.per_unit, "price_usd": l.price, "usd_per_million": l.per_million()}))
+        .map(|l| {
+            json!({"what": l.what, "per_unit": l.per_unit, "price_usd": l.price.usd,
+                   "price_region": l.price.region.code(), "usd_per_million": l.per_million()})
+        })
         .collect();
-    (total, json!({"lines": items, "usd_per_million": total}))
+    let elsewhere: Vec<Value> = lines
+        .iter()
+        .filter(|l| l.price.region != region)
+        .map(|l| json!({"what": l.what, "price_region": l.price.region.code()}))
+        .collect();
+    (
+        total,
+        json!({"region": region.code(), "lines": items, "usd_per_million": total, "priced_in_another_region": elsewhere}),
+    )
+}
+
+/// The sweeper's schedule, `rate(1 minute)`, runs this many times in a 30-day month.
+pub const SWEEPS_PER_MONTH: f64 = 43_200.0;
+
+/// What the sweeper costs a month in `prices.region`, whether anything is pushed or not: each sweep is a scheduled
+/// invocation, a Lambda request and `billed_seconds` of Lambda at `memory_mb` (its Query of the open-pushes index
+/// is not in it: the bench counts DynamoDB's units for the whole run).
+pub fn sweeper_per_month(prices: &Prices, billed_seconds: f64, memory_mb: u32) -> (f64, Value) {
+    let gb_seconds = SWEEPS_PER_MONTH * billed_seconds * f64::from(memory_mb) / 1024.0;
+    let lines = [
+        ("EventBridge Scheduler invocations", SWEEPS_PER_MONTH, prices.scheduler_invocation),
+        ("Lambda requests", SWEEPS_PER_MONTH, prices.lambda_request),
+        ("Lambda GB-seconds (arm64)", gb_seconds, prices.lambda_arm_gb_second),
+    ];
+    let total: f64 = lines.iter().map(|(_, count, price)| count * price.usd).sum();
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|(what, count, price)| {
+            json!({"what": what, "per_month": count, "price_usd": price.usd, "price_region": price.region.code(),
+                   "usd_per_month": count * price.usd})
+        })
+        .collect();
+    let json = json!({"region": prices.region.code(), "sweeps_per_month": SWEEPS_PER_MONTH,
+                      "billed_seconds_per_sweep": billed_seconds, "memory_mb": memory_mb,
+                      "lines": items, "usd_per_month": total});
+    (total, json)
 }
 
 #[cfg(test)]
@@ -78,11 +236,72 @@ mod tests {
 
     #[test]
     fn a_bill_multiplies_counts_by_prices() {
-        let (total, _) = bill(&[
-            Line { what: "shadow", per_unit: 3.0, price: SHADOW_OR_REGISTRY_OPERATION },
-            Line { what: "write", per_unit: 1.0, price: DYNAMODB_WRITE_UNIT },
-        ]);
+        let (total, _) = bill_in(
+            Region::UsEast1,
+            &[
+                Line { what: "shadow", per_unit: 3.0, price: us_east_1::SHADOW_OR_REGISTRY_OPERATION },
+                Line { what: "write", per_unit: 1.0, price: us_east_1::DYNAMODB_WRITE_UNIT },
+            ],
+        );
         assert!((total - (3.75 + 0.625)).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn a_bill_names_the_lines_priced_in_another_region() {
+        let tokyo = prices(Region::ApNortheast1);
+        let lines = [
+            Line { what: "shadow", per_unit: 3.0, price: tokyo.shadow_or_registry_operation },
+            Line { what: "sweeps", per_unit: 1.0, price: tokyo.scheduler_invocation },
+        ];
+        let (_, json) = bill_in(Region::ApNortheast1, &lines);
+        assert_eq!(json["region"], "ap-northeast-1");
+        assert_eq!(json["lines"][0]["price_region"], "us-east-1", "{json}");
+        assert_eq!(json["lines"][1]["price_region"], "ap-northeast-1", "{json}");
+        assert_eq!(
+            json["priced_in_another_region"],
+            json!([{"what": "shadow", "price_region": "us-east-1"}]),
+            "{json}"
+        );
+        // Billed in us-east-1, the same us-east-1 price is the region's own, and Tokyo's Scheduler price is not.
+        let (_, json) = bill_in(Region::UsEast1, &lines);
+        assert_eq!(
+            json["priced_in_another_region"],
+            json!([{"what": "sweeps", "price_region": "ap-northeast-1"}]),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn the_sweeper_costs_a_month_its_invocations_and_its_seconds() {
+        // 20 ms billed a sweep at 1769 MB: 43 200 × 0.020 s × 1769/1024 GB = 1492.6 GB-s.
+        let (tokyo, json) = sweeper_per_month(&AP_NORTHEAST_1, 0.020, 1769);
+        let gb_seconds = 43_200.0 * 0.020 * 1769.0 / 1024.0;
+        let expected = 43_200.0 * 1.25e-6 + 43_200.0 * 0.20e-6 + gb_seconds * 0.000_013_333_4;
+        assert!((tokyo - expected).abs() < 1e-9, "{tokyo} {expected}");
+        assert!((tokyo - 0.0826).abs() < 0.0001, "{tokyo}");
+        assert_eq!(json["region"], "ap-northeast-1");
+        assert_eq!(json["lines"][0]["price_region"], "ap-northeast-1", "{json}");
+        assert_eq!(json["lines"][1]["price_region"], "us-east-1", "{json}");
+        // us-east-1's Scheduler price is $1.00 a million: the same sweeps cost 43 200 × $0.25/1e6 less there.
+        let (virginia, _) = sweeper_per_month(&US_EAST_1, 0.020, 1769);
+        assert!((tokyo - virginia - 43_200.0 * 0.25e-6).abs() < 1e-9, "{tokyo} {virginia}");
+    }
+
+    #[test]
+    fn the_bench_bills_in_the_region_samconfig_deploys_to() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samconfig.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let regions: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("region"))
+            .filter_map(|l| l.trim().strip_prefix('='))
+            .map(|v| v.trim().trim_matches('"'))
+            .collect();
+        assert!(!regions.is_empty(), "no region in {}", path.display());
+        for region in regions {
+            assert_eq!(region, DEFAULT_REGION.code(), "samconfig.toml deploys to {region}");
+        }
+        assert_eq!(DEFAULT.region, DEFAULT_REGION);
     }
 
     #[test]

@@ -878,7 +878,8 @@ impl Bench {
                 lines.push(cost::Line { what: "SQS requests", per_unit: sqs, price: cost::SQS_REQUEST });
             }
             let (total, bill) = cost::bill(&lines);
-            self.row(&format!("cost per million history events, {mode}, USD"), total, None, None, "-", None);
+            let row = format!("cost per million history events, {mode}, USD in {}", cost::DEFAULT_REGION.code());
+            self.row(&row, total, None, None, "-", None);
             self.row(
                 &format!("per history event, {mode}: DynamoDB write units / Lambda ms"),
                 write_units,
@@ -952,8 +953,8 @@ impl Bench {
         let accepted_table = unique("bench-history-accepted");
         tables::ensure_table(&db, &accepted_table, &tables::HISTORY).await.expect("creating the history table");
         let events = SHADOWS * VERSIONS;
-        let price = cost::DYNAMODB_WRITE_UNIT;
-        let mut figures = json!({"events_per_document": events, "usd_per_write_unit": price,
+        let (price, price_region) = (cost::DYNAMODB_WRITE_UNIT.usd, cost::DYNAMODB_WRITE_UNIT.region.code());
+        let mut figures = json!({"events_per_document": events, "usd_per_write_unit": price, "price_region": price_region,
                                  "measured_with": "PutItem ReturnConsumedCapacity=INDEXES on DynamoDB Local"});
         let settings = |k: u64| json!({"mode": k % 3, "temp": 18 + k % 7});
         for (size, padding) in [("settings only", 0usize), ("settings + 600 B info", 600)] {

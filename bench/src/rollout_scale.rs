@@ -5,7 +5,7 @@
 //!
 //! It reports the walk's things/s ÷ the quota, the journal writes refused, the function's RSS over the run, what
 //! each updated thing cost in requests and units (the stand-ins' counters, the function's invocations timed), and
-//! that bill at us-east-1 prices next to AWS IoT Jobs' price for the same fleet.
+//! that bill at the default region's prices ([`cost::DEFAULT`]) next to AWS IoT Jobs' price for the same fleet.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -199,7 +199,9 @@ impl Bench {
             Line { what: "Lambda requests", per_unit: per(invocations as f64), price: cost::LAMBDA_REQUEST },
             Line { what: "Lambda GB-seconds (arm64)", per_unit: per(gb_seconds), price: cost::LAMBDA_ARM_GB_SECOND },
         ]);
-        let jobs = cost::IOT_JOB_EXECUTION * 1e6;
+        let jobs = cost::IOT_JOB_EXECUTION.usd * 1e6;
+        let per_sweep = if sweeps > 0 { sweep_seconds / sweeps as f64 } else { 0.0 };
+        let (sweeper, sweeper_bill) = cost::sweeper_per_month(&cost::DEFAULT, per_sweep, memory_mb);
 
         let bound = usage.describe();
         let capped = if usage.cap_json["capped"] == json!(true) { "capped" } else { "UNCAPPED" };
@@ -260,13 +262,16 @@ impl Bench {
         self.row(&format!("per updated thing: shadow-push CPU-ms ({capped})"), cpu_ms_per_thing, None, None, "-", None);
         self.bound(&usage);
         self.row(
-            "cost per million updated things, USD (vs AWS IoT Jobs)",
+            &format!("cost per million updated things, USD in {} (vs AWS IoT Jobs)", cost::DEFAULT_REGION.code()),
             total,
             Some(jobs),
             Some(jobs / total.max(1e-9)),
             "-",
             None,
         );
+        let sweeper_row =
+            format!("the sweeper a month, USD in {} ({sweeps} sweeps measured)", cost::DEFAULT_REGION.code());
+        self.row(&sweeper_row, sweeper, None, None, "-", None);
         let timeline_every = TIMELINE_EVERY.as_secs_f64();
         self.results.push((
             "rollout_scale".into(),
@@ -294,6 +299,7 @@ impl Bench {
                 "peak_rss_mb": mb(usage.peak_rss.max(hwm)),
                 "usage": usage.to_json(), "bound": bound,
                 "cost_per_million_updated_things": bill, "iot_jobs_per_million_things_usd": jobs,
+                "sweeper_per_month": sweeper_bill,
             }),
         ));
         let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
