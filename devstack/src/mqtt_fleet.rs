@@ -11,8 +11,8 @@ use crate::mqtt_ca::LocalCa;
 use crate::mqtt_device::{Device, DeviceError, Endpoint};
 use crate::rules::ShadowKey;
 
-/// How a simulated device answers a delta.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a simulated device answers a delta (here over MQTT; in the deterministic simulation, `sim/src/devices.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     /// Applies it and reports it (the seed's subscribe.py, answering).
     Healthy,
@@ -48,7 +48,7 @@ impl FromStr for Kind {
 }
 
 /// The leaves of `value` as (path, value), in key order.
-fn leaves(value: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+pub fn leaves(value: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
     match value {
         Value::Object(fields) if !fields.is_empty() => {
             for (k, v) in fields {
@@ -61,7 +61,8 @@ fn leaves(value: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Val
     }
 }
 
-fn set(document: &mut Map<String, Value>, path: &[String], value: Value) {
+/// Sets the leaf at `path` of `document`, making the objects on the way.
+pub fn set(document: &mut Map<String, Value>, path: &[String], value: Value) {
     let Some((last, parents)) = path.split_last() else { return };
     let mut node = document;
     for key in parents {
@@ -75,7 +76,8 @@ fn set(document: &mut Map<String, Value>, path: &[String], value: Value) {
     node.insert(last.clone(), value);
 }
 
-fn get<'a>(document: &'a Value, path: &[String]) -> Option<&'a Value> {
+/// The value at `path` of `document`.
+pub fn get<'a>(document: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(document, |node, key| node.get(key))
 }
 

@@ -250,7 +250,7 @@ impl SimShadows {
     /// The thing's device answers the change of its `desired`, after its delay.
     fn device_answers(&self, thing: &str, kind: Kind) {
         let n = self.count(&format!("device:{thing}"));
-        let (low, high) = kind.delay_ms(self.bake_ms);
+        let (low, high) = devices::delay_ms(kind, self.bake_ms);
         let delay = Duration::from_millis(self.dice.between(&format!("device:{thing}"), n, low, high));
         let (shadows, thing) = (self.clone(), thing.to_owned());
         tokio::spawn(async move {
