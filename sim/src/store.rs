@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use shadow_core::push::journal::{ShardPage, merge_pages, per_shard_limit};
 use shadow_core::push::quota::{Sender, Senders};
-use shadow_core::push::retention::{Keep, Kept, Through};
+use shadow_core::push::retention::{self, Kept, Through, Walk, WalkSteps};
 use shadow_core::push::{
     Claim, Control, Failure, Journal, JournalEntry, JournalPage, JournalRef, PushDefinition, PushLists, PushRecord,
     PushRecords, PushState, Retention, StoredPush, lifecycle,
@@ -755,34 +755,14 @@ impl Retention for MemoryStore {
         partition_wps: u32,
         within: Option<Duration>,
     ) -> Result<Kept, ServiceError> {
-        let stop_at = within.map(|w| Instant::now() + w);
-        let Some(retention) = self.retention_s else { return Ok(record.kept) };
-        let Keep::Extend { to, mark } = record.kept.decide(record.status.started_at, retention, now_s, open) else {
-            return Ok(record.kept);
-        };
-        let push = record.push_id.as_str();
-        if mark && !self.mark_keeping(push, to)? {
-            // Another holder marked a later target meanwhile, or the record is gone: it walks (or will).
-            return Ok(record.kept);
-        }
-        let through = if mark { Through::start(to) } else { Through::resuming(self.kept_through(push)?, to) };
-        let through = Mutex::new(through);
-        let done = self.rewrite_expiry(record, to, partition_wps, stop_at, &through).await?;
-        if !done {
-            // Where it got, for the next attempt; a later target marked meanwhile is walked from its own start.
-            let through = through.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            self.save_through(push, &through)?;
-            return Ok(Kept { keeping_to: Some(to), ..record.kept });
-        }
-        self.mark_kept(push, to)?;
-        Ok(Kept { kept_until: Some(to), keeping_to: None })
+        retention::extend_within(self, self.retention_s, record, (now_s, open), partition_wps, within).await
     }
 }
 
 /// The retention walk's steps, each one conditional write or read as `DynamoPushStore` makes it.
-impl MemoryStore {
+impl WalkSteps for MemoryStore {
     /// `keepingTo = to` (and the record's `expiresAt`), unless a target as late is there already.
-    fn mark_keeping(&self, push_id: &str, to: u64) -> Result<bool, ServiceError> {
+    async fn mark_keeping(&self, push_id: &str, to: u64) -> Result<bool, ServiceError> {
         let mut table = self.lock();
         let fault = table.fault(Op::MarkKeeping);
         if let Some(Fault::Refused(e)) = fault {
@@ -801,7 +781,7 @@ impl MemoryStore {
 
     /// The walk is done: `keptUntil = to` (and the record's `expiresAt`), `keepingTo` removed, when `keepingTo` is
     /// still `to`; else `keptUntil` raised to `to` if it is below it.
-    fn mark_kept(&self, push_id: &str, to: u64) -> Result<(), ServiceError> {
+    async fn mark_kept(&self, push_id: &str, to: u64) -> Result<(), ServiceError> {
         let mut table = self.lock();
         let fault = table.fault(Op::MarkKept);
         if let Some(Fault::Refused(e)) = fault {
@@ -829,7 +809,7 @@ impl MemoryStore {
         answer(fault, ())
     }
 
-    fn kept_through(&self, push_id: &str) -> Result<Option<Through>, ServiceError> {
+    async fn kept_through(&self, push_id: &str) -> Result<Option<Through>, ServiceError> {
         self.read(Op::KeptThrough, |table| {
             Ok(match table.items.get(&key(push_id, KEPT)).map(|i| &i.body) {
                 Some(Body::Kept(through)) => Some(through.clone()),
@@ -839,7 +819,7 @@ impl MemoryStore {
     }
 
     /// Saves where a walk got, unless a walk to a later target saved its own already; it expires with the target.
-    fn save_through(&self, push_id: &str, through: &Through) -> Result<bool, ServiceError> {
+    async fn save_through(&self, push_id: &str, through: &Through) -> Result<bool, ServiceError> {
         let mut table = self.lock();
         let fault = table.fault(Op::SaveThrough);
         if let Some(Fault::Refused(e)) = fault {
@@ -855,6 +835,23 @@ impl MemoryStore {
         answer(fault, true)
     }
 
+    /// The plan, the walk's own item and every partition of the push's journal, the partitions at once, each from
+    /// where the walk got, its writes paced under `wps` write units a second (an item of the journal taking one
+    /// unit). Whether every partition was walked to its end.
+    async fn rewrite_expiry(&self, record: &PushRecord, walk: &Walk<'_>) -> Result<(u64, bool), ServiceError> {
+        let at = record.journal();
+        let push = record.push_id.as_str();
+        let plan = self.extend_item(push, &key(push, PLAN), walk.to)?;
+        self.extend_item(push, &key(push, KEPT), walk.to)?;
+        let partitions: Vec<String> = at.shards().into_iter().map(|s| journal_partition(at, s)).collect();
+        let walks = partitions.iter().map(|p| self.extend_partition(p, walk));
+        let walked = futures::future::try_join_all(walks).await?;
+        let rewritten = u64::from(plan) + walked.iter().map(|(n, _)| n).sum::<u64>();
+        Ok((rewritten, walked.iter().all(|(_, done)| *done)))
+    }
+}
+
+impl MemoryStore {
     /// `expiresAt = to` on one item that still exists and expires before `to`; `Ok(false)` when it did not.
     fn extend_item(&self, push_id: &str, k: &Key, to: u64) -> Result<bool, ServiceError> {
         let mut table = self.lock();
@@ -871,39 +868,12 @@ impl MemoryStore {
         answer(fault, true)
     }
 
-    /// The plan, the walk's own item and every partition of the push's journal, the partitions at once, each from
-    /// where the walk got, its writes paced under `wps` write units a second (an item of the journal taking one
-    /// unit). Whether every partition was walked to its end.
-    async fn rewrite_expiry(
-        &self,
-        record: &PushRecord,
-        to: u64,
-        wps: u32,
-        stop_at: Option<Instant>,
-        through: &Mutex<Through>,
-    ) -> Result<bool, ServiceError> {
-        let at = record.journal();
-        let push = record.push_id.as_str();
-        self.extend_item(push, &key(push, PLAN), to)?;
-        self.extend_item(push, &key(push, KEPT), to)?;
-        let partitions: Vec<String> = at.shards().into_iter().map(|s| journal_partition(at, s)).collect();
-        let walks = partitions.iter().map(|p| self.extend_partition(push, p, to, wps, stop_at, through));
-        let walked = futures::future::try_join_all(walks).await?;
-        Ok(walked.into_iter().all(|done| done))
-    }
-
-    /// One partition's items that expire before `to`, after where the walk got in it, each extended, one unit's
-    /// time apart; where it gets is saved every [`THROUGH_EVERY`]. Stops before a write that would start past
-    /// `stop_at`: `Ok(false)`.
-    async fn extend_partition(
-        &self,
-        push: &str,
-        partition: &str,
-        to: u64,
-        wps: u32,
-        stop_at: Option<Instant>,
-        through: &Mutex<Through>,
-    ) -> Result<bool, ServiceError> {
+    /// One partition's items that expire before the walk's target, after where the walk got in it, each extended,
+    /// one unit's time apart; where it gets is saved every [`THROUGH_EVERY`]. Stops before a write that would start
+    /// past the walk's time: `(rewritten, false)`.
+    async fn extend_partition(&self, partition: &str, walk: &Walk<'_>) -> Result<(u64, bool), ServiceError> {
+        let (push, to, wps, through) = (walk.push_id, walk.to, walk.wps, &walk.through);
+        let mut rewritten = 0;
         let unit = Duration::from_secs(1) / wps.max(1);
         let mut next = Instant::now();
         let mut saved = Instant::now();
@@ -923,13 +893,13 @@ impl MemoryStore {
                     .find(|(_, item)| item.expires_at.is_some_and(|e| e < to))
                     .map(|(k, _)| k.clone())
             };
-            let Some(k) = found else { return Ok(true) };
-            if stop_at.is_some_and(|stop| next.max(Instant::now()) >= stop) {
-                return Ok(false);
+            let Some(k) = found else { return Ok((rewritten, true)) };
+            if walk.out_of_time(next.max(Instant::now())) {
+                return Ok((rewritten, false));
             }
             tokio::time::sleep_until(next).await;
             next = Instant::now().max(next) + unit;
-            self.extend_item(push, &k, to)?;
+            rewritten += u64::from(self.extend_item(push, &k, to)?);
             let save = {
                 let mut through = through.lock().unwrap_or_else(|e| e.into_inner());
                 through.passed(partition, k.1.clone());
@@ -937,7 +907,7 @@ impl MemoryStore {
             };
             last = Some(k.1);
             if let Some(through) = save {
-                self.save_through(push, &through)?;
+                self.save_through(push, &through).await?;
                 saved = Instant::now();
             }
         }

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::{
 };
 use futures::future::try_join_all;
 use shadow_core::push::journal::{PartitionPacer, ShardPage, merge_pages, per_shard_limit};
-use shadow_core::push::retention::{Keep, Kept, Through};
+use shadow_core::push::retention::{self, Kept, Through, Walk, WalkSteps};
 use shadow_core::push::{
     Claim, Control, Failure, Journal, JournalEntry, JournalPage, JournalRef, PushDefinition, PushLists, PushRecord,
     PushRecords, PushState, Retention, StoredPush, lifecycle,
@@ -651,58 +651,11 @@ impl Retention for DynamoPushStore {
         partition_wps: u32,
         within: Option<Duration>,
     ) -> Result<Kept, ServiceError> {
-        let stop_at = within.map(|w| Instant::now() + w);
-        let Some(retention) = self.retention_s else { return Ok(record.kept) };
-        let Keep::Extend { to, mark } = record.kept.decide(record.status.started_at, retention, now_s, open) else {
-            return Ok(record.kept);
-        };
-        let push = record.push_id.as_str();
-        if mark && !self.mark_keeping(push, to).await? {
-            // Another holder marked a later target meanwhile, or the record is gone: it walks (or will).
-            tracing::info!(push, keeping_to = to, outcome = "duplicate", "push retention already being extended");
-            return Ok(record.kept);
-        }
-        let through = if mark { Through::start(to) } else { Through::resuming(self.kept_through(push).await?, to) };
-        let walk = Walk { push_id: push, to, wps: partition_wps, stop_at, through: Mutex::new(through) };
-        let (rewritten, done) = self.rewrite_expiry(record, &walk).await?;
-        if !done {
-            // Where it got, for the next attempt; a later target marked meanwhile is walked from its own start.
-            let through = walk.through.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            self.save_through(push, &through).await?;
-            tracing::info!(
-                push,
-                keeping_to = to,
-                items = rewritten,
-                resumed = !mark,
-                outcome = "stopped",
-                "push retention walk stopped before the deadline; the next attempt resumes it"
-            );
-            return Ok(Kept { keeping_to: Some(to), ..record.kept });
-        }
-        self.mark_kept(push, to).await?;
-        tracing::info!(push, kept_until = to, items = rewritten, resumed = !mark, "push retention extended");
-        Ok(Kept { kept_until: Some(to), keeping_to: None })
+        retention::extend_within(self, self.retention_s, record, (now_s, open), partition_wps, within).await
     }
 }
 
-/// A walk of a push's items to a target, shared by its partitions' walks.
-struct Walk<'a> {
-    push_id: &'a str,
-    to: u64,
-    /// Write units a second per partition.
-    wps: u32,
-    /// When to stop (the invocation's deadline less what follows the walk).
-    stop_at: Option<Instant>,
-    through: Mutex<Through>,
-}
-
-impl Walk<'_> {
-    fn out_of_time(&self, at: Instant) -> bool {
-        self.stop_at.is_some_and(|stop| at >= stop)
-    }
-}
-
-impl DynamoPushStore {
+impl WalkSteps for DynamoPushStore {
     /// Sets the record's `keepingTo` (and its own `expiresAt`) to `to`, unless a later target is there already:
     /// from then on the push's new items are written with `to`. `Ok(false)` when it was not set.
     async fn mark_keeping(&self, push_id: &str, to: u64) -> Result<bool, ServiceError> {
@@ -802,7 +755,9 @@ impl DynamoPushStore {
         let rewritten = u64::from(plan) + walked.iter().map(|(n, _)| n).sum::<u64>();
         Ok((rewritten, walked.iter().all(|(_, done)| *done)))
     }
+}
 
+impl DynamoPushStore {
     /// One partition's items that expire before the walk's target, after where the walk got in it, each extended to
     /// the target, one write after another at most `wps` write units a second (each item's own units, by its size).
     /// Where it gets is saved beside the record every [`THROUGH_EVERY`]. Stops before a write that would start past the

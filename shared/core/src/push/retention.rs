@@ -10,8 +10,15 @@
 //! record ([`Through`]), and the next attempt resumes from there.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::PushRecord;
+use crate::service::ServiceError;
 
 /// The record's retention marks (epoch seconds). Both absent on a record written before they existed, or never
 /// extended: its items expire `retention` after the push started.
@@ -121,6 +128,98 @@ impl Through {
     pub fn passed(&mut self, partition: &str, key: String) {
         self.after.insert(partition.to_owned(), key);
     }
+}
+
+/// A walk of a push's items to a target, shared by its partitions' walks.
+pub struct Walk<'a> {
+    pub push_id: &'a str,
+    pub to: u64,
+    /// Write units a second per partition.
+    pub wps: u32,
+    /// When to stop (the invocation's deadline less what follows the walk).
+    pub stop_at: Option<Instant>,
+    /// Where the walk got, per partition.
+    pub through: Mutex<Through>,
+}
+
+impl Walk<'_> {
+    /// A write that would start at `at` starts past the walk's time.
+    pub fn out_of_time(&self, at: Instant) -> bool {
+        self.stop_at.is_some_and(|stop| at >= stop)
+    }
+
+    /// Where the walk got so far.
+    pub fn through(&self) -> Through {
+        self.through.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The steps of a retention walk, as a store carries them out: each one read or conditional write. The order they
+/// are taken in, and what each answer means, is [`extend_within`]'s, the same for every store.
+pub trait WalkSteps: Sync {
+    /// Sets the record's `keepingTo` (and its own expiry) to `to`, unless a target as late is there already: from
+    /// then on the push's new items are written with `to`. `Ok(false)` when it was not set (or the record is gone).
+    fn mark_keeping(&self, push_id: &str, to: u64) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    /// Where a walk got, as last saved (`None`: never saved).
+    fn kept_through(&self, push_id: &str) -> impl Future<Output = Result<Option<Through>, ServiceError>> + Send;
+    /// Rewrites every item of the push that expires before `walk.to` (plan, saved positions, each journal
+    /// partition from where `walk.through` says), paced under `walk.wps` write units a second per partition, until
+    /// `walk.stop_at`: the items rewritten, and whether the walk got through them all.
+    fn rewrite_expiry(
+        &self,
+        record: &PushRecord,
+        walk: &Walk<'_>,
+    ) -> impl Future<Output = Result<(u64, bool), ServiceError>> + Send;
+    /// Saves where a walk got, unless a walk to a later target saved its own already.
+    fn save_through(&self, push_id: &str, through: &Through)
+    -> impl Future<Output = Result<bool, ServiceError>> + Send;
+    /// The walk is done: `keptUntil = to`, `keepingTo` removed unless a later target replaced it meanwhile (then
+    /// `keptUntil` is raised to `to` all the same).
+    fn mark_kept(&self, push_id: &str, to: u64) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}
+
+/// Keeps `record`'s items as [`Kept::decide`] says at `now_s` (`open`: the push is not final), in a store that keeps
+/// pushes `retention_s` (`None`: for ever, nothing to do): marks the target on the record, rewrites every item's
+/// expiry, then sets `keptUntil`. Stopped once `within` has passed, it saves where it got and returns marks with
+/// `keepingTo` still past `keptUntil` ([`Kept::walking`]); the next call resumes from there.
+pub async fn extend_within<S: WalkSteps>(
+    store: &S,
+    retention_s: Option<u64>,
+    record: &PushRecord,
+    (now_s, open): (u64, bool),
+    partition_wps: u32,
+    within: Option<Duration>,
+) -> Result<Kept, ServiceError> {
+    let stop_at = within.map(|w| Instant::now() + w);
+    let Some(retention) = retention_s else { return Ok(record.kept) };
+    let Keep::Extend { to, mark } = record.kept.decide(record.status.started_at, retention, now_s, open) else {
+        return Ok(record.kept);
+    };
+    let push = record.push_id.as_str();
+    if mark && !store.mark_keeping(push, to).await? {
+        // Another holder marked a later target meanwhile, or the record is gone: it walks (or will).
+        tracing::info!(push, keeping_to = to, outcome = "duplicate", "push retention already being extended");
+        return Ok(record.kept);
+    }
+    let through = if mark { Through::start(to) } else { Through::resuming(store.kept_through(push).await?, to) };
+    let walk = Walk { push_id: push, to, wps: partition_wps, stop_at, through: Mutex::new(through) };
+    let (rewritten, done) = store.rewrite_expiry(record, &walk).await?;
+    if !done {
+        // Where it got, for the next attempt; a later target marked meanwhile is walked from its own start.
+        store.save_through(push, &walk.through()).await?;
+        tracing::info!(
+            push,
+            keeping_to = to,
+            items = rewritten,
+            resumed = !mark,
+            outcome = "stopped",
+            "push retention walk stopped before the deadline; the next attempt resumes it"
+        );
+        return Ok(Kept { keeping_to: Some(to), ..record.kept });
+    }
+    store.mark_kept(push, to).await?;
+    tracing::info!(push, kept_until = to, items = rewritten, resumed = !mark, "push retention extended");
+    Ok(Kept { kept_until: Some(to), keeping_to: None })
 }
 
 #[cfg(test)]
