@@ -47,7 +47,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
     ) -> Result<Carried, PushError> {
         let mut queue: VecDeque<Effect> = effects.into();
         let push_id = at.record.push_id.clone();
-        let mut woken = None;
+        let mut woke = false;
         // When the first poll of a control request's answer began.
         let mut polling_since: Option<Instant> = None;
         while let Some(effect) = queue.pop_front() {
@@ -155,7 +155,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 Effect::Wake { segment } => {
                     tracing::warn!(push = %push_id, segment, outcome = "woken", "push woken through the queue");
                     self.send_hand_off(&push_id, segment, 0, deadline).await;
-                    woken = Some(segment);
+                    woke = true;
                     Vec::new()
                 }
                 Effect::Extend { open } => match self.extend_retention(config, &at.record, open, deadline).await {
@@ -193,7 +193,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 queue.push_front(effect);
             }
         }
-        Ok(Carried { record: self.load_record(&push_id, deadline).await?, woken })
+        Ok(Carried { record: self.load_record(&push_id, deadline).await?, woke })
     }
 
     /// Sends the message that wakes `segment` after `delay_s`. Not sent (the queue failing past the deadline): the
@@ -223,10 +223,10 @@ pub(super) struct Carrying<'a> {
     pub(super) claim: Option<(Claim, Instant)>,
 }
 
-/// What carrying effects out left: the record as it stands after them, and the segment a wake-up was sent for.
+/// What carrying effects out left: the record as it stands after them, and whether a wake-up was sent.
 pub(super) struct Carried {
     pub(super) record: PushRecord,
-    pub(super) woken: Option<u64>,
+    pub(super) woke: bool,
 }
 
 pub(super) fn lease_timing(config: &Config) -> LeaseTiming {

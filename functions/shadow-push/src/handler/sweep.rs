@@ -31,7 +31,7 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
             let effects = self.step(config, &record, &defined.plan, machine::Event::Swept)?;
             let carried =
                 self.carry(config, Carrying { record, defined: &defined, claim: None }, effects, deadline).await?;
-            if carried.woken.is_some() {
+            if carried.woke {
                 woken.push(push_id.clone());
             }
         }

@@ -175,7 +175,7 @@ pub fn step(record: &PushRecord, plan: &PushPlan, event: Event<'_>, at: Context)
         Event::Woken => woken(record, now_ms),
         Event::Swept | Event::Asked => match woken(record, now_ms).as_slice() {
             [Effect::Claim { segment, .. }] => vec![Effect::Wake { segment: *segment }],
-            _ => woken(record, now_ms),
+            effects => effects.to_vec(),
         },
         Event::Polled { waited_ms } => polled(record, waited_ms, now_ms),
         Event::Claimed { .. } | Event::Ended { .. } if !runs(record) => {
