@@ -2,7 +2,7 @@
 //! crashes, races, redelivery and devices of six kinds, held to the push's invariants.
 //!
 //! `SIM_SEEDS=n` runs n seeds (default 2000) from `SIM_FIRST` (default 0); `SIM_SEED=s` runs one, printing its
-//! trace.
+//! trace; `SIM_ALL=1` runs every seed and lists each failing one.
 
 use std::time::Instant;
 
@@ -42,9 +42,18 @@ fn seeds() {
     let count = env("SIM_SEEDS").unwrap_or(2000);
     let started = Instant::now();
     let mut simulated_ms = 0;
+    let mut failing = Vec::new();
     for seed in first..first + count {
         let run = run_seed(seed);
         simulated_ms += run.ran_ms;
+        // `SIM_ALL=1` runs every seed and lists each failing one with its first violation, rather than stopping.
+        if env("SIM_ALL").is_some() {
+            if let Some(first) = run.violations.first() {
+                println!("seed {seed}: {}: {}", first.invariant, first.evidence);
+                failing.push(seed);
+            }
+            continue;
+        }
         assert!(
             run.violations.is_empty(),
             "{}\n(found after {:.1} s of wall time, {} seeds)",
@@ -53,6 +62,7 @@ fn seeds() {
             seed - first + 1
         );
     }
+    assert!(failing.is_empty(), "{} of {count} seeds failed: {failing:?}", failing.len());
     println!(
         "{count} seeds from {first}: no violation; {:.0} simulated minutes in {:.1} s",
         simulated_ms as f64 / 60_000.0,

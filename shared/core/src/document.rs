@@ -130,6 +130,31 @@ fn leaves_written_since(metadata: Option<&Value>, pushed: &Value, since: u64, ev
     }
 }
 
+/// Whether any value `pushed` sets (a non-null leaf) was written at or after `since` (epoch seconds), by the shadow's
+/// `metadata.desired`, whatever it holds now. A thing met again after a refused page token that no longer holds the
+/// pushed values, but one of whose pushed keys someone wrote while the push ran, was most likely updated by the push
+/// and changed since by another writer.
+pub fn touched_since(metadata: Option<&Value>, pushed: &Value, since: u64) -> bool {
+    match pushed {
+        Value::Null => false,
+        Value::Object(fields) => {
+            fields.iter().any(|(key, value)| touched_since(metadata.and_then(|m| m.get(key)), value, since))
+        }
+        _ => metadata.and_then(newest_timestamp).is_some_and(|t| t >= since),
+    }
+}
+
+fn newest_timestamp(metadata: &Value) -> Option<u64> {
+    match metadata {
+        Value::Object(fields) => match fields.get("timestamp").and_then(Value::as_u64) {
+            Some(t) => Some(t),
+            None => fields.values().filter_map(newest_timestamp).max(),
+        },
+        Value::Array(items) => items.iter().filter_map(newest_timestamp).max(),
+        _ => None,
+    }
+}
+
 fn oldest_timestamp(metadata: &Value) -> Option<u64> {
     match metadata {
         Value::Object(fields) => match fields.get("timestamp").and_then(Value::as_u64) {
@@ -239,5 +264,17 @@ mod tests {
             "list absent"
         );
         assert!(!written_since(Some(&metadata), &json!({"gone": null}), 0), "deletions alone are no evidence");
+    }
+
+    #[test]
+    fn touched_since_finds_any_pushed_key_written_since() {
+        let pushed = json!({"settings": {"mode": 1, "gone": null}, "list": [1, 2], "url": "u"});
+        let metadata = json!({"settings": {"mode": {"timestamp": 1000}, "temp": {"timestamp": 5000}},
+                              "list": [{"timestamp": 999}, {"timestamp": 1001}], "url": {"timestamp": 990}});
+        assert!(touched_since(Some(&metadata), &pushed, 1000), "mode");
+        assert!(touched_since(Some(&metadata), &pushed, 1001), "list[1]");
+        assert!(!touched_since(Some(&metadata), &pushed, 1002), "temp is not pushed");
+        assert!(!touched_since(None, &pushed, 0), "no metadata (desired cleared)");
+        assert!(!touched_since(Some(&json!({"gone": {"timestamp": 5000}})), &json!({"gone": null}), 0), "deletions");
     }
 }

@@ -100,12 +100,12 @@ impl<S, R, J, P> PhaseCourse<'_, S, R, J, P> {
         self.band.is_some_and(|(rollout, phase)| rollout.phase_of(&self.segment.plan.push_id, name) < phase)
     }
 
-    fn parse(name: String) -> Take<ThingName, (String, ThingOutcome, bool)> {
+    fn parse(name: String) -> Take<ThingName, (String, ThingOutcome, Meeting)> {
         match ThingName::parse(name.as_str()) {
             Ok(thing) => Take::Start(thing),
             Err(e) => {
                 let outcome = invalid_name(&name, &e);
-                Take::Done((name, outcome, false))
+                Take::Done((name, outcome, Meeting::First))
             }
         }
     }
@@ -129,7 +129,7 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Course for 
     type Item = String;
     type Entry = ThingName;
     /// The thing, its outcome, and whether it was met again after a refused page token.
-    type Done = (String, ThingOutcome, bool);
+    type Done = (String, ThingOutcome, Meeting);
     type State = PhaseState<P>;
 
     fn sources(&self) -> usize {
@@ -189,14 +189,15 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Course for 
 
     async fn start(&self, thing: ThingName, meeting: Meeting) -> Self::Done {
         let (name, outcome) = push_thing(&self.thing, thing, meeting).await;
-        (name, outcome, meeting == Meeting::Again)
+        (name, outcome, meeting)
     }
 
-    fn tally(&self, state: &mut Self::State, (name, outcome, again): Self::Done) -> Option<(String, Meeting)> {
+    fn tally(&self, state: &mut Self::State, (name, outcome, meeting): Self::Done) -> Option<(String, Meeting)> {
         let out = &mut state.out;
         let counted =
             !matches!(outcome, ThingOutcome::Unfinished | ThingOutcome::TakenEarlier | ThingOutcome::MetAgain);
         // A thing met again that was not walked before joined the source meanwhile: a target now.
+        let again = matches!(meeting, Meeting::Again | Meeting::Beyond);
         if counted && (again || self.late(&name)) {
             out.targets += 1;
         }
@@ -214,7 +215,7 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Course for 
                 out.failures.push(failure);
                 None
             }
-            ThingOutcome::Unfinished => Some((name, if again { Meeting::Again } else { Meeting::Uncertain })),
+            ThingOutcome::Unfinished => Some((name, if again { meeting } else { Meeting::Uncertain })),
             ThingOutcome::TakenEarlier | ThingOutcome::MetAgain => None,
         };
         (state.progress)(out);

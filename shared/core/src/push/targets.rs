@@ -61,6 +61,12 @@ pub struct Cursor {
     /// does not (it joined the source meanwhile) is pushed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub again: u64,
+    /// Things of this source to meet after the `again` ones as perhaps walked before: as many as the relisting's
+    /// first page held, in case things that joined the walked stretch pushed walked ones down the listing. One
+    /// that holds the pushed values written since the push started, or that this phase's journal holds, is done;
+    /// any other is new, and taken on as one met for the first time.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub beyond: u64,
     /// This source's listing is one started again after a refused token: a token refused in it is not met again
     /// from the start (the walk would never gain ground if every token were refused), its things before the
     /// position are skipped by their position.
@@ -69,6 +75,9 @@ pub struct Cursor {
     /// Things met again (`again`) that a segment could not finish: done first, and met again as they were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redo_again: Vec<String>,
+    /// Things met after those (`beyond`) that a segment could not finish: done first, and met as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redo_beyond: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -196,8 +205,10 @@ mod tests {
             walked: 500,
             redo: vec!["x".into()],
             again: 3,
+            beyond: 4,
             relisted: true,
             redo_again: vec!["y".into()],
+            redo_beyond: vec!["z".into()],
         };
         let json = serde_json::to_string(&c).unwrap_or_default();
         assert_eq!(serde_json::from_str::<Cursor>(&json).ok(), Some(c));

@@ -9,7 +9,7 @@ use super::pace::{Request, Stage, Stats, paced};
 use super::rollout::previous_values;
 use super::walker::Meeting;
 use super::{Failure, Journal, JournalEntry, JournalRef, Shadows};
-use crate::document::{holds, written_since};
+use crate::document::{holds, touched_since, written_since};
 use crate::names::ThingName;
 use crate::retry::{GaveUp, retry_until};
 use crate::service::{FaultKind, ServiceError};
@@ -55,7 +55,7 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
         (pushing.document.as_str(), pushing.since, pushing.journal.as_ref(), pushing.stats);
     let shadow = plan.shadow_name.as_ref();
     let name = thing.to_string();
-    let again = meeting == Meeting::Again;
+    let (mut again, mut beyond) = (meeting == Meeting::Again, meeting == Meeting::Beyond);
     let mut uncertain = meeting != Meeting::First;
     // A thing of an earlier band: an earlier phase took it on when its journal holds it (from its own band's phase
     // to this one's, as a late joiner is recorded in the phase that found it).
@@ -66,13 +66,9 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
     };
     if let Some((j, band)) = earlier {
         for phase in band..j.phase {
-            let key = JournalEntry { thing_name: name.clone(), phase, values: serde_json::Value::Null }.key();
-            let found =
-                retry_until(pace.finish_by(), Duration::ZERO, pace.backoff, || j.journal.previous(j.at, &key), |_| {})
-                    .await;
-            match found {
-                Ok(Some(_)) => return (name, ThingOutcome::TakenEarlier),
-                Ok(None) => {}
+            match journaled(j, &name, phase, pace).await {
+                Ok(true) => return (name, ThingOutcome::TakenEarlier),
+                Ok(false) => {}
                 Err(e) => return (name.clone(), gave_up(&name, e)),
             }
         }
@@ -81,7 +77,7 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
     loop {
         let recognise = uncertain && since.is_some();
         let mut at_version = None;
-        if plan.skip_unchanged || recognise || journal.is_some() || again {
+        if plan.skip_unchanged || recognise || journal.is_some() || again || beyond {
             match paced(pace, stats, Request::Read, stage, || shadows.desired(&thing, shadow)).await {
                 Ok(current) => {
                     let current = current.unwrap_or_default();
@@ -90,6 +86,11 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
                         // Met again after a refused page token: walked before, or it joined holding the values.
                         if again {
                             tracing::debug!(thing = %name, "met again, holding the pushed values");
+                            return (name, ThingOutcome::MetAgain);
+                        }
+                        // Met after those: walked before when the values were written since the push started.
+                        if beyond && since.is_some_and(|t| written_since(Some(&current.metadata), &plan.desired, t)) {
+                            tracing::debug!(thing = %name, "met again further down, holding the pushed values");
                             return (name, ThingOutcome::MetAgain);
                         }
                         if recognise && since.is_some_and(|t| written_since(Some(&current.metadata), &plan.desired, t))
@@ -105,6 +106,13 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
                         if plan.skip_unchanged {
                             tracing::debug!(thing = %name, outcome = "unchanged", "unchanged");
                             return (name, ThingOutcome::Unchanged);
+                        }
+                    }
+                    if again || beyond {
+                        match walked_before(plan, &current, since, journal, pace, &name, again).await {
+                            Ok(true) => return (name, ThingOutcome::MetAgain),
+                            Ok(false) => {}
+                            Err(e) => return (name.clone(), gave_up(&name, e)),
                         }
                     }
                     at_version = current.version.filter(|_| recognise);
@@ -136,6 +144,9 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
         if plan.dry_run {
             return (name, ThingOutcome::WouldUpdate);
         }
+        // Taken for new from here: a look after this update (its answer lost, or refused at a version) finds this
+        // push's own write, which is not a sign of having been walked before.
+        (again, beyond) = (false, false);
         let versioned = at_version.map(|v| plan.update_document_at(v));
         let document = versioned.as_deref().unwrap_or(document);
         let outcome = paced(pace, stats, Request::Update, stage, || shadows.update(&thing, shadow, document)).await;
@@ -159,6 +170,45 @@ pub(super) async fn push_thing<S: Shadows, R, J: Journal>(
         }
         looks += 1;
     }
+}
+
+/// A thing met again after a refused page token, no longer holding the pushed values: whether it shows it was walked
+/// before. Among the things met again (`again`): when someone wrote a pushed key in `desired` while the push ran (its
+/// update, then another writer's), when its device reports the values (it applied them and cleared `desired`), or
+/// when this phase's journal holds it. Met after those, most likely new: only the journal tells. Otherwise it joined
+/// between the listings, and is pushed.
+async fn walked_before<J: Journal>(
+    plan: &super::PushPlan,
+    current: &super::DesiredState,
+    since: Option<u64>,
+    journal: Option<&Journaled<'_, J>>,
+    pace: &super::Pace,
+    name: &str,
+    again: bool,
+) -> Result<bool, GaveUp<ServiceError>> {
+    let touched = again && since.is_some_and(|t| touched_since(Some(&current.metadata), &plan.desired, t));
+    let applied = again && holds(Some(&current.reported).filter(|r| !r.is_null()), &plan.desired);
+    let journaled = match journal {
+        Some(j) if !touched && !applied => journaled(j, name, j.phase, pace).await?,
+        _ => false,
+    };
+    if touched || applied || journaled {
+        tracing::debug!(thing = %name, touched, applied, journaled, "met again, changed since this push took it on");
+    }
+    Ok(touched || applied || journaled)
+}
+
+/// Whether `phase`'s journal holds `thing`: that phase took it on (recorded its previous values before updating it).
+async fn journaled<J: Journal>(
+    j: &Journaled<'_, J>,
+    thing: &str,
+    phase: u32,
+    pace: &super::Pace,
+) -> Result<bool, GaveUp<ServiceError>> {
+    let key = JournalEntry { thing_name: thing.to_owned(), phase, values: serde_json::Value::Null }.key();
+    retry_until(pace.finish_by(), Duration::ZERO, pace.backoff, || j.journal.previous(j.at, &key), |_| {})
+        .await
+        .map(|found| found.is_some())
 }
 
 /// The IoT data plane's answer to an update at a version the shadow is no longer at (HTTP 409).

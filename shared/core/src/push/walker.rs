@@ -22,12 +22,15 @@ pub(super) struct Page<I> {
 }
 
 /// How a thing is met: for the first time, after something that may have reached its shadow already (a takeover,
-/// a cut-off attempt), or again after a refused page token (walked before, unless it joined meanwhile).
+/// a cut-off attempt), or again after a refused page token: among as many things as were walked before (walked
+/// before, unless it joined meanwhile), or in the page after them (new, unless things that joined the walked
+/// stretch pushed it down the listing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Meeting {
     First,
     Uncertain,
     Again,
+    Beyond,
 }
 
 /// What a walk makes of one item: a thing to start, an outcome known at once, or nothing to do.
@@ -95,8 +98,9 @@ pub(super) async fn follow<C: Course>(
     takeover: bool,
 ) -> Option<Cursor> {
     let sources = course.sources();
-    let Cursor { source, token, offset, walked, redo: earlier_redo, again, relisted, redo_again } = cursor;
-    let mut at = Cursor { source, token, offset, walked, again, relisted, ..Cursor::default() };
+    let Cursor { source, token, offset, walked, redo: earlier_redo, again, beyond, relisted, redo_again, redo_beyond } =
+        cursor;
+    let mut at = Cursor { source, token, offset, walked, again, beyond, relisted, ..Cursor::default() };
     let first = if takeover { Meeting::Uncertain } else { Meeting::First };
     let mut in_flight = FuturesUnordered::new();
     // Things left to redo, each with how it is to be met again.
@@ -112,7 +116,8 @@ pub(super) async fn follow<C: Course>(
     let mut earlier = earlier_redo
         .into_iter()
         .map(|key| (key, Meeting::Uncertain))
-        .chain(redo_again.into_iter().map(|key| (key, Meeting::Again)));
+        .chain(redo_again.into_iter().map(|key| (key, Meeting::Again)))
+        .chain(redo_beyond.into_iter().map(|key| (key, Meeting::Beyond)));
     for (key, meeting) in earlier.by_ref() {
         if !admit(&mut in_flight, pace, Request::Read, |done| tally(state, &mut redo, done)).await {
             redo.push((key, meeting));
@@ -149,8 +154,9 @@ pub(super) async fn follow<C: Course>(
         if page.restarted {
             let before = usize::try_from(at.walked).unwrap_or(usize::MAX).saturating_add(at.offset);
             if !at.relisted {
-                // Everything walked before the refused token is met again, from the listing's start.
-                (at.again, at.offset, at.relisted) = (before as u64, 0, true);
+                // Everything walked before the refused token is met again, from the listing's start, then one page
+                // more: things that joined the walked stretch since push what was walked further down the listing.
+                (at.again, at.beyond, at.offset, at.relisted) = (before as u64, page.items.len() as u64, 0, true);
             } else {
                 // Refused again while meeting things again: what this listing went through is skipped by its
                 // position (so that the walk always gains ground), and the rest is met again as planned.
@@ -168,7 +174,13 @@ pub(super) async fn follow<C: Course>(
             let (taken, meeting) = if at.again > 0 {
                 at.again -= 1;
                 (course.take_again(state, at.source, item), Meeting::Again)
+            } else if at.beyond > 0 && !takeover {
+                at.beyond -= 1;
+                (course.take_again(state, at.source, item), Meeting::Beyond)
             } else {
+                // After a holder that died, what lies past the things met again may be its work, not recorded:
+                // each is uncertain, as every thing such a segment walks.
+                at.beyond = at.beyond.saturating_sub(1);
                 (course.take(state, at.source, item), first)
             };
             match taken {
@@ -185,7 +197,7 @@ pub(super) async fn follow<C: Course>(
             }
             None => {
                 (at.source, at.token, at.offset, at.walked) = (at.source + 1, None, 0, 0);
-                (at.again, at.relisted) = (0, false);
+                (at.again, at.beyond, at.relisted) = (0, 0, false);
             }
         }
     }
@@ -197,6 +209,7 @@ pub(super) async fn follow<C: Course>(
         for (key, meeting) in redo {
             match meeting {
                 Meeting::Again => left.redo_again.push(key),
+                Meeting::Beyond => left.redo_beyond.push(key),
                 Meeting::First | Meeting::Uncertain => left.redo.push(key),
             }
         }

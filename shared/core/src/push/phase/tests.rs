@@ -260,6 +260,63 @@ async fn a_refused_page_token_after_the_group_changed_pushes_each_member_once() 
     }
 }
 
+/// Things met again after a refused page token that no longer hold the pushed values. One whose pushed keys
+/// another writer set after this push updated it, and one whose device applied the values and cleared `desired`, were
+/// walked before: neither is updated nor counted again. A joiner holding an older value set before the push started
+/// is pushed and counted, and the last thing walked, pushed down the listing by it, is not pushed again. One whose `desired` was cleared with nothing reported cannot be told from a joiner: it is
+/// updated again (docs/shadow-push.md).
+#[tokio::test(start_paused = true)]
+async fn things_met_again_that_others_changed_since_are_not_pushed_again() {
+    let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+    let mut registry = registry();
+    registry.groups.insert("prod".into(), names("g", 30));
+    registry.token_ttl = Some((Duration::from_secs(1), Instant::now()));
+    let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod"}}));
+    // The joiner's shadow holds a value set before the push started (at 500 s; the push starts at 1000 s).
+    shadows.clock_s.store(500, Ordering::Relaxed);
+    shadows.set("a-joiner", json!({"settings": {"mode": 7}}));
+    shadows.clock_s.store(1000, Ordering::Relaxed);
+    let (mut cursor, mut segments, mut targets, mut updated) = (Cursor::default(), 0, 0, 0);
+    loop {
+        segments += 1;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let pace = Pace::new(100_000, 4, deadline, Duration::from_millis(200), Duration::from_millis(50));
+        let start = SegmentStart { cursor, written_since: 1000, ..SegmentStart::default() };
+        let out = run_with(&plan, &shadows, &registry, &pace, start).await;
+        (targets, updated) = (targets + out.targets, updated + out.updated);
+        match out.cursor {
+            Some(next) => cursor = next,
+            None => break,
+        }
+        if segments == 1 {
+            assert!(cursor.token.is_some() && cursor.walked >= 4, "{cursor:?}");
+            // One joins at the front: the last thing walked is pushed down, past the things met again.
+            registry.groups.get_mut("prod").expect("the group").insert(0, "a-joiner".into());
+            shadows.clock_s.store(1010, Ordering::Relaxed);
+            // Another writer sets g0's pushed key; g1's device applies the values and clears desired; g2's desired
+            // is cleared with nothing reported.
+            shadows.set("g0", json!({"settings": {"mode": 9}}));
+            shadows.set("g1", json!({}));
+            shadows.set("g2", json!({}));
+            if let Ok(mut d) = shadows.desired.lock()
+                && let Some(g1) = d.get_mut("g1")
+            {
+                g1.reported = json!({"settings": {"mode": 1}});
+            }
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(segments < 100, "no progress");
+    }
+    let updates = shadows.updates();
+    assert_eq!((updates.get("g0"), updates.get("g1")), (Some(&1), Some(&1)), "walked before, pushed again");
+    assert_eq!(updates.get("a-joiner"), Some(&1), "the joiner was not pushed");
+    assert_eq!(updates.get("g2"), Some(&2), "cleared, nothing reported: updated again");
+    let twice: Vec<_> = updates.iter().filter(|(t, n)| **n > 1 && t.as_str() != "g2").collect();
+    assert!(twice.is_empty(), "pushed twice: {twice:?}");
+    // All 30 members and the joiner; g2, taken for a joiner, counted twice.
+    assert_eq!((updates.len(), targets, updated), (31, 32, 32));
+}
+
 /// A cursor past the last source with a few things to redo lists nothing.
 #[tokio::test(start_paused = true)]
 async fn redoing_a_few_things_lists_no_source() {
