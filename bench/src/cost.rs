@@ -77,8 +77,8 @@ pub mod us_east_1 {
 /// ap-northeast-1 (Tokyo) list prices found in a citable source. The pricing pages render their region tables
 /// from JSON at run time, so the copies read did not show Tokyo's figures; the ones here are the AWS Price List's,
 /// each named by its usage type (`APN1-` is Tokyo's prefix), either from a copy of the Price List itself or as
-/// quoted, with the usage type, by public code that read it. Where a source is a public file whose repository the
-/// code index did not name, it is cited by that index's file id.
+/// quoted, with the usage type, by public code that read it. Such a file is cited by what it is and by a string to
+/// find it with in GitHub's code search (its repository was not identified when it was read).
 pub mod ap_northeast_1 {
     use super::{Price, Region};
 
@@ -97,9 +97,10 @@ pub mod ap_northeast_1 {
     /// (usage type `APN1-WriteRequestUnits`; us-east-1's is $0.625). The Price List's figure as quoted, with its
     /// usage type, by a cost model whose header says its prices are the AWS Price List API's for ap-northeast-1,
     /// downloaded 2026-09-23 from `pricing.us-east-1.amazonaws.com/offers/v1.0/aws/<Service>/current/ap-northeast-1/
-    /// index.json` (a Python file, `cost_model.py`, code index file 69350642361; a later version of it, 69311764830,
-    /// keeps the figure); the same figure under the same usage type in a JavaScript test fixture of Price List offers
-    /// (code index file 67503328678, a weaker source). Read 2026-12-08.
+    /// index.json` (a Python `cost_model.py` of a project called milk-camera, in two versions; find it by
+    /// `"ddb_wru":            0.000000715, # APN1-WriteRequestUnits`); the same figure under the same usage type in
+    /// a JavaScript test fixture of Price List offers (a weaker source: `buildRegionPrices` with
+    /// `'APN1-WriteRequestUnits', dims: [[0, null, '0.000000715']]`). Read 2026-12-08.
     pub const DYNAMODB_WRITE_UNIT: Price = usd(0.715 / 1e6);
     /// DynamoDB on-demand in Asia Pacific (Tokyo): $0.1425 per million read request units (usage type
     /// `APN1-ReadRequestUnits`; us-east-1's is $0.125). Same sources as [`DYNAMODB_WRITE_UNIT`].
@@ -111,21 +112,23 @@ pub mod ap_northeast_1 {
     /// CloudWatch in Asia Pacific (Tokyo): $0.10 per standard-resolution alarm a month (usage type
     /// `APN1-CW:AlarmMonitorUsage`; the same as us-east-1's). Two sources that agree: a quote's table of AWS Price
     /// List figures queried with the AWS CLI on 2026-07-20 for `Asia Pacific (Tokyo)`, effective 2026-07-01 (a
-    /// Markdown file, code index file 62006274542), and the cost model of [`DYNAMODB_WRITE_UNIT`]. Read 2026-12-08.
+    /// Markdown quote for CloudWatch Synthetics, "S2b 報價 - 2026-07-20"; find it by
+    /// ``| CloudWatch standard alarm | `APN1-CW:AlarmMonitorUsage` ``), and the cost model of
+    /// [`DYNAMODB_WRITE_UNIT`]. Read 2026-12-08.
     /// Not in a bill: the monthly floor in docs/deploying.md multiplies it by the template's alarms.
-    #[allow(dead_code, reason = "the floor in docs/deploying.md quotes it; no bill multiplies it")]
+    #[allow(dead_code, reason = "docs/deploying.md's cost to run quotes it; no bill multiplies it")]
     pub const CLOUDWATCH_ALARM_MONTH: Price = usd(0.10);
     /// CloudWatch Logs in Asia Pacific (Tokyo): $0.76 per GB ingested (usage type `APN1-DataProcessing-Bytes` of
     /// `AmazonCloudWatch`; us-east-1's is $0.50). Three sources that agree: the quote of [`CLOUDWATCH_ALARM_MONTH`]
     /// (effective 2026-07-01), a table of Tokyo's unit prices read from the AWS Pricing API on 2026-08-17 (price
-    /// list published 2026-08-14, effective 2026-08-01; a Markdown file, code index file 59790802428), and the cost
-    /// model of [`DYNAMODB_WRITE_UNIT`]. Read 2026-12-08. Not in a bill (docs/deploying.md).
-    #[allow(dead_code, reason = "the floor in docs/deploying.md quotes it; no bill multiplies it")]
+    /// list published 2026-08-14, effective 2026-08-01; a Markdown file titled "東京リージョンの単価（実測）"), and
+    /// the cost model of [`DYNAMODB_WRITE_UNIT`]. Read 2026-12-08. Not in a bill (docs/deploying.md).
+    #[allow(dead_code, reason = "docs/deploying.md's cost to run quotes it; no bill multiplies it")]
     pub const CLOUDWATCH_LOGS_INGESTED_GB: Price = usd(0.76);
     /// CloudWatch Logs in Asia Pacific (Tokyo): $0.033 per GB-month stored (usage type `APN1-TimedStorage-ByteHrs`
     /// of `AmazonCloudWatch`; us-east-1's is $0.03). The first two sources of [`CLOUDWATCH_LOGS_INGESTED_GB`].
     /// Read 2026-12-08. Not in a bill (docs/deploying.md).
-    #[allow(dead_code, reason = "the floor in docs/deploying.md quotes it; no bill multiplies it")]
+    #[allow(dead_code, reason = "docs/deploying.md's cost to run quotes it; no bill multiplies it")]
     pub const CLOUDWATCH_LOGS_STORED_GB_MONTH: Price = usd(0.033);
 }
 
