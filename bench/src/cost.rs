@@ -75,10 +75,16 @@ pub mod us_east_1 {
 }
 
 /// ap-northeast-1 (Tokyo) list prices found in a citable source. The pricing pages render their region tables
-/// from JSON at run time, so the copies read did not show Tokyo's figures; the ones here come from the AWS Price
-/// List itself.
+/// from JSON at run time, so the copies read did not show Tokyo's figures; the ones here are the AWS Price List's,
+/// each named by its usage type (`APN1-` is Tokyo's prefix), either from a copy of the Price List itself or as
+/// quoted, with the usage type, by public code that read it. Such a file is cited by what it is and by a string to
+/// find it with in GitHub's code search (its repository was not identified when it was read).
 pub mod ap_northeast_1 {
     use super::{Price, Region};
+
+    const fn usd(usd: f64) -> Price {
+        Price { usd, region: Region::ApNortheast1 }
+    }
 
     /// EventBridge Scheduler in Asia Pacific (Tokyo): $1.25 per million scheduled invocations after the first
     /// 14 million a month (usage type `APN1-ScheduledInvocation`, price list effective 2024-10-01). The AWS Price
@@ -86,7 +92,44 @@ pub mod ap_northeast_1 {
     /// <https://huggingface.co/datasets/labofsahil/aws-pricing-dataset/raw/18779999a001e7aaaa0d18e08a3b665d2ec74895/AWSEvents.csv>
     /// (row SKU `29C3758CBCYNXH8B`, rate `AGTZK4FFDN`: "$1.25 per million scheduled invocations in Asia Pacific
     /// (Tokyo)"), read 2026-12-08.
-    pub const SCHEDULER_INVOCATION: Price = Price { usd: 1.25 / 1e6, region: Region::ApNortheast1 };
+    pub const SCHEDULER_INVOCATION: Price = usd(1.25 / 1e6);
+    /// DynamoDB on-demand, Standard table class, in Asia Pacific (Tokyo): $0.715 per million write request units
+    /// (usage type `APN1-WriteRequestUnits`; us-east-1's is $0.625). The Price List's figure as quoted, with its
+    /// usage type, by a cost model whose header says its prices are the AWS Price List API's for ap-northeast-1,
+    /// downloaded 2026-09-23 from `pricing.us-east-1.amazonaws.com/offers/v1.0/aws/<Service>/current/ap-northeast-1/
+    /// index.json` (a Python `cost_model.py` of a project called milk-camera, in two versions; find it by
+    /// `"ddb_wru":            0.000000715, # APN1-WriteRequestUnits`); the same figure under the same usage type in
+    /// a JavaScript test fixture of Price List offers (a weaker source: `buildRegionPrices` with
+    /// `'APN1-WriteRequestUnits', dims: [[0, null, '0.000000715']]`). Read 2026-12-08.
+    pub const DYNAMODB_WRITE_UNIT: Price = usd(0.715 / 1e6);
+    /// DynamoDB on-demand in Asia Pacific (Tokyo): $0.1425 per million read request units (usage type
+    /// `APN1-ReadRequestUnits`; us-east-1's is $0.125). Same sources as [`DYNAMODB_WRITE_UNIT`].
+    pub const DYNAMODB_READ_UNIT: Price = usd(0.1425 / 1e6);
+    /// SQS standard queues in Asia Pacific (Tokyo): $0.40 per million requests (usage type `APN1-Requests-Tier1` of
+    /// the `AWSQueueService` offer; the same as us-east-1's). The cost model of [`DYNAMODB_WRITE_UNIT`] (its
+    /// `sqs_req`, price list downloaded 2026-09-23). Read 2026-12-08.
+    pub const SQS_REQUEST: Price = usd(0.40 / 1e6);
+    /// CloudWatch in Asia Pacific (Tokyo): $0.10 per standard-resolution alarm a month (usage type
+    /// `APN1-CW:AlarmMonitorUsage`; the same as us-east-1's). Two sources that agree: a quote's table of AWS Price
+    /// List figures queried with the AWS CLI on 2026-07-20 for `Asia Pacific (Tokyo)`, effective 2026-07-01 (a
+    /// Markdown quote for CloudWatch Synthetics, "S2b 報價 - 2026-07-20"; find it by
+    /// ``| CloudWatch standard alarm | `APN1-CW:AlarmMonitorUsage` ``), and the cost model of
+    /// [`DYNAMODB_WRITE_UNIT`]. Read 2026-12-08.
+    /// Not in a bill: the monthly floor in docs/deploying.md multiplies it by the template's alarms.
+    #[allow(dead_code, reason = "docs/deploying.md's cost to run quotes it; no bill multiplies it")]
+    pub const CLOUDWATCH_ALARM_MONTH: Price = usd(0.10);
+    /// CloudWatch Logs in Asia Pacific (Tokyo): $0.76 per GB ingested (usage type `APN1-DataProcessing-Bytes` of
+    /// `AmazonCloudWatch`; us-east-1's is $0.50). Three sources that agree: the quote of [`CLOUDWATCH_ALARM_MONTH`]
+    /// (effective 2026-07-01), a table of Tokyo's unit prices read from the AWS Pricing API on 2026-08-17 (price
+    /// list published 2026-08-14, effective 2026-08-01; a Markdown file titled "東京リージョンの単価（実測）"), and
+    /// the cost model of [`DYNAMODB_WRITE_UNIT`]. Read 2026-12-08. Not in a bill (docs/deploying.md).
+    #[allow(dead_code, reason = "docs/deploying.md's cost to run quotes it; no bill multiplies it")]
+    pub const CLOUDWATCH_LOGS_INGESTED_GB: Price = usd(0.76);
+    /// CloudWatch Logs in Asia Pacific (Tokyo): $0.033 per GB-month stored (usage type `APN1-TimedStorage-ByteHrs`
+    /// of `AmazonCloudWatch`; us-east-1's is $0.03). The first two sources of [`CLOUDWATCH_LOGS_INGESTED_GB`].
+    /// Read 2026-12-08. Not in a bill (docs/deploying.md).
+    #[allow(dead_code, reason = "docs/deploying.md's cost to run quotes it; no bill multiplies it")]
+    pub const CLOUDWATCH_LOGS_STORED_GB_MONTH: Price = usd(0.033);
 }
 
 /// The prices a bill multiplies by, for one region.
@@ -119,11 +162,20 @@ pub const US_EAST_1: Prices = Prices {
     scheduler_invocation: us_east_1::SCHEDULER_INVOCATION,
 };
 
-/// Tokyo: its own price where one was found ([`ap_northeast_1`]); us-east-1's for the rest (IoT Core's shadow,
-/// registry and rules prices, DynamoDB's, SQS's, Lambda's and IoT Jobs'), each keeping its region so that the
-/// bill says so. Replace a us-east-1 price with Tokyo's here once it is read from a source that says it is Tokyo's.
-pub const AP_NORTHEAST_1: Prices =
-    Prices { region: Region::ApNortheast1, scheduler_invocation: ap_northeast_1::SCHEDULER_INVOCATION, ..US_EAST_1 };
+/// Tokyo: its own price where one was found ([`ap_northeast_1`]: the Scheduler's, DynamoDB's requests, SQS's);
+/// us-east-1's for the rest, each keeping its region so that the bill says so: IoT Core's shadow, registry and rules
+/// prices and IoT Jobs' (no Tokyo figure found in a source that names its usage type), and Lambda's arm64 requests
+/// and GB-seconds (the Tokyo figures found, `APN1-Request` and `APN1-Lambda-GB-Second`, are x86's; the arm64 ones
+/// only in a test fixture). Replace a us-east-1 price with Tokyo's here once it is read from a source that says it
+/// is Tokyo's.
+pub const AP_NORTHEAST_1: Prices = Prices {
+    region: Region::ApNortheast1,
+    dynamodb_write_unit: ap_northeast_1::DYNAMODB_WRITE_UNIT,
+    dynamodb_read_unit: ap_northeast_1::DYNAMODB_READ_UNIT,
+    sqs_request: ap_northeast_1::SQS_REQUEST,
+    scheduler_invocation: ap_northeast_1::SCHEDULER_INVOCATION,
+    ..US_EAST_1
+};
 
 /// The prices of `region`.
 pub const fn prices(region: Region) -> Prices {
@@ -285,6 +337,98 @@ mod tests {
         // us-east-1's Scheduler price is $1.00 a million: the same sweeps cost 43 200 × $0.25/1e6 less there.
         let (virginia, _) = sweeper_per_month(&US_EAST_1, 0.020, 1769);
         assert!((tokyo - virginia - 43_200.0 * 0.25e-6).abs() < 1e-9, "{tokyo} {virginia}");
+    }
+
+    #[test]
+    fn tokyo_prices_with_its_own_prices_where_found_and_names_the_rest() {
+        let tokyo = AP_NORTHEAST_1;
+        let own = [
+            ("scheduler", tokyo.scheduler_invocation, 1.25e-6),
+            ("dynamodb write", tokyo.dynamodb_write_unit, 0.715e-6),
+            ("dynamodb read", tokyo.dynamodb_read_unit, 0.1425e-6),
+            ("sqs", tokyo.sqs_request, 0.40e-6),
+        ];
+        for (what, price, usd) in own {
+            assert_eq!(price.region, Region::ApNortheast1, "{what}");
+            assert!((price.usd - usd).abs() < 1e-15, "{what}: {}", price.usd);
+        }
+        let elsewhere = [
+            ("shadow or registry", tokyo.shadow_or_registry_operation),
+            ("rule triggered", tokyo.rule_triggered),
+            ("rule action", tokyo.rule_action),
+            ("lambda arm GB-s", tokyo.lambda_arm_gb_second),
+            ("lambda request", tokyo.lambda_request),
+            ("iot job execution", tokyo.iot_job_execution),
+        ];
+        for (what, price) in elsewhere {
+            assert_eq!(price.region, Region::UsEast1, "{what} is priced at us-east-1's until Tokyo's is sourced");
+        }
+        // The default region's prices by name are Tokyo's.
+        assert_eq!(DYNAMODB_WRITE_UNIT, ap_northeast_1::DYNAMODB_WRITE_UNIT);
+        assert_eq!(DYNAMODB_READ_UNIT, ap_northeast_1::DYNAMODB_READ_UNIT);
+        assert_eq!(SQS_REQUEST, ap_northeast_1::SQS_REQUEST);
+    }
+
+    /// The per-million figures docs/deploying.md, docs/benchmarks.md and README.md quote: the measured counts
+    /// written there times each region's prices, to the cent.
+    #[test]
+    fn the_docs_per_million_figures_are_the_measured_counts_times_the_prices() {
+        let cents = |total: f64| (total * 100.0).round() / 100.0;
+        // A rollout, per updated thing (docs/benchmarks.md, the quiet run): 3 shadow operations, 0.012 registry
+        // pages, 1.001 write units, 0.204 read units, 0.59 ms of Lambda at 1 GB, 9 invocations and 24 SQS requests
+        // for the million.
+        let rollout = |p: &Prices| {
+            bill_in(
+                p.region,
+                &[
+                    Line { what: "shadow", per_unit: 3.0, price: p.shadow_or_registry_operation },
+                    Line { what: "registry", per_unit: 0.012, price: p.shadow_or_registry_operation },
+                    Line { what: "write", per_unit: 1.001, price: p.dynamodb_write_unit },
+                    Line { what: "read", per_unit: 0.204, price: p.dynamodb_read_unit },
+                    Line { what: "sqs", per_unit: 24e-6, price: p.sqs_request },
+                    Line { what: "requests", per_unit: 9e-6, price: p.lambda_request },
+                    Line { what: "GB-s", per_unit: 0.59e-3, price: p.lambda_arm_gb_second },
+                ],
+            )
+            .0
+        };
+        assert_eq!(cents(rollout(&US_EAST_1)), 4.42);
+        assert_eq!(cents(rollout(&AP_NORTHEAST_1)), 4.52);
+        // A history event (docs/benchmarks.md, `history-cost`): a rule and its action, 1 write unit, and direct
+        // 1 request and 2.01 ms at 256 MB, or queued 0.1 request, 0.96 ms and 1.2 SQS requests.
+        let history = |p: &Prices, requests: f64, ms: f64, sqs: f64| {
+            bill_in(
+                p.region,
+                &[
+                    Line { what: "rule", per_unit: 1.0, price: p.rule_triggered },
+                    Line { what: "action", per_unit: 1.0, price: p.rule_action },
+                    Line { what: "requests", per_unit: requests, price: p.lambda_request },
+                    Line { what: "GB-s", per_unit: ms / 1e3 * 0.25, price: p.lambda_arm_gb_second },
+                    Line { what: "write", per_unit: 1.0, price: p.dynamodb_write_unit },
+                    Line { what: "sqs", per_unit: sqs, price: p.sqs_request },
+                ],
+            )
+            .0
+        };
+        assert_eq!(cents(history(&US_EAST_1, 1.0, 2.01, 0.0)), 1.13);
+        assert_eq!(cents(history(&US_EAST_1, 0.1, 0.96, 1.2)), 1.43);
+        assert_eq!(cents(history(&AP_NORTHEAST_1, 1.0, 2.01, 0.0)), 1.22);
+        assert_eq!(cents(history(&AP_NORTHEAST_1, 0.1, 0.96, 1.2)), 1.52);
+    }
+
+    /// The monthly floor docs/deploying.md gives for Tokyo: the sweeper (20 ms billed a sweep at 1769 MB), its
+    /// Query of the open-pushes index (0.5 read unit a sweep), 6 alarms and the dashboard ($3.00, a global price).
+    #[test]
+    fn the_floor_in_tokyo_is_the_docs() {
+        let (sweeper, _) = sweeper_per_month(&AP_NORTHEAST_1, 0.020, 1769);
+        let query = SWEEPS_PER_MONTH * 0.5 * AP_NORTHEAST_1.dynamodb_read_unit.usd;
+        let alarms = 6.0 * ap_northeast_1::CLOUDWATCH_ALARM_MONTH.usd;
+        let floor = sweeper + query + alarms + 3.00;
+        let gb_seconds = 43_200.0 * 0.020 * 1769.0 / 1024.0;
+        let expected = 0.054 + 0.00864 + gb_seconds * 0.000_013_333_4 + 21_600.0 * 0.1425e-6 + 0.60 + 3.00;
+        assert!((floor - expected).abs() < 1e-9, "{floor} {expected}");
+        assert!((query - 0.003_078).abs() < 1e-9, "{query}");
+        assert_eq!((floor * 100.0).round() / 100.0, 3.69);
     }
 
     #[test]
