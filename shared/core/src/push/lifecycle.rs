@@ -360,6 +360,9 @@ pub fn controlled(record: &PushRecord, control: Control, over_dead_holder: bool,
     next.holder.lease_until = now_ms;
     match control {
         Control::Pause => next.status.state = PushState::Paused,
+        // An abort asked for while the push was judged, left on the record as the judgment began a rollback: the
+        // rollback under way stands (once begun, it ends rolled back), neither abandoned nor started over.
+        Control::Abort | Control::AbortRollback if record.status.state == PushState::RollingBack => {}
         Control::Abort => {
             next.status.abort_reason.get_or_insert_with(|| "aborted by an operator".into());
             abort(&mut next, false, now_ms);
@@ -433,6 +436,7 @@ impl LeaseTiming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::push::rollout::RollbackCounts;
     use crate::push::{PhaseCounts, validate_request};
     use serde_json::{Value, json};
 
@@ -548,6 +552,30 @@ mod tests {
         let aborted = controlled(&record(2, 2, 0, 0, false), Control::Abort, false, now);
         assert_eq!((aborted.status.state, aborted.status.finished_at), (PushState::Aborted, Some(now)));
         assert_eq!(next_step(&aborted, now), Step::Complete);
+    }
+
+    #[test]
+    fn an_abort_left_on_the_record_as_a_rollback_begins_leaves_it_rolling_back() {
+        let now = 10_000;
+        let mut rolling = controlled(&record(2, 2, 0, 0, false), Control::AbortRollback, false, now);
+        rolling.status.rollback = Some(RollbackCounts { restored: 3, ..RollbackCounts::default() });
+        rolling.status.cursor = Some(Cursor { walked: 3, ..Cursor::default() });
+        for control in [Control::Abort, Control::AbortRollback] {
+            let mut asked = rolling.clone();
+            asked.status.control = Some(control);
+            let next = controlled(&asked, control, false, now);
+            assert_eq!(
+                (next.status.state, next.status.finished_at, next.status.control),
+                (PushState::RollingBack, None, None),
+                "{control:?}"
+            );
+            assert_eq!(
+                (next.status.rollback.clone(), next.status.cursor.clone()),
+                (rolling.status.rollback.clone(), rolling.status.cursor.clone()),
+                "{control:?}: the rollback was started over"
+            );
+            assert_eq!(next_step(&next, now), Step::Run { segment: 3, takeover: false }, "{control:?}");
+        }
     }
 
     #[test]
