@@ -168,6 +168,10 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Course for 
         }
     }
 
+    fn name<'i>(&self, item: &'i String) -> Option<&'i str> {
+        Some(item)
+    }
+
     fn take(&self, state: &mut Self::State, source: usize, name: String) -> Take<ThingName, Self::Done> {
         if !self.admits(state, source, &name) {
             return Take::Skip;

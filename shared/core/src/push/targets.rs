@@ -51,6 +51,10 @@ pub struct Cursor {
     pub source: usize,
     pub token: Option<String>,
     pub offset: usize,
+    /// The name of the last thing taken from the page at `token` (the one before `offset`): a segment that lists the
+    /// page again and does not find it there (things before it left the source) goes on after it where it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
     #[serde(default)]
     pub walked: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -202,6 +206,7 @@ mod tests {
             source: 2,
             token: Some("t".into()),
             offset: 7,
+            last: Some("g6".into()),
             walked: 500,
             redo: vec!["x".into()],
             again: 3,

@@ -73,6 +73,11 @@ pub(super) trait Course {
         source: usize,
         token: Option<&str>,
     ) -> impl Future<Output = Result<Page<Self::Item>, ()>>;
+    /// The name an item is known by across listings, to find the place in a page listed again (`None`: the walk's
+    /// pages do not change between listings).
+    fn name<'i>(&self, _item: &'i Self::Item) -> Option<&'i str> {
+        None
+    }
     /// Takes on one item of a page of `source`.
     fn take(&self, state: &mut Self::State, source: usize, item: Self::Item) -> Take<Self::Entry, Self::Done>;
     /// Takes on an item met again after a refused page token ([`Cursor::again`]): walked before, most likely.
@@ -98,9 +103,20 @@ pub(super) async fn follow<C: Course>(
     takeover: bool,
 ) -> Option<Cursor> {
     let sources = course.sources();
-    let Cursor { source, token, offset, walked, redo: earlier_redo, again, beyond, relisted, redo_again, redo_beyond } =
-        cursor;
-    let mut at = Cursor { source, token, offset, walked, again, beyond, relisted, ..Cursor::default() };
+    let Cursor {
+        source,
+        token,
+        offset,
+        last,
+        walked,
+        redo: earlier_redo,
+        again,
+        beyond,
+        relisted,
+        redo_again,
+        redo_beyond,
+    } = cursor;
+    let mut at = Cursor { source, token, offset, last, walked, again, beyond, relisted, ..Cursor::default() };
     let first = if takeover { Meeting::Uncertain } else { Meeting::First };
     let mut in_flight = FuturesUnordered::new();
     // Things left to redo, each with how it is to be met again.
@@ -163,6 +179,17 @@ pub(super) async fn follow<C: Course>(
                 at.offset = before;
             }
             (at.token, at.walked) = (None, 0);
+        } else if at.offset > 0
+            && let Some(last) = at.last.take()
+            && page.items.get(at.offset - 1).and_then(|item| course.name(item)) != Some(last.as_str())
+        {
+            // The page listed again is not the one the cursor left: things before its place left the source (or
+            // joined it). Go on after the last thing taken when it is still there; else meet again what lies before
+            // the place, as after a refused token (each read: done when walked, pushed when new).
+            match page.items.iter().position(|item| course.name(item) == Some(last.as_str())) {
+                Some(i) => at.offset = i + 1,
+                None => (at.again, at.offset) = (at.again + at.offset as u64, 0),
+            }
         }
         let len = page.items.len();
         for item in page.items.into_iter().skip(at.offset) {
@@ -171,6 +198,7 @@ pub(super) async fn follow<C: Course>(
                 break 'pages;
             }
             at.offset += 1;
+            at.last = course.name(&item).map(str::to_owned);
             let (taken, meeting) = if at.again > 0 {
                 at.again -= 1;
                 (course.take_again(state, at.source, item), Meeting::Again)
@@ -193,10 +221,10 @@ pub(super) async fn follow<C: Course>(
             Some(next) => {
                 at.walked += len as u64;
                 // Past this page; a skip longer than the page (a listing restarted) goes on into the next.
-                (at.token, at.offset) = (Some(next), at.offset.saturating_sub(len));
+                (at.token, at.offset, at.last) = (Some(next), at.offset.saturating_sub(len), None);
             }
             None => {
-                (at.source, at.token, at.offset, at.walked) = (at.source + 1, None, 0, 0);
+                (at.source, at.token, at.offset, at.last, at.walked) = (at.source + 1, None, 0, None, 0);
                 (at.again, at.beyond, at.relisted) = (0, 0, false);
             }
         }

@@ -317,6 +317,51 @@ async fn things_met_again_that_others_changed_since_are_not_pushed_again() {
     assert_eq!((updates.len(), targets, updated), (31, 32, 32));
 }
 
+/// A member walked before the cursor's place in its page leaves the group between two segments: the page listed
+/// again starts one thing later. The next segment goes on after the last thing taken where it now is; when that
+/// thing is the one that left, it meets again what lies before the place (read: done when walked, pushed when new).
+/// Before, it skipped as many things as before, which skipped a member that never left.
+#[tokio::test(start_paused = true)]
+async fn a_member_leaving_before_the_cursors_place_in_its_page_skips_no_other() {
+    for leaving in ["the page's first", "the last taken"] {
+        let shadows = FakeShadows { delay: Duration::from_millis(100), ..Default::default() };
+        let mut registry = registry();
+        registry.page_size = 10;
+        registry.groups.insert("prod".into(), names("g", 30));
+        let plan = request(json!({"skipUnchanged": false, "targets": {"thingGroup": "prod"}}));
+        let (mut cursor, mut segments, mut targets, mut left) = (Cursor::default(), 0, 0, None);
+        loop {
+            segments += 1;
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let pace = Pace::new(100_000, 4, deadline, Duration::from_millis(200), Duration::from_millis(50));
+            let start = SegmentStart { cursor, ..SegmentStart::default() };
+            let out = run_with(&plan, &shadows, &registry, &pace, start).await;
+            targets += out.targets;
+            match out.cursor {
+                Some(next) => cursor = next,
+                None => break,
+            }
+            // The first time a segment stops inside a page, one of the things it walked there leaves.
+            if left.is_none()
+                && cursor.offset > 1
+                && let Some(start) = cursor.token.as_deref().and_then(|t| t.split_once('@')).map(|(p, _)| p.to_owned())
+            {
+                let members = registry.groups.get_mut("prod").expect("the group");
+                let first: usize = start.parse().expect("a position");
+                let at = if leaving == "the last taken" { first + cursor.offset - 1 } else { first };
+                left = Some(members.remove(at));
+            }
+            assert!(segments < 100, "no progress");
+        }
+        let left = left.expect("no segment stopped inside a page");
+        let updates = shadows.updates();
+        let skipped: Vec<String> = names("g", 30).into_iter().filter(|t| !updates.contains_key(t)).collect();
+        assert!(skipped.is_empty(), "{leaving}: skipped {skipped:?} ({left} left)");
+        assert!(updates.values().all(|n| *n == 1), "{leaving}: pushed twice: {updates:?}");
+        assert_eq!(targets, 30, "{leaving}");
+    }
+}
+
 /// A cursor past the last source with a few things to redo lists nothing.
 #[tokio::test(start_paused = true)]
 async fn redoing_a_few_things_lists_no_source() {
