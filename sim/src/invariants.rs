@@ -11,7 +11,7 @@ use shadow_core::push::rollout::ROLLBACK_SUFFIX;
 use shadow_core::push::{PushRecord, PushState};
 
 use crate::devices;
-use crate::registry::Listing;
+use crate::registry::{Listing, Member};
 use crate::shadows::{Read, Second, Write};
 use crate::witness::{Note, Noted};
 
@@ -56,9 +56,11 @@ pub struct Facts {
     pub seconds: BTreeMap<u64, Second>,
     pub update_quota: u32,
     pub renew_every_ms: u64,
-    /// The group's members and when each joined.
-    pub group: Vec<(String, u64)>,
+    /// The group's memberships (those that left included), with when each joined and left.
+    pub group: Vec<Member>,
     pub listings: Vec<Listing>,
+    /// Page tokens the registry refused: (its order among joins, leaves and pages served, the invocation).
+    pub refusals: Vec<(u64, u64)>,
     pub invoked_for: BTreeMap<u64, String>,
     /// Each push's record at the end.
     pub finals: BTreeMap<String, PushRecord>,
@@ -406,38 +408,17 @@ fn within_the_quota(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
-/// Every target of a complete push was updated by it: its listed things, and every member of its group that had
-/// joined before the push listed the group's last page (late joiners included).
+/// Every target of a complete push was updated by it: its listed things, and every member of its group that was a
+/// member when the push was served the last page covering its place in the listing (members throughout and late
+/// joiners included). A member that had left by then may be skipped: the push may have got to its page after it left
+/// (a page served to an invocation that died before walking it is served again).
 fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let Some(record) = facts.finals.get(&p.id) else { continue };
-        if record.status.state != PushState::Complete {
+        if record.status.state != PushState::Complete || dry_run(p) {
             continue;
         }
-        let mut targets: Vec<String> = p.request["targets"]["things"]
-            .as_array()
-            .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default();
-        if p.request["targets"]["thingGroup"].is_string() {
-            let last_listing = facts
-                .listings
-                .iter()
-                .filter(|l| l.last && facts.invoked_for.get(&l.invocation) == Some(&p.id))
-                .map(|l| l.at_ms)
-                .max();
-            let Some(last_listing) = last_listing else {
-                violation(
-                    facts,
-                    found,
-                    "no target skipped",
-                    format!("{} completed without ever listing its group to the end", p.id),
-                );
-                continue;
-            };
-            targets.extend(facts.group.iter().filter(|(_, joined)| *joined < last_listing).map(|(t, _)| t.clone()));
-        }
-        targets.sort();
-        targets.dedup();
+        let Some(targets) = required_targets(facts, p, found) else { continue };
         for thing in targets {
             if !pushed_writes(facts, &p.id).any(|w| w.thing == thing) {
                 violation(
@@ -445,8 +426,10 @@ fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
                     found,
                     "no target skipped",
                     format!(
-                        "{} completed ({} targets counted) without updating {thing}",
-                        p.id, record.status.counts.targets
+                        "{} completed ({} targets counted) without updating {thing}{}",
+                        p.id,
+                        record.status.counts.targets,
+                        membership(facts, &thing)
                     ),
                 );
             }
@@ -454,10 +437,61 @@ fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
+/// The things a complete push must have taken on: its listed things, and the members of its group that were members
+/// when the last page covering their place was served to it. `None` (and a violation) when it never listed its
+/// group to the end.
+fn required_targets(facts: &Facts, p: &PushFacts, found: &mut Vec<Violation>) -> Option<Vec<String>> {
+    let mut targets: Vec<String> = p.request["targets"]["things"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if p.request["targets"]["thingGroup"].is_string() {
+        let listings: Vec<&Listing> =
+            facts.listings.iter().filter(|l| facts.invoked_for.get(&l.invocation) == Some(&p.id)).collect();
+        let Some(last_page) = listings.iter().filter(|l| l.last).max_by_key(|l| l.event) else {
+            violation(
+                facts,
+                found,
+                "no target skipped",
+                format!("{} completed without ever listing its group to the end", p.id),
+            );
+            return None;
+        };
+        for m in &facts.group {
+            let covering = listings.iter().filter(|l| l.covers(m.place)).max_by_key(|l| l.event).unwrap_or(last_page);
+            if m.member_at(covering) {
+                targets.push(m.thing.clone());
+            }
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    Some(targets)
+}
+
+/// When `thing` joined and left the group, for evidence.
+fn membership(facts: &Facts, thing: &str) -> String {
+    facts
+        .group
+        .iter()
+        .filter(|m| m.thing == thing)
+        .map(|m| match m.left {
+            Some((left, _)) => format!(" (in the group from {} ms to {left} ms)", m.joined_ms),
+            None => format!(" (in the group from {} ms)", m.joined_ms),
+        })
+        .collect()
+}
+
+fn dry_run(p: &PushFacts) -> bool {
+    p.request["dryRun"].as_bool() == Some(true)
+}
+
 /// A complete push's counts say what the data plane saw: every thing it updated counted as updated, and the totals
 /// the sums of its phases'. A thing is counted once, but for one the push cannot recognise when it meets it again
 /// after a refused page token: one whose `desired` no longer holds any pushed key (its device cleared it, after
-/// another push's values), which is updated and counted again.
+/// another push's values), which is updated and counted again. A thing that left the group before the push was last
+/// served the page covering its place may have been updated by an invocation that died, and not met by the walk that
+/// counted that page: it may go uncounted.
 fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let Some(record) = facts.finals.get(&p.id) else { continue };
@@ -472,8 +506,10 @@ fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
         let unrecognisable = pushed_writes(facts, &p.id)
             .filter(|w| !seen.insert(w.thing.as_str()) && !any_key_held(&w.before, &w.state["desired"]))
             .count();
+        let required = required_targets(facts, p, &mut Vec::new()).unwrap_or_default();
+        let left = things.iter().filter(|t| !required.iter().any(|r| r == *t)).count();
         let counts = &record.status.counts;
-        let (least, most) = (things.len() as u64, (things.len() + unrecognisable) as u64);
+        let (least, most) = ((things.len() - left) as u64, (things.len() + unrecognisable) as u64);
         if counts.updated < least || counts.updated > most {
             violation(
                 facts,
@@ -481,7 +517,7 @@ fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
                 "the counts agree with what was written",
                 format!(
                     "{} counted {} updated, and updated {} things ({unrecognisable} updated again after their \
-                     desired was cleared): {things:?}",
+                     desired was cleared, {left} that left the group before their page was last served): {things:?}",
                     p.id,
                     counts.updated,
                     things.len()
