@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_json::Value;
 use shadow_core::push::rollout::ROLLBACK_SUFFIX;
-use shadow_core::push::{PushRecord, PushState};
+use shadow_core::push::{Control, PushRecord, PushState};
 
 use crate::devices;
 use crate::registry::{Listing, Member};
@@ -78,6 +78,7 @@ pub fn online(facts: &Facts) -> Vec<Violation> {
     resumed_where_paused(facts, &mut found);
     no_write_after_claim_lost(facts, &mut found);
     within_the_quota(facts, &mut found);
+    dry_run_writes_nothing(facts, &mut found);
     found
 }
 
@@ -89,6 +90,7 @@ pub fn at_end(facts: &Facts) -> Vec<Violation> {
     rollback_restores(facts, &mut found);
     every_push_finishes(facts, &mut found);
     rollback_ends_rolled_back(facts, &mut found);
+    dry_run_completes_and_counts(facts, &mut found);
     found
 }
 
@@ -486,6 +488,139 @@ fn dry_run(p: &PushFacts) -> bool {
     p.request["dryRun"].as_bool() == Some(true)
 }
 
+/// A dry run writes no shadow (no update, no rollback) and no journal entry, ever.
+fn dry_run_writes_nothing(facts: &Facts, found: &mut Vec<Violation>) {
+    for p in facts.pushes.iter().filter(|p| dry_run(p)) {
+        let token = format!("{}{ROLLBACK_SUFFIX}", p.id);
+        if let Some(w) = facts.writes.iter().find(|w| w.token == p.id || w.token == token) {
+            violation(
+                facts,
+                found,
+                "a dry run writes nothing",
+                format!(
+                    "{} (a dry run) wrote {} at {} ms as {} (invocation {}): {}",
+                    p.id, w.thing, w.at_ms, w.token, w.invocation, w.state
+                ),
+            );
+        }
+        let journaled = facts.notes.iter().find_map(|n| match &n.what {
+            Noted::Journaled { push_id, thing } if *push_id == p.id => Some((thing, n)),
+            _ => None,
+        });
+        if let Some((thing, n)) = journaled {
+            violation(
+                facts,
+                found,
+                "a dry run writes nothing",
+                format!(
+                    "{} (a dry run) journaled {thing} at {} ms (invocation {})",
+                    p.id, n.at_ms, n.invocation
+                ),
+            );
+        }
+    }
+}
+
+/// A dry run that no operator aborted completes, and counts as `updated` what a real run would update: each target
+/// it must have taken on (as [`required_targets`] says) that needed the change (with `skipUnchanged`: its every read
+/// by the push found `desired` without the pushed values) is counted, unless its read failed; and no more than the
+/// things it met that needed the change, and the things its listings after a refused page token met again (a dry
+/// run changed nothing to recognise them by: docs/shadow-push.md).
+fn dry_run_completes_and_counts(facts: &Facts, found: &mut Vec<Violation>) {
+    for p in facts.pushes.iter().filter(|p| dry_run(p)) {
+        let Some(record) = facts.finals.get(&p.id) else { continue };
+        let aborted = facts.notes.iter().any(|n| {
+            matches!(&n.what, Noted::ControlRequested { push_id, control } if *push_id == p.id
+                && matches!(control, Control::Abort | Control::AbortRollback))
+        });
+        if record.status.state != PushState::Complete {
+            if !aborted {
+                violation(
+                    facts,
+                    found,
+                    "a dry run completes",
+                    format!("{} (a dry run, never aborted) ended {:?}", p.id, record.status.state),
+                );
+            }
+            continue;
+        }
+        let skip_unchanged = p.request["skipUnchanged"].as_bool() != Some(false);
+        let pushed = leaf_paths(&p.request["desired"]);
+        let holds = |desired: &Value| {
+            pushed.iter().all(|leaf| {
+                let path: Vec<String> = leaf.split('.').map(str::to_owned).collect();
+                devices::get(desired, &path) == devices::get(&p.request["desired"], &path)
+            })
+        };
+        let reads = |thing: &str| -> Vec<&Value> {
+            facts
+                .reads
+                .iter()
+                .filter(|r| r.thing == thing && facts.invoked_for.get(&r.invocation) == Some(&p.id))
+                .map(|r| &r.desired)
+                .collect()
+        };
+        // Whether a thing needed the change as far as the push could see: always without skipUnchanged, else when
+        // one of its reads (`every`: each of them, and at least one) found desired without the pushed values.
+        let needed = |thing: &str, every: bool| {
+            !skip_unchanged
+                || if every {
+                    let seen = reads(thing);
+                    !seen.is_empty() && seen.iter().all(|d| !holds(d))
+                } else {
+                    reads(thing).iter().any(|d| !holds(d))
+                }
+        };
+        let Some(required) = required_targets(facts, p, found) else { continue };
+        let least = required.iter().filter(|t| needed(t, true)).count() as u64;
+        // Every thing it could have met: its listed things and the members of its group while a page covering their
+        // place was served to it.
+        let listings: Vec<&Listing> =
+            facts.listings.iter().filter(|l| facts.invoked_for.get(&l.invocation) == Some(&p.id)).collect();
+        let mut met: BTreeSet<&str> = p.request["targets"]["things"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if p.request["targets"]["thingGroup"].is_string() {
+            met.extend(
+                facts
+                    .group
+                    .iter()
+                    .filter(|m| listings.iter().any(|l| l.covers(m.place) && m.member_at(l)))
+                    .map(|m| m.thing.as_str()),
+            );
+        }
+        let first_refusal = facts
+            .refusals
+            .iter()
+            .filter(|(_, invocation)| facts.invoked_for.get(invocation) == Some(&p.id))
+            .map(|(event, _)| *event)
+            .min();
+        let again: usize = first_refusal
+            .map(|refused| listings.iter().filter(|l| l.event > refused).map(|l| l.served).sum())
+            .unwrap_or(0);
+        let most = (met.iter().filter(|t| needed(t, false)).count() + again) as u64;
+        let counts = &record.status.counts;
+        if counts.updated + counts.failed < least || counts.updated > most {
+            violation(
+                facts,
+                found,
+                "a dry run counts what a real run would update",
+                format!(
+                    "{} (a dry run) counted {} updated and {} failed; of its {} required targets {least} needed the \
+                     change, and it met {} things ({} needing it) and {again} again after a refused page token",
+                    p.id,
+                    counts.updated,
+                    counts.failed,
+                    required.len(),
+                    met.len(),
+                    met.iter().filter(|t| needed(t, false)).count()
+                ),
+            );
+        }
+    }
+}
+
 /// A complete push's counts say what the data plane saw: every thing it updated counted as updated, and the totals
 /// the sums of its phases'. A thing is counted once, but for one the push cannot recognise when it meets it again
 /// after a refused page token: one whose `desired` no longer holds any pushed key (its device cleared it, after
@@ -495,7 +630,7 @@ fn dry_run(p: &PushFacts) -> bool {
 fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let Some(record) = facts.finals.get(&p.id) else { continue };
-        if record.status.state != PushState::Complete {
+        if record.status.state != PushState::Complete || dry_run(p) {
             continue;
         }
         let mut things: Vec<&str> = pushed_writes(facts, &p.id).map(|w| w.thing.as_str()).collect();

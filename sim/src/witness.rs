@@ -92,6 +92,11 @@ pub enum Noted {
         push_id: String,
         state: PushState,
     },
+    /// A journal entry recorded: what a thing held before the push updated it.
+    Journaled {
+        push_id: String,
+        thing: String,
+    },
 }
 
 impl Noted {
@@ -105,7 +110,8 @@ impl Noted {
             | Noted::ControlApplied { push_id, .. }
             | Noted::Resumed { push_id, .. }
             | Noted::Stalled { push_id, .. }
-            | Noted::Unstalled { push_id, .. } => push_id,
+            | Noted::Unstalled { push_id, .. }
+            | Noted::Journaled { push_id, .. } => push_id,
         }
     }
 
@@ -368,7 +374,13 @@ impl<P: Journal + Peek + Send> Journal for Witness<P> {
         expires_at: u64,
         entry: &JournalEntry,
     ) -> Result<(), ServiceError> {
-        self.store.record_previous(at, expires_at, entry).await
+        let since = self.store.effects();
+        let recorded = self.store.record_previous(at, expires_at, entry).await;
+        self.note_if(self.took(&recorded, |_| true, since, Op::RecordPrevious, at.push_id), || Noted::Journaled {
+            push_id: at.push_id.to_owned(),
+            thing: entry.thing_name.clone(),
+        });
+        recorded
     }
 
     async fn previous_page(

@@ -283,6 +283,16 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                     "minThings": 1,
                     "onAbort": if d.chance(&key, 8, 50) { "rollback" } else { "stop" },
                 });
+                // A rollout cannot be a dry run (it would update nothing to judge): such a request is refused whole.
+                if d.chance(&key, 18, 5) {
+                    request["dryRun"] = json!(true);
+                }
+            } else if d.chance(&key, 18, 25) {
+                // A dry run, half of them previewing the first push's values (so that some targets hold them).
+                request["dryRun"] = json!(true);
+                if p > 0 && d.chance(&key, 19, 50) {
+                    request["desired"] = json!({"fw": "v1", "cfg": {"level": 1}});
+                }
             }
             let start_ms = d.between(&key, 9, 0, 20_000);
             let mut controls = Vec::new();
