@@ -11,7 +11,7 @@ use shadow_core::push::rollout::ROLLBACK_SUFFIX;
 use shadow_core::push::{Control, PushRecord, PushState};
 
 use crate::devices;
-use crate::registry::{Listing, Member};
+use crate::registry::{self, Listing, Member};
 use crate::shadows::{Read, Second, Write};
 use crate::witness::{Note, Noted};
 
@@ -61,6 +61,8 @@ pub struct Facts {
     pub listings: Vec<Listing>,
     /// Page tokens the registry refused: (its order among joins, leaves and pages served, the invocation).
     pub refusals: Vec<(u64, u64)>,
+    /// The things in the fleet index.
+    pub index: Vec<Member>,
     pub invoked_for: BTreeMap<u64, String>,
     /// Each push's record at the end.
     pub finals: BTreeMap<String, PushRecord>,
@@ -439,27 +441,26 @@ fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
-/// The things a complete push must have taken on: its listed things, and the members of its group that were members
-/// when the last page covering their place was served to it. `None` (and a violation) when it never listed its
-/// group to the end.
+/// The things a complete push must have taken on: its listed things, and the members of its group (or the things its
+/// query matches) that were members when the last page covering their place was served to it. `None` (and a
+/// violation) when it never listed its group or its query to the end.
 fn required_targets(facts: &Facts, p: &PushFacts, found: &mut Vec<Violation>) -> Option<Vec<String>> {
     let mut targets: Vec<String> = p.request["targets"]["things"]
         .as_array()
         .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
         .unwrap_or_default();
-    if p.request["targets"]["thingGroup"].is_string() {
-        let listings: Vec<&Listing> =
-            facts.listings.iter().filter(|l| facts.invoked_for.get(&l.invocation) == Some(&p.id)).collect();
+    for (source, members) in sources(facts, p) {
+        let listings = listings_of(facts, p, &source);
         let Some(last_page) = listings.iter().filter(|l| l.last).max_by_key(|l| l.event) else {
             violation(
                 facts,
                 found,
                 "no target skipped",
-                format!("{} completed without ever listing its group to the end", p.id),
+                format!("{} completed without ever listing {source} to the end", p.id),
             );
             return None;
         };
-        for m in &facts.group {
+        for m in &members {
             let covering = listings.iter().filter(|l| l.covers(m.place)).max_by_key(|l| l.event).unwrap_or(last_page);
             if m.member_at(covering) {
                 targets.push(m.thing.clone());
@@ -469,6 +470,28 @@ fn required_targets(facts: &Facts, p: &PushFacts, found: &mut Vec<Violation>) ->
     targets.sort();
     targets.dedup();
     Some(targets)
+}
+
+/// The push's paged sources (its group, its query), each with the memberships it lists.
+fn sources(facts: &Facts, p: &PushFacts) -> Vec<(String, Vec<Member>)> {
+    let mut sources = Vec::new();
+    if let Some(group) = p.request["targets"]["thingGroup"].as_str() {
+        sources.push((group.to_owned(), facts.group.clone()));
+    }
+    if let Some(query) = p.request["targets"]["query"].as_str() {
+        let members = registry::matching(query, |_| facts.group.clone(), &facts.index).unwrap_or_default();
+        sources.push((query.to_owned(), members));
+    }
+    sources
+}
+
+/// The pages of `source` served to the push.
+fn listings_of<'a>(facts: &'a Facts, p: &PushFacts, source: &str) -> Vec<&'a Listing> {
+    facts
+        .listings
+        .iter()
+        .filter(|l| l.source == source && facts.invoked_for.get(&l.invocation) == Some(&p.id))
+        .collect()
 }
 
 /// When `thing` joined and left the group, for evidence.
@@ -573,21 +596,21 @@ fn dry_run_completes_and_counts(facts: &Facts, found: &mut Vec<Violation>) {
         };
         let Some(required) = required_targets(facts, p, found) else { continue };
         let least = required.iter().filter(|t| needed(t, true)).count() as u64;
-        // Every thing it could have met: its listed things and the members of its group while a page covering their
-        // place was served to it.
+        // Every thing it could have met: its listed things and the members of its group (or its query's) while a
+        // page covering their place was served to it.
         let listings: Vec<&Listing> =
             facts.listings.iter().filter(|l| facts.invoked_for.get(&l.invocation) == Some(&p.id)).collect();
-        let mut met: BTreeSet<&str> = p.request["targets"]["things"]
+        let mut met: BTreeSet<String> = p.request["targets"]["things"]
             .as_array()
-            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
-        if p.request["targets"]["thingGroup"].is_string() {
+        for (source, members) in sources(facts, p) {
+            let pages = listings_of(facts, p, &source);
             met.extend(
-                facts
-                    .group
+                members
                     .iter()
-                    .filter(|m| listings.iter().any(|l| l.covers(m.place) && m.member_at(l)))
-                    .map(|m| m.thing.as_str()),
+                    .filter(|m| pages.iter().any(|l| l.covers(m.place) && m.member_at(l)))
+                    .map(|m| m.thing.clone()),
             );
         }
         let first_refusal = facts

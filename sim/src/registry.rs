@@ -3,7 +3,10 @@
 //! the local stack's registry front refuses them. A group lists its members in the order they joined; a page token
 //! names the position after the last thing it served (each membership has a place of its own, given when it joins),
 //! so a member leaving moves no other member across a page boundary: AWS documents nothing about its tokens, and a
-//! continuation key is what a paged store gives.
+//! continuation key is what a paged store gives. The fleet index (`SearchIndex`) answers two kinds of query the
+//! same way, in pages with expiring tokens: `thingGroupNames:<group>` (the group's members as they join and leave)
+//! and `thingName:<prefix>*` (the indexed things, by name); it refuses any other (`InvalidQueryException`), and its
+//! expired tokens with `InvalidTokenException`. The index is up to date at once: AWS's lags, which is not simulated.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,8 @@ use crate::trace::{Trace, invocation};
 struct State {
     /// Each group's memberships, in the order they joined, those that left included.
     groups: BTreeMap<String, Vec<Member>>,
+    /// The things in the fleet index, in the order they were indexed.
+    index: Vec<Member>,
     /// The place the next membership gets (1, 2, ...).
     next_place: u64,
     /// Joins, leaves and pages served so far: each one's order among the others.
@@ -46,14 +51,16 @@ impl Member {
     }
 }
 
-/// A page of a group's listing served: when, to which invocation, the places it covers (after `after`, up to
+/// A page of a group's listing or of a search served: when, to which invocation, of which group or query, the places
+/// it covers (after `after`, up to
 /// `through`, or to the end of the listing when it is the last page), and whether it was the last page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     pub at_ms: u64,
     pub event: u64,
     pub invocation: u64,
-    pub group: String,
+    /// The group listed, or the query searched.
+    pub source: String,
     pub after: u64,
     pub through: Option<u64>,
     /// Things the page held.
@@ -98,6 +105,22 @@ impl SimRegistry {
         }
     }
 
+    /// `thing` enters the fleet index now (at the end of its order).
+    pub fn index(&self, thing: &str) {
+        let now = self.trace.now();
+        if let Ok(mut s) = self.state.lock() {
+            s.next_place += 1;
+            s.events += 1;
+            let member = Member { thing: thing.to_owned(), place: s.next_place, joined_ms: now, joined: s.events, left: None };
+            s.index.push(member);
+        }
+    }
+
+    /// The things in the fleet index.
+    pub fn indexed(&self) -> Vec<Member> {
+        self.state.lock().map(|s| s.index.clone()).unwrap_or_default()
+    }
+
     /// `thing` leaves `group` now; whether it was a member.
     pub fn leave(&self, group: &str, thing: &str) -> bool {
         let now = self.trace.now();
@@ -130,8 +153,17 @@ impl SimRegistry {
     }
 }
 
-impl Registry for SimRegistry {
-    async fn things_in_group(&self, group: &ThingGroupName, token: Option<&str>) -> Result<Page, ServiceError> {
+impl SimRegistry {
+    /// One page of `members` after the token's place, for `api` (`source`: the group or the query), or the token
+    /// refused with `expired` once older than its lifetime.
+    async fn serve(
+        &self,
+        api: &'static str,
+        source: &str,
+        token: Option<&str>,
+        expired: &'static str,
+        members: impl FnOnce(&State) -> Result<Vec<Member>, ServiceError>,
+    ) -> Result<Page, ServiceError> {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let now = self.trace.now();
         let (after, issued) = match token {
@@ -140,31 +172,25 @@ impl Registry for SimRegistry {
                 let parsed =
                     t.split_once('@').and_then(|(o, i)| Some((o.parse::<u64>().ok()?, i.parse::<u64>().ok()?)));
                 let Some((after, issued)) = parsed else {
-                    return Err(refused(format!("the token {t:?} is not one this registry gave")));
+                    return Err(refused(api, expired, format!("the token {t:?} is not one this registry gave")));
                 };
                 (after, issued)
             }
         };
         if token.is_some() && now.saturating_sub(issued) > self.token_lifetime_ms {
-            self.trace.line(format!("registry: refused a page token of group {group} issued at {issued} ms"));
+            self.trace.line(format!("registry: refused a page token of {source} issued at {issued} ms"));
             if let Ok(mut s) = self.state.lock() {
                 s.events += 1;
                 let event = s.events;
                 s.refusals.push((event, invocation()));
             }
-            return Err(refused("The pagination token has expired".into()));
+            return Err(refused(api, expired, "The pagination token has expired".into()));
         }
-        let mut s = self.state.lock().map_err(|_| {
-            ServiceError::new("ListThingsInThingGroup", FaultKind::Transient, None, "the registry's state is poisoned")
-        })?;
-        let Some(members) = s.groups.get(group.as_str()) else {
-            return Err(ServiceError::new(
-                "ListThingsInThingGroup",
-                FaultKind::Rejected,
-                Some("ResourceNotFoundException".into()),
-                format!("Thing group {group} does not exist"),
-            ));
-        };
+        let mut s = self
+            .state
+            .lock()
+            .map_err(|_| ServiceError::new(api, FaultKind::Transient, None, "the registry's state is poisoned"))?;
+        let members = members(&s)?;
         let mut present = members.iter().filter(|m| m.left.is_none() && m.place > after);
         let page: Vec<&Member> = present.by_ref().take(self.page_size).collect();
         let through = page.last().map(|m| m.place).filter(|_| present.next().is_some());
@@ -175,7 +201,7 @@ impl Registry for SimRegistry {
             at_ms: now,
             event: s.events,
             invocation: invocation(),
-            group: group.to_string(),
+            source: source.to_owned(),
             after,
             through,
             served: things.len(),
@@ -184,16 +210,58 @@ impl Registry for SimRegistry {
         s.listings.push(listing);
         Ok(Page { things, next })
     }
+}
+
+/// The memberships a fleet-index query matches, from the groups' and the index's (`None`: a query this index does
+/// not take): `thingGroupNames:<group>` or `thingName:<prefix>*`.
+pub fn matching(query: &str, group: impl FnOnce(&str) -> Vec<Member>, index: &[Member]) -> Option<Vec<Member>> {
+    let (field, value) = query.trim().split_once(':')?;
+    match field {
+        "thingGroupNames" if !value.is_empty() => Some(group(value)),
+        "thingName" => {
+            let prefix = value.strip_suffix('*')?;
+            Some(index.iter().filter(|m| m.thing.starts_with(prefix)).cloned().collect())
+        }
+        _ => None,
+    }
+}
+
+impl Registry for SimRegistry {
+    async fn things_in_group(&self, group: &ThingGroupName, token: Option<&str>) -> Result<Page, ServiceError> {
+        let api = "ListThingsInThingGroup";
+        self.serve(api, group.as_str(), token, "InvalidRequestException", |s| {
+            s.groups.get(group.as_str()).cloned().ok_or_else(|| {
+                ServiceError::new(
+                    api,
+                    FaultKind::Rejected,
+                    Some("ResourceNotFoundException".into()),
+                    format!("Thing group {group} does not exist"),
+                )
+            })
+        })
+        .await
+    }
 
     async fn child_groups(&self, _group: &ThingGroupName) -> Result<Vec<ThingGroupName>, ServiceError> {
         Ok(Vec::new())
     }
 
-    async fn search(&self, _query: &str, _token: Option<&str>) -> Result<Page, ServiceError> {
-        Ok(Page::default())
+    async fn search(&self, query: &str, token: Option<&str>) -> Result<Page, ServiceError> {
+        let api = "SearchIndex";
+        self.serve(api, query, token, "InvalidTokenException", |s| {
+            matching(query, |g| s.groups.get(g).cloned().unwrap_or_default(), &s.index).ok_or_else(|| {
+                ServiceError::new(
+                    api,
+                    FaultKind::Rejected,
+                    Some("InvalidQueryException".into()),
+                    format!("the query {query:?} is not one this index takes"),
+                )
+            })
+        })
+        .await
     }
 }
 
-fn refused(message: String) -> ServiceError {
-    ServiceError::new("ListThingsInThingGroup", FaultKind::Rejected, Some("InvalidRequestException".into()), message)
+fn refused(api: &'static str, code: &str, message: String) -> ServiceError {
+    ServiceError::new(api, FaultKind::Rejected, Some(code.into()), message)
 }

@@ -214,6 +214,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
         for i in 0..things {
             let name = format!("thing-{i:02}");
             self.shadows.add(&name, kind(d, &name), &json!({"fw": "v0", "cfg": {"level": 0}}));
+            self.registry.index(&name);
             if d.chance("world:in-group", i, 80) {
                 self.registry.join(GROUP, &name);
             }
@@ -221,6 +222,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
         for j in 0..d.between("world:joiners", 0, 0, 3) {
             let name = format!("joiner-{j}");
             self.shadows.add(&name, kind(d, &name), &json!({"fw": "v0"}));
+            self.registry.index(&name);
             self.joiners.push((d.between("world:join-at", j, 1_000, 40_000), name));
         }
         // Members that leave (with `SIM_LEAVERS` set): a first member from the start on, or a joiner after it joined.
@@ -261,6 +263,20 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                     targets.insert("thingGroup".into(), json!(GROUP));
                     targets.insert("things".into(), json!([format!("thing-{:02}", d.below(&key, 2, things))]));
                 }
+            }
+            // A quarter of pushes search the fleet index too (or instead of the group): the group's members, or
+            // things by a prefix of their names.
+            if d.chance(&key, 20, 25) {
+                let query = if d.chance(&key, 21, 50) {
+                    format!("thingGroupNames:{GROUP}")
+                } else {
+                    ["thingName:thing-0*", "thingName:thing-1*", "thingName:joiner-*"][d.below(&key, 22, 3) as usize]
+                        .to_owned()
+                };
+                if d.chance(&key, 23, 50) {
+                    targets.remove("thingGroup");
+                }
+                targets.insert("query".into(), json!(query));
             }
             let mut request = json!({
                 "pushId": id,
@@ -550,6 +566,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             group: self.registry.members(GROUP),
             listings: self.registry.listings(),
             refusals: self.registry.refusals(),
+            index: self.registry.indexed(),
             invoked_for: self.invoked_for.borrow().clone(),
             finals: BTreeMap::new(),
             now_ms: self.trace.now(),
