@@ -433,7 +433,7 @@ fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
                         "{} completed ({} targets counted) without updating {thing}{}",
                         p.id,
                         record.status.counts.targets,
-                        membership(facts, &thing)
+                        membership(facts, p, &thing)
                     ),
                 );
             }
@@ -494,15 +494,15 @@ fn listings_of<'a>(facts: &'a Facts, p: &PushFacts, source: &str) -> Vec<&'a Lis
         .collect()
 }
 
-/// When `thing` joined and left the group, for evidence.
-fn membership(facts: &Facts, thing: &str) -> String {
-    facts
-        .group
-        .iter()
-        .filter(|m| m.thing == thing)
-        .map(|m| match m.left {
-            Some((left, _)) => format!(" (in the group from {} ms to {left} ms)", m.joined_ms),
-            None => format!(" (in the group from {} ms)", m.joined_ms),
+/// When `thing` joined and left each paged source of the push, for evidence.
+fn membership(facts: &Facts, p: &PushFacts, thing: &str) -> String {
+    sources(facts, p)
+        .into_iter()
+        .flat_map(|(source, members)| {
+            members.into_iter().filter(|m| m.thing == thing).map(move |m| match m.left {
+                Some((left, _)) => format!(" (in {source} from {} ms to {left} ms)", m.joined_ms),
+                None => format!(" (in {source} from {} ms)", m.joined_ms),
+            })
         })
         .collect()
 }
@@ -535,10 +535,7 @@ fn dry_run_writes_nothing(facts: &Facts, found: &mut Vec<Violation>) {
                 facts,
                 found,
                 "a dry run writes nothing",
-                format!(
-                    "{} (a dry run) journaled {thing} at {} ms (invocation {})",
-                    p.id, n.at_ms, n.invocation
-                ),
+                format!("{} (a dry run) journaled {thing} at {} ms (invocation {})", p.id, n.at_ms, n.invocation),
             );
         }
     }

@@ -111,7 +111,8 @@ impl SimRegistry {
         if let Ok(mut s) = self.state.lock() {
             s.next_place += 1;
             s.events += 1;
-            let member = Member { thing: thing.to_owned(), place: s.next_place, joined_ms: now, joined: s.events, left: None };
+            let member =
+                Member { thing: thing.to_owned(), place: s.next_place, joined_ms: now, joined: s.events, left: None };
             s.index.push(member);
         }
     }
