@@ -449,8 +449,12 @@ fn required_targets(facts: &Facts, p: &PushFacts, found: &mut Vec<Violation>) ->
         .as_array()
         .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
         .unwrap_or_default();
-    for (source, members) in sources(facts, p) {
-        let listings = listings_of(facts, p, &source);
+    for (at, (source, members)) in sources(facts, p).into_iter().enumerate() {
+        // A segment that starts past a source lists it again only to know its things again, without walking it.
+        let listings: Vec<&Listing> = listings_of(facts, p, &source)
+            .into_iter()
+            .filter(|l| starts_from(facts, p, l) <= at + usize::from(listed(p)))
+            .collect();
         let Some(last_page) = listings.iter().filter(|l| l.last).max_by_key(|l| l.event) else {
             violation(
                 facts,
@@ -483,6 +487,32 @@ fn sources(facts: &Facts, p: &PushFacts) -> Vec<(String, Vec<Member>)> {
         sources.push((query.to_owned(), members));
     }
     sources
+}
+
+/// Whether the push lists things (its first source).
+fn listed(p: &PushFacts) -> bool {
+    p.request["targets"]["things"].as_array().is_some_and(|t| !t.is_empty())
+}
+
+/// The source the segment that was served `listing` started from: the cursor of the push's last segment recorded
+/// before its invocation claimed it (0 when none was, or at a phase's start).
+fn starts_from(facts: &Facts, p: &PushFacts, listing: &Listing) -> usize {
+    let notes: Vec<&Note> = facts.notes.iter().filter(|n| n.what.push_id() == p.id).collect();
+    let Some(claimed) = notes.iter().rposition(|n| {
+        n.invocation == listing.invocation
+            && n.at_ms <= listing.at_ms
+            && matches!(n.what, Noted::Claimed { .. } | Noted::Created { .. })
+    }) else {
+        return 0;
+    };
+    notes[..claimed]
+        .iter()
+        .rev()
+        .find_map(|n| match &n.what {
+            Noted::Released { next_source, .. } => Some(next_source.unwrap_or(0)),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// The pages of `source` served to the push.

@@ -70,6 +70,8 @@ pub enum Noted {
         segment: u64,
         state: PushState,
         recheck: bool,
+        /// The source the next segment starts from (`None`: the first, at the start of a phase).
+        next_source: Option<usize>,
     },
     ControlRequested {
         push_id: String,
@@ -248,6 +250,7 @@ impl<P: PushStore + Peek + Send> PushRecords for Witness<P> {
             segment: next.holder.segment,
             state: record.status.state,
             recheck: record.status.recheck,
+            next_source: record.status.cursor.as_ref().map(|c| c.source),
         });
         written
     }
