@@ -266,3 +266,66 @@ impl Registry for SimRegistry {
 fn refused(api: &'static str, code: &str, message: String) -> ServiceError {
     ServiceError::new(api, FaultKind::Rejected, Some(code.into()), message)
 }
+
+#[cfg(test)]
+mod tests {
+    use shadow_core::clock::Clock;
+
+    use super::*;
+
+    fn registry() -> SimRegistry {
+        let clock = Clock::simulated(1_000);
+        SimRegistry::new(Trace::new(clock, 1_000), 2, 10_000)
+    }
+
+    async fn group_page(r: &SimRegistry, token: Option<&str>) -> Page {
+        let group = ThingGroupName::parse("g").expect("a valid group name");
+        r.things_in_group(&group, token).await.expect("a page")
+    }
+
+    /// A member leaving before a token's place moves no other member across the page boundary: the next page starts
+    /// after the last thing served, whoever left.
+    #[tokio::test(start_paused = true)]
+    async fn a_member_leaving_shifts_no_page() {
+        let r = registry();
+        for t in ["a", "b", "c", "d", "e"] {
+            r.join("g", t);
+        }
+        let first = group_page(&r, None).await;
+        assert_eq!(first.things, ["a", "b"]);
+        assert!(r.leave("g", "a"));
+        assert!(!r.leave("g", "a"), "a left already");
+        let second = group_page(&r, first.next.as_deref()).await;
+        assert_eq!(second.things, ["c", "d"], "c is not skipped");
+        let restarted = group_page(&r, None).await;
+        assert_eq!(restarted.things, ["b", "c"], "a listing from the start leaves out who left");
+        let listings = r.listings();
+        assert!(listings[1].covers(3) && !listings[1].covers(2) && !listings[1].last);
+        let left = r.members("g").into_iter().find(|m| m.thing == "a").expect("a's membership");
+        assert!(left.member_at(&listings[0]) && !left.member_at(&listings[1]));
+    }
+
+    /// The index answers group-membership and name-prefix queries in pages, and refuses other queries and expired
+    /// tokens with the codes SearchIndex documents.
+    #[tokio::test(start_paused = true)]
+    async fn the_index_answers_two_kinds_of_query() {
+        let r = registry();
+        for t in ["thing-01", "thing-02", "joiner-0", "thing-11"] {
+            r.index(t);
+        }
+        r.join("g", "thing-02");
+        let page = r.search("thingName:thing-0*", None).await.expect("a page");
+        assert_eq!(page.things, ["thing-01", "thing-02"]);
+        assert_eq!(page.next, None);
+        let page = r.search("thingGroupNames:g", None).await.expect("a page");
+        assert_eq!(page.things, ["thing-02"]);
+        let refused = r.search("attributes.site:tokyo", None).await.expect_err("refused");
+        assert_eq!(refused.code.as_deref(), Some("InvalidQueryException"));
+        let page = r.search("thingName:*", None).await.expect("a page");
+        assert_eq!(page.things, ["thing-01", "thing-02"]);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let expired = r.search("thingName:*", page.next.as_deref()).await.expect_err("expired");
+        assert_eq!(expired.code.as_deref(), Some("InvalidTokenException"));
+        assert_eq!(r.refusals().len(), 1);
+    }
+}
