@@ -8,10 +8,10 @@ use std::fmt;
 
 use serde_json::Value;
 use shadow_core::push::rollout::ROLLBACK_SUFFIX;
-use shadow_core::push::{PushRecord, PushState};
+use shadow_core::push::{Control, PushRecord, PushState};
 
 use crate::devices;
-use crate::registry::Listing;
+use crate::registry::{self, Listing, Member};
 use crate::shadows::{Read, Second, Write};
 use crate::witness::{Note, Noted};
 
@@ -56,9 +56,13 @@ pub struct Facts {
     pub seconds: BTreeMap<u64, Second>,
     pub update_quota: u32,
     pub renew_every_ms: u64,
-    /// The group's members and when each joined.
-    pub group: Vec<(String, u64)>,
+    /// The group's memberships (those that left included), with when each joined and left.
+    pub group: Vec<Member>,
     pub listings: Vec<Listing>,
+    /// Page tokens the registry refused: (its order among joins, leaves and pages served, the invocation).
+    pub refusals: Vec<(u64, u64)>,
+    /// The things in the fleet index.
+    pub index: Vec<Member>,
     pub invoked_for: BTreeMap<u64, String>,
     /// Each push's record at the end.
     pub finals: BTreeMap<String, PushRecord>,
@@ -76,6 +80,7 @@ pub fn online(facts: &Facts) -> Vec<Violation> {
     resumed_where_paused(facts, &mut found);
     no_write_after_claim_lost(facts, &mut found);
     within_the_quota(facts, &mut found);
+    dry_run_writes_nothing(facts, &mut found);
     found
 }
 
@@ -87,6 +92,7 @@ pub fn at_end(facts: &Facts) -> Vec<Violation> {
     rollback_restores(facts, &mut found);
     every_push_finishes(facts, &mut found);
     rollback_ends_rolled_back(facts, &mut found);
+    dry_run_completes_and_counts(facts, &mut found);
     found
 }
 
@@ -406,38 +412,17 @@ fn within_the_quota(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
-/// Every target of a complete push was updated by it: its listed things, and every member of its group that had
-/// joined before the push listed the group's last page (late joiners included).
+/// Every target of a complete push was updated by it: its listed things, and every member of its group that was a
+/// member when the push was served the last page covering its place in the listing (members throughout and late
+/// joiners included). A member that had left by then may be skipped: the push may have got to its page after it left
+/// (a page served to an invocation that died before walking it is served again).
 fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let Some(record) = facts.finals.get(&p.id) else { continue };
-        if record.status.state != PushState::Complete {
+        if record.status.state != PushState::Complete || dry_run(p) {
             continue;
         }
-        let mut targets: Vec<String> = p.request["targets"]["things"]
-            .as_array()
-            .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default();
-        if p.request["targets"]["thingGroup"].is_string() {
-            let last_listing = facts
-                .listings
-                .iter()
-                .filter(|l| l.last && facts.invoked_for.get(&l.invocation) == Some(&p.id))
-                .map(|l| l.at_ms)
-                .max();
-            let Some(last_listing) = last_listing else {
-                violation(
-                    facts,
-                    found,
-                    "no target skipped",
-                    format!("{} completed without ever listing its group to the end", p.id),
-                );
-                continue;
-            };
-            targets.extend(facts.group.iter().filter(|(_, joined)| *joined < last_listing).map(|(t, _)| t.clone()));
-        }
-        targets.sort();
-        targets.dedup();
+        let Some(targets) = required_targets(facts, p, found) else { continue };
         for thing in targets {
             if !pushed_writes(facts, &p.id).any(|w| w.thing == thing) {
                 violation(
@@ -445,8 +430,10 @@ fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
                     found,
                     "no target skipped",
                     format!(
-                        "{} completed ({} targets counted) without updating {thing}",
-                        p.id, record.status.counts.targets
+                        "{} completed ({} targets counted) without updating {thing}{}",
+                        p.id,
+                        record.status.counts.targets,
+                        membership(facts, p, &thing)
                     ),
                 );
             }
@@ -454,14 +441,246 @@ fn no_target_skipped(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
+/// The things a complete push must have taken on: its listed things, and the members of its group (or the things its
+/// query matches) that were members when the last page covering their place was served to it. `None` (and a
+/// violation) when it never listed its group or its query to the end.
+fn required_targets(facts: &Facts, p: &PushFacts, found: &mut Vec<Violation>) -> Option<Vec<String>> {
+    let mut targets: Vec<String> = p.request["targets"]["things"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for (at, (source, members)) in sources(facts, p).into_iter().enumerate() {
+        // A segment that starts past a source lists it again only to know its things again, without walking it.
+        let listings: Vec<&Listing> = listings_of(facts, p, &source)
+            .into_iter()
+            .filter(|l| starts_from(facts, p, l) <= at + usize::from(listed(p)))
+            .collect();
+        let Some(last_page) = listings.iter().filter(|l| l.last).max_by_key(|l| l.event) else {
+            violation(
+                facts,
+                found,
+                "no target skipped",
+                format!("{} completed without ever listing {source} to the end", p.id),
+            );
+            return None;
+        };
+        for m in &members {
+            let covering = listings.iter().filter(|l| l.covers(m.place)).max_by_key(|l| l.event).unwrap_or(last_page);
+            if m.member_at(covering) {
+                targets.push(m.thing.clone());
+            }
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    Some(targets)
+}
+
+/// The push's paged sources (its group, its query), each with the memberships it lists.
+fn sources(facts: &Facts, p: &PushFacts) -> Vec<(String, Vec<Member>)> {
+    let mut sources = Vec::new();
+    if let Some(group) = p.request["targets"]["thingGroup"].as_str() {
+        sources.push((group.to_owned(), facts.group.clone()));
+    }
+    if let Some(query) = p.request["targets"]["query"].as_str() {
+        let members = registry::matching(query, |_| facts.group.clone(), &facts.index).unwrap_or_default();
+        sources.push((query.to_owned(), members));
+    }
+    sources
+}
+
+/// Whether the push lists things (its first source).
+fn listed(p: &PushFacts) -> bool {
+    p.request["targets"]["things"].as_array().is_some_and(|t| !t.is_empty())
+}
+
+/// The source the segment that was served `listing` started from: the cursor of the push's last segment recorded
+/// before its invocation claimed it (0 when none was, or at a phase's start).
+fn starts_from(facts: &Facts, p: &PushFacts, listing: &Listing) -> usize {
+    let notes: Vec<&Note> = facts.notes.iter().filter(|n| n.what.push_id() == p.id).collect();
+    let Some(claimed) = notes.iter().rposition(|n| {
+        n.invocation == listing.invocation
+            && n.at_ms <= listing.at_ms
+            && matches!(n.what, Noted::Claimed { .. } | Noted::Created { .. })
+    }) else {
+        return 0;
+    };
+    notes[..claimed]
+        .iter()
+        .rev()
+        .find_map(|n| match &n.what {
+            Noted::Released { next_source, .. } => Some(next_source.unwrap_or(0)),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// The pages of `source` served to the push.
+fn listings_of<'a>(facts: &'a Facts, p: &PushFacts, source: &str) -> Vec<&'a Listing> {
+    facts
+        .listings
+        .iter()
+        .filter(|l| l.source == source && facts.invoked_for.get(&l.invocation) == Some(&p.id))
+        .collect()
+}
+
+/// When `thing` joined and left each paged source of the push, for evidence.
+fn membership(facts: &Facts, p: &PushFacts, thing: &str) -> String {
+    sources(facts, p)
+        .into_iter()
+        .flat_map(|(source, members)| {
+            members.into_iter().filter(|m| m.thing == thing).map(move |m| match m.left {
+                Some((left, _)) => format!(" (in {source} from {} ms to {left} ms)", m.joined_ms),
+                None => format!(" (in {source} from {} ms)", m.joined_ms),
+            })
+        })
+        .collect()
+}
+
+fn dry_run(p: &PushFacts) -> bool {
+    p.request["dryRun"].as_bool() == Some(true)
+}
+
+/// A dry run writes no shadow (no update, no rollback) and no journal entry, ever.
+fn dry_run_writes_nothing(facts: &Facts, found: &mut Vec<Violation>) {
+    for p in facts.pushes.iter().filter(|p| dry_run(p)) {
+        let token = format!("{}{ROLLBACK_SUFFIX}", p.id);
+        if let Some(w) = facts.writes.iter().find(|w| w.token == p.id || w.token == token) {
+            violation(
+                facts,
+                found,
+                "a dry run writes nothing",
+                format!(
+                    "{} (a dry run) wrote {} at {} ms as {} (invocation {}): {}",
+                    p.id, w.thing, w.at_ms, w.token, w.invocation, w.state
+                ),
+            );
+        }
+        let journaled = facts.notes.iter().find_map(|n| match &n.what {
+            Noted::Journaled { push_id, thing } if *push_id == p.id => Some((thing, n)),
+            _ => None,
+        });
+        if let Some((thing, n)) = journaled {
+            violation(
+                facts,
+                found,
+                "a dry run writes nothing",
+                format!("{} (a dry run) journaled {thing} at {} ms (invocation {})", p.id, n.at_ms, n.invocation),
+            );
+        }
+    }
+}
+
+/// A dry run that no operator aborted completes, and counts as `updated` what a real run would update: each target
+/// it must have taken on (as [`required_targets`] says) that needed the change (with `skipUnchanged`: its every read
+/// by the push found `desired` without the pushed values) is counted, unless its read failed; and no more than the
+/// things it met that needed the change, and the things its listings after a refused page token met again (a dry
+/// run changed nothing to recognise them by: docs/shadow-push.md).
+fn dry_run_completes_and_counts(facts: &Facts, found: &mut Vec<Violation>) {
+    for p in facts.pushes.iter().filter(|p| dry_run(p)) {
+        let Some(record) = facts.finals.get(&p.id) else { continue };
+        let aborted = facts.notes.iter().any(|n| {
+            matches!(&n.what, Noted::ControlRequested { push_id, control } if *push_id == p.id
+                && matches!(control, Control::Abort | Control::AbortRollback))
+        });
+        if record.status.state != PushState::Complete {
+            if !aborted {
+                violation(
+                    facts,
+                    found,
+                    "a dry run completes",
+                    format!("{} (a dry run, never aborted) ended {:?}", p.id, record.status.state),
+                );
+            }
+            continue;
+        }
+        let skip_unchanged = p.request["skipUnchanged"].as_bool() != Some(false);
+        let pushed = leaf_paths(&p.request["desired"]);
+        let holds = |desired: &Value| {
+            pushed.iter().all(|leaf| {
+                let path: Vec<String> = leaf.split('.').map(str::to_owned).collect();
+                devices::get(desired, &path) == devices::get(&p.request["desired"], &path)
+            })
+        };
+        let reads = |thing: &str| -> Vec<&Value> {
+            facts
+                .reads
+                .iter()
+                .filter(|r| r.thing == thing && facts.invoked_for.get(&r.invocation) == Some(&p.id))
+                .map(|r| &r.desired)
+                .collect()
+        };
+        // Whether a thing needed the change as far as the push could see: always without skipUnchanged, else when
+        // one of its reads (`every`: each of them, and at least one) found desired without the pushed values.
+        let needed = |thing: &str, every: bool| {
+            !skip_unchanged
+                || if every {
+                    let seen = reads(thing);
+                    !seen.is_empty() && seen.iter().all(|d| !holds(d))
+                } else {
+                    reads(thing).iter().any(|d| !holds(d))
+                }
+        };
+        let Some(required) = required_targets(facts, p, found) else { continue };
+        let least = required.iter().filter(|t| needed(t, true)).count() as u64;
+        // Every thing it could have met: its listed things and the members of its group (or its query's) while a
+        // page covering their place was served to it.
+        let listings: Vec<&Listing> =
+            facts.listings.iter().filter(|l| facts.invoked_for.get(&l.invocation) == Some(&p.id)).collect();
+        let mut met: BTreeSet<String> = p.request["targets"]["things"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        for (source, members) in sources(facts, p) {
+            let pages = listings_of(facts, p, &source);
+            met.extend(
+                members
+                    .iter()
+                    .filter(|m| pages.iter().any(|l| l.covers(m.place) && m.member_at(l)))
+                    .map(|m| m.thing.clone()),
+            );
+        }
+        let first_refusal = facts
+            .refusals
+            .iter()
+            .filter(|(_, invocation)| facts.invoked_for.get(invocation) == Some(&p.id))
+            .map(|(event, _)| *event)
+            .min();
+        let again: usize = first_refusal
+            .map(|refused| listings.iter().filter(|l| l.event > refused).map(|l| l.served).sum())
+            .unwrap_or(0);
+        let most = (met.iter().filter(|t| needed(t, false)).count() + again) as u64;
+        let counts = &record.status.counts;
+        if counts.updated + counts.failed < least || counts.updated > most {
+            violation(
+                facts,
+                found,
+                "a dry run counts what a real run would update",
+                format!(
+                    "{} (a dry run) counted {} updated and {} failed; of its {} required targets {least} needed the \
+                     change, and it met {} things ({} needing it) and {again} again after a refused page token",
+                    p.id,
+                    counts.updated,
+                    counts.failed,
+                    required.len(),
+                    met.len(),
+                    met.iter().filter(|t| needed(t, false)).count()
+                ),
+            );
+        }
+    }
+}
+
 /// A complete push's counts say what the data plane saw: every thing it updated counted as updated, and the totals
 /// the sums of its phases'. A thing is counted once, but for one the push cannot recognise when it meets it again
 /// after a refused page token: one whose `desired` no longer holds any pushed key (its device cleared it, after
-/// another push's values), which is updated and counted again.
+/// another push's values), which is updated and counted again. A thing that left the group before the push was last
+/// served the page covering its place may have been updated by an invocation that died, and not met by the walk that
+/// counted that page: it may go uncounted.
 fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
     for p in &facts.pushes {
         let Some(record) = facts.finals.get(&p.id) else { continue };
-        if record.status.state != PushState::Complete {
+        if record.status.state != PushState::Complete || dry_run(p) {
             continue;
         }
         let mut things: Vec<&str> = pushed_writes(facts, &p.id).map(|w| w.thing.as_str()).collect();
@@ -472,8 +691,10 @@ fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
         let unrecognisable = pushed_writes(facts, &p.id)
             .filter(|w| !seen.insert(w.thing.as_str()) && !any_key_held(&w.before, &w.state["desired"]))
             .count();
+        let required = required_targets(facts, p, &mut Vec::new()).unwrap_or_default();
+        let left = things.iter().filter(|t| !required.iter().any(|r| r == *t)).count();
         let counts = &record.status.counts;
-        let (least, most) = (things.len() as u64, (things.len() + unrecognisable) as u64);
+        let (least, most) = ((things.len() - left) as u64, (things.len() + unrecognisable) as u64);
         if counts.updated < least || counts.updated > most {
             violation(
                 facts,
@@ -481,7 +702,7 @@ fn counts_agree(facts: &Facts, found: &mut Vec<Violation>) {
                 "the counts agree with what was written",
                 format!(
                     "{} counted {} updated, and updated {} things ({unrecognisable} updated again after their \
-                     desired was cleared): {things:?}",
+                     desired was cleared, {left} that left the group before their page was last served): {things:?}",
                     p.id,
                     counts.updated,
                     things.len()

@@ -70,6 +70,8 @@ pub enum Noted {
         segment: u64,
         state: PushState,
         recheck: bool,
+        /// The source the next segment starts from (`None`: the first, at the start of a phase).
+        next_source: Option<usize>,
     },
     ControlRequested {
         push_id: String,
@@ -92,6 +94,11 @@ pub enum Noted {
         push_id: String,
         state: PushState,
     },
+    /// A journal entry recorded: what a thing held before the push updated it.
+    Journaled {
+        push_id: String,
+        thing: String,
+    },
 }
 
 impl Noted {
@@ -105,7 +112,8 @@ impl Noted {
             | Noted::ControlApplied { push_id, .. }
             | Noted::Resumed { push_id, .. }
             | Noted::Stalled { push_id, .. }
-            | Noted::Unstalled { push_id, .. } => push_id,
+            | Noted::Unstalled { push_id, .. }
+            | Noted::Journaled { push_id, .. } => push_id,
         }
     }
 
@@ -242,6 +250,7 @@ impl<P: PushStore + Peek + Send> PushRecords for Witness<P> {
             segment: next.holder.segment,
             state: record.status.state,
             recheck: record.status.recheck,
+            next_source: record.status.cursor.as_ref().map(|c| c.source),
         });
         written
     }
@@ -368,7 +377,13 @@ impl<P: Journal + Peek + Send> Journal for Witness<P> {
         expires_at: u64,
         entry: &JournalEntry,
     ) -> Result<(), ServiceError> {
-        self.store.record_previous(at, expires_at, entry).await
+        let since = self.store.effects();
+        let recorded = self.store.record_previous(at, expires_at, entry).await;
+        self.note_if(self.took(&recorded, |_| true, since, Op::RecordPrevious, at.push_id), || Noted::Journaled {
+            push_id: at.push_id.to_owned(),
+            thing: entry.thing_name.clone(),
+        });
+        recorded
     }
 
     async fn previous_page(

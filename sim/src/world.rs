@@ -136,6 +136,8 @@ struct World<P> {
     pushes: Vec<PlannedPush>,
     /// Things that join the group while pushes run: (when, thing).
     joiners: Vec<(u64, String)>,
+    /// Members (first ones or joiners) that leave the group while pushes run: (when, thing).
+    leavers: Vec<(u64, String)>,
     next_invocation: u64,
     /// Which push each invocation worked on, as far as the world knows.
     invoked_for: Rc<RefCell<BTreeMap<u64, String>>>,
@@ -190,6 +192,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             config: Arc::new(config),
             pushes: Vec::new(),
             joiners: Vec::new(),
+            leavers: Vec::new(),
             next_invocation: 0,
             invoked_for: Rc::default(),
             crash_percent: dice.between("world:crashes", 0, 0, 20),
@@ -211,6 +214,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
         for i in 0..things {
             let name = format!("thing-{i:02}");
             self.shadows.add(&name, kind(d, &name), &json!({"fw": "v0", "cfg": {"level": 0}}));
+            self.registry.index(&name);
             if d.chance("world:in-group", i, 80) {
                 self.registry.join(GROUP, &name);
             }
@@ -218,7 +222,26 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
         for j in 0..d.between("world:joiners", 0, 0, 3) {
             let name = format!("joiner-{j}");
             self.shadows.add(&name, kind(d, &name), &json!({"fw": "v0"}));
+            self.registry.index(&name);
             self.joiners.push((d.between("world:join-at", j, 1_000, 40_000), name));
+        }
+        // Members that leave (with `SIM_LEAVERS` set): a first member from the start on, or a joiner after it joined.
+        let first: Vec<String> = self.registry.members(GROUP).into_iter().map(|m| m.thing).collect();
+        let leavers = if leavers_on() { d.between("world:leavers", 0, 0, 2) } else { 0 };
+        for l in 0..leavers {
+            let pick = d.below("world:leaver", l, (first.len() + self.joiners.len()) as u64) as usize;
+            let leaver = match first.get(pick) {
+                Some(thing) => Some((d.between("world:leave-at", l, 0, 40_000), thing.clone())),
+                None => self
+                    .joiners
+                    .get(pick - first.len())
+                    .map(|(at, thing)| (at + d.between("world:leave-at", l, 1, 30_000), thing.clone())),
+            };
+            if let Some((at, thing)) = leaver
+                && self.leavers.iter().all(|(_, t)| *t != thing)
+            {
+                self.leavers.push((at, thing));
+            }
         }
         for p in 0..d.between("world:pushes", 0, 1, 3) {
             let key = format!("push:{p}");
@@ -241,6 +264,20 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                     targets.insert("things".into(), json!([format!("thing-{:02}", d.below(&key, 2, things))]));
                 }
             }
+            // A quarter of pushes search the fleet index too (or instead of the group): the group's members, or
+            // things by a prefix of their names.
+            if d.chance(&key, 20, 25) {
+                let query = if d.chance(&key, 21, 50) {
+                    format!("thingGroupNames:{GROUP}")
+                } else {
+                    ["thingName:thing-0*", "thingName:thing-1*", "thingName:joiner-*"][d.below(&key, 22, 3) as usize]
+                        .to_owned()
+                };
+                if d.chance(&key, 23, 50) {
+                    targets.remove("thingGroup");
+                }
+                targets.insert("query".into(), json!(query));
+            }
             let mut request = json!({
                 "pushId": id,
                 "desired": {"fw": format!("v{}", p + 1), "cfg": {"level": p + 1}},
@@ -262,6 +299,16 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                     "minThings": 1,
                     "onAbort": if d.chance(&key, 8, 50) { "rollback" } else { "stop" },
                 });
+                // A rollout cannot be a dry run (it would update nothing to judge): such a request is refused whole.
+                if d.chance(&key, 18, 5) {
+                    request["dryRun"] = json!(true);
+                }
+            } else if d.chance(&key, 18, 25) {
+                // A dry run, half of them previewing the first push's values (so that some targets hold them).
+                request["dryRun"] = json!(true);
+                if p > 0 && d.chance(&key, 19, 50) {
+                    request["desired"] = json!({"fw": "v1", "cfg": {"level": 1}});
+                }
             }
             let start_ms = d.between(&key, 9, 0, 20_000);
             let mut controls = Vec::new();
@@ -299,11 +346,12 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             .map(|t| format!("{t} {:?}", self.shadows.kind(&t).unwrap_or(Kind::Healthy)))
             .collect();
         self.trace.line(format!(
-            "world: seed {}, fleet [{}], group {:?}, joiners {:?}, crashes {} %",
+            "world: seed {}, fleet [{}], group {:?}, joiners {:?}, leavers {:?}, crashes {} %",
             self.seed,
             fleet.join(", "),
-            self.registry.members(GROUP).into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            self.registry.members(GROUP).into_iter().map(|m| m.thing).collect::<Vec<_>>(),
             self.joiners,
+            self.leavers,
             self.crash_percent
         ));
     }
@@ -320,6 +368,11 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             let mut j = self.joiners.clone();
             j.sort();
             j.into()
+        };
+        let mut leavers: std::collections::VecDeque<_> = {
+            let mut l = self.leavers.clone();
+            l.sort();
+            l.into()
         };
         let mut next_sweep = SWEEP_EVERY_MS;
         let mut resumed_all = false;
@@ -357,6 +410,12 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
                 let Some((_, thing)) = joiners.pop_front() else { break };
                 self.registry.join(GROUP, &thing);
                 self.trace.line(format!("registry: {thing} joined {GROUP}"));
+            }
+            while leavers.front().is_some_and(|(at, _)| *at <= now) {
+                let Some((_, thing)) = leavers.pop_front() else { break };
+                if self.registry.leave(GROUP, &thing) {
+                    self.trace.line(format!("registry: {thing} left {GROUP}"));
+                }
             }
             for message in self.queue.due() {
                 if message.received >= MAX_RECEIVES {
@@ -506,6 +565,8 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             renew_every_ms: LEASE_MS / 3,
             group: self.registry.members(GROUP),
             listings: self.registry.listings(),
+            refusals: self.registry.refusals(),
+            index: self.registry.indexed(),
             invoked_for: self.invoked_for.borrow().clone(),
             finals: BTreeMap::new(),
             now_ms: self.trace.now(),
@@ -543,6 +604,12 @@ fn kind(d: Dice, thing: &str) -> Kind {
         8 => Kind::Partial,
         _ => Kind::Late,
     }
+}
+
+/// Whether worlds draw members that leave the group (`SIM_LEAVERS` set): off by default, since a member leaving from
+/// before a segment's position in its page makes the next segment skip a member that stayed (docs/simulation.md).
+pub fn leavers_on() -> bool {
+    std::env::var_os("SIM_LEAVERS").is_some()
 }
 
 fn wall_ms() -> u64 {
