@@ -240,14 +240,40 @@ async fn remember_walked<S, R: Registry, J>(
     let in_current = if at.source + 1 < sources.len() { at.walked + at.offset as u64 } else { 0 };
     for (i, source) in sources.iter().enumerate().take(at.source + 1) {
         let mut wanted = if i < at.source { u64::MAX } else { in_current };
+        // In the current source, the listing ends at the last thing taken (`Cursor::last`) where it is now, so that
+        // things that left or joined before it do not shift what is remembered; counted, when that thing is gone.
+        let mut last = if i == at.source && wanted > 0 { at.last.as_deref() } else { None };
         let mut token: Option<String> = None;
-        while wanted > 0 {
+        // Past the count, things are remembered only once the last thing taken is met after them.
+        let (mut past, mut pages_past) = (Vec::new(), 0);
+        'listing: while wanted > 0 || last.is_some() {
             match fetch(segment, stats, source, token.as_deref()).await {
                 Ok(p) => {
-                    for thing in p.things.iter().take(usize::try_from(wanted).unwrap_or(usize::MAX)) {
-                        seen.insert(thing);
+                    for thing in p.things {
+                        if wanted == 0 && last.is_none() {
+                            break 'listing;
+                        }
+                        let is_last = last == Some(thing.as_str());
+                        if wanted > 0 {
+                            seen.insert(&thing);
+                            wanted -= 1;
+                        } else {
+                            past.push(thing);
+                        }
+                        if is_last {
+                            for t in &past {
+                                seen.insert(t);
+                            }
+                            break 'listing;
+                        }
                     }
-                    wanted = wanted.saturating_sub(p.things.len() as u64);
+                    // The last thing taken not met within a page past the count: it left the source.
+                    if wanted == 0 {
+                        pages_past += 1;
+                        if pages_past > 1 {
+                            last = None;
+                        }
+                    }
                     match p.next {
                         Some(next) => token = Some(next),
                         None => break,

@@ -51,8 +51,9 @@ pub struct Cursor {
     pub source: usize,
     pub token: Option<String>,
     pub offset: usize,
-    /// The name of the last thing taken from the page at `token` (the one before `offset`): a segment that lists the
-    /// page again and does not find it there (things before it left the source) goes on after it where it is now.
+    /// The name of the last thing of this source taken (in the page at `token`, the one before `offset`; or the last
+    /// of the page before): a segment that lists the page again and does not find it there (things before it left
+    /// the source) goes on after it where it is now; after a refused token, the meeting again ends at it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<String>,
     #[serde(default)]
@@ -71,6 +72,10 @@ pub struct Cursor {
     /// any other is new, and taken on as one met for the first time.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub beyond: u64,
+    /// The last thing walked before the refused token: met there in the new listing, it ends the meeting again
+    /// (`again` and `beyond`), however many things left or joined the walked stretch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub again_to: Option<String>,
     /// This source's listing is one started again after a refused token: a token refused in it is not met again
     /// from the start (the walk would never gain ground if every token were refused), its things before the
     /// position are skipped by their position.
@@ -211,6 +216,7 @@ mod tests {
             redo: vec!["x".into()],
             again: 3,
             beyond: 4,
+            again_to: Some("g2".into()),
             relisted: true,
             redo_again: vec!["y".into()],
             redo_beyond: vec!["z".into()],

@@ -112,11 +112,12 @@ pub(super) async fn follow<C: Course>(
         redo: earlier_redo,
         again,
         beyond,
+        again_to,
         relisted,
         redo_again,
         redo_beyond,
     } = cursor;
-    let mut at = Cursor { source, token, offset, last, walked, again, beyond, relisted, ..Cursor::default() };
+    let mut at = Cursor { source, token, offset, last, walked, again, beyond, again_to, relisted, ..Cursor::default() };
     let first = if takeover { Meeting::Uncertain } else { Meeting::First };
     let mut in_flight = FuturesUnordered::new();
     // Things left to redo, each with how it is to be met again.
@@ -172,15 +173,16 @@ pub(super) async fn follow<C: Course>(
             if !at.relisted {
                 // Everything walked before the refused token is met again, from the listing's start, then one page
                 // more: things that joined the walked stretch since push what was walked further down the listing.
+                // The meeting again ends at the last thing walked, where the new listing has it (`again_to`).
                 (at.again, at.beyond, at.offset, at.relisted) = (before as u64, page.items.len() as u64, 0, true);
+                at.again_to = at.last.take();
             } else {
                 // Refused again while meeting things again: what this listing went through is skipped by its
                 // position (so that the walk always gains ground), and the rest is met again as planned.
-                at.offset = before;
+                (at.offset, at.last) = (before, None);
             }
             (at.token, at.walked) = (None, 0);
-        } else if at.offset > 0
-            && let Some(last) = at.last.take()
+        } else if let Some(last) = at.last.clone().filter(|_| at.offset > 0)
             && page.items.get(at.offset - 1).and_then(|item| course.name(item)) != Some(last.as_str())
         {
             // The page listed again is not the one the cursor left: things before its place left the source (or
@@ -211,6 +213,10 @@ pub(super) async fn follow<C: Course>(
                 at.beyond = at.beyond.saturating_sub(1);
                 (course.take(state, at.source, item), first)
             };
+            // The last thing walked before the refused token: what follows it is new.
+            if at.again_to.is_some() && at.again_to == at.last {
+                (at.again, at.beyond, at.again_to) = (0, 0, None);
+            }
             match taken {
                 Take::Start(entry) => in_flight.push(course.start(entry, meeting)),
                 Take::Done(done) => tally(state, &mut redo, done),
@@ -220,12 +226,16 @@ pub(super) async fn follow<C: Course>(
         match page.next {
             Some(next) => {
                 at.walked += len as u64;
-                // Past this page; a skip longer than the page (a listing restarted) goes on into the next.
-                (at.token, at.offset, at.last) = (Some(next), at.offset.saturating_sub(len), None);
+                // Past this page; a skip longer than the page (a listing restarted) goes on into the next, by its
+                // position alone. The last thing taken is kept: it ends the meeting again after a refused token.
+                (at.token, at.offset) = (Some(next), at.offset.saturating_sub(len));
+                if at.offset > 0 {
+                    at.last = None;
+                }
             }
             None => {
                 (at.source, at.token, at.offset, at.last, at.walked) = (at.source + 1, None, 0, None, 0);
-                (at.again, at.beyond, at.relisted) = (0, 0, false);
+                (at.again, at.beyond, at.again_to, at.relisted) = (0, 0, None, false);
             }
         }
     }
