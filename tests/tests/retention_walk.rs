@@ -1,7 +1,8 @@
 //! The retention walk (a push's items rewritten to a later `expiresAt`) within the invocation's deadline: paced in
 //! write units per partition, stopped before the deadline with where it got left beside the record, resumed from there
-//! by the next attempt; and killed between the record's `keepingTo` mark and its first item, finished by the next
-//! attempt. Against DynamoDB Local through the push store, and through shadow-push on the local stack.
+//! by the next attempt; and killed at each of its state-changing steps (the record's `keepingTo` mark, where it got
+//! saved, its last item, its hand-off), finished by the next attempt to the same target. Against DynamoDB Local
+//! through the push store, and through shadow-push on the local stack.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -284,7 +285,7 @@ fn assert_finished(
 
 /// shadow-push killed right after a long walk saves where it got on the push's `kept` item (10 s in, before the next
 /// item). The next attempt finds `keepingTo` past `keptUntil` and the saved position, every journal entry up to it
-/// rewritten and none after it; it resumes there and finishes to the same target.
+/// rewritten and none after it; it finishes the rest to the same target.
 #[tokio::test]
 async fn killed_right_after_the_walk_saves_where_it_got_the_next_attempt_resumes_there() {
     const ENTRIES: usize = 60;
@@ -374,8 +375,8 @@ async fn killed_between_the_last_item_and_the_done_mark_the_next_attempt_marks_i
 /// A paused push's walk longer than its invocation (300 entries of 2 write units at 100 a second: 6 s; 3-second
 /// invocations) stops, saves where it got and hands the rest on to a message of its own; shadow-push is killed right
 /// after that message is sent, before it answers. The next attempt is that message, delivered twice at once (two
-/// execution environments): each resumes from the saved position, and what they hand on in turn finishes the walk
-/// to the same target; then the hand-offs end.
+/// execution environments), and what they hand on in turn finishes the walk to the same target; then the hand-offs
+/// end, and the message delivered once more, late, changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_right_after_the_walk_is_handed_on_the_message_delivered_twice_finishes_it() {
     const ENTRIES: usize = 300;
