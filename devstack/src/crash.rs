@@ -34,6 +34,11 @@ pub enum Step {
     Resume,
     /// The record's retention mark, before its items are walked (DynamoDB UpdateItem setting `keepingTo`).
     KeepMark,
+    /// Where a retention walk got, saved on the push's `kept` item (DynamoDB UpdateItem setting its `after`): every
+    /// 10 s of a walk, and when it stops short of the deadline.
+    KeepThrough,
+    /// The record's mark that a retention walk is done (DynamoDB UpdateItem setting `keptUntil`).
+    KeptMark,
     /// An entry put on the board of senders (DynamoDB PutItem in the `#senders` partition): the first is a
     /// segment's provisional announcement.
     Announce,
@@ -51,6 +56,8 @@ impl Step {
             | Self::ApplyControl
             | Self::Resume
             | Self::KeepMark
+            | Self::KeepThrough
+            | Self::KeptMark
             | Self::Announce => "AWS_ENDPOINT_URL_DYNAMODB",
         }
     }
@@ -78,6 +85,12 @@ impl Step {
             }
             Self::KeepMark => {
                 target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("SET keepingTo")
+            }
+            Self::KeepThrough => {
+                target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("SET #to = :to, #after")
+            }
+            Self::KeptMark => {
+                target.ends_with(".UpdateItem") && String::from_utf8_lossy(body).contains("SET keptUntil")
             }
             Self::Announce => target.ends_with(".PutItem") && String::from_utf8_lossy(body).contains("\"#senders\""),
             Self::HandOff => {

@@ -1,13 +1,15 @@
 //! The retention walk (a push's items rewritten to a later `expiresAt`) within the invocation's deadline: paced in
 //! write units per partition, stopped before the deadline with where it got left beside the record, resumed from there
-//! by the next attempt; and killed between the record's `keepingTo` mark and its first item, finished by the next
-//! attempt. Against DynamoDB Local through the push store, and through shadow-push on the local stack.
+//! by the next attempt; and killed at each of its state-changing steps (the record's `keepingTo` mark, where it got
+//! saved, its last item, its hand-off), finished by the next attempt to the same target. Against DynamoDB Local
+//! through the push store, and through shadow-push on the local stack.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use devstack::crash::{CrashPoint, CrashProxy, Step};
+use devstack::lambda::LocalLambda;
 use devstack::push::{PushFixture, push};
 use devstack::service::{LambdaService, Timing};
 use devstack::{Stack, unique};
@@ -249,4 +251,316 @@ async fn a_walk_longer_than_an_invocation_stops_before_the_deadline_and_is_finis
     let early: Vec<_> = items.iter().filter(|(_, e)| **e < kept_until).collect();
     assert!(early.is_empty(), "{} items expire before keptUntil {kept_until}: {early:?}", early.len());
     assert!(invocations.len() >= 3, "the walk and the push in {} invocations: {trail:?}", invocations.len());
+}
+
+/// The record as stored, but for its retention marks and its own expiry: what a retention walk must leave as it was.
+fn beside_retention(record: &Value) -> Value {
+    let mut rest = record.clone();
+    if let Some(fields) = rest.as_object_mut() {
+        for mark in ["keptUntil", "keepingTo", tables::TTL_ATTRIBUTE] {
+            fields.remove(mark);
+        }
+    }
+    rest
+}
+
+/// After a walk finished on the next attempt: `keptUntil` is the target the killed walk marked (finished, not
+/// restarted to another), nothing is under way, every item expires at it or later and none earlier than when the
+/// process was killed, and the record's other fields are as the kill left them.
+fn assert_finished(
+    target: u64,
+    killed: (&Value, &HashMap<(String, String), u64>),
+    now: (&Value, &HashMap<(String, String), u64>),
+) {
+    let ((killed_record, killed_items), (record, items)) = (killed, now);
+    assert_eq!(record["keptUntil"].as_u64(), Some(target), "walk not finished to {target}: {record}");
+    assert!(record.get("keepingTo").is_none(), "a walk still under way: {record}");
+    assert_eq!(beside_retention(record), beside_retention(killed_record), "the record's other fields changed");
+    let early: Vec<_> = items.iter().filter(|(_, e)| **e < target).collect();
+    assert!(early.is_empty(), "{} items expire before keptUntil {target}: {early:?}", early.len());
+    for (key, was) in killed_items {
+        let is = items.get(key).unwrap_or_else(|| panic!("{key:?} is gone"));
+        assert!(is >= was, "{key:?} expired at {was} when killed, now at {is}: backwards");
+    }
+}
+
+/// Delivers what is handed on to the queue, one message after another to `function` (each invocation given
+/// `invocation`), until nothing more is handed on: how many were delivered. Each must answer in time, with no failure.
+async fn deliver_hand_offs(fx: &PushFixture, function: &LocalLambda, invocation: Duration) -> usize {
+    let began = Instant::now();
+    let mut deliveries = 0;
+    loop {
+        let handed = fx.take_continuations().await;
+        if handed.is_empty() {
+            return deliveries;
+        }
+        assert!(began.elapsed() < Duration::from_secs(60), "still handing on after 60 s ({deliveries} deliveries)");
+        for record in handed {
+            deliveries += 1;
+            let answer = function.invoke(&json!({"Records": [record]}), invocation).await;
+            let answer = answer.unwrap_or_else(|e| panic!("delivery {deliveries} did not answer in time: {e}"));
+            assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+        }
+    }
+}
+
+/// shadow-push killed right after a walk stopped by its 3-second invocation saves where it got, before it hands the
+/// rest on. Nothing is on the queue and the sweeper does not look at a paused push: the next attempt is the pause's
+/// retry, which finds `keepingTo` past `keptUntil` and the saved position, resumes there, and hands on what it cannot
+/// finish; those messages finish the walk to the same target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_right_after_a_stopped_walk_saves_where_it_got_the_retry_finishes_it() {
+    const ENTRIES: usize = 300;
+    let invocation = Duration::from_secs(3);
+    let fx = PushFixture::new().await;
+    let point = CrashPoint { step: Step::KeepThrough, nth: 1, delivered: true, repeat: false };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
+    let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "100")];
+    let function = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]].concat()).await;
+    proxy.watch(function.pid_handle());
+    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 1500).await;
+
+    let killed = function.invoke(&json!({"pausePush": push_id}), invocation).await;
+    assert!(proxy.fired(), "never killed as the stopped walk saved where it got: {killed:?}");
+    assert!(killed.is_err(), "answered although killed: {killed:?}");
+    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(marked["state"], "paused", "{marked}");
+    let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
+    let through = kept_through(&fx.stack, &fx.table, &push_id).await.unwrap_or_else(|| panic!("nothing saved"));
+    assert_eq!(through.to, target, "{through:?}");
+    let shard = format!("{push_id}#0");
+    let after = through.after(&shard).unwrap_or_else(|| panic!("no position in {shard}: {through:?}")).to_owned();
+    let at_kill = expiries(&fx.stack, &fx.table, &push_id).await;
+    for ((pk, sk), e) in at_kill.iter().filter(|((pk, _), _)| *pk == shard) {
+        assert_eq!(*e == target, *sk <= after, "{pk}/{sk} expires at {e} when killed; the walk saved {after}");
+    }
+    assert_eq!(fx.take_continuations().await, Vec::<Value>::new(), "handed on although killed before it");
+    let swept = push(&function, &json!({"sweepPushes": true})).await.unwrap_or_else(|e| panic!("the sweeper: {e}"));
+    assert!(!swept.to_string().contains(&push_id), "the sweeper woke a paused push: {swept}");
+    assert_eq!(fx.take_continuations().await, Vec::<Value>::new(), "the sweeper handed on a paused push");
+
+    let paused = function.invoke(&json!({"pausePush": push_id}), invocation).await;
+    let paused = paused.unwrap_or_else(|e| panic!("the pause's retry did not answer in time: {e}"));
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let deliveries = deliver_hand_offs(&fx, &function, invocation).await;
+    println!("killed after saving {after}; the retry and {deliveries} deliveries finished the walk");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let items = expiries(&fx.stack, &fx.table, &push_id).await;
+    assert_eq!(items.len(), ENTRIES + 3, "plan, record, where the walk got and the entries: {items:?}");
+    assert_finished(target, (&marked, &at_kill), (&record, &items));
+}
+
+/// shadow-push killed right after a long walk saves where it got on the push's `kept` item (10 s in, before the next
+/// item). The next attempt finds `keepingTo` past `keptUntil` and the saved position, every journal entry up to it
+/// rewritten and none after it; it finishes the rest to the same target.
+#[tokio::test]
+async fn killed_right_after_the_walk_saves_where_it_got_the_next_attempt_resumes_there() {
+    const ENTRIES: usize = 60;
+    let fx = PushFixture::new().await;
+    let point = CrashPoint { step: Step::KeepThrough, nth: 1, delivered: true, repeat: false };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
+    // 60 entries of 1 write unit at 5 a second: 12 s, so the walk saves where it got once (at 10 s) before its end.
+    let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "5")];
+    let function = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]].concat()).await;
+    proxy.watch(function.pid_handle());
+    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 500).await;
+
+    let killed = push(&function, &json!({"pausePush": push_id})).await;
+    assert!(proxy.fired(), "never killed as it saved where it got: {killed:?}");
+    assert!(killed.is_err(), "answered although killed: {killed:?}");
+    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(marked["state"], "paused", "{marked}");
+    let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
+    assert!(marked["keptUntil"].as_u64().is_none_or(|k| k < target), "{marked}");
+    let through = kept_through(&fx.stack, &fx.table, &push_id).await.unwrap_or_else(|| panic!("nothing saved"));
+    assert_eq!(through.to, target, "{through:?}");
+    let shard = format!("{push_id}#0");
+    let after = through.after(&shard).unwrap_or_else(|| panic!("no position in {shard}: {through:?}")).to_owned();
+    let at_kill = expiries(&fx.stack, &fx.table, &push_id).await;
+    let journal: Vec<(&String, &u64)> =
+        at_kill.iter().filter(|((pk, _), _)| *pk == shard).map(|((_, sk), e)| (sk, e)).collect();
+    assert_eq!(journal.len(), ENTRIES);
+    for (sk, e) in &journal {
+        assert_eq!(**e == target, **sk <= after, "{sk} expires at {e} when killed; the walk saved {after}");
+    }
+    let done = journal.iter().filter(|(_, e)| **e == target).count();
+    assert!((1..ENTRIES).contains(&done), "{done} of {ENTRIES} rewritten when killed 10 s in");
+    println!("killed after saving {after}: {done} of {ENTRIES} entries rewritten");
+
+    let paused = push(&function, &json!({"pausePush": push_id})).await.unwrap_or_else(|e| panic!("retry: {e}"));
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let items = expiries(&fx.stack, &fx.table, &push_id).await;
+    assert_finished(target, (&marked, &at_kill), (&record, &items));
+}
+
+/// shadow-push killed right after the walk's last item, before the record's mark that the walk is done (before that
+/// write is sent, and after it lands with its answer lost). The next attempt finds every item at the target and, in
+/// the first case, `keepingTo` still past `keptUntil`: it finishes with the mark alone; in the second, nothing to do.
+#[tokio::test]
+async fn killed_between_the_last_item_and_the_done_mark_the_next_attempt_marks_it() {
+    const ENTRIES: usize = 30;
+    for delivered in [false, true] {
+        let fx = PushFixture::new().await;
+        let point = CrashPoint { step: Step::KeptMark, nth: 1, delivered, repeat: false };
+        let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
+        let function =
+            fx.function(&[("PUSH_RETENTION_DAYS", "1"), ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
+        proxy.watch(function.pid_handle());
+        let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 500).await;
+        let before = now_ms() / 1000;
+
+        let killed = push(&function, &json!({"pausePush": push_id})).await;
+        assert!(proxy.fired(), "never killed at the done mark (delivered {delivered}): {killed:?}");
+        assert!(killed.is_err(), "answered although killed: {killed:?}");
+        let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+        assert_eq!(marked["state"], "paused", "{marked}");
+        let target = if delivered {
+            assert!(marked.get("keepingTo").is_none(), "the done mark landed: {marked}");
+            marked["keptUntil"].as_u64().unwrap_or_else(|| panic!("the done mark landed: {marked}"))
+        } else {
+            assert!(marked["keptUntil"].as_u64().is_none_or(|k| k < before + DAY), "not yet marked: {marked}");
+            marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"))
+        };
+        assert!(target >= before + DAY, "target {target} not a day past {before}");
+        let at_kill = expiries(&fx.stack, &fx.table, &push_id).await;
+        assert_eq!(at_kill.len(), ENTRIES + 2, "record, plan and entries: {at_kill:?}");
+        let early: Vec<_> = at_kill.iter().filter(|((_, sk), e)| sk != "record" && **e != target).collect();
+        assert!(
+            early.is_empty(),
+            "the walk's items not all at {target} when killed (delivered {delivered}): {early:?}"
+        );
+
+        let paused = push(&function, &json!({"pausePush": push_id})).await.unwrap_or_else(|e| panic!("retry: {e}"));
+        assert_eq!(paused["state"], "paused", "{paused}");
+        let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+        let items = expiries(&fx.stack, &fx.table, &push_id).await;
+        assert_finished(target, (&marked, &at_kill), (&record, &items));
+    }
+}
+
+/// A paused push's walk longer than its invocation (300 entries of 2 write units at 100 a second: 6 s; 3-second
+/// invocations) stops, saves where it got and hands the rest on to a message of its own; shadow-push is killed right
+/// after that message is sent, before it answers. The next attempt is that message, delivered twice at once (two
+/// execution environments), and what they hand on in turn finishes the walk to the same target; then the hand-offs
+/// end, and the message delivered once more, late, changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_right_after_the_walk_is_handed_on_the_message_delivered_twice_finishes_it() {
+    const ENTRIES: usize = 300;
+    let invocation = Duration::from_secs(3);
+    let fx = PushFixture::new().await;
+    let point = CrashPoint { step: Step::HandOff, nth: 1, delivered: true, repeat: false };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_SQS"), point).await;
+    let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "100")];
+    let dying = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_SQS", proxy.url.as_str())]].concat()).await;
+    proxy.watch(dying.pid_handle());
+    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 1500).await;
+
+    let killed = dying.invoke(&json!({"pausePush": push_id}), invocation).await;
+    assert!(proxy.fired(), "never killed at the hand-off: {killed:?}");
+    assert!(killed.is_err(), "answered although killed: {killed:?}");
+    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(marked["state"], "paused", "{marked}");
+    let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
+    let through = kept_through(&fx.stack, &fx.table, &push_id).await.unwrap_or_else(|| panic!("nothing saved"));
+    assert_eq!(through.to, target, "{through:?}");
+    let at_kill = expiries(&fx.stack, &fx.table, &push_id).await;
+    let done = at_kill.values().filter(|e| **e == target).count();
+    assert!(done < ENTRIES, "the walk was not stopped short: {done} items at {target}");
+    let handed = fx.take_continuations().await;
+    assert_eq!(handed.len(), 1, "the walk's hand-off alone: {handed:?}");
+    let message = json!({"Records": handed});
+    assert!(message.to_string().contains(&push_id), "{message}");
+
+    // Delivered twice at once, to two execution environments.
+    let (one, two) = (fx.function(&env).await, fx.function(&env).await);
+    let (first, second) = tokio::join!(one.invoke(&message, invocation), two.invoke(&message, invocation));
+    for answer in [&first, &second] {
+        let answer = answer.as_ref().unwrap_or_else(|e| panic!("a delivery did not answer in time: {e}"));
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    }
+    let deliveries = 2 + deliver_hand_offs(&fx, &one, invocation).await;
+    println!("killed with {done} items rewritten; finished in {deliveries} deliveries");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let items = expiries(&fx.stack, &fx.table, &push_id).await;
+    assert_eq!(items.len(), ENTRIES + 3, "plan, record, where the walk got and the entries: {items:?}");
+    assert_finished(target, (&marked, &at_kill), (&record, &items));
+
+    // The message once more, late: the walk is done, so it changes nothing and hands nothing on.
+    let late = one.invoke(&message, invocation).await.unwrap_or_else(|e| panic!("the late delivery: {e}"));
+    assert_eq!(late["batchItemFailures"], json!([]), "{late}");
+    assert_eq!(fx.record(&push_id).await.unwrap_or(Value::Null), record, "the late delivery changed the record");
+    assert_eq!(expiries(&fx.stack, &fx.table, &push_id).await, items, "the late delivery rewrote items");
+    assert_eq!(fx.take_continuations().await, Vec::<Value>::new(), "the late delivery handed on");
+}
+
+/// The same for a push that ended (aborted): its walk (to `R` past its end) stops in a 3-second invocation and is
+/// handed on, and shadow-push is killed right after the hand-off. The message arrives seconds after the end, and
+/// every later one later still: each must finish the walk to the target marked at the end (`R` past the end, which
+/// does not move), not start a new one to `R` past its own arrival from the first item, which would never end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_right_after_an_ended_push_walk_is_handed_on_the_messages_finish_it() {
+    const ENTRIES: usize = 300;
+    let invocation = Duration::from_secs(3);
+    let fx = PushFixture::new().await;
+    let point = CrashPoint { step: Step::HandOff, nth: 1, delivered: true, repeat: false };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_SQS"), point).await;
+    let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "100")];
+    let dying = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_SQS", proxy.url.as_str())]].concat()).await;
+    proxy.watch(dying.pid_handle());
+    // Started 20 hours ago: kept until 4 hours from now, short of a day past its end.
+    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 1500).await;
+
+    let killed = dying.invoke(&json!({"abortPush": push_id}), invocation).await;
+    assert!(proxy.fired(), "never killed at the hand-off: {killed:?}");
+    assert!(killed.is_err(), "answered although killed: {killed:?}");
+    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(marked["state"], "aborted", "{marked}");
+    let ended = marked["finishedAt"].as_u64().unwrap_or_else(|| panic!("no end: {marked}")) / 1000;
+    let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
+    assert!(target >= ended + DAY, "target {target} short of a day past the end {ended}");
+    let at_kill = expiries(&fx.stack, &fx.table, &push_id).await;
+    assert!(at_kill.values().filter(|e| **e == target).count() < ENTRIES, "the walk was not stopped short");
+
+    let function = fx.function(&env).await;
+    let deliveries = deliver_hand_offs(&fx, &function, invocation).await;
+    println!("the ended push's walk finished in {deliveries} deliveries");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let items = expiries(&fx.stack, &fx.table, &push_id).await;
+    assert_eq!(items.len(), ENTRIES + 3, "plan, record, where the walk got and the entries: {items:?}");
+    assert_finished(target, (&marked, &at_kill), (&record, &items));
+}
+
+/// shadow-push killed right after an abort marks the push's record `keepingTo` (the push aborted, its walk not begun):
+/// the abort's retry finds the push aborted with a walk under way, finishes the walk to the marked target (`R` past
+/// the end) and answers with the aborted push, rather than refusing it as an abort of an aborted push and leaving its
+/// items to expire at the old `keptUntil`.
+#[tokio::test]
+async fn killed_between_an_aborts_mark_and_its_first_item_the_aborts_retry_finishes_the_walk() {
+    let fx = PushFixture::new().await;
+    let point = CrashPoint { step: Step::KeepMark, nth: 1, delivered: true, repeat: false };
+    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
+    let function =
+        fx.function(&[("PUSH_RETENTION_DAYS", "1"), ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
+    proxy.watch(function.pid_handle());
+    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], 30, 500).await;
+
+    let killed = push(&function, &json!({"abortPush": push_id})).await;
+    assert!(proxy.fired(), "never killed at the mark: {killed:?}");
+    assert!(killed.is_err(), "answered although killed: {killed:?}");
+    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(marked["state"], "aborted", "{marked}");
+    let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
+    let at_kill = expiries(&fx.stack, &fx.table, &push_id).await;
+    let early = at_kill.values().filter(|e| **e < target).count();
+    assert_eq!(early, 31, "the plan and 30 entries not yet rewritten when killed");
+
+    let aborted = push(&function, &json!({"abortPush": push_id})).await.unwrap_or_else(|e| panic!("retry: {e}"));
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    let record = fx.record(&push_id).await.unwrap_or(Value::Null);
+    let items = expiries(&fx.stack, &fx.table, &push_id).await;
+    assert_finished(target, (&marked, &at_kill), (&record, &items));
+    // An abort of a push aborted with nothing under way is refused as before.
+    let again = push(&function, &json!({"abortPush": push_id})).await;
+    assert!(again.as_ref().is_err_and(|e| e.to_string().contains("nothing to abort")), "{again:?}");
 }

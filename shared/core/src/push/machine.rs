@@ -428,6 +428,15 @@ fn control(record: &PushRecord, plan: &PushPlan, action: Action, at: Context) ->
         let segment = next.holder.segment + 1;
         return Ok(vec![Effect::Unstall(Box::new(next)), Effect::HandOff { segment, delay_s: 0 }]);
     }
+    if matches!(action, Action::Abort { .. })
+        && record.status.state == PushState::Aborted
+        && !rollback_after_stop
+        && walking(record, at).is_some()
+    {
+        // The abort again (Lambda's retry, the operator's) after one that died before its retention walk was done:
+        // answered with the push as it stands, once that walk is finished (`finishing_walk`).
+        return Ok(vec![Effect::Report(Report::Final)]);
+    }
     if !rollback_after_stop
         && (record.holder.stalled.is_some() || record.status.complete || record.status.state.is_final())
     {

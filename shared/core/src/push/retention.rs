@@ -178,9 +178,9 @@ pub trait WalkSteps: Sync {
     fn mark_kept(&self, push_id: &str, to: u64) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 
-/// Keeps `record`'s items as [`Kept::decide`] says at `now_s` (`open`: the push is not final), in a store that keeps
-/// pushes `retention_s` (`None`: for ever, nothing to do): marks the target on the record, rewrites every item's
-/// expiry, then sets `keptUntil`. Stopped once `within` has passed, it saves where it got and returns marks with
+/// Keeps `record`'s items as [`Kept::decide`] says at `now_s` (an ended push: at its end; `open`: the push is not
+/// final), in a store that keeps pushes `retention_s` (`None`: for ever, nothing to do): marks the target on the
+/// record, rewrites every item's expiry, then sets `keptUntil`. Stopped once `within` has passed, it saves where it got and returns marks with
 /// `keepingTo` still past `keptUntil` ([`Kept::walking`]); the next call resumes from there.
 pub async fn extend_within<S: WalkSteps>(
     store: &S,
@@ -192,7 +192,8 @@ pub async fn extend_within<S: WalkSteps>(
 ) -> Result<Kept, ServiceError> {
     let stop_at = within.map(|w| Instant::now() + w);
     let Some(retention) = retention_s else { return Ok(record.kept) };
-    let Keep::Extend { to, mark } = record.kept.decide(record.status.started_at, retention, now_s, open) else {
+    let at_s = decided_at(record, now_s, open);
+    let Keep::Extend { to, mark } = record.kept.decide(record.status.started_at, retention, at_s, open) else {
         return Ok(record.kept);
     };
     let push = record.push_id.as_str();
@@ -220,6 +221,16 @@ pub async fn extend_within<S: WalkSteps>(
     store.mark_kept(push, to).await?;
     tracing::info!(push, kept_until = to, items = rewritten, resumed = !mark, "push retention extended");
     Ok(Kept { kept_until: Some(to), keeping_to: None })
+}
+
+/// The moment a push's retention is decided from: now while it is open; its end once it ended (it is kept
+/// `retention` past its end), so that every later attempt decides the same target and finishes a walk that stopped or
+/// died rather than starting another, to a later target, from the first item.
+fn decided_at(record: &PushRecord, now_s: u64, open: bool) -> u64 {
+    match record.status.finished_at {
+        Some(end_ms) if !open => (end_ms / 1000).min(now_s),
+        _ => now_s,
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +337,32 @@ mod tests {
         let other = Through::resuming(Some(through), START + 4 * R);
         assert_eq!(other, Through::start(START + 4 * R), "another target: from the start");
         assert_eq!(Through::resuming(None, START + R), Through::start(START + R));
+    }
+
+    #[test]
+    fn an_ended_push_is_decided_from_its_end_and_its_walk_finished_by_later_attempts() {
+        use crate::push::record::{Holder, Status};
+        let end = START + 20 * 3600;
+        let ended = |kept: Kept| PushRecord {
+            push_id: "p".into(),
+            journal_shards: 1,
+            status: Status { started_at: START_MS, finished_at: Some(end * 1000), ..Status::default() },
+            holder: Holder::default(),
+            kept,
+        };
+        // Decided at its end: kept R past it.
+        let record = ended(Kept::default());
+        assert_eq!(decided_at(&record, end, false), end);
+        let at_end = record.kept.decide(START_MS, R, decided_at(&record, end, false), false);
+        assert_eq!(at_end, Keep::Extend { to: end + R, mark: true });
+        // That walk stopped or died: a later attempt (a message, a retry) finishes it, seconds or hours later.
+        let walking = ended(kept(None, Some(end + R)));
+        for later in [end + 1, end + 30, end + 3600] {
+            let at = decided_at(&walking, later, false);
+            assert_eq!(walking.kept.decide(START_MS, R, at, false), Keep::Extend { to: end + R, mark: false });
+        }
+        // Open again (an abort with rollback after the stop): decided from now.
+        assert_eq!(decided_at(&walking, end + 30, true), end + 30);
     }
 
     #[test]

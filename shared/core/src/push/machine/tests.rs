@@ -112,6 +112,10 @@ fn in_state(name: &str) -> PushRecord {
             finish(&mut r, PushState::Complete);
             r.kept = Kept { kept_until: Some(RETENTION_S / 2), keeping_to: Some(RETENTION_S * 2) };
         }
+        "aborted (retention walk under way)" => {
+            finish(&mut r, PushState::Aborted);
+            r.kept = Kept { kept_until: Some(RETENTION_S / 2), keeping_to: Some(RETENTION_S * 2) };
+        }
         "stalled" => {
             r.holder.segment = 4;
             r.holder.lease_until = NOW - 1;
@@ -123,7 +127,7 @@ fn in_state(name: &str) -> PushRecord {
     r
 }
 
-const STATES: [&str; 19] = [
+const STATES: [&str; 20] = [
     "running",
     "running (recheck)",
     "running (held, pause pending)",
@@ -143,6 +147,7 @@ const STATES: [&str; 19] = [
     "paused (past retention)",
     "aborted (past retention)",
     "complete (retention walk under way)",
+    "aborted (retention walk under way)",
 ];
 
 /// One line per effect: what it is and, for a write, the state it leads to.
@@ -669,6 +674,28 @@ complete (retention walk under way) | abort, no rollback      | refused: abortPu
 complete (retention walk under way) | pause not written       | refused: pausePush
 complete (retention walk under way) | polled                  | extend final, report Final
 complete (retention walk under way) | polled at 8 s           | extend final, report Final
+aborted (retention walk under way)  | woken                   | extend final, report Final
+aborted (retention walk under way)  | swept                   | extend final, report Final
+aborted (retention walk under way)  | asked                   | extend final, report Final
+aborted (retention walk under way)  | claimed                 | refused: event
+aborted (retention walk under way)  | claimed (takeover)      | refused: event
+aborted (retention walk under way)  | pushed, walk done       | refused: event
+aborted (retention walk under way)  | pushed, more to walk    | refused: event
+aborted (retention walk under way)  | judged: pass            | refused: event
+aborted (retention walk under way)  | judged: fail            | refused: event
+aborted (retention walk under way)  | rolled back, done       | refused: event
+aborted (retention walk under way)  | recorded                | extend final, report Final
+aborted (retention walk under way)  | not recorded (was ours) | extend final, report Final
+aborted (retention walk under way)  | not recorded (lost)     | report ClaimLost
+aborted (retention walk under way)  | extended                | hand off 3+0s
+aborted (retention walk under way)  | pause                   | refused: pausePush
+aborted (retention walk under way)  | resume                  | refused: resumePush
+aborted (retention walk under way)  | abort                   | extend final, report Final
+aborted (retention walk under way)  | abort, rollback         | request AbortRollback, poll +0ms
+aborted (retention walk under way)  | abort, no rollback      | extend final, report Final
+aborted (retention walk under way)  | pause not written       | refused: pausePush
+aborted (retention walk under way)  | polled                  | extend final, report Final
+aborted (retention walk under way)  | polled at 8 s           | extend final, report Final
 ";
 
 #[test]
