@@ -239,44 +239,30 @@ async fn remember_walked<S, R: Registry, J>(
     let sources = segment.sources;
     let in_current = if at.source + 1 < sources.len() { at.walked + at.offset as u64 } else { 0 };
     for (i, source) in sources.iter().enumerate().take(at.source + 1) {
-        let mut wanted = if i < at.source { u64::MAX } else { in_current };
-        // In the current source, the listing ends at the last thing taken (`Cursor::last`) where it is now, so that
-        // things that left or joined before it do not shift what is remembered; counted, when that thing is gone.
-        let mut last = if i == at.source && wanted > 0 { at.last.as_deref() } else { None };
-        let mut token: Option<String> = None;
-        // Past the count, things are remembered only once the last thing taken is met after them.
-        let (mut past, mut pages_past) = (Vec::new(), 0);
-        'listing: while wanted > 0 || last.is_some() {
+        let current = i == at.source;
+        let wanted = if current { in_current } else { u64::MAX };
+        // In the current source, what was walked ends at the latest of the last things taken (`Cursor::last`) still
+        // listed, so that things that left or joined before it shift nothing; counted, when all of those left. The
+        // listing goes a page past the count to find them.
+        let (mut listed, mut token, mut pages_past) = (Vec::new(), None::<String>, 0);
+        while (listed.len() as u64) < wanted || (current && !at.last.is_empty() && pages_past < 1) {
+            if listed.len() as u64 >= wanted {
+                pages_past += 1;
+            }
             match fetch(segment, stats, source, token.as_deref()).await {
                 Ok(p) => {
-                    for thing in p.things {
-                        if wanted == 0 && last.is_none() {
-                            break 'listing;
-                        }
-                        let is_last = last == Some(thing.as_str());
-                        if wanted > 0 {
-                            seen.insert(&thing);
-                            wanted -= 1;
-                        } else {
-                            past.push(thing);
-                        }
-                        if is_last {
-                            for t in &past {
-                                seen.insert(t);
-                            }
-                            break 'listing;
-                        }
-                    }
-                    // The last thing taken not met within a page past the count: it left the source.
-                    if wanted == 0 {
-                        pages_past += 1;
-                        if pages_past > 1 {
-                            last = None;
-                        }
+                    let ends = current && p.things.iter().any(|t| at.last.last() == Some(t));
+                    if current {
+                        listed.extend(p.things);
+                    } else {
+                        // An earlier source: all of it was walked.
+                        p.things.iter().for_each(|t| {
+                            seen.insert(t);
+                        });
                     }
                     match p.next {
-                        Some(next) => token = Some(next),
-                        None => break,
+                        Some(next) if !ends => token = Some(next),
+                        _ => break,
                     }
                 }
                 Err(GaveUp::OutOfTime { .. }) => return Err(()),
@@ -286,6 +272,14 @@ async fn remember_walked<S, R: Registry, J>(
                     break;
                 }
             }
+        }
+        let found = if current { listed.iter().rposition(|t| at.last.contains(t)) } else { None };
+        let walked = match found {
+            Some(cut) => cut + 1,
+            None => usize::try_from(wanted).unwrap_or(usize::MAX).min(listed.len()),
+        };
+        for thing in &listed[..walked] {
+            seen.insert(thing);
         }
     }
     Ok(())

@@ -51,11 +51,12 @@ pub struct Cursor {
     pub source: usize,
     pub token: Option<String>,
     pub offset: usize,
-    /// The name of the last thing of this source taken (in the page at `token`, the one before `offset`; or the last
-    /// of the page before): a segment that lists the page again and does not find it there (things before it left
-    /// the source) goes on after it where it is now; after a refused token, the meeting again ends at it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last: Option<String>,
+    /// The names of the last things of this source taken, up to three, the latest last (in the page at `token`, the
+    /// latest the one before `offset`; or the last of the page before): a segment that lists the page again and does
+    /// not find the latest there (things before it left the source) goes on after the latest of them still there;
+    /// after a refused token, the meeting again ends at the latest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last: Vec<String>,
     #[serde(default)]
     pub walked: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -211,7 +212,7 @@ mod tests {
             source: 2,
             token: Some("t".into()),
             offset: 7,
-            last: Some("g6".into()),
+            last: vec!["g5".into(), "g6".into()],
             walked: 500,
             redo: vec!["x".into()],
             again: 3,

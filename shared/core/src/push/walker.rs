@@ -12,6 +12,9 @@ use tokio::time::Instant;
 use super::Cursor;
 use super::pace::{Pace, Request};
 
+/// How many of the last things taken the cursor names ([`Cursor::last`]).
+const LAST_KEPT: usize = 3;
+
 /// One page of a source: its items, and the token of the next page (`None`: the source ends here).
 pub(super) struct Page<I> {
     pub items: Vec<I>,
@@ -175,22 +178,30 @@ pub(super) async fn follow<C: Course>(
                 // more: things that joined the walked stretch since push what was walked further down the listing.
                 // The meeting again ends at the last thing walked, where the new listing has it (`again_to`).
                 (at.again, at.beyond, at.offset, at.relisted) = (before as u64, page.items.len() as u64, 0, true);
-                at.again_to = at.last.take();
+                at.again_to = std::mem::take(&mut at.last).pop();
             } else {
                 // Refused again while meeting things again: what this listing went through is skipped by its
                 // position (so that the walk always gains ground), and the rest is met again as planned.
-                (at.offset, at.last) = (before, None);
+                (at.offset, at.last) = (before, Vec::new());
             }
             (at.token, at.walked) = (None, 0);
-        } else if let Some(last) = at.last.clone().filter(|_| at.offset > 0)
-            && page.items.get(at.offset - 1).and_then(|item| course.name(item)) != Some(last.as_str())
+        } else if at.offset > 0
+            && let Some(newest) = at.last.last()
+            && page.items.get(at.offset - 1).and_then(|item| course.name(item)) != Some(newest.as_str())
         {
             // The page listed again is not the one the cursor left: things before its place left the source (or
-            // joined it). Go on after the last thing taken when it is still there; else meet again what lies before
-            // the place, as after a refused token (each read: done when walked, pushed when new).
-            match page.items.iter().position(|item| course.name(item) == Some(last.as_str())) {
+            // joined it). Go on after the latest of the last things taken that is still there (those after it left);
+            // else (all left) meet what lies before the place as perhaps walked (`beyond`: done when holding the
+            // values written since the push started, pushed otherwise: some may be new, so another writer's mark
+            // proves nothing).
+            let found = at
+                .last
+                .iter()
+                .rev()
+                .find_map(|name| page.items.iter().position(|item| course.name(item) == Some(name.as_str())));
+            match found {
                 Some(i) => at.offset = i + 1,
-                None => (at.again, at.offset) = (at.again + at.offset as u64, 0),
+                None => (at.beyond, at.offset) = (at.beyond + at.offset as u64, 0),
             }
         }
         let len = page.items.len();
@@ -200,7 +211,12 @@ pub(super) async fn follow<C: Course>(
                 break 'pages;
             }
             at.offset += 1;
-            at.last = course.name(&item).map(str::to_owned);
+            if let Some(name) = course.name(&item) {
+                if at.last.len() == LAST_KEPT {
+                    at.last.remove(0);
+                }
+                at.last.push(name.to_owned());
+            }
             let (taken, meeting) = if at.again > 0 {
                 at.again -= 1;
                 (course.take_again(state, at.source, item), Meeting::Again)
@@ -214,7 +230,7 @@ pub(super) async fn follow<C: Course>(
                 (course.take(state, at.source, item), first)
             };
             // The last thing walked before the refused token: what follows it is new.
-            if at.again_to.is_some() && at.again_to == at.last {
+            if at.again_to.is_some() && at.again_to.as_ref() == at.last.last() {
                 (at.again, at.beyond, at.again_to) = (0, 0, None);
             }
             match taken {
@@ -230,11 +246,11 @@ pub(super) async fn follow<C: Course>(
                 // position alone. The last thing taken is kept: it ends the meeting again after a refused token.
                 (at.token, at.offset) = (Some(next), at.offset.saturating_sub(len));
                 if at.offset > 0 {
-                    at.last = None;
+                    at.last.clear();
                 }
             }
             None => {
-                (at.source, at.token, at.offset, at.last, at.walked) = (at.source + 1, None, 0, None, 0);
+                (at.source, at.token, at.offset, at.last, at.walked) = (at.source + 1, None, 0, Vec::new(), 0);
                 (at.again, at.beyond, at.again_to, at.relisted) = (0, 0, None, false);
             }
         }
