@@ -225,7 +225,7 @@ impl<P: PushStore + Journal + Senders + Peek + Send + 'static> World<P> {
             self.registry.index(&name);
             self.joiners.push((d.between("world:join-at", j, 1_000, 40_000), name));
         }
-        // Members that leave (with `SIM_LEAVERS` set): a first member from the start on, or a joiner after it joined.
+        // Members that leave (unless `SIM_LEAVERS=0`): a first member from the start on, or a joiner after it joined.
         let first: Vec<String> = self.registry.members(GROUP).into_iter().map(|m| m.thing).collect();
         let leavers = if leavers_on() { d.between("world:leavers", 0, 0, 2) } else { 0 };
         for l in 0..leavers {
@@ -606,10 +606,10 @@ fn kind(d: Dice, thing: &str) -> Kind {
     }
 }
 
-/// Whether worlds draw members that leave the group (`SIM_LEAVERS` set): off by default, since a member leaving from
-/// before a segment's position in its page makes the next segment skip a member that stayed (docs/simulation.md).
+/// Whether worlds draw members that leave the group: yes, unless `SIM_LEAVERS=0` (the worlds the planted bugs of
+/// docs/simulation.md were first found in, before members left by default).
 pub fn leavers_on() -> bool {
-    std::env::var_os("SIM_LEAVERS").is_some()
+    std::env::var_os("SIM_LEAVERS").is_none_or(|v| v != "0")
 }
 
 fn wall_ms() -> u64 {
