@@ -147,10 +147,10 @@ async fn a_slow_push_ends_every_invocation_before_its_deadline() {
     assert_eq!(versions(&fx, 0..16).await, vec![Some(1); 16]);
 }
 
-/// The slow push on a slow stack: every DynamoDB and shadow request answered 150 ms late (as the stack answers on a
+/// The slow push on a slow stack: every DynamoDB and shadow request answered 200 ms late (as the stack answers on a
 /// loaded machine), with 6-second leases, so that the deadline ends each segment. What a segment does after its
-/// last attempt (leaving the board, its record write, the hand-off, the record read back) takes about 600 ms then,
-/// more than the 300 ms a 3-second invocation would keep back for it by its length alone: every invocation must
+/// last attempt (leaving the board, its record write, the hand-off, the record read back) takes about 800 ms then,
+/// more than the 400 ms a 4-second invocation would keep back for it by its length alone: every invocation must
 /// still record its segment and answer in time, none out of time or killed at its deadline, and the push completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_push_on_a_slow_stack_ends_every_invocation_before_its_deadline() {
@@ -158,7 +158,7 @@ async fn a_slow_push_on_a_slow_stack_ends_every_invocation_before_its_deadline()
     let fx = PushFixture::new().await;
     fx.create_things(0..16, "slowstack").await;
     fx.create_group("prod", None, 0..16).await;
-    let slow = Faults { delay: Duration::from_millis(150), ..Faults::none() };
+    let slow = Faults { delay: Duration::from_millis(200), ..Faults::none() };
     let store = FaultProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), Service::DynamoDb, slow).await;
     let shadows =
         FaultProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), Service::IotDataPlane, slow).await;
@@ -170,7 +170,7 @@ async fn a_slow_push_on_a_slow_stack_ends_every_invocation_before_its_deadline()
             ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", shadows.url.as_str()),
         ])
         .await;
-    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, timing(Duration::from_secs(3)));
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, timing(Duration::from_secs(4)));
     let push_id = unique("slowstack");
     let req = json!({"pushId": push_id, "desired": {"mode": 8}, "targets": {"thingGroup": fx.group("prod")},
                      "maxRequestsPerSecond": 8});
