@@ -147,6 +147,53 @@ async fn a_slow_push_ends_every_invocation_before_its_deadline() {
     assert_eq!(versions(&fx, 0..16).await, vec![Some(1); 16]);
 }
 
+/// The slow push on a slow stack: every DynamoDB and shadow request answered 200 ms late (as the stack answers on a
+/// loaded machine), with 6-second leases, so that the deadline ends each segment. What a segment does after its
+/// last attempt (leaving the board, its record write, the hand-off, the record read back) takes about 800 ms then,
+/// more than the 400 ms a 4-second invocation would keep back for it by its length alone: every invocation must
+/// still record its segment and answer in time, none out of time or killed at its deadline, and the push completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_push_on_a_slow_stack_ends_every_invocation_before_its_deadline() {
+    use devstack::fault_proxy::{FaultProxy, Faults, Service};
+    let fx = PushFixture::new().await;
+    fx.create_things(0..16, "slowstack").await;
+    fx.create_group("prod", None, 0..16).await;
+    let slow = Faults { delay: Duration::from_millis(200), ..Faults::none() };
+    let store = FaultProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), Service::DynamoDb, slow).await;
+    let shadows =
+        FaultProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_IOT_DATA_PLANE"), Service::IotDataPlane, slow).await;
+    let function = fx
+        .function(&[
+            ("PUSH_CONCURRENCY", "64"),
+            ("PUSH_LEASE_MS", "6000"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", store.url.as_str()),
+            ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", shadows.url.as_str()),
+        ])
+        .await;
+    // Its cold start apart from the first invocation's time, as Lambda counts it.
+    function.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("the function's cold start: {e}"));
+    let service = LambdaService::new(&function, fx.stack.sqs(), &fx.queue_url, timing(Duration::from_secs(4)));
+    let push_id = unique("slowstack");
+    let req = json!({"pushId": push_id, "desired": {"mode": 8}, "targets": {"thingGroup": fx.group("prod")},
+                     "maxRequestsPerSecond": 8});
+    let complete = || async { fx.record(&push_id).await.is_some_and(|r| r["complete"] == json!(true)) };
+    let done = service.run_until(&req, &json!({"sweepPushes": true}), Duration::from_secs(60), complete).await;
+    let invocations = service.invocations();
+    // Out of time, a segment's record write is not tried (the invocation fails, or its message comes back as a
+    // batch item failure) or the invocation is killed at its deadline: the push then waits for its lease to run out.
+    let late: Vec<String> = invocations
+        .iter()
+        .filter_map(|i| match &i.answer {
+            Ok(answer) if answer["batchItemFailures"].as_array().is_none_or(Vec::is_empty) => None,
+            Ok(answer) => Some(format!("{}: {answer}", i.source)),
+            Err(e) => Some(format!("{}: {e}", i.source)),
+        })
+        .collect();
+    assert!(late.is_empty(), "{} of {} invocations out of time: {late:?}", late.len(), invocations.len());
+    assert!(done, "not complete: {:?}", fx.record(&push_id).await);
+    assert_eq!(versions(&fx, 0..16).await, vec![Some(1); 16]);
+}
+
 /// A thing in a group and in its child group, with hand-offs inside the group: pushed and counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thing_in_two_sources_is_pushed_once_across_hand_offs() {
@@ -190,6 +237,9 @@ async fn a_refused_page_token_lists_the_group_again_and_pushes_every_thing_once(
     let push_id = unique("tokens");
     let req = json!({"pushId": push_id, "desired": {"mode": 5}, "targets": {"thingGroup": fx.group("prod")},
                      "skipUnchanged": false, "maxRequestsPerSecond": 6});
+    // Its cold start first: the stand-in counts an invocation's time from the event's hand-over, and on a loaded
+    // machine the process's start would take a good part of the first segment's 2 s (Lambda counts init apart).
+    function.wait_ready(Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("the function's cold start: {e}"));
     let segment = Duration::from_secs(2);
     let first = function.invoke(&req, segment).await.unwrap_or_else(|e| panic!("the first segment: {e}"));
     assert_eq!(first["complete"], false, "the push needed no hand-off: {first}");

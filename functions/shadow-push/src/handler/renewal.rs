@@ -68,7 +68,9 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
                 continue;
             }
             next_renewal += every;
-            match self.store.renew(push_id, segment, owner, self.now_ms() + timing.lease_ms).await {
+            let renewed = self.store.renew(push_id, segment, owner, self.now_ms() + timing.lease_ms).await;
+            pace.observe(asked.elapsed());
+            match renewed {
                 Ok(Some(control)) => {
                     pace.lease().extend(asked + lease_ms);
                     if let Some(control) = control

@@ -44,6 +44,8 @@ impl<S: Shadows, R: Registry, P: PushStore + Journal + Senders, H: HandOff> Serv
         let pace = Pace::new(plan.max_requests_per_second, config.concurrency, deadline, hand_off_margin, reserve)
             .with_read_rate(read_rate)
             .with_lease(claimed_at + lease_ms, lease_ms / 3);
+        // The claim's write, the store's first latency: the reserve for the record write follows it.
+        pace.observe(claimed_at.elapsed());
         let cursor = record.status.cursor.clone().unwrap_or_default();
         // The account's quotas are shared with the other pushes sending now: this segment's share, from the board.
         let quota = Quota::new(config.max_tps, config.read_tps, config.headroom_percent);

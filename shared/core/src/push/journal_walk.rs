@@ -101,9 +101,9 @@ impl<S: Shadows, R, J: Journal> Course for JournalCourse<'_, S, R, J> {
         };
         let page = retry_until(
             self.segment.pace.deadline,
-            self.segment.pace.reserve,
+            self.segment.pace.reserve(),
             self.segment.pace.backoff,
-            || self.segment.journal.previous_page(self.at, phase, token),
+            || self.segment.pace.timed(self.segment.journal.previous_page(self.at, phase, token)),
             |_| {},
         )
         .await;

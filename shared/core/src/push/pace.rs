@@ -140,16 +140,25 @@ pub struct Pace {
     pub concurrency: usize,
     /// When the invocation ends.
     pub deadline: Instant,
-    /// Stop starting requests this long before the deadline (or the end of the lease), so that those in flight can
-    /// finish.
+    /// Stop starting requests at least this long before the deadline (or the end of the lease), so that those in
+    /// flight can finish.
     pub hand_off_margin: Duration,
-    /// Time kept back after the last attempt, to record the segment and answer.
-    pub reserve: Duration,
+    /// The least time kept back after the last attempt, to record the segment and answer ([`Pace::reserve`]).
+    min_reserve: Duration,
+    /// The most time kept back: a third of what was left when the segment started, so that it always gets to work.
+    max_reserve: Duration,
+    /// The slowest request seen in the segment (ms): its shadow requests and listings, and the store calls the
+    /// handler reports ([`Pace::observe`]).
+    slowest_ms: AtomicU64,
     pub backoff: Backoff,
     lease: Lease,
     /// Stop starting requests this long before the lease ends, so that those in flight end inside it.
     lease_margin: Duration,
 }
+
+/// The requests a segment makes after its last attempt, one after another, before it answers: leaving the board of
+/// senders, its failures, its record, the hand-off and the record read back, and one to spare.
+const TAIL_REQUESTS: u32 = 6;
 
 impl Pace {
     /// `rate` updates per second, and as many reads, each spread evenly (bursts of at most 1/20 s worth).
@@ -161,7 +170,9 @@ impl Pace {
             concurrency: concurrency.max(1),
             deadline,
             hand_off_margin,
-            reserve,
+            min_reserve: reserve,
+            max_reserve: deadline.saturating_duration_since(Instant::now()) / 3,
+            slowest_ms: AtomicU64::new(0),
             backoff: Backoff::default(),
             lease: Lease::new(deadline),
             lease_margin: hand_off_margin,
@@ -208,6 +219,31 @@ impl Pace {
         }
     }
 
+    /// Time kept back after the last attempt, to record the segment and answer: the segment's requests after it at
+    /// the slowest latency seen so far, at least the reserve it was given (a loaded machine, a slow service: a fixed
+    /// reserve would be overrun, and the record written after the deadline, or never).
+    pub fn reserve(&self) -> Duration {
+        let tail = self.slowest() * TAIL_REQUESTS;
+        tail.min(self.max_reserve).max(self.min_reserve)
+    }
+
+    fn slowest(&self) -> Duration {
+        Duration::from_millis(self.slowest_ms.load(Ordering::Relaxed))
+    }
+
+    /// A request of the segment took `took` (the handler's store calls are reported here too): the reserve follows.
+    pub fn observe(&self, took: Duration) {
+        self.slowest_ms.fetch_max(u64::try_from(took.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// `request`, its time observed.
+    pub(super) async fn timed<T>(&self, request: impl Future<Output = T>) -> T {
+        let asked = Instant::now();
+        let answer = request.await;
+        self.observe(asked.elapsed());
+        answer
+    }
+
     /// The segment's claim: the handler renews it while the segment runs.
     pub fn lease(&self) -> &Lease {
         &self.lease
@@ -218,7 +254,9 @@ impl Pace {
         if self.lease.is_lost() || self.lease.is_halted() {
             return self.lease.base;
         }
-        let by_deadline = self.deadline.checked_sub(self.hand_off_margin);
+        // A thing that starts now has time for one request before the reserve.
+        let margin = self.hand_off_margin.max(self.reserve() + self.slowest());
+        let by_deadline = self.deadline.checked_sub(margin);
         let by_lease = self.lease.until().checked_sub(self.lease_margin);
         by_deadline.min(by_lease).unwrap_or(self.lease.base)
     }
@@ -229,7 +267,7 @@ impl Pace {
         if self.lease.is_lost() {
             return self.lease.base;
         }
-        let by_deadline = self.deadline.checked_sub(self.reserve).unwrap_or(self.lease.base);
+        let by_deadline = self.deadline.checked_sub(self.reserve()).unwrap_or(self.lease.base);
         by_deadline.min(self.lease.until())
     }
 
@@ -317,7 +355,7 @@ where
                 return Err(Attempt::NoSlot);
             }
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            request.await.map_err(|e| {
+            pace.timed(request).await.map_err(|e| {
                 if ambiguous_ends && e.kind == FaultKind::Transient {
                     Attempt::Ambiguous(e)
                 } else {
@@ -333,7 +371,7 @@ where
             stats.throttled.fetch_add(1, Ordering::Relaxed);
         }
     };
-    match retry_until(pace.deadline, pace.reserve, pace.backoff, attempt, on_retry).await {
+    match retry_until(pace.deadline, pace.reserve(), pace.backoff, attempt, on_retry).await {
         Ok(value) => Ok(value),
         Err(GaveUp::Final(Attempt::Service(e) | Attempt::Ambiguous(e))) => Err(GaveUp::Final(e)),
         Err(GaveUp::Final(Attempt::NoSlot)) => Err(GaveUp::OutOfTime { last: None, attempts: 0 }),

@@ -328,9 +328,9 @@ async fn fetch<S, R: Registry, J>(
     let Segment { plan, registry, pace, .. } = *segment;
     retry_until(
         pace.deadline,
-        pace.reserve,
+        pace.reserve(),
         pace.backoff,
-        || page(plan, source, token, registry),
+        || pace.timed(page(plan, source, token, registry)),
         |e: &ServiceError| {
             if e.is_throttling() {
                 stats.throttled.fetch_add(1, Ordering::Relaxed);

@@ -61,6 +61,48 @@ async fn a_slow_rate_never_holds_more_than_the_time_left() {
     assert!(updates.values().all(|n| *n == 1), "{updates:?}");
 }
 
+/// Shadow requests that take 150 ms each (a slow service, a loaded machine): the segment keeps back the time its
+/// record write and hand-off would take at that latency (6 requests, 0.9 s), not the 300 ms it was given, and at
+/// most a third of its invocation.
+#[tokio::test(start_paused = true)]
+async fn the_reserve_follows_the_slowest_request() {
+    let pace = Pace::new(
+        8,
+        4,
+        Instant::now() + Duration::from_secs(3),
+        Duration::from_millis(600),
+        Duration::from_millis(300),
+    );
+    assert_eq!(pace.reserve(), Duration::from_millis(300), "nothing observed yet");
+    pace.observe(Duration::from_millis(100));
+    pace.observe(Duration::from_millis(20));
+    assert_eq!(pace.reserve(), Duration::from_millis(600), "the slowest request, six times");
+    assert_eq!(pace.stop_at(), pace.deadline - Duration::from_millis(700), "one request more before the reserve");
+    pace.observe(Duration::from_secs(1));
+    assert_eq!(pace.reserve(), Duration::from_secs(1), "at most a third of the invocation");
+
+    let shadows = FakeShadows { delay: Duration::from_millis(150), ..Default::default() };
+    let mut registry = registry();
+    registry.groups.insert("prod".into(), names("g", 60));
+    let plan = request(json!({"skipUnchanged": true, "targets": {"thingGroup": "prod"}}));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let pace = Pace::new(8, 64, deadline, Duration::from_millis(600), Duration::from_millis(300));
+    let sources = super::super::sources_for(&plan, &registry).await.expect("resolving the sources");
+    let segment = Segment {
+        plan: &plan,
+        sources: &sources,
+        shadows: &shadows,
+        registry: &registry,
+        journal: &NoJournal,
+        journal_shards: 1,
+        pace: &pace,
+    };
+    let out = run_segment(&segment, SegmentStart::default(), |_| {}).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    assert!(out.cursor.is_some() && out.updated > 0, "{out:?}");
+    assert!(left >= Duration::from_millis(900), "the segment ended {left:?} before its deadline");
+}
+
 /// A lost lease stops the segment at once: nothing more is sent.
 #[tokio::test(start_paused = true)]
 async fn a_lost_lease_stops_the_segment() {
