@@ -88,6 +88,11 @@ fn in_state(name: &str) -> PushRecord {
             r.status.state = PushState::RollingBack;
             r.status.rollback = Some(RollbackCounts::default());
         }
+        "rollingBack (abort pending)" => {
+            r.status.state = PushState::RollingBack;
+            r.status.rollback = Some(RollbackCounts { restored: 2, ..RollbackCounts::default() });
+            r.status.control = Some(Control::Abort);
+        }
         "aborted" => finish(&mut r, PushState::Aborted),
         "rolledBack" => {
             r.status.rollback = Some(RollbackCounts { restored: 4, ..RollbackCounts::default() });
@@ -127,7 +132,7 @@ fn in_state(name: &str) -> PushRecord {
     r
 }
 
-const STATES: [&str; 20] = [
+const STATES: [&str; 21] = [
     "running",
     "running (recheck)",
     "running (held, pause pending)",
@@ -140,6 +145,7 @@ const STATES: [&str; 20] = [
     "paused (judging)",
     "paused (rollingBack)",
     "rollingBack",
+    "rollingBack (abort pending)",
     "aborted",
     "rolledBack",
     "complete",
@@ -520,6 +526,28 @@ rollingBack                         | abort, no rollback      | refused: abortPu
 rollingBack                         | pause not written       | refused: pausePush
 rollingBack                         | polled                  | report Running
 rollingBack                         | polled at 8 s           | report Running
+rollingBack (abort pending)         | woken                   | carry Abort -> rollingBack@1, extend, hand off 4+0s
+rollingBack (abort pending)         | swept                   | carry Abort -> rollingBack@1, extend, hand off 4+0s
+rollingBack (abort pending)         | asked                   | carry Abort -> rollingBack@1, extend, hand off 4+0s
+rollingBack (abort pending)         | claimed                 | run rollback
+rollingBack (abort pending)         | claimed (takeover)      | run rollback (uncertain)
+rollingBack (abort pending)         | pushed, walk done       | refused: event
+rollingBack (abort pending)         | pushed, more to walk    | refused: event
+rollingBack (abort pending)         | judged: pass            | refused: event
+rollingBack (abort pending)         | judged: fail            | refused: event
+rollingBack (abort pending)         | rolled back, done       | record rolledBack
+rollingBack (abort pending)         | recorded                | extend, carry Abort -> rollingBack@1, extend, hand off 4+0s
+rollingBack (abort pending)         | not recorded (was ours) | extend, carry Abort -> rollingBack@1, extend, hand off 4+0s
+rollingBack (abort pending)         | not recorded (lost)     | report ClaimLost
+rollingBack (abort pending)         | extended                | nothing
+rollingBack (abort pending)         | pause                   | request Pause, poll +0ms
+rollingBack (abort pending)         | resume                  | report NotPaused
+rollingBack (abort pending)         | abort                   | refused: abortPush
+rollingBack (abort pending)         | abort, rollback         | refused: abortPush
+rollingBack (abort pending)         | abort, no rollback      | refused: abortPush
+rollingBack (abort pending)         | pause not written       | refused: pausePush
+rollingBack (abort pending)         | polled                  | carry Abort -> rollingBack@1, extend, hand off 4+0s
+rollingBack (abort pending)         | polled at 8 s           | report ControlPending
 aborted                             | woken                   | report Final
 aborted                             | swept                   | report Final
 aborted                             | asked                   | report Final
