@@ -1,6 +1,7 @@
 //! The phase walk: a push segment walks the targets' sources and pushes each thing (of the phase's band, in a
 //! rollout, journaling its previous values first), paced, until done or until it is time to hand the rest on.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
@@ -230,6 +231,10 @@ impl<S: Shadows, R: Registry, J: Journal, P: FnMut(&SegmentOutcome)> Course for 
 /// Things earlier segments walked, known again so that a thing in two sources is still pushed once: every thing of
 /// the sources before the cursor, and the things of the cursor's source before it (when a later source could
 /// repeat them). Listing only; `Err` when time ran out first.
+/// How many of the current source's things before the count a segment rebuilding its de-duplication holds back
+/// until it has found the last thing taken: as many members may have left the walked stretch.
+const HELD_BACK: usize = 1000;
+
 async fn remember_walked<S, R: Registry, J>(
     segment: &Segment<'_, S, R, J>,
     stats: &Stats,
@@ -243,22 +248,31 @@ async fn remember_walked<S, R: Registry, J>(
         let wanted = if current { in_current } else { u64::MAX };
         // In the current source, what was walked ends at the latest of the last things taken (`Cursor::last`) still
         // listed, so that things that left or joined before it shift nothing; counted, when all of those left. The
-        // listing goes a page past the count to find them.
-        let (mut listed, mut token, mut pages_past) = (Vec::new(), None::<String>, 0);
-        while (listed.len() as u64) < wanted || (current && !at.last.is_empty() && pages_past < 1) {
-            if listed.len() as u64 >= wanted {
+        // listing goes a page past the count to find them. Only the things near the count are held back: those
+        // further before it than `HELD_BACK` were walked unless as many members left the stretch.
+        let (mut held, mut token, mut pages_past) = (VecDeque::new(), None::<String>, 0);
+        let (mut listed, mut settled) = (0u64, 0u64);
+        while listed < wanted || (current && !at.last.is_empty() && pages_past < 1) {
+            if listed >= wanted {
                 pages_past += 1;
             }
             match fetch(segment, stats, source, token.as_deref()).await {
                 Ok(p) => {
                     let ends = current && p.things.iter().any(|t| at.last.last() == Some(t));
-                    if current {
-                        listed.extend(p.things);
-                    } else {
-                        // An earlier source: all of it was walked.
-                        p.things.iter().for_each(|t| {
-                            seen.insert(t);
-                        });
+                    listed += p.things.len() as u64;
+                    for thing in p.things {
+                        if current {
+                            held.push_back(thing);
+                        } else {
+                            // An earlier source: all of it was walked.
+                            seen.insert(&thing);
+                        }
+                    }
+                    while held.len() > HELD_BACK && settled + (HELD_BACK as u64) < wanted {
+                        if let Some(thing) = held.pop_front() {
+                            seen.insert(&thing);
+                            settled += 1;
+                        }
                     }
                     match p.next {
                         Some(next) if !ends => token = Some(next),
@@ -273,12 +287,11 @@ async fn remember_walked<S, R: Registry, J>(
                 }
             }
         }
-        let found = if current { listed.iter().rposition(|t| at.last.contains(t)) } else { None };
-        let walked = match found {
+        let walked = match held.iter().rposition(|t| at.last.contains(t)) {
             Some(cut) => cut + 1,
-            None => usize::try_from(wanted).unwrap_or(usize::MAX).min(listed.len()),
+            None => usize::try_from(wanted.saturating_sub(settled)).unwrap_or(usize::MAX).min(held.len()),
         };
-        for thing in &listed[..walked] {
+        for thing in held.iter().take(walked) {
             seen.insert(thing);
         }
     }
