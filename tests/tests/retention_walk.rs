@@ -23,6 +23,10 @@ use shadow_core::push::{
 };
 
 const DAY: u64 = 86_400;
+const DYNAMODB: &str = "AWS_ENDPOINT_URL_DYNAMODB";
+const SQS: &str = "AWS_ENDPOINT_URL_SQS";
+/// The time `devstack::push::push` gives an invocation.
+const PUSH_TIME: Duration = Duration::from_secs(60);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -176,21 +180,11 @@ async fn a_walk_is_paced_in_write_units_stops_in_time_and_resumes_where_it_got()
 /// pause's retry finds the mark and finishes the walk; no item is left expiring before `keptUntil`.
 #[tokio::test]
 async fn killed_between_the_mark_and_the_first_item_the_next_attempt_finishes_the_walk() {
-    let fx = PushFixture::new().await;
     let point = CrashPoint { step: Step::KeepMark, nth: 1, delivered: true, repeat: false };
-    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
-    let function =
-        fx.function(&[("PUSH_RETENTION_DAYS", "1"), ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
-    proxy.watch(function.pid_handle());
-    // Started 20 hours ago: its items expire in 4 hours, short of a day past the pause.
-    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], 30, 500).await;
-    let before = now_ms() / 1000;
-
-    let killed = push(&function, &json!({"pausePush": push_id})).await;
-    assert!(proxy.fired(), "never killed at the mark: {killed:?}");
-    assert!(killed.is_err(), "answered although killed: {killed:?}");
-    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
-    assert_eq!(marked["state"], "paused", "{marked}");
+    let env = [("PUSH_RETENTION_DAYS", "1")];
+    let pause = ("pausePush", "paused");
+    let Killed { fx, function, _proxy, push_id, marked, before } =
+        killed_at(point, DYNAMODB, &env, (30, 500), pause, PUSH_TIME, "at the mark").await;
     let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
     let early = expiries(&fx.stack, &fx.table, &push_id).await.into_values().filter(|e| *e < target).count();
     assert_eq!(early, 31, "the plan and 30 entries not yet rewritten when killed");
@@ -304,6 +298,47 @@ async fn deliver_hand_offs(fx: &PushFixture, function: &LocalLambda, invocation:
     }
 }
 
+/// A control killed at one of the retention walk's steps, and what the kill left.
+struct Killed {
+    fx: PushFixture,
+    /// The function that was killed (the stand-in starts it again for the next invocation).
+    function: LocalLambda,
+    /// Bound for the whole test: the function's requests go through it.
+    _proxy: CrashProxy,
+    push_id: String,
+    /// The record as the kill left it.
+    marked: Value,
+    /// Epoch seconds just before the control was asked.
+    before: u64,
+}
+
+/// A push started 20 hours ago (its items expire in 4 hours, short of a day past now) with `entries` journal entries
+/// of `bytes`, and `control` (`pausePush` or `abortPush`) asked of shadow-push with `env`, its requests to `endpoint`
+/// (an `AWS_ENDPOINT_URL_*` variable) going through a crash proxy that kills it at `point`, within `invocation`. The
+/// control is killed, not answered, and leaves the record in `state`; `at` names the step in a failure.
+async fn killed_at(
+    point: CrashPoint,
+    endpoint: &str,
+    env: &[(&str, &str)],
+    (entries, bytes): (usize, usize),
+    (control, state): (&str, &str),
+    invocation: Duration,
+    at: &str,
+) -> Killed {
+    let fx = PushFixture::new().await;
+    let proxy = CrashProxy::start(&fx.stack.var(endpoint), point).await;
+    let function = fx.function(&[env, &[(endpoint, proxy.url.as_str())]].concat()).await;
+    proxy.watch(function.pid_handle());
+    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], entries, bytes).await;
+    let before = now_ms() / 1000;
+    let killed = function.invoke(&json!({control: push_id}), invocation).await;
+    assert!(proxy.fired(), "never killed {at}: {killed:?}");
+    assert!(killed.is_err(), "answered although killed: {killed:?}");
+    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
+    assert_eq!(marked["state"], state, "{marked}");
+    Killed { fx, function, _proxy: proxy, push_id, marked, before }
+}
+
 /// shadow-push killed right after a walk stopped by its 3-second invocation saves where it got, before it hands the
 /// rest on. Nothing is on the queue and the sweeper does not look at a paused push: the next attempt is the pause's
 /// retry, which finds `keepingTo` past `keptUntil` and the saved position, resumes there, and hands on what it cannot
@@ -312,19 +347,12 @@ async fn deliver_hand_offs(fx: &PushFixture, function: &LocalLambda, invocation:
 async fn killed_right_after_a_stopped_walk_saves_where_it_got_the_retry_finishes_it() {
     const ENTRIES: usize = 300;
     let invocation = Duration::from_secs(3);
-    let fx = PushFixture::new().await;
     let point = CrashPoint { step: Step::KeepThrough, nth: 1, delivered: true, repeat: false };
-    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
     let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "100")];
-    let function = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]].concat()).await;
-    proxy.watch(function.pid_handle());
-    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 1500).await;
-
-    let killed = function.invoke(&json!({"pausePush": push_id}), invocation).await;
-    assert!(proxy.fired(), "never killed as the stopped walk saved where it got: {killed:?}");
-    assert!(killed.is_err(), "answered although killed: {killed:?}");
-    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
-    assert_eq!(marked["state"], "paused", "{marked}");
+    let at = "as the stopped walk saved where it got";
+    let pause = ("pausePush", "paused");
+    let Killed { fx, function, _proxy, push_id, marked, .. } =
+        killed_at(point, DYNAMODB, &env, (ENTRIES, 1500), pause, invocation, at).await;
     let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
     let through = kept_through(&fx.stack, &fx.table, &push_id).await.unwrap_or_else(|| panic!("nothing saved"));
     assert_eq!(through.to, target, "{through:?}");
@@ -356,20 +384,12 @@ async fn killed_right_after_a_stopped_walk_saves_where_it_got_the_retry_finishes
 #[tokio::test]
 async fn killed_right_after_the_walk_saves_where_it_got_the_next_attempt_resumes_there() {
     const ENTRIES: usize = 60;
-    let fx = PushFixture::new().await;
     let point = CrashPoint { step: Step::KeepThrough, nth: 1, delivered: true, repeat: false };
-    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
     // 60 entries of 1 write unit at 5 a second: 12 s, so the walk saves where it got once (at 10 s) before its end.
     let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "5")];
-    let function = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]].concat()).await;
-    proxy.watch(function.pid_handle());
-    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 500).await;
-
-    let killed = push(&function, &json!({"pausePush": push_id})).await;
-    assert!(proxy.fired(), "never killed as it saved where it got: {killed:?}");
-    assert!(killed.is_err(), "answered although killed: {killed:?}");
-    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
-    assert_eq!(marked["state"], "paused", "{marked}");
+    let pause = ("pausePush", "paused");
+    let Killed { fx, function, _proxy, push_id, marked, .. } =
+        killed_at(point, DYNAMODB, &env, (ENTRIES, 500), pause, PUSH_TIME, "as it saved where it got").await;
     let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
     assert!(marked["keptUntil"].as_u64().is_none_or(|k| k < target), "{marked}");
     let through = kept_through(&fx.stack, &fx.table, &push_id).await.unwrap_or_else(|| panic!("nothing saved"));
@@ -401,20 +421,12 @@ async fn killed_right_after_the_walk_saves_where_it_got_the_next_attempt_resumes
 async fn killed_between_the_last_item_and_the_done_mark_the_next_attempt_marks_it() {
     const ENTRIES: usize = 30;
     for delivered in [false, true] {
-        let fx = PushFixture::new().await;
         let point = CrashPoint { step: Step::KeptMark, nth: 1, delivered, repeat: false };
-        let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
-        let function =
-            fx.function(&[("PUSH_RETENTION_DAYS", "1"), ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
-        proxy.watch(function.pid_handle());
-        let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 500).await;
-        let before = now_ms() / 1000;
-
-        let killed = push(&function, &json!({"pausePush": push_id})).await;
-        assert!(proxy.fired(), "never killed at the done mark (delivered {delivered}): {killed:?}");
-        assert!(killed.is_err(), "answered although killed: {killed:?}");
-        let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
-        assert_eq!(marked["state"], "paused", "{marked}");
+        let env = [("PUSH_RETENTION_DAYS", "1")];
+        let at = format!("at the done mark (delivered {delivered})");
+        let pause = ("pausePush", "paused");
+        let Killed { fx, function, _proxy, push_id, marked, before } =
+            killed_at(point, DYNAMODB, &env, (ENTRIES, 500), pause, PUSH_TIME, &at).await;
         let target = if delivered {
             assert!(marked.get("keepingTo").is_none(), "the done mark landed: {marked}");
             marked["keptUntil"].as_u64().unwrap_or_else(|| panic!("the done mark landed: {marked}"))
@@ -448,19 +460,11 @@ async fn killed_between_the_last_item_and_the_done_mark_the_next_attempt_marks_i
 async fn killed_right_after_the_walk_is_handed_on_the_message_delivered_twice_finishes_it() {
     const ENTRIES: usize = 300;
     let invocation = Duration::from_secs(3);
-    let fx = PushFixture::new().await;
     let point = CrashPoint { step: Step::HandOff, nth: 1, delivered: true, repeat: false };
-    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_SQS"), point).await;
     let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "100")];
-    let dying = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_SQS", proxy.url.as_str())]].concat()).await;
-    proxy.watch(dying.pid_handle());
-    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 1500).await;
-
-    let killed = dying.invoke(&json!({"pausePush": push_id}), invocation).await;
-    assert!(proxy.fired(), "never killed at the hand-off: {killed:?}");
-    assert!(killed.is_err(), "answered although killed: {killed:?}");
-    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
-    assert_eq!(marked["state"], "paused", "{marked}");
+    let pause = ("pausePush", "paused");
+    let Killed { fx, function: _dying, _proxy, push_id, marked, .. } =
+        killed_at(point, SQS, &env, (ENTRIES, 1500), pause, invocation, "at the hand-off").await;
     let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
     let through = kept_through(&fx.stack, &fx.table, &push_id).await.unwrap_or_else(|| panic!("nothing saved"));
     assert_eq!(through.to, target, "{through:?}");
@@ -502,20 +506,12 @@ async fn killed_right_after_the_walk_is_handed_on_the_message_delivered_twice_fi
 async fn killed_right_after_an_ended_push_walk_is_handed_on_the_messages_finish_it() {
     const ENTRIES: usize = 300;
     let invocation = Duration::from_secs(3);
-    let fx = PushFixture::new().await;
     let point = CrashPoint { step: Step::HandOff, nth: 1, delivered: true, repeat: false };
-    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_SQS"), point).await;
     let env = [("PUSH_RETENTION_DAYS", "1"), ("PUSH_PARTITION_WPS", "100")];
-    let dying = fx.function(&[&env[..], &[("AWS_ENDPOINT_URL_SQS", proxy.url.as_str())]].concat()).await;
-    proxy.watch(dying.pid_handle());
     // Started 20 hours ago: kept until 4 hours from now, short of a day past its end.
-    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], ENTRIES, 1500).await;
-
-    let killed = dying.invoke(&json!({"abortPush": push_id}), invocation).await;
-    assert!(proxy.fired(), "never killed at the hand-off: {killed:?}");
-    assert!(killed.is_err(), "answered although killed: {killed:?}");
-    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
-    assert_eq!(marked["state"], "aborted", "{marked}");
+    let abort = ("abortPush", "aborted");
+    let Killed { fx, function: _dying, _proxy, push_id, marked, .. } =
+        killed_at(point, SQS, &env, (ENTRIES, 1500), abort, invocation, "at the hand-off").await;
     let ended = marked["finishedAt"].as_u64().unwrap_or_else(|| panic!("no end: {marked}")) / 1000;
     let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
     assert!(target >= ended + DAY, "target {target} short of a day past the end {ended}");
@@ -537,19 +533,11 @@ async fn killed_right_after_an_ended_push_walk_is_handed_on_the_messages_finish_
 /// items to expire at the old `keptUntil`.
 #[tokio::test]
 async fn killed_between_an_aborts_mark_and_its_first_item_the_aborts_retry_finishes_the_walk() {
-    let fx = PushFixture::new().await;
     let point = CrashPoint { step: Step::KeepMark, nth: 1, delivered: true, repeat: false };
-    let proxy = CrashProxy::start(&fx.stack.var("AWS_ENDPOINT_URL_DYNAMODB"), point).await;
-    let function =
-        fx.function(&[("PUSH_RETENTION_DAYS", "1"), ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url.as_str())]).await;
-    proxy.watch(function.pid_handle());
-    let (push_id, _) = push_at(&fx.stack, &fx.table, DAY, 20 * 3600, &["t-1".into()], 30, 500).await;
-
-    let killed = push(&function, &json!({"abortPush": push_id})).await;
-    assert!(proxy.fired(), "never killed at the mark: {killed:?}");
-    assert!(killed.is_err(), "answered although killed: {killed:?}");
-    let marked = fx.record(&push_id).await.unwrap_or(Value::Null);
-    assert_eq!(marked["state"], "aborted", "{marked}");
+    let env = [("PUSH_RETENTION_DAYS", "1")];
+    let abort = ("abortPush", "aborted");
+    let Killed { fx, function, _proxy, push_id, marked, .. } =
+        killed_at(point, DYNAMODB, &env, (30, 500), abort, PUSH_TIME, "at the mark").await;
     let target = marked["keepingTo"].as_u64().unwrap_or_else(|| panic!("not marked: {marked}"));
     let at_kill = expiries(&fx.stack, &fx.table, &push_id).await;
     let early = at_kill.values().filter(|e| **e < target).count();
